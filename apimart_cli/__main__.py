@@ -1,0 +1,3 @@
+from apimart_cli.cli import main
+
+main()

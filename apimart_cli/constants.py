@@ -1,0 +1,39 @@
+"""Tunables and limits, in one place."""
+
+from __future__ import annotations
+
+DEFAULT_BASE_URL = "https://api.apimart.ai"
+DEFAULT_MODEL = "gpt-image-2"
+USER_AGENT_PRODUCT = "apimart-cli"
+
+# The API's limits (api.md).
+MAX_IMAGES_PER_TASK = 10
+MAX_REFERENCES = 16
+MAX_REFERENCE_BYTES = 20 * 1024 * 1024
+MAX_REFERENCES_TOTAL_BYTES = 256 * 1024 * 1024
+MAX_PIXEL_SIDE = 3840
+
+# Retries: exponential backoff with jitter (cli-contract.md, "Exit codes").
+RETRY_MAX_ATTEMPTS = 6
+RETRY_BASE_DELAY = 0.5
+RETRY_MAX_DELAY = 8.0
+RETRY_AFTER_CAP = 30.0
+
+# HTTP timeouts, seconds.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+
+# Polling.
+DEFAULT_WAIT_TIMEOUT = 600.0
+DEFAULT_POLL_INTERVAL = 2.0
+MIN_POLL_INTERVAL = 0.25
+MAX_POLL_INTERVAL = 10.0
+POLL_BACKOFF = 1.5
+DEFAULT_MAX_IN_FLIGHT = 16
+HEARTBEAT_SECONDS = 30.0
+
+# Reading replies: no API reply is anywhere near this large.
+MAX_JSON_REPLY_BYTES = 8 * 1024 * 1024
+# An image larger than this is not an image this API makes.
+MAX_IMAGE_DOWNLOAD_BYTES = 512 * 1024 * 1024
+DOWNLOAD_CHUNK_BYTES = 256 * 1024

@@ -1,0 +1,100 @@
+"""Exit codes and the errors that carry them.
+
+Every failure the user can see is an ``ApimartError``: it knows its exit code and
+its two lines (what happened, what to do). ``console.report_error`` is the one
+place that prints them.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit codes of the command-line contract."""
+
+    OK = 0
+    FAILED = 1  # a task failed, was cancelled, is missing, unfinished or expired; a 400
+    USAGE = 2  # bad usage or input: nothing was sent
+    AUTH = 3  # no API key, or the server refused it
+    BALANCE = 4  # insufficient balance
+    SERVICE = 5  # the service or the network failed after retries
+    TIMEOUT = 124  # `wait` ran out of time
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class ApimartError(Exception):
+    """An error the user sees as a message, a hint and an exit code."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(ApimartError):
+    """Bad usage or input, found before anything was sent."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(UsageError):
+    """The config file cannot be read or written."""
+
+
+class AuthError(ApimartError):
+    """No API key, or the server refused it."""
+
+    exit_code = ExitCode.AUTH
+
+
+class BalanceError(ApimartError):
+    """The balance is too low for the request."""
+
+    exit_code = ExitCode.BALANCE
+
+
+class ServiceError(ApimartError):
+    """The service or network failed, after retries where retrying was safe."""
+
+    exit_code = ExitCode.SERVICE
+
+
+class TaskError(ApimartError):
+    """A task failed, was cancelled, does not exist, is unfinished or has expired."""
+
+    exit_code = ExitCode.FAILED
+
+
+class RequestRefused(ApimartError):
+    """The server refused a request the client could not have known was bad (a 400)."""
+
+    exit_code = ExitCode.FAILED
+
+
+class WaitTimeout(ApimartError):
+    """`wait` ran out of time with tasks unfinished."""
+
+    exit_code = ExitCode.TIMEOUT
+
+
+class APIStatusError(ApimartError):
+    """An HTTP error reply, with what the server said about it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        exit_code: ExitCode,
+        hint: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, hint)
+        self.status_code = status_code
+        self.exit_code = exit_code
+        self.request_id = request_id
+        self.retry_after = retry_after
