@@ -98,3 +98,7 @@ class APIStatusError(ApimartError):
         self.exit_code = exit_code
         self.request_id = request_id
         self.retry_after = retry_after
+
+
+class HistoryError(UsageError):
+    """The local task history cannot be read or written (checked before any submission)."""

@@ -78,9 +78,7 @@ def parse_resolution(text: str) -> str:
     """Read `1k`, `2k` or `4k` (any case)."""
     value = text.strip().lower()
     if value not in RESOLUTIONS:
-        raise UsageError(
-            f"Invalid resolution {text!r}.", f"Use one of {', '.join(RESOLUTIONS)}."
-        )
+        raise UsageError(f"Invalid resolution {text!r}.", f"Use one of {', '.join(RESOLUTIONS)}.")
     return value
 
 

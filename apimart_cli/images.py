@@ -1,0 +1,93 @@
+"""Image types, told from a file's own bytes rather than its name."""
+
+from __future__ import annotations
+
+import struct
+
+# The reference types the API accepts, and the extension each is saved under.
+EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+}
+
+# Enough of a file's head to tell its type and, for all four types, its size
+# (a JPEG's frame header can sit behind large metadata; past this we give up).
+SNIFF_BYTES = 64 * 1024
+
+
+def sniff_mime(head: bytes) -> str | None:
+    """The MIME type of PNG, JPEG, WebP or GIF data from its first bytes, else None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return None
+
+
+def extension_for(content_type: str | None) -> str | None:
+    """The file extension for a `Content-Type` header value, if it is an image type."""
+    if not content_type:
+        return None
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return EXTENSIONS.get("image/jpeg" if mime == "image/jpg" else mime)
+
+
+def image_dimensions(head: bytes) -> tuple[int, int] | None:
+    """Width and height read from an image's header, or None where it cannot be read."""
+    try:
+        mime = sniff_mime(head)
+        if mime == "image/png" and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            return width, height
+        if mime == "image/gif":
+            width, height = struct.unpack("<HH", head[6:10])
+            return width, height
+        if mime == "image/webp":
+            return _webp_dimensions(head)
+        if mime == "image/jpeg":
+            return _jpeg_dimensions(head)
+    except struct.error:
+        return None
+    return None
+
+
+def _webp_dimensions(head: bytes) -> tuple[int, int] | None:
+    chunk = head[12:16]
+    if chunk == b"VP8X":
+        width = int.from_bytes(head[24:27], "little") + 1
+        height = int.from_bytes(head[27:30], "little") + 1
+        return width, height
+    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", head[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and head[20:21] == b"\x2f":
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
+
+
+# JPEG start-of-frame markers (baseline, progressive, ...), which carry the size.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_dimensions(head: bytes) -> tuple[int, int] | None:
+    offset = 2
+    while offset + 9 <= len(head):
+        if head[offset] != 0xFF:
+            return None
+        marker = head[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        (length,) = struct.unpack(">H", head[offset + 2 : offset + 4])
+        if marker in _SOF_MARKERS:
+            height, width = struct.unpack(">HH", head[offset + 5 : offset + 9])
+            return width, height
+        offset += 2 + length
+    return None
