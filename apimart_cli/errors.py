@@ -102,3 +102,11 @@ class APIStatusError(ApimartError):
 
 class HistoryError(UsageError):
     """The local task history cannot be read or written (checked before any submission)."""
+
+
+class SubmissionUnknown(ServiceError):
+    """A submission was sent but its outcome is unknown: it may have created a task."""
+
+    def __init__(self, message: str, hint: str | None = None, *, idempotency_key: str) -> None:
+        super().__init__(message, hint)
+        self.idempotency_key = idempotency_key

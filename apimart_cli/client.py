@@ -1,0 +1,311 @@
+"""The APIMart HTTP client: submit, get a task, balance, stream an image.
+
+One `httpx.Client` serves every thread. The API key goes only on API requests,
+never as a default header, so an image host can never receive it. Every reply
+passes through `_send`, which retries what is safe to retry and turns every
+failure into an `ApimartError` with the contract's exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from apimart_cli import __version__
+from apimart_cli.constants import CONNECT_TIMEOUT, MAX_JSON_REPLY_BYTES, READ_TIMEOUT
+from apimart_cli.errors import (
+    ApimartError,
+    APIStatusError,
+    ExitCode,
+    ServiceError,
+    SubmissionUnknown,
+    TaskError,
+)
+from apimart_cli.models import Task, parse_submission, parse_task, validate_task_id
+from apimart_cli.retry import (
+    RETRYABLE_STATUSES,
+    SAFE_TO_RESEND_SUBMIT,
+    attempts_left,
+    delay_before_retry,
+    parse_retry_after,
+)
+
+if TYPE_CHECKING:
+    from apimart_cli.payload import GenerationRequest
+
+Log = Callable[[str], None]
+
+# Transport errors raised before any byte of the request left: safe to resend anything.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+_STATUS_EXIT_CODES = {
+    400: ExitCode.FAILED,
+    401: ExitCode.AUTH,
+    402: ExitCode.BALANCE,
+    403: ExitCode.AUTH,
+    404: ExitCode.FAILED,
+}
+
+_STATUS_HINTS = {
+    400: "The server refused the request; its message says why.",
+    401: "Check the key: `apimart config set api_key`, or set APIMART_API_KEY.",
+    402: "Top up the balance, then submit again (`apimart balance` shows it).",
+    403: "Check that the key may use this API: `apimart config set api_key`.",
+    429: "The service is rate limiting this key; wait a little and run the command again.",
+}
+
+
+class _Malformed(Exception):
+    """A reply whose body is not the JSON object it should be."""
+
+
+def _error_message(body: bytes) -> str | None:
+    """The server's own message from any of the error shapes it sends."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(payload, Mapping):
+        return None
+    error = payload.get("error")
+    if isinstance(error, Mapping) and error.get("message"):
+        return str(error["message"])
+    if payload.get("message"):
+        return str(payload["message"])
+    return None
+
+
+def make_status_error(status_code: int, headers: Mapping[str, str], body: bytes) -> APIStatusError:
+    """The one place an HTTP error reply becomes an error with an exit code."""
+    message = _error_message(body) or f"HTTP {status_code}"
+    transient = status_code >= 500 or status_code == 429
+    exit_code = _STATUS_EXIT_CODES.get(
+        status_code, ExitCode.SERVICE if transient else ExitCode.FAILED
+    )
+    hint = _STATUS_HINTS.get(status_code)
+    if hint is None and exit_code == ExitCode.SERVICE:
+        hint = "The service is having trouble; try again in a few minutes."
+    return APIStatusError(
+        f"The server answered {status_code}: {message}",
+        status_code=status_code,
+        exit_code=exit_code,
+        hint=hint,
+        request_id=headers.get("x-request-id"),
+        retry_after=parse_retry_after(headers.get("retry-after")),
+    )
+
+
+class Client:
+    """A client for one base URL and key."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        log: Log | None = None,
+        on_retry: Log | None = None,
+        max_connections: int = 32,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._log = log
+        self._on_retry = on_retry
+        self._sleep = sleep
+        self._clock = clock
+        self.deadline: float | None = None
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            headers={"User-Agent": f"apimart-cli/{__version__}"},
+            trust_env=False,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- the API --------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest, idempotency_key: str) -> list[str]:
+        """Submit one generation; the task ids it created."""
+        headers = {
+            "Content-Type": "application/json",
+            "Content-Length": str(request.body_length()),
+            "Idempotency-Key": idempotency_key,
+        }
+        reply = self._call(
+            "POST",
+            "/v1/images/generations",
+            headers=headers,
+            body=request.iter_body,
+            idempotency_key=idempotency_key,
+        )
+        return parse_submission(reply)
+
+    def get_task(self, task_id: str) -> Task:
+        """The task's current state."""
+        task_id = validate_task_id(task_id)
+        try:
+            reply = self._call("GET", f"/v1/tasks/{task_id}", params={"language": "en"})
+        except APIStatusError as error:
+            if error.status_code == 404:
+                raise TaskError(
+                    f"Task {task_id} does not exist (404).",
+                    "Check the id; `apimart history` lists the tasks submitted from here.",
+                ) from None
+            raise
+        return parse_task(reply, task_id)
+
+    def balance(self, *, account: bool = False) -> Mapping[str, Any]:
+        """The key's (or the whole account's) balance object."""
+        reply = self._call("GET", "/v1/user/balance" if account else "/v1/balance")
+        if not isinstance(reply, Mapping):
+            raise ServiceError("The service sent a balance reply that is not an object.")
+        if reply.get("success") is False:
+            message = reply.get("message") or "no reason given"
+            raise APIStatusError(
+                f"The server refused the balance query: {message}",
+                status_code=200,
+                exit_code=ExitCode.FAILED,
+            )
+        return reply
+
+    @contextmanager
+    def stream_image(self, url: str, headers: Mapping[str, str]) -> Iterator[httpx.Response]:
+        """An image download's response, opened with no `Authorization` header."""
+        started = self._clock()
+        with self._http.stream("GET", url, headers=dict(headers), follow_redirects=True) as reply:
+            self._trace("GET", url, reply.status_code, started)
+            yield reply
+
+    # -- one request, with retries ---------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: Callable[[], Iterator[bytes]] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Send a request, retrying what is safe, and return its JSON body."""
+        if not self._api_key:
+            from apimart_cli.errors import AuthError
+
+            raise AuthError(
+                "No API key.",
+                "Run `apimart config set api_key`, or set APIMART_API_KEY.",
+            )
+        is_submit = idempotency_key is not None
+        url = f"{self.base_url}{path}"
+        all_headers = {"Authorization": f"Bearer {self._api_key}", **(headers or {})}
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            failure: ApimartError
+            try:
+                status, reply_headers, content = self._send(
+                    method, url, params, all_headers, body() if body else None
+                )
+                if status < 400:
+                    return self._json(content)
+                failure = make_status_error(status, reply_headers, content)
+                retry_after = failure.retry_after
+                retryable = status in (SAFE_TO_RESEND_SUBMIT if is_submit else RETRYABLE_STATUSES)
+            except _NEVER_SENT as exc:
+                failure = ServiceError(f"Could not connect to {self.base_url}: {_describe(exc)}")
+                retryable = True
+            except (httpx.TransportError, _Malformed) as exc:
+                failure = ServiceError(f"The request to {url} failed: {_describe(exc)}")
+                retryable = not is_submit  # the server may have acted on it
+            if not retryable:
+                if is_submit and failure.exit_code == ExitCode.SERVICE:
+                    raise self._unknown(failure, idempotency_key)
+                raise failure
+            if not self._may_retry(attempt, retry_after):
+                raise _gave_up(failure)
+            delay = delay_before_retry(attempt, retry_after)
+            if self._on_retry:
+                self._on_retry(f"{failure.message} Retrying in {delay:.1f} s (try {attempt + 1}).")
+            self._sleep(delay)
+
+    def _may_retry(self, attempt: int, retry_after: float | None) -> bool:
+        if not attempts_left(attempt):
+            return False
+        if self.deadline is None:
+            return True
+        return self._clock() + (retry_after or 0.0) < self.deadline
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        content: Iterator[bytes] | None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One try: status, headers, and at most MAX_JSON_REPLY_BYTES of body."""
+        started = self._clock()
+        with self._http.stream(
+            method, url, params=params, headers=dict(headers), content=content
+        ) as reply:
+            self._trace(method, str(reply.url), reply.status_code, started)
+            chunks, size = [], 0
+            for chunk in reply.iter_bytes():
+                size += len(chunk)
+                if size > MAX_JSON_REPLY_BYTES:
+                    raise _Malformed(f"the reply was larger than {MAX_JSON_REPLY_BYTES} bytes")
+                chunks.append(chunk)
+            return reply.status_code, reply.headers, b"".join(chunks)
+
+    @staticmethod
+    def _json(content: bytes) -> Any:
+        try:
+            payload = json.loads(content)
+        except ValueError:
+            raise _Malformed("the reply was not JSON") from None
+        if not isinstance(payload, Mapping):
+            raise _Malformed("the reply was not a JSON object")
+        return payload
+
+    def _unknown(self, failure: ApimartError, idempotency_key: str | None) -> SubmissionUnknown:
+        return SubmissionUnknown(
+            f"{failure.message} The task may have been created; it was not sent again.",
+            f"Idempotency key {idempotency_key}. `apimart history --pending` lists it; "
+            "check your APIMart dashboard before submitting again.",
+            idempotency_key=idempotency_key or "",
+        )
+
+    def _trace(self, method: str, url: str, status: int, started: float) -> None:
+        if self._log:
+            elapsed = (self._clock() - started) * 1000
+            self._log(f"{method} {url} -> {status} ({elapsed:.0f} ms)")
+
+
+def _gave_up(failure: ApimartError) -> ApimartError:
+    """A transient failure that outlasted its retries: the service failed (exit 5)."""
+    failure.exit_code = ExitCode.SERVICE
+    failure.hint = failure.hint or "The service is having trouble; try again later."
+    return failure
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

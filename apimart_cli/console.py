@@ -1,0 +1,82 @@
+"""Standard output for data, standard error for everything else.
+
+Every line the user sees passes through here: `data` for what a pipeline reads
+(ids, paths, JSON), the rest for people. Writes are locked so that lines from
+worker threads never interleave.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import TextIO
+
+from apimart_cli.errors import ApimartError
+
+_lock = threading.Lock()
+_quiet = False
+_verbose = False
+
+
+def configure(*, quiet: bool = False, verbose: bool = False) -> None:
+    global _quiet, _verbose
+    _quiet, _verbose = quiet, verbose
+
+
+def is_quiet() -> bool:
+    return _quiet
+
+
+def is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def use_color(stream: TextIO) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
+    return (
+        is_terminal(stream)
+        and not os.environ.get("NO_COLOR")
+        and os.environ.get("TERM") != "dumb"
+    )
+
+
+def _write(stream: TextIO, text: str) -> None:
+    with _lock:
+        stream.write(text + "\n")
+        stream.flush()
+
+
+def data(line: str) -> None:
+    """One line of output for the pipeline: a task id, a path, a JSON object."""
+    _write(sys.stdout, line)
+
+
+def info(message: str) -> None:
+    """A message for people, silenced by --quiet."""
+    if not _quiet:
+        _write(sys.stderr, message)
+
+
+def warn(message: str) -> None:
+    """Something the user must know even with --quiet."""
+    _write(sys.stderr, message)
+
+
+def debug(message: str) -> None:
+    """A --verbose trace line."""
+    if _verbose:
+        _write(sys.stderr, message)
+
+
+def report_error(error: ApimartError) -> None:
+    """The one way an error reaches the user: what happened, then what to do."""
+    lines = [f"Error: {error.message}"]
+    if error.hint:
+        lines.append(error.hint)
+    if use_color(sys.stderr):
+        lines[0] = f"\x1b[1;31mError:\x1b[0m {error.message}"
+    _write(sys.stderr, "\n".join(lines))

@@ -1,0 +1,85 @@
+"""Settings, resolved once: command-line flag > environment > config file > default."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from apimart_cli import config_file
+from apimart_cli.constants import DEFAULT_BASE_URL
+from apimart_cli.errors import AuthError, UsageError
+
+ENV_API_KEY = "APIMART_API_KEY"
+ENV_BASE_URL = "APIMART_BASE_URL"
+ENV_OUTPUT_DIR = "APIMART_OUTPUT_DIR"
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_key: str | None
+    base_url: str
+    output_dir: Path
+
+    def require_key(self) -> str:
+        if not self.api_key:
+            raise AuthError(
+                "No API key.", "Run `apimart config set api_key`, or set APIMART_API_KEY."
+            )
+        return self.api_key
+
+
+def _first(*values: str | None) -> str | None:
+    return next((value for value in values if value), None)
+
+
+def resolve(
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    output_dir: str | None = None,
+) -> Settings:
+    """The settings from flags (the arguments), the environment and the config file."""
+    env = os.environ
+    needs_file = not (
+        _first(api_key, env.get(ENV_API_KEY))
+        and _first(base_url, env.get(ENV_BASE_URL))
+        and _first(output_dir, env.get(ENV_OUTPUT_DIR))
+    )
+    stored = config_file.load(config_file.config_path()) if needs_file else {}
+    url = _first(base_url, env.get(ENV_BASE_URL), stored.get("base_url")) or DEFAULT_BASE_URL
+    folder = _first(output_dir, env.get(ENV_OUTPUT_DIR), stored.get("output_dir")) or "."
+    return Settings(
+        api_key=_first(api_key, env.get(ENV_API_KEY), stored.get("api_key")),
+        base_url=check_base_url(url),
+        output_dir=Path(folder).expanduser(),
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str) -> str:
+    """The URL without a trailing slash; the key goes over HTTPS, or plain HTTP to loopback."""
+    parts = urlsplit(url.strip())
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return url.strip().rstrip("/")
+    if parts.scheme == "http" and is_loopback(host):
+        return url.strip().rstrip("/")
+    if parts.scheme == "http" and host:
+        raise UsageError(
+            f"Refusing to send the API key over plain HTTP to {url!r}.",
+            "Use an https:// base URL (http:// is allowed only for localhost).",
+        )
+    raise UsageError(
+        f"Invalid base URL {url!r}.", "Use an https:// URL such as https://api.apimart.ai."
+    )
