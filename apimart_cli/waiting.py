@@ -1,0 +1,236 @@
+"""Wait for tasks, download each as it completes, and say how it all ended.
+
+This is what `wait`, `generate --wait` and `wait --pending` share: the poller
+runs on the calling thread; each completed task's images download on a small
+pool while the other tasks are still polled; each saved path is printed the
+moment it is saved. The history is written from the calling thread only.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from apimart_cli import console
+from apimart_cli.constants import DEFAULT_MAX_IN_FLIGHT, DEFAULT_POLL_INTERVAL
+from apimart_cli.errors import ApimartError, ExitCode, TaskError
+from apimart_cli.polling import Poller
+
+if TYPE_CHECKING:
+    from apimart_cli.client import Client
+    from apimart_cli.downloads import Downloader
+    from apimart_cli.history import History
+    from apimart_cli.models import Task
+    from apimart_cli.progress import Reporter
+
+DOWNLOAD_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class WaitOptions:
+    timeout: float
+    interval: float = DEFAULT_POLL_INTERVAL
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    as_json: bool = False
+    download: bool = True
+
+
+@dataclass
+class WaitSummary:
+    exit_code: ExitCode = ExitCode.OK
+    unfinished: list[str] = field(default_factory=list)
+    files: dict[str, list[str]] = field(default_factory=dict)
+
+    def fail(self, code: ExitCode) -> None:
+        self.exit_code = max(self.exit_code, code)
+
+
+class _TaskFiles:
+    """Collects one task's saved images; the last one to finish emits the JSON line."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.paths: list[str | None] = [None] * len(task.images)
+        self.remaining = len(task.images)
+        self.failed = False
+
+
+class TaskWaiter:
+    """Poll, download, print, record: one run of `apimart wait`."""
+
+    def __init__(
+        self,
+        client: Client,
+        downloader: Downloader | None,
+        options: WaitOptions,
+        reporter: Reporter,
+        history: History | None = None,
+    ) -> None:
+        self._client = client
+        self._downloader = downloader
+        self._options = options
+        self._reporter = reporter
+        self._history = history
+        self._lock = threading.Lock()
+        self._owner = threading.get_ident()
+        self._results: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        self.summary = WaitSummary()
+        self._poller = Poller(
+            client.get_task,
+            interval=options.interval,
+            max_in_flight=options.max_in_flight,
+            timeout=options.timeout,
+            on_update=self._on_update,
+            on_finished=self._on_finished,
+            on_idle=self._drain,
+        )
+        self._pool = ThreadPoolExecutor(DOWNLOAD_WORKERS, thread_name_prefix="download")
+
+    # -- the run -------------------------------------------------------------------
+
+    def run(
+        self, task_ids: Iterable[str] = (), *, stream: Iterable[str] | None = None
+    ) -> WaitSummary:
+        """Wait for `task_ids`, and for ids arriving on `stream` (e.g. standard input)."""
+        self._owner = threading.get_ident()
+        for task_id in task_ids:
+            self._add(task_id)
+        if stream is not None:
+            self._poller.open_input()
+            threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+        try:
+            outcome = self._poller.run()
+            self._pool.shutdown(wait=True)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._drain()
+            self._reporter.close()
+        for task_id, error in outcome.errors.items():
+            console.warn(f"{task_id}: {error.message}")
+            self.summary.fail(error.exit_code)
+        if outcome.timed_out:
+            self.summary.unfinished = outcome.unfinished
+            self.summary.fail(ExitCode.TIMEOUT)
+        return self.summary
+
+    def unfinished(self) -> list[str]:
+        """The ids not yet finished (after Ctrl-C, the ones to resume)."""
+        return self._poller.unfinished()
+
+    def _add(self, task_id: str) -> None:
+        self._reporter.added(task_id)
+        self._poller.add(task_id)
+
+    def _read(self, stream: Iterable[str]) -> None:
+        """Feed ids to the poller as their lines arrive; a bad line is reported, not fatal."""
+        from apimart_cli.models import validate_task_id
+
+        try:
+            for line in stream:
+                if not line.strip():
+                    continue
+                try:
+                    self._add(validate_task_id(line))
+                except ApimartError as error:
+                    console.warn(f"Error: {error.message}")
+                    with self._lock:
+                        self.summary.fail(error.exit_code)
+        finally:
+            self._poller.close_input()
+
+    # -- callbacks (poll loop thread) -----------------------------------------------
+
+    def _on_update(self, task: Task) -> None:
+        self._reporter.update(task)
+        self._record(task.task_id, state=task.status, cost=task.cost)
+
+    def _on_finished(self, task: Task) -> None:
+        if task.status != "completed":
+            reason = task.error_message or "no reason given"
+            console.warn(f"{task.task_id}: {task.status}: {reason}")
+            self._record(task.task_id, error=reason)
+            self.summary.fail(ExitCode.FAILED)
+            self._emit_json(task, [])
+            return
+        if self._downloader is None or not self._options.download:
+            if not self._options.as_json:
+                console.data(task.task_id)
+            self._emit_json(task, [])
+            return
+        if not task.images:
+            self._fail(task.task_id, TaskError(f"Task {task.task_id} completed with no images."))
+            return
+        files = _TaskFiles(task)
+        for index in range(len(task.images)):
+            self._pool.submit(self._download, files, index)
+
+    def _download(self, files: _TaskFiles, index: int) -> None:
+        """On a download thread: save one image, print its path, maybe the task's JSON."""
+        assert self._downloader is not None
+        task = files.task
+        try:
+            saved = self._downloader.download(task.task_id, index, task.images[index])
+        except ApimartError as error:
+            console.warn(f"{task.task_id}: {error.message}")
+            with self._lock:
+                self.summary.fail(error.exit_code)
+                files.failed = True
+                files.remaining -= 1
+                done = files.remaining == 0
+        else:
+            path = str(saved.path)
+            if saved.kept_existing:
+                console.warn(
+                    f"{task.task_id}: kept the existing {path} (use --force to replace it)"
+                )
+            else:
+                self._reporter.saved(task.task_id, path)
+            if not self._options.as_json:
+                console.data(path)
+            with self._lock:
+                files.paths[index] = path
+                files.remaining -= 1
+                done = files.remaining == 0
+        if done:
+            paths = [path for path in files.paths if path is not None]
+            self.summary.files[task.task_id] = paths
+            self._results.put((task.task_id, {"files": paths}))
+            self._emit_json(task, paths)
+
+    def _fail(self, task_id: str, error: ApimartError) -> None:
+        console.warn(f"{task_id}: {error.message}")
+        self.summary.fail(error.exit_code)
+
+    def _emit_json(self, task: Task, paths: list[str]) -> None:
+        if self._options.as_json:
+            console.data(json.dumps({**task.raw, "files": paths}, ensure_ascii=False))
+
+    # -- history (poll loop thread only: SQLite connections stay on their thread) ---
+
+    def _record(self, task_id: str, **changes: Any) -> None:
+        self._results.put((task_id, changes))
+        self._drain()
+
+    def _drain(self) -> None:
+        self._reporter.tick()
+        if threading.get_ident() != self._owner:
+            return
+        while True:
+            try:
+                task_id, changes = self._results.get_nowait()
+            except queue.Empty:
+                return
+            if self._history is not None:
+                self._history.update(task_id, **changes)
+
+
+def resume_hint(task_ids: list[str], output: Path | None) -> str:
+    """The command that picks up where an interrupted wait stopped."""
+    folder = f" -o {output}" if output is not None and str(output) != "." else ""
+    return f"apimart wait{folder} {' '.join(task_ids)}"

@@ -1,0 +1,274 @@
+"""The local task log: what is written, how it is read back, and how it fails."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from apimart_cli.errors import ExitCode, HistoryError
+from apimart_cli.history import FINAL_STATES, UNFINISHED_STATES, History, default_path
+
+BASE = "https://api.apimart.ai"
+SANDBOX = "http://127.0.0.1:8787"
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "history.sqlite3"
+
+
+@pytest.fixture
+def history(path: Path) -> Iterator[History]:
+    with History.open(path) as opened:
+        yield opened
+
+
+def submit(history: History, task_id: str, *, base_url: str = BASE, key: str = "") -> None:
+    history.record_submission(
+        task_id,
+        base_url=base_url,
+        prompt=f"prompt of {task_id}",
+        fields={"model": "gpt-image-2", "n": 1},
+        idempotency_key=key or f"key-{task_id}",
+    )
+
+
+def test_round_trip(history: History, path: Path) -> None:
+    history.record_submission(
+        "task_01",
+        base_url=BASE,
+        prompt="a red fox",
+        fields={"model": "gpt-image-2", "size": "16:9", "image_urls": [Path("ref.png")]},
+        idempotency_key="key-1",
+    )
+
+    record = history.get("task_01")
+    assert record is not None
+    assert (record.task_id, record.base_url, record.prompt) == ("task_01", BASE, "a red fox")
+    # A value JSON cannot hold is kept as text rather than losing the record.
+    assert record.fields == {"model": "gpt-image-2", "size": "16:9", "image_urls": ["ref.png"]}
+    assert (record.idempotency_key, record.state) == ("key-1", "submitted")
+    assert (record.cost, record.files, record.error) == (None, (), None)
+    assert record.created_at == record.updated_at > 0
+    assert not record.finished
+    assert history.get("task_unknown") is None
+
+
+def test_each_write_is_committed_at_once(history: History, path: Path) -> None:
+    submit(history, "task_01")
+    # A second connection (another process, or the next run after a crash) sees it.
+    with History.open(path) as other:
+        assert [r.task_id for r in other.list()] == ["task_01"]
+
+
+def test_list_is_newest_first_and_limited(history: History) -> None:
+    for task_id in ("task_a", "task_b", "task_c"):
+        submit(history, task_id)
+
+    assert [r.task_id for r in history.list()] == ["task_c", "task_b", "task_a"]
+    assert [r.task_id for r in history.list(limit=2)] == ["task_c", "task_b"]
+    assert history.list(limit=0) == []
+
+
+def test_pending_only_keeps_unfinished_and_unknown_states(history: History) -> None:
+    states = ["submitted", "processing", "completed", "failed", "cancelled", "queued"]
+    for state in states:
+        submit(history, f"task_{state}")
+        history.update(f"task_{state}", state=state)
+    history.record_unknown(
+        base_url=BASE, prompt="p", fields={}, idempotency_key="lost", error="timed out"
+    )
+
+    pending = history.list(pending_only=True)
+    # "queued" is not a state we know: it counts as unfinished.
+    expected = [None, "task_queued", "task_processing", "task_submitted"]
+    assert [r.task_id for r in pending] == expected
+    assert {r.task_id for r in history.list() if r.finished} == {
+        "task_completed",
+        "task_failed",
+        "task_cancelled",
+    }
+
+
+def test_pending_ids_are_per_base_url_oldest_first(history: History) -> None:
+    submit(history, "task_1")
+    submit(history, "task_sandbox", base_url=SANDBOX)
+    submit(history, "task_2")
+    submit(history, "task_done")
+    history.update("task_done", state="completed")
+    history.record_unknown(base_url=BASE, prompt="p", fields={}, idempotency_key="k", error="e")
+
+    assert history.pending_ids(BASE) == ["task_1", "task_2"]
+    assert history.pending_ids(SANDBOX) == ["task_sandbox"]
+    assert [r.task_id for r in history.list(base_url=SANDBOX)] == ["task_sandbox"]
+
+
+def test_unknown_submission_is_filled_in_by_its_idempotency_key(history: History) -> None:
+    for error in ("connection reset", "read timed out"):
+        history.record_unknown(
+            base_url=BASE, prompt="a fox", fields={"n": 2}, idempotency_key="key-1", error=error
+        )
+    [unknown] = history.list()
+    assert (unknown.task_id, unknown.state, unknown.error) == (None, "unknown", "read timed out")
+    assert history.pending_ids(BASE) == []
+
+    # The server did accept it, and says so when asked again with the same key;
+    # one submission may bring back more than one task.
+    submit(history, "task_1", key="key-1")
+    submit(history, "task_2", key="key-1")
+
+    first = history.get("task_1")
+    assert first is not None
+    assert (first.state, first.error, first.created_at) == ("submitted", None, unknown.created_at)
+    assert [r.task_id for r in history.list()] == ["task_2", "task_1"]
+
+
+def test_a_recorded_task_keeps_its_row(history: History) -> None:
+    submit(history, "task_1")
+    history.record_submission(
+        "task_1", base_url=SANDBOX, prompt="other", fields={}, idempotency_key="k2", state="pending"
+    )
+    record = history.get("task_1")
+    assert record is not None
+    assert (record.prompt, record.base_url, record.state) == ("prompt of task_1", BASE, "pending")
+
+    history.update("task_1", state="completed")
+    submit(history, "task_1")  # a late echo does not make a finished task unfinished
+    assert history.pending_ids(BASE) == []
+
+
+def test_update_adds_files_uniquely_and_keeps_what_it_is_not_given(history: History) -> None:
+    submit(history, "task_1")
+    history.update("task_1", state="processing", cost=0.05)
+    history.update("task_1", files=["out/task_1_0.png", "out/task_1_1.png"])
+    history.update("task_1", state="completed", files=["out/task_1_1.png", "out/task_1_2.png"])
+
+    record = history.get("task_1")
+    assert record is not None
+    assert record.files == ("out/task_1_0.png", "out/task_1_1.png", "out/task_1_2.png")
+    assert (record.state, record.cost, record.error) == ("completed", 0.05, None)
+    assert record.finished
+    assert record.updated_at >= record.created_at
+
+
+def test_update_of_a_task_submitted_elsewhere(history: History) -> None:
+    history.update("task_elsewhere", state="completed")
+    assert history.list() == []
+
+    history.update("task_other", state="processing", files=["a.png"], base_url=BASE)
+    record = history.get("task_other")
+    assert record is not None
+    assert (record.prompt, record.fields, record.state, record.files) == (
+        "",
+        {},
+        "processing",
+        ("a.png",),
+    )
+    assert history.pending_ids(BASE) == ["task_other"]
+
+
+def test_file_is_private_and_its_folder_created(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "history.sqlite3"
+    with History.open(path) as history:
+        submit(history, "task_1")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_default_path_honours_apimart_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APIMART_DATA_DIR", str(tmp_path / "data"))
+    assert default_path() == tmp_path / "data" / "history.sqlite3"
+    with History() as history:
+        assert history.path == tmp_path / "data" / "history.sqlite3"
+    assert default_path().exists()
+
+    import platformdirs
+
+    monkeypatch.delenv("APIMART_DATA_DIR")
+    assert default_path() == Path(platformdirs.user_data_dir("apimart")) / "history.sqlite3"
+
+
+def test_corrupt_file_is_a_history_error_naming_it(path: Path) -> None:
+    path.parent.mkdir()
+    path.write_bytes(b"this is not sqlite\n" * 512)
+
+    with pytest.raises(HistoryError) as caught:
+        History.open(path)
+    assert str(path) in caught.value.message
+    assert "not a readable SQLite database" in caught.value.message
+    assert caught.value.hint is not None
+    assert "Move it aside" in caught.value.hint
+    assert "APIMART_DATA_DIR" in caught.value.hint
+    assert caught.value.exit_code == ExitCode.USAGE
+
+
+def test_folder_that_cannot_be_created(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file where the folder should be")
+    path = tmp_path / "data" / "history.sqlite3"
+
+    with pytest.raises(HistoryError) as caught:
+        History.open(path)
+    assert str(path) in caught.value.message
+    assert caught.value.hint is not None
+    assert "APIMART_DATA_DIR" in caught.value.hint
+
+
+@pytest.mark.skipif(IS_ROOT, reason="root writes through file permissions")
+def test_read_only_file(path: Path) -> None:
+    History.open(path).close()
+    path.chmod(0o400)
+    with pytest.raises(HistoryError, match="history"):
+        History.open(path)
+
+
+def test_check_writable(history: History) -> None:
+    history.check_writable()
+    # Stand in for a file that cannot be written (root ignores permissions).
+    history._conn.execute("PRAGMA query_only = ON")  # type: ignore[union-attr]
+
+    with pytest.raises(HistoryError) as caught:
+        history.check_writable()
+    assert str(history.path) in caught.value.message
+    with pytest.raises(HistoryError):
+        submit(history, "task_1")
+
+
+def test_a_closed_history_raises_history_error(path: Path) -> None:
+    history = History.open(path)
+    history.close()
+    history.close()
+    with pytest.raises(HistoryError):
+        history.list()
+
+
+def test_state_sets() -> None:
+    assert not FINAL_STATES & UNFINISHED_STATES
+
+
+def _record_many(path: str, worker: int) -> None:
+    with History.open(Path(path)) as history:
+        for i in range(25):
+            submit(history, f"task_{worker}_{i}")
+
+
+def test_eight_processes_record_at_once_without_losing_a_row(path: Path) -> None:
+    # A fresh file, as with `seq 8 | xargs -P 8 apimart generate ...` on a new machine.
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_record_many, args=(str(path), n)) for n in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+
+    assert [worker.exitcode for worker in workers] == [0] * 8
+    with History.open(path) as history:
+        recorded = {record.task_id for record in history.list()}
+    assert recorded == {f"task_{n}_{i}" for n in range(8) for i in range(25)}
