@@ -24,7 +24,7 @@ from apimart_cli.constants import (
     MIN_POLL_INTERVAL,
     POLL_BACKOFF,
 )
-from apimart_cli.errors import ApimartError
+from apimart_cli.errors import ApimartError, TaskError
 from apimart_cli.models import Task
 
 
@@ -43,6 +43,14 @@ def next_delay(task: Task, previous: float, base: float = DEFAULT_POLL_INTERVAL)
     if remaining <= 0:  # past the estimate: back to the plain schedule
         return min(backoff, base)
     return min(max(remaining / 2, MIN_POLL_INTERVAL), MAX_POLL_INTERVAL)
+
+
+def _not_finished(task: Task) -> TaskError:
+    progress = f" ({task.progress}%)" if task.progress is not None else ""
+    return TaskError(
+        f"Task {task.task_id} is {task.status}{progress}, not completed.",
+        f"Wait for it with `apimart wait {task.task_id}`.",
+    )
 
 
 class Clock(Protocol):
@@ -101,8 +109,10 @@ class Poller:
         on_finished: Callable[[Task], None] = lambda task: None,
         on_idle: Callable[[], None] = lambda: None,
         clock: Clock | None = None,
+        once: bool = False,
     ) -> None:
         self._fetch = fetch
+        self._once = once  # poll each task once; an unfinished task is an error
         self._interval = interval
         self._max_in_flight = max(1, max_in_flight)
         self._on_update = on_update
@@ -148,7 +158,7 @@ class Poller:
         return self.outcome
 
     def _loop(self, pool: ThreadPoolExecutor) -> None:
-        while self._input_open or self._due or self._in_flight:
+        while self._input_open or self._due or self._in_flight or not self._events.empty():
             now = self._clock.now()
             if self._deadline is not None and now >= self._deadline:
                 self.outcome.timed_out = True
@@ -200,6 +210,8 @@ class Poller:
                 if event.task.finished:
                     self.outcome.finished[task_id] = event.task
                     self._on_finished(event.task)
+                elif self._once:
+                    self.outcome.errors[task_id] = _not_finished(event.task)
                 else:
                     previous = self._delays[task_id]
                     self._schedule(task_id, next_delay(event.task, previous, self._interval))

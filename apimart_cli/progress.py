@@ -54,7 +54,7 @@ def _describe(task: Task) -> str:
     text = task.status
     if not task.known_status:
         text += " (a state this tool does not know; still waiting)"
-    elif not task.finished and task.progress is not None:
+    elif task.status == "processing" and task.progress is not None:
         text += f" {task.progress}%"
     return text
 

@@ -39,6 +39,7 @@ class WaitOptions:
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     as_json: bool = False
     download: bool = True
+    once: bool = False  # `download`: poll each task once, never wait
 
 
 @dataclass
@@ -89,6 +90,7 @@ class TaskWaiter:
             on_update=self._on_update,
             on_finished=self._on_finished,
             on_idle=self._drain,
+            once=options.once,
         )
         self._pool = ThreadPoolExecutor(DOWNLOAD_WORKERS, thread_name_prefix="download")
 

@@ -1,0 +1,110 @@
+"""The `apimart` command: global options, and the commands it is made of.
+
+Only Typer and the command modules are imported here; each command imports
+what it needs (httpx, rich, sqlite3, ...) in its body, so `apimart --version`
+and `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from apimart_cli import __version__, console
+from apimart_cli.commands import (
+    balance,
+    config,
+    download,
+    generate,
+    history,
+    sandbox,
+    sizes,
+    status,
+    wait,
+)
+from apimart_cli.commands.common import AppState, handles_errors
+
+app = typer.Typer(
+    name="apimart",
+    help="Generate images with APIMart's gpt-image-2 from the shell.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Never print a traceback with local variables: one of them could be the API key.
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.data(f"apimart {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+@handles_errors
+def main_options(
+    ctx: typer.Context,
+    api_key: Annotated[
+        Optional[str],  # noqa: UP045 - Typer reads this annotation at run time
+        typer.Option(
+            "--api-key",
+            help="API key. [default: $APIMART_API_KEY or the config]",
+            show_default=False,
+        ),
+    ] = None,
+    base_url: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--base-url", help="API base URL. [default: https://api.apimart.ai]", show_default=False
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log each request to standard error.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes.")] = False,
+    use_sandbox: Annotated[
+        bool,
+        typer.Option("--sandbox", help="Run against a local sandbox started for this command."),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Generate images with APIMart's gpt-image-2 from the shell.
+
+    apimart generate "a red fox in the snow" --wait -o out/
+    """
+    console.configure(quiet=quiet, verbose=verbose)
+    state = AppState(api_key=api_key, base_url=base_url, verbose=verbose, quiet=quiet)
+    if use_sandbox:
+        from apimart_cli.sandbox import Sandbox
+
+        server = Sandbox().start()
+        ctx.call_on_close(server.stop)
+        state.base_url, state.api_key = server.base_url, "sandbox"
+        console.info(f"Using a sandbox at {server.base_url}")
+    ctx.obj = state
+
+
+app.command(rich_help_panel="Tasks")(generate.generate)
+app.command(rich_help_panel="Tasks")(status.status)
+app.command(rich_help_panel="Tasks")(wait.wait)
+app.command(rich_help_panel="Tasks")(download.download)
+app.command(rich_help_panel="Tasks")(history.history)
+app.command(rich_help_panel="Account")(balance.balance)
+app.add_typer(config.app, name="config", rich_help_panel="Account")
+app.command(rich_help_panel="Help")(sizes.sizes)
+app.command(rich_help_panel="Help")(sandbox.sandbox)
+
+
+def main() -> None:
+    """The console script: run the app; a bug becomes one line, never a traceback."""
+    try:
+        app()
+    except Exception as error:  # the last line of defence; ApimartError is handled per command
+        console.warn(f"Error: internal error ({type(error).__name__}). Please report it.")
+        raise SystemExit(1) from None

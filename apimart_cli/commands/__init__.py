@@ -1,0 +1,1 @@
+"""One module per command: read the options, call the library, print."""

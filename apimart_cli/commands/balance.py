@@ -1,0 +1,39 @@
+"""`apimart balance`: what is left to spend."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from apimart_cli import console
+from apimart_cli.commands.common import handles_errors, state
+from apimart_cli.commands.options import JsonOpt
+
+
+@handles_errors
+def balance(
+    ctx: typer.Context,
+    account: Annotated[
+        bool, typer.Option("--account", help="The whole account's balance, not this key's.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the key's remaining and used balance.
+
+    apimart balance --json | jq .remain_balance
+    """
+    app = state(ctx)
+    with app.client(app.settings()) as client:
+        reply = client.balance(account=account)
+    if as_json:
+        console.data(json.dumps(dict(reply), ensure_ascii=False))
+        return
+    remain = reply.get("remain_balance")
+    unlimited = remain == -1 or reply.get("unlimited_quota") is True
+    console.data(f"remaining\t{'unlimited' if unlimited else remain}")
+    console.data(f"used\t{reply.get('used_balance')}")
+    for key in ("remain_credits", "used_credits"):
+        if key in reply:
+            console.data(f"{key.replace('_', ' ')}\t{reply[key]}")

@@ -1,0 +1,120 @@
+"""What every command shares: the global options, the error funnel, task ids."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, overload
+
+import typer
+
+from apimart_cli import console
+from apimart_cli.errors import ApimartError, ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from apimart_cli.client import Client
+    from apimart_cli.history import History
+    from apimart_cli.settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass
+class AppState:
+    """The global options, given before the command."""
+
+    api_key: str | None = None
+    base_url: str | None = None
+    verbose: bool = False
+    quiet: bool = False
+
+    def settings(self, output: Path | None = None) -> Settings:
+        from apimart_cli.settings import resolve
+
+        return resolve(
+            api_key=self.api_key,
+            base_url=self.base_url,
+            output_dir=str(output) if output is not None else None,
+        )
+
+    def client(self, settings: Settings) -> Client:
+        from apimart_cli.client import Client
+
+        return Client(
+            settings.base_url,
+            settings.require_key(),
+            log=console.debug if self.verbose else None,
+            on_retry=console.info,
+        )
+
+
+def state(ctx: typer.Context) -> AppState:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, AppState) else AppState()
+
+
+@overload
+def open_history() -> History: ...
+@overload
+def open_history(*, required: bool) -> History | None: ...
+def open_history(*, required: bool = True) -> History | None:
+    """The task history. Where it only mirrors the server (`status`, `wait`), a broken
+    history is a warning, not a failure: `required=False` then gives None."""
+    from apimart_cli.history import History
+
+    try:
+        return History.open()
+    except ApimartError as error:
+        if required:
+            raise
+        console.warn(f"Warning: {error.message} The task history was not updated.")
+        return None
+
+
+def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """The one funnel from errors to a message on standard error and an exit code."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except ApimartError as error:
+            console.report_error(error)
+            raise typer.Exit(int(error.exit_code)) from None
+        except KeyboardInterrupt:
+            console.warn("Interrupted.")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+    return run
+
+
+def ids_from_stdin() -> Iterator[str]:
+    """Lines of standard input as they arrive, stripped, blank ones skipped."""
+    for line in sys.stdin:
+        if line.strip():
+            yield line.strip()
+
+
+def wants_stdin(task_ids: list[str] | None) -> bool:
+    """No ids, or '-': the ids come from standard input."""
+    return not task_ids or task_ids == ["-"]
+
+
+def read_task_ids(task_ids: list[str] | None) -> list[str]:
+    """All the ids, from the arguments or standard input, checked before anything is sent."""
+    from apimart_cli.models import validate_task_id
+
+    if wants_stdin(task_ids):
+        if console.is_terminal(sys.stdin):
+            raise UsageError(
+                "No task ids given.", "Pass them as arguments, or pipe them in, one per line."
+            )
+        task_ids = list(ids_from_stdin())
+        if not task_ids:
+            raise UsageError("No task ids on standard input.")
+    assert task_ids is not None
+    return list(dict.fromkeys(validate_task_id(task_id) for task_id in task_ids))

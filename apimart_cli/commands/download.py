@@ -1,0 +1,29 @@
+"""`apimart download`: save the images of completed tasks."""
+
+from __future__ import annotations
+
+import typer
+
+from apimart_cli.commands.common import handles_errors, read_task_ids, state
+from apimart_cli.commands.options import ForceOpt, OutputOpt, TaskIdsArg
+
+
+@handles_errors
+def download(
+    ctx: typer.Context,
+    task_ids: TaskIdsArg = None,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Download the images of completed tasks; print each saved path.
+
+    A task that is not completed exits 1 with its state; expired result URLs
+    exit 1 with the time they expired. Existing files are kept unless --force.
+
+        apimart download task_01K... -o out/
+    """
+    from apimart_cli.commands.wait import run_wait
+
+    ids = read_task_ids(task_ids)
+    code = run_wait(state(ctx), ids, output=output, force=force, once=True)
+    raise typer.Exit(int(code))

@@ -1,0 +1,142 @@
+"""`apimart generate`: submit one generation task."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from apimart_cli import console
+from apimart_cli.commands.common import handles_errors, open_history, state
+from apimart_cli.commands.options import (
+    DEFAULT_INTERVAL,
+    DEFAULT_TIMEOUT,
+    IntervalOpt,
+    JsonOpt,
+    OutputOpt,
+    TimeoutOpt,
+)
+from apimart_cli.constants import DEFAULT_MODEL
+from apimart_cli.errors import UsageError
+from apimart_cli.sizes import RESOLUTIONS, SIZE_CHOICES
+
+
+def _complete_size(incomplete: str) -> list[str]:
+    return [size for size in SIZE_CHOICES if size.startswith(incomplete)]
+
+
+def _complete_resolution(incomplete: str) -> list[str]:
+    return [value for value in RESOLUTIONS if value.startswith(incomplete)]
+
+
+def read_prompt(prompt: str | None) -> str:
+    """The prompt argument, or standard input for '-' or when it is piped in."""
+    if prompt is not None and prompt != "-":
+        return prompt
+    if prompt is None and console.is_terminal(sys.stdin):
+        raise UsageError(
+            "No prompt given.", 'Pass it as an argument: apimart generate "a red fox".'
+        )
+    return sys.stdin.read()
+
+
+@handles_errors
+def generate(
+    ctx: typer.Context,
+    prompt: Annotated[
+        Optional[str],  # noqa: UP045 - Typer reads this annotation at run time
+        typer.Argument(help="What to draw; '-' (or a pipe) reads it from standard input."),
+    ] = None,
+    size: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--size",
+            "-s",
+            help="auto, a ratio such as 16:9, or pixels WxH (see `apimart sizes`).",
+            autocompletion=_complete_size,
+            show_default=False,
+        ),
+    ] = None,
+    resolution: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--resolution",
+            "-r",
+            help="1k, 2k or 4k.",
+            autocompletion=_complete_resolution,
+            show_default=False,
+        ),
+    ] = None,
+    n: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--n", "-n", help="Images to make, 1 to 10. [default: 1]", show_default=False),
+    ] = None,
+    image: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--image",
+            "-i",
+            help="A reference image: a file, an http(s) URL or a data: URI. Up to 16.",
+            show_default=False,
+        ),
+    ] = None,
+    official_fallback: Annotated[
+        bool, typer.Option("--official-fallback", help="Fall back to the official channel.")
+    ] = False,
+    model: Annotated[str, typer.Option("--model", help="The model.")] = DEFAULT_MODEL,
+    wait: Annotated[
+        bool, typer.Option("--wait", "-w", help="Then wait and download, as `apimart wait`.")
+    ] = False,
+    output: OutputOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    interval: IntervalOpt = DEFAULT_INTERVAL,
+    as_json: JsonOpt = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the request body; send nothing.")
+    ] = False,
+) -> None:
+    """Submit a generation task and print its id.
+
+    The id is written to the local history before it is printed.
+
+        apimart generate "a lighthouse at dawn" -s 16:9 -r 2k --wait -o out/
+    """
+    from apimart_cli.payload import build_request
+
+    app = state(ctx)
+    request = build_request(
+        read_prompt(prompt),
+        model=model,
+        size=size,
+        resolution=resolution,
+        n=n,
+        images=image or (),
+        official_fallback=official_fallback,
+    )
+    for note in request.notes:
+        console.warn(f"Note: {note}")
+    if dry_run:
+        console.data(json.dumps(request.dry_run(), ensure_ascii=False, indent=2))
+        return
+    settings = app.settings(output)
+    client = app.client(settings)
+    from apimart_cli.submission import submit
+
+    with client, open_history() as history:
+        task_ids = submit(client, history, request)
+    for task_id in task_ids:
+        if wait:
+            console.warn(task_id)  # standard output is for the saved paths
+        elif as_json:
+            console.data(json.dumps({"task_id": task_id, "status": "submitted"}))
+        else:
+            console.data(task_id)
+    if wait:
+        from apimart_cli.commands.wait import run_wait
+
+        code = run_wait(
+            app, task_ids, output=output, timeout=timeout, interval=interval, as_json=as_json
+        )
+        raise typer.Exit(int(code))

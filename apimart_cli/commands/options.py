@@ -1,0 +1,44 @@
+"""Option and argument types shared by several commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from apimart_cli.constants import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
+
+# Typer reads these annotations at run time, so they keep the typing.Optional spelling.
+TaskIdsArg = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Argument(
+        help="Task ids; with none, or '-', they are read from standard input, one per line.",
+        show_default=False,
+    ),
+]
+OutputOpt = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        "--output",
+        "-o",
+        help="Folder for images (created if missing). [default: $APIMART_OUTPUT_DIR, "
+        "the config's output_dir, or the current folder]",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON, one object per line.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite images that already exist.")]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option("--timeout", min=0.0, help="Seconds to wait for all the tasks, in all."),
+]
+IntervalOpt = Annotated[
+    float,
+    typer.Option(
+        "--interval", min=0.1, help="Seconds between the first polls; later ones back off."
+    ),
+]
+
+DEFAULT_TIMEOUT = DEFAULT_WAIT_TIMEOUT
+DEFAULT_INTERVAL = DEFAULT_POLL_INTERVAL

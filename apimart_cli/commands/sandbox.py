@@ -1,0 +1,75 @@
+"""`apimart sandbox`: a local stand-in for the API, for trying the tool and for tests."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from apimart_cli import console
+from apimart_cli.commands.common import handles_errors
+from apimart_cli.errors import UsageError
+
+
+@handles_errors
+def sandbox(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")
+    ] = 8787,
+    duration: Annotated[
+        float, typer.Option("--duration", min=0.0, help="Seconds from submission to completion.")
+    ] = 3.0,
+    latency: Annotated[
+        float, typer.Option("--latency", min=0.0, help="Seconds added to every API reply.")
+    ] = 0.0,
+    download_rate: Annotated[
+        Optional[float],  # noqa: UP045 - Typer reads this annotation at run time
+        typer.Option("--download-rate", min=1.0, help="Bytes per second per image download."),
+    ] = None,
+    submit_rate: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option("--submit-rate", min=0.1, help="Submissions per second before 429."),
+    ] = None,
+    failure_rate: Annotated[
+        float, typer.Option("--failure-rate", min=0.0, max=1.0, help="Share of tasks that fail.")
+    ] = 0.0,
+    fail_word: Annotated[
+        str, typer.Option("--fail-word", help="A prompt containing this fails.")
+    ] = "sandbox:fail",
+    noise: Annotated[
+        bool, typer.Option("--noise", help="Incompressible images (for benchmarks).")
+    ] = False,
+) -> None:
+    """Run a local stand-in for the API: no key, no network, real PNGs.
+
+    Prints its base URL; point any command at it (any key will do):
+
+        apimart sandbox --port 8787 &
+        APIMART_API_KEY=any apimart --base-url http://127.0.0.1:8787 generate "a fox" --wait
+    """
+    from apimart_cli.sandbox import Sandbox, SandboxConfig
+    from apimart_cli.settings import is_loopback
+
+    if not is_loopback(host):
+        console.warn(f"Warning: listening on {host}, which other machines may reach.")
+    config = SandboxConfig(
+        duration=duration,
+        latency=latency,
+        download_rate=download_rate,
+        submit_rate=submit_rate,
+        failure_rate=failure_rate,
+        fail_word=fail_word,
+        noise=noise,
+    )
+    server = Sandbox(config, host=host, port=port, log=None if console.is_quiet() else sys.stderr)
+    try:
+        server.start()
+    except OSError as exc:
+        raise UsageError(
+            f"Cannot listen on {host}:{port}: {exc.strerror or exc}",
+            "Choose another port with --port (0 picks a free one).",
+        ) from None
+    console.data(server.base_url)
+    server.serve_forever()

@@ -1,0 +1,151 @@
+"""`apimart wait`: poll tasks until they end, then download their images."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from apimart_cli import console
+from apimart_cli.commands.common import (
+    AppState,
+    handles_errors,
+    ids_from_stdin,
+    open_history,
+    state,
+    wants_stdin,
+)
+from apimart_cli.commands.options import (
+    DEFAULT_INTERVAL,
+    DEFAULT_TIMEOUT,
+    IntervalOpt,
+    JsonOpt,
+    OutputOpt,
+    TaskIdsArg,
+    TimeoutOpt,
+)
+from apimart_cli.constants import DEFAULT_MAX_IN_FLIGHT
+from apimart_cli.errors import ExitCode, UsageError
+
+
+def run_wait(
+    app: AppState,
+    task_ids: Iterable[str],
+    *,
+    stream: Iterable[str] | None = None,
+    output: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    interval: float = DEFAULT_INTERVAL,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    as_json: bool = False,
+    download: bool = True,
+    force: bool = False,
+    once: bool = False,
+) -> ExitCode:
+    """Wait for the tasks (and those on `stream`) and download them; the exit code."""
+    from apimart_cli.downloads import Downloader
+    from apimart_cli.progress import make_reporter
+    from apimart_cli.waiting import TaskWaiter, WaitOptions
+
+    settings = app.settings(output)
+    client = app.client(settings)
+    downloader = None
+    if download:
+        downloader = Downloader(client, settings.output_dir, force=force, on_retry=console.info)
+        downloader.prepare()
+    history = open_history(required=False)
+    options = WaitOptions(
+        timeout=timeout,
+        interval=interval,
+        max_in_flight=max_in_flight,
+        as_json=as_json,
+        download=download,
+        once=once,
+    )
+    waiter = TaskWaiter(client, downloader, options, make_reporter(), history)
+    try:
+        summary = waiter.run(task_ids, stream=stream)
+    except KeyboardInterrupt:
+        _report_unfinished("Interrupted", waiter.unfinished(), output)
+        return ExitCode.INTERRUPTED
+    finally:
+        client.close()
+        if history is not None:
+            history.close()
+    if summary.unfinished:
+        _report_unfinished(f"Timed out after {timeout:g} s", summary.unfinished, output)
+    return summary.exit_code
+
+
+def _report_unfinished(reason: str, task_ids: list[str], output: Path | None) -> None:
+    from apimart_cli.waiting import resume_hint
+
+    if not task_ids:
+        console.warn(f"{reason}.")
+        return
+    console.warn(f"{reason}; {len(task_ids)} task(s) unfinished: {' '.join(task_ids)}")
+    console.warn(f"Resume with: {resume_hint(task_ids, output)}")
+
+
+@handles_errors
+def wait(
+    ctx: typer.Context,
+    task_ids: TaskIdsArg = None,
+    output: OutputOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    interval: IntervalOpt = DEFAULT_INTERVAL,
+    max_in_flight: Annotated[
+        int, typer.Option("--max-in-flight", min=1, help="Most status requests at once.")
+    ] = DEFAULT_MAX_IN_FLIGHT,
+    no_download: Annotated[
+        bool, typer.Option("--no-download", help="Only wait; print the completed task ids.")
+    ] = False,
+    as_json: JsonOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing images.")] = False,
+    pending: Annotated[
+        bool,
+        typer.Option("--pending", help="Also wait for every unfinished task in the history."),
+    ] = False,
+) -> None:
+    """Wait for tasks to finish, then save their images; print each path.
+
+    Polls every task at once. Ids piped in are polled as each line arrives,
+    so wait works at the end of a pipeline:
+
+        apimart generate "a red fox" | apimart wait -o out/
+    """
+    from apimart_cli.models import validate_task_id
+
+    app = state(ctx)
+    ids = [] if wants_stdin(task_ids) else [validate_task_id(i) for i in task_ids or ()]
+    if pending:
+        settings = app.settings(output)
+        with open_history() as history:
+            ids = list(dict.fromkeys([*history.pending_ids(settings.base_url), *ids]))
+    stream = None
+    if wants_stdin(task_ids) and not (pending and not task_ids):
+        if console.is_terminal(sys.stdin):
+            raise UsageError(
+                "No task ids given.",
+                "Pass them as arguments, pipe them in, or use --pending.",
+            )
+        stream = ids_from_stdin()
+    if pending and not ids and stream is None:
+        console.info("No unfinished tasks in the history.")
+        return
+    code = run_wait(
+        app,
+        ids,
+        stream=stream,
+        output=output,
+        timeout=timeout,
+        interval=interval,
+        max_in_flight=max_in_flight,
+        as_json=as_json,
+        download=not no_download,
+        force=force,
+    )
+    raise typer.Exit(int(code))

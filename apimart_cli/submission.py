@@ -1,0 +1,45 @@
+"""Submit a generation so that a paid task is never lost.
+
+The history is checked before the request is sent and written before any id is
+printed; a submission whose outcome is unknown is recorded with its
+idempotency key so it can be found later.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from apimart_cli.errors import SubmissionUnknown
+
+if TYPE_CHECKING:
+    from apimart_cli.client import Client
+    from apimart_cli.history import History
+    from apimart_cli.payload import GenerationRequest
+
+
+def submit(client: Client, history: History, request: GenerationRequest) -> list[str]:
+    """Send the request once (resent only where it cannot have been accepted); its ids."""
+    history.check_writable()
+    key = str(uuid.uuid4())
+    fields = request.fields()
+    try:
+        task_ids = client.submit(request, key)
+    except SubmissionUnknown as error:
+        history.record_unknown(
+            base_url=client.base_url,
+            prompt=request.prompt,
+            fields=fields,
+            idempotency_key=key,
+            error=error.message,
+        )
+        raise
+    for task_id in task_ids:
+        history.record_submission(
+            task_id,
+            base_url=client.base_url,
+            prompt=request.prompt,
+            fields=fields,
+            idempotency_key=key,
+        )
+    return task_ids
