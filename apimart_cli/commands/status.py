@@ -61,7 +61,7 @@ def status(ctx: typer.Context, task_ids: TaskIdsArg = None, as_json: JsonOpt = F
     code = ExitCode.OK
     for task_id, result in zip(ids, results, strict=True):
         if isinstance(result, ApimartError):
-            console.warn(f"{task_id}: {result.message}")
+            console.warn(f"Error: {result.message}")
             code = max(code, result.exit_code)
     _record(tasks)
     if as_json:

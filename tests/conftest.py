@@ -1,0 +1,31 @@
+"""Every test runs hermetic: its own config file and data folder, no inherited settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from apimart_cli import console
+
+ENV_SETTINGS = (
+    "APIMART_API_KEY",
+    "APIMART_BASE_URL",
+    "APIMART_OUTPUT_DIR",
+    "APIMART_CONFIG",
+    "APIMART_DATA_DIR",
+    "NO_COLOR",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh home for settings and history, and the current folder in tmp_path."""
+    for name in ENV_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    monkeypatch.setenv("APIMART_CONFIG", str(home / "config.toml"))
+    monkeypatch.setenv("APIMART_DATA_DIR", str(home / "data"))
+    monkeypatch.chdir(tmp_path)
+    console.configure()
+    return home
