@@ -1,0 +1,128 @@
+"""The README's pipelines, run for real against the sandbox."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from apimart_cli.sandbox import Sandbox
+from tests.e2e.conftest import API_KEY, COMMAND, apimart, png_size, shell
+
+
+def test_generate_piped_into_wait_saves_images(env: dict[str, str], tmp_path: Path) -> None:
+    run = shell(
+        'apimart generate "a red fox" -s 16:9 -r 2k -n 2 | apimart wait -o out',
+        env=env,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    paths = sorted(Path(tmp_path, line) for line in run.lines)
+    assert [p.name.rsplit("_", 1)[1] for p in paths] == ["0.png", "1.png"]
+    assert all(png_size(p) == (2048, 1152) for p in paths)
+    assert not list((tmp_path / "out").glob(".*.part"))
+
+
+def test_generate_json_parsed_and_fanned_out_with_xargs(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    script = (
+        "printf '%s\\n' fox owl bear | xargs -I{} apimart generate 'a {} in the snow' --json"
+        " | python3 -c 'import json,sys; [print(json.loads(l)[\"task_id\"]) for l in sys.stdin]'"
+        " | xargs apimart status"
+    )
+    run = shell(script, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split("\t") for line in run.lines]
+    assert len(rows) == 3
+    assert all(
+        row[0].startswith("task_") and row[1] in {"submitted", "processing", "completed"}
+        for row in rows
+    )
+
+
+def test_generate_wait_prints_paths_and_sends_ids_to_stderr(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    run = apimart("generate", "a lighthouse", "--wait", "-o", "out", env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    [path] = run.lines
+    assert png_size(tmp_path / path) == (1024, 1024)
+    task_id = Path(path).name.rsplit("_", 1)[0]
+    assert task_id in run.stderr
+
+
+def test_global_sandbox_flag_needs_no_key(env: dict[str, str], tmp_path: Path) -> None:
+    no_key = {
+        k: v for k, v in env.items() if not k.startswith("APIMART_API") and k != "APIMART_BASE_URL"
+    }
+    run = apimart(
+        "--sandbox",
+        "generate",
+        "a lighthouse at dawn",
+        "-s",
+        "3:2",
+        "--wait",
+        "-o",
+        "out",
+        env=no_key,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    [path] = run.lines
+    assert png_size(tmp_path / path) == (1536, 1024)
+
+
+def test_sandbox_command_as_its_own_process(env: dict[str, str], tmp_path: Path) -> None:
+    server = subprocess.Popen(
+        [*COMMAND, "sandbox", "--port", "0", "--duration", "0.5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip()
+        assert base_url.startswith("http://127.0.0.1:")
+        user = {**env, "APIMART_BASE_URL": base_url, "APIMART_API_KEY": "anything"}
+        run = apimart("generate", "an owl", "--wait", "-o", "out", "--json", env=user, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        [line] = run.lines
+        data = json.loads(line)
+        assert data["status"] == "completed"
+        assert png_size(tmp_path / data["files"][0]) == (1024, 1024)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_image_host_never_receives_the_key(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    run = apimart("generate", "a fox", "--wait", "-o", "out", env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    image_requests = [r for r in sandbox.requests if r.origin == "image"]
+    api_requests = [r for r in sandbox.requests if r.origin == "api"]
+    assert image_requests and api_requests
+    assert all("authorization" not in r.headers for r in image_requests)
+    assert all(r.headers.get("authorization") == f"Bearer {API_KEY}" for r in api_requests)
+
+
+def test_help_and_version_work_without_settings(env: dict[str, str]) -> None:
+    assert apimart("--version", env=env).stdout.startswith("apimart ")
+    run = apimart("--help", env=env)
+    for command in (
+        "generate",
+        "status",
+        "wait",
+        "download",
+        "balance",
+        "config",
+        "history",
+        "sizes",
+        "sandbox",
+    ):
+        assert command in run.stdout
+    assert sys.executable  # the same interpreter runs the command
