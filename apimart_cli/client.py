@@ -110,6 +110,7 @@ class Client:
         *,
         log: Log | None = None,
         on_retry: Log | None = None,
+        on_rate_limited: Callable[[float | None], None] | None = None,
         max_connections: int = 32,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -118,6 +119,7 @@ class Client:
         self._api_key = api_key
         self._log = log
         self._on_retry = on_retry
+        self._on_rate_limited = on_rate_limited  # told of each 429 (batch slows down)
         self._sleep = sleep
         self._clock = clock
         self.deadline: float | None = None
@@ -229,6 +231,8 @@ class Client:
                     return self._json(content)
                 failure = make_status_error(status, reply_headers, content)
                 retry_after = failure.retry_after
+                if status == 429 and self._on_rate_limited:
+                    self._on_rate_limited(retry_after)
                 retryable = status in (SAFE_TO_RESEND_SUBMIT if is_submit else RETRYABLE_STATUSES)
             except _NEVER_SENT as exc:
                 failure = ServiceError(f"Could not connect to {self.base_url}: {_describe(exc)}")
