@@ -30,6 +30,8 @@ app = typer.Typer(
     help="Generate images with APIMart's gpt-image-2 from the shell.",
     no_args_is_help=True,
     add_completion=False,
+    # Plain help: rendering it with rich would double the time `apimart --help` takes.
+    rich_markup_mode=None,
     # Never print a traceback with local variables: one of them could be the API key.
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
