@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -28,7 +29,6 @@ import sys
 import threading
 import time
 import zlib
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from http import HTTPStatus
@@ -54,7 +54,7 @@ REMAIN_BALANCE = 10.5
 DEFAULT_PIXELS = (1024, 1024)
 # PNG: a low zlib level keeps a 4k image well under a second to make.
 PNG_ZLIB_LEVEL = 1
-IMAGE_CACHE_BYTES = 512 * 1024 * 1024
+IMAGE_CACHE_ENTRIES = 16  # a 4k noise image is 25 MB
 DOWNLOAD_CHUNK_BYTES = 64 * 1024
 # An idle keep-alive connection is closed after this many seconds.
 CONNECTION_TIMEOUT = 30.0
@@ -241,27 +241,12 @@ def noise_png(width: int, height: int, rng: random.Random) -> bytes:
     return encode_png(width, height, rows, level=0)
 
 
-class _ImageCache:
-    """Made images by (task id, index), dropping the oldest beyond a byte budget."""
-
-    def __init__(self, max_bytes: int = IMAGE_CACHE_BYTES) -> None:
-        self._items: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-        self._max_bytes = max_bytes
-        self._total = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, int], make: Callable[[], bytes]) -> bytes:
-        with self._lock:
-            if key in self._items:
-                return self._items[key]
-        data = make()  # outside the lock: two requests may both make it, harmlessly
-        with self._lock:
-            if key not in self._items:
-                self._items[key] = data
-                self._total += len(data)
-            while self._total > self._max_bytes and len(self._items) > 1:
-                self._total -= len(self._items.popitem(last=False)[1])
-        return data
+@functools.lru_cache(maxsize=IMAGE_CACHE_ENTRIES)
+def cached_image(width: int, height: int, prompt: str, index: int, noise_seed: str | None) -> bytes:
+    """A task's image, made once: a gradient, or random pixels seeded by `noise_seed`."""
+    if noise_seed is not None:
+        return noise_png(width, height, random.Random(noise_seed))
+    return gradient_png(width, height, prompt, index)
 
 
 # --- Rules --------------------------------------------------------------------------------
@@ -386,7 +371,6 @@ class Sandbox:
         self._rng = random.Random(self.config.seed)
         rate = self.config.submit_rate
         self._bucket = _TokenBucket(rate) if rate else None
-        self._images = _ImageCache()
         self._lock = threading.Lock()
         self._log_lock = threading.Lock()
         self._servers: list[_OriginServer] = []
@@ -643,7 +627,8 @@ class Sandbox:
         task, index = found
         if time.monotonic() - task.started >= self.config.duration + self.config.image_ttl:
             return error_reply(410, "image expired")
-        data = self._images.get((task.id, index), lambda: self._render(task, index))
+        noise_seed = f"{self.config.seed}:{task.id}:{index}" if self.config.noise else None
+        data = cached_image(*task.pixels, task.prompt, index, noise_seed)
         reply = _range_reply(data, record.headers.get("range"))
         reply.rate = self.config.download_rate
         return reply
@@ -661,12 +646,6 @@ class Sandbox:
         if time.monotonic() - task.started < self.config.duration:
             return None  # not completed yet
         return task, index
-
-    def _render(self, task: _Task, index: int) -> bytes:
-        width, height = task.pixels
-        if self.config.noise:
-            return noise_png(width, height, random.Random(f"{self.config.seed}:{task.id}:{index}"))
-        return gradient_png(width, height, task.prompt, index)
 
     # Admin endpoints, for tests that run the sandbox in another process
 
@@ -740,9 +719,9 @@ class _OriginServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = self.socket.getsockname()[:2]
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 (not binding)
-        return f"http://{shown!s}:{port}"
+        return f"http://{shown}:{port}"
 
     def close_connections(self) -> None:
         with self.connections_lock:
