@@ -1,0 +1,40 @@
+"""Run the benchmarks and print a Markdown table of the results.
+
+python -m benchmarks            # everything, full size
+python -m benchmarks --smoke    # tiny sizes, no thresholds: checks they still run
+python -m benchmarks startup wait
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+
+NAMES = ("startup", "wait", "downloads", "references", "batch")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("names", nargs="*", choices=[*NAMES, []], help="which (default: all)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few rounds")
+    args = parser.parse_args()
+    print(f"Python {platform.python_version()} on {platform.platform()}, {_cpus()} CPUs\n")
+    print("| benchmark | measured (s) | baseline (s) | ratio | target | met | notes |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.names or NAMES:
+        module = importlib.import_module(f"benchmarks.bench_{name}")
+        for result in module.run(smoke=args.smoke):
+            print(result.row(), flush=True)
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
