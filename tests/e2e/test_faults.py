@@ -1,0 +1,388 @@
+"""Faults tried end to end: the real command against a sandbox that misbehaves on demand.
+
+Every test checks the exit code, that no half-written file sits under a final
+name, that a submission the server could have accepted was not sent twice, and
+(in `apimart()`) that the key never appears in the output and no traceback does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
+from tests.e2e.conftest import API_KEY, COMMAND, apimart, png_size
+
+SUBMIT = "/v1/images/generations"
+TASKS = "/v1/tasks/"
+
+
+def posts(sandbox: Sandbox) -> int:
+    """Submissions that reached the server, accepted or not."""
+    return sum(1 for r in sandbox.requests if r.method == "POST" and r.path == SUBMIT)
+
+
+def final_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*") if not p.name.startswith("."))
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return sorted(folder.glob(".*.part")) if folder.exists() else []
+
+
+def history_rows(home: Path) -> list[sqlite3.Row]:
+    with sqlite3.connect(home / "data" / "history.sqlite3") as db:
+        db.row_factory = sqlite3.Row
+        return db.execute("SELECT * FROM tasks ORDER BY id").fetchall()
+
+
+def submit_direct(sandbox: Sandbox, prompt: str = "a fox", **fields: object) -> str:
+    reply = httpx.post(
+        f"{sandbox.base_url}{SUBMIT}",
+        json={"model": "gpt-image-2", "prompt": prompt, **fields},
+        headers={"Authorization": "Bearer x"},
+    )
+    return str(reply.json()["data"][0]["task_id"])
+
+
+def wait_completed(sandbox: Sandbox, task_id: str) -> dict[str, object]:
+    for _ in range(200):
+        data = httpx.get(
+            f"{sandbox.base_url}{TASKS}{task_id}", headers={"Authorization": "Bearer x"}
+        ).json()["data"]
+        if data["status"] == "completed":
+            return dict(data)
+        time.sleep(0.05)
+    raise AssertionError("the sandbox task did not complete")
+
+
+# -- submissions: resent only where the server cannot have accepted them ---------------
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_submit_refused_for_load_is_resent_with_the_same_key(
+    sandbox: Sandbox, env: dict[str, str], status: int
+) -> None:
+    sandbox.inject(
+        Fault("status", method="POST", path=SUBMIT, status=status, retry_after="0", times=2)
+    )
+    run = apimart("generate", "a fox", env=env)
+    assert run.returncode == 0, run.stderr
+    assert len(run.lines) == 1 and run.lines[0].startswith("task_")
+    attempts = [r for r in sandbox.requests if r.method == "POST" and r.path == SUBMIT]
+    assert len(attempts) == 3
+    assert len({r.headers["idempotency-key"] for r in attempts}) == 1
+    assert len(sandbox.submissions()) == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("status", method="POST", path=SUBMIT, status=500),
+        Fault("status", method="POST", path=SUBMIT, status=502, html=True),
+        Fault("after_create", method="POST", path=SUBMIT, status=500),
+        Fault("drop", method="POST", path=SUBMIT),
+        Fault("malformed", method="POST", path=SUBMIT),
+    ],
+    ids=["500", "502-html", "500-after-creating", "dropped", "malformed"],
+)
+def test_submit_with_unknown_outcome_is_not_resent_and_is_recorded(
+    sandbox: Sandbox, env: dict[str, str], isolated: Path, fault: Fault
+) -> None:
+    sandbox.inject(fault)
+    run = apimart("generate", "a fox", env=env)
+    assert run.returncode == 5, run.stderr
+    assert run.stdout == ""
+    assert posts(sandbox) == 1
+    [row] = history_rows(isolated)
+    assert row["state"] == "unknown"
+    assert row["idempotency_key"] in run.stderr
+    listed = apimart("history", "--pending", env=env)
+    assert row["idempotency_key"] in listed.stdout
+
+
+def test_eight_generate_processes_at_once_are_all_recorded(
+    sandbox: Sandbox, env: dict[str, str], isolated: Path, tmp_path: Path
+) -> None:
+    processes = [
+        subprocess.Popen(
+            [*COMMAND, "generate", f"prompt {i}"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
+    outputs = [p.communicate(timeout=60) for p in processes]
+    assert [p.returncode for p in processes] == [0] * 8, [err for _, err in outputs]
+    printed = {out.strip() for out, _ in outputs}
+    recorded = {row["task_id"] for row in history_rows(isolated)}
+    assert len(printed) == 8 and printed == recorded
+
+
+# -- polling: transient failures are retried, lasting ones exit 5 ---------------------------
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("status", path=TASKS, status=429, retry_after="0", times=2),
+        Fault("status", path=TASKS, status=502, html=True, retry_after="0", times=2),
+        Fault("status", path=TASKS, status=503, retry_after="0", times=3),
+        Fault("malformed", path=TASKS, times=1),
+        Fault("html", path=TASKS, times=1),
+        Fault("drop", path=TASKS, times=1),
+        Fault("slow", path=TASKS, delay=1.0, times=1),
+    ],
+    ids=["429", "502-html", "503", "malformed", "html-200", "dropped", "slow"],
+)
+def test_wait_rides_out_transient_faults(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path, fault: Fault
+) -> None:
+    task_id = submit_direct(sandbox)
+    sandbox.inject(fault)
+    run = apimart("wait", task_id, "-o", "out", "--interval", "0.2", env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    [path] = run.lines
+    assert png_size(tmp_path / path) == (1024, 1024)
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_wait_gives_up_after_six_tries_with_exit_5(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    task_id = submit_direct(sandbox)
+    sandbox.inject(Fault("status", path=TASKS, status=500, retry_after="0", times=6))
+    run = apimart("wait", task_id, "-o", "out", env=env, cwd=tmp_path)
+    assert run.returncode == 5
+    assert run.stdout == ""
+    polls = [r for r in sandbox.requests if r.path.startswith(TASKS)]
+    assert len(polls) == 6
+    assert final_images(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, 3), (402, 4), (400, 1)])
+def test_refusals_map_to_their_exit_codes(
+    sandbox: Sandbox, env: dict[str, str], status: int, code: int
+) -> None:
+    sandbox.inject(Fault("status", method="POST", path=SUBMIT, status=status))
+    run = apimart("generate", "a fox", env=env)
+    assert run.returncode == code, run.stderr
+    assert posts(sandbox) == 1
+    assert run.stdout == ""
+
+
+# -- downloads: never a half-written file under a final name -----------------------------
+
+
+def test_truncated_download_is_resumed_and_complete(env: dict[str, str], tmp_path: Path) -> None:
+    with Sandbox(SandboxConfig(duration=0.1, noise=True)) as sandbox:
+        task_id = submit_direct(sandbox, size="640x640")  # 1.2 MB: the first half is written
+        data = wait_completed(sandbox, task_id)
+        expected = httpx.get(data["result"]["images"][0]["url"][0]).content  # type: ignore[index]
+        sandbox.inject(Fault("truncate", path="/f/", times=1))
+        user = {**env, "APIMART_BASE_URL": sandbox.base_url}
+        run = apimart("download", task_id, "-o", "out", env=user, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    [path] = run.lines
+    assert (tmp_path / path).read_bytes() == expected
+    assert leftovers(tmp_path / "out") == []
+    ranged = [r for r in sandbox.requests if r.origin == "image" and "range" in r.headers]
+    assert ranged, "the second try should resume with a Range request"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault("content_type", path="/f/", content_type="text/html"), Fault("html", path="/f/")],
+    ids=["wrong-content-type", "html-page"],
+)
+def test_image_host_answering_html_is_refused(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path, fault: Fault
+) -> None:
+    task_id = submit_direct(sandbox)
+    wait_completed(sandbox, task_id)
+    sandbox.inject(fault)
+    run = apimart("download", task_id, "-o", "out", env=env, cwd=tmp_path)
+    assert run.returncode == 5
+    assert run.stdout == ""
+    assert "not an image" in run.stderr
+    assert final_images(tmp_path / "out") == [] and leftovers(tmp_path / "out") == []
+
+
+def test_expired_results_exit_1_naming_the_time(env: dict[str, str], tmp_path: Path) -> None:
+    with Sandbox(SandboxConfig(duration=0.1, image_ttl=0.2)) as sandbox:
+        task_id = submit_direct(sandbox)
+        wait_completed(sandbox, task_id)
+        time.sleep(1.2)  # expires_at is in whole seconds
+        run = apimart(
+            "download",
+            task_id,
+            "-o",
+            "out",
+            env={**env, "APIMART_BASE_URL": sandbox.base_url},
+            cwd=tmp_path,
+        )
+    assert run.returncode == 1
+    assert "expired at" in run.stderr and "UTC" in run.stderr
+    assert final_images(tmp_path / "out") == []
+
+
+def test_download_killed_midway_resumes_byte_identical(env: dict[str, str], tmp_path: Path) -> None:
+    with Sandbox(SandboxConfig(duration=0.1, noise=True, download_rate=400_000)) as sandbox:
+        task_id = submit_direct(sandbox, size="640x640")  # about 1.2 MB: 3 s at this rate
+        data = wait_completed(sandbox, task_id)
+        expected = httpx.get(data["result"]["images"][0]["url"][0]).content  # type: ignore[index]
+        user = {**env, "APIMART_BASE_URL": sandbox.base_url}
+        out = tmp_path / "out"
+        process = subprocess.Popen(
+            [*COMMAND, "download", task_id, "-o", str(out)],
+            env=user,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        part = out / f".{task_id}_0.part"
+        for _ in range(200):
+            if part.exists() and part.stat().st_size > 100_000:
+                break
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        assert part.exists() and final_images(out) == []
+        run = apimart("download", task_id, "-o", str(out), env=user)
+    assert run.returncode == 0, run.stderr
+    [path] = run.lines
+    assert hashlib.sha256(Path(path).read_bytes()).digest() == hashlib.sha256(expected).digest()
+    assert leftovers(out) == []
+    assert any("range" in r.headers for r in sandbox.requests if r.origin == "image")
+
+
+def test_existing_file_is_kept_without_force(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    task_id = submit_direct(sandbox)
+    wait_completed(sandbox, task_id)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f"{task_id}_0.png").write_bytes(b"mine")
+    run = apimart("download", task_id, "-o", "out", env=env, cwd=tmp_path)
+    assert run.returncode == 0
+    assert run.lines == [f"out/{task_id}_0.png"]
+    assert (out / f"{task_id}_0.png").read_bytes() == b"mine"
+    assert "--force" in run.stderr
+    forced = apimart("download", task_id, "-o", "out", "--force", env=env, cwd=tmp_path)
+    assert forced.returncode == 0
+    assert png_size(out / f"{task_id}_0.png") == (1024, 1024)
+
+
+# -- tasks that end badly, time running out, Ctrl-C -------------------------------------
+
+
+def test_failed_and_cancelled_tasks_exit_1_after_the_others(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    good = submit_direct(sandbox, "a fox")
+    failed = submit_direct(sandbox, "a fox sandbox:fail")
+    cancelled = submit_direct(sandbox, "a fox sandbox:cancel")
+    run = apimart(
+        "wait", good, failed, cancelled, "-o", "out", "--interval", "0.2", env=env, cwd=tmp_path
+    )
+    assert run.returncode == 1
+    assert run.lines == [f"out/{good}_0.png"]
+    assert f"{failed}: failed" in run.stderr and "sandbox failed this task" in run.stderr
+    assert f"{cancelled}: cancelled" in run.stderr
+
+
+def test_wait_timeout_exits_124_with_the_resume_command(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    with Sandbox(SandboxConfig(duration=60)) as sandbox:
+        task_id = submit_direct(sandbox)
+        user = {**env, "APIMART_BASE_URL": sandbox.base_url}
+        run = apimart("wait", task_id, "--timeout", "0.5", "-o", "out", env=user, cwd=tmp_path)
+    assert run.returncode == 124
+    assert task_id in run.stderr
+    assert f"apimart wait -o out {task_id}" in run.stderr
+
+
+def test_ctrl_c_exits_130_with_the_resume_command(env: dict[str, str], tmp_path: Path) -> None:
+    with Sandbox(SandboxConfig(duration=60)) as sandbox:
+        task_id = submit_direct(sandbox)
+        user = {**env, "APIMART_BASE_URL": sandbox.base_url}
+        process = subprocess.Popen(
+            [*COMMAND, "wait", task_id],
+            env=user,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+        for _ in range(100):
+            if any(r.path.startswith(TASKS) for r in sandbox.requests):
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=20)
+    assert process.returncode == 130
+    assert stdout == ""
+    assert f"apimart wait {task_id}" in stderr
+    assert "Traceback" not in stderr and API_KEY not in stderr
+
+
+# -- hostile or broken input: refused cleanly, nothing sent ------------------------------
+
+
+@pytest.mark.parametrize("task_id", ["../etc/passwd", "task 1", "a/b", "..", "%2e%2e"])
+def test_bad_task_ids_are_refused_before_sending(
+    sandbox: Sandbox, env: dict[str, str], task_id: str
+) -> None:
+    for command in ("status", "wait", "download"):
+        run = apimart(command, task_id, env=env)
+        assert run.returncode == 2, (command, run.stderr)
+        assert repr(task_id) in run.stderr
+    assert sandbox.requests == []
+
+
+def test_corrupt_config_is_a_clear_error(
+    sandbox: Sandbox, env: dict[str, str], isolated: Path
+) -> None:
+    isolated.mkdir(parents=True, exist_ok=True)
+    (isolated / "config.toml").write_text('api_key = "sk-x"\nbase_url = \n')
+    no_env_key = {k: v for k, v in env.items() if k != "APIMART_API_KEY"}
+    run = apimart("generate", "a fox", env=no_env_key)
+    assert run.returncode == 2
+    assert "config.toml" in run.stderr and "line 2" in run.stderr
+    assert sandbox.requests == []
+
+
+def test_corrupt_history_stops_a_paid_submission_before_sending(
+    sandbox: Sandbox, env: dict[str, str], isolated: Path
+) -> None:
+    (isolated / "data").mkdir(parents=True)
+    (isolated / "data" / "history.sqlite3").write_bytes(b"this is not a database" * 100)
+    run = apimart("generate", "a fox", env=env)
+    assert run.returncode == 2
+    assert "history.sqlite3" in run.stderr
+    assert posts(sandbox) == 0
+
+
+def test_missing_key_exits_3_and_sends_nothing(sandbox: Sandbox, env: dict[str, str]) -> None:
+    no_key = {k: v for k, v in env.items() if k != "APIMART_API_KEY"}
+    run = apimart("generate", "a fox", env=no_key)
+    assert run.returncode == 3
+    assert "apimart config set api_key" in run.stderr
+    assert sandbox.requests == []
+
+
+def test_plain_http_to_a_remote_host_is_refused(sandbox: Sandbox, env: dict[str, str]) -> None:
+    run = apimart("generate", "a fox", env={**env, "APIMART_BASE_URL": "http://api.example.com"})
+    assert run.returncode == 2
+    assert "http://api.example.com" in run.stderr
