@@ -157,7 +157,10 @@ class Client:
             body=request.iter_body,
             idempotency_key=idempotency_key,
         )
-        return parse_submission(reply)
+        try:
+            return parse_submission(reply)
+        except ServiceError as error:  # a 2xx without ids: the task may still exist
+            raise self._unknown(error, idempotency_key) from None
 
     def get_task(self, task_id: str) -> Task:
         """The task's current state."""
@@ -179,7 +182,7 @@ class Client:
         if not isinstance(reply, Mapping):
             raise ServiceError("The service sent a balance reply that is not an object.")
         if reply.get("success") is False:
-            message = reply.get("message") or "no reason given"
+            message = self._without_key(str(reply.get("message") or "no reason given"))
             raise APIStatusError(
                 f"The server refused the balance query: {message}",
                 status_code=200,
@@ -240,23 +243,30 @@ class Client:
             except (httpx.TransportError, _Malformed) as exc:
                 failure = ServiceError(f"The request to {url} failed: {_describe(exc)}")
                 retryable = not is_submit  # the server may have acted on it
+            failure.message = self._without_key(failure.message)
+            failure.args = (failure.message,)
             if not retryable:
                 if is_submit and failure.exit_code == ExitCode.SERVICE:
                     raise self._unknown(failure, idempotency_key)
                 raise failure
-            if not self._may_retry(attempt, retry_after):
-                raise _gave_up(failure)
             delay = delay_before_retry(attempt, retry_after)
+            if not self._may_retry(attempt, delay):
+                raise _gave_up(failure)
             if self._on_retry:
                 self._on_retry(f"{failure.message} Retrying in {delay:.1f} s (try {attempt + 1}).")
             self._sleep(delay)
 
-    def _may_retry(self, attempt: int, retry_after: float | None) -> bool:
+    def _may_retry(self, attempt: int, delay: float) -> bool:
+        """Another try is allowed, and waiting `delay` for it ends before the deadline."""
         if not attempts_left(attempt):
             return False
         if self.deadline is None:
             return True
-        return self._clock() + (retry_after or 0.0) < self.deadline
+        return self._clock() + delay < self.deadline
+
+    def _without_key(self, text: str) -> str:
+        """`text` with the key cut out: a server may echo it, and nothing shown may hold it."""
+        return text.replace(self._api_key, "[API key]") if self._api_key else text
 
     def _send(
         self,

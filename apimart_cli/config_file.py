@@ -47,9 +47,11 @@ def load(path: Path) -> dict[str, str]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        # The decoder's message names the line and column.
+        # The decoder's message names the line and column, except at the very end.
+        last_line = max(1, len(text.rstrip().splitlines()))
+        detail = str(exc).replace("(at end of document)", f"(at the end of line {last_line})")
         raise ConfigError(
-            f"The config file {path} is not valid TOML: {exc}",
+            f"The config file {path} is not valid TOML: {detail}",
             "Fix that line, or remove the file and use `apimart config set`.",
         ) from None
     settings = {}
@@ -77,6 +79,13 @@ def dumps(settings: dict[str, str]) -> str:
 def save(path: Path, settings: dict[str, str]) -> None:
     """Write the file atomically: a temp file beside it, mode 0600, then rename."""
     try:
+        content = dumps(settings).encode("utf-8")
+    except UnicodeEncodeError:  # e.g. undecodable bytes from the command line
+        raise ConfigError(
+            f"Cannot write the config file {path}: a value is not valid UTF-8 text.",
+            "Give the value again as plain text.",
+        ) from None
+    try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp_name = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=path.parent)
     except OSError as exc:
@@ -87,8 +96,8 @@ def save(path: Path, settings: dict[str, str]) -> None:
     tmp = Path(tmp_name)
     try:
         # mkstemp already creates the file 0600, so the key is never readable by others.
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(dumps(settings))
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(path)

@@ -119,6 +119,10 @@ class Downloader:
         part = self.folder / f".{stem}.part"
         with part.open("ab") as handle:
             _lock(handle)
+            if not _still_at(handle, part):
+                # Another run held the lock, then renamed its part file into place or
+                # removed it: what this handle holds is no longer the part file.
+                return self.download(task_id, index, image)
             try:
                 extension = self._fetch_with_retries(image, task_id, handle)
                 handle.flush()
@@ -214,6 +218,8 @@ class Downloader:
                     f"The image at {url} is larger than {MAX_IMAGE_DOWNLOAD_BYTES} bytes."
                 )
             handle.write(chunk)
+        if written == 0:  # no first chunk to sniff: an empty body is no image either
+            raise ServiceError(f"The image host sent an empty body for {url}.")
         return written
 
     def _save_data_uri(self, stem: str, uri: str) -> Path:
@@ -242,6 +248,14 @@ def _int_header(reply: httpx.Response, name: str) -> int | None:
 
 def _retry_after(reply: httpx.Response) -> float | None:
     return parse_retry_after(reply.headers.get("retry-after"))
+
+
+def _still_at(handle: IO[bytes], path: Path) -> bool:
+    """True while the open file is still the one at `path`."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), path.stat())
+    except FileNotFoundError:
+        return False
 
 
 def _lock(handle: IO[bytes]) -> None:

@@ -123,6 +123,7 @@ class Poller:
         self._events: queue.Queue[Event] = queue.Queue()
         self._due: list[tuple[float, int, str]] = []  # (when, order, task id)
         self._delays: dict[str, float] = {}
+        self._added: list[str] = []  # every id given to `add`, even one not yet handled
         self._order = 0
         self._in_flight = 0
         self._input_open = False
@@ -131,6 +132,7 @@ class Poller:
     # -- feeding ids (any thread) ------------------------------------------------
 
     def add(self, task_id: str) -> None:
+        self._added.append(task_id)
         self._events.put(Event(task_id=task_id))
 
     def open_input(self) -> None:
@@ -143,9 +145,9 @@ class Poller:
     # -- the loop ------------------------------------------------------------------
 
     def unfinished(self) -> list[str]:
-        """Ids not yet finished, in the order they were added."""
+        """Ids not yet finished, in the order they were added (still queued ones too)."""
         done = self.outcome.finished.keys() | self.outcome.errors.keys()
-        return [task_id for task_id in self._delays if task_id not in done]
+        return [task_id for task_id in dict.fromkeys(list(self._added)) if task_id not in done]
 
     def run(self) -> PollOutcome:
         """Poll until done or the deadline; on Ctrl-C `unfinished()` says what was left."""

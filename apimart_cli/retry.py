@@ -41,7 +41,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
     """Delay before try `attempt + 1`: 0.5 s doubling up to 8 s, jittered down by up to half."""
-    ceiling = min(RETRY_BASE_DELAY * 2.0 ** (attempt - 1), RETRY_MAX_DELAY)
+    doublings = min(attempt - 1, 32)  # enough to pass the cap; more would overflow a float
+    ceiling = min(RETRY_BASE_DELAY * 2.0**doublings, RETRY_MAX_DELAY)
     jitter = (rng or random).uniform(0.5, 1.0)
     return ceiling * jitter
 

@@ -69,8 +69,15 @@ def is_loopback(host: str) -> bool:
 
 def check_base_url(url: str) -> str:
     """The URL without a trailing slash; the key goes over HTTPS, or plain HTTP to loopback."""
-    parts = urlsplit(url.strip())
-    host = parts.hostname or ""
+    invalid = UsageError(
+        f"Invalid base URL {url!r}.", "Use an https:// URL such as https://api.apimart.ai."
+    )
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - a bad port raises here rather than as a traceback later
+    except ValueError:  # e.g. `http://[::1` or a port that is not 0-65535
+        raise invalid from None
     if parts.scheme == "https" and host:
         return url.strip().rstrip("/")
     if parts.scheme == "http" and is_loopback(host):
@@ -80,6 +87,4 @@ def check_base_url(url: str) -> str:
             f"Refusing to send the API key over plain HTTP to {url!r}.",
             "Use an https:// base URL (http:// is allowed only for localhost).",
         )
-    raise UsageError(
-        f"Invalid base URL {url!r}.", "Use an https:// URL such as https://api.apimart.ai."
-    )
+    raise invalid

@@ -1,0 +1,690 @@
+"""The API client: exact requests, safe retries, errors with the contract's exit codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pytest_httpx import HTTPXMock
+
+from apimart_cli import client as client_module
+from apimart_cli.client import Client, make_status_error
+from apimart_cli.errors import (
+    ApimartError,
+    APIStatusError,
+    AuthError,
+    ExitCode,
+    ServiceError,
+    SubmissionUnknown,
+    TaskError,
+    UsageError,
+)
+from apimart_cli.payload import GenerationRequest, build_request
+
+KEY = "sk-live-SECRET0123456789abcdef"
+BASE = "https://api.test"
+SUBMIT_URL = f"{BASE}/v1/images/generations"
+TASK_ID = "task_01KPQ7J7DWB7QZ3WCEK3YVPBRA"
+TASK_URL = f"{BASE}/v1/tasks/{TASK_ID}?language=en"
+IDEMPOTENCY_KEY = "0b8f5e1c-4d7a-4f3e-9c2b-6a1d2e3f4a5b"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+SUBMITTED = {"code": 200, "data": [{"status": "submitted", "task_id": TASK_ID}]}
+PROCESSING = {"code": 200, "data": {"id": TASK_ID, "status": "processing", "progress": 30}}
+HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
+
+
+@dataclass
+class Recorder:
+    """What the client reported: retry lines, trace lines, the delays it slept."""
+
+    delays: list[float] = field(default_factory=list)
+    retries: list[str] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)
+
+    def messages(self) -> list[str]:
+        return self.retries + self.logs
+
+
+@pytest.fixture
+def rec() -> Iterator[Recorder]:
+    recorder = Recorder()
+    yield recorder
+    for message in recorder.messages():
+        assert KEY not in message
+
+
+@pytest.fixture
+def client(rec: Recorder) -> Iterator[Client]:
+    with Client(
+        BASE, KEY, log=rec.logs.append, on_retry=rec.retries.append, sleep=rec.delays.append
+    ) as api:
+        yield api
+
+
+def fails(error_type: type[ApimartError], call: Any, *args: Any, **kwargs: Any) -> ApimartError:
+    """The error `call` raises; no error ever carries the API key."""
+    with pytest.raises(error_type) as caught:
+        call(*args, **kwargs)
+    error = caught.value
+    for text in (error.message, error.hint or "", str(error), repr(error.args)):
+        assert KEY not in text
+    return error
+
+
+def request_body(request: GenerationRequest) -> bytes:
+    return b"".join(request.iter_body())
+
+
+def expect_submit(httpx_mock: HTTPXMock, request: GenerationRequest, **reply: Any) -> None:
+    """A reply to a submission that matches only the exact request the client must send."""
+    body = request_body(request)
+    httpx_mock.add_response(
+        method="POST",
+        url=SUBMIT_URL,
+        match_headers={
+            **AUTH,
+            "Content-Type": "application/json",
+            "Content-Length": str(len(body)),
+            "Idempotency-Key": IDEMPOTENCY_KEY,
+        },
+        match_content=body,
+        **reply,
+    )
+
+
+@pytest.fixture
+def fox() -> GenerationRequest:
+    return build_request("a red fox", n=2, size="16:9", resolution="2k")
+
+
+# --- make_status_error -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_code"),
+    [
+        (400, ExitCode.FAILED),
+        (401, ExitCode.AUTH),
+        (402, ExitCode.BALANCE),
+        (403, ExitCode.AUTH),
+        (404, ExitCode.FAILED),
+        (409, ExitCode.FAILED),
+        (422, ExitCode.FAILED),
+        (429, ExitCode.SERVICE),
+        (500, ExitCode.SERVICE),
+        (502, ExitCode.SERVICE),
+        (503, ExitCode.SERVICE),
+        (504, ExitCode.SERVICE),
+    ],
+)
+def test_make_status_error_exit_codes(status: int, exit_code: ExitCode) -> None:
+    error = make_status_error(status, {}, b"")
+    assert error.status_code == status
+    assert error.exit_code == exit_code
+    assert error.message == f"The server answered {status}: HTTP {status}"
+    if exit_code != ExitCode.FAILED or status == 400:
+        assert error.hint
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            b'{"error": {"code": 400, "message": "bad size", "type": "invalid_request_error"}}',
+            "bad size",
+        ),
+        ('{"error": {"code": "x", "message": "提示词违规"}}'.encode(), "提示词违规"),
+        (b'{"message": "rate limited"}', "rate limited"),
+        (b'{"code": 500, "message": "upstream down"}', "upstream down"),
+        (b'{"success": false, "message": "key disabled"}', "key disabled"),
+        (b'{"error": {"code": 500}, "message": "outer"}', "outer"),
+        (b'{"error": "just a string"}', "HTTP 502"),
+        (b'{"error": {"message": ""}}', "HTTP 502"),
+        (b"[1, 2]", "HTTP 502"),
+        (b"null", "HTTP 502"),
+        (HTML_502, "HTTP 502"),
+        (b"", "HTTP 502"),
+        (b"\xff\xfe not utf-8", "HTTP 502"),
+    ],
+)
+def test_make_status_error_message(body: bytes, message: str) -> None:
+    error = make_status_error(502, {}, body)
+    assert error.message == f"The server answered 502: {message}"
+
+
+def test_make_status_error_headers() -> None:
+    headers = httpx.Headers({"X-Request-Id": "req_123", "Retry-After": "12"})
+    error = make_status_error(429, headers, b"{}")
+    assert error.request_id == "req_123"
+    assert error.retry_after == 12.0
+    assert make_status_error(429, httpx.Headers({"Retry-After": "999"}), b"").retry_after == 30.0
+    assert make_status_error(503, {}, b"").retry_after is None
+
+
+# --- submit ------------------------------------------------------------------------
+
+
+def test_submit_sends_exactly_the_request(
+    client: Client, httpx_mock: HTTPXMock, fox: GenerationRequest
+) -> None:
+    expect_submit(httpx_mock, fox, json=SUBMITTED)
+    assert client.submit(fox, IDEMPOTENCY_KEY) == [TASK_ID]
+    (sent,) = httpx_mock.get_requests()
+    assert json.loads(sent.content) == {
+        "model": "gpt-image-2",
+        "prompt": "a red fox",
+        "n": 2,
+        "size": "16:9",
+        "resolution": "2k",
+    }
+    assert sent.headers["Content-Length"] == str(len(sent.content))
+    assert "Transfer-Encoding" not in sent.headers
+    assert sent.headers["User-Agent"].startswith("apimart-cli/")
+
+
+def test_submit_streams_a_reference_file_with_its_exact_length(
+    client: Client, httpx_mock: HTTPXMock, tmp_path: Path
+) -> None:
+    image = tmp_path / "ref.png"
+    image.write_bytes(PNG * 1000)
+    request = build_request("edit this", images=[str(image)], official_fallback=True)
+    body = request_body(request)
+    assert body.startswith(b'{"model": "gpt-image-2", "prompt": "edit this", "image_urls": ["data:')
+    expect_submit(httpx_mock, request, json=SUBMITTED)
+    assert client.submit(request, IDEMPOTENCY_KEY) == [TASK_ID]
+    (sent,) = httpx_mock.get_requests()
+    assert sent.headers["Content-Length"] == str(len(body)) == str(len(sent.content))
+    assert json.loads(sent.content)["official_fallback"] is True
+
+
+def test_submit_accepts_the_object_shape(
+    client: Client, httpx_mock: HTTPXMock, fox: GenerationRequest
+) -> None:
+    expect_submit(httpx_mock, fox, json={"code": 200, "data": {"id": TASK_ID, "status": "pending"}})
+    assert client.submit(fox, IDEMPOTENCY_KEY) == [TASK_ID]
+
+
+def test_submit_is_resent_with_the_same_key_after_429(
+    client: Client, rec: Recorder, httpx_mock: HTTPXMock, fox: GenerationRequest
+) -> None:
+    expect_submit(
+        httpx_mock,
+        fox,
+        status_code=429,
+        headers={"Retry-After": "7"},
+        json={"error": {"code": 429, "message": "too many requests"}},
+    )
+    expect_submit(httpx_mock, fox, json=SUBMITTED)
+    assert client.submit(fox, IDEMPOTENCY_KEY) == [TASK_ID]
+    first, second = httpx_mock.get_requests()
+    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == IDEMPOTENCY_KEY
+    assert first.content == second.content == request_body(fox)
+    assert rec.delays == [7.0]  # the server's Retry-After, not the backoff
+    assert len(rec.retries) == 1
+    assert "429" in rec.retries[0] and "7.0 s" in rec.retries[0] and "try 2" in rec.retries[0]
+
+
+def test_each_429_is_reported_to_on_rate_limited(
+    rec: Recorder, httpx_mock: HTTPXMock, fox: GenerationRequest
+) -> None:
+    told: list[float | None] = []
+    with Client(BASE, KEY, sleep=rec.delays.append, on_rate_limited=told.append) as api:
+        expect_submit(httpx_mock, fox, status_code=429, headers={"Retry-After": "7"})
+        expect_submit(httpx_mock, fox, status_code=503)
+        expect_submit(httpx_mock, fox, status_code=429)
+        expect_submit(httpx_mock, fox, json=SUBMITTED)
+        assert api.submit(fox, IDEMPOTENCY_KEY) == [TASK_ID]
+    assert told == [7.0, None]
+    assert len(rec.delays) == 3
+
+
+def test_submit_is_resent_after_503_with_backoff(
+    client: Client, rec: Recorder, httpx_mock: HTTPXMock, fox: GenerationRequest
+) -> None:
+    expect_submit(httpx_mock, fox, status_code=503, text="Service Unavailable")
+    expect_submit(httpx_mock, fox, status_code=503, json={"message": "upstream busy"})
+    expect_submit(httpx_mock, fox, json=SUBMITTED)
+    assert client.submit(fox, IDEMPOTENCY_KEY) == [TASK_ID]
+    assert len(httpx_mock.get_requests()) == 3
+    assert len(rec.delays) == 2
+    assert 0.25 <= rec.delays[0] <= 0.5
+    assert 0.5 <= rec.delays[1] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "exception",
+    [
+        httpx.ConnectError("[Errno 111] Connection refused"),
+        httpx.ConnectTimeout("timed out connecting"),
+        httpx.PoolTimeout("no connection free"),
+    ],
+)
+def test_submit_is_resent_when_it_was_never_sent(
+    client: Client,
+    rec: Recorder,
+    httpx_mock: HTTPXMock,
+    fox: GenerationRequest,
+    exception: httpx.TransportError,
+) -> None:
+    httpx_mock.add_exception(exception, method="POST", url=SUBMIT_URL)
+    expect_submit(httpx_mock, fox, json=SUBMITTED)
+    assert client.submit(fox, IDEMPOTENCY_KEY) == [TASK_ID]
+    first, second = httpx_mock.get_requests()
+    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"]
+    assert len(rec.delays) == 1
+
+
+def test_submit_gives_up_after_six_tries_of_429(
+    client: Client, rec: Recorder, httpx_mock: HTTPXMock, fox: GenerationRequest
+) -> None:
+    for _ in range(6):
+        expect_submit(httpx_mock, fox, status_code=429, json={"error": {"message": "slow down"}})
+    error = fails(ApimartError, client.submit, fox, IDEMPOTENCY_KEY)
+    assert error.exit_code == ExitCode.SERVICE
+    assert "slow down" in error.message
+    assert len(httpx_mock.get_requests()) == 6
+    assert len(rec.delays) == 5
+
+
+def _not_resent(httpx_mock: HTTPXMock, case: str) -> None:
+    if case == "500":
+        httpx_mock.add_response(status_code=500, json={"error": {"message": "server error"}})
+    elif case == "502 html":
+        httpx_mock.add_response(status_code=502, content=HTML_502)
+    elif case == "504":
+        httpx_mock.add_response(status_code=504, text="Gateway Timeout")
+    elif case == "read timeout":
+        httpx_mock.add_exception(httpx.ReadTimeout("The read operation timed out"))
+    elif case == "connection dropped":
+        httpx_mock.add_exception(httpx.RemoteProtocolError("Server disconnected"))
+    elif case == "malformed json":
+        httpx_mock.add_response(status_code=200, content=b'{"code": 200, "data": [')
+    elif case == "json not an object":
+        httpx_mock.add_response(status_code=200, json=[SUBMITTED])
+    elif case == "html 200":
+        httpx_mock.add_response(status_code=200, html="<html>maintenance</html>")
+    elif case == "no task id":
+        httpx_mock.add_response(status_code=200, json={"code": 200, "data": [{"status": "ok"}]})
+    else:  # pragma: no cover
+        raise AssertionError(case)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "500",
+        "502 html",
+        "504",
+        "read timeout",
+        "connection dropped",
+        "malformed json",
+        "json not an object",
+        "html 200",
+        "no task id",
+    ],
+)
+def test_submit_with_an_unknown_outcome_is_not_resent(
+    client: Client, rec: Recorder, httpx_mock: HTTPXMock, fox: GenerationRequest, case: str
+) -> None:
+    _not_resent(httpx_mock, case)
+    error = fails(SubmissionUnknown, client.submit, fox, IDEMPOTENCY_KEY)
+    assert isinstance(error, SubmissionUnknown)
+    assert error.exit_code == ExitCode.SERVICE == 5
+    assert error.idempotency_key == IDEMPOTENCY_KEY
+    assert IDEMPOTENCY_KEY in f"{error.message} {error.hint}"
+    assert "not sent again" in error.message
+    assert len(httpx_mock.get_requests()) == 1
+    assert rec.delays == [] and rec.retries == []
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "exit_code"),
+    [
+        (400, {"error": {"message": "prompt rejected by moderation"}}, ExitCode.FAILED),
+        (401, {"error": {"message": "invalid key", "type": "authentication_error"}}, ExitCode.AUTH),
+        (402, {"error": {"message": "insufficient balance"}}, ExitCode.BALANCE),
+        (403, {"message": "forbidden"}, ExitCode.AUTH),
+    ],
+)
+def test_submit_refused_is_not_resent(
+    client: Client,
+    rec: Recorder,
+    httpx_mock: HTTPXMock,
+    fox: GenerationRequest,
+    status: int,
+    body: dict[str, Any],
+    exit_code: ExitCode,
+) -> None:
+    expect_submit(httpx_mock, fox, status_code=status, json=body)
+    error = fails(APIStatusError, client.submit, fox, IDEMPOTENCY_KEY)
+    assert not isinstance(error, SubmissionUnknown)  # refused: nothing was created
+    assert error.exit_code == exit_code
+    assert str(status) in error.message
+    assert error.hint
+    assert rec.delays == []
+
+
+# --- get_task ------------------------------------------------------------------------
+
+
+def test_get_task(client: Client, rec: Recorder, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(method="GET", url=TASK_URL, match_headers=AUTH, json=PROCESSING)
+    task = client.get_task(f" {TASK_ID}\n")
+    assert (task.task_id, task.status, task.progress) == (TASK_ID, "processing", 30)
+    (sent,) = httpx_mock.get_requests()
+    assert sent.content == b""
+    assert "Idempotency-Key" not in sent.headers
+    assert len(rec.logs) == 1
+    assert rec.logs[0].startswith(f"GET {TASK_URL} -> 200 (")
+    assert rec.logs[0].endswith(" ms)")
+
+
+def _transient(httpx_mock: HTTPXMock, case: str) -> None:
+    if case == "500":
+        httpx_mock.add_response(url=TASK_URL, status_code=500, json={"error": {"message": "oops"}})
+    elif case == "502 html":
+        httpx_mock.add_response(url=TASK_URL, status_code=502, content=HTML_502)
+    elif case == "503":
+        httpx_mock.add_response(url=TASK_URL, status_code=503)
+    elif case == "429":
+        httpx_mock.add_response(url=TASK_URL, status_code=429, headers={"Retry-After": "1"})
+    elif case == "html 200":
+        httpx_mock.add_response(url=TASK_URL, status_code=200, html="<html>oops</html>")
+    elif case == "malformed json":
+        httpx_mock.add_response(url=TASK_URL, status_code=200, content=b'{"data": ')
+    elif case == "read timeout":
+        httpx_mock.add_exception(httpx.ReadTimeout("The read operation timed out"), url=TASK_URL)
+    elif case == "connect error":
+        httpx_mock.add_exception(httpx.ConnectError("Connection refused"), url=TASK_URL)
+    else:  # pragma: no cover
+        raise AssertionError(case)
+
+
+TRANSIENT = [
+    "500",
+    "502 html",
+    "503",
+    "429",
+    "html 200",
+    "malformed json",
+    "read timeout",
+    "connect error",
+]
+
+
+@pytest.mark.parametrize("case", TRANSIENT)
+def test_get_task_retries_transient_failures(
+    client: Client, rec: Recorder, httpx_mock: HTTPXMock, case: str
+) -> None:
+    for _ in range(5):
+        _transient(httpx_mock, case)
+    httpx_mock.add_response(url=TASK_URL, json=PROCESSING)
+    assert client.get_task(TASK_ID).status == "processing"
+    assert len(httpx_mock.get_requests()) == 6
+    assert len(rec.delays) == len(rec.retries) == 5
+    assert all(delay <= 8.0 for delay in rec.delays)
+    assert [f"(try {n})" in line for n, line in enumerate(rec.retries, start=2)] == [True] * 5
+
+
+@pytest.mark.parametrize("case", TRANSIENT)
+def test_get_task_gives_up_after_six_tries(
+    client: Client, rec: Recorder, httpx_mock: HTTPXMock, case: str
+) -> None:
+    for _ in range(6):
+        _transient(httpx_mock, case)
+    error = fails(ApimartError, client.get_task, TASK_ID)
+    assert error.exit_code == ExitCode.SERVICE == 5
+    assert error.hint
+    assert len(httpx_mock.get_requests()) == 6
+    assert len(rec.delays) == 5
+
+
+def test_backoff_doubles_between_tries(
+    client: Client, rec: Recorder, httpx_mock: HTTPXMock
+) -> None:
+    for _ in range(6):
+        httpx_mock.add_response(url=TASK_URL, status_code=500)
+    fails(ApimartError, client.get_task, TASK_ID)
+    for delay, ceiling in zip(rec.delays, [0.5, 1.0, 2.0, 4.0, 8.0], strict=True):
+        assert ceiling / 2 <= delay <= ceiling
+
+
+def test_get_task_404_is_a_task_error(client: Client, rec: Recorder, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(
+        url=TASK_URL, status_code=404, json={"error": {"message": "task not found"}}
+    )
+    error = fails(TaskError, client.get_task, TASK_ID)
+    assert error.exit_code == ExitCode.FAILED == 1
+    assert TASK_ID in error.message and "404" in error.message
+    assert rec.delays == []
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_code"),
+    [(401, ExitCode.AUTH), (403, ExitCode.AUTH), (402, ExitCode.BALANCE), (400, ExitCode.FAILED)],
+)
+def test_get_task_refusals_are_not_retried(
+    client: Client, rec: Recorder, httpx_mock: HTTPXMock, status: int, exit_code: ExitCode
+) -> None:
+    httpx_mock.add_response(url=TASK_URL, status_code=status, json={"error": {"message": "no"}})
+    error = fails(APIStatusError, client.get_task, TASK_ID)
+    assert error.exit_code == exit_code
+    assert len(httpx_mock.get_requests()) == 1
+    assert rec.delays == []
+
+
+@pytest.mark.parametrize("task_id", ["a/b", "..", "task 1", "", "%2F"])
+def test_get_task_refuses_a_bad_id_before_sending(client: Client, task_id: str) -> None:
+    error = fails(UsageError, client.get_task, task_id)
+    assert error.exit_code == ExitCode.USAGE
+
+
+def test_get_task_reply_without_status_is_a_service_error(
+    client: Client, httpx_mock: HTTPXMock
+) -> None:
+    httpx_mock.add_response(url=TASK_URL, json={"code": 200, "data": {"id": TASK_ID}})
+    assert fails(ServiceError, client.get_task, TASK_ID).exit_code == ExitCode.SERVICE
+
+
+# --- balance ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("account", "path"), [(False, "/v1/balance"), (True, "/v1/user/balance")])
+def test_balance(client: Client, httpx_mock: HTTPXMock, account: bool, path: str) -> None:
+    reply = {"success": True, "remain_balance": 10.5, "used_balance": 2.3, "unlimited_quota": False}
+    httpx_mock.add_response(method="GET", url=f"{BASE}{path}", match_headers=AUTH, json=reply)
+    assert client.balance(account=account) == reply
+
+
+def test_balance_success_false_shows_the_servers_message(
+    client: Client, httpx_mock: HTTPXMock
+) -> None:
+    httpx_mock.add_response(
+        url=f"{BASE}/v1/balance", json={"success": False, "message": "令牌已过期"}
+    )
+    error = fails(APIStatusError, client.balance)
+    assert "令牌已过期" in error.message
+    assert error.exit_code != ExitCode.OK
+    assert len(httpx_mock.get_requests()) == 1
+
+
+def test_balance_success_false_without_a_message(client: Client, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(url=f"{BASE}/v1/balance", json={"success": False})
+    assert "no reason given" in fails(APIStatusError, client.balance).message
+
+
+# --- deadlines, limits ------------------------------------------------------------------
+
+
+class FakeTime:
+    """A clock that only moves when the client sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_deadline_stops_retries_that_would_wait_past_it(httpx_mock: HTTPXMock) -> None:
+    fake = FakeTime()
+    with Client(BASE, KEY, sleep=fake.sleep, clock=fake.clock) as api:
+        api.deadline = fake.now + 5.0
+        httpx_mock.add_response(url=TASK_URL, status_code=429, headers={"Retry-After": "10"})
+        error = fails(ApimartError, api.get_task, TASK_ID)
+    assert error.exit_code == ExitCode.SERVICE
+    assert fake.slept == []
+    assert len(httpx_mock.get_requests()) == 1
+
+
+def test_deadline_allows_retries_that_fit(httpx_mock: HTTPXMock) -> None:
+    fake = FakeTime()
+    with Client(BASE, KEY, sleep=fake.sleep, clock=fake.clock) as api:
+        api.deadline = fake.now + 5.0
+        httpx_mock.add_response(url=TASK_URL, status_code=429, headers={"Retry-After": "2"})
+        httpx_mock.add_response(url=TASK_URL, json=PROCESSING)
+        assert api.get_task(TASK_ID).status == "processing"
+    assert fake.slept == [2.0]
+
+
+def test_deadline_bounds_the_backoff_too(httpx_mock: HTTPXMock) -> None:
+    """No sleep runs past the deadline and no try is sent after it."""
+    fake = FakeTime()
+    with Client(BASE, KEY, sleep=fake.sleep, clock=fake.clock) as api:
+        api.deadline = fake.now + 1.6
+        # Waits of at most 0.5 s and 1 s fit; the third (1 to 2 s) would end past it.
+        for _ in range(3):
+            httpx_mock.add_response(url=TASK_URL, status_code=500)
+        error = fails(ApimartError, api.get_task, TASK_ID)
+    assert error.exit_code == ExitCode.SERVICE
+    assert len(fake.slept) == 2
+    assert fake.now < 1000.0 + 1.6
+
+
+def test_oversize_reply_is_refused(
+    client: Client, rec: Recorder, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "MAX_JSON_REPLY_BYTES", 1000)
+    big = json.dumps({**PROCESSING, "padding": "x" * 1000}).encode()
+    for _ in range(6):
+        httpx_mock.add_response(url=TASK_URL, content=big)
+    error = fails(ServiceError, client.get_task, TASK_ID)
+    assert error.exit_code == ExitCode.SERVICE
+    assert "larger than 1000 bytes" in error.message
+
+
+def test_reply_at_the_size_limit_is_read(
+    client: Client, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = json.dumps(PROCESSING).encode()
+    monkeypatch.setattr(client_module, "MAX_JSON_REPLY_BYTES", len(body))
+    httpx_mock.add_response(url=TASK_URL, content=body)
+    assert client.get_task(TASK_ID).progress == 30
+
+
+def test_oversize_reply_to_a_submit_is_unknown(
+    client: Client, httpx_mock: HTTPXMock, fox: GenerationRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "MAX_JSON_REPLY_BYTES", 10)
+    expect_submit(httpx_mock, fox, json=SUBMITTED)
+    fails(SubmissionUnknown, client.submit, fox, IDEMPOTENCY_KEY)
+    assert len(httpx_mock.get_requests()) == 1
+
+
+# --- the key ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api_key", [None, ""])
+def test_no_key_is_an_auth_error_and_nothing_is_sent(
+    httpx_mock: HTTPXMock, fox: GenerationRequest, api_key: str | None
+) -> None:
+    with Client(BASE, api_key) as api:
+        for call, args in (
+            (api.get_task, (TASK_ID,)),
+            (api.balance, ()),
+            (api.submit, (fox, IDEMPOTENCY_KEY)),
+        ):
+            error = fails(AuthError, call, *args)
+            assert error.exit_code == ExitCode.AUTH == 3
+            assert error.hint and "apimart config set api_key" in error.hint
+    assert httpx_mock.get_requests() == []
+
+
+def test_key_echoed_by_the_server_is_never_shown(
+    client: Client, rec: Recorder, httpx_mock: HTTPXMock
+) -> None:
+    httpx_mock.add_response(
+        url=TASK_URL, status_code=503, json={"error": {"message": f"backend refused {KEY}"}}
+    )
+    httpx_mock.add_response(
+        url=TASK_URL, status_code=401, json={"error": {"message": f"Invalid token: {KEY}"}}
+    )
+    error = fails(APIStatusError, client.get_task, TASK_ID)  # `fails` checks the message
+    assert error.exit_code == ExitCode.AUTH
+    assert "Invalid token" in error.message
+    assert len(rec.retries) == 1  # the rec fixture checks every retry line
+
+
+def test_log_lines_carry_method_url_and_status(
+    client: Client, rec: Recorder, httpx_mock: HTTPXMock, fox: GenerationRequest
+) -> None:
+    expect_submit(httpx_mock, fox, status_code=503)
+    expect_submit(httpx_mock, fox, json=SUBMITTED)
+    httpx_mock.add_response(url=f"{BASE}/v1/balance", json={"success": True})
+    client.submit(fox, IDEMPOTENCY_KEY)
+    client.balance()
+    assert [line.split(" (")[0] for line in rec.logs] == [
+        f"POST {SUBMIT_URL} -> 503",
+        f"POST {SUBMIT_URL} -> 200",
+        f"GET {BASE}/v1/balance -> 200",
+    ]
+
+
+# --- images ------------------------------------------------------------------------------
+
+
+def test_stream_image_sends_no_authorization(
+    client: Client, rec: Recorder, httpx_mock: HTTPXMock
+) -> None:
+    url = "https://upload.apimart.ai/f/image/abc.png"
+    httpx_mock.add_response(
+        url=url, match_headers={"Range": "bytes=5-"}, status_code=206, content=PNG[5:]
+    )
+    with client.stream_image(url, {"Range": "bytes=5-"}) as reply:
+        assert reply.status_code == 206
+        assert reply.read() == PNG[5:]
+    (sent,) = httpx_mock.get_requests()
+    assert "Authorization" not in sent.headers
+    assert KEY not in str(sent.headers)
+    assert rec.logs[0].startswith(f"GET {url} -> 206")
+
+
+def test_stream_image_follows_redirects_without_authorization(
+    client: Client, httpx_mock: HTTPXMock
+) -> None:
+    first = "https://upload.apimart.ai/f/image/abc.png"
+    final = "https://cdn.example.com/abc.png"
+    httpx_mock.add_response(url=first, status_code=302, headers={"Location": final})
+    httpx_mock.add_response(url=final, content=PNG, headers={"Content-Type": "image/png"})
+    with client.stream_image(first, {}) as reply:
+        assert reply.read() == PNG
+    assert all("Authorization" not in sent.headers for sent in httpx_mock.get_requests())
+    assert len(httpx_mock.get_requests()) == 2
+
+
+def test_base_url_trailing_slash(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(url=TASK_URL, json=PROCESSING)
+    with Client(BASE + "/", KEY) as api:
+        assert api.base_url == BASE
+        api.get_task(TASK_ID)

@@ -1,0 +1,267 @@
+"""The config file: TOML round trip, mode 0600, atomic writes, clear errors."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from apimart_cli import config_file
+from apimart_cli.config_file import (
+    check_key,
+    config_path,
+    display,
+    dumps,
+    load,
+    mask,
+    save,
+)
+from apimart_cli.errors import ConfigError, ExitCode
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "conf" / "config.toml"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sk-abcdefgh1234",
+        "https://api.apimart.ai",
+        'with "double" quotes',
+        "with 'single' quotes",
+        "back\\slash and \\n not a newline",
+        "C:\\Users\\me\\out",
+        "unicode: 图片 café ✓ 🦊",
+        "del \x7f char",
+        "controls \x00 \x01 \x1f \t \n \r \b \f",
+        "trailing backslash \\",
+        '"""',
+        "'''",
+        "",
+        " spaces around ",
+        "# not a comment",
+        "a = b",
+        "\u2028 \u2029 \ufeff",
+    ],
+)
+def test_round_trip(path: Path, value: str) -> None:
+    settings = {"api_key": value, "base_url": "https://x.test", "output_dir": value}
+    save(path, settings)
+    assert load(path) == settings
+    # What is written is TOML any reader takes, not just ours.
+    assert tomllib.loads(path.read_text(encoding="utf-8")) == settings
+
+
+def test_dumps_is_a_flat_table() -> None:
+    assert dumps({"api_key": "sk-1", "base_url": "https://a"}) == (
+        'api_key = "sk-1"\nbase_url = "https://a"\n'
+    )
+    assert dumps({}) == ""
+
+
+def test_load_missing_file_is_empty(path: Path) -> None:
+    assert load(path) == {}
+
+
+def test_save_creates_the_folder_and_mode_0600(path: Path) -> None:
+    save(path, {"api_key": "sk-secret"})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
+
+
+def test_save_over_a_world_readable_file_makes_it_0600(path: Path) -> None:
+    path.parent.mkdir()
+    path.write_text('api_key = "old"\n')
+    path.chmod(0o644)
+    save(path, {"api_key": "sk-new"})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load(path) == {"api_key": "sk-new"}
+
+
+def test_save_leaves_no_temp_file(path: Path) -> None:
+    save(path, {"api_key": "sk-1"})
+    save(path, {"api_key": "sk-2", "base_url": "https://b"})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["config.toml"]
+
+
+def test_failed_replace_keeps_the_old_file_and_leaves_no_temp_file(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save(path, {"api_key": "sk-old"})
+
+    def fail(self: Path, target: object) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "replace", fail)
+    monkeypatch.setattr(os, "replace", lambda *args, **kwargs: fail(path, None))
+    with pytest.raises(ConfigError) as caught:
+        save(path, {"api_key": "sk-new"})
+    assert str(path) in caught.value.message
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert "sk-new" not in caught.value.message
+    assert sorted(p.name for p in path.parent.iterdir()) == ["config.toml"]
+    monkeypatch.undo()
+    assert load(path) == {"api_key": "sk-old"}
+
+
+def test_failed_write_leaves_no_temp_file(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path.parent.mkdir()
+
+    def fail(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(ConfigError):
+        save(path, {"api_key": "sk-1"})
+    assert list(path.parent.iterdir()) == []
+
+
+def test_value_that_is_not_utf8_is_a_config_error(path: Path) -> None:
+    # An undecodable command-line argument arrives as a lone surrogate.
+    with pytest.raises(ConfigError) as caught:
+        save(path, {"output_dir": "out\udcff"})
+    assert str(path) in caught.value.message
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert not path.exists()
+    assert not path.parent.exists() or list(path.parent.iterdir()) == []
+
+
+def test_unwritable_folder_is_a_config_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError) as caught:
+        save(blocker / "config.toml", {"api_key": "sk-1"})
+    assert str(blocker / "config.toml") in caught.value.message
+    assert caught.value.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('api_key = "sk-1"\nbase_url = https://x\n', 2),
+        ('api_key = "unterminated\n', 1),
+        ('api_key = "a"\napi_key = "b"\n', 2),
+        ("\n\n\nthis is not toml\n", 4),
+        # Cut short: the decoder says only "at end of document".
+        ("api_key = [\n", 1),
+        ('api_key = "sk-1"\nbase_url = "https://unterminated', 2),
+        ('api_key = "sk-1"\nbase_url =\n\n\n', 2),
+    ],
+)
+def test_malformed_toml_names_the_file_and_line(path: Path, text: str, line: int) -> None:
+    path.parent.mkdir()
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(path) in caught.value.message
+    assert f"line {line}" in caught.value.message
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert caught.value.hint
+
+
+def test_undecodable_file_is_a_config_error(path: Path) -> None:
+    path.parent.mkdir()
+    path.write_bytes(b'api_key = "\xff\xfe"\n')
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(path) in caught.value.message
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    folder = tmp_path / "config.toml"
+    folder.mkdir()  # a folder where the file should be
+    with pytest.raises(ConfigError) as caught:
+        load(folder)
+    assert str(folder) in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["api_key = 123\n", "base_url = true\n", 'output_dir = ["a"]\n', "[api_key]\nx = 1\n"],
+)
+def test_non_string_value_is_a_config_error(path: Path, text: str) -> None:
+    path.parent.mkdir()
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(path) in caught.value.message
+    assert caught.value.hint
+
+
+def test_unknown_keys_in_the_file_are_ignored(path: Path) -> None:
+    path.parent.mkdir()
+    path.write_text('api_key = "sk-1"\ncolour = "red"\nretries = 3\n[extra]\na = 1\n')
+    assert load(path) == {"api_key": "sk-1", "colour": "red"}
+
+
+@pytest.mark.parametrize("key", ["api_key", "base_url", "output_dir"])
+def test_check_key_accepts_known_keys(key: str) -> None:
+    assert check_key(key) == key
+
+
+@pytest.mark.parametrize("key", ["apikey", "API_KEY", "token", "", "config"])
+def test_check_key_refuses_unknown_keys(key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_key(key)
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert "api_key, base_url, output_dir" in (caught.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [
+        ("sk-abcdefgh1234", "sk-…1234"),
+        ("sk-abcd", "…"),
+        ("sk-abcde", "…"),
+        ("sk-abcdef", "sk-…cdef"),
+        ("abcdefghijkl", "…ijkl"),
+        ("12345678", "…"),
+        ("x", "…"),
+        ("", ""),
+    ],
+)
+def test_mask(value: str, masked: str) -> None:
+    assert mask(value) == masked
+
+
+def test_mask_never_shows_a_short_key() -> None:
+    for length in range(1, 9):
+        key = "k" * length
+        assert key not in mask(key)
+
+
+def test_display_masks_only_secrets() -> None:
+    assert display("api_key", "sk-abcdefgh1234", reveal=False) == "sk-…1234"
+    assert display("api_key", "sk-abcdefgh1234", reveal=True) == "sk-abcdefgh1234"
+    assert display("base_url", "https://api.test", reveal=False) == "https://api.test"
+
+
+def test_config_path_honours_apimart_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APIMART_CONFIG", str(tmp_path / "elsewhere.toml"))
+    assert config_path() == tmp_path / "elsewhere.toml"
+    monkeypatch.setenv("APIMART_CONFIG", "~/apimart.toml")
+    assert config_path() == Path.home() / "apimart.toml"
+
+
+def test_config_path_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("APIMART_CONFIG")
+    from platformdirs import user_config_dir
+
+    assert config_path() == Path(user_config_dir("apimart")) / "config.toml"
+
+
+def test_keys() -> None:
+    assert list(config_file.KEYS) == ["api_key", "base_url", "output_dir"]
+    assert set(config_file.SECRET_KEYS) == {"api_key"}

@@ -1,0 +1,177 @@
+"""Image types and sizes told from bytes; extensions from content types."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+
+from apimart_cli.images import extension_for, image_dimensions, sniff_mime
+
+
+def png(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+    )
+
+
+def gif(width: int, height: int, version: bytes = b"89a") -> bytes:
+    return b"GIF" + version + struct.pack("<HH", width, height) + b"\x80\x00\x00"
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def jpeg(width: int, height: int, *, sof: int = 0xC0, before: bytes = b"") -> bytes:
+    app0 = _segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
+    frame = _segment(sof, struct.pack(">BHHB", 8, height, width, 3) + b"\x01\x22\x00" * 3)
+    return b"\xff\xd8" + app0 + before + frame + b"\xff\xda"
+
+
+def riff(chunk: bytes) -> bytes:
+    return b"RIFF" + struct.pack("<I", len(chunk) + 4) + b"WEBP" + chunk
+
+
+def webp_vp8x(width: int, height: int) -> bytes:
+    payload = b"\x10\x00\x00\x00" + (width - 1).to_bytes(3, "little")
+    payload += (height - 1).to_bytes(3, "little")
+    return riff(b"VP8X" + struct.pack("<I", len(payload)) + payload)
+
+
+def webp_vp8(width: int, height: int) -> bytes:
+    payload = b"\x50\x02\x00" + b"\x9d\x01\x2a" + struct.pack("<HH", width, height) + b"\x00" * 8
+    return riff(b"VP8 " + struct.pack("<I", len(payload)) + payload)
+
+
+def webp_vp8l(width: int, height: int) -> bytes:
+    bits = (width - 1) | ((height - 1) << 14) | (1 << 28)
+    payload = b"\x2f" + bits.to_bytes(4, "little") + b"\x00" * 4
+    return riff(b"VP8L" + struct.pack("<I", len(payload)) + payload)
+
+
+@pytest.mark.parametrize(
+    ("head", "mime"),
+    [
+        (png(1, 1), "image/png"),
+        (b"\x89PNG\r\n\x1a\n", "image/png"),
+        (jpeg(1, 1), "image/jpeg"),
+        (b"\xff\xd8\xff\xe1\x00\x10Exif", "image/jpeg"),
+        (webp_vp8x(1, 1), "image/webp"),
+        (webp_vp8l(1, 1), "image/webp"),
+        (gif(1, 1), "image/gif"),
+        (gif(1, 1, b"87a"), "image/gif"),
+        (b"", None),
+        (b"\x89PNG", None),
+        (b"\x89PNG\r\n\x1a", None),
+        (b"\xff\xd8", None),
+        (b"RIFF\x00\x00\x00\x00WAVEfmt ", None),
+        (b"RIFF\x00\x00\x00\x00WEB", None),
+        (b"GIF88a", None),
+        (b"<!DOCTYPE html><html>", None),
+        (b'{"error": "nope"}', None),
+        (b"BM\x00\x00", None),  # BMP: not a type the API takes
+        (b"\x00\x00\x00\x0cjP  ", None),  # JPEG 2000
+        (b"x" * 64, None),
+    ],
+)
+def test_sniff_mime(head: bytes, mime: str | None) -> None:
+    assert sniff_mime(head) == mime
+
+
+@pytest.mark.parametrize(
+    ("head", "size"),
+    [
+        (png(1, 1), (1, 1)),
+        (png(1881, 836), (1881, 836)),
+        (png(3840, 2160), (3840, 2160)),
+        (gif(1, 1), (1, 1)),
+        (gif(640, 480, b"87a"), (640, 480)),
+        (jpeg(1536, 864), (1536, 864)),
+        (jpeg(2, 3, sof=0xC2), (2, 3)),  # progressive
+        (jpeg(800, 600, sof=0xC1), (800, 600)),
+        # An APP1 (Exif) segment before the frame header.
+        (jpeg(1024, 768, before=_segment(0xE1, b"Exif\x00\x00" + b"\x00" * 2000)), (1024, 768)),
+        # A Huffman table (0xC4 is not a frame header) and a quantisation table first.
+        (
+            jpeg(300, 200, before=_segment(0xC4, b"\x00" * 20) + _segment(0xDB, b"\x00" * 65)),
+            (300, 200),
+        ),
+        # Fill bytes before a marker.
+        (jpeg(5, 7, before=b"\xff\xff"), (5, 7)),
+        (webp_vp8x(1, 1), (1, 1)),
+        (webp_vp8x(3840, 2160), (3840, 2160)),
+        (webp_vp8x(16384, 1), (16384, 1)),
+        (webp_vp8(1536, 864), (1536, 864)),
+        (webp_vp8(16383, 2), (16383, 2)),
+        (webp_vp8l(1, 1), (1, 1)),
+        (webp_vp8l(1024, 768), (1024, 768)),
+        (webp_vp8l(16384, 16384), (16384, 16384)),
+    ],
+)
+def test_image_dimensions(head: bytes, size: tuple[int, int]) -> None:
+    assert image_dimensions(head) == size
+
+
+def test_image_dimensions_ignores_the_vp8_scale_bits() -> None:
+    head = bytearray(webp_vp8(100, 50))
+    head[27] |= 0xC0  # the top two bits of the width are a scale factor
+    head[29] |= 0x40
+    assert image_dimensions(bytes(head)) == (100, 50)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"",
+        b"not an image at all",
+        png(10, 10)[:20],
+        png(10, 10)[:8] + b"\x00\x00\x00\x0dIDAT" + b"\x00" * 13,  # no IHDR first
+        gif(10, 10)[:8],
+        jpeg(10, 10)[:27],  # cut inside the frame header
+        b"\xff\xd8\xff\xe0\x00\x10JFIF",  # no frame header
+        b"\xff\xd8\x00\x00\x00\x00\x00\x00\x00\x00\x00",  # not a marker
+        webp_vp8x(10, 10)[:26],
+        webp_vp8(10, 10)[:28],
+        webp_vp8l(10, 10)[:23],
+        riff(b"VP8 " + b"\x00" * 20),  # no VP8 start code
+        riff(b"VP8L" + b"\x00" * 10),  # no VP8L signature
+        riff(b"ALPH" + b"\x00" * 30),  # an unknown first chunk
+    ],
+)
+def test_image_dimensions_unreadable(head: bytes) -> None:
+    assert image_dimensions(head) is None
+
+
+@pytest.mark.parametrize(
+    ("content_type", "extension"),
+    [
+        ("image/png", ".png"),
+        ("image/png; charset=x", ".png"),
+        ("image/png ; foo=bar", ".png"),
+        (" image/png", ".png"),
+        ("IMAGE/JPEG", ".jpg"),
+        ("image/jpeg", ".jpg"),
+        ("image/jpg", ".jpg"),
+        ("Image/JPG; q=1", ".jpg"),
+        ("image/webp", ".webp"),
+        ("image/gif", ".gif"),
+        ("image/svg+xml", None),
+        ("image/bmp", None),
+        ("image/", None),
+        ("text/html", None),
+        ("text/html; charset=utf-8", None),
+        ("application/octet-stream", None),
+        ("application/json", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_extension_for(content_type: str | None, extension: str | None) -> None:
+    assert extension_for(content_type) == extension

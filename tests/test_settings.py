@@ -1,0 +1,215 @@
+"""Settings: flag > environment > config file > default, and a safe base URL."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from apimart_cli import config_file
+from apimart_cli.constants import DEFAULT_BASE_URL
+from apimart_cli.errors import AuthError, ConfigError, ExitCode, UsageError
+from apimart_cli.settings import Settings, check_base_url, is_loopback, resolve
+
+# setting -> (environment variable, a value from each source, the default)
+SOURCES = {
+    "api_key": (
+        "APIMART_API_KEY",
+        {"flag": "sk-flag", "env": "sk-env", "file": "sk-file"},
+        None,
+    ),
+    "base_url": (
+        "APIMART_BASE_URL",
+        {"flag": "https://flag.test", "env": "https://env.test", "file": "https://file.test"},
+        DEFAULT_BASE_URL,
+    ),
+    "output_dir": (
+        "APIMART_OUTPUT_DIR",
+        {"flag": "out-flag", "env": "out-env", "file": "out-file"},
+        ".",
+    ),
+}
+COMBINATIONS = list(itertools.product([True, False], repeat=3))
+COMBINATION_IDS = [
+    "-".join(name for name, on in zip(("flag", "env", "file"), combo, strict=True) if on) or "none"
+    for combo in COMBINATIONS
+]
+
+
+def _value(settings: Settings, name: str) -> str | None:
+    value = getattr(settings, name)
+    return str(value) if isinstance(value, Path) else value
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
+@pytest.mark.parametrize(
+    ("flag", "env", "file"),
+    COMBINATIONS,
+    ids=COMBINATION_IDS,
+)
+def test_precedence(
+    name: str, flag: bool, env: bool, file: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    variable, values, default = SOURCES[name]
+    if env:
+        monkeypatch.setenv(variable, values["env"])
+    if file:
+        config_file.save(config_file.config_path(), {name: values["file"]})
+    settings = resolve(**{name: values["flag"] if flag else None})
+    chosen = next(
+        (values[source] for source, on in (("flag", flag), ("env", env), ("file", file)) if on),
+        default,
+    )
+    assert _value(settings, name) == chosen
+
+
+def test_each_setting_from_its_own_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APIMART_BASE_URL", "https://env.test/")
+    config_file.save(
+        config_file.config_path(),
+        {"api_key": "sk-file", "base_url": "https://file.test", "output_dir": "from-file"},
+    )
+    settings = resolve(output_dir="from-flag")
+    assert settings == Settings(
+        api_key="sk-file", base_url="https://env.test", output_dir=Path("from-flag")
+    )
+
+
+def test_empty_values_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APIMART_API_KEY", "")
+    monkeypatch.setenv("APIMART_BASE_URL", "")
+    config_file.save(config_file.config_path(), {"api_key": "sk-file"})
+    settings = resolve(api_key="", base_url="", output_dir="")
+    assert settings.api_key == "sk-file"
+    assert settings.base_url == DEFAULT_BASE_URL
+    assert settings.output_dir == Path(".")
+
+
+def test_defaults_without_any_source() -> None:
+    assert not config_file.config_path().exists()
+    assert resolve() == Settings(api_key=None, base_url=DEFAULT_BASE_URL, output_dir=Path("."))
+
+
+def test_output_dir_expands_the_home_folder() -> None:
+    assert resolve(output_dir="~/pictures").output_dir == Path.home() / "pictures"
+
+
+def test_malformed_config_file_is_a_config_error() -> None:
+    path = config_file.config_path()
+    path.parent.mkdir(parents=True)
+    path.write_text("api_key = \n")
+    with pytest.raises(ConfigError) as caught:
+        resolve()
+    assert str(path) in caught.value.message
+
+
+def test_base_url_from_the_file_is_checked_too() -> None:
+    config_file.save(config_file.config_path(), {"base_url": "http://api.example.com"})
+    with pytest.raises(UsageError) as caught:
+        resolve(api_key="sk-1")
+    assert caught.value.exit_code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://api.apimart.ai", "https://api.apimart.ai"),
+        ("https://api.apimart.ai/", "https://api.apimart.ai"),
+        ("  https://api.apimart.ai/  ", "https://api.apimart.ai"),
+        ("https://proxy.example.com/apimart/", "https://proxy.example.com/apimart"),
+        ("HTTPS://API.APIMART.AI", "HTTPS://API.APIMART.AI"),
+        ("https://10.0.0.1:8443", "https://10.0.0.1:8443"),
+        ("http://localhost", "http://localhost"),
+        ("http://localhost:8787/", "http://localhost:8787"),
+        ("http://LOCALHOST:8787", "http://LOCALHOST:8787"),
+        ("http://127.0.0.1:8787", "http://127.0.0.1:8787"),
+        ("http://127.0.0.5:8/", "http://127.0.0.5:8"),
+        ("http://127.255.255.254", "http://127.255.255.254"),
+        ("http://[::1]:9", "http://[::1]:9"),
+        ("http://[::1]", "http://[::1]"),
+    ],
+)
+def test_check_base_url_accepts(url: str, expected: str) -> None:
+    assert check_base_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com",
+        "http://api.apimart.ai",
+        "http://10.0.0.1",
+        "http://192.168.1.1:8787",
+        "http://0.0.0.0:8787",
+        "http://128.0.0.1",
+        "http://[::2]:9",
+        "http://localhost.example.com",
+        "http://127.0.0.1.example.com",
+    ],
+)
+def test_check_base_url_refuses_plain_http_off_loopback(url: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        check_base_url(url)
+    assert caught.value.exit_code == ExitCode.USAGE == 2
+    assert "HTTP" in caught.value.message
+    assert caught.value.hint and "https://" in caught.value.hint
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://x",
+        "ftp://api.apimart.ai",
+        "file:///etc/passwd",
+        "garbage",
+        "",
+        "   ",
+        "api.apimart.ai",
+        "https://",
+        "https:///path",
+        "http://",
+        "//api.apimart.ai",
+        "http://[::1",
+        "https://[not-an-ip]/",
+        "https://api.apimart.ai:99999",
+        "https://api.apimart.ai:port",
+    ],
+)
+def test_check_base_url_refuses_garbage(url: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        check_base_url(url)
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert caught.value.hint
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("localhost", True),
+        ("LocalHost", True),
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("10.0.0.1", False),
+        ("::2", False),
+        ("example.com", False),
+        ("", False),
+    ],
+)
+def test_is_loopback(host: str, expected: bool) -> None:
+    assert is_loopback(host) is expected
+
+
+def test_require_key_returns_the_key() -> None:
+    assert Settings("sk-1", DEFAULT_BASE_URL, Path(".")).require_key() == "sk-1"
+
+
+@pytest.mark.parametrize("key", [None, ""])
+def test_require_key_without_a_key_is_an_auth_error(key: str | None) -> None:
+    with pytest.raises(AuthError) as caught:
+        Settings(key, DEFAULT_BASE_URL, Path(".")).require_key()
+    assert caught.value.exit_code == ExitCode.AUTH == 3
+    assert caught.value.hint is not None
+    assert "apimart config set api_key" in caught.value.hint
+    assert "APIMART_API_KEY" in caught.value.hint
