@@ -22,7 +22,7 @@ from apimart_cli.constants import DOWNLOAD_CHUNK_BYTES, MAX_IMAGE_DOWNLOAD_BYTES
 from apimart_cli.errors import ServiceError, TaskError, UsageError
 from apimart_cli.images import EXTENSIONS, extension_for, sniff_mime
 from apimart_cli.models import ResultImage, Task, validate_task_id
-from apimart_cli.retry import backoff_delay, parse_retry_after
+from apimart_cli.retry import RETRYABLE_STATUSES, backoff_delay, parse_retry_after
 
 if TYPE_CHECKING:
     import httpx
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from apimart_cli.client import Client
 
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-_RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _GONE_STATUSES = frozenset({403, 404, 410})
 
 
@@ -181,7 +180,7 @@ class Downloader:
     ) -> tuple[int, int | None]:
         """Where writing starts and the full size, or an error for a reply to refuse."""
         status = reply.status_code
-        if status in _RETRYABLE_STATUSES:
+        if status in RETRYABLE_STATUSES:
             raise _Retry(f"the image host answered {status}", _retry_after(reply))
         if status in _GONE_STATUSES:
             if image.expires_at is not None and image.expires_at <= self._now():

@@ -28,21 +28,42 @@ from apimart_cli.errors import ApimartError, TaskError
 from apimart_cli.models import Task
 
 
-def next_delay(task: Task, previous: float, base: float = DEFAULT_POLL_INTERVAL) -> float:
+def remaining_estimate(task: Task, wall_now: float) -> float | None:
+    """Seconds until the task should finish, by the service's own hints, if it gives any.
+
+    Progress (while processing) says how much of `estimated_time` is left;
+    before that, `created` says when the clock started (server time, so this is
+    only as good as the two clocks agree).
+    """
+    if task.estimated_time is None or task.estimated_time <= 0:
+        return None
+    if task.status == "processing" and task.progress:
+        done = min(max(task.progress, 0), 100) / 100
+        return task.estimated_time * (1 - done)
+    if task.created is not None:
+        return task.created + task.estimated_time - wall_now
+    return None
+
+
+def next_delay(
+    task: Task,
+    previous: float,
+    base: float = DEFAULT_POLL_INTERVAL,
+    wall_now: float | None = None,
+) -> float:
     """Seconds until the next poll of an unfinished task.
 
-    Without a hint from the service the interval backs off by 1.5x up to 10 s.
-    With `estimated_time` and `progress` it aims at the moment the task should
-    finish, halving the remaining estimate each time, so polls are few while a
-    task has far to go and close together as it nears the end.
+    With an estimate of when the task will finish, the next poll is aimed just
+    past that moment (at most 10 s ahead, so a pessimistic estimate costs
+    little); once the task is overdue, polls come soon and back off the later
+    it is. Without one, the interval starts at `base` and grows 1.5x up to 10 s.
     """
-    backoff = min(max(previous, base) * POLL_BACKOFF, MAX_POLL_INTERVAL)
-    if task.estimated_time is None or task.progress is None or task.status == "submitted":
-        return backoff if previous else base
-    remaining = task.estimated_time * (100 - min(max(task.progress, 0), 100)) / 100
-    if remaining <= 0:  # past the estimate: back to the plain schedule
-        return min(backoff, base)
-    return min(max(remaining / 2, MIN_POLL_INTERVAL), MAX_POLL_INTERVAL)
+    remaining = remaining_estimate(task, time.time() if wall_now is None else wall_now)
+    if remaining is None:
+        return min(max(previous, base) * POLL_BACKOFF, MAX_POLL_INTERVAL) if previous else base
+    if remaining > 0:
+        return min(remaining + MIN_POLL_INTERVAL, MAX_POLL_INTERVAL)
+    return min(max(-remaining / 4, MIN_POLL_INTERVAL), base)
 
 
 def _not_finished(task: Task) -> TaskError:

@@ -74,8 +74,15 @@ def task(
     *,
     progress: int | None = None,
     estimated_time: float | None = None,
+    created: float | None = None,
 ) -> Task:
-    return Task(task_id, status, progress=progress, estimated_time=estimated_time)
+    return Task(
+        task_id,
+        status,
+        progress=progress,
+        estimated_time=estimated_time,
+        created=None if created is None else int(created),
+    )
 
 
 def poller(
@@ -101,6 +108,9 @@ def clock() -> FakeClock:
 # --- next_delay --------------------------------------------------------------------
 
 
+NOW = 1_000_000.0  # the wall clock in these tests
+
+
 @pytest.mark.parametrize(
     ("current", "previous", "expected"),
     [
@@ -113,32 +123,32 @@ def clock() -> FakeClock:
         (task("t"), 10.0, 10.0),
         (task("t"), 0.5, 3.0),  # never below the base once backing off
         (task("t", progress=50), 2.0, 3.0),  # progress alone is no hint
-        (task("t", estimated_time=100), 2.0, 3.0),
-        # estimated_time and progress: half the remaining estimate.
-        (task("t", progress=0, estimated_time=100), 0.0, 10.0),  # capped at 10 s
-        (task("t", progress=50, estimated_time=20), 2.0, 5.0),
-        (task("t", progress=80, estimated_time=20), 5.0, 2.0),
-        (task("t", progress=90, estimated_time=20), 2.0, 1.0),
-        (task("t", progress=99, estimated_time=20), 1.0, 0.25),  # floored at 0.25 s
-        (task("t", progress=99, estimated_time=2), 1.0, 0.25),
-        # Past the estimate: back to the base.
-        (task("t", progress=100, estimated_time=20), 0.25, 2.0),
-        (task("t", progress=100, estimated_time=20), 10.0, 2.0),
-        (task("t", progress=150, estimated_time=20), 6.0, 2.0),
-        (task("t", progress=30, estimated_time=0), 6.0, 2.0),
-        # Submitted: the hints mean nothing yet; the plain schedule applies.
-        (task("t", "submitted", progress=0, estimated_time=100), 0.0, 2.0),
-        (task("t", "submitted", progress=0, estimated_time=100), 2.0, 3.0),
+        (task("t", estimated_time=100), 2.0, 3.0),  # nor a time without a start
+        (task("t", progress=30, estimated_time=0), 6.0, 9.0),
+        # Processing with progress: just past the remaining share of the estimate.
+        (task("t", progress=50, estimated_time=20), 2.0, 10.0),  # at most 10 s ahead
+        (task("t", progress=80, estimated_time=20), 5.0, 4.25),
+        (task("t", progress=90, estimated_time=8), 2.0, 1.05),
+        (task("t", progress=99, estimated_time=20), 1.0, 0.45),
+        # Before progress, from when the task was created (server time).
+        (task("t", "submitted", progress=0, estimated_time=8, created=NOW - 1), 0.0, 7.25),
+        (task("t", "submitted", progress=0, estimated_time=100, created=NOW), 0.0, 10.0),
+        # Overdue: soon, backing off the later it is, never beyond the base.
+        (task("t", progress=100, estimated_time=20), 0.25, 0.25),
+        (task("t", "submitted", estimated_time=8, created=NOW - 9), 5.0, 0.25),
+        (task("t", "submitted", estimated_time=8, created=NOW - 12), 5.0, 1.0),
+        (task("t", "submitted", estimated_time=8, created=NOW - 60), 5.0, 2.0),
     ],
 )
 def test_next_delay(current: Task, previous: float, expected: float) -> None:
-    assert next_delay(current, previous) == pytest.approx(expected)
+    assert next_delay(current, previous, wall_now=NOW) == pytest.approx(expected)
 
 
 def test_next_delay_with_another_base() -> None:
     assert next_delay(task("t"), 0.0, base=0.5) == 0.5
     assert next_delay(task("t"), 0.5, base=0.5) == 0.75
-    assert next_delay(task("t", progress=100, estimated_time=9), 4.0, base=0.5) == 0.5
+    late = task("t", "submitted", estimated_time=8, created=NOW - 60)
+    assert next_delay(late, 4.0, base=0.5, wall_now=NOW) == 0.5
 
 
 # --- Poller --------------------------------------------------------------------------
