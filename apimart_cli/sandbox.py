@@ -710,6 +710,7 @@ class _OriginServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False  # stop() closes open connections itself rather than wait on them
+    request_queue_size = 128  # the default backlog of 5 resets bursts of new connections
 
     def __init__(self, address: tuple[str, int], sandbox: Sandbox, origin: str) -> None:
         super().__init__(address, _Handler)

@@ -618,3 +618,21 @@ def test_stop_closes_idle_keep_alive_connections_promptly() -> None:
         host, port = sandbox.base_url.removeprefix("http://").split(":")
         with pytest.raises(OSError):
             socket.create_connection((host, int(port)), timeout=1).close()
+
+
+def test_a_burst_of_new_connections_is_served() -> None:
+    """100 clients connecting at once: the listen backlog must not reset any of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with Sandbox(SandboxConfig(duration=1, latency=0.2)) as server:
+
+        def submit(i: int) -> int:
+            reply = httpx.post(
+                f"{server.base_url}/v1/images/generations",
+                json={"model": "gpt-image-2", "prompt": f"burst {i}"},
+                headers={"Authorization": "Bearer x"},
+            )
+            return reply.status_code
+
+        with ThreadPoolExecutor(100) as pool:
+            assert set(pool.map(submit, range(100))) == {200}
