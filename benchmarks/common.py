@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -62,15 +61,17 @@ def timed_run(argv: Sequence[str], env: dict[str, str] | None = None, **kwargs: 
 
 
 def run_with_peak_memory(argv: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one command, measured with wait4."""
+    """Wall seconds and peak RSS (MiB) of one command, measured by benchmarks/peak_rss.py."""
+    wrapper = [sys.executable, str(Path(__file__).with_name("peak_rss.py"))]
     started = time.perf_counter()
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
+    result = subprocess.run(
+        [*wrapper, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise subprocess.CalledProcessError(process.returncode, list(argv))
-    return elapsed, usage.ru_maxrss / 1024  # Linux reports KiB
+    if result.returncode != 0:
+        raise subprocess.CalledProcessError(result.returncode, list(argv), stderr=result.stderr)
+    kib = int(result.stderr.strip().splitlines()[-1].split()[-1])
+    return elapsed, kib / 1024
 
 
 def user_env(base_url: str, home: Path) -> dict[str, str]:
@@ -83,14 +84,3 @@ def user_env(base_url: str, home: Path) -> dict[str, str]:
         APIMART_DATA_DIR=str(home / "data"),
     )
     return env
-
-
-__all__ = [
-    "APIMART",
-    "Result",
-    "alternate",
-    "resource",
-    "run_with_peak_memory",
-    "timed_run",
-    "user_env",
-]
