@@ -17,11 +17,30 @@ from apimart_cli.errors import ApimartError
 _lock = threading.Lock()
 _quiet = False
 _verbose = False
+_secrets: frozenset[str] = frozenset()
+HIDDEN = "[API key]"
+# A shorter "key" (`any`, the sandbox's `sandbox`) is no secret, and cutting it
+# out of every line would mangle ordinary words.
+MIN_SECRET_CHARS = 8
 
 
 def configure(*, quiet: bool = False, verbose: bool = False) -> None:
-    global _quiet, _verbose
-    _quiet, _verbose = quiet, verbose
+    global _quiet, _verbose, _secrets
+    _quiet, _verbose, _secrets = quiet, verbose, frozenset()
+
+
+def hide(secret: str) -> None:
+    """Never print `secret`: a server may echo the key back in any message or result."""
+    global _secrets
+    if len(secret) >= MIN_SECRET_CHARS:
+        _secrets |= {secret}
+
+
+def redact(text: str) -> str:
+    """`text` with every hidden secret cut out."""
+    for secret in _secrets:
+        text = text.replace(secret, HIDDEN)
+    return text
 
 
 def is_quiet() -> bool:
@@ -43,6 +62,7 @@ def use_color(stream: TextIO) -> bool:
 
 
 def _write(stream: TextIO, text: str) -> None:
+    text = redact(text)
     with _lock:
         stream.write(text + "\n")
         stream.flush()

@@ -107,9 +107,9 @@ class RichReporter(SilentReporter):
 
         self._lock = threading.Lock()
         self._progress = Progress(
-            TextColumn("{task.fields[task_id]}"),
+            TextColumn("{task.fields[task_id]}", markup=False),
             BarColumn(),
-            TextColumn("{task.fields[state]}"),
+            TextColumn("{task.fields[state]}", markup=False),
             TimeElapsedColumn(),
             console=Console(stderr=True),
             transient=False,
@@ -133,7 +133,10 @@ class RichReporter(SilentReporter):
             )
 
     def saved(self, task_id: str, path: str) -> None:
-        self._progress.console.print(f"[green]saved[/green] {path}", markup=True, highlight=False)
+        from rich.text import Text
+
+        # Text, not markup: a path may hold brackets, as in `-o "out[1]"`.
+        self._progress.console.print(Text.assemble(("saved", "green"), f" {path}"), highlight=False)
 
     def message(self, text: str) -> None:
         self._progress.console.print(text, markup=False, highlight=False)

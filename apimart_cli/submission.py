@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from apimart_cli.errors import SubmissionUnknown
+from apimart_cli.errors import ExitCode, SubmissionUnknown
 
 if TYPE_CHECKING:
     from apimart_cli.client import Client
@@ -25,7 +25,8 @@ def submit(client: Client, history: History, request: GenerationRequest) -> list
     fields = request.fields()
     try:
         task_ids = client.submit(request, key)
-    except SubmissionUnknown as error:
+    except (SubmissionUnknown, KeyboardInterrupt) as caught:
+        error = caught if isinstance(caught, SubmissionUnknown) else _interrupted(key)
         history.record_unknown(
             base_url=client.base_url,
             prompt=request.prompt,
@@ -33,7 +34,7 @@ def submit(client: Client, history: History, request: GenerationRequest) -> list
             idempotency_key=key,
             error=error.message,
         )
-        raise
+        raise error from None
     for task_id in task_ids:
         history.record_submission(
             task_id,
@@ -43,3 +44,15 @@ def submit(client: Client, history: History, request: GenerationRequest) -> list
             idempotency_key=key,
         )
     return task_ids
+
+
+def _interrupted(key: str) -> SubmissionUnknown:
+    """Ctrl-C while the request may be on its way: the outcome is as unknown as after a 500."""
+    error = SubmissionUnknown(
+        "Interrupted while submitting; the task may have been created.",
+        f"Idempotency key {key}. `apimart history --pending` lists it; "
+        "check your APIMart dashboard before submitting again.",
+        idempotency_key=key,
+    )
+    error.exit_code = ExitCode.INTERRUPTED
+    return error

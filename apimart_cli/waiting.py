@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import queue
+import shlex
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -81,6 +82,7 @@ class TaskWaiter:
         self._lock = threading.Lock()
         self._owner = threading.get_ident()
         self._results: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        self._hints: dict[str, None] = {}  # what to do, each said once after the errors
         self.summary = WaitSummary()
         self._poller = Poller(
             client.get_task,
@@ -114,8 +116,9 @@ class TaskWaiter:
             self._drain()
             self._reporter.close()
         for task_id, error in outcome.errors.items():
-            console.warn(f"{task_id}: {error.message}")
-            self.summary.fail(error.exit_code)
+            self._fail(task_id, error)
+        for hint in self._hints:
+            console.warn(hint)
         if outcome.timed_out:
             self.summary.unfinished = outcome.unfinished
             self.summary.fail(ExitCode.TIMEOUT)
@@ -173,15 +176,24 @@ class TaskWaiter:
             self._pool.submit(self._download, files, index)
 
     def _download(self, files: _TaskFiles, index: int) -> None:
-        """On a download thread: save one image, print its path, maybe the task's JSON."""
+        """On a download thread: `_save`, where even a bug fails the task, never silently."""
+        try:
+            self._save(files, index)
+        except Exception as exc:
+            self._fail(files.task.task_id, ApimartError(f"Internal error while saving: {exc!r}"))
+
+    def _save(self, files: _TaskFiles, index: int) -> None:
+        """Save one image, print its path, maybe the task's JSON."""
         assert self._downloader is not None
         task = files.task
         try:
             saved = self._downloader.download(task.task_id, index, task.images[index])
-        except ApimartError as error:
-            console.warn(f"{task.task_id}: {error.message}")
+        except Exception as exc:
+            # Anything else (a disk error, a bug below) must still fail the task,
+            # not vanish with this thread's future.
+            error = exc if isinstance(exc, ApimartError) else _save_failed(task, index, exc)
+            self._fail(task.task_id, error)
             with self._lock:
-                self.summary.fail(error.exit_code)
                 files.failed = True
                 files.remaining -= 1
                 done = files.remaining == 0
@@ -206,8 +218,12 @@ class TaskWaiter:
             self._emit_json(task, paths)
 
     def _fail(self, task_id: str, error: ApimartError) -> None:
+        """On any thread: say what went wrong now, and keep what to do for the end."""
         console.warn(f"{task_id}: {error.message}")
-        self.summary.fail(error.exit_code)
+        with self._lock:
+            self.summary.fail(error.exit_code)
+            if error.hint:
+                self._hints.setdefault(error.hint)
 
     def _emit_json(self, task: Task, paths: list[str]) -> None:
         if self._options.as_json:
@@ -232,7 +248,13 @@ class TaskWaiter:
                 self._history.update(task_id, **changes)
 
 
+def _save_failed(task: Task, index: int, exc: Exception) -> ApimartError:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else repr(exc)
+    where = f": {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
+    return TaskError(f"Could not save image {index} of task {task.task_id}: {reason}{where}")
+
+
 def resume_hint(task_ids: list[str], output: Path | None) -> str:
-    """The command that picks up where an interrupted wait stopped."""
-    folder = f" -o {output}" if output is not None and str(output) != "." else ""
+    """The command that picks up where an interrupted wait stopped, ready to paste."""
+    folder = f" -o {shlex.quote(str(output))}" if output is not None and str(output) != "." else ""
     return f"apimart wait{folder} {' '.join(task_ids)}"

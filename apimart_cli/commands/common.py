@@ -44,9 +44,11 @@ class AppState:
     def client(self, settings: Settings) -> Client:
         from apimart_cli.client import Client
 
+        key = settings.require_key()
+        console.hide(key)
         return Client(
             settings.base_url,
-            settings.require_key(),
+            key,
             log=console.debug if self.verbose else None,
             on_retry=console.info,
         )

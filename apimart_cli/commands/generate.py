@@ -32,14 +32,18 @@ def _complete_resolution(incomplete: str) -> list[str]:
 
 
 def read_prompt(prompt: str | None) -> str:
-    """The prompt argument, or standard input for '-' or when it is piped in."""
+    """The prompt argument, or standard input for '-' or when it is piped in.
+
+    A prompt read from standard input loses its surrounding blank space: the
+    newline `echo` adds is not part of what the user asked for.
+    """
     if prompt is not None and prompt != "-":
         return prompt
     if prompt is None and console.is_terminal(sys.stdin):
         raise UsageError(
             "No prompt given.", 'Pass it as an argument: apimart generate "a red fox".'
         )
-    return sys.stdin.read()
+    return sys.stdin.read().strip()
 
 
 @handles_errors

@@ -63,10 +63,11 @@ def history(
     elif console.is_terminal(sys.stdout):
         from rich.console import Console  # only here: rich is slow to import
         from rich.table import Table
+        from rich.text import Text
 
         table = Table("task", "submitted", "state", "prompt", "files")
         for record in records:
-            table.add_row(*_row(record))
+            table.add_row(*map(Text, _row(record)))  # Text: a prompt's [brackets] are not markup
         Console().print(table)
     else:
         for record in records:

@@ -25,16 +25,17 @@ def _row(task: Task) -> list[str]:
     detail = task.error_message or ""
     if task.status == "completed":
         detail = f"{len(task.images)} image(s)"
-    return [task.task_id, task.status, progress, detail]
+    return [task.task_id, task.status, progress, console.redact(detail)]
 
 
 def _print_table(tasks: list[Task]) -> None:
     from rich.console import Console  # only here: rich is slow to import
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("task", "status", "progress", "detail")
     for task in tasks:
-        table.add_row(*_row(task))
+        table.add_row(*map(Text, _row(task)))  # Text: the server's [brackets] are not markup
     Console().print(table)
 
 
@@ -59,10 +60,15 @@ def status(ctx: typer.Context, task_ids: TaskIdsArg = None, as_json: JsonOpt = F
                 results = list(pool.map(lambda i: _query(client.get_task, i), ids))
     tasks = [result for result in results if not isinstance(result, ApimartError)]
     code = ExitCode.OK
+    hints: dict[str, None] = {}  # what to do, each said once after the errors
     for task_id, result in zip(ids, results, strict=True):
         if isinstance(result, ApimartError):
-            console.warn(f"Error: {result.message}")
+            console.warn(f"Error: {task_id}: {result.message}")
             code = max(code, result.exit_code)
+            if result.hint:
+                hints.setdefault(result.hint)
+    for hint in hints:
+        console.warn(hint)
     _record(tasks)
     if as_json:
         for task in tasks:
