@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from apimart_cli.constants import DOWNLOAD_CHUNK_BYTES, MAX_IMAGE_DOWNLOAD_BYTES, RETRY_MAX_ATTEMPTS
-from apimart_cli.errors import ServiceError, TaskError, UsageError
+from apimart_cli.errors import ApimartError, ServiceError, TaskError, UsageError
 from apimart_cli.images import EXTENSIONS, extension_for, sniff_mime
 from apimart_cli.models import ResultImage, Task, validate_task_id
 from apimart_cli.retry import RETRYABLE_STATUSES, backoff_delay, parse_retry_after
@@ -56,6 +56,11 @@ def _expired(task_id: str, expires_at: int) -> TaskError:
         f"The images of task {task_id} expired at {format_time(expires_at)}.",
         "Result URLs last about 24 hours; generate the image again.",
     )
+
+
+def image_stem(task_id: str, index: int) -> str:
+    """`<task_id>_<index>`: the task id is checked, so the name cannot leave the folder."""
+    return f"{validate_task_id(task_id)}_{index}"
 
 
 def existing_file(folder: Path, stem: str) -> Path | None:
@@ -107,7 +112,17 @@ class Downloader:
 
     def download(self, task_id: str, index: int, image: ResultImage) -> SavedFile:
         """One image, saved as `<task_id>_<index><ext>`."""
-        stem = f"{validate_task_id(task_id)}_{index}"
+        try:
+            return self._download(task_id, index, image)
+        except OSError as exc:  # the disk, not the service: a full disk, a folder in the way
+            where = exc.filename or self.folder
+            raise ApimartError(
+                f"Cannot write {where}: {exc.strerror or exc}",
+                "Check the output folder's permissions and free space, then download again.",
+            ) from None
+
+    def _download(self, task_id: str, index: int, image: ResultImage) -> SavedFile:
+        stem = image_stem(task_id, index)
         found = existing_file(self.folder, stem)
         if found is not None and not self._force:
             return SavedFile(found, kept_existing=True)
@@ -121,7 +136,7 @@ class Downloader:
             if not _still_at(handle, part):
                 # Another run held the lock, then renamed its part file into place or
                 # removed it: what this handle holds is no longer the part file.
-                return self.download(task_id, index, image)
+                return self._download(task_id, index, image)
             try:
                 extension = self._fetch_with_retries(image, task_id, handle)
                 handle.flush()

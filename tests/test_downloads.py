@@ -12,12 +12,14 @@ from typing import IO
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pytest_httpx import HTTPXMock
 
 from apimart_cli import downloads
 from apimart_cli.client import Client
 from apimart_cli.downloads import Downloader, SavedFile, format_time
-from apimart_cli.errors import ExitCode, ServiceError, TaskError, UsageError
+from apimart_cli.errors import ApimartError, ExitCode, ServiceError, TaskError, UsageError
 from apimart_cli.models import ResultImage, Task
 
 KEY = "sk-live-SECRET0123456789abcdef"
@@ -546,3 +548,55 @@ def test_part_removed_by_another_run_while_waiting_for_the_lock(
     assert saved == SavedFile(out / f"{TASK_ID}_0.png")
     assert saved.path.read_bytes() == PNG
     assert files(out) == [saved.path.name]
+
+
+# --- names, whatever the URL or id ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://upload.apimart.ai/f/image/..%2F..%2Fx.png",
+        "https://upload.apimart.ai/f/image/../../../etc/x.png",
+        "https://upload.apimart.ai/f/%2e%2e/%2e%2e/x.png?name=../../y.png",
+    ],
+)
+def test_a_hostile_url_name_is_never_used(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock, url: str
+) -> None:
+    httpx_mock.add_response(url=url, content=PNG, headers={"Content-Type": "image/png"})
+    saved = downloader.download(TASK_ID, 0, image(url))
+    assert saved.path == out / f"{TASK_ID}_0.png"
+    assert files(out) == [f"{TASK_ID}_0.png"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
+
+
+_TASK_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./ %"
+
+
+@given(
+    task_id=st.text(alphabet=_TASK_ID_CHARS, min_size=0, max_size=40),
+    index=st.integers(min_value=0, max_value=20),
+)
+@settings(max_examples=200, deadline=None)
+def test_every_name_is_a_plain_file_in_the_folder(task_id: str, index: int) -> None:
+    folder = Path("/srv/out")
+    try:
+        stem = downloads.image_stem(task_id, index)
+    except UsageError:
+        return
+    for extension in (".png", ".jpg", ".webp", ".gif", ".part"):
+        target = folder / f"{stem}{extension}"
+        assert target.parent == folder
+        assert "/" not in stem and ".." not in stem and not stem.startswith(".")
+
+
+def test_a_folder_in_the_way_of_the_part_file_is_an_error_not_a_crash(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    (out / f".{TASK_ID}_0.part").mkdir()
+    with pytest.raises(ApimartError) as caught:
+        downloader.download(TASK_ID, 0, image())
+    assert caught.value.exit_code == ExitCode.FAILED
+    assert f".{TASK_ID}_0.part" in caught.value.message
+    assert httpx_mock.get_requests() == []

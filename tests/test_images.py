@@ -6,6 +6,8 @@ import struct
 import zlib
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from apimart_cli.images import extension_for, image_dimensions, sniff_mime
 
@@ -175,3 +177,21 @@ def test_image_dimensions_unreadable(head: bytes) -> None:
 )
 def test_extension_for(content_type: str | None, extension: str | None) -> None:
     assert extension_for(content_type) == extension
+
+
+@given(st.binary(max_size=64))
+def test_sniff_mime_is_one_of_four_types_or_none(data: bytes) -> None:
+    assert sniff_mime(data) in {None, "image/png", "image/jpeg", "image/webp", "image/gif"}
+
+
+@given(st.binary(max_size=64))
+def test_sniff_mime_goes_by_the_signature_whatever_follows(tail: bytes) -> None:
+    assert sniff_mime(b"\x89PNG\r\n\x1a\n" + tail) == "image/png"
+    assert sniff_mime(b"GIF89a" + tail) == "image/gif"
+    assert sniff_mime(b"\xff\xd8\xff" + tail) == "image/jpeg"
+
+
+@given(st.binary(max_size=200))
+def test_image_dimensions_never_raise(data: bytes) -> None:
+    dimensions = image_dimensions(data)
+    assert dimensions is None or all(side >= 0 for side in dimensions)
