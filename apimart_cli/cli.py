@@ -87,7 +87,7 @@ def main_options(
 
         server = Sandbox().start()
         ctx.call_on_close(server.stop)
-        state.base_url, state.api_key = server.base_url, "sandbox"
+        state.base_url, state.api_key, state.sandbox = server.base_url, "sandbox", True
         console.info(f"Using a sandbox at {server.base_url}")
     ctx.obj = state
 

@@ -254,7 +254,23 @@ def _save_failed(task: Task, index: int, exc: Exception) -> ApimartError:
     return TaskError(f"Could not save image {index} of task {task.task_id}: {reason}{where}")
 
 
-def resume_hint(task_ids: list[str], output: Path | None) -> str:
+def resume_hint(
+    task_ids: list[str],
+    output: Path | None,
+    *,
+    base_url: str | None = None,
+    download: bool = True,
+    as_json: bool = False,
+) -> str:
     """The command that picks up where an interrupted wait stopped, ready to paste."""
-    folder = f" -o {shlex.quote(str(output))}" if output is not None and str(output) != "." else ""
-    return f"apimart wait{folder} {' '.join(task_ids)}"
+    words = ["apimart"]
+    if base_url:
+        words += ["--base-url", base_url]
+    words.append("wait")
+    if output is not None and str(output) != ".":
+        words += ["-o", str(output)]
+    if not download:
+        words.append("--no-download")
+    if as_json:
+        words.append("--json")
+    return " ".join(shlex.quote(word) for word in [*words, *task_ids])

@@ -31,6 +31,7 @@ class AppState:
     base_url: str | None = None
     verbose: bool = False
     quiet: bool = False
+    sandbox: bool = False  # --sandbox: base_url is a sandbox that ends with this command
 
     def settings(self, output: Path | None = None) -> Settings:
         from apimart_cli.settings import resolve

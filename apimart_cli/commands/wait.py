@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -48,10 +50,11 @@ def run_wait(
     """Wait for the tasks (and those on `stream`) and download them; the exit code."""
     from apimart_cli.downloads import Downloader
     from apimart_cli.progress import make_reporter
-    from apimart_cli.waiting import TaskWaiter, WaitOptions
+    from apimart_cli.waiting import TaskWaiter, WaitOptions, resume_hint
 
     settings = app.settings(output)
     client = app.client(settings)
+    client.deadline = time.monotonic() + timeout  # retries never outlast --timeout
     downloader = None
     if download:
         downloader = Downloader(client, settings.output_dir, force=force, on_retry=console.info)
@@ -66,28 +69,35 @@ def run_wait(
         once=once,
     )
     waiter = TaskWaiter(client, downloader, options, make_reporter(), history)
+    resume = functools.partial(
+        resume_hint,
+        output=output,
+        base_url=None if app.sandbox else app.base_url,
+        download=download,
+        as_json=as_json,
+    )
     try:
         summary = waiter.run(task_ids, stream=stream)
     except KeyboardInterrupt:
-        _report_unfinished("Interrupted", waiter.unfinished(), output)
+        _report_unfinished("Interrupted", waiter.unfinished(), resume)
         return ExitCode.INTERRUPTED
     finally:
         client.close()
         if history is not None:
             history.close()
     if summary.unfinished:
-        _report_unfinished(f"Timed out after {timeout:g} s", summary.unfinished, output)
+        _report_unfinished(f"Timed out after {timeout:g} s", summary.unfinished, resume)
     return summary.exit_code
 
 
-def _report_unfinished(reason: str, task_ids: list[str], output: Path | None) -> None:
-    from apimart_cli.waiting import resume_hint
-
+def _report_unfinished(
+    reason: str, task_ids: list[str], resume: Callable[[list[str]], str]
+) -> None:
     if not task_ids:
         console.warn(f"{reason}.")
         return
     console.warn(f"{reason}; {len(task_ids)} task(s) unfinished: {' '.join(task_ids)}")
-    console.warn(f"Resume with: {resume_hint(task_ids, output)}")
+    console.warn(f"Resume with: {resume(task_ids)}")
 
 
 @handles_errors

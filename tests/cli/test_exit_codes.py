@@ -217,7 +217,8 @@ def test_130_an_interrupted_wait_says_how_to_resume(
     assert result.exit_code == 130, result.output
     assert result.stdout == "task_02\n"
     assert result.stderr.endswith(
-        "Interrupted; 1 task(s) unfinished: task_01\nResume with: apimart wait -o out task_01\n"
+        "Interrupted; 1 task(s) unfinished: task_01\n"
+        "Resume with: apimart wait -o out --no-download task_01\n"
     )
 
 

@@ -350,9 +350,7 @@ def test_a_file_that_cannot_be_written_is_an_error_not_a_success(
     assert result.exit_code == 1, result.output
     assert result.stdout == f"{OUT / 'task_02_0.png'}\n"
     part = OUT / ".task_01_0.part"
-    assert f"task_01: Could not save image 0 of task task_01: Is a directory: {part}\n" in (
-        result.stderr
-    )
+    assert f"task_01: Cannot write {part}: Is a directory\n" in (result.stderr)
 
 
 def test_a_refused_key_exits_3_and_says_what_to_do(api: str, httpx_mock: HTTPXMock) -> None:
@@ -434,3 +432,21 @@ def test_the_resume_command_can_be_pasted(api: str, httpx_mock: HTTPXMock) -> No
 
     assert result.exit_code == 124, result.output
     assert result.stderr.endswith("Resume with: apimart wait -o 'my pictures' task_01\n")
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, "apimart wait t1 t2"),
+        ({"output": Path("my pictures")}, "apimart wait -o 'my pictures' t1 t2"),
+        ({"base_url": "http://127.0.0.1:87"}, "apimart --base-url http://127.0.0.1:87 wait t1 t2"),
+        ({"download": False, "as_json": True}, "apimart wait --no-download --json t1 t2"),
+    ],
+)
+def test_the_resume_command_keeps_what_the_wait_was_told(
+    options: dict[str, object], expected: str
+) -> None:
+    from apimart_cli.waiting import resume_hint
+
+    output = options.pop("output", None)
+    assert resume_hint(["t1", "t2"], output, **options) == expected  # type: ignore[arg-type]
