@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from apimart_cli.errors import ConfigError
@@ -68,6 +66,8 @@ def load(path: Path) -> dict[str, str]:
 
 def _toml_string(value: str) -> str:
     # JSON's string escapes are all valid in a TOML basic string; TOML also bars DEL.
+    import json
+
     return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
@@ -87,6 +87,8 @@ def save(path: Path, settings: dict[str, str]) -> None:
         ) from None
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        import tempfile  # only here: it is slow to import and only `config set` writes
+
         fd, tmp_name = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise ConfigError(

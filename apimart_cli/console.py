@@ -73,6 +73,13 @@ def data(line: str) -> None:
     _write(sys.stdout, line)
 
 
+def data_json(value: object, *, indent: int | None = None) -> None:
+    """One JSON value as output: on one line, unless `indent` asks for a readable one."""
+    import json  # here, not at the top: most commands print no JSON
+
+    data(json.dumps(value, ensure_ascii=False, indent=indent))
+
+
 def info(message: str) -> None:
     """A message for people, silenced by --quiet."""
     if not _quiet:

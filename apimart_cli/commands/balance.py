@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -28,7 +27,7 @@ def balance(
     with app.client(app.settings()) as client:
         reply = client.balance(account=account)
     if as_json:
-        console.data(json.dumps(dict(reply), ensure_ascii=False))
+        console.data_json(dict(reply))
         return
     remain = reply.get("remain_balance")
     unlimited = remain == -1 or reply.get("unlimited_quota") is True

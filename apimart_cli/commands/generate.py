@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated, Optional
 
@@ -20,14 +19,17 @@ from apimart_cli.commands.options import (
 )
 from apimart_cli.constants import DEFAULT_MODEL
 from apimart_cli.errors import UsageError
-from apimart_cli.sizes import RESOLUTIONS, SIZE_CHOICES
 
 
 def _complete_size(incomplete: str) -> list[str]:
+    from apimart_cli.sizes import SIZE_CHOICES
+
     return [size for size in SIZE_CHOICES if size.startswith(incomplete)]
 
 
 def _complete_resolution(incomplete: str) -> list[str]:
+    from apimart_cli.sizes import RESOLUTIONS
+
     return [value for value in RESOLUTIONS if value.startswith(incomplete)]
 
 
@@ -122,7 +124,7 @@ def generate(
     for note in request.notes:
         console.warn(f"Note: {note}")
     if dry_run:
-        console.data(json.dumps(request.dry_run(), ensure_ascii=False, indent=2))
+        console.data_json(request.dry_run(), indent=2)
         return
     settings = app.settings(output)
     client = app.client(settings)
@@ -134,7 +136,7 @@ def generate(
         if wait:
             console.warn(task_id)  # standard output is for the saved paths
         elif as_json:
-            console.data(json.dumps({"task_id": task_id, "status": "submitted"}))
+            console.data_json({"task_id": task_id, "status": "submitted"})
         else:
             console.data(task_id)
     if wait:

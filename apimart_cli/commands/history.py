@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from datetime import datetime
+import time
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -18,29 +17,26 @@ if TYPE_CHECKING:
 
 
 def _row(record: TaskRecord) -> list[str]:
-    when = datetime.fromtimestamp(record.created_at).strftime("%Y-%m-%d %H:%M:%S")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created_at))
     task = record.task_id or f"(unknown; key {record.idempotency_key})"
     prompt = " ".join(record.prompt.split())
     return [task, when, record.state, prompt, " ".join(record.files)]
 
 
-def _as_json(record: TaskRecord) -> str:
-    return json.dumps(
-        {
-            "task_id": record.task_id,
-            "created_at": record.created_at,
-            "updated_at": record.updated_at,
-            "base_url": record.base_url,
-            "state": record.state,
-            "prompt": record.prompt,
-            "fields": record.fields,
-            "idempotency_key": record.idempotency_key,
-            "cost": record.cost,
-            "files": list(record.files),
-            "error": record.error,
-        },
-        ensure_ascii=False,
-    )
+def _as_json(record: TaskRecord) -> dict[str, object]:
+    return {
+        "task_id": record.task_id,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "base_url": record.base_url,
+        "state": record.state,
+        "prompt": record.prompt,
+        "fields": record.fields,
+        "idempotency_key": record.idempotency_key,
+        "cost": record.cost,
+        "files": list(record.files),
+        "error": record.error,
+    }
 
 
 @handles_errors
@@ -59,7 +55,7 @@ def history(
         records = log.list(pending_only=pending, limit=limit)
     if as_json:
         for record in records:
-            console.data(_as_json(record))
+            console.data_json(_as_json(record))
     elif console.is_terminal(sys.stdout):
         from rich.console import Console  # only here: rich is slow to import
         from rich.table import Table

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 from apimart_cli import console
-from apimart_cli.sizes import PIXELS, RESOLUTIONS
 
 
 def _cell(sizes: tuple[tuple[int, int], ...]) -> str:
@@ -17,6 +16,8 @@ def sizes() -> None:
 
     apimart sizes | grep 16:9
     """
+    from apimart_cli.sizes import PIXELS, RESOLUTIONS
+
     rows = [[size, *(_cell(PIXELS[size][res]) for res in RESOLUTIONS)] for size in PIXELS]
     if console.is_terminal(sys.stdout):
         from rich.console import Console  # only here: rich is slow to import

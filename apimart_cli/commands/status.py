@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -72,7 +71,7 @@ def status(ctx: typer.Context, task_ids: TaskIdsArg = None, as_json: JsonOpt = F
     _record(tasks)
     if as_json:
         for task in tasks:
-            console.data(json.dumps(dict(task.raw), ensure_ascii=False))
+            console.data_json(dict(task.raw))
     elif console.is_terminal(sys.stdout):
         _print_table(tasks)
     else:
