@@ -5,8 +5,6 @@ what it needs (httpx, rich, sqlite3, ...) in its body, so `apimart --version`
 and `--help` stay fast.
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Optional
 
 import typer

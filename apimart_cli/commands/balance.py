@@ -1,7 +1,5 @@
 """`apimart balance`: what is left to spend."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """`apimart config`: read and write the config file."""
 
-from __future__ import annotations
-
 import sys
 from typing import Annotated, Optional
 

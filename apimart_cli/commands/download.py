@@ -1,7 +1,5 @@
 """`apimart download`: save the images of completed tasks."""
 
-from __future__ import annotations
-
 import typer
 
 from apimart_cli.commands.common import handles_errors, read_task_ids, state

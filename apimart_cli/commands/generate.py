@@ -1,7 +1,5 @@
 """`apimart generate`: submit one generation task."""
 
-from __future__ import annotations
-
 import sys
 from typing import Annotated, Optional
 

@@ -1,7 +1,5 @@
 """`apimart history`: the tasks submitted from this machine."""
 
-from __future__ import annotations
-
 import sys
 import time
 from typing import TYPE_CHECKING, Annotated
@@ -16,14 +14,14 @@ if TYPE_CHECKING:
     from apimart_cli.history import TaskRecord
 
 
-def _row(record: TaskRecord) -> list[str]:
+def _row(record: "TaskRecord") -> list[str]:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created_at))
     task = record.task_id or f"(unknown; key {record.idempotency_key})"
     prompt = " ".join(record.prompt.split())
     return [task, when, record.state, prompt, " ".join(record.files)]
 
 
-def _as_json(record: TaskRecord) -> dict[str, object]:
+def _as_json(record: "TaskRecord") -> dict[str, object]:
     return {
         "task_id": record.task_id,
         "created_at": record.created_at,

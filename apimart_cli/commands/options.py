@@ -1,7 +1,5 @@
 """Option and argument types shared by several commands."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Optional
 

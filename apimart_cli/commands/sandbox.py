@@ -1,7 +1,5 @@
 """`apimart sandbox`: a local stand-in for the API, for trying the tool and for tests."""
 
-from __future__ import annotations
-
 import sys
 from typing import Annotated, Optional
 

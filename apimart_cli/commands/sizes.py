@@ -1,7 +1,5 @@
 """`apimart sizes`: the pixels each size and resolution give."""
 
-from __future__ import annotations
-
 import sys
 
 from apimart_cli import console

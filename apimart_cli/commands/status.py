@@ -1,7 +1,5 @@
 """`apimart status`: the state of tasks, one request each."""
 
-from __future__ import annotations
-
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -19,7 +17,7 @@ if TYPE_CHECKING:
 MAX_PARALLEL_QUERIES = 8
 
 
-def _row(task: Task) -> list[str]:
+def _row(task: "Task") -> list[str]:
     progress = "" if task.progress is None else f"{task.progress}%"
     detail = task.error_message or ""
     if task.status == "completed":
@@ -27,7 +25,7 @@ def _row(task: Task) -> list[str]:
     return [task.task_id, task.status, progress, console.redact(detail)]
 
 
-def _print_table(tasks: list[Task]) -> None:
+def _print_table(tasks: "list[Task]") -> None:
     from rich.console import Console  # only here: rich is slow to import
     from rich.table import Table
     from rich.text import Text
@@ -80,14 +78,14 @@ def status(ctx: typer.Context, task_ids: TaskIdsArg = None, as_json: JsonOpt = F
     raise typer.Exit(int(code))
 
 
-def _query(get_task: Callable[[str], Task], task_id: str) -> Task | ApimartError:
+def _query(get_task: "Callable[[str], Task]", task_id: str) -> "Task | ApimartError":
     try:
         return get_task(task_id)
     except ApimartError as error:
         return error
 
 
-def _record(tasks: list[Task]) -> None:
+def _record(tasks: "list[Task]") -> None:
     history = open_history(required=False)
     if history is None:
         return

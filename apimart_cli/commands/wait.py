@@ -1,7 +1,5 @@
 """`apimart wait`: poll tasks until they end, then download their images."""
 
-from __future__ import annotations
-
 import functools
 import sys
 import time
