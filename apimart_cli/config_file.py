@@ -30,10 +30,6 @@ def check_key(key: str) -> str:
 
 def load(path: Path) -> dict[str, str]:
     """The settings in the file; empty if there is no file."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -42,6 +38,11 @@ def load(path: Path) -> dict[str, str]:
         raise ConfigError(
             f"Cannot read the config file {path}: {exc}", "Fix or remove the file."
         ) from None
+    # Imported only once there is a file to parse: start-up time.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
