@@ -10,7 +10,7 @@ from apimart_cli.commands.common import handles_errors
 from apimart_cli.errors import ConfigError, UsageError
 
 app = typer.Typer(
-    help="Read and write settings in the config file (see `apimart config path`).",
+    help="Read and write the settings in the config file.",
     no_args_is_help=True,
 )
 

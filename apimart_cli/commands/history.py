@@ -43,8 +43,9 @@ def history(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
-    """List submitted tasks, newest first: id, time, state, prompt, files.
+    """List the tasks submitted from here, newest first.
 
+    Each with its id, time, state, prompt and saved files.
     `apimart wait --pending` resumes every unfinished one.
 
         apimart history --pending

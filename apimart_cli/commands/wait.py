@@ -118,8 +118,9 @@ def wait(
         typer.Option("--pending", help="Also wait for every unfinished task in the history."),
     ] = False,
 ) -> None:
-    """Wait for tasks to finish, then save their images; print each path.
+    """Wait for tasks to finish and save their images.
 
+    Prints each saved path.
     Polls every task at once. Ids piped in are polled as each line arrives,
     so wait works at the end of a pipeline:
 
