@@ -67,3 +67,24 @@ def test_bash_completes_every_size() -> None:
     # bash splits words at ':', so after "16:" only the rest of the value is offered.
     assert complete("apimart generate -s 16:") == ["9"]
     assert complete("apimart generate -s 2") == ["2:3", "2:1", "21:9"]
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="no fish here")
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("apimart ge", ["generate"]),
+        ("apimart generate --reso", ["--resolution"]),
+        ("apimart generate -r ", ["1k", "2k", "4k"]),
+        ("apimart config set ", ["api_key", "base_url", "output_dir"]),
+    ],
+)
+def test_fish_completes(line: str, expected: list[str]) -> None:
+    script = f'source {ROOT / "completions" / "apimart.fish"}; complete -C "{line}"'
+    result = subprocess.run(["fish", "-c", script], capture_output=True, text=True, check=True)
+    assert [row.split("\t")[0] for row in result.stdout.splitlines()] == expected
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="no zsh here")
+def test_zsh_script_parses() -> None:
+    subprocess.run(["zsh", "-n", str(ROOT / "completions" / "_apimart")], check=True)
