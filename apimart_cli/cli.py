@@ -12,6 +12,7 @@ import typer
 from apimart_cli import __version__, console
 from apimart_cli.commands import (
     balance,
+    batch,
     config,
     download,
     generate,
@@ -95,6 +96,7 @@ app.command(rich_help_panel="Tasks")(status.status)
 app.command(rich_help_panel="Tasks")(wait.wait)
 app.command(rich_help_panel="Tasks")(download.download)
 app.command(rich_help_panel="Tasks")(history.history)
+app.command(rich_help_panel="Tasks")(batch.batch)
 app.command(rich_help_panel="Account")(balance.balance)
 app.add_typer(config.app, name="config", rich_help_panel="Account")
 app.command(rich_help_panel="Help")(sizes.sizes)

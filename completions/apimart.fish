@@ -4,13 +4,14 @@
 complete -c apimart -f
 complete -c apimart -n '__fish_use_subcommand' -a generate -d 'Submit a generation task and print its id.'
 complete -c apimart -n '__fish_use_subcommand' -a status -d 'Show the state of tasks.'
-complete -c apimart -n '__fish_use_subcommand' -a wait -d 'Wait for tasks to finish, then save their images; print each path.'
+complete -c apimart -n '__fish_use_subcommand' -a wait -d 'Wait for tasks to finish and save their images.'
 complete -c apimart -n '__fish_use_subcommand' -a download -d 'Download the images of completed tasks; print each saved path.'
-complete -c apimart -n '__fish_use_subcommand' -a history -d 'List submitted tasks, newest first: id, time, state, prompt, files.'
+complete -c apimart -n '__fish_use_subcommand' -a history -d 'List the tasks submitted from here, newest first.'
+complete -c apimart -n '__fish_use_subcommand' -a batch -d 'Run many generations from a file of jobs; print each saved path.'
 complete -c apimart -n '__fish_use_subcommand' -a balance -d 'Show the key\'s remaining and used balance.'
 complete -c apimart -n '__fish_use_subcommand' -a sizes -d 'Print the size x resolution table of the API.'
 complete -c apimart -n '__fish_use_subcommand' -a sandbox -d 'Run a local stand-in for the API: no key, no network, real PNGs.'
-complete -c apimart -n '__fish_use_subcommand' -a config -d 'Read and write settings in the config file (see `apimart config path`).'
+complete -c apimart -n '__fish_use_subcommand' -a config -d 'Read and write the settings in the config file.'
 complete -c apimart -n '__fish_use_subcommand' -l api-key -x
 complete -c apimart -n '__fish_use_subcommand' -l base-url -x
 complete -c apimart -n '__fish_use_subcommand' -l verbose
@@ -65,6 +66,17 @@ complete -c apimart -n '__fish_seen_subcommand_from history' -l limit -x
 complete -c apimart -n '__fish_seen_subcommand_from history' -l json
 complete -c apimart -n '__fish_seen_subcommand_from history' -l help
 complete -c apimart -n '__fish_seen_subcommand_from history' -s h
+complete -c apimart -n '__fish_seen_subcommand_from batch' -l output -x -a '(__fish_complete_directories)'
+complete -c apimart -n '__fish_seen_subcommand_from batch' -s o -x -a '(__fish_complete_directories)'
+complete -c apimart -n '__fish_seen_subcommand_from batch' -l concurrency -x
+complete -c apimart -n '__fish_seen_subcommand_from batch' -l name -x
+complete -c apimart -n '__fish_seen_subcommand_from batch' -l metadata
+complete -c apimart -n '__fish_seen_subcommand_from batch' -l timeout -x
+complete -c apimart -n '__fish_seen_subcommand_from batch' -l interval -x
+complete -c apimart -n '__fish_seen_subcommand_from batch' -l force
+complete -c apimart -n '__fish_seen_subcommand_from batch' -l json
+complete -c apimart -n '__fish_seen_subcommand_from batch' -l help
+complete -c apimart -n '__fish_seen_subcommand_from batch' -s h
 complete -c apimart -n '__fish_seen_subcommand_from balance' -l account
 complete -c apimart -n '__fish_seen_subcommand_from balance' -l json
 complete -c apimart -n '__fish_seen_subcommand_from balance' -l help
