@@ -113,6 +113,8 @@ class RichReporter(SilentReporter):
             TimeElapsedColumn(),
             console=Console(stderr=True),
             transient=False,
+            # Paths printed to a file or pipe must reach it, not the bars' terminal.
+            redirect_stdout=console.is_terminal(sys.stdout),
         )
         self._bars: dict[str, Any] = {}
         self._progress.start()

@@ -126,3 +126,38 @@ def test_help_and_version_work_without_settings(env: dict[str, str]) -> None:
     ):
         assert command in run.stdout
     assert sys.executable  # the same interpreter runs the command
+
+
+def test_paths_stay_on_stdout_while_bars_draw_on_a_terminal(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """stderr a terminal (progress bars), stdout a file: the paths must land in the file."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    with (tmp_path / "paths.txt").open("w") as paths:
+        result = subprocess.run(
+            [*COMMAND, "generate", "a fox", "--wait", "-o", "out"],
+            stdout=paths,
+            stderr=follower,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    assert result.returncode == 0, screen.decode(errors="replace")
+    [path] = (tmp_path / "paths.txt").read_text().splitlines()
+    assert png_size(tmp_path / path) == (1024, 1024)
+    assert API_KEY.encode() not in screen
