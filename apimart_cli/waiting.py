@@ -8,7 +8,6 @@ moment it is saved. The history is written from the calling thread only.
 
 from __future__ import annotations
 
-import json
 import queue
 import shlex
 import threading
@@ -189,9 +188,8 @@ class TaskWaiter:
         try:
             saved = self._downloader.download(task.task_id, index, task.images[index])
         except Exception as exc:
-            # Anything else (a disk error, a bug below) must still fail the task,
-            # not vanish with this thread's future.
-            error = exc if isinstance(exc, ApimartError) else _save_failed(task, index, exc)
+            # Even a bug below must fail the task, not vanish with this thread's future.
+            error = exc if isinstance(exc, ApimartError) else _internal(index, exc)
             self._fail(task.task_id, error)
             with self._lock:
                 files.failed = True
@@ -227,7 +225,7 @@ class TaskWaiter:
 
     def _emit_json(self, task: Task, paths: list[str]) -> None:
         if self._options.as_json:
-            console.data(json.dumps({**task.raw, "files": paths}, ensure_ascii=False))
+            console.data_json({**task.raw, "files": paths})
 
     # -- history (poll loop thread only: SQLite connections stay on their thread) ---
 
@@ -248,10 +246,8 @@ class TaskWaiter:
                 self._history.update(task_id, **changes)
 
 
-def _save_failed(task: Task, index: int, exc: Exception) -> ApimartError:
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else repr(exc)
-    where = f": {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
-    return TaskError(f"Could not save image {index} of task {task.task_id}: {reason}{where}")
+def _internal(index: int, exc: Exception) -> ApimartError:
+    return ApimartError(f"Internal error while saving image {index}: {exc!r}")
 
 
 def resume_hint(
