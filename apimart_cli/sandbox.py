@@ -62,8 +62,22 @@ CONNECTION_TIMEOUT = 30.0
 SHUTDOWN_POLL_SECONDS = 0.01
 
 FAULT_KINDS = frozenset(
-    {"status", "malformed", "drop", "slow", "truncate", "after_create", "html", "content_type"}
+    {
+        "status",
+        "malformed",
+        "drop",
+        "slow",
+        "truncate",
+        "after_create",
+        "html",
+        "content_type",
+        "huge",
+    }
 )
+# "huge": a reply far larger than any real one (the client must cap what it reads).
+HUGE_BODY_BYTES = 16 * 1024 * 1024
+# A result URL whose last part tries to climb out of the user's output folder.
+HOSTILE_URL_PREFIX = "..%2F..%2F"
 SUBMIT_PATH = "/v1/images/generations"
 TASK_PATH_PREFIX = "/v1/tasks/"
 BALANCE_PATHS = ("/v1/balance", "/v1/user/balance")
@@ -81,7 +95,7 @@ ERROR_TYPES = {
 MALFORMED_BODY = b'{"code": 200, "data": {"status": "submi'
 HTML_PAGE = "<html><head><title>{0}</title></head><body><h1>{0}</h1><hr>nginx</body></html>"
 _DATA_URI_RE = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
-_IMAGE_PATH_RE = re.compile(r"^/f/image/(task_[0-9A-Z]+)_(\d+)\.png$")
+_IMAGE_PATH_RE = re.compile(r"^/f/image/(?:\.\.%2F)*(task_[0-9A-Z]+)_(\d+)\.png$")
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
@@ -95,6 +109,7 @@ class SandboxConfig:
     failure_rate: float = 0.0  # probability that a task ends "failed"
     fail_word: str = "sandbox:fail"  # a prompt containing this ends "failed"
     cancel_word: str = "sandbox:cancel"  # a prompt containing this ends "cancelled"
+    hostile_word: str = "sandbox:hostile-url"  # ...gets result URLs named ..%2F..%2F<name>
     submit_rate: float | None = None  # submissions per second before 429; None = unlimited
     image_ttl: float = 86400.0  # seconds from completion until image URLs answer 410
     noise: bool = False  # incompressible images of random pixels, for download benchmarks
@@ -496,6 +511,8 @@ class Sandbox:
             return html_reply(200)
         if fault.kind == "content_type":
             return html_reply(200, fault.content_type)
+        if fault.kind == "huge":
+            return _Reply(200, b'{"code": 200, "pad": "' + b"x" * HUGE_BODY_BYTES + b'"}')
         if fault.html:
             reply = html_reply(fault.status)
         else:
@@ -588,8 +605,12 @@ class Sandbox:
             return view
         completed = task.created + duration
         expires_at = int(completed + self.config.image_ttl)
+        climb = HOSTILE_URL_PREFIX if self.config.hostile_word in task.prompt else ""
         images = [
-            {"url": [f"{self.image_base_url}/f/image/{task.id}_{i}.png"], "expires_at": expires_at}
+            {
+                "url": [f"{self.image_base_url}/f/image/{climb}{task.id}_{i}.png"],
+                "expires_at": expires_at,
+            }
             for i in range(task.n)
         ]
         view.update(

@@ -8,6 +8,7 @@ name, that a submission the server could have accepted was not sent twice, and
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -386,3 +387,55 @@ def test_plain_http_to_a_remote_host_is_refused(sandbox: Sandbox, env: dict[str,
     run = apimart("generate", "a fox", env={**env, "APIMART_BASE_URL": "http://api.example.com"})
     assert run.returncode == 2
     assert "http://api.example.com" in run.stderr
+
+
+def test_a_result_url_that_climbs_out_of_the_folder_is_saved_inside_it(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    run = apimart(
+        "generate", "a fox sandbox:hostile-url", "--wait", "-o", "out", env=env, cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr
+    [path] = run.lines
+    image_paths = [r.path for r in sandbox.requests if r.origin == "image"]
+    assert image_paths and all("..%2F" in p for p in image_paths)
+    saved = tmp_path / path
+    assert saved.parent == tmp_path / "out" and png_size(saved) == (1024, 1024)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "out"]  # home: settings
+
+
+def test_a_reply_far_larger_than_any_real_one_is_cut_off(
+    sandbox: Sandbox, env: dict[str, str]
+) -> None:
+    task_id = submit_direct(sandbox)
+    sandbox.inject(Fault("huge", path=TASKS, times=6))
+    run = apimart("status", task_id, env=env)
+    assert run.returncode == 5
+    assert "larger than" in run.stderr
+    assert run.stdout == ""
+
+
+def test_an_unwritable_history_stops_a_paid_submission_before_sending(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    run = apimart("generate", "a fox", env={**env, "APIMART_DATA_DIR": str(blocker / "data")})
+    assert run.returncode == 2
+    assert "history" in run.stderr
+    assert posts(sandbox) == 0
+
+
+def test_wait_pending_resumes_what_the_history_says_is_unfinished(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    first = apimart("generate", "a fox", env=env)
+    second = apimart("generate", "an owl", env=env)
+    assert first.returncode == second.returncode == 0
+    ids = {first.stdout.strip(), second.stdout.strip()}
+    listed = apimart("history", "--pending", "--json", env=env)
+    assert {json.loads(line)["task_id"] for line in listed.lines} == ids
+    run = apimart("wait", "--pending", "-o", "out", env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert {Path(line).name.rsplit("_", 1)[0] for line in run.lines} == ids
+    assert apimart("history", "--pending", env=env).stdout == ""
