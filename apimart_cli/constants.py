@@ -32,6 +32,12 @@ POLL_BACKOFF = 1.5
 DEFAULT_MAX_IN_FLIGHT = 16
 HEARTBEAT_SECONDS = 30.0
 
+# Batches.
+DEFAULT_CONCURRENCY = 4  # submissions in flight; fewer while the service answers 429
+MAX_CONCURRENCY = 32  # the client's connection pool (`Client(max_connections=32)`)
+DEFAULT_BATCH_TIMEOUT = 1800.0
+DEFAULT_BATCH_NAME = "{task_id}_{index}"  # `--name`: the name `wait` and `download` give
+
 # Reading replies: no API reply is anywhere near this large.
 MAX_JSON_REPLY_BYTES = 8 * 1024 * 1024
 # An image larger than this is not an image this API makes.

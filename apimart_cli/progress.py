@@ -2,7 +2,9 @@
 
 Off a terminal (a CI log, a pipe into a file) the user gets one line per state
 change plus a heartbeat at most every 30 s: no ANSI codes, no carriage returns.
-`--quiet` silences all of it.
+`--quiet` silences all of it. Two displays share these rules: a `Reporter`
+(a bar per task) for `wait` and `generate --wait`, and a `BatchDisplay` (one
+bar for the whole batch) for `batch`.
 """
 
 from __future__ import annotations
@@ -10,13 +12,44 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from apimart_cli import console
 from apimart_cli.constants import HEARTBEAT_SECONDS
 
 if TYPE_CHECKING:
     from apimart_cli.models import Task
+
+
+def display_mode() -> Literal["silent", "rich", "plain"]:
+    """Silent with --quiet, rich bars on a terminal, else plain lines."""
+    if console.is_quiet():
+        return "silent"
+    return "rich" if console.is_terminal(sys.stderr) else "plain"
+
+
+def _progress_on_stderr(*columns: Any) -> Any:
+    """A rich `Progress` drawn on standard error (not started)."""
+    from rich.console import Console  # only here: rich is slow to import
+    from rich.progress import Progress
+
+    return Progress(
+        *columns,
+        console=Console(stderr=True),
+        transient=False,
+        # Data printed while the bars show goes above them, but only when standard output
+        # is this terminal too: paths printed to a file or pipe must reach it.
+        redirect_stdout=console.is_terminal(sys.stdout),
+    )
+
+
+def _print_above(progress: Any, text: str) -> None:
+    """A line of text above the bars, as given (no markup: a path may hold brackets)."""
+    progress.console.print(text, markup=False, highlight=False)
+
+
+# -- waiting for tasks: a bar per task -------------------------------------------------------
 
 
 class Reporter(Protocol):
@@ -102,19 +135,14 @@ class RichReporter(SilentReporter):
     """A progress bar per task on a terminal."""
 
     def __init__(self) -> None:
-        from rich.console import Console  # only here: rich is slow to import
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
         self._lock = threading.Lock()
-        self._progress = Progress(
+        self._progress = _progress_on_stderr(
             TextColumn("{task.fields[task_id]}", markup=False),
             BarColumn(),
             TextColumn("{task.fields[state]}", markup=False),
             TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=False,
-            # Paths printed to a file or pipe must reach it, not the bars' terminal.
-            redirect_stdout=console.is_terminal(sys.stdout),
         )
         self._bars: dict[str, Any] = {}
         self._progress.start()
@@ -141,7 +169,7 @@ class RichReporter(SilentReporter):
         self._progress.console.print(Text.assemble(("saved", "green"), f" {path}"), highlight=False)
 
     def message(self, text: str) -> None:
-        self._progress.console.print(text, markup=False, highlight=False)
+        _print_above(self._progress, text)
 
     def close(self) -> None:
         self._progress.stop()
@@ -149,8 +177,105 @@ class RichReporter(SilentReporter):
 
 def make_reporter() -> Reporter:
     """The reporter for this run: silent with --quiet, bars on a terminal, else lines."""
-    if console.is_quiet():
-        return SilentReporter()
-    if console.is_terminal(sys.stderr):
+    mode = display_mode()
+    if mode == "rich":
         return RichReporter()
-    return PlainReporter()
+    return PlainReporter() if mode == "plain" else SilentReporter()
+
+
+# -- a batch: one bar for all its jobs -------------------------------------------------------
+
+# The stages a batch job goes through, as `batch.manifest.JobRun.stage()` names them.
+BATCH_STAGES = ("queued", "submitted", "processing", "done", "failed")
+
+
+class BatchDisplay(Protocol):
+    """What a batch run tells the user about: its jobs (by line number), cost, events."""
+
+    def start(self) -> None: ...
+    def job(self, line: int, stage: str, note: str | None = None) -> None: ...
+    def cost(self, total: float) -> None: ...
+    def message(self, text: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class SilentBatchDisplay:
+    """--quiet: nothing."""
+
+    def start(self) -> None:
+        pass
+
+    def job(self, line: int, stage: str, note: str | None = None) -> None:
+        pass
+
+    def cost(self, total: float) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class PlainBatchDisplay(SilentBatchDisplay):
+    """A line per change of a job (its `note`), and each message."""
+
+    def job(self, line: int, stage: str, note: str | None = None) -> None:
+        if note:
+            console.info(f"line {line}: {note}")
+
+    def message(self, text: str) -> None:
+        console.info(text)
+
+
+class RichBatchDisplay(SilentBatchDisplay):
+    """One overall bar on a terminal, with how many jobs are at each stage and the cost."""
+
+    def __init__(self, lines: Iterable[int]) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+
+        self._stages = dict.fromkeys(lines, "queued")
+        self._cost = 0.0
+        self._lock = threading.Lock()
+        self._progress = _progress_on_stderr(
+            TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn()
+        )
+        self._bar = self._progress.add_task(self._counts(), total=len(self._stages))
+
+    def start(self) -> None:
+        self._progress.start()
+
+    def job(self, line: int, stage: str, note: str | None = None) -> None:
+        with self._lock:
+            self._stages[line] = stage
+            self._refresh()
+
+    def cost(self, total: float) -> None:
+        with self._lock:
+            self._cost = total
+            self._refresh()
+
+    def message(self, text: str) -> None:
+        _print_above(self._progress, text)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+    def _counts(self) -> str:
+        counts = {stage: 0 for stage in BATCH_STAGES}
+        for stage in self._stages.values():
+            counts[stage] += 1
+        return " · ".join(f"{k} {v}" for k, v in counts.items()) + f" · cost {self._cost:.2f}"
+
+    def _refresh(self) -> None:
+        ended = sum(stage in ("done", "failed") for stage in self._stages.values())
+        self._progress.update(self._bar, description=self._counts(), completed=ended)
+
+
+def make_batch_display(lines: Iterable[int]) -> BatchDisplay:
+    """The batch's display: silent with --quiet, one bar on a terminal, else lines."""
+    mode = display_mode()
+    if mode == "rich":
+        return RichBatchDisplay(lines)
+    return PlainBatchDisplay() if mode == "plain" else SilentBatchDisplay()

@@ -18,10 +18,20 @@ if TYPE_CHECKING:
     from apimart_cli.payload import GenerationRequest
 
 
-def submit(client: Client, history: History, request: GenerationRequest) -> list[str]:
-    """Send the request once (resent only where it cannot have been accepted); its ids."""
+def submit(
+    client: Client,
+    history: History,
+    request: GenerationRequest,
+    *,
+    idempotency_key: str | None = None,
+) -> list[str]:
+    """Send the request once (resent only where it cannot have been accepted); its ids.
+
+    `idempotency_key` is for a caller that recorded the key before sending (`batch`),
+    so that sending again after a kill makes no second task; by default a new one.
+    """
     history.check_writable()
-    key = str(uuid.uuid4())
+    key = idempotency_key or str(uuid.uuid4())
     fields = request.fields()
     try:
         task_ids = client.submit(request, key)

@@ -12,7 +12,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from apimart_cli.batch import (
-    DEFAULT_NAME,
     MANIFEST_NAME,
     MAX_REPORTED,
     RATE_LIMIT_PAUSE,
@@ -26,6 +25,7 @@ from apimart_cli.batch import (
     resume_step,
     slugify,
 )
+from apimart_cli.constants import DEFAULT_BATCH_NAME as DEFAULT_NAME
 from apimart_cli.errors import UsageError
 from apimart_cli.sandbox import encode_png
 

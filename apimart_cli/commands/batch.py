@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, open_history, state
 from apimart_cli.commands.options import (
     DEFAULT_INTERVAL,
@@ -17,11 +16,12 @@ from apimart_cli.commands.options import (
     OutputOpt,
     TimeoutOpt,
 )
-
-DEFAULT_CONCURRENCY = 4
-MAX_CONCURRENCY = 32  # the client's connection pool
-DEFAULT_BATCH_TIMEOUT = 1800.0
-DEFAULT_NAME = "{task_id}_{index}"
+from apimart_cli.constants import (
+    DEFAULT_BATCH_NAME,
+    DEFAULT_BATCH_TIMEOUT,
+    DEFAULT_CONCURRENCY,
+    MAX_CONCURRENCY,
+)
 
 
 @handles_errors
@@ -50,7 +50,7 @@ def batch(
             "--name",
             help="File names from {task_id}, {index}, {line} and {slug}; the extension is added.",
         ),
-    ] = DEFAULT_NAME,
+    ] = DEFAULT_BATCH_NAME,
     metadata: Annotated[
         bool, typer.Option("--metadata", help="Write <name>.json beside each image.")
     ] = False,
@@ -72,21 +72,12 @@ def batch(
     """
     # Imported here, not at the top: every command's start-up pays for the top.
     from apimart_cli.batch import AimdLimiter, BatchOptions, load_batch, run_batch
-    from apimart_cli.client import Client
 
     app = state(ctx)
     jobs = load_batch(file, name)
     settings = app.settings(output)
-    key = settings.require_key()
-    console.hide(key)
     limiter = AimdLimiter(concurrency)
-    client = Client(
-        settings.base_url,
-        key,
-        log=console.debug if app.verbose else None,
-        on_retry=console.info,
-        on_rate_limited=limiter.rate_limited,
-    )
+    client = app.client(settings, on_rate_limited=limiter.rate_limited)
     options = BatchOptions(
         output=settings.output_dir,
         name=name,

@@ -42,7 +42,16 @@ class AppState:
             output_dir=str(output) if output is not None else None,
         )
 
-    def client(self, settings: Settings) -> Client:
+    def client(
+        self,
+        settings: Settings,
+        *,
+        on_rate_limited: Callable[[float | None], None] | None = None,
+    ) -> Client:
+        """The API client, its key required and hidden from every printed line.
+
+        `on_rate_limited` hears each 429 (with its Retry-After), for `batch`'s pacing.
+        """
         from apimart_cli.client import Client
 
         key = settings.require_key()
@@ -52,6 +61,7 @@ class AppState:
             key,
             log=console.debug if self.verbose else None,
             on_retry=console.info,
+            on_rate_limited=on_rate_limited,
         )
 
 

@@ -1,0 +1,44 @@
+"""`apimart batch`: many generations from one file, resumable, at the pace the service allows.
+
+- `jobs`: every line is checked with `build_request` (the API's own rules) before
+  anything is sent, and every bad line is reported at once; so are the names.
+- `manifest`: `batch-manifest.jsonl` in the output folder, one JSON record per
+  event, appended, flushed and fsynced. A job is its line number plus a hash of
+  the line, so an edited line is a new job; the latest record of a job wins.
+- `pacing`: at most `AimdLimiter.limit` submissions in flight, halved by a 429.
+- `run`: submit workers feed one `Poller`; each completed task downloads on a
+  pool while the rest are polled (`saving` names the files, `tracker` records
+  and shows every change of a job).
+"""
+
+from apimart_cli.batch.jobs import (
+    MAX_REPORTED,
+    Job,
+    check_names,
+    format_name,
+    load_batch,
+    parse_jobs,
+    slugify,
+)
+from apimart_cli.batch.manifest import MANIFEST_NAME, Manifest, resume_step
+from apimart_cli.batch.pacing import RATE_LIMIT_PAUSE, AimdLimiter
+from apimart_cli.batch.run import BatchOptions, run_batch
+from apimart_cli.batch.saving import move_into_place
+
+__all__ = [
+    "MANIFEST_NAME",
+    "MAX_REPORTED",
+    "RATE_LIMIT_PAUSE",
+    "AimdLimiter",
+    "BatchOptions",
+    "Job",
+    "Manifest",
+    "check_names",
+    "format_name",
+    "load_batch",
+    "move_into_place",
+    "parse_jobs",
+    "resume_step",
+    "run_batch",
+    "slugify",
+]

@@ -1,0 +1,202 @@
+"""The jobs file: one job per line, every line checked before anything is sent.
+
+A plain line is a prompt; a line starting with '{' is a JSON object of fields.
+Each line goes through `build_request` (the API's own rules), and every bad
+line is reported at once. The `--name` template is checked here too, against
+every image the jobs will make, so that no name can leave the output folder
+and no two images can get the same one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+import sys
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from apimart_cli import console
+from apimart_cli.errors import UsageError
+from apimart_cli.payload import build_request
+
+if TYPE_CHECKING:
+    from apimart_cli.payload import GenerationRequest
+
+PLACEHOLDERS = ("task_id", "index", "line", "slug")
+MAX_REPORTED = 20  # bad lines listed before "... and N more"
+SLUG_CHARS = 40
+
+_FIELD_TYPES: dict[str, type] = {
+    "prompt": str,
+    "size": str,
+    "resolution": str,
+    "n": int,
+    "images": list,
+    "official_fallback": bool,
+}
+_TYPE_NAMES = {str: "a string", int: "a whole number", list: "a list", bool: "true or false"}
+_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+_NAME_HINT = "Use {task_id}, {index}, {line} and {slug}, e.g. --name '{line}-{slug}-{index}'."
+
+
+@dataclass(frozen=True)
+class Job:
+    """One line of the batch file, checked."""
+
+    line: int
+    request: GenerationRequest
+    digest: str  # a hash of the line: the job's identity together with `line`
+
+    @property
+    def slug(self) -> str:
+        return slugify(self.request.prompt)
+
+
+def load_batch(file: Path | None, name_template: str) -> list[Job]:
+    """The jobs of FILE (standard input for None or '-'), and names checked for them."""
+    if file is None or str(file) == "-":
+        if file is None and console.is_terminal(sys.stdin):
+            raise UsageError("No batch file given.", "apimart batch jobs.txt, or pipe the jobs in.")
+        try:
+            jobs = parse_jobs(list(sys.stdin), Path.cwd(), "standard input")
+        except UnicodeDecodeError:
+            raise UsageError("Standard input is not UTF-8 text.") from None
+    else:
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise UsageError(f"Cannot read {file}: {reason}.") from None
+        jobs = parse_jobs(lines, file.parent, str(file))
+    check_names(name_template, jobs)
+    notes = [f"Note: line {job.line}: {note}" for job in jobs for note in job.request.notes]
+    for note in notes[:MAX_REPORTED]:
+        console.info(note)
+    if len(notes) > MAX_REPORTED:
+        console.info(f"... and {len(notes) - MAX_REPORTED} more notes")
+    return jobs
+
+
+def parse_jobs(lines: Iterable[str], base: Path, source: str) -> list[Job]:
+    """Every job; a UsageError listing the bad lines (up to MAX_REPORTED) if any is bad."""
+    jobs: list[Job] = []
+    problems: list[str] = []
+    for number, raw in enumerate(lines, start=1):
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            jobs.append(parse_line(number, text, base))
+        except UsageError as error:
+            problems.append(f"line {number}: {error.message}")
+    if problems:
+        shown = problems[:MAX_REPORTED]
+        if len(problems) > MAX_REPORTED:
+            shown.append(f"... and {len(problems) - MAX_REPORTED} more")
+        raise UsageError(
+            f"{len(problems)} bad line(s) in {source}; nothing was sent.\n  " + "\n  ".join(shown),
+            "Fix them and run the command again.",
+        )
+    if not jobs:
+        raise UsageError(f"No jobs in {source}.", "Write one prompt, or one JSON object, per line.")
+    return jobs
+
+
+def parse_line(number: int, text: str, base: Path) -> Job:
+    """A plain prompt, or a JSON object of fields; relative image paths are taken from `base`."""
+    fields: dict[str, Any] = _json_fields(text) if text.startswith("{") else {"prompt": text}
+    request = build_request(
+        fields["prompt"],
+        size=fields.get("size"),
+        resolution=fields.get("resolution"),
+        n=fields.get("n"),
+        images=[_from_folder(base, image) for image in fields.get("images", [])],
+        official_fallback=fields.get("official_fallback", False),
+    )
+    return Job(number, request, hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
+def _json_fields(text: str) -> dict[str, Any]:
+    """The fields of a JSON line (it starts with '{', so it is an object or no JSON at all)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"invalid JSON at column {exc.colno}: {exc.msg}") from None
+    fields = {key: item for key, item in value.items() if item is not None}  # null: not set
+    unknown = sorted(set(fields) - set(_FIELD_TYPES))
+    if unknown:
+        known = ", ".join(_FIELD_TYPES)
+        raise UsageError(f"unknown field {', '.join(map(repr, unknown))} (the fields are {known})")
+    if "prompt" not in fields:
+        raise UsageError('no "prompt"')
+    for key, expected in _FIELD_TYPES.items():
+        item = fields.get(key)
+        if key in fields and (
+            not isinstance(item, expected) or isinstance(item, bool) is not (expected is bool)
+        ):
+            raise UsageError(f'"{key}" must be {_TYPE_NAMES[expected]}, not {json.dumps(item)}')
+    if not all(isinstance(image, str) for image in fields.get("images", [])):
+        raise UsageError('"images" must be a list of strings')
+    return fields
+
+
+def _from_folder(base: Path, image: str) -> str:
+    """A relative file path taken from `base`; URLs and data: URIs as given."""
+    if image[:5].lower() == "data:" or _URL_RE.match(image) or not image.strip():
+        return image
+    path = Path(image).expanduser()
+    return image if path.is_absolute() else str(base / path)
+
+
+# -- file names ------------------------------------------------------------------------------
+
+
+def slugify(prompt: str, limit: int = SLUG_CHARS) -> str:
+    """Lowercase ASCII letters, digits and '-' from the prompt, at most `limit` characters."""
+    text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "image"
+
+
+def format_name(template: str, *, task_id: str, index: int, line: int, slug: str) -> str:
+    """The file name (without extension) for one image; UsageError if it could leave the folder."""
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        unknown = sorted(fields - set(PLACEHOLDERS))
+        if unknown:
+            raise UsageError(
+                f"Unknown placeholder {{{unknown[0]}}} in --name {template!r}.", _NAME_HINT
+            )
+        name = template.format(task_id=task_id, index=index, line=line, slug=slug)
+    except (ValueError, IndexError, KeyError) as exc:
+        raise UsageError(f"Invalid --name {template!r}: {exc}.", _NAME_HINT) from None
+    if not name.strip() or name.startswith(".") or any(s in name for s in ("/", "\\", "..", "\0")):
+        raise UsageError(
+            f"--name {template!r} gives the file name {name!r}, which could leave the folder.",
+            "A name must not be empty, start with '.', or hold '/', '\\' or '..'.",
+        )
+    return name
+
+
+def check_names(template: str, jobs: Sequence[Job]) -> None:
+    """Before anything is sent: every image gets a safe name, and no two get the same one."""
+    seen: dict[str, int] = {}
+    for job in jobs:
+        stand_in = f"task_01K{job.line:023d}"  # a unique id of the real length
+        for index in range(job.request.n or 1):
+            name = format_name(
+                template, task_id=stand_in, index=index, line=job.line, slug=job.slug
+            )
+            if name in seen:
+                lines = sorted({seen[name], job.line})
+                raise UsageError(
+                    f"--name {template!r} gives two images the name {name!r} "
+                    f"(line {' and '.join(map(str, lines))}).",
+                    "Add {index} and {task_id} or {line} to the template.",
+                )
+            seen[name] = job.line

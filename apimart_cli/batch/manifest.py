@@ -1,0 +1,189 @@
+"""`batch-manifest.jsonl`: every job's progress, so that a rerun resumes instead of resending.
+
+One JSON record per event, appended, flushed and fsynced before the run goes
+on. A job is its line number plus a hash of the line, so an edited line is a
+new job; the latest record of a job wins. `JobRun` is a job's progress in one
+run, `JobRun.record()` what the manifest keeps of it, and `resume_step` what a
+rerun makes of the latest record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from apimart_cli import console
+from apimart_cli.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from apimart_cli.batch.jobs import Job
+    from apimart_cli.models import Task
+
+MANIFEST_NAME = "batch-manifest.jsonl"
+OUTCOMES = ("done", "failed", "unknown", "unfinished", "not sent")
+# What `resume_step` can answer, as the "Resuming from ..." message words it.
+STEP_LABELS = {"done": "done", "wait": "to wait for", "send": "to send", "unknown": "unknown"}
+
+
+class Manifest:
+    """`batch-manifest.jsonl`: every job's progress, one appended JSON record per event."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / MANIFEST_NAME
+        self._lock = threading.Lock()
+        self._file: IO[bytes] | None = None
+        self.failed = False  # a write failed: the manifest no longer tells the whole story
+
+    def read(self) -> dict[tuple[int, str], dict[str, Any]]:
+        """The latest record of each job (line, digest); a line cut short by a kill is skipped."""
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise UsageError(f"Cannot read {self.path}: {exc.strerror or exc}.") from None
+        latest: dict[tuple[int, str], dict[str, Any]] = {}
+        for raw in text.splitlines():
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                line, digest = record.get("line"), record.get("digest")
+                if isinstance(line, int) and isinstance(digest, str):
+                    latest[(line, digest)] = record
+        return latest
+
+    def open(self) -> None:
+        """Open for appending, first ending a record a killed run left without its newline."""
+        try:
+            self._file = self.path.open("ab")
+            if self._file.tell() > 0:
+                with self.path.open("rb") as existing:
+                    existing.seek(-1, os.SEEK_END)
+                    if existing.read(1) != b"\n":
+                        self._file.write(b"\n")
+        except OSError as exc:
+            raise UsageError(f"Cannot write {self.path}: {exc.strerror or exc}.") from None
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Write one record and make it durable before going on."""
+        data = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        with self._lock:
+            assert self._file is not None, "Manifest.open() first"
+            try:
+                self._file.write(data)
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError as exc:
+                if not self.failed:  # said once; the run stops sending (a rerun would resend)
+                    console.warn(
+                        f"Error: cannot write {self.path}: {exc.strerror or exc}. "
+                        "No more jobs are sent; those sent are in `apimart history`."
+                    )
+                self.failed = True
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+@dataclass
+class JobRun:
+    """One job's progress in this run; `record()` is what the manifest keeps of it."""
+
+    job: Job
+    fields: dict[str, object]  # the request's fields, references without base64
+    state: str = "queued"  # queued, submitting, a task status, or unknown
+    key: str | None = None  # the idempotency key of the current submission
+    task_id: str | None = None
+    files: list[str] = field(default_factory=list)  # names in the output folder
+    cost: float | None = None
+    error: str | None = None
+    code: ExitCode = ExitCode.OK
+    submitted_at: float | None = None
+    task: Task | None = None  # once completed, with its images
+    saved: dict[int, str] = field(default_factory=dict)  # image index -> name, while saving
+    pending: int = 0  # images still downloading
+    ended: bool = False
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "line": self.job.line,
+            "digest": self.job.digest,
+            "state": self.state,
+            "prompt": self.job.request.prompt,
+            "fields": self.fields,
+            "idempotency_key": self.key,
+            "task_id": self.task_id,
+            "files": self.files,
+            "cost": self.cost,
+            "error": self.error,
+            "submitted_at": self.submitted_at,
+            "time": time.time(),
+        }
+
+    def result(self, folder: Path) -> dict[str, Any]:
+        """The job's `--json` object."""
+        files = [str(folder / name) for name in self.files]
+        return {
+            "line": self.job.line,
+            "task_id": self.task_id,
+            "status": self.state,
+            "files": files,
+            "error": self.error,
+        }
+
+    def outcome(self) -> str:
+        """How the job ended, for the summary: one of OUTCOMES."""
+        stage = self.stage()
+        if self.state == "unknown" or stage in ("done", "failed"):
+            return "unknown" if self.state == "unknown" else stage
+        return "not sent" if self.state == "queued" else "unfinished"
+
+    def stage(self) -> str:
+        """Where the job is, as the progress display counts it (`progress.BATCH_STAGES`)."""
+        failed = self.code not in (ExitCode.OK, ExitCode.TIMEOUT)  # a timeout is not the job's
+        if failed or self.state in ("failed", "cancelled", "unknown"):
+            return "failed"
+        if self.state in ("queued", "submitting"):
+            return "queued"
+        if self.state in ("submitted", "pending"):
+            return "submitted"
+        return "done" if self.state == "completed" and self.ended else "processing"
+
+
+def resume_step(record: Mapping[str, Any] | None, folder: Path) -> str:
+    """What a rerun does with a job, from its latest record: send, wait, done or unknown."""
+    state = record.get("state") if record else None
+    if record is None or state in ("queued", "submitting", "failed", "cancelled"):
+        return "send"  # nothing was made; a "submitting" one is resent with its key
+    if state == "unknown":
+        return "unknown"  # it may exist: never sent twice
+    if not record.get("task_id"):
+        return "send"
+    files = record.get("files") or []
+    saved = files and all(isinstance(f, str) and (folder / f).is_file() for f in files)
+    return "done" if state == "completed" and saved and not record.get("error") else "wait"
+
+
+def resumed(job: Job, record: Mapping[str, Any] | None, folder: Path) -> tuple[JobRun, str]:
+    """The job's run, picked up from its latest record, and what to do with it next."""
+    run = JobRun(job, job.request.fields())
+    step = resume_step(record, folder)
+    if record is None or (step == "send" and record.get("state") != "submitting"):
+        return run, step
+    run.key = record.get("idempotency_key")  # the server makes one task of two sends of a key
+    if step != "send":
+        run.state, run.task_id = record["state"], record.get("task_id")
+        run.files, run.cost = list(record.get("files") or []), record.get("cost")
+        run.submitted_at = record.get("submitted_at")
+    return run, step

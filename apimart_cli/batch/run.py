@@ -1,0 +1,366 @@
+"""One run of a batch: submit, wait, download, rename, record.
+
+Submit workers, at most `AimdLimiter.limit` in flight, feed one `Poller` on the
+calling thread; each completed task downloads on a pool while the rest are
+polled. Every step of every job is appended to the manifest first, so a run
+killed at any point resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from apimart_cli import console
+from apimart_cli.batch.jobs import format_name
+from apimart_cli.batch.manifest import STEP_LABELS, JobRun, Manifest, resumed
+from apimart_cli.batch.saving import save_image, write_metadata
+from apimart_cli.batch.tracker import JobTracker
+from apimart_cli.constants import DEFAULT_BATCH_NAME, DEFAULT_BATCH_TIMEOUT, DEFAULT_POLL_INTERVAL
+from apimart_cli.downloads import Downloader
+from apimart_cli.errors import (
+    ApimartError,
+    ExitCode,
+    HistoryError,
+    ServiceError,
+    SubmissionUnknown,
+    TaskError,
+)
+from apimart_cli.polling import Poller
+from apimart_cli.progress import make_batch_display
+from apimart_cli.submission import submit
+from apimart_cli.waiting import DOWNLOAD_WORKERS
+
+if TYPE_CHECKING:
+    from apimart_cli.batch.jobs import Job
+    from apimart_cli.batch.pacing import AimdLimiter
+    from apimart_cli.client import Client
+    from apimart_cli.history import History
+    from apimart_cli.models import Task
+
+_STOP_SENDING = (ExitCode.AUTH, ExitCode.BALANCE)  # every later submission would fail alike
+_UNKNOWN_HINT = (
+    "A job whose submission's outcome is unknown is never sent again by a rerun: check "
+    "`apimart history --pending` or the APIMart dashboard, and edit its line to send it anyway."
+)
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    output: Path
+    name: str = DEFAULT_BATCH_NAME
+    timeout: float = DEFAULT_BATCH_TIMEOUT
+    interval: float = DEFAULT_POLL_INTERVAL
+    force: bool = False
+    metadata: bool = False
+    as_json: bool = False
+
+
+def run_batch(
+    jobs: Sequence[Job],
+    client: Client,
+    limiter: AimdLimiter,
+    options: BatchOptions,
+    open_history: Callable[[], History],
+) -> ExitCode:
+    """Send, wait for and download every job not done yet; the exit code (the highest wins)."""
+    return BatchRun(jobs, client, limiter, options, open_history).run()
+
+
+class BatchRun:
+    """One run of a batch. Submit workers, the poll loop (the calling thread) and the
+    download pool all change jobs under one lock, the tracker's, which also orders the
+    manifest's records."""
+
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        client: Client,
+        limiter: AimdLimiter,
+        options: BatchOptions,
+        open_history: Callable[[], History],
+    ) -> None:
+        self._client, self._limiter, self._options = client, limiter, options
+        self._open_history = open_history
+        self._downloader = Downloader(
+            client, options.output, force=options.force, on_retry=console.info
+        )
+        self._manifest = Manifest(options.output)
+        self._display = make_batch_display(job.line for job in jobs)
+        self._tracker = JobTracker(
+            self._manifest, self._display, output=options.output, as_json=options.as_json
+        )
+        self._lock = self._tracker.lock  # one lock for all the jobs' state
+        self._jobs = jobs
+        self._by_task: dict[str, JobRun] = {}
+        self._queue: deque[JobRun] = deque()
+        self._sending = True
+        self._history: History | None = None  # the poll loop's; each submit worker opens its own
+        self._sender: threading.Thread | None = None
+        self._history_changes: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+        self._pool = ThreadPoolExecutor(DOWNLOAD_WORKERS, thread_name_prefix="download")
+        self._poller = Poller(
+            client.get_task,
+            interval=options.interval,
+            timeout=options.timeout,
+            on_update=self._on_update,
+            on_finished=self._on_finished,
+            on_idle=self._drain,
+        )
+        limiter.on_change = self._slowed
+
+    def run(self) -> ExitCode:
+        started = time.monotonic()
+        self._downloader.prepare()
+        with self._open_history() as history:
+            history.check_writable()  # before anything is sent, as `generate` does
+            records = self._manifest.read()
+            self._manifest.open()
+            self._history = history
+            self._display.start()
+            try:
+                self._plan(records)
+                timed_out = self._go()
+                self._drain()
+            except KeyboardInterrupt:
+                self._interrupted()
+                return ExitCode.INTERRUPTED
+            finally:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._display.close()
+        self._tracker.finish_rest(timed_out, self._options.timeout)
+        self._manifest.close()
+        return self._tracker.summarise(time.monotonic() - started)
+
+    def _plan(self, records: Mapping[tuple[int, str], Mapping[str, Any]]) -> None:
+        """Sort the jobs by what the manifest says of them: send, wait, done or unknown."""
+        steps = dict.fromkeys(STEP_LABELS, 0)
+        for job in self._jobs:
+            run, step = resumed(job, records.get((job.line, job.digest)), self._options.output)
+            self._tracker.runs.append(run)
+            steps[step] += 1
+            if step == "send":
+                self._queue.append(run)
+            elif step == "wait":
+                self._watch(run)
+            elif step == "done":
+                if not self._options.as_json:
+                    for name in run.files:
+                        console.data(str(self._options.output / name))
+                self._tracker.end(run, record=False)
+            else:
+                self._tracker.end(run, error=_still_unknown(run), record=False)
+        if any((job.line, job.digest) in records for job in self._jobs):
+            counts = ", ".join(f"{n} {STEP_LABELS[step]}" for step, n in steps.items() if n)
+            self._display.message(f"Resuming from {self._manifest.path}: {counts}.")
+
+    def _go(self) -> bool:
+        """Submit on worker threads while polling here; True if the wait timed out."""
+        if self._queue:
+            self._poller.open_input()
+            self._sender = threading.Thread(target=self._send_all, name="submit", daemon=True)
+            self._sender.start()
+        outcome = self._poller.run()
+        if outcome.timed_out:
+            self._stop_sending()
+        if self._sender is not None:
+            self._sender.join()
+        self._pool.shutdown(wait=True)
+        for task_id, error in outcome.errors.items():  # the task may be fine: wait next time
+            self._tracker.end(self._by_task[task_id], error=error)
+        return outcome.timed_out
+
+    # -- submitting (worker threads) ---------------------------------------------------------
+
+    def _send_all(self) -> None:
+        """`limiter.ceiling` workers send the queue; then the poller's input ends."""
+        count = min(self._limiter.ceiling, len(self._queue))
+        workers = [
+            threading.Thread(target=self._send_worker, name=f"submit-{i}", daemon=False)
+            for i in range(count)
+        ]
+        try:
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+        finally:
+            self._poller.close_input()
+
+    def _send_worker(self) -> None:
+        try:
+            with self._open_history() as history:  # SQLite connections stay on their thread
+                while (run := self._next()) is not None:
+                    if not self._limiter.acquire():
+                        return  # stopped: the job stays queued
+                    accepted = False
+                    try:
+                        accepted = self._submit(history, run)
+                    except Exception as exc:  # a bug fails the job, never silently
+                        self._tracker.end(run, "failed", ApimartError(f"Internal error: {exc!r}"))
+                    finally:
+                        self._limiter.release(accepted=accepted)
+        except ApimartError as error:  # the history cannot be opened
+            self._stop_sending(error)
+
+    def _next(self) -> JobRun | None:
+        with self._lock:
+            if not self._sending or self._manifest.failed or not self._queue:
+                return None
+            return self._queue.popleft()
+
+    def _submit(self, history: History, run: JobRun) -> bool:
+        """Send one job, its key recorded first; True if the service took it."""
+        # The key goes into the "submitting" record before the request is sent, so that a
+        # rerun after a kill resends with it and the service makes one task of both sends.
+        run.key = run.key or str(uuid.uuid4())
+        run.task_id, run.files, run.cost, run.error = None, [], None, None
+        run.submitted_at = time.time()
+        self._tracker.update(run, "submitting", note=None)
+        try:
+            task_ids = submit(self._client, history, run.job.request, idempotency_key=run.key)
+        except ApimartError as error:
+            if isinstance(error, HistoryError) or error.exit_code in _STOP_SENDING:
+                self._stop_sending()
+            unknown = isinstance(error, SubmissionUnknown)
+            if unknown:
+                self._tracker.hint(_UNKNOWN_HINT)
+            self._tracker.end(run, "unknown" if unknown else "failed", error)
+            return False
+        if len(task_ids) > 1:
+            console.warn(
+                f"line {run.job.line}: the service made {len(task_ids)} tasks; "
+                "`apimart wait --pending` waits for all but the first."
+            )
+        run.task_id = task_ids[0]
+        self._tracker.update(run, "submitted", note=f"submitted {run.task_id}")
+        self._watch(run)
+        return True
+
+    def _stop_sending(self, error: ApimartError | None = None) -> None:
+        with self._lock:
+            self._sending = False
+            if error is not None:
+                console.warn(f"Error: {error.message}")
+                self._tracker.fail(error.exit_code)
+        self._limiter.close()
+
+    def _interrupted(self) -> None:
+        """Ctrl-C: send nothing more, but let what is on its way be recorded (the client
+        must stay open for that); a second Ctrl-C stops at once."""
+        self._stop_sending()
+        if self._sender is not None and self._sender.is_alive():
+            console.warn("Interrupted; recording the submissions on their way (Ctrl-C to quit).")
+            self._sender.join()
+        console.warn("Interrupted. Run the same command again to resume where it stopped.")
+
+    def _slowed(self, limit: int, pause: float) -> None:
+        self._display.message(
+            f"Rate limited: at most {limit} submission(s) at once, pausing {pause:g} s."
+        )
+
+    # -- waiting (the poll loop) ---------------------------------------------------------------
+
+    def _watch(self, run: JobRun) -> None:
+        assert run.task_id is not None
+        self._by_task[run.task_id] = run
+        self._display.job(run.job.line, run.stage())
+        self._poller.add(run.task_id)
+
+    def _on_update(self, task: Task) -> None:
+        run = self._by_task[task.task_id]
+        if task.cost is not None and task.cost != run.cost:
+            run.cost = task.cost
+            self._display.cost(sum(r.cost or 0.0 for r in self._tracker.runs))
+        if not task.finished and task.status != run.state:
+            self._history_changes.put((task.task_id, {"state": task.status, "cost": task.cost}))
+            self._tracker.update(run, task.status)
+
+    def _on_finished(self, task: Task) -> None:
+        run = self._by_task[task.task_id]
+        change = {"state": task.status, "cost": task.cost, "error": task.error_message}
+        self._history_changes.put((task.task_id, change))
+        if task.status != "completed":
+            reason = task.error_message or "no reason given"
+            error = TaskError(f"task {task.task_id} {task.status}: {reason}")
+            self._tracker.end(run, task.status, error)
+        elif not task.images:
+            self._tracker.end(run, "completed", ServiceError(f"task {task.task_id} has no images."))
+        else:
+            run.task, run.pending, run.saved = task, len(task.images), {}
+            self._tracker.update(run, "completed")
+            for index in range(len(task.images)):
+                self._pool.submit(self._download, run, index)
+
+    def _drain(self) -> None:
+        """Apply the history changes queued by other threads (on the poll loop's thread)."""
+        while not self._history_changes.empty():
+            task_id, changes = self._history_changes.get()
+            if self._history is not None:
+                self._history.update(task_id, **changes)
+
+    # -- saving (download threads) -------------------------------------------------------------
+
+    def _download(self, run: JobRun, index: int) -> None:
+        error: ApimartError | None = None
+        try:
+            name = self._save(run, index)
+        except ApimartError as exc:
+            error = exc
+        except Exception as exc:  # a disk error or a bug must still fail the job
+            error = _save_failed(run, index, exc)
+        with self._lock:
+            if error is None:
+                run.saved[index] = name
+            run.pending -= 1
+            last = run.pending == 0
+            if last:
+                run.files = [run.saved[i] for i in sorted(run.saved)]
+        if error is not None:
+            console.warn(f"line {run.job.line}: {error.message}")
+        if last:
+            files = [str(self._options.output / name) for name in run.files]
+            self._history_changes.put((str(run.task_id), {"files": files}))
+        if error is not None or last:
+            self._tracker.end(run, error=error, warn=False, final=last)
+
+    def _save(self, run: JobRun, index: int) -> str:
+        """Download one image under its --name; print its path; its name in the folder."""
+        task, options = run.task, self._options
+        assert task is not None
+        name = format_name(
+            options.name, task_id=task.task_id, index=index, line=run.job.line, slug=run.job.slug
+        )
+        path, kept = save_image(self._downloader, task, index, name, force=options.force)
+        if not kept:
+            self._display.message(f"line {run.job.line}: saved {path}")
+        elif path.name not in run.files:  # a file from this job's earlier run is no news
+            console.warn(f"line {run.job.line}: kept the existing {path} (--force replaces it)")
+        if not options.as_json:
+            console.data(str(path))
+        if options.metadata and not (kept and path.with_suffix(".json").exists()):
+            write_metadata(run, task, index, path)
+        return path.name
+
+
+def _still_unknown(run: JobRun) -> SubmissionUnknown:
+    return SubmissionUnknown(
+        f"an earlier submission's outcome is unknown (idempotency key {run.key}); "
+        "it is not sent again.",
+        _UNKNOWN_HINT,
+        idempotency_key=run.key or "",
+    )
+
+
+def _save_failed(run: JobRun, index: int, exc: Exception) -> ApimartError:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else repr(exc)
+    where = f": {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
+    return TaskError(f"Could not save image {index} of task {run.task_id}: {reason}{where}")

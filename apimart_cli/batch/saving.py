@@ -1,0 +1,81 @@
+"""Save a batch job's image under its `--name`, and its metadata beside it.
+
+The download itself is `downloads.Downloader`'s, under the usual
+`<task_id>_<index>` name; a `--name` other than that is a rename afterwards
+that never replaces an existing file unless `--force` says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from apimart_cli.downloads import existing_file
+
+if TYPE_CHECKING:
+    from apimart_cli.batch.manifest import JobRun
+    from apimart_cli.downloads import Downloader
+    from apimart_cli.models import Task
+
+
+def save_image(
+    downloader: Downloader, task: Task, index: int, name: str, *, force: bool
+) -> tuple[Path, bool]:
+    """The image saved as `name` plus its extension; True if an existing file was kept."""
+    folder, stem = downloader.folder, f"{task.task_id}_{index}"
+    if name != stem and not force:
+        found = existing_file(folder, name)
+        if found is not None:
+            return found, True
+    saved = downloader.download(task.task_id, index, task.images[index])
+    if name == stem:
+        return saved.path, saved.kept_existing
+    target = folder / f"{name}{saved.path.suffix}"
+    return target, not move_into_place(saved.path, target, force=force)
+
+
+def move_into_place(source: Path, target: Path, *, force: bool) -> bool:
+    """Rename `source` to `target`; False (`source` removed) if `target` exists, unless force."""
+    if force:
+        source.replace(target)
+        return True
+    try:
+        os.link(source, target)  # fails if the target exists: no check-then-rename race
+    except FileExistsError:
+        source.unlink()
+        return False
+    except OSError:  # no hard links on this file system
+        if target.exists():
+            source.unlink()
+            return False
+        source.replace(target)
+        return True
+    source.unlink()
+    return True
+
+
+def write_metadata(run: JobRun, task: Task, index: int, path: Path) -> None:
+    """`<name>.json` beside the image: what was asked, what it cost, when."""
+    meta = {
+        "file": path.name,
+        "line": run.job.line,
+        "prompt": run.job.request.prompt,
+        "fields": run.fields,
+        "task_id": task.task_id,
+        "index": index,
+        "cost": task.cost,
+        "created": task.raw.get("created"),
+        "completed": task.raw.get("completed"),
+        "submitted_at": run.submitted_at,
+        "saved_at": time.time(),
+    }
+    sidecar = path.with_suffix(".json")
+    part = sidecar.with_name(f".{sidecar.name}.part")
+    try:
+        part.write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", "utf-8")
+        part.replace(sidecar)  # never a half-written sidecar under its name
+    finally:
+        part.unlink(missing_ok=True)

@@ -1,0 +1,113 @@
+"""Where every change to a batch job is recorded and shown, and how the run is summed up.
+
+A job that moves on gets, under one lock, a manifest record and a progress
+update; one that ends also gets its warning and its `--json` object. Submit
+workers, the poll loop and the download threads all report through here, so
+the manifest's records come in the order the changes happened.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from apimart_cli import console
+from apimart_cli.batch.manifest import OUTCOMES, JobRun
+from apimart_cli.errors import ApimartError, ExitCode
+
+if TYPE_CHECKING:
+    from apimart_cli.batch.manifest import Manifest
+    from apimart_cli.progress import BatchDisplay
+
+
+class JobTracker:
+    """Every job of one run, and what the run must say at its end."""
+
+    def __init__(
+        self, manifest: Manifest, display: BatchDisplay, *, output: Path, as_json: bool
+    ) -> None:
+        self.manifest, self.display = manifest, display
+        self._output, self._as_json = output, as_json  # for the `--json` objects
+        self.runs: list[JobRun] = []
+        self.lock = threading.RLock()  # every job's state, and the order of manifest records
+        self.code = ExitCode.OK  # for what is no one job's fault
+        self._hints: dict[str, None] = {}  # what to do, each said once at the end
+
+    def fail(self, code: ExitCode) -> None:
+        """Something went wrong that is no one job's fault."""
+        with self.lock:
+            self.code = max(self.code, code)
+
+    def hint(self, text: str) -> None:
+        self._hints.setdefault(text)
+
+    def update(self, run: JobRun, state: str, note: str | None = "") -> None:
+        """The job moved on: a manifest record, and a progress line (`note`, or the state)."""
+        with self.lock:
+            run.state = state
+            self.manifest.append(run.record())
+            self.display.job(run.job.line, run.stage(), state if note == "" else note)
+
+    def end(
+        self,
+        run: JobRun,
+        state: str | None = None,
+        error: ApimartError | None = None,
+        *,
+        warn: bool = True,
+        record: bool = True,
+        final: bool = True,
+    ) -> None:
+        """The job ended (or failed for now): record it, say why, print its JSON object."""
+        with self.lock:
+            run.state = state or run.state
+            if error is not None:
+                run.error, run.code = error.message, max(run.code, error.exit_code)
+                if error.hint:
+                    self.hint(error.hint)
+            if not final:
+                return
+            run.ended = True
+            if record:
+                self.manifest.append(run.record())
+            self.display.job(run.job.line, run.stage())
+        if error is not None and warn:
+            console.warn(f"line {run.job.line}: {error.message}")
+        if self._as_json:
+            console.data(json.dumps(run.result(self._output), ensure_ascii=False))
+
+    def finish_rest(self, timed_out: bool, timeout: float) -> None:
+        """Jobs still open: unsent (sending stopped), or unfinished when the wait timed out."""
+        rest = [run for run in self.runs if not run.ended]
+        for run in rest:
+            unsent = run.state == "queued"
+            if not unsent:
+                run.code = max(run.code, ExitCode.TIMEOUT)
+            run.error = "not sent" if unsent else "unfinished when the wait timed out"
+            self.end(run, warn=False, record=not unsent)
+        unfinished = sum(run.state != "queued" for run in rest)
+        if timed_out and unfinished:
+            console.warn(
+                f"Timed out after {timeout:g} s with {unfinished} job(s) "
+                "unfinished. Run the same command again to resume."
+            )
+        if len(rest) > unfinished:
+            console.warn(f"{len(rest) - unfinished} job(s) not sent; run the command again.")
+        if self.manifest.failed:
+            self.fail(ExitCode.FAILED)
+
+    def summarise(self, elapsed: float) -> ExitCode:
+        """Say what to do, then how it went; the run's exit code (the highest wins)."""
+        for hint in self._hints:
+            console.warn(hint)
+        outcomes = [run.outcome() for run in self.runs]
+        parts = [f"{outcomes.count(k)} {k}" for k in OUTCOMES if k == "done" or k in outcomes]
+        files = sum(len(run.files) for run in self.runs)
+        cost = sum(run.cost or 0.0 for run in self.runs)
+        console.info(
+            f"Batch: {len(self.runs)} job(s): {', '.join(parts)}; {files} file(s); "
+            f"cost {cost:.2f}; {elapsed:.1f} s."
+        )
+        return max([self.code, *(run.code for run in self.runs)])
