@@ -38,8 +38,9 @@ def set_(
 ) -> None:
     """Store a setting. With no VALUE, read it from a hidden prompt or standard input.
 
-    apimart config set api_key          # prompts; the key stays out of shell history
-    apimart config set output_dir ~/Pictures/apimart
+    \b
+        apimart config set api_key      # prompts: the key stays out of shell history
+        apimart config set output_dir ~/Pictures/apimart
     """
     config_file.check_key(key)
     if value is None:

@@ -44,6 +44,7 @@ def sandbox(
 
     Prints its base URL; point any command at it (any key will do):
 
+    \b
         apimart sandbox --port 8787 &
         APIMART_API_KEY=any apimart --base-url http://127.0.0.1:8787 generate "a fox" --wait
     """
