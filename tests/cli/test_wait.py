@@ -450,3 +450,14 @@ def test_the_resume_command_keeps_what_the_wait_was_told(
 
     output = options.pop("output", None)
     assert resume_hint(["t1", "t2"], output, **options) == expected  # type: ignore[arg-type]
+
+
+def test_nothing_on_standard_input_is_an_error_and_nothing_is_sent(
+    api: str, httpx_mock: HTTPXMock
+) -> None:
+    result = run("wait", input="\n  \n")
+
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert "No task ids on standard input." in result.stderr
+    assert httpx_mock.get_requests() == []
