@@ -91,16 +91,17 @@ def main_options(
     ctx.obj = state
 
 
-app.command(rich_help_panel="Tasks")(generate.generate)
-app.command(rich_help_panel="Tasks")(status.status)
-app.command(rich_help_panel="Tasks")(wait.wait)
-app.command(rich_help_panel="Tasks")(download.download)
-app.command(rich_help_panel="Tasks")(history.history)
-app.command(rich_help_panel="Tasks")(batch.batch)
-app.command(rich_help_panel="Account")(balance.balance)
-app.add_typer(config.app, name="config", rich_help_panel="Account")
-app.command(rich_help_panel="Help")(sizes.sizes)
-app.command(rich_help_panel="Help")(sandbox.sandbox)
+# The commands, in the order `apimart --help` lists them.
+app.command("generate")(generate.generate)
+app.command("status")(status.status)
+app.command("wait")(wait.wait)
+app.command("download")(download.download)
+app.command("history")(history.history)
+app.command("batch")(batch.batch)
+app.command("balance")(balance.balance)
+app.add_typer(config.app, name="config")
+app.command("sizes")(sizes.sizes)
+app.command("sandbox")(sandbox.sandbox)
 
 
 def main() -> None:
