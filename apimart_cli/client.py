@@ -25,6 +25,7 @@ from apimart_cli.errors import (
     ServiceError,
     SubmissionUnknown,
     TaskError,
+    WaitTimeout,
 )
 from apimart_cli.models import Task, parse_submission, parse_task, validate_task_id
 from apimart_cli.retry import (
@@ -250,19 +251,14 @@ class Client:
                     raise self._unknown(failure, idempotency_key)
                 raise failure
             delay = delay_before_retry(attempt, retry_after)
-            if not self._may_retry(attempt, delay):
+            if not attempts_left(attempt):
                 raise _gave_up(failure)
+            if self.deadline is not None and self._clock() + delay >= self.deadline:
+                # Time, not the service, ran out: the caller's timeout (exit 124) applies.
+                raise WaitTimeout(f"Out of time while retrying: {failure.message}")
             if self._on_retry:
                 self._on_retry(f"{failure.message} Retrying in {delay:.1f} s (try {attempt + 1}).")
             self._sleep(delay)
-
-    def _may_retry(self, attempt: int, delay: float) -> bool:
-        """Another try is allowed, and waiting `delay` for it ends before the deadline."""
-        if not attempts_left(attempt):
-            return False
-        if self.deadline is None:
-            return True
-        return self._clock() + delay < self.deadline
 
     def _without_key(self, text: str) -> str:
         """`text` with the key cut out: a server may echo it, and nothing shown may hold it."""

@@ -100,6 +100,22 @@ class APIStatusError(ApimartError):
         self.retry_after = retry_after
 
 
+class SubmittedButUnrecorded(ServiceError):
+    """The server created the tasks, but the history could not record them.
+
+    Rare (a locked or full disk after the check before sending), and the one
+    case where a paid id would otherwise be lost: the message carries the ids.
+    """
+
+    def __init__(self, task_ids: list[str], idempotency_key: str, reason: str) -> None:
+        super().__init__(
+            f"Created {' '.join(task_ids)}, but could not record it in the history: {reason}",
+            "Keep these ids: `apimart wait ID` fetches the images.",
+        )
+        self.task_ids = task_ids
+        self.idempotency_key = idempotency_key
+
+
 class HistoryError(UsageError):
     """The local task history cannot be read or written (checked before any submission)."""
 

@@ -13,7 +13,6 @@ import heapq
 import queue
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,8 +23,9 @@ from apimart_cli.constants import (
     MIN_POLL_INTERVAL,
     POLL_BACKOFF,
 )
-from apimart_cli.errors import ApimartError, TaskError
+from apimart_cli.errors import ApimartError, TaskError, WaitTimeout
 from apimart_cli.models import Task
+from apimart_cli.workers import WorkerPool
 
 
 def remaining_estimate(task: Task, wall_now: float) -> float | None:
@@ -172,15 +172,15 @@ class Poller:
 
     def run(self) -> PollOutcome:
         """Poll until done or the deadline; on Ctrl-C `unfinished()` says what was left."""
-        with ThreadPoolExecutor(self._max_in_flight, thread_name_prefix="poll") as pool:
-            try:
-                self._loop(pool)
-            finally:
-                pool.shutdown(wait=False, cancel_futures=True)
+        pool = WorkerPool(self._max_in_flight, "poll")
+        try:
+            self._loop(pool)
+        finally:
+            pool.close()  # a poll still in flight is abandoned, not waited for
         self.outcome.unfinished = self.unfinished()
         return self.outcome
 
-    def _loop(self, pool: ThreadPoolExecutor) -> None:
+    def _loop(self, pool: WorkerPool) -> None:
         while self._input_open or self._due or self._in_flight or not self._events.empty():
             now = self._clock.now()
             if self._deadline is not None and now >= self._deadline:
@@ -226,7 +226,9 @@ class Poller:
                 self._schedule(task_id, 0.0)
         else:
             self._in_flight -= 1
-            if event.error is not None:
+            if isinstance(event.error, WaitTimeout):
+                self.outcome.timed_out = True  # its retries would end past the deadline
+            elif event.error is not None:
                 self.outcome.errors[task_id] = event.error
             elif event.task is not None:
                 self._on_update(event.task)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from apimart_cli.errors import ExitCode, SubmissionUnknown
+from apimart_cli.errors import ExitCode, HistoryError, SubmissionUnknown, SubmittedButUnrecorded
 
 if TYPE_CHECKING:
     from apimart_cli.client import Client
@@ -45,14 +45,17 @@ def submit(
             error=error.message,
         )
         raise error from None
-    for task_id in task_ids:
-        history.record_submission(
-            task_id,
-            base_url=client.base_url,
-            prompt=request.prompt,
-            fields=fields,
-            idempotency_key=key,
-        )
+    try:
+        for task_id in task_ids:
+            history.record_submission(
+                task_id,
+                base_url=client.base_url,
+                prompt=request.prompt,
+                fields=fields,
+                idempotency_key=key,
+            )
+    except HistoryError as error:  # paid for: the ids must reach the user somehow
+        raise SubmittedButUnrecorded(task_ids, key, error.message) from None
     return task_ids
 
 

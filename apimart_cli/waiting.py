@@ -12,15 +12,15 @@ import queue
 import shlex
 import threading
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apimart_cli import console
 from apimart_cli.constants import DEFAULT_MAX_IN_FLIGHT, DEFAULT_POLL_INTERVAL
-from apimart_cli.errors import ApimartError, ExitCode, TaskError
+from apimart_cli.errors import ApimartError, ExitCode, HistoryError, TaskError
 from apimart_cli.polling import Poller
+from apimart_cli.workers import WorkerPool
 
 if TYPE_CHECKING:
     from apimart_cli.client import Client
@@ -47,6 +47,8 @@ class WaitSummary:
     exit_code: ExitCode = ExitCode.OK
     unfinished: list[str] = field(default_factory=list)
     files: dict[str, list[str]] = field(default_factory=dict)
+    timed_out: bool = False
+    task_count: int = 0  # ids given or read, so "none at all" can be told apart
 
     def fail(self, code: ExitCode) -> None:
         self.exit_code = max(self.exit_code, code)
@@ -59,7 +61,6 @@ class _TaskFiles:
         self.task = task
         self.paths: list[str | None] = [None] * len(task.images)
         self.remaining = len(task.images)
-        self.failed = False
 
 
 class TaskWaiter:
@@ -93,7 +94,8 @@ class TaskWaiter:
             on_idle=self._drain,
             once=options.once,
         )
-        self._pool = ThreadPoolExecutor(DOWNLOAD_WORKERS, thread_name_prefix="download")
+        self._pool = WorkerPool(DOWNLOAD_WORKERS, "download")
+        self._downloading: dict[str, None] = {}  # completed tasks whose images are not all saved
 
     # -- the run -------------------------------------------------------------------
 
@@ -109,9 +111,9 @@ class TaskWaiter:
             threading.Thread(target=self._read, args=(stream,), daemon=True).start()
         try:
             outcome = self._poller.run()
-            self._pool.shutdown(wait=True)
+            self._pool.join()
         finally:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.close()
             self._drain()
             self._reporter.close()
         for task_id, error in outcome.errors.items():
@@ -119,15 +121,20 @@ class TaskWaiter:
         for hint in self._hints:
             console.warn(hint)
         if outcome.timed_out:
+            self.summary.timed_out = True
             self.summary.unfinished = outcome.unfinished
             self.summary.fail(ExitCode.TIMEOUT)
         return self.summary
 
     def unfinished(self) -> list[str]:
-        """The ids not yet finished (after Ctrl-C, the ones to resume)."""
-        return self._poller.unfinished()
+        """The ids to resume after Ctrl-C: not yet finished, or not yet saved."""
+        with self._lock:
+            downloading = list(self._downloading)
+        return list(dict.fromkeys([*self._poller.unfinished(), *downloading]))
 
     def _add(self, task_id: str) -> None:
+        with self._lock:
+            self.summary.task_count += 1
         self._reporter.added(task_id)
         self._poller.add(task_id)
 
@@ -171,6 +178,8 @@ class TaskWaiter:
             self._fail(task.task_id, TaskError(f"Task {task.task_id} completed with no images."))
             return
         files = _TaskFiles(task)
+        with self._lock:
+            self._downloading[task.task_id] = None
         for index in range(len(task.images)):
             self._pool.submit(self._download, files, index)
 
@@ -192,7 +201,6 @@ class TaskWaiter:
             error = exc if isinstance(exc, ApimartError) else _internal(index, exc)
             self._fail(task.task_id, error)
             with self._lock:
-                files.failed = True
                 files.remaining -= 1
                 done = files.remaining == 0
         else:
@@ -210,6 +218,8 @@ class TaskWaiter:
                 files.remaining -= 1
                 done = files.remaining == 0
         if done:
+            with self._lock:
+                self._downloading.pop(task.task_id, None)
             paths = [path for path in files.paths if path is not None]
             self.summary.files[task.task_id] = paths
             self._results.put((task.task_id, {"files": paths}))
@@ -242,8 +252,13 @@ class TaskWaiter:
                 task_id, changes = self._results.get_nowait()
             except queue.Empty:
                 return
-            if self._history is not None:
+            if self._history is None:
+                continue
+            try:
                 self._history.update(task_id, **changes)
+            except HistoryError as error:  # the history mirrors the server: keep waiting
+                console.warn(f"Warning: {error.message} The history is not updated further.")
+                self._history = None
 
 
 def _internal(index: int, exc: Exception) -> ApimartError:

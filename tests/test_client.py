@@ -543,7 +543,7 @@ def test_deadline_stops_retries_that_would_wait_past_it(httpx_mock: HTTPXMock) -
         api.deadline = fake.now + 5.0
         httpx_mock.add_response(url=TASK_URL, status_code=429, headers={"Retry-After": "10"})
         error = fails(ApimartError, api.get_task, TASK_ID)
-    assert error.exit_code == ExitCode.SERVICE
+    assert error.exit_code == ExitCode.TIMEOUT  # time ran out, not the service
     assert fake.slept == []
     assert len(httpx_mock.get_requests()) == 1
 
@@ -567,7 +567,7 @@ def test_deadline_bounds_the_backoff_too(httpx_mock: HTTPXMock) -> None:
         for _ in range(3):
             httpx_mock.add_response(url=TASK_URL, status_code=500)
         error = fails(ApimartError, api.get_task, TASK_ID)
-    assert error.exit_code == ExitCode.SERVICE
+    assert error.exit_code == ExitCode.TIMEOUT
     assert len(fake.slept) == 2
     assert fake.now < 1000.0 + 1.6
 

@@ -404,3 +404,17 @@ def test_on_idle_is_called(clock: FakeClock) -> None:
     poll.add("a")
     poll.run()
     assert len(ticks) >= 2
+
+
+def test_retries_cut_short_by_the_deadline_are_a_timeout(clock: FakeClock) -> None:
+    from apimart_cli.errors import WaitTimeout
+
+    fetch = FakeFetch({"a": [WaitTimeout("out of time")], "b": [task("b", "completed")]}, clock)
+    poll, _, finished = poller(fetch, clock, timeout=60)
+    poll.add("a")
+    poll.add("b")
+    outcome = poll.run()
+    assert outcome.timed_out
+    assert outcome.unfinished == ["a"]
+    assert outcome.errors == {}
+    assert [t.task_id for t in finished] == ["b"]

@@ -1,7 +1,6 @@
 """`apimart wait`: poll tasks until they end, then download their images."""
 
 import functools
-import itertools
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -84,8 +83,13 @@ def run_wait(
         client.close()
         if history is not None:
             history.close()
-    if summary.unfinished:
+    if summary.timed_out:
         _report_unfinished(f"Timed out after {timeout:g} s", summary.unfinished, resume)
+    if stream is not None and summary.task_count == 0:
+        raise UsageError(
+            "No task ids on standard input.",
+            "Pipe in task ids, one per line (as `apimart generate` prints them).",
+        )
     return summary.exit_code
 
 
@@ -143,13 +147,6 @@ def wait(
                 "Pass them as arguments, pipe them in, or use --pending.",
             )
         stream = ids_from_stdin()
-        first = next(stream, None)  # waits for the first line, as the wait would
-        if first is None and not ids:
-            raise UsageError(
-                "No task ids on standard input.",
-                "Pipe in task ids, one per line (as `apimart generate` prints them).",
-            )
-        stream = itertools.chain([first] if first else [], stream)
     if pending and not ids and stream is None:
         console.info("No unfinished tasks in the history.")
         return

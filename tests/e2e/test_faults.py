@@ -439,3 +439,72 @@ def test_wait_pending_resumes_what_the_history_says_is_unfinished(
     assert run.returncode == 0, run.stderr
     assert {Path(line).name.rsplit("_", 1)[0] for line in run.lines} == ids
     assert apimart("history", "--pending", env=env).stdout == ""
+
+
+def test_a_retry_after_longer_than_the_time_left_is_a_timeout_not_a_failure(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    task_id = submit_direct(sandbox)
+    sandbox.inject(Fault("status", path=TASKS, status=503, retry_after="20"))
+    started = time.monotonic()
+    run = apimart("wait", task_id, "--timeout", "3", "-o", "out", env=env, cwd=tmp_path)
+    assert run.returncode == 124, run.stderr
+    assert time.monotonic() - started < 10
+    assert f"apimart wait -o out {task_id}" in run.stderr
+
+
+def test_timeout_is_not_held_up_by_a_request_in_flight(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    task_id = submit_direct(sandbox)
+    sandbox.inject(Fault("slow", path=TASKS, delay=20))
+    started = time.monotonic()
+    run = apimart("wait", task_id, "--timeout", "2", "-o", "out", env=env, cwd=tmp_path)
+    assert run.returncode == 124, run.stderr
+    assert time.monotonic() - started < 8
+    assert task_id in run.stderr
+
+
+def test_ctrl_c_during_a_download_names_the_task_to_resume(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    with Sandbox(SandboxConfig(duration=0.1)) as sandbox:
+        task_id = submit_direct(sandbox)
+        wait_completed(sandbox, task_id)
+        sandbox.inject(Fault("slow", path="/f/", delay=20))
+        user = {**env, "APIMART_BASE_URL": sandbox.base_url}
+        process = subprocess.Popen(
+            [*COMMAND, "wait", task_id, "-o", "out"],
+            env=user,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+        for _ in range(200):
+            if any(r.origin == "image" for r in sandbox.requests):
+                break
+            time.sleep(0.05)
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=20)
+    assert process.returncode == 130
+    assert stdout == ""
+    assert time.monotonic() - started < 8
+    assert f"Resume with: apimart wait -o out {task_id}" in stderr
+    assert final_images(tmp_path / "out") == []
+
+
+def test_stdin_still_open_at_the_deadline_is_reported(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    task_id = submit_direct(sandbox)
+    wait_completed(sandbox, task_id)
+    from tests.e2e.conftest import shell
+
+    run = shell(
+        f"(echo {task_id}; sleep 6) | apimart wait --timeout 2 -o out", env=env, cwd=tmp_path
+    )
+    assert run.returncode == 124
+    assert run.lines == [f"out/{task_id}_0.png"]
+    assert "Timed out after 2 s" in run.stderr
