@@ -126,10 +126,16 @@ def generate(
         return
     settings = app.settings(output)
     client = app.client(settings)
+    from apimart_cli.errors import SubmittedButUnrecorded
     from apimart_cli.submission import submit
 
     with client, open_history() as history:
-        task_ids = submit(client, history, request)
+        try:
+            task_ids = submit(client, history, request)
+        except SubmittedButUnrecorded as error:
+            for task_id in error.task_ids:  # paid for: the pipeline gets them all the same
+                console.data(task_id)
+            raise
     for task_id in task_ids:
         if wait:
             console.warn(task_id)  # standard output is for the saved paths

@@ -522,3 +522,23 @@ def test_a_broken_history_stops_the_submission_before_it_is_sent(
         "is not a readable SQLite database"
     )
     assert httpx_mock.get_requests() == []
+
+
+def test_ids_the_history_could_not_record_are_still_given_to_the_user(
+    api: str, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apimart_cli.errors import HistoryError
+
+    expect_submit(httpx_mock, body(n=2), ["task_01", "task_02"])
+
+    def disk_full(self: History, task_id: str, **fields: object) -> None:
+        raise HistoryError("Cannot use the task history: database or disk is full.")
+
+    monkeypatch.setattr(History, "record_submission", disk_full)
+
+    result = run("generate", "a red fox", "-n", "2")
+
+    assert result.exit_code == 5, result.output
+    assert result.stdout == "task_01\ntask_02\n"  # the pipeline still gets what was paid for
+    assert "Created task_01 task_02, but could not record it in the history" in result.stderr
+    assert "apimart wait ID" in result.stderr
