@@ -42,7 +42,13 @@ if TYPE_CHECKING:
 Log = Callable[[str], None]
 
 # Transport errors raised before any byte of the request left: safe to resend anything.
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# LocalProtocolError: httpx refused to build the request (a bad header), so nothing left.
+_NEVER_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.LocalProtocolError,
+)
 
 _STATUS_EXIT_CODES = {
     400: ExitCode.FAILED,

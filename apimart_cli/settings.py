@@ -24,9 +24,15 @@ class Settings:
     output_dir: Path
 
     def require_key(self) -> str:
+        """The key, checked before it goes into a header: exit 3 if missing, 2 if unsendable."""
         if not self.api_key:
             raise AuthError(
                 "No API key.", "Run `apimart config set api_key`, or set APIMART_API_KEY."
+            )
+        if not (self.api_key.isascii() and self.api_key.isprintable() and " " not in self.api_key):
+            raise UsageError(
+                "The API key has spaces or characters that cannot be sent in a header.",
+                "Copy it again from https://apimart.ai/keys: `apimart config set api_key`.",
             )
         return self.api_key
 
@@ -52,7 +58,8 @@ def resolve(
     url = _first(base_url, env.get(ENV_BASE_URL), stored.get("base_url")) or DEFAULT_BASE_URL
     folder = _first(output_dir, env.get(ENV_OUTPUT_DIR), stored.get("output_dir")) or "."
     return Settings(
-        api_key=_first(api_key, env.get(ENV_API_KEY), stored.get("api_key")),
+        api_key=(_first(api_key, env.get(ENV_API_KEY), stored.get("api_key")) or "").strip()
+        or None,
         base_url=check_base_url(url),
         output_dir=Path(folder).expanduser(),
     )

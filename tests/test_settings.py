@@ -213,3 +213,19 @@ def test_require_key_without_a_key_is_an_auth_error(key: str | None) -> None:
     assert caught.value.hint is not None
     assert "apimart config set api_key" in caught.value.hint
     assert "APIMART_API_KEY" in caught.value.hint
+
+
+def test_a_key_pasted_with_spaces_around_it_is_trimmed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APIMART_API_KEY", "  sk-abcdef123456\n")
+    assert resolve().require_key() == "sk-abcdef123456"
+
+
+@pytest.mark.parametrize("key", ["sk-abc def123456", "sk-clé-123456789", "sk-abc\x01def12345"])
+def test_a_key_that_cannot_go_in_a_header_is_refused_before_sending(
+    monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    monkeypatch.setenv("APIMART_API_KEY", key)
+    with pytest.raises(UsageError) as caught:
+        resolve().require_key()
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert key not in caught.value.message

@@ -120,7 +120,7 @@ def generate(
         official_fallback=official_fallback,
     )
     for note in request.notes:
-        console.warn(f"Note: {note}")
+        console.info(f"Note: {note}")
     if dry_run:
         console.data_json(request.dry_run(), indent=2)
         return
