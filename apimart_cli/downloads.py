@@ -141,7 +141,7 @@ class Downloader:
                 extension = self._fetch_with_retries(image, task_id, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            except BaseException:
+            except BaseException:  # only a killed run leaves a part file (for the next to resume)
                 part.unlink(missing_ok=True)
                 raise
             target = self.folder / f"{stem}{extension}"
@@ -159,9 +159,11 @@ class Downloader:
                 if attempt >= RETRY_MAX_ATTEMPTS:
                     raise ServiceError(
                         f"Downloading {image.url} failed: {failure}",
-                        "Run `apimart download` again later; it resumes where it stopped.",
+                        f"Run `apimart download {task_id}` again later.",
                     ) from None
-                delay = failure.retry_after or backoff_delay(attempt)
+                delay = (
+                    backoff_delay(attempt) if failure.retry_after is None else failure.retry_after
+                )
                 self._on_retry(f"{task_id}: {failure}; retrying in {delay:.1f} s")
                 self._sleep(delay)
 

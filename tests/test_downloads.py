@@ -600,3 +600,12 @@ def test_a_folder_in_the_way_of_the_part_file_is_an_error_not_a_crash(
     assert caught.value.exit_code == ExitCode.FAILED
     assert f".{TASK_ID}_0.part" in caught.value.message
     assert httpx_mock.get_requests() == []
+
+
+def test_retry_after_zero_means_at_once(
+    downloader: Downloader, delays: list[float], httpx_mock: HTTPXMock
+) -> None:
+    httpx_mock.add_response(url=URL, status_code=503, headers={"Retry-After": "0"})
+    httpx_mock.add_response(url=URL, content=PNG, headers={"Content-Type": "image/png"})
+    downloader.download(TASK_ID, 0, image())
+    assert delays == [0.0]
