@@ -74,6 +74,8 @@ FAULT_KINDS = frozenset(
         "huge",
     }
 )
+# Requests kept for tests and the admin endpoint; the older half goes past this.
+MAX_RECORDED_REQUESTS = 10_000
 # "huge": a reply far larger than any real one (the client must cap what it reads).
 HUGE_BODY_BYTES = 16 * 1024 * 1024
 # A result URL whose last part tries to climb out of the user's output folder.
@@ -474,6 +476,8 @@ class Sandbox:
         record = RecordedRequest(method, path, headers, _parse_json(body), origin)
         with self._lock:
             self.requests.append(record)
+            if len(self.requests) > MAX_RECORDED_REQUESTS:  # a long-running sandbox
+                del self.requests[: MAX_RECORDED_REQUESTS // 2]
             fault = self._take_fault(method, path)
         reply = self._faulted(fault, record)
         if reply is None:
@@ -680,9 +684,20 @@ class Sandbox:
             return json_reply(200, {"ok": True, "fault": asdict(fault)})
         if (method, path) == ("GET", "/__sandbox/requests"):
             with self._lock:
-                recorded = [asdict(request) for request in self.requests]
+                recorded = [_without_credentials(asdict(request)) for request in self.requests]
             return json_reply(200, {"requests": recorded})
         return error_reply(404, f"no such endpoint: {method} {path}")
+
+
+def _without_credentials(request: dict[str, Any]) -> dict[str, Any]:
+    """A recorded request as the admin endpoint shows it: whether a key came, not which.
+
+    Anyone on the machine can ask; a real key pointed at the sandbox must not leak.
+    """
+    headers = dict(request["headers"])
+    if "authorization" in headers:
+        headers["authorization"] = "Bearer [hidden]"
+    return {**request, "headers": headers}
 
 
 def _api_endpoint(method: str, path: str) -> str | None:

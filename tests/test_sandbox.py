@@ -560,7 +560,8 @@ def test_admin_endpoint_lists_requests(api: Api) -> None:
 
     assert len(recorded) == 1
     assert recorded[0]["method"] == "POST"
-    assert recorded[0]["headers"]["authorization"] == f"Bearer {KEY}"
+    assert recorded[0]["headers"]["authorization"] == "Bearer [hidden]"  # never the key itself
+    assert KEY not in str(recorded)
     assert recorded[0]["json"] == body()
     assert recorded[0]["task_id"] == api.sandbox.submissions()[0].task_id
 
