@@ -104,10 +104,18 @@ app.command("sizes")(sizes.sizes)
 app.command("sandbox")(sandbox.sandbox)
 
 
+# The exit status of a writer whose reader went away (128 + SIGPIPE), as `yes | head` gives.
+EXIT_BROKEN_PIPE = 141
+
+
 def main() -> None:
     """The console script: run the app; a bug becomes one line, never a traceback."""
     try:
         app()
+    except SystemExit:
+        if console.stdout_closed():
+            raise SystemExit(EXIT_BROKEN_PIPE) from None
+        raise
     except Exception as error:  # the last line of defence; ApimartError is handled per command
         console.warn(f"Error: internal error ({type(error).__name__}). Please report it.")
         raise SystemExit(1) from None

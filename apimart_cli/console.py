@@ -61,11 +61,31 @@ def use_color(stream: TextIO) -> bool:
     )
 
 
+_stdout_closed = False
+
+
+def stdout_closed() -> bool:
+    """Whether the reader of standard output went away (`apimart ... | head -1`)."""
+    return _stdout_closed
+
+
 def _write(stream: TextIO, text: str) -> None:
+    global _stdout_closed
     text = redact(text)
     with _lock:
-        stream.write(text + "\n")
-        stream.flush()
+        if stream is sys.stdout and _stdout_closed:
+            return
+        try:
+            stream.write(text + "\n")
+            stream.flush()
+        except BrokenPipeError:
+            # Like `head`'s writer: stop writing, finish the work (saved images stay
+            # saved), and exit 141 at the end. Later writes and the final flush go nowhere.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+            if stream is sys.stdout:
+                _stdout_closed = True
 
 
 def data(line: str) -> None:

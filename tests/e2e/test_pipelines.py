@@ -161,3 +161,19 @@ def test_paths_stay_on_stdout_while_bars_draw_on_a_terminal(
     [path] = (tmp_path / "paths.txt").read_text().splitlines()
     assert png_size(tmp_path / path) == (1024, 1024)
     assert API_KEY.encode() not in screen
+
+
+def test_a_reader_that_goes_away_early_ends_in_141_with_every_image_saved(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    from tests.e2e.conftest import shell
+
+    run = shell(
+        'apimart generate "a fox" -n 3 --wait -o out | (read -r first; echo "$first")',
+        env=env,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 141, run.stderr  # pipefail: apimart's own status
+    assert len(run.lines) == 1
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
+    assert "Error" not in run.stderr
