@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from apimart_cli import __version__
-from apimart_cli.constants import CONNECT_TIMEOUT, MAX_JSON_REPLY_BYTES, READ_TIMEOUT
+from apimart_cli.constants import (
+    CONNECT_TIMEOUT,
+    MAX_JSON_REPLY_BYTES,
+    READ_TIMEOUT,
+    USER_AGENT_PRODUCT,
+)
 from apimart_cli.errors import (
     ApimartError,
     APIStatusError,
@@ -135,7 +140,7 @@ class Client:
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            headers={"User-Agent": f"apimart-cli/{__version__}"},
+            headers={"User-Agent": f"{USER_AGENT_PRODUCT}/{__version__}"},
             trust_env=False,
         )
 

@@ -68,12 +68,6 @@ class TaskError(ApimartError):
     exit_code = ExitCode.FAILED
 
 
-class RequestRefused(ApimartError):
-    """The server refused a request the client could not have known was bad (a 400)."""
-
-    exit_code = ExitCode.FAILED
-
-
 class WaitTimeout(ApimartError):
     """`wait` ran out of time with tasks unfinished."""
 

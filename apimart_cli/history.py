@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from apimart_cli.errors import HistoryError
+from apimart_cli.models import FINAL_STATES
 
-FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+__all__ = ["FINAL_STATES", "UNFINISHED_STATES", "History", "TaskRecord", "default_path"]
+
 # Any other state, including one the API adds later, also counts as unfinished.
 UNFINISHED_STATES = frozenset({"submitted", "pending", "processing", "unknown"})
 

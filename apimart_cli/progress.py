@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from apimart_cli import console
 from apimart_cli.constants import HEARTBEAT_SECONDS
+from apimart_cli.models import FINAL_STATES
 
 if TYPE_CHECKING:
     from apimart_cli.models import Task
@@ -121,14 +122,11 @@ class PlainReporter(SilentReporter):
     def tick(self) -> None:
         if self._clock() - self._last_line < HEARTBEAT_SECONDS:
             return
-        waiting = [tid for tid, state in self._states.items() if state not in _FINAL]
+        waiting = [tid for tid, state in self._states.items() if state not in FINAL_STATES]
         if waiting:
             self._line(f"still waiting for {len(waiting)} task(s)")
         else:
             self._last_line = self._clock()
-
-
-_FINAL = frozenset({"completed", "failed", "cancelled"})
 
 
 class RichReporter(SilentReporter):
