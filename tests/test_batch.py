@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from apimart_cli.batch import (
     MAX_REPORTED,
     RATE_LIMIT_PAUSE,
     AimdLimiter,
+    BatchOptions,
     Job,
     Manifest,
     check_names,
@@ -23,11 +26,15 @@ from apimart_cli.batch import (
     move_into_place,
     parse_jobs,
     resume_step,
+    run_batch,
     slugify,
 )
+from apimart_cli.client import Client
 from apimart_cli.constants import DEFAULT_BATCH_NAME as DEFAULT_NAME
-from apimart_cli.errors import UsageError
-from apimart_cli.sandbox import encode_png
+from apimart_cli.errors import ExitCode, HistoryError, UsageError
+from apimart_cli.history import History
+from apimart_cli.models import Task
+from apimart_cli.sandbox import Sandbox, SandboxConfig, encode_png
 
 PNG = encode_png(1, 1, b"\x00\x00\x00\x00")
 
@@ -71,10 +78,23 @@ def test_blank_lines_and_comments_are_skipped_but_counted() -> None:
     assert [(job.line, job.request.prompt) for job in jobs] == [(3, "first"), (6, "second")]
 
 
-def test_a_line_is_a_job_by_its_number_and_its_text() -> None:
+def test_a_job_is_its_text_and_which_copy_of_that_text_it_is() -> None:
     first, same, other = parse("a fox\na fox\nan owl")
-    assert (first.line, same.line) == (1, 2)
+    assert (first.line, same.line, other.line) == (1, 2, 3)
     assert first.digest == same.digest != other.digest
+    assert (first.occurrence, same.occurrence, other.occurrence) == (1, 2, 1)
+    assert len({first.identity, same.identity, other.identity}) == 3
+
+
+def test_a_job_keeps_its_identity_when_lines_move() -> None:
+    before = parse("a fox\na fox\nan owl")
+    after = parse("# moved down\n\nan owl\na fox\n# between\na fox")
+    assert sorted(job.identity for job in after) == sorted(job.identity for job in before)
+    assert [(job.line, job.request.prompt) for job in after] == [
+        (3, "an owl"),
+        (4, "a fox"),
+        (6, "a fox"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -229,63 +249,82 @@ def test_move_into_place_keeps_an_existing_file_unless_forced(tmp_path: Path) ->
 # -- the manifest -----------------------------------------------------------------------------
 
 
-def record(line: int, state: str, digest: str = "d1", **extra: Any) -> dict[str, Any]:
-    return {"line": line, "digest": digest, "state": state, **extra}
+def record(job: Job, state: str, **extra: Any) -> dict[str, Any]:
+    fields = {"line": job.line, "digest": job.digest, "occurrence": job.occurrence}
+    return {**fields, "state": state, **extra}
 
 
 def test_manifest_round_trip_and_the_latest_record_wins(tmp_path: Path) -> None:
+    fox, owl = parse("a fox\nan owl")
+    [edited] = parse("a lynx\nan owl")[:1]  # line 1 edited: another job
     manifest = Manifest(tmp_path)
     manifest.open()
     for entry in [
-        record(1, "submitting", idempotency_key="k1"),
-        record(2, "submitting"),
-        record(1, "submitted", task_id="task_1"),
-        record(1, "completed", task_id="task_1", files=["a.png"]),
-        record(2, "failed", error="refused"),
-        record(2, "submitting", digest="d2"),  # line 2 edited: another job
+        record(fox, "submitting", idempotency_key="k1"),
+        record(owl, "submitting"),
+        record(fox, "submitted", task_id="task_1"),
+        record(fox, "completed", task_id="task_1", files=["a.png"]),
+        record(owl, "failed", error="refused"),
+        record(edited, "submitting"),
     ]:
         manifest.append(entry)
     manifest.close()
     assert (tmp_path / MANIFEST_NAME).read_text().count("\n") == 6
     latest = Manifest(tmp_path).read()
-    assert latest == {
-        (1, "d1"): record(1, "completed", task_id="task_1", files=["a.png"]),
-        (2, "d1"): record(2, "failed", error="refused"),
-        (2, "d2"): record(2, "submitting", digest="d2"),
-    }
+    assert len(latest) == 3
+    assert latest.of(fox) == record(fox, "completed", task_id="task_1", files=["a.png"])
+    assert latest.of(owl) == record(owl, "failed", error="refused")
+    assert latest.of(edited) == record(edited, "submitting")
+    [other] = parse("a bear")
+    assert latest.of(other) is None
 
 
 def test_a_record_cut_short_by_a_kill_is_skipped_and_ended(tmp_path: Path) -> None:
+    first, second, third = parse("a fox\nan owl\na bear")
     path = tmp_path / MANIFEST_NAME
-    path.write_text(json.dumps(record(1, "submitted")) + '\n{"line": 2, "dig')
-    assert list(Manifest(tmp_path).read()) == [(1, "d1")]
+    path.write_text(json.dumps(record(first, "submitted")) + '\n{"line": 2, "dig')
+    assert len(Manifest(tmp_path).read()) == 1
     manifest = Manifest(tmp_path)
     manifest.open()
-    manifest.append(record(3, "submitting"))
+    manifest.append(record(third, "submitting"))
     manifest.close()
-    assert list(Manifest(tmp_path).read()) == [(1, "d1"), (3, "d1")]
+    latest = Manifest(tmp_path).read()
+    assert (latest.of(first), latest.of(second)) == (record(first, "submitted"), None)
+    assert latest.of(third) == record(third, "submitting")
+
+
+def test_records_without_an_occurrence_are_found_by_line_and_text(tmp_path: Path) -> None:
+    fox, again, owl = parse("a fox\na fox\nan owl")
+    old = [{"line": job.line, "digest": job.digest, "state": "submitted"} for job in (fox, owl)]
+    (tmp_path / MANIFEST_NAME).write_text("".join(json.dumps(r) + "\n" for r in old))
+    latest = Manifest(tmp_path).read()
+    assert (latest.of(fox), latest.of(again), latest.of(owl)) == (old[0], None, old[1])
 
 
 def test_no_manifest_yet_is_an_empty_one(tmp_path: Path) -> None:
-    assert Manifest(tmp_path).read() == {}
+    assert len(Manifest(tmp_path).read()) == 0
+
+
+def step_record(state: str, **extra: Any) -> dict[str, Any]:
+    return {"line": 1, "digest": "d1", "occurrence": 1, "state": state, **extra}
 
 
 @pytest.mark.parametrize(
     ("latest", "step"),
     [
         (None, "send"),
-        (record(1, "queued"), "send"),
-        (record(1, "submitting", idempotency_key="k"), "send"),
-        (record(1, "failed", task_id="task_1"), "send"),
-        (record(1, "cancelled", task_id="task_1"), "send"),
-        (record(1, "failed", error="429 after retries"), "send"),
-        (record(1, "unknown", idempotency_key="k"), "unknown"),
-        (record(1, "submitted", task_id="task_1"), "wait"),
-        (record(1, "processing", task_id="task_1", error="timed out"), "wait"),
-        (record(1, "completed", task_id="task_1", files=[]), "wait"),
-        (record(1, "completed", task_id="task_1", files=["there.png", "gone.png"]), "wait"),
-        (record(1, "completed", task_id="task_1", files=["there.png"], error="x"), "wait"),
-        (record(1, "completed", task_id="task_1", files=["there.png"]), "done"),
+        (step_record("queued"), "send"),
+        (step_record("submitting", idempotency_key="k"), "send"),
+        (step_record("failed", task_id="task_1"), "send"),
+        (step_record("cancelled", task_id="task_1"), "send"),
+        (step_record("failed", error="429 after retries"), "send"),
+        (step_record("unknown", idempotency_key="k"), "unknown"),
+        (step_record("submitted", task_id="task_1"), "wait"),
+        (step_record("processing", task_id="task_1", error="timed out"), "wait"),
+        (step_record("completed", task_id="task_1", files=[]), "wait"),
+        (step_record("completed", task_id="task_1", files=["there.png", "gone.png"]), "wait"),
+        (step_record("completed", task_id="task_1", files=["there.png"], error="x"), "wait"),
+        (step_record("completed", task_id="task_1", files=["there.png"]), "done"),
     ],
 )
 def test_what_a_rerun_does_with_each_job(
@@ -413,3 +452,125 @@ def test_acquire_blocks_until_a_slot_frees_or_the_limiter_closes() -> None:
     limiter.close()
     closing.join(2)
     assert results == [True, False]
+
+
+# -- a run in this process, against a sandbox ---------------------------------------------------
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(SandboxConfig(duration=0.2)) as server:
+        yield server
+
+
+def run_jobs(
+    sandbox: Sandbox,
+    folder: Path,
+    text: str,
+    history: type[History] = History,
+    client: Client | None = None,
+) -> ExitCode:
+    options = BatchOptions(output=folder / "out", interval=0.05, timeout=30)
+    return run_batch(
+        parse(text),
+        client or Client(sandbox.base_url, "sk-test"),
+        AimdLimiter(4),
+        options,
+        lambda: history(folder / "history.sqlite3"),
+    )
+
+
+def saved(folder: Path) -> list[str]:
+    return sorted(path.name for path in (folder / "out").glob("*.png"))
+
+
+def latest_records(folder: Path) -> list[dict[str, Any]]:
+    latest: dict[int, dict[str, Any]] = {}
+    for line in (folder / "out" / MANIFEST_NAME).read_text().splitlines():
+        entry = json.loads(line)
+        latest[entry["line"]] = entry
+    return [latest[line] for line in sorted(latest)]
+
+
+class Unrecording(History):
+    """A history that cannot record a submission the server already took."""
+
+    def record_submission(self, task_id: str, **fields: Any) -> None:
+        raise HistoryError(f"Cannot use the task history {self.path}: disk full.")
+
+
+class NoUpdates(History):
+    """A history that breaks once the run is under way (e.g. overwritten by another program)."""
+
+    def update(self, task_id: str, **changes: Any) -> None:
+        raise HistoryError(f"The task history {self.path} is not a readable SQLite database.")
+
+
+def test_a_task_the_history_could_not_record_is_still_waited_for_and_saved(
+    sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_jobs(sandbox, tmp_path, "a fox\nan owl\na bear", history=Unrecording)
+    err = capsys.readouterr().err
+    assert code == ExitCode.OK, err
+    task_ids = sorted(str(request.task_id) for request in sandbox.submissions())
+    assert len(task_ids) == 3  # each paid for once
+    assert saved(tmp_path) == [f"{task_id}_0.png" for task_id in task_ids]
+    records = latest_records(tmp_path)
+    assert [r["state"] for r in records] == ["completed"] * 3
+    assert sorted(r["task_id"] for r in records) == task_ids
+    assert err.count("could not be written") == 1  # said once, not once per job
+    assert "failed" not in err
+
+
+def test_a_history_that_breaks_during_the_run_is_a_warning(
+    sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_jobs(sandbox, tmp_path, "a fox\nan owl", history=NoUpdates)
+    err = capsys.readouterr().err
+    assert code == ExitCode.OK, err
+    assert len(saved(tmp_path)) == 2
+    assert [r["state"] for r in latest_records(tmp_path)] == ["completed"] * 2
+    assert err.count("not a readable SQLite database") == 1
+
+
+def test_a_reply_naming_another_task_id_is_taken_for_the_task_polled(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = Client(sandbox.base_url, "sk-test")
+    get_task = client.get_task
+
+    def renamed(task_id: str) -> Task:
+        return dataclasses.replace(get_task(task_id), task_id=task_id.lower())
+
+    monkeypatch.setattr(client, "get_task", renamed)
+    code = run_jobs(sandbox, tmp_path, "a fox\nan owl", client=client)
+    assert code == ExitCode.OK
+    task_ids = sorted(str(request.task_id) for request in sandbox.submissions())
+    assert saved(tmp_path) == [f"{task_id}_0.png" for task_id in task_ids]
+    assert sorted(r["task_id"] for r in latest_records(tmp_path)) == task_ids
+
+
+class LockedOnceRunning(History):
+    """A history that passes the run's own check, then refuses every write before a send."""
+
+    opened = 0
+
+    def check_writable(self) -> None:
+        type(self).opened += 1
+        if type(self).opened > 1:
+            raise HistoryError(f"The task history {self.path} is locked by another process.")
+
+
+def test_a_history_that_refuses_a_send_keeps_the_key_for_the_rerun(
+    sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    LockedOnceRunning.opened = 0
+    code = run_jobs(sandbox, tmp_path, "a fox", history=LockedOnceRunning)
+    assert code == ExitCode.USAGE
+    assert sandbox.requests == []  # nothing was sent
+    [first] = latest_records(tmp_path)
+    assert first["state"] == "submitting" and first["idempotency_key"]
+    assert "locked by another process" in capsys.readouterr().err
+    assert run_jobs(sandbox, tmp_path, "a fox") == ExitCode.OK
+    [request] = sandbox.submissions()
+    assert request.headers["idempotency-key"] == first["idempotency_key"]

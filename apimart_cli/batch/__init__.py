@@ -3,8 +3,9 @@
 - `jobs`: every line is checked with `build_request` (the API's own rules) before
   anything is sent, and every bad line is reported at once; so are the names.
 - `manifest`: `batch-manifest.jsonl` in the output folder, one JSON record per
-  event, appended, flushed and fsynced. A job is its line number plus a hash of
-  the line, so an edited line is a new job; the latest record of a job wins.
+  event, appended, flushed and fsynced. A job is a hash of its line plus which
+  copy of that line it is, so an edited line is a new job while lines moved by
+  an added comment are not; the latest record of a job wins.
 - `pacing`: at most `AimdLimiter.limit` submissions in flight, halved by a 429.
 - `run`: submit workers feed one `Poller`; each completed task downloads on a
   pool while the rest are polled (`saving` names the files, `tracker` records
@@ -20,7 +21,7 @@ from apimart_cli.batch.jobs import (
     parse_jobs,
     slugify,
 )
-from apimart_cli.batch.manifest import MANIFEST_NAME, Manifest, resume_step
+from apimart_cli.batch.manifest import MANIFEST_NAME, Manifest, Records, resume_step
 from apimart_cli.batch.pacing import RATE_LIMIT_PAUSE, AimdLimiter
 from apimart_cli.batch.run import BatchOptions, run_batch
 from apimart_cli.batch.saving import move_into_place
@@ -33,6 +34,7 @@ __all__ = [
     "BatchOptions",
     "Job",
     "Manifest",
+    "Records",
     "check_names",
     "format_name",
     "load_batch",

@@ -15,8 +15,9 @@ import re
 import string
 import sys
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,11 +47,22 @@ _NAME_HINT = "Use {task_id}, {index}, {line} and {slug}, e.g. --name '{line}-{sl
 
 @dataclass(frozen=True)
 class Job:
-    """One line of the batch file, checked."""
+    """One line of the batch file, checked.
+
+    Its identity is its text, not where it is: `digest` (a hash of the line)
+    and `occurrence` (1 for the first line with that text, 2 for the second...),
+    so that adding, removing or moving other lines leaves every job the same
+    job, while two identical lines stay two jobs. `line` is only where it is now.
+    """
 
     line: int
     request: GenerationRequest
-    digest: str  # a hash of the line: the job's identity together with `line`
+    digest: str
+    occurrence: int = 1
+
+    @property
+    def identity(self) -> tuple[str, int]:
+        return (self.digest, self.occurrence)
 
     @property
     def slug(self) -> str:
@@ -86,14 +98,18 @@ def parse_jobs(lines: Iterable[str], base: Path, source: str) -> list[Job]:
     """Every job; a UsageError listing the bad lines (up to MAX_REPORTED) if any is bad."""
     jobs: list[Job] = []
     problems: list[str] = []
+    seen: Counter[str] = Counter()  # lines of each text so far
     for number, raw in enumerate(lines, start=1):
         text = raw.strip()
         if not text or text.startswith("#"):
             continue
         try:
-            jobs.append(parse_line(number, text, base))
+            job = parse_line(number, text, base)
         except UsageError as error:
             problems.append(f"line {number}: {error.message}")
+            continue
+        seen[job.digest] += 1
+        jobs.append(replace(job, occurrence=seen[job.digest]))
     if problems:
         shown = problems[:MAX_REPORTED]
         if len(problems) > MAX_REPORTED:
@@ -108,7 +124,10 @@ def parse_jobs(lines: Iterable[str], base: Path, source: str) -> list[Job]:
 
 
 def parse_line(number: int, text: str, base: Path) -> Job:
-    """A plain prompt, or a JSON object of fields; relative image paths are taken from `base`."""
+    """A plain prompt, or a JSON object of fields; relative image paths are taken from `base`.
+
+    The job is the first of its text; `parse_jobs` counts the others.
+    """
     fields: dict[str, Any] = _json_fields(text) if text.startswith("{") else {"prompt": text}
     request = build_request(
         fields["prompt"],

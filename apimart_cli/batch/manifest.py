@@ -1,8 +1,9 @@
 """`batch-manifest.jsonl`: every job's progress, so that a rerun resumes instead of resending.
 
 One JSON record per event, appended, flushed and fsynced before the run goes
-on. A job is its line number plus a hash of the line, so an edited line is a
-new job; the latest record of a job wins. `JobRun` is a job's progress in one
+on. A job is a hash of its line plus which copy of that line it is (`Job.identity`),
+so an edited line is a new job but a line moved by an added comment is not; the
+latest record of a job wins (`Records`). `JobRun` is a job's progress in one
 run, `JobRun.record()` what the manifest keeps of it, and `resume_step` what a
 rerun makes of the latest record.
 """
@@ -41,24 +42,22 @@ class Manifest:
         self._file: IO[bytes] | None = None
         self.failed = False  # a write failed: the manifest no longer tells the whole story
 
-    def read(self) -> dict[tuple[int, str], dict[str, Any]]:
-        """The latest record of each job (line, digest); a line cut short by a kill is skipped."""
+    def read(self) -> Records:
+        """The latest record of each job; a line cut short by a kill is skipped."""
+        latest = Records()
         try:
             text = self.path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
-            return {}
+            return latest
         except OSError as exc:
             raise UsageError(f"Cannot read {self.path}: {exc.strerror or exc}.") from None
-        latest: dict[tuple[int, str], dict[str, Any]] = {}
         for raw in text.splitlines():
             try:
                 record = json.loads(raw)
             except ValueError:
                 continue
             if isinstance(record, dict):
-                line, digest = record.get("line"), record.get("digest")
-                if isinstance(line, int) and isinstance(digest, str):
-                    latest[(line, digest)] = record
+                latest.add(record)
         return latest
 
     def open(self) -> None:
@@ -96,6 +95,37 @@ class Manifest:
             self._file = None
 
 
+class Records:
+    """The latest record of each job in a manifest, found by `Job.identity`.
+
+    A record written before jobs had an "occurrence" is found by its line and
+    digest instead: right as long as the file's lines have not moved since.
+    """
+
+    def __init__(self) -> None:
+        self._by_identity: dict[tuple[str, int], dict[str, Any]] = {}
+        self._by_line: dict[tuple[int, str], dict[str, Any]] = {}
+
+    def add(self, record: dict[str, Any]) -> None:
+        """A record read from the manifest; a later one of the same job replaces it."""
+        line, digest = record.get("line"), record.get("digest")
+        occurrence = record.get("occurrence")
+        if not isinstance(digest, str) or isinstance(occurrence, bool):
+            return
+        if isinstance(occurrence, int):
+            self._by_identity[(digest, occurrence)] = record
+        elif occurrence is None and isinstance(line, int) and not isinstance(line, bool):
+            self._by_line[(line, digest)] = record
+
+    def of(self, job: Job) -> dict[str, Any] | None:
+        """The job's latest record, if the manifest has one."""
+        found = self._by_identity.get(job.identity)
+        return found if found is not None else self._by_line.get((job.line, job.digest))
+
+    def __len__(self) -> int:
+        return len(self._by_identity) + len(self._by_line)
+
+
 @dataclass
 class JobRun:
     """One job's progress in this run; `record()` is what the manifest keeps of it."""
@@ -119,6 +149,7 @@ class JobRun:
         return {
             "line": self.job.line,
             "digest": self.job.digest,
+            "occurrence": self.job.occurrence,
             "state": self.state,
             "prompt": self.job.request.prompt,
             "fields": self.fields,

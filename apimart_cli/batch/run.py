@@ -3,25 +3,26 @@
 Submit workers, at most `AimdLimiter.limit` in flight, feed one `Poller` on the
 calling thread; each completed task downloads on a pool while the rest are
 polled. Every step of every job is appended to the manifest first, so a run
-killed at any point resumes where it stopped.
+killed at any point resumes where it stopped. The workers are daemon threads
+and never waited for past the deadline or a second Ctrl-C.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apimart_cli import console
 from apimart_cli.batch.jobs import format_name
-from apimart_cli.batch.manifest import STEP_LABELS, JobRun, Manifest, resumed
+from apimart_cli.batch.manifest import STEP_LABELS, JobRun, Manifest, Records, resumed
 from apimart_cli.batch.saving import save_image, write_metadata
 from apimart_cli.batch.tracker import JobTracker
 from apimart_cli.constants import DEFAULT_BATCH_NAME, DEFAULT_BATCH_TIMEOUT, DEFAULT_POLL_INTERVAL
@@ -32,12 +33,14 @@ from apimart_cli.errors import (
     HistoryError,
     ServiceError,
     SubmissionUnknown,
+    SubmittedButUnrecorded,
     TaskError,
 )
 from apimart_cli.polling import Poller
 from apimart_cli.progress import make_batch_display
 from apimart_cli.submission import submit
 from apimart_cli.waiting import DOWNLOAD_WORKERS
+from apimart_cli.workers import WorkerPool
 
 if TYPE_CHECKING:
     from apimart_cli.batch.jobs import Job
@@ -71,14 +74,31 @@ def run_batch(
     options: BatchOptions,
     open_history: Callable[[], History],
 ) -> ExitCode:
-    """Send, wait for and download every job not done yet; the exit code (the highest wins)."""
-    return BatchRun(jobs, client, limiter, options, open_history).run()
+    """Send, wait for and download every job not done yet; the exit code (the highest wins).
+
+    `client` is closed once the run has ended with nothing on its way. After a
+    timeout or a Ctrl-C it is left open: closing it would fail the requests still
+    in flight on worker threads (the process is ending anyway).
+    """
+    batch = BatchRun(jobs, client, limiter, options, open_history)
+    try:
+        return batch.run()
+    finally:
+        if batch.settled:
+            client.close()
 
 
 class BatchRun:
     """One run of a batch. Submit workers, the poll loop (the calling thread) and the
-    download pool all change jobs under one lock, the tracker's, which also orders the
-    manifest's records."""
+    download workers all change jobs under one lock, the tracker's, which also orders
+    the manifest's records.
+
+    Nothing is ever waited for beyond the deadline or a second Ctrl-C: submit and
+    download workers are daemon threads, and once the run is over (`_close`) what
+    they still finish is neither recorded nor shown. A job whose submission was on
+    its way then keeps its "submitting" record and idempotency key, so a rerun sends
+    it again with that key and the service answers with the task it already made.
+    """
 
     def __init__(
         self,
@@ -100,15 +120,21 @@ class BatchRun:
         )
         self._lock = self._tracker.lock  # one lock for all the jobs' state
         self._jobs = jobs
-        self._by_task: dict[str, JobRun] = {}
+        self._by_task: dict[str, JobRun] = {}  # by the id polled (the submission's)
         self._queue: deque[JobRun] = deque()
         self._sending = True
+        self._closed = False  # the run is over: late results are not recorded
+        self.settled = False  # the run ended with nothing left on its way
         self._history: History | None = None  # the poll loop's; each submit worker opens its own
+        self._history_broken = False  # a write failed: said once, not tried again
         self._sender: threading.Thread | None = None
         self._history_changes: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
-        self._pool = ThreadPoolExecutor(DOWNLOAD_WORKERS, thread_name_prefix="download")
+        self._pool: WorkerPool | None = None  # the download workers, while the run lasts
+        self._downloading = 0  # images being downloaded
+        self._downloads_done = threading.Condition()
+        self._deadline = time.monotonic() + options.timeout
         self._poller = Poller(
-            client.get_task,
+            self._fetch,
             interval=options.interval,
             timeout=options.timeout,
             on_update=self._on_update,
@@ -126,6 +152,7 @@ class BatchRun:
             self._manifest.open()
             self._history = history
             self._display.start()
+            self._pool = WorkerPool(DOWNLOAD_WORKERS, "download")  # daemons: never waited for
             try:
                 self._plan(records)
                 timed_out = self._go()
@@ -134,19 +161,23 @@ class BatchRun:
                 self._interrupted()
                 return ExitCode.INTERRUPTED
             finally:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._close()
+                self._pool.close()
                 self._display.close()
         self._tracker.finish_rest(timed_out, self._options.timeout)
         self._manifest.close()
+        self.settled = not timed_out
         return self._tracker.summarise(time.monotonic() - started)
 
-    def _plan(self, records: Mapping[tuple[int, str], Mapping[str, Any]]) -> None:
+    def _plan(self, records: Records) -> None:
         """Sort the jobs by what the manifest says of them: send, wait, done or unknown."""
         steps = dict.fromkeys(STEP_LABELS, 0)
         for job in self._jobs:
-            run, step = resumed(job, records.get((job.line, job.digest)), self._options.output)
+            record = records.of(job)
+            run, step = resumed(job, record, self._options.output)
             self._tracker.runs.append(run)
             steps[step] += 1
+            moved = record is not None and record.get("line") != job.line  # recorded anew
             if step == "send":
                 self._queue.append(run)
             elif step == "wait":
@@ -155,28 +186,35 @@ class BatchRun:
                 if not self._options.as_json:
                     for name in run.files:
                         console.data(str(self._options.output / name))
-                self._tracker.end(run, record=False)
+                self._tracker.end(run, record=moved)
             else:
-                self._tracker.end(run, error=_still_unknown(run), record=False)
-        if any((job.line, job.digest) in records for job in self._jobs):
+                self._tracker.end(run, error=_still_unknown(run), record=moved)
+        if any(records.of(job) is not None for job in self._jobs):
             counts = ", ".join(f"{n} {STEP_LABELS[step]}" for step, n in steps.items() if n)
             self._display.message(f"Resuming from {self._manifest.path}: {counts}.")
 
     def _go(self) -> bool:
-        """Submit on worker threads while polling here; True if the wait timed out."""
+        """Submit on worker threads while polling here; True if the deadline came first."""
         if self._queue:
             self._poller.open_input()
             self._sender = threading.Thread(target=self._send_all, name="submit", daemon=True)
             self._sender.start()
+        # The poller ends when the sender's input has ended (every submission answered)
+        # and every task has finished, or at the deadline; the downloads end by then too.
         outcome = self._poller.run()
-        if outcome.timed_out:
-            self._stop_sending()
-        if self._sender is not None:
-            self._sender.join()
-        self._pool.shutdown(wait=True)
+        timed_out = outcome.timed_out or not self._downloads_finished()
+        if timed_out:
+            self._close()  # what is still on its way stays as last recorded
         for task_id, error in outcome.errors.items():  # the task may be fine: wait next time
             self._tracker.end(self._by_task[task_id], error=error)
-        return outcome.timed_out
+        return timed_out
+
+    def _close(self) -> None:
+        """The run is over: send nothing more, and record nothing more from other threads."""
+        with self._lock:
+            self._sending = False
+            self._closed = True
+        self._limiter.close()
 
     # -- submitting (worker threads) ---------------------------------------------------------
 
@@ -184,7 +222,7 @@ class BatchRun:
         """`limiter.ceiling` workers send the queue; then the poller's input ends."""
         count = min(self._limiter.ceiling, len(self._queue))
         workers = [
-            threading.Thread(target=self._send_worker, name=f"submit-{i}", daemon=False)
+            threading.Thread(target=self._send_worker, name=f"submit-{i}", daemon=True)
             for i in range(count)
         ]
         try:
@@ -205,7 +243,10 @@ class BatchRun:
                     try:
                         accepted = self._submit(history, run)
                     except Exception as exc:  # a bug fails the job, never silently
-                        self._tracker.end(run, "failed", ApimartError(f"Internal error: {exc!r}"))
+                        error = ApimartError(f"Internal error: {exc!r}")
+                        with self._lock:
+                            if not self._closed:
+                                self._tracker.end(run, "failed", error)
                     finally:
                         self._limiter.release(accepted=accepted)
         except ApimartError as error:  # the history cannot be opened
@@ -221,45 +262,79 @@ class BatchRun:
         """Send one job, its key recorded first; True if the service took it."""
         # The key goes into the "submitting" record before the request is sent, so that a
         # rerun after a kill resends with it and the service makes one task of both sends.
-        run.key = run.key or str(uuid.uuid4())
-        run.task_id, run.files, run.cost, run.error = None, [], None, None
-        run.submitted_at = time.time()
-        self._tracker.update(run, "submitting", note=None)
+        with self._lock:
+            if self._closed:
+                return False
+            run.key = run.key or str(uuid.uuid4())
+            run.task_id, run.files, run.cost, run.error = None, [], None, None
+            run.submitted_at = time.time()
+            self._tracker.update(run, "submitting", note=None)
         try:
             task_ids = submit(self._client, history, run.job.request, idempotency_key=run.key)
+        except SubmittedButUnrecorded as error:  # taken and paid for: wait for it all the same
+            self._history_failed(error.message)
+            task_ids = error.task_ids
         except ApimartError as error:
+            self._refused(run, error)
+            return False
+        with self._lock:
+            if self._closed:  # too late: the record keeps "submitting" and the key
+                return True
+            if len(task_ids) > 1:
+                console.warn(
+                    f"line {run.job.line}: the service made {len(task_ids)} tasks; "
+                    "`apimart wait --pending` waits for all but the first."
+                )
+            run.task_id = task_ids[0]
+            self._tracker.update(run, "submitted", note=f"submitted {run.task_id}")
+            self._watch(run)
+        return True
+
+    def _refused(self, run: JobRun, error: ApimartError) -> None:
+        """The submission failed, or its outcome is unknown."""
+        with self._lock:
+            if self._closed:
+                return
             if isinstance(error, HistoryError) or error.exit_code in _STOP_SENDING:
                 self._stop_sending()
+            if isinstance(error, HistoryError):
+                # Usually nothing was sent (the history is checked first); if it was, the
+                # outcome is unknown. Either way the record keeps "submitting" and the key,
+                # so a rerun sends it with that key and the service makes no second task.
+                self._tracker.end(run, error=error)
+                return
             unknown = isinstance(error, SubmissionUnknown)
             if unknown:
                 self._tracker.hint(_UNKNOWN_HINT)
             self._tracker.end(run, "unknown" if unknown else "failed", error)
-            return False
-        if len(task_ids) > 1:
-            console.warn(
-                f"line {run.job.line}: the service made {len(task_ids)} tasks; "
-                "`apimart wait --pending` waits for all but the first."
-            )
-        run.task_id = task_ids[0]
-        self._tracker.update(run, "submitted", note=f"submitted {run.task_id}")
-        self._watch(run)
-        return True
 
     def _stop_sending(self, error: ApimartError | None = None) -> None:
         with self._lock:
-            self._sending = False
-            if error is not None:
+            if error is not None and not self._closed:
                 console.warn(f"Error: {error.message}")
                 self._tracker.fail(error.exit_code)
+            self._sending = False
         self._limiter.close()
 
     def _interrupted(self) -> None:
         """Ctrl-C: send nothing more, but let what is on its way be recorded (the client
         must stay open for that); a second Ctrl-C stops at once."""
         self._stop_sending()
-        if self._sender is not None and self._sender.is_alive():
-            console.warn("Interrupted; recording the submissions on their way (Ctrl-C to quit).")
-            self._sender.join()
+        sender = self._sender
+        if sender is not None and sender.is_alive():
+            console.warn(
+                "Interrupted; recording the submissions on their way (Ctrl-C again to quit now)."
+            )
+            try:
+                while sender.is_alive():
+                    sender.join(0.2)
+            except KeyboardInterrupt:
+                self._close()  # the jobs on their way keep their "submitting" record and key
+                console.warn(
+                    "Quit with submissions on their way; a rerun sends them again with the "
+                    "same idempotency keys, so the service makes no second task."
+                )
+        self._close()
         console.warn("Interrupted. Run the same command again to resume where it stopped.")
 
     def _slowed(self, limit: int, pause: float) -> None:
@@ -267,7 +342,36 @@ class BatchRun:
             f"Rate limited: at most {limit} submission(s) at once, pausing {pause:g} s."
         )
 
+    # -- the history --------------------------------------------------------------------------
+
+    def _history_failed(self, reason: str) -> None:
+        """A history write failed: say so once, and write no more; the manifest goes on."""
+        with self._lock:
+            if self._history_broken:
+                return
+            self._history_broken = True
+            console.warn(
+                f"Warning: the task history could not be written: {reason}\n"
+                f"The run goes on without it; {self._manifest.path} records every job."
+            )
+
+    def _drain(self) -> None:
+        """Apply the history changes queued by other threads (on the poll loop's thread)."""
+        while not self._history_changes.empty():
+            task_id, changes = self._history_changes.get()
+            if self._history is None or self._history_broken:
+                continue
+            try:
+                self._history.update(task_id, **changes)
+            except HistoryError as error:
+                self._history_failed(error.message)
+
     # -- waiting (the poll loop) ---------------------------------------------------------------
+
+    def _fetch(self, task_id: str) -> Task:
+        """The task's state, under the id it was polled by, whatever id the reply gives."""
+        task = self._client.get_task(task_id)
+        return task if task.task_id == task_id else dataclasses.replace(task, task_id=task_id)
 
     def _watch(self, run: JobRun) -> None:
         assert run.task_id is not None
@@ -297,58 +401,78 @@ class BatchRun:
         else:
             run.task, run.pending, run.saved = task, len(task.images), {}
             self._tracker.update(run, "completed")
+            assert self._pool is not None
+            with self._downloads_done:
+                self._downloading += len(task.images)
             for index in range(len(task.images)):
                 self._pool.submit(self._download, run, index)
 
-    def _drain(self) -> None:
-        """Apply the history changes queued by other threads (on the poll loop's thread)."""
-        while not self._history_changes.empty():
-            task_id, changes = self._history_changes.get()
-            if self._history is not None:
-                self._history.update(task_id, **changes)
+    def _downloads_finished(self) -> bool:
+        """Wait for the downloads still running, until the deadline; False if it came first."""
+        with self._downloads_done:
+            while self._downloading:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._downloads_done.wait(left)
+        return True
 
     # -- saving (download threads) -------------------------------------------------------------
 
     def _download(self, run: JobRun, index: int) -> None:
+        try:
+            self._save_and_record(run, index)
+        except Exception as exc:  # pragma: no cover - a bug; the job stays unfinished
+            console.warn(f"line {run.job.line}: internal error while saving: {exc!r}")
+        finally:
+            with self._downloads_done:
+                self._downloading -= 1
+                self._downloads_done.notify_all()
+
+    def _save_and_record(self, run: JobRun, index: int) -> None:
         error: ApimartError | None = None
         try:
-            name = self._save(run, index)
+            path, kept = self._save(run, index)
         except ApimartError as exc:
             error = exc
         except Exception as exc:  # a disk error or a bug must still fail the job
             error = _save_failed(run, index, exc)
         with self._lock:
+            if self._closed:  # too late to report: a rerun finds the file
+                return
             if error is None:
-                run.saved[index] = name
+                self._show_saved(run, path, kept)
+                run.saved[index] = path.name
             run.pending -= 1
             last = run.pending == 0
             if last:
                 run.files = [run.saved[i] for i in sorted(run.saved)]
-        if error is not None:
-            console.warn(f"line {run.job.line}: {error.message}")
-        if last:
-            files = [str(self._options.output / name) for name in run.files]
-            self._history_changes.put((str(run.task_id), {"files": files}))
-        if error is not None or last:
-            self._tracker.end(run, error=error, warn=False, final=last)
+                files = [str(self._options.output / name) for name in run.files]
+                self._history_changes.put((str(run.task_id), {"files": files}))
+            if error is not None:
+                console.warn(f"line {run.job.line}: {error.message}")
+            if error is not None or last:
+                self._tracker.end(run, error=error, warn=False, final=last)
 
-    def _save(self, run: JobRun, index: int) -> str:
-        """Download one image under its --name; print its path; its name in the folder."""
+    def _save(self, run: JobRun, index: int) -> tuple[Path, bool]:
+        """Download one image under its --name, and its metadata; True if a file was kept."""
         task, options = run.task, self._options
         assert task is not None
         name = format_name(
             options.name, task_id=task.task_id, index=index, line=run.job.line, slug=run.job.slug
         )
         path, kept = save_image(self._downloader, task, index, name, force=options.force)
+        if options.metadata and not (kept and path.with_suffix(".json").exists()):
+            write_metadata(run, task, index, path)
+        return path, kept
+
+    def _show_saved(self, run: JobRun, path: Path, kept: bool) -> None:
         if not kept:
             self._display.message(f"line {run.job.line}: saved {path}")
         elif path.name not in run.files:  # a file from this job's earlier run is no news
             console.warn(f"line {run.job.line}: kept the existing {path} (--force replaces it)")
-        if not options.as_json:
+        if not self._options.as_json:
             console.data(str(path))
-        if options.metadata and not (kept and path.with_suffix(".json").exists()):
-            write_metadata(run, task, index, path)
-        return path.name
 
 
 def _still_unknown(run: JobRun) -> SubmissionUnknown:

@@ -87,6 +87,7 @@ def batch(
         metadata=metadata,
         as_json=as_json,
     )
-    with client:
-        code = run_batch(jobs, client, limiter, options, open_history)
+    # Not `with client:` -- run_batch closes it only when nothing is on its way: after a
+    # timeout or a second Ctrl-C, closing it would fail the submissions still in flight.
+    code = run_batch(jobs, client, limiter, options, open_history)
     raise typer.Exit(int(code))

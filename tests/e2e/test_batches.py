@@ -11,6 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig, encode_png
 from tests.e2e.conftest import COMMAND, apimart, png_size
 
@@ -277,3 +279,109 @@ def test_a_missing_file_of_a_completed_job_is_downloaded_again(
     assert sorted(again.lines) == sorted(run.lines) and removed.is_file()
     assert "1 done, 1 to wait for" in again.stderr and "kept the existing" not in again.stderr
     assert len(posts(sandbox)) == 2
+
+
+def latest_records(folder: Path) -> dict[int, dict[str, Any]]:
+    records = {}
+    for line in (folder / MANIFEST).read_text().splitlines():
+        record = json.loads(line)
+        records[record["line"]] = record
+    return records
+
+
+def in_flight(sandbox: Sandbox) -> int:
+    """Submissions the server is still working on (no reply sent yet)."""
+    return sum(r.status is None for r in sandbox.requests if r.path == SUBMIT)
+
+
+def wait_until(condition: Any, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_a_second_ctrl_c_quits_at_once_and_a_rerun_resends_with_the_same_keys(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    prompts = [f"lynx {i}" for i in range(6)]
+    jobs = write_jobs(tmp_path, *prompts)
+    out = tmp_path / "out"
+    argv = [*COMMAND, "batch", str(jobs), "-o", str(out), "--interval", "0.2"]
+    with Sandbox(SandboxConfig(duration=0.6)) as sandbox:
+        # Four submissions (the concurrency) hang: both Ctrl-Cs come while they are in flight.
+        sandbox.inject(Fault("slow", method="POST", path=SUBMIT, delay=6, times=4))
+        user = {**env, "APIMART_BASE_URL": sandbox.base_url}
+        process = subprocess.Popen(
+            argv, env=user, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        wait_until(lambda: in_flight(sandbox) == 4)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        second = time.monotonic()
+        _, stderr = process.communicate(timeout=30)
+        assert time.monotonic() - second < 2.0, stderr  # not after the hung requests
+        assert process.returncode == 130, stderr
+        assert "Traceback" not in stderr and "Run the same command again" in stderr
+        records = latest_records(out)
+        sending = [r for r in records.values() if r["state"] == "submitting"]
+        assert len(sending) == 4 and all(r["idempotency_key"] for r in sending)
+        assert {r["state"] for r in records.values()} == {"submitting"}  # nothing "unknown"
+        wait_until(lambda: in_flight(sandbox) == 0)  # the server makes the four tasks
+        assert len(sandbox.submissions()) == 4
+        run = apimart("batch", str(jobs), "-o", str(out), "--interval", "0.2", env=user)
+    assert run.returncode == 0, run.stderr
+    assert "Resuming from" in run.stderr
+    assert created(sandbox) == dict.fromkeys(prompts, 1)  # the four resent got their tasks
+    keys = Counter(r.headers["idempotency-key"] for r in sandbox.requests if r.path == SUBMIT)
+    assert sorted(keys.values()) == [1, 1, 2, 2, 2, 2]
+    assert len(images(out)) == len(prompts) and leftovers(out) == []
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("slow", method="POST", path=SUBMIT, delay=8),  # a submission on its way
+        Fault("slow", method="GET", path="/f/", delay=8),  # a download on its way
+    ],
+    ids=["submission", "download"],
+)
+def test_a_timeout_ends_the_batch_at_its_deadline_whatever_is_in_flight(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path, fault: Fault
+) -> None:
+    sandbox.inject(fault)
+    jobs = write_jobs(tmp_path, "a fox", "an owl")
+    args = ["batch", str(jobs), "-o", "out", "--interval", "0.2"]
+    started = time.monotonic()
+    run = apimart(*args, "--timeout", "3", env=env, cwd=tmp_path)
+    assert time.monotonic() - started < 6, run.stderr  # not when the slow request ends
+    assert run.returncode == 124, run.stderr
+    assert "Timed out after 3 s with 1 job(s) unfinished" in run.stderr
+    assert "unknown" not in latest_states(tmp_path / "out").values()
+    again = apimart(*args, env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert created(sandbox) == {"a fox": 1, "an owl": 1}
+    assert len(images(tmp_path / "out")) == 2 and leftovers(tmp_path / "out") == []
+
+
+def test_adding_a_comment_to_the_jobs_file_resends_nothing(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    jobs = write_jobs(tmp_path, "a fox", "a fox", "an owl")
+    args = ["batch", str(jobs), "-o", "out", "--name", "{line}-{slug}-{index}"]
+    run = apimart(*args, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    jobs.write_text("# the same jobs, moved down\n\n" + jobs.read_text())
+    again = apimart(*args, env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "Resuming from" in again.stderr and "3 done" in again.stderr
+    assert sorted(again.lines) == sorted(run.lines)
+    assert created(sandbox) == {"a fox": 2, "an owl": 1}  # two identical lines: two jobs
+    records = [json.loads(line) for line in (tmp_path / "out" / MANIFEST).read_text().splitlines()]
+    latest = {(r["digest"], r["occurrence"]): r for r in records}
+    assert sorted((r["line"], r["state"]) for r in latest.values()) == [
+        (3, "completed"),  # where the jobs are now
+        (4, "completed"),
+        (5, "completed"),
+    ]
