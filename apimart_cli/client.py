@@ -141,7 +141,8 @@ class Client:
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
             headers={"User-Agent": f"{USER_AGENT_PRODUCT}/{__version__}"},
-            trust_env=False,
+            # HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE... are honoured, as curl and gh do.
+            trust_env=True,
         )
 
     def __enter__(self) -> Client:
