@@ -76,7 +76,11 @@ def run_with_peak_memory(argv: Sequence[str], env: dict[str, str]) -> tuple[floa
 
 def user_env(base_url: str, home: Path) -> dict[str, str]:
     """An environment pointed at a sandbox, with its own config and history."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APIMART_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("APIMART_") and not k.lower().endswith("_proxy")
+    }
     env.update(
         APIMART_API_KEY="sk-bench",
         APIMART_BASE_URL=base_url,

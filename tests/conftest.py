@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh home for settings and history, and the current folder in tmp_path."""
     for name in ENV_SETTINGS:
         monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):  # the machine's proxy must not come between tests and 127.0.0.1
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
     monkeypatch.setenv("APIMART_CONFIG", str(home / "config.toml"))
     monkeypatch.setenv("APIMART_DATA_DIR", str(home / "data"))
