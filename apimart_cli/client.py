@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -40,6 +41,7 @@ from apimart_cli.retry import (
     delay_before_retry,
     parse_retry_after,
 )
+from apimart_cli.settings import is_loopback
 
 if TYPE_CHECKING:
     from apimart_cli.payload import GenerationRequest
@@ -141,8 +143,9 @@ class Client:
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
             headers={"User-Agent": f"{USER_AGENT_PRODUCT}/{__version__}"},
-            # HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE... are honoured, as curl and gh do.
-            trust_env=True,
+            # HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE... are honoured, as curl and gh do,
+            # except for a loopback base URL (a sandbox): no proxy stands in front of it.
+            trust_env=not is_loopback(urlsplit(self.base_url).hostname or ""),
         )
 
     def __enter__(self) -> Client:

@@ -688,3 +688,19 @@ def test_base_url_trailing_slash(httpx_mock: HTTPXMock) -> None:
     with Client(BASE + "/", KEY) as api:
         assert api.base_url == BASE
         api.get_task(TASK_ID)
+
+
+@pytest.mark.parametrize(
+    ("base_url", "uses_environment"),
+    [
+        ("https://api.apimart.ai", True),
+        ("http://127.0.0.1:8787", False),
+        ("http://localhost:8787", False),
+        ("http://[::1]:8787", False),
+    ],
+)
+def test_proxies_from_the_environment_except_for_a_loopback_sandbox(
+    base_url: str, uses_environment: bool
+) -> None:
+    with Client(base_url, KEY) as api:
+        assert api._http.trust_env is uses_environment
