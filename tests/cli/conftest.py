@@ -207,3 +207,9 @@ def record(task_id: str, *, base_url: str = API, prompt: str = "a red fox") -> N
 def saved(folder: Path) -> list[str]:
     """The names of the files in a folder, sorted (part files included, to catch leftovers)."""
     return sorted(path.name for path in folder.iterdir())
+
+
+@pytest.fixture(autouse=True)
+def no_real_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries happen, but without sleeping half a second each."""
+    monkeypatch.setattr("apimart_cli.client.delay_before_retry", lambda attempt, after: 0.0)

@@ -23,11 +23,6 @@ OUT = Path("out")
 EXPIRED_AT = 1_776_835_126  # 2026-04-22 05:18:46 UTC
 
 
-@pytest.fixture(autouse=True)
-def no_real_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("apimart_cli.client.delay_before_retry", lambda attempt, after: 0.0)
-
-
 def test_a_completed_task_is_saved(api: str, httpx_mock: HTTPXMock, tmp_path: Path) -> None:
     expect_task(httpx_mock, task("task_01", urls=[[f"{IMAGES}/a.png"], [f"{IMAGES}/b.png"]]))
     expect_image(httpx_mock, f"{IMAGES}/a.png")

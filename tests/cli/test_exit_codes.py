@@ -26,11 +26,6 @@ from .conftest import (
 )
 
 
-@pytest.fixture(autouse=True)
-def no_real_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("apimart_cli.client.delay_before_retry", lambda attempt, after: 0.0)
-
-
 def test_the_codes_are_the_contracts() -> None:
     assert {code.name: int(code) for code in ExitCode} == {
         "OK": 0,

@@ -37,12 +37,6 @@ from .conftest import (
 MIB = 1024 * 1024
 
 
-@pytest.fixture(autouse=True)
-def no_real_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries happen, but without sleeping half a second each."""
-    monkeypatch.setattr("apimart_cli.client.delay_before_retry", lambda attempt, after: 0.0)
-
-
 def write_png(path: Path) -> Path:
     path.write_bytes(PNG)
     return path

@@ -26,11 +26,6 @@ from .conftest import (
 )
 
 
-@pytest.fixture(autouse=True)
-def no_real_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("apimart_cli.client.delay_before_retry", lambda attempt, after: 0.0)
-
-
 def assert_no_key(*texts: str) -> None:
     for text in texts:
         assert KEY not in text

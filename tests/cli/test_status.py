@@ -24,11 +24,6 @@ from .conftest import (
 FAILED = task("task_03", "failed", error={"code": 1001, "message": "content policy"})
 
 
-@pytest.fixture(autouse=True)
-def no_real_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("apimart_cli.client.delay_before_retry", lambda attempt, after: 0.0)
-
-
 def test_off_a_terminal_one_tab_separated_line_per_task(api: str, httpx_mock: HTTPXMock) -> None:
     expect_task(httpx_mock, task("task_01", "processing", progress=40))
     expect_task(httpx_mock, task("task_02", urls=[[f"{IMAGES}/a.png"], f"{IMAGES}/b.png"]))

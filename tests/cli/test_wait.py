@@ -30,11 +30,6 @@ FAST = ("--interval", "0.1")
 OUT = Path("out")
 
 
-@pytest.fixture(autouse=True)
-def no_real_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("apimart_cli.client.delay_before_retry", lambda attempt, after: 0.0)
-
-
 def test_downloads_completed_tasks_and_prints_only_paths(
     api: str, httpx_mock: HTTPXMock, tmp_path: Path
 ) -> None:
