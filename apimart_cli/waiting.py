@@ -38,7 +38,6 @@ class WaitOptions:
     interval: float = DEFAULT_POLL_INTERVAL
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     as_json: bool = False
-    download: bool = True
     once: bool = False  # `download`: poll each task once, never wait
 
 
@@ -169,7 +168,7 @@ class TaskWaiter:
             self.summary.fail(ExitCode.FAILED)
             self._emit_json(task, [])
             return
-        if self._downloader is None or not self._options.download:
+        if self._downloader is None:  # --no-download
             if not self._options.as_json:
                 console.data(task.task_id)
             self._emit_json(task, [])

@@ -63,7 +63,6 @@ def run_wait(
         interval=interval,
         max_in_flight=max_in_flight,
         as_json=as_json,
-        download=download,
         once=once,
     )
     waiter = TaskWaiter(client, downloader, options, make_reporter(), history)
