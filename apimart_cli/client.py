@@ -41,7 +41,7 @@ from apimart_cli.retry import (
     delay_before_retry,
     parse_retry_after,
 )
-from apimart_cli.settings import is_loopback
+from apimart_cli.settings import is_loopback, no_key_error
 
 if TYPE_CHECKING:
     from apimart_cli.payload import GenerationRequest
@@ -228,12 +228,7 @@ class Client:
     ) -> Any:
         """Send a request, retrying what is safe, and return its JSON body."""
         if not self._api_key:
-            from apimart_cli.errors import AuthError
-
-            raise AuthError(
-                "No API key.",
-                "Run `apimart config set api_key`, or set APIMART_API_KEY.",
-            )
+            raise no_key_error()
         is_submit = idempotency_key is not None
         url = f"{self.base_url}{path}"
         all_headers = {"Authorization": f"Bearer {self._api_key}", **(headers or {})}

@@ -26,15 +26,18 @@ class Settings:
     def require_key(self) -> str:
         """The key, checked before it goes into a header: exit 3 if missing, 2 if unsendable."""
         if not self.api_key:
-            raise AuthError(
-                "No API key.", "Run `apimart config set api_key`, or set APIMART_API_KEY."
-            )
+            raise no_key_error()
         if not (self.api_key.isascii() and self.api_key.isprintable() and " " not in self.api_key):
             raise UsageError(
                 "The API key has spaces or characters that cannot be sent in a header.",
                 "Copy it again from https://apimart.ai/keys: `apimart config set api_key`.",
             )
         return self.api_key
+
+
+def no_key_error() -> AuthError:
+    """The error for a command that needs the API key and has none (exit 3)."""
+    return AuthError("No API key.", "Run `apimart config set api_key`, or set APIMART_API_KEY.")
 
 
 def _first(*values: str | None) -> str | None:
