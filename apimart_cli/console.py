@@ -117,11 +117,19 @@ def debug(message: str) -> None:
         _write(sys.stderr, message)
 
 
-def report_error(error: ApimartError) -> None:
-    """The one way an error reaches the user: what happened, then what to do."""
+def report_error(error: ApimartError, *, as_json: bool = False) -> None:
+    """The one way an error reaches the user: what happened, then what to do.
+
+    With `as_json` (a command's `--json`), the same error follows as one JSON
+    object on a line of its own, for programs that read standard error.
+    """
     lines = [f"Error: {error.message}"]
     if error.hint:
         lines.append(error.hint)
     if use_color(sys.stderr):
         lines[0] = f"\x1b[1;31mError:\x1b[0m {error.message}"
+    if as_json:
+        import json
+
+        lines.append(json.dumps({"error": error.as_data()}, ensure_ascii=False))
     _write(sys.stderr, "\n".join(lines))

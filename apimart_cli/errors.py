@@ -33,6 +33,30 @@ class ApimartError(Exception):
         self.message = message
         self.hint = hint
 
+    @property
+    def retryable(self) -> bool:
+        """Whether running the same command again may succeed, and can do no harm."""
+        return self.exit_code in _RETRYABLE_CODES and not hasattr(self, "idempotency_key")
+
+    def as_data(self) -> dict[str, object]:
+        """The error as data (`--json`, the MCP server): the keys that apply, no others."""
+        data: dict[str, object] = {"message": self.message}
+        if self.hint:
+            data["hint"] = self.hint
+        data["exit_code"] = int(self.exit_code)
+        data["retryable"] = self.retryable
+        task_ids = getattr(self, "task_ids", None)
+        if task_ids:
+            data["task_ids"] = list(task_ids)
+        key = getattr(self, "idempotency_key", None)
+        if key:
+            data["idempotency_key"] = key
+        return data
+
+
+# Codes where the same command, run again later, may well succeed.
+_RETRYABLE_CODES = frozenset({5, 124, 130, 143})
+
 
 class UsageError(ApimartError):
     """Bad usage or input, found before anything was sent."""

@@ -89,14 +89,17 @@ def open_history(*, required: bool = True) -> History | None:
 
 
 def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """The one funnel from errors to a message on standard error and an exit code."""
+    """The one funnel from errors to a message on standard error and an exit code.
+
+    A command's `--json` (its `as_json` parameter) makes the error data as well.
+    """
 
     @functools.wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except ApimartError as error:
-            console.report_error(error)
+            console.report_error(error, as_json=bool(kwargs.get("as_json")))
             raise typer.Exit(int(error.exit_code)) from None
         except KeyboardInterrupt:
             console.warn("Interrupted.")
