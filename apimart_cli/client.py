@@ -20,6 +20,7 @@ import httpx
 from apimart_cli import __version__
 from apimart_cli.constants import (
     CONNECT_TIMEOUT,
+    MAX_CONNECTIONS,
     MAX_JSON_REPLY_BYTES,
     READ_TIMEOUT,
     USER_AGENT_PRODUCT,
@@ -125,7 +126,7 @@ class Client:
         log: Log | None = None,
         on_retry: Log | None = None,
         on_rate_limited: Callable[[float | None], None] | None = None,
-        max_connections: int = 32,
+        max_connections: int = MAX_CONNECTIONS,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

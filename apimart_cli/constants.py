@@ -29,12 +29,15 @@ DEFAULT_POLL_INTERVAL = 2.0
 MIN_POLL_INTERVAL = 0.25
 MAX_POLL_INTERVAL = 10.0
 POLL_BACKOFF = 1.5
-DEFAULT_MAX_IN_FLIGHT = 16
+DEFAULT_MAX_IN_FLIGHT = 64  # the most status requests at once (fewer until needed, and on 429)
 HEARTBEAT_SECONDS = 30.0
 
 # Batches.
 DEFAULT_CONCURRENCY = 4  # submissions in flight; fewer while the service answers 429
-MAX_CONCURRENCY = 32  # the client's connection pool (`Client(max_connections=32)`)
+MAX_CONCURRENCY = 32
+# The client's connection pool: room for the most submissions, status requests
+# and downloads at once.
+MAX_CONNECTIONS = 128
 DEFAULT_BATCH_TIMEOUT = 1800.0
 DEFAULT_BATCH_NAME = "{task_id}_{index}"  # `--name`: the name `wait` and `download` give
 

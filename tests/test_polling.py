@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -10,9 +11,25 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from apimart_cli.errors import ApimartError, ExitCode, ServiceError, TaskError
+from apimart_cli.errors import ApimartError, APIStatusError, ExitCode, ServiceError, TaskError
 from apimart_cli.models import Task
-from apimart_cli.polling import Event, Poller, next_delay
+from apimart_cli.polling import (
+    GUESS,
+    LEARNED,
+    PACE,
+    Event,
+    InFlight,
+    Learned,
+    Poller,
+    Schedule,
+    Track,
+    Window,
+    forecast,
+    next_delay,
+    progress_window,
+    spread,
+)
+from tests.polling_sim import SimTask, simulate
 
 
 class FakeClock:
@@ -100,55 +117,272 @@ def poller(
     return poll, updates, finished
 
 
+WALL_NOW = 1_800_000_000.0  # the wall clock when the fake clock starts
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
 
-# --- next_delay --------------------------------------------------------------------
-
-
-NOW = 1_000_000.0  # the wall clock in these tests
+# --- forecasting rules ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("current", "previous", "expected"),
+    ("values", "expected"),
     [
-        # No hints: the base, then x1.5 up to 10 s.
-        (task("t"), 0.0, 2.0),
-        (task("t"), 2.0, 3.0),
-        (task("t"), 3.0, 4.5),
-        (task("t"), 4.5, 6.75),
-        (task("t"), 6.75, 10.0),
-        (task("t"), 10.0, 10.0),
-        (task("t"), 0.5, 3.0),  # never below the base once backing off
-        (task("t", progress=50), 2.0, 3.0),  # progress alone is no hint
-        (task("t", estimated_time=100), 2.0, 3.0),  # nor a time without a start
-        (task("t", progress=30, estimated_time=0), 6.0, 9.0),
-        # Processing with progress: just past the remaining share of the estimate.
-        (task("t", progress=50, estimated_time=20), 2.0, 10.0),  # at most 10 s ahead
-        (task("t", progress=80, estimated_time=20), 5.0, 4.25),
-        (task("t", progress=90, estimated_time=8), 2.0, 1.05),
-        (task("t", progress=99, estimated_time=20), 1.0, 0.45),
-        # Before progress, from when the task was created (server time).
-        (task("t", "submitted", progress=0, estimated_time=8, created=NOW - 1), 0.0, 7.25),
-        (task("t", "submitted", progress=0, estimated_time=100, created=NOW), 0.0, 10.0),
-        # Overdue: soon, backing off the later it is, never beyond the base.
-        (task("t", progress=100, estimated_time=20), 0.25, 0.25),
-        (task("t", "submitted", estimated_time=8, created=NOW - 9), 5.0, 0.25),
-        (task("t", "submitted", estimated_time=8, created=NOW - 12), 5.0, 1.0),
-        (task("t", "submitted", estimated_time=8, created=NOW - 60), 5.0, 2.0),
+        ([], None),
+        ([0.0, -1.0], None),  # nothing usable
+        ([0.5], (0.45, 0.55)),
+        ([0.5, 0.6, 0.4], (0.36, 0.66)),
+        # The outer tenth on each side is left out: one odd task does not widen it.
+        ([0.5] * 9 + [3.0, 0.1], (0.45, 0.55)),
     ],
 )
-def test_next_delay(current: Task, previous: float, expected: float) -> None:
-    assert next_delay(current, previous, wall_now=NOW) == pytest.approx(expected)
+def test_spread(values: list[float], expected: tuple[float, float] | None) -> None:
+    result = spread(values)
+    assert result == (None if expected is None else pytest.approx(expected))
 
 
-def test_next_delay_with_another_base() -> None:
-    assert next_delay(task("t"), 0.0, base=0.5) == 0.5
-    assert next_delay(task("t"), 0.5, base=0.5) == 0.75
-    late = task("t", "submitted", estimated_time=8, created=NOW - 60)
-    assert next_delay(late, 4.0, base=0.5, wall_now=NOW) == 0.5
+@pytest.mark.parametrize(
+    ("first", "last", "expected"),
+    [
+        # 10 points a second, known within one point: 50 points left take 4.9 to 5.6 s.
+        ((0.0, 10), (4.0, 50), (4.0 + 49 / 10.25, 4.0 + 50 / 9.75)),
+        ((2.0, 20), (3.0, 40), (3.0 + 59 / 21, 3.0 + 60 / 19)),
+        ((0.0, 10), (1.0, 11), None),  # one point is no pace
+        ((0.0, 10), (1.0, 10), None),
+        ((1.0, 10), (1.0, 50), None),  # no time between them
+    ],
+)
+def test_progress_window(
+    first: tuple[float, int], last: tuple[float, int], expected: tuple[float, float] | None
+) -> None:
+    window = progress_window(first, last)
+    if expected is None:
+        assert window is None
+    else:
+        assert window is not None and window.source == PACE
+        assert (window.earliest, window.latest) == pytest.approx(expected)
+
+
+def tracked(
+    *,
+    seen: float = 100.0,
+    started: float | None = None,
+    estimate: float | None = None,
+    **kw: object,
+) -> Track:
+    track = Track(seen, started=started)
+    track.estimate = estimate
+    for name, value in kw.items():
+        setattr(track, name, value)
+    return track
+
+
+@pytest.mark.parametrize(
+    ("track", "ratios", "durations", "expected"),
+    [
+        # Nothing known: no forecast.
+        (tracked(), None, None, None),
+        # An estimate, corrected by what estimates turned out to be.
+        (tracked(started=90, estimate=20), (0.5, 0.6), None, (100.0, 102.0, LEARNED)),
+        (tracked(started=90, estimate=20), None, None, (95.0, 140.0, GUESS)),
+        # `created` puts the start within a second.
+        (tracked(start_lo=90, start_hi=91, estimate=10), (1.0, 1.0), None, (100.0, 101.0, LEARNED)),
+        # No estimate: how long tasks of its kind took.
+        (tracked(started=90), None, (20.0, 30.0), (110.0, 120.0, LEARNED)),
+        # Progress beats both.
+        (
+            tracked(started=90, estimate=200, first=(100.0, 10), last=(104.0, 50)),
+            None,
+            (1.0, 2.0),
+            (104 + 49 / 10.25, 104 + 50 / 9.75, PACE),
+        ),
+        # Progress too slight to show a pace: the estimate still counts.
+        (
+            tracked(started=90, estimate=20, first=(100.0, 10), last=(101.0, 11)),
+            (1.0, 1.0),
+            None,
+            (110.0, 110.0, LEARNED),
+        ),
+        # Without a known start, it started by the time it was added.
+        (tracked(seen=100, estimate=10), (1.0, 2.0), None, (110.0, 120.0, LEARNED)),
+    ],
+)
+def test_forecast(
+    track: Track,
+    ratios: tuple[float, float] | None,
+    durations: tuple[float, float] | None,
+    expected: tuple[float, float, str] | None,
+) -> None:
+    window = forecast(track, ratios, durations)
+    if expected is None:
+        assert window is None
+    else:
+        assert window is not None
+        assert (window.earliest, window.latest) == pytest.approx(expected[:2])
+        assert window.source == expected[2]
+
+
+@pytest.mark.parametrize(
+    ("track", "now", "window", "lead", "expected"),
+    [
+        # Nothing known: half its age, at least 0.25 s, the first time at most --interval.
+        (tracked(started=90, polls=1), 100.0, None, 0.0, 2.0),
+        (tracked(started=90, polls=3), 100.0, None, 0.0, 5.0),
+        (tracked(started=99.9, polls=3), 100.0, None, 0.0, 0.25),
+        (tracked(started=0, polls=3), 100.0, None, 0.0, 10.0),
+        # A forecast from an estimate: aimed at its earliest moment, one tenth of the
+        # duration after it at most; never later than twice its age.
+        (tracked(started=95, polls=2), 100.0, Window(104.0, 200.0), 0.0, 4.9),
+        (tracked(started=90, polls=2), 100.0, Window(130.0, 200.0), 0.0, 10.0),
+        (tracked(started=98, polls=2), 100.0, Window(110.0, 200.0), 0.0, 2.0),
+        # A poll is seen `lead` after it is sent.
+        (tracked(started=95, polls=2), 100.0, Window(104.0, 200.0), 0.2, 4.7),
+        # Inside the window: every tenth of the duration, or sooner at its end.
+        (tracked(started=90, polls=4), 100.0, Window(99.0, 200.0), 0.0, 1.0),
+        (tracked(started=90, polls=4), 100.0, Window(99.0, 100.4), 0.0, 0.4),
+        (tracked(started=99, polls=4), 100.0, Window(99.5, 100.1), 0.0, 0.25),  # at least 0.25
+        # Overdue: every tenth of its age.
+        (tracked(started=50, polls=4), 100.0, Window(90.0, 95.0), 0.0, 5.0),
+        # Learned from earlier tasks: trusted as far ahead as it says.
+        (tracked(started=60, polls=1), 100.0, Window(145.0, 155.0, LEARNED), 0.0, 53.5),
+        # Paced by progress and sharp: just after its latest moment, however far.
+        (tracked(started=80, polls=3), 100.0, Window(105.0, 105.5, PACE), 0.0, 5.5),
+        (tracked(started=80, polls=3), 100.0, Window(115.0, 115.5, PACE), 0.0, 15.5),
+        # Paced but vague: a closer look three quarters of the way first.
+        (tracked(started=80, polls=3), 100.0, Window(108.0, 112.0, PACE), 0.0, 6.0),
+        # ...unless it is too near for a look in between.
+        (tracked(started=80, polls=3), 100.0, Window(100.3, 103.0, PACE), 0.0, 0.909),
+    ],
+)
+def test_next_delay(
+    track: Track, now: float, window: Window | None, lead: float, expected: float
+) -> None:
+    assert next_delay(track, now, window, lead=lead) == pytest.approx(expected)
+
+
+def test_inflight_grows_while_polls_wait_and_halves_on_429() -> None:
+    limit = InFlight(ceiling=12, start=4)
+    assert limit.limit == 4
+    limit.count = 4
+    assert not limit.free(0.0)
+    limit.done(waiting=False)  # nothing waits: no need for more
+    assert limit.limit == 4
+    for _ in range(3):
+        limit.count += 1
+        limit.done(waiting=True)
+    assert limit.limit == 7
+    limit.rate_limited(10.0, retry_after=2.0)
+    assert limit.limit == 3
+    limit.rate_limited(10.5, retry_after=None)  # the same pause: not halved again
+    assert limit.limit == 3
+    limit.count = 2
+    assert not limit.free(11.9) and limit.free(12.0)
+    for _ in range(50):
+        limit.count += 1
+        limit.done(waiting=True)
+    assert limit.limit == 12  # recovered, up to the ceiling
+
+
+def test_schedule_polls_each_id_once() -> None:
+    schedule = Schedule()
+    assert schedule.add("a", 0.0)
+    assert not schedule.add("a", 0.0)
+    assert schedule.take(0.0) == ["a"]
+    assert schedule.replied("a", task("a", "completed"), 0.1) is None
+    assert not schedule.add("a", 1.0)  # ended: not polled again
+    assert schedule.take(5.0) == []
+
+
+def test_schedule_learns_from_completed_tasks() -> None:
+    schedule = Schedule(Learned(ratios=(0.5, 0.5), durations={"1:1/1k": (50.0,) * 3}))
+    assert schedule.ratios() is None  # two are not enough to go by
+    assert schedule.durations("1:1/1k") == pytest.approx((45.0, 55.0))
+    schedule.add("a", 0.0, kind="2:3/2k")
+    schedule.take(0.0)
+    done = Task("a", "completed", 100, 100.0, raw={"actual_time": 52})
+    schedule.replied("a", done, 1.0)
+    assert schedule.ratios() == pytest.approx((0.45, 0.572))
+    schedule = Schedule()
+    for n in range(3):
+        schedule.add(f"t{n}", 0.0, kind="2:3/2k")
+        schedule.take(0.0)
+        schedule.replied(f"t{n}", Task(f"t{n}", "completed", raw={"actual_time": 30}), 1.0)
+    assert schedule.durations("2:3/2k") == pytest.approx((27.0, 33.0))
+
+
+# --- the whole schedule, simulated -------------------------------------------------------
+
+
+def scenario(
+    count: int, durations: tuple[float, float], factor: float | None, spread_over: float
+) -> list[SimTask]:
+    rng = random.Random(7)
+    tasks = []
+    for n in range(count):
+        duration = rng.uniform(*durations)
+        estimate = None if factor is None else duration * factor
+        tasks.append(SimTask(f"t{n}", rng.uniform(0, spread_over), duration, estimate))
+    return tasks
+
+
+@pytest.mark.parametrize("factor", [2.0, 0.5, None, 1.0], ids=["2x", "half", "none", "right"])
+@pytest.mark.parametrize(
+    ("count", "durations", "spread_over", "latency", "most_ratio"),
+    [
+        (100, (8.0, 8.0), 0.8, 0.25, 1.03),  # the benchmark's
+        (300, (20.0, 30.0), 5.0, 0.25, 1.03),
+        (20, (45.0, 60.0), 2.0, 0.5, 1.03),  # the real service's
+        (20, (2.0, 4.0), 0.0, 0.05, 1.10),
+    ],
+)
+def test_simulated_waits_notice_each_end_soon_with_few_polls(
+    factor: float | None,
+    count: int,
+    durations: tuple[float, float],
+    spread_over: float,
+    latency: float,
+    most_ratio: float,
+) -> None:
+    tasks = scenario(count, durations, factor, spread_over)
+    result = simulate(tasks, latency=latency, started=spread_over + 0.3, max_in_flight=64)
+    assert all(task.noticed is not None for task in tasks)
+    assert result.most_polls <= 12
+    assert result.worst_lateness_share() <= 0.1
+    assert result.ratio <= most_ratio
+
+
+def test_a_real_service_that_sees_sooner_is_polled_as_well() -> None:
+    """A server that reads the task half way through the round trip, not at its end."""
+    tasks = scenario(100, (8.0, 8.0), 2.0, 0.8)
+    result = simulate(tasks, latency=0.25, started=1.1, seen_at=0.5, max_in_flight=64)
+    assert result.most_polls <= 12
+    assert result.worst_lateness_share() <= 0.1
+
+
+def test_learned_ratios_save_polls() -> None:
+    """History says estimates are twice too long: fewer polls go before the ends."""
+    blind = simulate(scenario(50, (45.0, 60.0), 2.0, 2.0), latency=0.5, started=2.5)
+    learned = Learned(ratios=(0.5,) * 20)
+    tasks = scenario(50, (45.0, 60.0), 2.0, 2.0)
+    taught = simulate(tasks, latency=0.5, started=2.5, learned=learned)
+    assert taught.polls < blind.polls
+    assert taught.worst_lateness_share() <= 0.1
+
+
+@pytest.mark.parametrize(("rate_limit", "most_ratio"), [(100, 1.05), (40, 1.3)])
+def test_polls_answered_429_slow_down_and_every_task_still_ends(
+    rate_limit: float, most_ratio: float
+) -> None:
+    """The service allows `rate_limit` polls a second: the first round of 300 is too much."""
+    tasks = scenario(300, (20.0, 30.0), 2.0, 5.0)
+    result = simulate(tasks, latency=0.25, started=5.3, max_in_flight=64, rate_limit=rate_limit)
+    assert result.rate_limited > 0
+    assert all(task.noticed is not None for task in tasks)
+    assert result.ratio <= most_ratio
+    assert result.rate_limited < result.polls / 4
 
 
 # --- Poller --------------------------------------------------------------------------
@@ -174,15 +408,41 @@ def test_many_tasks_all_finish(clock: FakeClock) -> None:
     assert all(len(fetch.calls[task_id]) == 3 for task_id in ids)
 
 
-def test_polls_follow_the_backoff_schedule(clock: FakeClock) -> None:
-    script: Script = [task("a")] * 4 + [task("a", "completed")]
+def test_a_task_with_no_hints_is_polled_at_half_its_age(clock: FakeClock) -> None:
+    created = WALL_NOW - 8  # seconds ago, by the server's clock
+    script: Script = [task("a", created=created)] * 6 + [task("a", "completed")]
     fetch = FakeFetch({"a": script}, clock)
-    poll, _, _ = poller(fetch, clock, interval=2.0)
+    poll, _, _ = poller(fetch, clock, interval=2.0, wall=lambda: WALL_NOW + clock.time - 1000)
     poll.add("a")
     poll.run()
     start = fetch.calls["a"][0]
-    gaps = [round(t - start, 6) for t in fetch.calls["a"]]
-    assert gaps == [0.0, 2.0, 5.0, 9.5, 16.25]
+    gaps = [round(t - start, 3) for t in fetch.calls["a"]]
+    # Created 7 to 8 s before: at most --interval (2 s) the first time, then half its
+    # age (9.5 s, then 14.25 s), 10 s at most.
+    assert gaps == [0.0, 2.0, 6.75, 13.875, 23.875, 33.875, 43.875]
+
+
+def test_polls_rate_limited_to_the_end_are_polled_again(clock: FakeClock) -> None:
+    limited = APIStatusError(
+        "The server answered 429: slow down",
+        status_code=429,
+        exit_code=ExitCode.SERVICE,
+        retry_after=3.0,
+    )
+    scripts: dict[str, Script] = {
+        "a": [limited, task("a", "completed")],
+        "b": [task("b", "completed")],
+    }
+    fetch = FakeFetch(scripts, clock)
+    poll, _, _ = poller(fetch, clock)
+    poll.add("a")
+    poll.add("b")
+    poll.rate_limited(None)  # the client's hook: a 429 it retried by itself
+    outcome = poll.run()
+    assert outcome.errors == {}
+    assert sorted(outcome.finished) == ["a", "b"]
+    assert outcome.rate_limited == 1
+    assert fetch.calls["a"][1] - fetch.calls["a"][0] >= 3.0
 
 
 @pytest.mark.parametrize("limit", [1, 3, 8])
