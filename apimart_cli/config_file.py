@@ -1,15 +1,17 @@
-"""The config file: a flat TOML table of strings, written atomically with mode 0600."""
+"""The config file: a flat TOML table, written atomically with mode 0600.
+
+This module reads and writes the file; which keys it may hold, and what their
+values mean, is ``settings``'s table.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from apimart_cli.errors import ConfigError
-
-KEYS = ("api_key", "base_url", "output_dir")
-SECRET_KEYS = frozenset({"api_key"})
 
 
 def config_path() -> Path:
@@ -22,14 +24,8 @@ def config_path() -> Path:
     return Path(user_config_dir("apimart")) / "config.toml"
 
 
-def check_key(key: str) -> str:
-    if key not in KEYS:
-        raise ConfigError(f"Unknown setting {key!r}.", f"Settings are: {', '.join(KEYS)}.")
-    return key
-
-
-def load(path: Path) -> dict[str, str]:
-    """The settings in the file; empty if there is no file."""
+def load(path: Path) -> dict[str, object]:
+    """Every key in the file with its value as TOML read it; empty if there is no file."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -53,32 +49,46 @@ def load(path: Path) -> dict[str, str]:
             f"The config file {path} is not valid TOML: {detail}",
             "Fix that line, or remove the file and use `apimart config set`.",
         ) from None
-    settings = {}
-    for key, value in data.items():
-        if key in KEYS and not isinstance(value, str):
-            raise ConfigError(
-                f"The config file {path}: {key} must be a string, not {value!r}.",
-                f'Write it as {key} = "..."',
-            )
-        if isinstance(value, str):
-            settings[key] = value
-    return settings
+    return dict(data)
 
 
-def _toml_string(value: str) -> str:
-    # JSON's string escapes are all valid in a TOML basic string; TOML also bars DEL.
+def _toml_value(key: str, value: object) -> str:
     import json
 
-    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # JSON's string escapes are all valid in a TOML basic string; TOML also bars DEL.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    raise ConfigError(
+        f"Cannot rewrite the config file: {key!r} holds a table or list, which `config set`"
+        " does not write.",
+        "Remove that entry from the file (`apimart config path` names it), then try again.",
+    )
 
 
-def dumps(settings: dict[str, str]) -> str:
+def _toml_key(key: str) -> str:
+    import re
+
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key, key)
+
+
+def dumps(settings: Mapping[str, object]) -> str:
     """The settings as a flat TOML table."""
-    return "".join(f"{key} = {_toml_string(value)}\n" for key, value in settings.items())
+    return "".join(
+        f"{_toml_key(key)} = {_toml_value(key, value)}\n" for key, value in settings.items()
+    )
 
 
-def save(path: Path, settings: dict[str, str]) -> None:
-    """Write the file atomically: a temp file beside it, mode 0600, then rename."""
+def save(path: Path, settings: Mapping[str, object]) -> None:
+    """Write the file atomically: a temp file beside it, mode 0600, then rename.
+
+    A config file that is a symbolic link (to a dotfiles repository, say) stays
+    one: the file it points to is replaced, the temp file made beside that.
+    """
+    target = Path(os.path.realpath(path))
     try:
         content = dumps(settings).encode("utf-8")
     except UnicodeEncodeError:  # e.g. undecodable bytes from the command line
@@ -87,10 +97,10 @@ def save(path: Path, settings: dict[str, str]) -> None:
             "Give the value again as plain text.",
         ) from None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         import tempfile  # only here: it is slow to import and only `config set` writes
 
-        fd, tmp_name = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=target.parent)
     except OSError as exc:
         raise ConfigError(
             f"Cannot write the config file {path}: {exc.strerror or exc}",
@@ -103,7 +113,7 @@ def save(path: Path, settings: dict[str, str]) -> None:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
-        tmp.replace(path)
+        tmp.replace(target)
     except OSError as exc:
         raise ConfigError(f"Cannot write the config file {path}: {exc}") from None
     finally:
@@ -116,7 +126,3 @@ def mask(value: str) -> str:
         return "…" * bool(value)
     prefix = value[:3] if value[2:3] == "-" else ""
     return f"{prefix}…{value[-4:]}"
-
-
-def display(key: str, value: str, *, reveal: bool) -> str:
-    return value if reveal or key not in SECRET_KEYS else mask(value)

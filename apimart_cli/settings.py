@@ -1,20 +1,159 @@
-"""Settings, resolved once: command-line flag > environment > config file > default."""
+"""Settings, resolved once: command-line flag > environment > config file > default.
+
+``SETTINGS`` is the one table of them (the README's): each setting's flag,
+environment variable, config key and default. ``in_effect`` says, for each,
+the value that applies and where it came from; ``resolve`` turns that into the
+``Settings`` the commands use.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from apimart_cli import config_file
+from apimart_cli import config_file, console
 from apimart_cli.constants import DEFAULT_BASE_URL
-from apimart_cli.errors import AuthError, UsageError
+from apimart_cli.errors import AuthError, ConfigError, UsageError
 
 ENV_API_KEY = "APIMART_API_KEY"
 ENV_BASE_URL = "APIMART_BASE_URL"
 ENV_OUTPUT_DIR = "APIMART_OUTPUT_DIR"
+ENV_REFERENCES = "APIMART_REFERENCES"
+ENV_METADATA = "APIMART_METADATA"
+ENV_PREVIEW = "APIMART_PREVIEW"
+
+REFERENCE_MODES = ("inline", "upload")
+
+Value = str | bool | None
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table."""
+
+    key: str  # the config key, and the attribute of ``Settings``
+    label: str  # for people
+    flag: str | None  # the command-line option that sets it, if any
+    env: str
+    default: Value
+    kind: str = "text"  # text, url, path, choice or switch
+    choices: tuple[str, ...] = ()
+    secret: bool = False
+
+    def parse(self, raw: object, origin: str | None = None) -> Value:
+        """``raw`` as this setting's value ('' is unset); ``origin`` names where it came
+        from in a message (an environment variable, the config file), None: the user."""
+        where = f"{origin}: " if origin else ""
+        if self.kind == "switch":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if not text:
+                return None
+            if text in _TRUE or text in _FALSE:
+                return text in _TRUE
+            raise UsageError(
+                f"{where}{self.key} must be 0 or 1 (or true or false), not {_short(raw)}."
+            )
+        if not isinstance(raw, str):
+            raise ConfigError(
+                f"{where}{self.key} must be a string, not {_short(raw)}.",
+                f'Write it as {self.key} = "..."',
+            )
+        text = raw.strip()
+        if not text:
+            return None
+        if self.kind == "choice":
+            if text.lower() not in self.choices:
+                raise UsageError(
+                    f"{where}{self.key} must be {' or '.join(self.choices)}, not {_short(raw)}."
+                )
+            return text.lower()
+        if self.kind == "url":
+            try:
+                return check_base_url(text)
+            except UsageError as error:
+                if origin:
+                    raise UsageError(f"{error.message} (from {origin})", error.hint) from None
+                raise
+        return text
+
+    def display(self, value: Value, *, reveal: bool = False) -> str:
+        """The value as `config get` and `config list` print it: keys masked."""
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return config_file.mask(value) if self.secret and not reveal else value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("api_key", "API key", "--api-key", ENV_API_KEY, None, secret=True),
+    Setting("base_url", "base URL", "--base-url", ENV_BASE_URL, DEFAULT_BASE_URL, kind="url"),
+    Setting("output_dir", "output folder", "-o/--output", ENV_OUTPUT_DIR, ".", kind="path"),
+    Setting(
+        "references",
+        "local references",
+        "--refs",
+        ENV_REFERENCES,
+        "inline",
+        kind="choice",
+        choices=REFERENCE_MODES,
+    ),
+    Setting("metadata", "provenance in PNGs", "--no-metadata", ENV_METADATA, True, kind="switch"),
+    Setting("preview", "inline preview", "--preview", ENV_PREVIEW, False, kind="switch"),
+)
+BY_KEY: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
+KEYS: tuple[str, ...] = tuple(BY_KEY)
+
+
+def setting(key: str) -> Setting:
+    """The setting named ``key``, or a ConfigError naming the one it most resembles."""
+    if key in BY_KEY:
+        return BY_KEY[key]
+    meant = resembles(key)
+    raise ConfigError(
+        f"Unknown setting {_short(key)}." + (f" Did you mean {meant}?" if meant else ""),
+        f"Settings are: {', '.join(KEYS)}.",
+    )
+
+
+def resembles(key: str) -> str | None:
+    """The known config key that ``key`` most resembles (`api-key` -> `api_key`), if any."""
+    import difflib  # only here: needed only for a mistyped key
+
+    normal = key.strip().lower().replace("-", "_").replace(" ", "_")
+    if normal in BY_KEY:
+        return normal
+    close = difflib.get_close_matches(normal, KEYS, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a setting's value came from."""
+
+    kind: str  # flag, env, file or default
+    name: str  # the flag, the environment variable, the config file's path, or "default"
+
+    def __str__(self) -> str:
+        return {"file": "config file", "default": "default"}.get(self.kind, self.name)
+
+
+@dataclass(frozen=True)
+class InEffect:
+    """One setting's value in effect, and its source."""
+
+    setting: Setting
+    value: Value
+    source: Source
 
 
 @dataclass(frozen=True)
@@ -22,6 +161,11 @@ class Settings:
     api_key: str | None
     base_url: str
     output_dir: Path
+    references: str = "inline"  # how local reference files travel: inline or upload
+    metadata: bool = True  # the provenance chunk in saved PNGs
+    preview: bool = False  # show saved images inline on a terminal that can
+    # Where each value came from (flag, environment variable, config file, default).
+    sources: Mapping[str, Source] = field(default_factory=dict, compare=False, repr=False)
 
     def require_key(self) -> str:
         """The key, checked before it goes into a header: exit 3 if missing, 2 if unsendable."""
@@ -34,14 +178,50 @@ class Settings:
             )
         return self.api_key
 
+    def source(self, key: str) -> str:
+        """Where ``key``'s value came from, for messages: `--base-url`, `APIMART_BASE_URL`..."""
+        found = self.sources.get(key)
+        if found is None or found.kind == "default":
+            return "the default"
+        return f"the config file {found.name}" if found.kind == "file" else found.name
+
 
 def no_key_error() -> AuthError:
     """The error for a command that needs the API key and has none (exit 3)."""
     return AuthError("No API key.", "Run `apimart config set api_key`, or set APIMART_API_KEY.")
 
 
-def _first(*values: str | None) -> str | None:
-    return next((value for value in values if value), None)
+def in_effect(flags: Mapping[str, Value] | None = None) -> dict[str, InEffect]:
+    """Each setting's value in effect and its source, from ``flags`` (by config key),
+    the environment and the config file (read only when some value is still missing)."""
+    flags = flags or {}
+    found: dict[str, InEffect] = {}
+    for item in SETTINGS:
+        flag = flags.get(item.key)
+        if flag is not None and flag != "":
+            name = item.flag or item.key
+            # The user typed it just now: a message need not say where it came from.
+            found[item.key] = InEffect(item, item.parse(flag), Source("flag", name))
+            continue
+        env = os.environ.get(item.env)
+        if env:
+            value = item.parse(env, item.env)
+            if value is not None:
+                found[item.key] = InEffect(item, value, Source("env", item.env))
+    if len(found) < len(SETTINGS):
+        path = config_file.config_path()
+        stored = config_file.load(path)
+        _check_file(path, stored)
+        for item in SETTINGS:
+            if item.key in found or item.key not in stored:
+                continue
+            value = item.parse(stored[item.key], f"The config file {path}")
+            if value is not None:
+                found[item.key] = InEffect(item, value, Source("file", str(path)))
+    return {
+        item.key: found.get(item.key) or InEffect(item, item.default, Source("default", "default"))
+        for item in SETTINGS
+    }
 
 
 def resolve(
@@ -49,23 +229,73 @@ def resolve(
     api_key: str | None = None,
     base_url: str | None = None,
     output_dir: str | None = None,
+    references: str | None = None,
+    metadata: bool | None = None,
+    preview: bool | None = None,
 ) -> Settings:
-    """The settings from flags (the arguments), the environment and the config file."""
-    env = os.environ
-    needs_file = not (
-        _first(api_key, env.get(ENV_API_KEY))
-        and _first(base_url, env.get(ENV_BASE_URL))
-        and _first(output_dir, env.get(ENV_OUTPUT_DIR))
-    )
-    stored = config_file.load(config_file.config_path()) if needs_file else {}
-    url = _first(base_url, env.get(ENV_BASE_URL), stored.get("base_url")) or DEFAULT_BASE_URL
-    folder = _first(output_dir, env.get(ENV_OUTPUT_DIR), stored.get("output_dir")) or "."
+    """The settings from flags (the arguments; None: not given), the environment and the file."""
+    flags: dict[str, Value] = {
+        "api_key": api_key,
+        "base_url": base_url,
+        "output_dir": output_dir,
+        "references": references,
+        "metadata": metadata,
+        "preview": preview,
+    }
+    values = in_effect(flags)
     return Settings(
-        api_key=(_first(api_key, env.get(ENV_API_KEY), stored.get("api_key")) or "").strip()
-        or None,
-        base_url=check_base_url(url),
-        output_dir=Path(folder).expanduser(),
+        api_key=_text(values["api_key"].value),
+        base_url=_text(values["base_url"].value) or DEFAULT_BASE_URL,
+        output_dir=Path(_text(values["output_dir"].value) or ".").expanduser(),
+        references=_text(values["references"].value) or "inline",
+        metadata=values["metadata"].value is not False,
+        preview=values["preview"].value is True,
+        sources={key: value.source for key, value in values.items()},
     )
+
+
+def _text(value: Value) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _short(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(path: Path, message: str) -> None:
+    if (str(path), message) not in _warned:
+        _warned.add((str(path), message))
+        console.warn(message)
+
+
+def _check_file(path: Path, stored: Mapping[str, object]) -> None:
+    """Warn about keys the tool does not know (never their values: a misplaced key is a
+    secret) and about a file others can read that holds the API key."""
+    for key in stored:
+        if key not in BY_KEY:
+            meant = resembles(key)
+            _warn_once(
+                path,
+                f"Warning: the config file {path} has an unknown setting {_short(key)}"
+                + (f"; did you mean {meant}?" if meant else f"; settings are {', '.join(KEYS)}.")
+                + " It is ignored.",
+            )
+    secrets = {item.key for item in SETTINGS if item.secret}
+    if any(key in secrets or resembles(key) in secrets for key in stored):
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            return
+        if mode & 0o077:
+            _warn_once(
+                path,
+                f"Warning: the config file {path} holds an API key and others can read it"
+                f" (mode {mode & 0o777:o}). Run: chmod 600 '{path}'",
+            )
 
 
 def is_loopback(host: str) -> bool:

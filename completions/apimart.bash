@@ -59,13 +59,13 @@ _apimart() {
         "sizes") words="--help -h" ;;
         "sandbox") words="--host --port --duration --latency --download-rate --submit-rate --failure-rate --fail-word --noise --help -h" ;;
         "config") words="set get unset list path --help -h" ;;
-        "config set") words="--help -h"
-            [[ $nargs -eq 0 && $cur != -* ]] && words="api_key base_url output_dir" ;;
+        "config set") words="--no-check --help -h"
+            [[ $nargs -eq 0 && $cur != -* ]] && words="api_key base_url output_dir references metadata preview" ;;
         "config get") words="--reveal --help -h"
-            [[ $nargs -eq 0 && $cur != -* ]] && words="api_key base_url output_dir" ;;
+            [[ $nargs -eq 0 && $cur != -* ]] && words="api_key base_url output_dir references metadata preview" ;;
         "config unset") words="--help -h"
-            [[ $nargs -eq 0 && $cur != -* ]] && words="api_key base_url output_dir" ;;
-        "config list") words="--reveal --help -h" ;;
+            [[ $nargs -eq 0 && $cur != -* ]] && words="api_key base_url output_dir references metadata preview" ;;
+        "config list") words="--reveal --json --help -h" ;;
         "config path") words="--help -h" ;;
     esac
     COMPREPLY=($(compgen -W "$words" -- "$cur"))

@@ -11,7 +11,7 @@ complete -c apimart -n '__fish_use_subcommand' -a batch -d 'Run many generations
 complete -c apimart -n '__fish_use_subcommand' -a balance -d 'Show the key\'s remaining and used balance.'
 complete -c apimart -n '__fish_use_subcommand' -a sizes -d 'Print the size x resolution table of the API.'
 complete -c apimart -n '__fish_use_subcommand' -a sandbox -d 'Run a local stand-in for the API: no key, no network, real PNGs.'
-complete -c apimart -n '__fish_use_subcommand' -a config -d 'Read and write the settings in the config file.'
+complete -c apimart -n '__fish_use_subcommand' -a config -d 'See the settings in effect, and store them in the config file.'
 complete -c apimart -n '__fish_use_subcommand' -l api-key -x
 complete -c apimart -n '__fish_use_subcommand' -l base-url -x
 complete -c apimart -n '__fish_use_subcommand' -l verbose
@@ -95,23 +95,25 @@ complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l noise
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l help
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -s h
 complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_subcommand_from set get unset list path' -a set -d 'Store a setting. With no VALUE, read it from a hidden prompt or standard input.'
-complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_subcommand_from set get unset list path' -a get -d 'Print a setting (the API key masked unless --reveal).'
-complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_subcommand_from set get unset list path' -a unset -d 'Remove a setting from the config file.'
-complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_subcommand_from set get unset list path' -a list -d 'Print every setting in the config file as `key = value`.'
+complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_subcommand_from set get unset list path' -a get -d 'Print a setting\'s value in effect (the API key masked unless --reveal).'
+complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_subcommand_from set get unset list path' -a unset -d 'Remove a setting from the config file (also one the tool does not know).'
+complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_subcommand_from set get unset list path' -a list -d 'Print every setting\'s value in effect and where it came from.'
 complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_subcommand_from set get unset list path' -a path -d 'Print the config file\'s path (set APIMART_CONFIG to use another).'
 complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_subcommand_from set get unset list path' -l help
 complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_subcommand_from set get unset list path' -s h
+complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from set' -l no-check
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from set' -l help
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from set' -s h
-complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from set' -a 'api_key base_url output_dir'
+complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from set' -a 'api_key base_url output_dir references metadata preview'
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from get' -l reveal
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from get' -l help
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from get' -s h
-complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from get' -a 'api_key base_url output_dir'
+complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from get' -a 'api_key base_url output_dir references metadata preview'
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from unset' -l help
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from unset' -s h
-complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from unset' -a 'api_key base_url output_dir'
+complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from unset' -a 'api_key base_url output_dir references metadata preview'
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from list' -l reveal
+complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from list' -l json
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from list' -l help
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from list' -s h
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from path' -l help

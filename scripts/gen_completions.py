@@ -18,7 +18,7 @@ from pathlib import Path
 import typer.main
 
 from apimart_cli.cli import app
-from apimart_cli.config_file import KEYS
+from apimart_cli.settings import KEYS
 from apimart_cli.sizes import RESOLUTIONS, SIZE_CHOICES
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -50,7 +50,10 @@ needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="no bash he
         ("apimart generate -r ", ["1k", "2k", "4k"]),
         ("apimart generate --resolution 4", ["4k"]),
         ("apimart --api-key sk-x gen", ["generate"]),
-        ("apimart config set ", ["api_key", "base_url", "output_dir"]),
+        (
+            "apimart config set ",
+            ["api_key", "base_url", "output_dir", "references", "metadata", "preview"],
+        ),
         ("apimart config g", ["get"]),
         ("apimart generate 'a fox' --si", ["--size"]),
     ],
@@ -76,7 +79,10 @@ def test_bash_completes_every_size() -> None:
         ("apimart ge", ["generate"]),
         ("apimart generate --reso", ["--resolution"]),
         ("apimart generate -r ", ["1k", "2k", "4k"]),
-        ("apimart config set ", ["api_key", "base_url", "output_dir"]),
+        (
+            "apimart config set ",
+            ["api_key", "base_url", "output_dir", "references", "metadata", "preview"],
+        ),
     ],
 )
 def test_fish_completes(line: str, expected: list[str]) -> None:

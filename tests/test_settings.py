@@ -10,7 +10,16 @@ import pytest
 from apimart_cli import config_file
 from apimart_cli.constants import DEFAULT_BASE_URL
 from apimart_cli.errors import AuthError, ConfigError, ExitCode, UsageError
-from apimart_cli.settings import Settings, check_base_url, is_loopback, resolve
+from apimart_cli.settings import (
+    BY_KEY,
+    KEYS,
+    SETTINGS,
+    Settings,
+    check_base_url,
+    is_loopback,
+    resembles,
+    resolve,
+)
 
 # setting -> (environment variable, a value from each source, the default)
 SOURCES = {
@@ -29,7 +38,16 @@ SOURCES = {
         {"flag": "out-flag", "env": "out-env", "file": "out-file"},
         ".",
     ),
+    # Two values only: which source won is checked by the source, not just the value.
+    "references": (
+        "APIMART_REFERENCES",
+        {"flag": "upload", "env": "inline", "file": "upload"},
+        "inline",
+    ),
+    "metadata": ("APIMART_METADATA", {"flag": False, "env": "1", "file": False}, True),
+    "preview": ("APIMART_PREVIEW", {"flag": True, "env": "0", "file": True}, False),
 }
+PARSED = {"1": True, "0": False}
 COMBINATIONS = list(itertools.product([True, False], repeat=3))
 COMBINATION_IDS = [
     "-".join(name for name, on in zip(("flag", "env", "file"), combo, strict=True) if on) or "none"
@@ -37,7 +55,7 @@ COMBINATION_IDS = [
 ]
 
 
-def _value(settings: Settings, name: str) -> str | None:
+def _value(settings: Settings, name: str) -> str | bool | None:
     value = getattr(settings, name)
     return str(value) if isinstance(value, Path) else value
 
@@ -57,11 +75,13 @@ def test_precedence(
     if file:
         config_file.save(config_file.config_path(), {name: values["file"]})
     settings = resolve(**{name: values["flag"] if flag else None})
-    chosen = next(
-        (values[source] for source, on in (("flag", flag), ("env", env), ("file", file)) if on),
-        default,
+    source = next(
+        (source for source, on in (("flag", flag), ("env", env), ("file", file)) if on),
+        "default",
     )
-    assert _value(settings, name) == chosen
+    chosen = default if source == "default" else values[source]
+    assert _value(settings, name) == PARSED.get(chosen, chosen)  # type: ignore[arg-type]
+    assert settings.sources[name].kind == source
 
 
 def test_each_setting_from_its_own_source(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,7 +108,139 @@ def test_empty_values_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_without_any_source() -> None:
     assert not config_file.config_path().exists()
-    assert resolve() == Settings(api_key=None, base_url=DEFAULT_BASE_URL, output_dir=Path("."))
+    assert resolve() == Settings(
+        api_key=None,
+        base_url=DEFAULT_BASE_URL,
+        output_dir=Path("."),
+        references="inline",
+        metadata=True,
+        preview=False,
+    )
+
+
+def test_the_table_names_each_setting_once() -> None:
+    assert KEYS == ("api_key", "base_url", "output_dir", "references", "metadata", "preview")
+    assert {item.env for item in SETTINGS} == {
+        "APIMART_API_KEY",
+        "APIMART_BASE_URL",
+        "APIMART_OUTPUT_DIR",
+        "APIMART_REFERENCES",
+        "APIMART_METADATA",
+        "APIMART_PREVIEW",
+    }
+    assert [item.key for item in SETTINGS if item.secret] == ["api_key"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("0", False),
+        ("true", True),
+        ("FALSE", False),
+        (" yes ", True),
+        ("off", False),
+        (True, True),
+        (False, False),
+        ("", None),
+    ],
+)
+def test_switches_read_0_1_and_words(raw: str | bool, expected: bool | None) -> None:
+    assert BY_KEY["preview"].parse(raw) is expected
+
+
+@pytest.mark.parametrize("raw", ["2", "maybe", "nope"])
+def test_a_switch_refuses_anything_else_naming_where_it_came_from(raw: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        BY_KEY["metadata"].parse(raw, "APIMART_METADATA")
+    assert caught.value.message.startswith("APIMART_METADATA: metadata must be 0 or 1")
+    assert repr(raw) in caught.value.message
+
+
+def test_settings_say_where_each_value_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APIMART_BASE_URL", "http://127.0.0.1:9")
+    config_file.save(config_file.config_path(), {"output_dir": "out"})
+    settings = resolve(api_key="sk-flag")
+    assert settings.source("api_key") == "--api-key"
+    assert settings.source("base_url") == "APIMART_BASE_URL"
+    assert settings.source("output_dir") == f"the config file {config_file.config_path()}"
+    assert settings.source("preview") == "the default"
+
+
+def test_the_config_file_is_not_read_when_flags_and_environment_say_it_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = config_file.config_path()
+    path.parent.mkdir(parents=True)
+    path.write_text("not toml at all [\n")
+    for variable, values, _default in SOURCES.values():
+        value = values["env"]
+        monkeypatch.setenv(variable, value if isinstance(value, str) else str(int(value)))
+    assert resolve().api_key == "sk-env"
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [
+        ("api-key", "api_key"),
+        ("API_KEY", "api_key"),
+        ("apikey", "api_key"),
+        ("api_kye", "api_key"),
+        ("base-url", "base_url"),
+        ("baseurl", "base_url"),
+        ("output", "output_dir"),
+        ("output-dir", "output_dir"),
+        ("refs", None),
+        ("reference", "references"),
+        ("previews", "preview"),
+        ("colour", None),
+    ],
+)
+def test_resembles_names_the_key_meant(key: str, meant: str | None) -> None:
+    assert resembles(key) == meant
+
+
+def test_an_unknown_key_in_the_file_is_named_with_the_one_meant_never_its_value(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = config_file.config_path()
+    config_file.save(path, {"api-key": "sk-misplaced-secret-123", "base_url": "https://f.test"})
+
+    settings = resolve()
+
+    assert settings.api_key is None  # not used: it may be anything
+    err = capsys.readouterr().err
+    assert err == (
+        f"Warning: the config file {path} has an unknown setting 'api-key'; did you mean"
+        " api_key? It is ignored.\n"
+    )
+    assert "sk-misplaced" not in err
+
+
+def test_a_config_file_others_can_read_holding_a_key_is_used_with_a_warning(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = config_file.config_path()
+    config_file.save(path, {"api_key": "sk-file-key-1234"})
+    path.chmod(0o644)
+
+    assert resolve().api_key == "sk-file-key-1234"
+
+    err = capsys.readouterr().err
+    assert err == (
+        f"Warning: the config file {path} holds an API key and others can read it (mode 644)."
+        f" Run: chmod 600 '{path}'\n"
+    )
+
+
+def test_a_readable_config_file_without_a_key_is_no_concern(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = config_file.config_path()
+    config_file.save(path, {"output_dir": "out"})
+    path.chmod(0o644)
+    resolve()
+    assert capsys.readouterr().err == ""
 
 
 def test_output_dir_expands_the_home_folder() -> None:

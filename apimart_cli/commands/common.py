@@ -33,14 +33,28 @@ class AppState:
     quiet: bool = False
     sandbox: bool = False  # --sandbox: base_url is a sandbox that ends with this command
 
-    def settings(self, output: Path | None = None) -> Settings:
+    def settings(
+        self,
+        output: Path | None = None,
+        *,
+        references: str | None = None,
+        metadata: bool | None = None,
+        preview: bool | None = None,
+    ) -> Settings:
+        """The settings in effect; the arguments are the command's own flags (None: not given)."""
         from apimart_cli.settings import resolve
 
         return resolve(
-            api_key=self.api_key,
-            base_url=self.base_url,
+            **self.flags(),
             output_dir=str(output) if output is not None else None,
+            references=references,
+            metadata=metadata,
+            preview=preview,
         )
+
+    def flags(self) -> dict[str, str | None]:
+        """The settings given as global options, by config key."""
+        return {"api_key": self.api_key, "base_url": self.base_url}
 
     def client(
         self,

@@ -1,27 +1,31 @@
-"""`apimart config`: read and write the config file."""
+"""`apimart config`: the settings in effect, and the config file that holds some of them."""
 
 import sys
 from typing import Annotated, Optional
 
 import typer
 
-from apimart_cli import config_file, console
-from apimart_cli.commands.common import handles_errors
-from apimart_cli.errors import ConfigError, UsageError
+from apimart_cli import config_file, console, settings
+from apimart_cli.commands.common import handles_errors, state
+from apimart_cli.commands.options import JsonOpt
+from apimart_cli.errors import ConfigError, ExitCode, UsageError
 
 app = typer.Typer(
-    help="Read and write the settings in the config file.",
+    help="See the settings in effect, and store them in the config file.",
     no_args_is_help=True,
 )
 
-KeyArg = Annotated[str, typer.Argument(help=f"One of: {', '.join(config_file.KEYS)}.")]
+KeyArg = Annotated[str, typer.Argument(help=f"One of: {', '.join(settings.KEYS)}.")]
 RevealOpt = Annotated[bool, typer.Option("--reveal", help="Show the API key unmasked.")]
 
 
 def _read_secret(key: str) -> str:
     """A value from a hidden prompt on a terminal, else the first line of standard input."""
     if console.is_terminal(sys.stdin):
-        value: str = typer.prompt(key, hide_input=True, err=True)
+        try:
+            value: str = typer.prompt(key, hide_input=True, err=True)
+        except typer.Abort:  # Ctrl-C or end of input at the prompt
+            raise KeyboardInterrupt from None
     else:
         value = sys.stdin.readline()
     return value.strip()
@@ -30,73 +34,123 @@ def _read_secret(key: str) -> str:
 @app.command("set")
 @handles_errors
 def set_(
+    ctx: typer.Context,
     key: KeyArg,
     value: Annotated[
         Optional[str],  # noqa: UP045 - Typer reads this annotation at run time
         typer.Argument(help="The value; for api_key, leave it out to type it unseen."),
     ] = None,
+    no_check: Annotated[
+        bool, typer.Option("--no-check", help="Store api_key without asking the service.")
+    ] = False,
 ) -> None:
     """Store a setting. With no VALUE, read it from a hidden prompt or standard input.
+
+    Setting api_key asks the service (the balance call) whether it accepts the
+    key: a key it refuses is not stored (exit 3).
 
     \b
         apimart config set api_key      # prompts: the key stays out of shell history
         apimart config set output_dir ~/Pictures/apimart
+        apimart config set references upload
     """
-    config_file.check_key(key)
+    item = settings.setting(key)
     if value is None:
         value = _read_secret(key)
-    if not value:
+    parsed = item.parse(value)
+    if parsed is None:
         raise UsageError(f"No value given for {key}.")
-    if key == "base_url":
-        from apimart_cli.settings import check_base_url
-
-        value = check_base_url(value)
+    if item.secret:
+        console.hide(str(parsed))
+    if item.key == "api_key" and not no_check:
+        _check_key(ctx, str(parsed))
     path = config_file.config_path()
-    settings = config_file.load(path)
-    settings[key] = value
-    config_file.save(path, settings)
+    stored = config_file.load(path)
+    stored[key] = parsed
+    config_file.save(path, stored)
     console.info(f"Saved {key} in {path}")
+
+
+def _check_key(ctx: typer.Context, key: str) -> None:
+    """Ask the service whether it takes ``key``; refused: exit 3, unanswered: a note."""
+    from dataclasses import replace
+
+    from apimart_cli.errors import ApimartError, AuthError
+
+    app_state = state(ctx)
+    in_effect = replace(app_state.settings(), api_key=key)
+    try:
+        with app_state.client(in_effect) as client:
+            client.balance()
+    except ApimartError as error:
+        if error.exit_code == ExitCode.AUTH:
+            raise AuthError(
+                f"{in_effect.base_url} refused this key ({error.message}); it was not saved.",
+                "Copy it again from https://apimart.ai/keys, or store it as it is"
+                " with `apimart config set api_key --no-check`.",
+            ) from None
+        console.warn(f"Could not check the key with {in_effect.base_url}: {error.message}")
+        return
+    console.info(f"{in_effect.base_url} accepted the key.")
 
 
 @app.command()
 @handles_errors
-def get(key: KeyArg, reveal: RevealOpt = False) -> None:
-    """Print a setting (the API key masked unless --reveal).
+def get(ctx: typer.Context, key: KeyArg, reveal: RevealOpt = False) -> None:
+    """Print a setting's value in effect (the API key masked unless --reveal).
 
     apimart config get base_url
     """
-    config_file.check_key(key)
-    path = config_file.config_path()
-    value = config_file.load(path).get(key)
-    if value is None:
-        raise ConfigError(f"{key} is not set in {path}.")
-    console.data(config_file.display(key, value, reveal=reveal))
+    item = settings.setting(key)
+    found = settings.in_effect(state(ctx).flags())[item.key]
+    if found.value is None:
+        raise ConfigError(
+            f"{key} is not set.",
+            f"Set it with `apimart config set {key}` or {item.env}.",
+        )
+    console.data(item.display(found.value, reveal=reveal))
 
 
 @app.command()
 @handles_errors
 def unset(key: KeyArg) -> None:
-    """Remove a setting from the config file.
+    """Remove a setting from the config file (also one the tool does not know).
 
     apimart config unset output_dir
     """
-    config_file.check_key(key)
     path = config_file.config_path()
-    settings = config_file.load(path)
-    if settings.pop(key, None) is not None:
-        config_file.save(path, settings)
-        console.info(f"Removed {key} from {path}")
+    stored = config_file.load(path)
+    if key not in stored:
+        settings.setting(key)  # an unknown key that is not in the file either: say so
+        return
+    del stored[key]
+    config_file.save(path, stored)
+    console.info(f"Removed {key} from {path}")
 
 
 @app.command("list")
 @handles_errors
-def list_(reveal: RevealOpt = False) -> None:
-    """Print every setting in the config file as `key = value`.
+def list_(ctx: typer.Context, reveal: RevealOpt = False, as_json: JsonOpt = False) -> None:
+    """Print every setting's value in effect and where it came from.
+
+    The source is the flag, the environment variable, the config file or the default.
 
     apimart config list
     """
-    for key, value in config_file.load(config_file.config_path()).items():
-        console.data(f"{key} = {config_file.display(key, value, reveal=reveal)}")
+    for found in settings.in_effect(state(ctx).flags()).values():
+        shown = found.setting.display(found.value, reveal=reveal)
+        if as_json:
+            value = shown if isinstance(found.value, str) else found.value
+            console.data_json(
+                {
+                    "key": found.setting.key,
+                    "value": value,
+                    "source": found.source.kind,
+                    "from": found.source.name,
+                }
+            )
+        else:
+            console.data(f"{found.setting.key} = {shown or '(not set)'}  ({found.source})")
 
 
 @app.command()

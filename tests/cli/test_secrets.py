@@ -148,6 +148,10 @@ def test_dry_run_shows_no_key(httpx_mock: HTTPXMock) -> None:
 
 
 def test_config_shows_the_key_only_when_asked(httpx_mock: HTTPXMock) -> None:
+    # The check of the key against the service echoes it back.
+    httpx_mock.add_response(
+        url="https://api.apimart.ai/v1/balance", json={"message": f"hello {KEY}"}
+    )
     saved = run("config", "set", "api_key", KEY)
     listed = run("config", "list")
     got = run("config", "get", "api_key")
