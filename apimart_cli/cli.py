@@ -17,6 +17,7 @@ from apimart_cli.commands import (
     download,
     generate,
     history,
+    mcp,
     sandbox,
     sizes,
     status,
@@ -102,6 +103,7 @@ app.command("balance")(balance.balance)
 app.add_typer(config.app, name="config")
 app.command("sizes")(sizes.sizes)
 app.command("sandbox")(sandbox.sandbox)
+app.command("mcp")(mcp.mcp)
 
 
 # The exit status of a writer whose reader went away (128 + SIGPIPE), as `yes | head` gives.

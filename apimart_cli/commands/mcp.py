@@ -1,0 +1,29 @@
+"""`apimart mcp`: the tool's commands for AI agents, over the Model Context Protocol."""
+
+import typer
+
+from apimart_cli.commands.common import handles_errors, state
+from apimart_cli.errors import UsageError
+
+
+@handles_errors
+def mcp(ctx: typer.Context) -> None:
+    """Serve apimart's commands to AI agents over MCP (standard input and output).
+
+    Needs the mcp extra: pip install 'apimart-cli[mcp]'. Register it with
+    an agent as the command `apimart` with the argument `mcp`:
+
+        claude mcp add apimart -- apimart mcp
+    """
+    try:
+        # Only here: the SDK (and pydantic under it) is an optional extra, and heavy.
+        from apimart_cli.mcp_server import serve
+    except ImportError as error:
+        if not (error.name or "").startswith(("mcp", "pydantic", "anyio")):
+            raise
+        raise UsageError(
+            "`apimart mcp` needs the mcp extra, which is not installed.",
+            "Install it: pip install 'apimart-cli[mcp]'",
+        ) from None
+    app = state(ctx)
+    serve(api_key=app.api_key, base_url=app.base_url)
