@@ -18,18 +18,16 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from apimart_cli import __version__, console
-from apimart_cli.constants import DEFAULT_MODEL
 from apimart_cli.errors import ApimartError
 
 INSTRUCTIONS = """\
@@ -120,7 +118,7 @@ async def _call(function: Callable[[], dict[str, Any]]) -> CallToolResult:
         return _failure(ApimartError(f"Internal error ({type(error).__name__}). Please report it."))
 
 
-READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=True)
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=True)
 
 
 def build_server(tools: Tools) -> MCPServer:
@@ -131,7 +129,7 @@ def build_server(tools: Tools) -> MCPServer:
         """The API key's remaining and used balance, as the service reports it."""
         return await _call(tools.balance)
 
-    @server.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     async def history(
         limit: Annotated[int, Field(ge=1, le=1000, description="At most this many tasks.")] = 20,
         pending: Annotated[bool, Field(description="Only the unfinished tasks.")] = False,

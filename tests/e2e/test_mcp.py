@@ -22,10 +22,12 @@ async def connected(env: Mapping[str, str], cwd: Path, errlog: Any) -> AsyncIter
     params = mcp.StdioServerParameters(
         command=COMMAND[0], args=[*COMMAND[1:], "mcp"], env=dict(env), cwd=str(cwd)
     )
-    async with mcp.stdio_client(params, errlog=errlog) as (read, write):
-        async with mcp.ClientSession(read, write) as session:
-            await session.initialize()
-            yield session
+    async with (
+        mcp.stdio_client(params, errlog=errlog) as (read, write),
+        mcp.ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
 
 
 def call(
