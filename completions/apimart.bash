@@ -13,7 +13,7 @@ _apimart_values() {
 
 _apimart_subcommands() {
     case "$1" in
-        "") echo "generate status wait download history batch balance sizes sandbox config" ;;
+        "") echo "generate status wait download history batch balance sizes sandbox mcp config" ;;
         "config") echo "set get unset list path" ;;
     esac
 }
@@ -48,7 +48,7 @@ _apimart() {
     esac
     local words=""
     case "$path" in
-        "") words="generate status wait download history batch balance sizes sandbox config --api-key --base-url --verbose -v --quiet -q --sandbox --version --help -h" ;;
+        "") words="generate status wait download history batch balance sizes sandbox mcp config --api-key --base-url --verbose -v --quiet -q --sandbox --version --help -h" ;;
         "generate") words="--size -s --resolution -r --n -n --image -i --official-fallback --model --wait -w --output -o --timeout --interval --json --dry-run --help -h" ;;
         "status") words="--json --help -h" ;;
         "wait") words="--output -o --timeout --interval --max-in-flight --no-download --json --force --pending --help -h" ;;
@@ -58,6 +58,7 @@ _apimart() {
         "balance") words="--account --json --help -h" ;;
         "sizes") words="--help -h" ;;
         "sandbox") words="--host --port --duration --latency --download-rate --submit-rate --failure-rate --fail-word --noise --help -h" ;;
+        "mcp") words="--help -h" ;;
         "config") words="set get unset list path --help -h" ;;
         "config set") words="--no-check --help -h"
             [[ $nargs -eq 0 && $cur != -* ]] && words="api_key base_url output_dir references metadata preview" ;;

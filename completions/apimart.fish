@@ -11,6 +11,7 @@ complete -c apimart -n '__fish_use_subcommand' -a batch -d 'Run many generations
 complete -c apimart -n '__fish_use_subcommand' -a balance -d 'Show the key\'s remaining and used balance.'
 complete -c apimart -n '__fish_use_subcommand' -a sizes -d 'Print the size x resolution table of the API.'
 complete -c apimart -n '__fish_use_subcommand' -a sandbox -d 'Run a local stand-in for the API: no key, no network, real PNGs.'
+complete -c apimart -n '__fish_use_subcommand' -a mcp -d 'Serve apimart\'s commands to AI agents over MCP (standard input and output).'
 complete -c apimart -n '__fish_use_subcommand' -a config -d 'See the settings in effect, and store them in the config file.'
 complete -c apimart -n '__fish_use_subcommand' -l api-key -x
 complete -c apimart -n '__fish_use_subcommand' -l base-url -x
@@ -94,6 +95,8 @@ complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l fail-word -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l noise
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l help
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -s h
+complete -c apimart -n '__fish_seen_subcommand_from mcp' -l help
+complete -c apimart -n '__fish_seen_subcommand_from mcp' -s h
 complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_subcommand_from set get unset list path' -a set -d 'Store a setting. With no VALUE, read it from a hidden prompt or standard input.'
 complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_subcommand_from set get unset list path' -a get -d 'Print a setting\'s value in effect (the API key masked unless --reveal).'
 complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_subcommand_from set get unset list path' -a unset -d 'Remove a setting from the config file (also one the tool does not know).'
