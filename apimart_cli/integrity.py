@@ -1,0 +1,200 @@
+"""Whether downloaded bytes are a whole image, read from the image's own structure.
+
+A host that announces no length, or a connection that drops without an error,
+can leave a file that starts like an image and stops anywhere. Each format says
+where it ends: PNG with its IEND chunk (every chunk carrying a CRC), JPEG with
+its end-of-image marker, WebP with the length in its RIFF header, GIF with its
+trailer byte. `flaw` walks that structure; its header alone is checked where the
+length was announced and met.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+from apimart_cli.images import sniff_mime
+
+if TYPE_CHECKING:
+    from mmap import mmap
+
+# What is checked: the bytes, or a file mapped into memory (indexing gives an int).
+Bytes = Union[bytes, "mmap"]
+
+
+@dataclass(frozen=True)
+class Flaw:
+    """Why the bytes are not a whole image."""
+
+    reason: str
+    short: bool  # the bytes end before the image does: more of them may complete it
+
+
+def _short(reason: str) -> Flaw:
+    return Flaw(reason, short=True)
+
+
+def _bad(reason: str) -> Flaw:
+    return Flaw(reason, short=False)
+
+
+def flaw(data: Bytes, *, to_the_end: bool) -> Flaw | None:
+    """None if `data` is an image (a whole one, with `to_the_end`), else what is wrong."""
+    head = _slice(data, 0, 16)
+    mime = sniff_mime(head)
+    if mime is None:
+        return _bad("it does not start like a PNG, JPEG, WebP or GIF image")
+    check = _CHECKS[mime]
+    return check(data, to_the_end)
+
+
+def _slice(data: Bytes, start: int, end: int) -> bytes:
+    return bytes(data[start:end])
+
+
+def _be(data: Bytes, start: int, size: int) -> int:
+    return int.from_bytes(_slice(data, start, start + size), "big")
+
+
+def _le(data: Bytes, start: int, size: int) -> int:
+    return int.from_bytes(_slice(data, start, start + size), "little")
+
+
+# --- PNG: chunks of length, type, data, CRC; IHDR first, IEND last ----------------------
+
+_PNG_MAX_CHUNK = 2**31 - 1
+
+
+def _png(data: Bytes, to_the_end: bool) -> Flaw | None:
+    size, at, first = len(data), 8, True
+    while True:
+        if at + 8 > size:
+            return _short("the PNG ends before its IEND chunk")
+        length, kind = _be(data, at, 4), _slice(data, at + 4, at + 8)
+        if first and (kind != b"IHDR" or length != 13):
+            return _bad("the PNG does not start with its IHDR chunk")
+        if length > _PNG_MAX_CHUNK or not kind.isalpha():
+            return _bad(f"the PNG has a broken chunk at byte {at}")
+        end = at + 12 + length
+        if end > size:
+            return _short(f"the PNG ends inside its {kind.decode()} chunk")
+        if zlib.crc32(_slice(data, at + 4, end - 4)) != _be(data, end - 4, 4):
+            return _bad(f"the PNG's {kind.decode()} chunk at byte {at} fails its CRC")
+        if kind == b"IEND" or (first and not to_the_end):
+            return None
+        at, first = end, False
+
+
+# --- JPEG: marker segments up to the end-of-image marker -------------------------------
+
+_EOI, _SOS = 0xD9, 0xDA
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and the restart markers
+
+
+def _jpeg(data: Bytes, to_the_end: bool) -> Flaw | None:
+    if not to_the_end:
+        return None  # the signature is its header
+    size, at = len(data), 2
+    while True:
+        if at + 2 > size:
+            return _short("the JPEG ends before its end-of-image marker")
+        if data[at] != 0xFF:
+            return _bad(f"the JPEG has no marker at byte {at}")
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+        elif marker == _EOI:
+            return None
+        elif marker in _STANDALONE:
+            at += 2
+        else:
+            if at + 4 > size:
+                return _short("the JPEG ends inside a segment header")
+            length = _be(data, at + 2, 2)
+            if length < 2:
+                return _bad(f"the JPEG has a broken segment at byte {at}")
+            at += 2 + length
+            if marker == _SOS:
+                found = _after_scan(data, at)
+                if found is None:
+                    return _short("the JPEG ends inside its image data")
+                at = found
+
+
+def _after_scan(data: Bytes, at: int) -> int | None:
+    """Where the marker after entropy-coded data starts (0xFF 0x00 and restarts are data)."""
+    size = len(data)
+    while True:
+        at = data.find(b"\xff", at)
+        if at < 0 or at + 1 >= size:
+            return None
+        following = data[at + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7:
+            at += 2
+        elif following == 0xFF:
+            at += 1
+        else:
+            return at
+
+
+# --- WebP: a RIFF container that states its own length --------------------------------
+
+
+def _webp(data: Bytes, to_the_end: bool) -> Flaw | None:
+    if len(data) < 16:
+        return _short("the WebP ends inside its header")
+    if _slice(data, 12, 16) not in (b"VP8 ", b"VP8L", b"VP8X"):
+        return _bad("the WebP holds no VP8, VP8L or VP8X chunk")
+    expected = 8 + _le(data, 4, 4)
+    if to_the_end and len(data) < expected:
+        return _short(f"the WebP has {len(data)} of the {expected} bytes its header states")
+    return None
+
+
+# --- GIF: blocks after the screen descriptor, up to the trailer -------------------------
+
+_GIF_TRAILER, _GIF_EXTENSION, _GIF_IMAGE = 0x3B, 0x21, 0x2C
+
+
+def _colour_table(flags: int) -> int:
+    return 3 * 2 ** ((flags & 0x07) + 1) if flags & 0x80 else 0
+
+
+def _gif(data: Bytes, to_the_end: bool) -> Flaw | None:
+    size = len(data)
+    if size < 13:
+        return _short("the GIF ends inside its header")
+    if not to_the_end:
+        return None
+    at = 13 + _colour_table(data[10])
+    while True:
+        if at >= size:
+            return _short("the GIF ends before its trailer")
+        block = data[at]
+        if block == _GIF_TRAILER:
+            return None
+        if block == _GIF_EXTENSION:
+            at += 2
+        elif block == _GIF_IMAGE:
+            if at + 10 > size:
+                return _short("the GIF ends inside an image descriptor")
+            at += 10 + _colour_table(data[at + 9]) + 1  # + the LZW minimum code size
+        else:
+            return _bad(f"the GIF has an unknown block at byte {at}")
+        while True:  # data sub-blocks, each led by its length, up to an empty one
+            if at >= size:
+                return _short("the GIF ends inside a block")
+            length = data[at]
+            at += 1 + length
+            if length == 0:
+                break
+
+
+_CHECKS: dict[str, Callable[[Bytes, bool], Flaw | None]] = {
+    "image/png": _png,
+    "image/jpeg": _jpeg,
+    "image/webp": _webp,
+    "image/gif": _gif,
+}
