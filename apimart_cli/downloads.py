@@ -1,26 +1,41 @@
-"""Save result images: named by task, streamed to a temp file, checked, renamed.
+"""Save result images: named by task, streamed to a part file, checked, renamed.
 
-No half-written image ever sits under its final name. The temp file has a fixed
+No half-written image ever sits under its final name. The part file has a fixed
 name (`.<task>_<i>.part`) so that the next run into the same folder can resume
-what a killed run left (a `Range` request) or remove it.
+what a killed run left (a `Range` request) or remove it; beside it,
+`.<task>_<i>.validator` keeps the host's `ETag` or `Last-Modified`, so that a
+resume asks (`If-Range`) for the rest of the same file and nothing else.
+
+Nothing here writes through a link or into a file it did not make: the part
+file is opened without following a link, and whatever sits at its name that is
+not a plain file of ours (a link, a FIFO, a hard link to a file elsewhere) is
+removed, not used. The final name is taken by a rename, which replaces a link
+rather than writing through it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import errno
+import json
 import os
 import re
+import stat
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from apimart_cli.constants import DOWNLOAD_CHUNK_BYTES, MAX_IMAGE_DOWNLOAD_BYTES, RETRY_MAX_ATTEMPTS
 from apimart_cli.errors import ApimartError, ServiceError, TaskError, UsageError
 from apimart_cli.images import EXTENSIONS, extension_for, sniff_mime
+from apimart_cli.integrity import flaw
 from apimart_cli.models import ResultImage, Task, validate_task_id
 from apimart_cli.retry import RETRYABLE_STATUSES, backoff_delay, parse_retry_after
 
@@ -31,6 +46,17 @@ if TYPE_CHECKING:
 
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _GONE_STATUSES = frozenset({403, 404, 410})
+_IDENTITY = ("", "identity")
+
+# Opening a name in the output folder: never through a link, never blocking on a
+# FIFO, never inherited by a child process.
+_NO_FOLLOW = (
+    getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+)
+_VALIDATOR_MAX_BYTES = 64 * 1024
+
+# A step run on the verified part file before it takes its final name (see `download`).
+Finish = Callable[[Path], None]
 
 
 @dataclass(frozen=True)
@@ -64,12 +90,54 @@ def image_stem(task_id: str, index: int) -> str:
 
 
 def existing_file(folder: Path, stem: str) -> Path | None:
-    """An image already saved under this name, with any image extension."""
+    """An image already saved under this name, with any image extension.
+
+    A link counts as a file there (it is kept, or replaced with --force, never
+    written through); a folder or anything else that cannot be an image is an
+    error naming it, never reported as a saved image.
+    """
     for extension in EXTENSIONS.values():
         candidate = folder / f"{stem}{extension}"
-        if candidate.exists():
-            return candidate
+        try:
+            mode = candidate.lstat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if candidate.is_dir():
+            raise UsageError(
+                f"{candidate} is a folder, where an image is to be saved.",
+                "Move it away, or choose another folder with -o/--output.",
+            )
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            raise UsageError(
+                f"{candidate} is not a regular file, where an image is to be saved.",
+                "Move it away, or choose another folder with -o/--output.",
+            )
+        return candidate
     return None
+
+
+def move_into_place(source: Path, target: Path, *, force: bool) -> bool:
+    """Rename `source` to `target`; False (`source` removed) if `target` exists, unless force.
+
+    Both are renames or links of names: a link at `target` is replaced (with
+    force) or kept, never written through.
+    """
+    if force:
+        source.replace(target)
+        return True
+    try:
+        os.link(source, target, follow_symlinks=False)  # fails if target exists: no race
+    except FileExistsError:
+        source.unlink()
+        return False
+    except OSError:  # no hard links on this file system
+        if os.path.lexists(target):
+            source.unlink()
+            return False
+        source.replace(target)
+        return True
+    source.unlink()
+    return True
 
 
 class Downloader:
@@ -101,19 +169,29 @@ class Downloader:
                 "Choose another folder with -o/--output.",
             ) from None
 
-    def download_task(self, task: Task) -> list[SavedFile]:
+    def download_task(self, task: Task, finish: Finish | None = None) -> list[SavedFile]:
         """Every image of a completed task; TaskError if it is not completed."""
         if task.status != "completed":
             reason = f": {task.error_message}" if task.error_message else ""
             raise TaskError(f"Task {task.task_id} is {task.status}{reason}.")
         if not task.images:
             raise ServiceError(f"Task {task.task_id} completed but the service sent no images.")
-        return [self.download(task.task_id, i, image) for i, image in enumerate(task.images)]
+        return [
+            self.download(task.task_id, i, image, finish) for i, image in enumerate(task.images)
+        ]
 
-    def download(self, task_id: str, index: int, image: ResultImage) -> SavedFile:
-        """One image, saved as `<task_id>_<index><ext>`."""
+    def download(
+        self, task_id: str, index: int, image: ResultImage, finish: Finish | None = None
+    ) -> SavedFile:
+        """One image, saved as `<task_id>_<index><ext>`.
+
+        `finish`, if given, runs on the complete, checked part file just before
+        it takes its final name (which stays one atomic rename): it may rewrite
+        the file, in place or by renaming another file onto it. If it raises,
+        nothing is saved and the error goes to the caller.
+        """
         try:
-            return self._download(task_id, index, image)
+            return self._download(task_id, index, image, finish)
         except OSError as exc:  # the disk, not the service: a full disk, a folder in the way
             where = exc.filename or self.folder
             raise ApimartError(
@@ -121,40 +199,47 @@ class Downloader:
                 "Check the output folder's permissions and free space, then download again.",
             ) from None
 
-    def _download(self, task_id: str, index: int, image: ResultImage) -> SavedFile:
+    def _download(
+        self, task_id: str, index: int, image: ResultImage, finish: Finish | None
+    ) -> SavedFile:
         stem = image_stem(task_id, index)
         found = existing_file(self.folder, stem)
         if found is not None and not self._force:
             return SavedFile(found, kept_existing=True)
-        if image.url.startswith("data:"):
-            return SavedFile(self._save_data_uri(stem, image.url))
-        if image.expires_at is not None and image.expires_at <= self._now():
+        is_data = image.url.startswith("data:")
+        if not is_data and image.expires_at is not None and image.expires_at <= self._now():
             raise _expired(task_id, image.expires_at)
-        part = self.folder / f".{stem}.part"
-        with part.open("ab") as handle:
-            _lock(handle)
-            if not _still_at(handle, part):
+        with _Part.open(self.folder, stem) as part:
+            _lock(part.handle)
+            if not part.still_there():
                 # Another run held the lock, then renamed its part file into place or
                 # removed it: what this handle holds is no longer the part file.
-                return self._download(task_id, index, image)
+                return self._download(task_id, index, image, finish)
             try:
-                extension = self._fetch_with_retries(image, task_id, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            except BaseException:  # only a killed run leaves a part file (for the next to resume)
-                part.unlink(missing_ok=True)
+                if is_data:
+                    extension = _write_data_uri(stem, image.url, part.handle)
+                else:
+                    extension = self._fetch_with_retries(image, task_id, part)
+                part.seal()
+                if finish is not None:
+                    finish(part.path)
+                target = self.folder / f"{stem}{extension}"
+                # Renamed only once complete and checked: no partial file under a final name.
+                kept = not move_into_place(part.path, target, force=self._force)
+            except Exception:
+                # A failure removes the part file; only an interrupted or killed run
+                # (Ctrl-C, SIGTERM, kill -9) leaves it, for the next run to resume.
+                part.remove()
                 raise
-            target = self.folder / f"{stem}{extension}"
-            # Renamed only once complete and checked: no partial file under a final name.
-            part.replace(target)
-        return SavedFile(target)
+            part.forget_validator()
+        return SavedFile(target, kept_existing=kept)
 
-    def _fetch_with_retries(self, image: ResultImage, task_id: str, handle: IO[bytes]) -> str:
+    def _fetch_with_retries(self, image: ResultImage, task_id: str, part: _Part) -> str:
         attempt = 0
         while True:
             attempt += 1
             try:
-                return self._fetch(image, task_id, handle)
+                return self._fetch(image, task_id, part)
             except _Retry as failure:
                 if attempt >= RETRY_MAX_ATTEMPTS:
                     raise ServiceError(
@@ -167,27 +252,55 @@ class Downloader:
                 self._on_retry(f"{task_id}: {failure}; retrying in {delay:.1f} s")
                 self._sleep(delay)
 
-    def _fetch(self, image: ResultImage, task_id: str, handle: IO[bytes]) -> str:
+    def _fetch(self, image: ResultImage, task_id: str, part: _Part) -> str:
         """One try: stream into the part file, resuming it; the extension to save under."""
         import httpx  # already loaded by the client; imported here for its error types
 
-        handle.flush()
-        offset = os.fstat(handle.fileno()).st_size
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        offset = part.size()
+        known = part.validator() if offset else None
+        if offset and (known is None or known.url != image.url):
+            part.restart()  # no way to ask for the rest of that same file: start again
+            offset, known = 0, None
+        # Images are compressed already; asking for them as they are keeps ranges simple.
+        headers = {"Accept-Encoding": "identity"}
+        if known is not None:
+            headers["Range"] = f"bytes={offset}-"
+            if known.if_range:
+                headers["If-Range"] = known.if_range
+        resumable = True
         try:
             with self._client.stream_image(image.url, headers) as reply:
-                if offset and reply.status_code == 416:
-                    handle.truncate(0)  # what we had is not a prefix of this image
+                if known is not None and reply.status_code == 416:
+                    part.restart()  # what we had is not a prefix of this image
                     raise _Retry("the partial file did not match the image; starting again")
                 start, total = self._check_reply(reply, image, task_id, offset)
-                handle.seek(start)
-                handle.truncate()
+                # A decoded body cannot be resumed by a range of the encoded one, and
+                # its Content-Length counts the encoded bytes.
+                resumable = reply.headers.get("content-encoding", "").lower() in _IDENTITY
+                if not resumable:
+                    total = None
+                served = _Validator.of(reply, image.url, total)
+                if start and not (resumable and known is not None and known.same(served)):
+                    part.restart()
+                    raise _Retry("the image changed since the partial download; starting again")
+                if not start:
+                    part.begin(served)
                 extension = extension_for(reply.headers.get("content-type"))
-                written = self._copy(reply, handle, start, image.url)
-        except httpx.TransportError as exc:
+                written = self._copy(reply, part.handle, start, image.url)
+            if total is not None and written != total:
+                raise _Retry(f"got {written} of {total} bytes")
+            # Without a length, or resumed without the host naming the file's version,
+            # the image's own structure is what says it is whole and all of one piece.
+            unchecked = bool(start) and known is not None and not known.if_range
+            self._check_image(part, image.url, whole=total is None or unchecked, resumed=start > 0)
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            if not resumable:
+                part.restart()
             raise _Retry(str(exc) or type(exc).__name__) from None
-        if total is not None and written != total:
-            raise _Retry(f"got {written} of {total} bytes")
+        except _Retry:
+            if not resumable:
+                part.restart()
+            raise
         if extension is None:  # pragma: no cover - _check_reply refuses these
             raise ServiceError(f"{image.url} is not an image.")
         return extension
@@ -215,7 +328,7 @@ class Downloader:
         start, total = 0, _int_header(reply, "content-length")
         if status == 206:
             match = _CONTENT_RANGE_RE.fullmatch(reply.headers.get("content-range", ""))
-            if not match or int(match.group(1)) != offset:
+            if not offset or not match or int(match.group(1)) != offset:
                 raise ServiceError(f"The image host sent an unexpected range for {image.url}.")
             start = offset
             total = None if match.group(3) == "*" else int(match.group(3))
@@ -224,6 +337,8 @@ class Downloader:
         return start, total
 
     def _copy(self, reply: httpx.Response, handle: IO[bytes], start: int, url: str) -> int:
+        handle.seek(start)
+        handle.truncate()
         written = start
         for chunk in reply.iter_bytes(DOWNLOAD_CHUNK_BYTES):
             if written == 0 and sniff_mime(chunk) is None:
@@ -234,27 +349,250 @@ class Downloader:
                     f"The image at {url} is larger than {MAX_IMAGE_DOWNLOAD_BYTES} bytes."
                 )
             handle.write(chunk)
+        handle.flush()
         if written == 0:  # no first chunk to sniff: an empty body is no image either
             raise ServiceError(f"The image host sent an empty body for {url}.")
         return written
 
-    def _save_data_uri(self, stem: str, uri: str) -> Path:
-        header, _, encoded = uri.partition(",")
+    def _check_image(self, part: _Part, url: str, *, whole: bool, resumed: bool) -> None:
+        """The part file is an image: checked to its own end where no length said where."""
+        import mmap
+
+        with mmap.mmap(part.handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            problem = flaw(data, to_the_end=whole)
+        if problem is None:
+            return
+        if problem.short and whole:
+            raise _Retry(f"the image was cut short ({problem.reason})")
+        if resumed:  # the rest did not fit what was there: fetch it all again
+            part.restart()
+            raise _Retry(f"the resumed image is broken ({problem.reason}); starting again")
+        raise ServiceError(f"The image host sent a broken image for {url}: {problem.reason}.")
+
+
+def _write_data_uri(stem: str, uri: str, handle: IO[bytes]) -> str:
+    """A `data:` URI's image written to the part file; the extension to save under."""
+    header, _, encoded = uri.partition(",")
+    try:
+        content = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ServiceError(f"Task result {stem} is a data: URI that is not base64.") from None
+    mime = sniff_mime(content)
+    if mime is None or ";base64" not in header or flaw(content, to_the_end=False) is not None:
+        raise ServiceError(f"Task result {stem} is a data: URI that is not an image.")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(content)
+    return EXTENSIONS[mime]
+
+
+@dataclass(frozen=True)
+class _Validator:
+    """Which file a host sent: its URL, `ETag` or `Last-Modified`, and full length.
+
+    A resume asks for the rest of that version (`If-Range`); a host that names no
+    version is resumed only where the length it announced still matches, and
+    the result is then checked to the image's own end.
+    """
+
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    length: int | None = None
+
+    @classmethod
+    def of(cls, reply: httpx.Response, url: str, length: int | None) -> _Validator:
+        etag = reply.headers.get("etag")
+        strong = etag if etag and not etag.startswith("W/") else None  # If-Range wants strong
+        return cls(url, strong, reply.headers.get("last-modified"), length)
+
+    @property
+    def if_range(self) -> str:
+        return self.etag or self.last_modified or ""
+
+    def usable(self) -> bool:
+        return bool(self.if_range) or self.length is not None
+
+    def same(self, served: _Validator) -> bool:
+        """False if the reply names another version (a host that ignored If-Range)."""
+        if self.length is not None and served.length is not None and self.length != served.length:
+            return False
+        if self.etag and served.etag:
+            return self.etag == served.etag
+        if self.last_modified and served.last_modified:
+            return self.last_modified == served.last_modified
+        return bool(self.if_range) or (self.length is not None and served.length is not None)
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {
+                "url": self.url,
+                "etag": self.etag,
+                "last_modified": self.last_modified,
+                "length": self.length,
+            }
+        )
+
+    @classmethod
+    def loads(cls, text: str) -> _Validator | None:
         try:
-            content = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise ServiceError(f"Task result {stem} is a data: URI that is not base64.") from None
-        mime = sniff_mime(content)
-        if mime is None or ";base64" not in header:
-            raise ServiceError(f"Task result {stem} is a data: URI that is not an image.")
-        target = self.folder / f"{stem}{EXTENSIONS[mime]}"
-        part = self.folder / f".{stem}.part"
+            fields = json.loads(text)
+            found = cls(
+                fields["url"], fields.get("etag"), fields.get("last_modified"), fields.get("length")
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+        texts = all(isinstance(v, str | None) for v in (found.etag, found.last_modified))
+        length = found.length is None or (type(found.length) is int and found.length > 0)
+        return found if texts and length and isinstance(found.url, str) and found.usable() else None
+
+
+class _Part:
+    """The part file of one image, open, with the validator kept beside it."""
+
+    def __init__(self, folder: Path, stem: str, handle: IO[bytes]) -> None:
+        self.folder = folder
+        self.path = folder / f".{stem}.part"
+        self.handle = handle
+        self._validator_path = folder / f".{stem}.validator"
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, folder: Path, stem: str) -> Iterator[_Part]:
+        with _open_own_file(folder / f".{stem}.part") as handle:
+            yield cls(folder, stem, handle)
+
+    def still_there(self) -> bool:
+        """True while the open file is still the one at the part file's name."""
         try:
-            part.write_bytes(content)
-            part.replace(target)
-        finally:
-            part.unlink(missing_ok=True)
-        return target
+            return os.path.samestat(os.fstat(self.handle.fileno()), self.path.lstat())
+        except FileNotFoundError:
+            return False
+
+    def size(self) -> int:
+        self.handle.flush()
+        return os.fstat(self.handle.fileno()).st_size
+
+    def restart(self) -> None:
+        """Drop what was written, and what said which file it came from."""
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.forget_validator()
+
+    def begin(self, served: _Validator) -> None:
+        """A download from the start: remember which file, if the host says."""
+        self.restart()
+        if served.usable():
+            _write_new_file(self._validator_path, served.dumps().encode())
+
+    def validator(self) -> _Validator | None:
+        try:
+            with _open_own_file(self._validator_path, create=False) as handle:
+                text = handle.read(_VALIDATOR_MAX_BYTES + 1)
+        except (FileNotFoundError, _NotOurs):
+            return None
+        if len(text) > _VALIDATOR_MAX_BYTES:
+            return None
+        return _Validator.loads(text.decode("utf-8", "replace"))
+
+    def seal(self) -> None:
+        """Complete: on disk, with the usual permissions of a new file."""
+        self.handle.flush()
+        os.fchmod(self.handle.fileno(), 0o666 & ~_umask())
+        os.fsync(self.handle.fileno())
+
+    def forget_validator(self) -> None:
+        _remove(self._validator_path)
+
+    def remove(self) -> None:
+        _remove(self.path)
+        self.forget_validator()
+
+
+class _NotOurs(Exception):
+    """A name that holds something the tool must not open."""
+
+
+@contextlib.contextmanager
+def _open_own_file(path: Path, *, create: bool = True) -> Iterator[IO[bytes]]:
+    """`path` opened for reading and writing, never through a link or into another file.
+
+    Whatever is at the name that is not a plain file of ours, alone under its
+    name (a link, a FIFO, a socket, a hard link to a file elsewhere, a file of
+    another user), is removed and a new file made; a folder there is an error.
+    Without `create`, such a thing is `_NotOurs` and a missing file FileNotFoundError.
+    """
+    flags = os.O_RDWR | _NO_FOLLOW | (os.O_CREAT if create else 0)
+    for _ in range(3):
+        try:
+            fd = os.open(path, flags, 0o600)
+        except IsADirectoryError:
+            raise UsageError(
+                f"{path} is a folder, where a partial download is to be written.",
+                "Move it away, or choose another folder with -o/--output.",
+            ) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EMLINK, errno.ENXIO):
+                raise
+        else:
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and _is_ours(info):
+                with os.fdopen(fd, "r+b") as handle:
+                    yield handle
+                return
+            os.close(fd)
+        if not create:
+            raise _NotOurs(path)
+        _remove_planted(path)
+    raise UsageError(
+        f"Something keeps replacing {path} with a link or a special file.",
+        "Make sure no other program writes into the output folder, then download again.",
+    )
+
+
+def _is_ours(info: os.stat_result) -> bool:
+    getuid = getattr(os, "getuid", None)
+    return getuid is None or info.st_uid == getuid()
+
+
+def _remove_planted(path: Path) -> None:
+    """Remove what is at `path` (a link itself, not its target), or refuse with exit 2."""
+    try:
+        _remove(path)
+    except OSError as exc:
+        raise UsageError(
+            f"{path} is a link or a special file that cannot be removed: {exc.strerror or exc}",
+            "Remove it, then download again.",
+        ) from None
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _write_new_file(path: Path, content: bytes) -> None:
+    """`content` at `path`, private, by way of a new file of a name nobody could guess."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        Path(temporary).replace(path)  # replaces a link at `path`, never writes through it
+    except BaseException:
+        _remove(Path(temporary))
+        raise
+
+
+@cache
+def _umask() -> int:
+    """The process's umask, read without changing it (other threads create files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def _int_header(reply: httpx.Response, name: str) -> int | None:
@@ -264,14 +602,6 @@ def _int_header(reply: httpx.Response, name: str) -> int | None:
 
 def _retry_after(reply: httpx.Response) -> float | None:
     return parse_retry_after(reply.headers.get("retry-after"))
-
-
-def _still_at(handle: IO[bytes], path: Path) -> bool:
-    """True while the open file is still the one at `path`."""
-    try:
-        return os.path.samestat(os.fstat(handle.fileno()), path.stat())
-    except FileNotFoundError:
-        return False
 
 
 def _lock(handle: IO[bytes]) -> None:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import base64
+import errno
+import gzip
+import io
+import json
+import os
 import random
 import struct
 import zlib
@@ -16,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytest_httpx import HTTPXMock
 
-from apimart_cli import downloads
+from apimart_cli import downloads, integrity
 from apimart_cli.client import Client
 from apimart_cli.downloads import Downloader, SavedFile, format_time
 from apimart_cli.errors import ApimartError, ExitCode, ServiceError, TaskError, UsageError
@@ -27,6 +32,8 @@ TASK_ID = "task_01KPQ7J7DWB7QZ3WCEK3YVPBRA"
 URL = "https://upload.apimart.ai/f/image/9f2c.png"
 NOW = 1_776_748_726.0
 EXPIRES = int(NOW) + 3600
+ETAG = '"9f2c-v1"'
+LAST_MODIFIED = "Tue, 21 Apr 2026 05:00:00 GMT"
 
 
 def _png(size: int) -> bytes:
@@ -99,6 +106,13 @@ def image(url: str = URL, expires_at: int | None = EXPIRES) -> ResultImage:
 def files(folder: Path) -> list[str]:
     """Every name in the folder, hidden ones (part files) included."""
     return sorted(path.name for path in folder.iterdir())
+
+
+def remember_validator(out: Path, url: str = URL, etag: str = ETAG) -> None:
+    """What a killed run leaves beside its part file: which file the host was sending."""
+    (out / f".{TASK_ID}_0.validator").write_text(
+        json.dumps({"url": url, "etag": etag, "last_modified": None})
+    )
 
 
 def no_authorization(httpx_mock: HTTPXMock) -> None:
@@ -195,15 +209,16 @@ def test_short_body_is_retried_and_resumed_with_a_range(
 ) -> None:
     httpx_mock.add_response(
         url=URL,
-        headers={"Content-Type": "image/png", "Content-Length": str(len(PNG))},
+        headers={"Content-Type": "image/png", "Content-Length": str(len(PNG)), "ETag": ETAG},
         content=PNG[:1200],
     )
     httpx_mock.add_response(
         url=URL,
-        match_headers={"Range": "bytes=1200-"},
+        match_headers={"Range": "bytes=1200-", "If-Range": ETAG},
         status_code=206,
         headers={
             "Content-Type": "image/png",
+            "ETag": ETAG,
             "Content-Range": f"bytes 1200-{len(PNG) - 1}/{len(PNG)}",
             "Content-Length": str(len(PNG) - 1200),
         },
@@ -222,13 +237,17 @@ def test_dropped_connection_is_resumed(
 ) -> None:
     httpx_mock.add_response(
         url=URL,
-        headers={"Content-Type": "image/png", "Content-Length": str(len(BIG_PNG))},
+        headers={
+            "Content-Type": "image/png",
+            "Content-Length": str(len(BIG_PNG)),
+            "Last-Modified": LAST_MODIFIED,
+        },
         stream=Truncated(BIG_PNG[:300_000]),
     )
     written = 256 * 1024  # whole chunks reach the part file
     httpx_mock.add_response(
         url=URL,
-        match_headers={"Range": f"bytes={written}-"},
+        match_headers={"Range": f"bytes={written}-", "If-Range": LAST_MODIFIED},
         status_code=206,
         headers={
             "Content-Type": "image/png",
@@ -246,9 +265,10 @@ def test_part_file_of_a_killed_run_is_resumed(
     downloader: Downloader, out: Path, delays: list[float], httpx_mock: HTTPXMock
 ) -> None:
     (out / f".{TASK_ID}_0.part").write_bytes(PNG[:3000])
+    remember_validator(out)
     httpx_mock.add_response(
         url=URL,
-        match_headers={"Range": "bytes=3000-"},
+        match_headers={"Range": "bytes=3000-", "If-Range": ETAG},
         status_code=206,
         headers={"Content-Type": "image/png", "Content-Range": f"bytes 3000-4999/{len(PNG)}"},
         content=PNG[3000:],
@@ -263,6 +283,7 @@ def test_full_reply_to_a_range_request_restarts_cleanly(
     downloader: Downloader, out: Path, httpx_mock: HTTPXMock
 ) -> None:
     (out / f".{TASK_ID}_0.part").write_bytes(b"stale bytes of another image" * 10)
+    remember_validator(out)
     httpx_mock.add_response(
         url=URL,
         match_headers={"Range": "bytes=280-"},
@@ -278,6 +299,7 @@ def test_416_to_a_range_request_starts_again(
     downloader: Downloader, out: Path, delays: list[float], httpx_mock: HTTPXMock
 ) -> None:
     (out / f".{TASK_ID}_0.part").write_bytes(PNG + b"extra")
+    remember_validator(out)
     httpx_mock.add_response(url=URL, match_headers={"Range": "bytes=5005-"}, status_code=416)
     httpx_mock.add_response(url=URL, headers={"Content-Type": "image/png"}, content=PNG)
     saved = downloader.download(TASK_ID, 0, image())
@@ -290,6 +312,7 @@ def test_range_reply_for_the_wrong_offset_is_refused(
     downloader: Downloader, out: Path, httpx_mock: HTTPXMock
 ) -> None:
     (out / f".{TASK_ID}_0.part").write_bytes(PNG[:3000])
+    remember_validator(out)
     httpx_mock.add_response(
         url=URL,
         status_code=206,
@@ -503,7 +526,7 @@ def test_prepare_refuses_a_file(client: Client, tmp_path: Path) -> None:
 
 
 def _other_run_while_locking(
-    monkeypatch: pytest.MonkeyPatch, action: Callable[[Path], None]
+    monkeypatch: pytest.MonkeyPatch, part: Path, action: Callable[[Path], None]
 ) -> None:
     """Make the first `_lock` wait for another run that then does `action` to the part file."""
     real_lock = downloads._lock
@@ -512,7 +535,7 @@ def _other_run_while_locking(
     def lock(handle: IO[bytes]) -> None:
         if not calls:
             calls.append(None)
-            action(Path(handle.name))
+            action(part)
         real_lock(handle)
 
     monkeypatch.setattr(downloads, "_lock", lock)
@@ -527,7 +550,7 @@ def test_image_finished_by_another_run_while_waiting_for_the_lock(
         part.write_bytes(PNG)
         part.replace(target)
 
-    _other_run_while_locking(monkeypatch, finish)
+    _other_run_while_locking(monkeypatch, out / f".{TASK_ID}_0.part", finish)
     saved = downloader.download(TASK_ID, 0, image())
     assert saved == SavedFile(target, kept_existing=True)
     assert target.read_bytes() == PNG  # never truncated or rewritten in place
@@ -542,7 +565,7 @@ def test_part_removed_by_another_run_while_waiting_for_the_lock(
         part.write_bytes(PNG[:100])
         part.unlink()
 
-    _other_run_while_locking(monkeypatch, fail)
+    _other_run_while_locking(monkeypatch, out / f".{TASK_ID}_0.part", fail)
     httpx_mock.add_response(url=URL, headers={"Content-Type": "image/png"}, content=PNG)
     saved = downloader.download(TASK_ID, 0, image())
     assert saved == SavedFile(out / f"{TASK_ID}_0.png")
@@ -595,9 +618,9 @@ def test_a_folder_in_the_way_of_the_part_file_is_an_error_not_a_crash(
     downloader: Downloader, out: Path, httpx_mock: HTTPXMock
 ) -> None:
     (out / f".{TASK_ID}_0.part").mkdir()
-    with pytest.raises(ApimartError) as caught:
+    with pytest.raises(UsageError) as caught:  # a local problem: nothing to do with the service
         downloader.download(TASK_ID, 0, image())
-    assert caught.value.exit_code == ExitCode.FAILED
+    assert caught.value.exit_code == ExitCode.USAGE
     assert f".{TASK_ID}_0.part" in caught.value.message
     assert httpx_mock.get_requests() == []
 
@@ -609,3 +632,653 @@ def test_retry_after_zero_means_at_once(
     httpx_mock.add_response(url=URL, content=PNG, headers={"Content-Type": "image/png"})
     downloader.download(TASK_ID, 0, image())
     assert delays == [0.0]
+
+
+# --- whole images, by their own structure ----------------------------------------------
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload))
+    )
+
+
+def whole_png(width: int = 40, height: int = 30, seed: int = 1) -> bytes:
+    """A real PNG: signature, IHDR, IDAT (noise, so that it is not tiny), IEND."""
+    rows = random.Random(seed).randbytes(height * (1 + width * 3))
+    rows = b"".join(
+        b"\x00" + rows[i + 1 : i + 1 + width * 3] for i in range(0, len(rows), 1 + width * 3)
+    )
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + _chunk(b"IDAT", zlib.compress(rows, 0))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def whole_jpeg(seed: int = 1, thumbnail: bytes = b"") -> bytes:
+    """A JPEG's structure: SOI, APP0, APP1 (a thumbnail: SOI..EOI), SOF0, SOS, data, EOI."""
+    scan = random.Random(seed).randbytes(3000)
+    stuffed = (
+        scan.replace(b"\xff", b"\xff\x00") + b"\xff\xd3" + scan[:100].replace(b"\xff", b"\xff\x00")
+    )
+    return (
+        b"\xff\xd8"
+        + _segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
+        + _segment(0xE1, b"Exif\x00\x00" + thumbnail)
+        + _segment(0xC0, b"\x08\x00\x10\x00\x10\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01")
+        + _segment(0xDA, b"\x03\x01\x00\x02\x11\x03\x11\x00\x3f\x00")
+        + stuffed
+        + b"\xff\xd9"
+    )
+
+
+def whole_webp(seed: int = 1) -> bytes:
+    payload = b"\x2f" + random.Random(seed).randbytes(2001)  # VP8L, padded to an even length
+    body = b"WEBP" + b"VP8L" + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def whole_gif(seed: int = 1) -> bytes:
+    rng = random.Random(seed)
+    blocks = b"".join(bytes([255]) + rng.randbytes(255) for _ in range(4)) + b"\x00"
+    return (
+        b"GIF89a"
+        + struct.pack("<HHBBB", 16, 16, 0x80, 0, 0)  # a global colour table of 2 entries
+        + b"\x00\x00\x00\xff\xff\xff"
+        + b"\x21\xf9\x04\x01\x00\x00\x00\x00"  # a graphic control extension
+        + b"\x2c"
+        + struct.pack("<HHHHB", 0, 0, 16, 16, 0)
+        + b"\x02"
+        + blocks
+        + b"\x3b"
+    )
+
+
+WHOLE = {
+    "image/png": whole_png(),
+    "image/jpeg": whole_jpeg(thumbnail=whole_jpeg(seed=2)),
+    "image/webp": whole_webp(),
+    "image/gif": whole_gif(),
+}
+
+
+@pytest.mark.parametrize("mime", sorted(WHOLE))
+def test_a_whole_image_is_whole(mime: str) -> None:
+    assert integrity.flaw(WHOLE[mime], to_the_end=True) is None
+    assert integrity.flaw(WHOLE[mime], to_the_end=False) is None
+
+
+@pytest.mark.parametrize("mime", sorted(WHOLE))
+@given(data=st.data())
+@settings(max_examples=150, deadline=None)
+def test_every_cut_of_an_image_is_short(mime: str, data: st.DataObject) -> None:
+    whole = WHOLE[mime]
+    cut = data.draw(st.integers(min_value=16, max_value=len(whole) - 1))
+    found = integrity.flaw(whole[:cut], to_the_end=True)
+    assert found is not None and found.short, (cut, found)
+
+
+def test_a_cut_right_after_a_jpeg_thumbnail_is_short() -> None:
+    jpeg = WHOLE["image/jpeg"]
+    thumbnail_end = jpeg.index(b"\xff\xd9") + 2  # the embedded thumbnail's end-of-image
+    found = integrity.flaw(jpeg[:thumbnail_end], to_the_end=True)
+    assert found is not None and found.short
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\x89PNG\r\n\x1a\n" + random.Random(3).randbytes(2000), "IHDR"),
+        (PNG[:29] + bytes([PNG[29] ^ 1]) + PNG[30:], "CRC"),  # IHDR's CRC no longer matches
+        (whole_png()[:60] + b"\x00" * 8 + whole_png()[68:], "CRC"),  # damage in IDAT
+    ],
+)
+def test_broken_png_structure_is_found(body: bytes, reason: str) -> None:
+    found = integrity.flaw(body, to_the_end=True)
+    assert found is not None and not found.short and reason in found.reason
+
+
+class Ends(httpx.SyncByteStream):
+    """A body that simply ends after `data`: no error, no length to miss."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.data
+
+
+@pytest.mark.parametrize("mime", sorted(WHOLE))
+def test_an_image_cut_short_without_a_length_is_resumed_to_its_end(
+    downloader: Downloader,
+    out: Path,
+    retries: list[str],
+    httpx_mock: HTTPXMock,
+    mime: str,
+) -> None:
+    whole, cut = WHOLE[mime], len(WHOLE[mime]) // 2
+    httpx_mock.add_response(
+        url=URL, headers={"Content-Type": mime, "ETag": ETAG}, stream=Ends(whole[:cut])
+    )
+    httpx_mock.add_response(
+        url=URL,
+        match_headers={"Range": f"bytes={cut}-", "If-Range": ETAG},
+        status_code=206,
+        headers={
+            "Content-Type": mime,
+            "ETag": ETAG,
+            "Content-Range": f"bytes {cut}-{len(whole) - 1}/*",
+        },
+        stream=Ends(whole[cut:]),
+    )
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == whole
+    assert files(out) == [saved.path.name]
+    assert retries and "cut short" in retries[0]
+
+
+def test_an_image_always_cut_short_without_a_length_is_never_saved(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    whole = WHOLE["image/png"]
+    httpx_mock.add_response(
+        url=URL, headers={"Content-Type": "image/png"}, stream=Ends(whole[:940]), is_reusable=True
+    )
+    with pytest.raises(ServiceError) as caught:
+        downloader.download(TASK_ID, 0, image())
+    assert caught.value.exit_code == ExitCode.SERVICE
+    assert "cut short" in caught.value.message
+    assert files(out) == []
+    # No validator from the host: nothing to check a resume against, so each try starts over.
+    assert all("Range" not in sent.headers for sent in httpx_mock.get_requests())
+
+
+# --- gzip -------------------------------------------------------------------------------
+
+
+def test_a_gzip_encoded_image_is_decoded_and_saved(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    whole = WHOLE["image/png"]
+    encoded = gzip.compress(whole)
+    httpx_mock.add_response(
+        url=URL,
+        headers={
+            "Content-Type": "image/png",
+            "Content-Encoding": "gzip",
+            "Content-Length": str(len(encoded)),
+        },
+        stream=Ends(encoded),
+    )
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == whole
+    (sent,) = httpx_mock.get_requests()
+    assert sent.headers["Accept-Encoding"] == "identity"
+
+
+def test_a_gzip_encoded_image_cut_short_starts_again_without_a_range(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    whole = WHOLE["image/png"]
+    encoded = gzip.compress(whole)
+    headers = {"Content-Type": "image/png", "Content-Encoding": "gzip", "ETag": ETAG}
+    httpx_mock.add_response(url=URL, headers=headers, stream=Ends(encoded[: len(encoded) // 2]))
+    httpx_mock.add_response(url=URL, headers=headers, stream=Ends(encoded))
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == whole
+    # Ranges count encoded bytes, the part file holds decoded ones: no resume.
+    assert "Range" not in httpx_mock.get_requests()[1].headers
+
+
+# --- resuming only the same file ----------------------------------------------------------
+
+
+OLD_IMAGE, NEW_IMAGE = whole_png(320, 320, seed=1), whole_png(320, 320, seed=2)
+CHUNK = 256 * 1024  # whole chunks reach the part file: what a dropped connection leaves
+
+
+def changing_host(request: httpx.Request) -> httpx.Response:
+    """A host now serving NEW_IMAGE (ETag v2) that honours If-Range, as HTTP says."""
+    headers = {"Content-Type": "image/png", "ETag": '"v2"'}
+    wanted = request.headers.get("Range")
+    if wanted and request.headers.get("If-Range") in (None, '"v2"'):
+        start = int(wanted.removeprefix("bytes=").rstrip("-"))
+        headers["Content-Range"] = f"bytes {start}-{len(NEW_IMAGE) - 1}/{len(NEW_IMAGE)}"
+        return httpx.Response(206, headers=headers, content=NEW_IMAGE[start:])
+    return httpx.Response(200, headers=headers, content=NEW_IMAGE)
+
+
+def test_a_resume_never_stitches_another_image_onto_the_part(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    (out / f".{TASK_ID}_0.part").write_bytes(OLD_IMAGE[:1000])
+    remember_validator(out, etag='"v1"')
+    httpx_mock.add_callback(changing_host, url=URL)
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == NEW_IMAGE
+    (sent,) = httpx_mock.get_requests()
+    assert sent.headers["If-Range"] == '"v1"'
+    assert files(out) == [saved.path.name]  # the validator went with the part file
+
+
+def test_a_206_naming_another_version_starts_again(
+    downloader: Downloader, out: Path, retries: list[str], httpx_mock: HTTPXMock
+) -> None:
+    (out / f".{TASK_ID}_0.part").write_bytes(OLD_IMAGE[:1000])
+    remember_validator(out, etag='"v1"')
+    httpx_mock.add_response(  # a host that ignores If-Range but says which version it sends
+        url=URL,
+        match_headers={"Range": "bytes=1000-"},
+        status_code=206,
+        headers={
+            "Content-Type": "image/png",
+            "ETag": '"v2"',
+            "Content-Range": f"bytes 1000-{len(NEW_IMAGE) - 1}/{len(NEW_IMAGE)}",
+        },
+        content=NEW_IMAGE[1000:],
+    )
+    httpx_mock.add_callback(changing_host, url=URL)
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == NEW_IMAGE
+    assert "Range" not in httpx_mock.get_requests()[1].headers
+    assert retries and "changed" in retries[0]
+
+
+@pytest.mark.parametrize(
+    "validator",
+    [None, "not json", json.dumps({"url": "https://elsewhere.test/x.png", "etag": ETAG})],
+)
+def test_a_part_file_of_unknown_origin_is_not_resumed(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock, validator: str | None
+) -> None:
+    (out / f".{TASK_ID}_0.part").write_bytes(OLD_IMAGE[:1000])
+    if validator is not None:
+        (out / f".{TASK_ID}_0.validator").write_text(validator)
+    httpx_mock.add_callback(changing_host, url=URL)
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == NEW_IMAGE
+    (sent,) = httpx_mock.get_requests()
+    assert "Range" not in sent.headers
+    assert files(out) == [saved.path.name]
+
+
+def test_a_stitched_png_without_a_length_starts_again(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    """A host that ignores If-Range and names no version: the PNG's CRCs catch the seam."""
+    (out / f".{TASK_ID}_0.part").write_bytes(OLD_IMAGE[:1000])
+    remember_validator(out, etag='"v1"')
+    httpx_mock.add_response(
+        url=URL,
+        match_headers={"Range": "bytes=1000-"},
+        status_code=206,
+        headers={
+            "Content-Type": "image/png",
+            "Content-Range": f"bytes 1000-{len(NEW_IMAGE) - 1}/*",
+        },
+        stream=Ends(NEW_IMAGE[1000:]),
+    )
+    httpx_mock.add_callback(changing_host, url=URL)
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == NEW_IMAGE
+
+
+# --- PNG signature, then garbage ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x89PNG\r\n\x1a\n" + random.Random(5).randbytes(1872),  # what a broken host sent
+        PNG[:29] + bytes([PNG[29] ^ 1]) + PNG[30:],  # IHDR fails its CRC
+        PNG[:20],  # shorter than a PNG's header
+    ],
+)
+def test_a_png_signature_followed_by_garbage_is_not_saved(
+    downloader: Downloader, out: Path, delays: list[float], httpx_mock: HTTPXMock, body: bytes
+) -> None:
+    httpx_mock.add_response(url=URL, headers={"Content-Type": "image/png"}, content=body)
+    with pytest.raises(ServiceError) as caught:
+        downloader.download(TASK_ID, 0, image())
+    assert caught.value.exit_code == ExitCode.SERVICE
+    assert "broken image" in caught.value.message and URL in caught.value.message
+    assert files(out) == []
+    assert delays == []
+
+
+# --- nothing written through what is planted in the folder --------------------------------
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A file outside the output folder that a planted link points at."""
+    path = tmp_path / "elsewhere" / "victim.txt"
+    path.parent.mkdir()
+    path.write_bytes(b"precious")
+    return path
+
+
+def plain_png_reply(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(url=URL, headers={"Content-Type": "image/png"}, content=PNG)
+
+
+@pytest.mark.parametrize("name", [f".{TASK_ID}_0.part", f".{TASK_ID}_0.validator"])
+def test_a_link_planted_at_a_working_file_is_never_followed(
+    downloader: Downloader, out: Path, victim: Path, httpx_mock: HTTPXMock, name: str
+) -> None:
+    (out / name).symlink_to(victim)
+    httpx_mock.add_response(
+        url=URL, headers={"Content-Type": "image/png", "ETag": ETAG}, content=PNG
+    )
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == PNG
+    assert victim.read_bytes() == b"precious"
+    assert files(out) == [saved.path.name]  # the link removed, not used
+
+
+def test_a_dangling_link_at_the_part_file_creates_nothing_elsewhere(
+    downloader: Downloader, out: Path, tmp_path: Path, httpx_mock: HTTPXMock
+) -> None:
+    target = tmp_path / "elsewhere.png"
+    (out / f".{TASK_ID}_0.part").symlink_to(target)
+    plain_png_reply(httpx_mock)
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == PNG
+    assert not target.exists()
+
+
+def test_a_link_at_the_part_file_of_a_data_uri_is_never_followed(
+    downloader: Downloader, out: Path, victim: Path
+) -> None:
+    (out / f".{TASK_ID}_0.part").symlink_to(victim)
+    uri = f"data:image/png;base64,{base64.b64encode(PNG).decode()}"
+    saved = downloader.download(TASK_ID, 0, image(uri))
+    assert saved.path.read_bytes() == PNG
+    assert victim.read_bytes() == b"precious"
+    assert files(out) == [saved.path.name]
+
+
+def test_a_hard_link_at_the_part_file_is_not_written_into(
+    downloader: Downloader, out: Path, victim: Path, httpx_mock: HTTPXMock
+) -> None:
+    os.link(victim, out / f".{TASK_ID}_0.part")
+    plain_png_reply(httpx_mock)
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == PNG
+    assert victim.read_bytes() == b"precious"
+
+
+def test_a_fifo_at_the_part_file_is_removed_not_read(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    os.mkfifo(out / f".{TASK_ID}_0.part")  # opening it to read or append would block forever
+    plain_png_reply(httpx_mock)
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == PNG
+    assert files(out) == [saved.path.name]
+
+
+def test_a_new_image_is_not_private_but_made_as_the_umask_says(
+    downloader: Downloader, httpx_mock: HTTPXMock
+) -> None:
+    plain_png_reply(httpx_mock)
+    old = os.umask(0o027)
+    downloads._umask.cache_clear()
+    try:
+        saved = downloader.download(TASK_ID, 0, image())
+    finally:
+        os.umask(old)
+        downloads._umask.cache_clear()
+    assert saved.path.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_dangling_link_at_the_final_name_is_kept_without_force(
+    downloader: Downloader, out: Path, tmp_path: Path, httpx_mock: HTTPXMock
+) -> None:
+    final = out / f"{TASK_ID}_0.png"
+    final.symlink_to(tmp_path / "nowhere.png")
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved == SavedFile(final, kept_existing=True)
+    assert final.is_symlink() and not (tmp_path / "nowhere.png").exists()
+    assert httpx_mock.get_requests() == []
+
+
+def test_a_link_at_the_final_name_is_replaced_with_force_never_written_through(
+    client: Client,
+    out: Path,
+    victim: Path,
+    delays: list[float],
+    retries: list[str],
+    httpx_mock: HTTPXMock,
+) -> None:
+    downloader = make_downloader(client, out, delays, retries, force=True)
+    final = out / f"{TASK_ID}_0.png"
+    final.symlink_to(victim)
+    plain_png_reply(httpx_mock)
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved == SavedFile(final)
+    assert not final.is_symlink() and final.read_bytes() == PNG
+    assert victim.read_bytes() == b"precious"
+
+
+def test_a_file_that_appears_at_the_final_name_meanwhile_is_kept_without_force(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    final = out / f"{TASK_ID}_0.png"
+
+    def reply_after_another_program_saved_one(request: httpx.Request) -> httpx.Response:
+        final.write_bytes(b"saved meanwhile")
+        return httpx.Response(200, headers={"Content-Type": "image/png"}, content=PNG)
+
+    httpx_mock.add_callback(reply_after_another_program_saved_one, url=URL)
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved == SavedFile(final, kept_existing=True)
+    assert final.read_bytes() == b"saved meanwhile"
+    assert files(out) == [final.name]
+
+
+# --- a folder where the image goes --------------------------------------------------------
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_folder_at_the_image_name_is_an_error_naming_it(
+    client: Client,
+    out: Path,
+    delays: list[float],
+    retries: list[str],
+    httpx_mock: HTTPXMock,
+    force: bool,
+) -> None:
+    downloader = make_downloader(client, out, delays, retries, force=force)
+    (out / f"{TASK_ID}_0.png").mkdir()
+    with pytest.raises(UsageError) as caught:
+        downloader.download(TASK_ID, 0, image())
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert str(out / f"{TASK_ID}_0.png") in caught.value.message
+    assert httpx_mock.get_requests() == []
+
+
+# --- interrupted: the part file stays for the next run ------------------------------------
+
+
+class Interrupted(httpx.SyncByteStream):
+    """Ctrl-C or SIGTERM (raised as KeyboardInterrupt) after `data` arrived."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.data
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_download_leaves_its_part_file_to_resume(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    httpx_mock.add_response(
+        url=URL,
+        headers={"Content-Type": "image/png", "ETag": ETAG, "Content-Length": str(len(BIG_PNG))},
+        stream=Interrupted(BIG_PNG[:300_000]),
+    )
+    with pytest.raises(KeyboardInterrupt):
+        downloader.download(TASK_ID, 0, image())
+    assert files(out) == [f".{TASK_ID}_0.part", f".{TASK_ID}_0.validator"]
+    written = (out / f".{TASK_ID}_0.part").stat().st_size
+    assert 0 < written < len(BIG_PNG)
+
+    httpx_mock.add_response(
+        url=URL,
+        match_headers={"Range": f"bytes={written}-", "If-Range": ETAG},
+        status_code=206,
+        headers={
+            "Content-Type": "image/png",
+            "Content-Range": f"bytes {written}-{len(BIG_PNG) - 1}/{len(BIG_PNG)}",
+        },
+        content=BIG_PNG[written:],
+    )
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == BIG_PNG
+    assert files(out) == [saved.path.name]
+
+
+# --- a step before the final name -----------------------------------------------------
+
+
+def test_finish_rewrites_the_checked_file_before_it_takes_its_name(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    whole = WHOLE["image/png"]
+    httpx_mock.add_response(url=URL, headers={"Content-Type": "image/png"}, content=whole)
+    seen: list[tuple[str, bytes, bool]] = []
+    note = _chunk(b"tEXt", b"Comment\x00made here")
+
+    def insert_a_chunk(path: Path) -> None:
+        data = path.read_bytes()
+        seen.append((path.name, data, (out / f"{TASK_ID}_0.png").exists()))
+        path.write_bytes(data[:33] + note + data[33:])
+
+    saved = downloader.download(TASK_ID, 0, image(), finish=insert_a_chunk)
+    assert seen == [(f".{TASK_ID}_0.part", whole, False)]  # the whole image, not yet in place
+    assert saved.path.read_bytes() == whole[:33] + note + whole[33:]
+    assert files(out) == [saved.path.name]
+
+
+def test_a_failing_finish_saves_nothing(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    plain_png_reply(httpx_mock)
+
+    def fail(path: Path) -> None:
+        raise ValueError("cannot add provenance")
+
+    with pytest.raises(ValueError):
+        downloader.download(TASK_ID, 0, image(), finish=fail)
+    assert files(out) == []
+
+
+def test_finish_is_not_run_on_a_kept_file(downloader: Downloader, out: Path) -> None:
+    (out / f"{TASK_ID}_0.png").write_bytes(PNG)
+    ran: list[Path] = []
+    downloader.download(TASK_ID, 0, image(), finish=ran.append)
+    assert ran == []
+
+
+# --- a full disk ---------------------------------------------------------------------------
+
+
+def test_a_full_disk_mid_download_leaves_nothing_behind(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fdopen = os.fdopen
+
+    class FullDisk(io.BufferedRandom):
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def fdopen(fd: int, mode: str = "r", *args: object, **kwargs: object) -> IO[bytes]:
+        if mode == "r+b":
+            return FullDisk(io.FileIO(fd, "r+"))
+        return real_fdopen(fd, mode, *args, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    plain_png_reply(httpx_mock)
+    with pytest.raises(ApimartError) as caught:
+        downloader.download(TASK_ID, 0, image())
+    assert "No space left on device" in caught.value.message
+    assert caught.value.hint and "free space" in caught.value.hint
+    assert files(out) == []
+
+
+def test_a_host_without_validators_is_resumed_only_into_the_same_image(
+    downloader: Downloader, out: Path, retries: list[str], httpx_mock: HTTPXMock
+) -> None:
+    """No ETag, no Last-Modified: the length must match, and the PNG's CRCs catch a seam."""
+    assert len(OLD_IMAGE) == len(NEW_IMAGE)
+    length = {"Content-Type": "image/png", "Content-Length": str(len(NEW_IMAGE))}
+    httpx_mock.add_response(url=URL, headers=length, stream=Truncated(OLD_IMAGE[: CHUNK + 1000]))
+    httpx_mock.add_response(  # meanwhile the host has another image of the same length
+        url=URL,
+        match_headers={"Range": f"bytes={CHUNK}-"},
+        status_code=206,
+        headers={
+            "Content-Type": "image/png",
+            "Content-Range": f"bytes {CHUNK}-{len(NEW_IMAGE) - 1}/{len(NEW_IMAGE)}",
+        },
+        content=NEW_IMAGE[CHUNK:],
+    )
+    httpx_mock.add_response(url=URL, headers=length, content=NEW_IMAGE)
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == NEW_IMAGE
+    assert "If-Range" not in httpx_mock.get_requests()[1].headers
+    assert "Range" not in httpx_mock.get_requests()[2].headers
+    assert any("broken" in line for line in retries)
+
+
+def test_a_host_without_validators_is_resumed_when_the_length_matches(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    length = {"Content-Type": "image/png", "Content-Length": str(len(NEW_IMAGE))}
+    httpx_mock.add_response(url=URL, headers=length, stream=Truncated(NEW_IMAGE[: CHUNK + 1000]))
+    httpx_mock.add_response(
+        url=URL,
+        match_headers={"Range": f"bytes={CHUNK}-"},
+        status_code=206,
+        headers={
+            "Content-Type": "image/png",
+            "Content-Range": f"bytes {CHUNK}-{len(NEW_IMAGE) - 1}/{len(NEW_IMAGE)}",
+        },
+        content=NEW_IMAGE[CHUNK:],
+    )
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == NEW_IMAGE
+    assert len(httpx_mock.get_requests()) == 2
+
+
+def test_a_206_of_another_length_starts_again(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    length = {"Content-Type": "image/png", "Content-Length": str(len(NEW_IMAGE))}
+    httpx_mock.add_response(url=URL, headers=length, stream=Truncated(NEW_IMAGE[: CHUNK + 1000]))
+    httpx_mock.add_response(
+        url=URL,
+        match_headers={"Range": f"bytes={CHUNK}-"},
+        status_code=206,
+        headers={
+            "Content-Type": "image/png",
+            "Content-Range": f"bytes {CHUNK}-{CHUNK + 999}/{CHUNK + 1000}",
+        },
+        content=NEW_IMAGE[CHUNK : CHUNK + 1000],
+    )
+    httpx_mock.add_response(url=URL, headers=length, content=NEW_IMAGE)
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == NEW_IMAGE
+    assert "Range" not in httpx_mock.get_requests()[2].headers

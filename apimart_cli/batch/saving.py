@@ -8,12 +8,11 @@ that never replaces an existing file unless `--force` says so.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from apimart_cli.downloads import existing_file
+from apimart_cli.downloads import existing_file, move_into_place
 
 if TYPE_CHECKING:
     from apimart_cli.batch.manifest import JobRun
@@ -35,26 +34,6 @@ def save_image(
         return saved.path, saved.kept_existing
     target = folder / f"{name}{saved.path.suffix}"
     return target, not move_into_place(saved.path, target, force=force)
-
-
-def move_into_place(source: Path, target: Path, *, force: bool) -> bool:
-    """Rename `source` to `target`; False (`source` removed) if `target` exists, unless force."""
-    if force:
-        source.replace(target)
-        return True
-    try:
-        os.link(source, target)  # fails if the target exists: no check-then-rename race
-    except FileExistsError:
-        source.unlink()
-        return False
-    except OSError:  # no hard links on this file system
-        if target.exists():
-            source.unlink()
-            return False
-        source.replace(target)
-        return True
-    source.unlink()
-    return True
 
 
 def write_metadata(run: JobRun, task: Task, index: int, path: Path) -> None:
