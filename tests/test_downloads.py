@@ -58,6 +58,16 @@ class Truncated(httpx.SyncByteStream):
         raise httpx.RemoteProtocolError("peer closed connection without sending complete body")
 
 
+class Ends(httpx.SyncByteStream):
+    """A body that simply ends after `data`: no error, no length to miss."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.data
+
+
 @pytest.fixture
 def delays() -> list[float]:
     return []
@@ -99,6 +109,12 @@ def downloader(client: Client, out: Path, delays: list[float], retries: list[str
     return make_downloader(client, out, delays, retries)
 
 
+@pytest.fixture
+def forcing(client: Client, out: Path, delays: list[float], retries: list[str]) -> Downloader:
+    """A downloader run with --force."""
+    return make_downloader(client, out, delays, retries, force=True)
+
+
 def image(url: str = URL, expires_at: int | None = EXPIRES) -> ResultImage:
     return ResultImage(url, expires_at)
 
@@ -113,6 +129,33 @@ def remember_validator(out: Path, url: str = URL, etag: str = ETAG) -> None:
     (out / f".{TASK_ID}_0.validator").write_text(
         json.dumps({"url": url, "etag": etag, "last_modified": None})
     )
+
+
+def add_rest(
+    httpx_mock: HTTPXMock,
+    body: bytes,
+    start: int,
+    *,
+    if_range: str | None = None,
+    etag: str | None = None,
+    total: int | str | None = None,
+    mime: str = "image/png",
+) -> None:
+    """The host's 206 to `Range: bytes=<start>-`: the rest of `body` (total "*": no length)."""
+    match = {"Range": f"bytes={start}-"} | ({"If-Range": if_range} if if_range else {})
+    headers = {
+        "Content-Type": mime,
+        "Content-Range": f"bytes {start}-{len(body) - 1}/{total or len(body)}",
+    } | ({"ETag": etag} if etag else {})
+    rest = body[start:]
+    if total == "*":
+        httpx_mock.add_response(
+            url=URL, match_headers=match, status_code=206, headers=headers, stream=Ends(rest)
+        )
+    else:
+        httpx_mock.add_response(
+            url=URL, match_headers=match, status_code=206, headers=headers, content=rest
+        )
 
 
 def no_authorization(httpx_mock: HTTPXMock) -> None:
@@ -181,17 +224,12 @@ def test_existing_file_is_kept_without_force(
 
 
 def test_existing_file_is_replaced_with_force(
-    client: Client,
-    out: Path,
-    delays: list[float],
-    retries: list[str],
-    httpx_mock: HTTPXMock,
+    forcing: Downloader, out: Path, httpx_mock: HTTPXMock
 ) -> None:
-    downloader = make_downloader(client, out, delays, retries, force=True)
     existing = out / f"{TASK_ID}_0.png"
     existing.write_bytes(b"the old image")
     httpx_mock.add_response(url=URL, headers={"Content-Type": "image/png"}, content=PNG)
-    saved = downloader.download(TASK_ID, 0, image())
+    saved = forcing.download(TASK_ID, 0, image())
     assert saved == SavedFile(existing)
     assert existing.read_bytes() == PNG
     assert files(out) == [existing.name]
@@ -212,18 +250,7 @@ def test_short_body_is_retried_and_resumed_with_a_range(
         headers={"Content-Type": "image/png", "Content-Length": str(len(PNG)), "ETag": ETAG},
         content=PNG[:1200],
     )
-    httpx_mock.add_response(
-        url=URL,
-        match_headers={"Range": "bytes=1200-", "If-Range": ETAG},
-        status_code=206,
-        headers={
-            "Content-Type": "image/png",
-            "ETag": ETAG,
-            "Content-Range": f"bytes 1200-{len(PNG) - 1}/{len(PNG)}",
-            "Content-Length": str(len(PNG) - 1200),
-        },
-        content=PNG[1200:],
-    )
+    add_rest(httpx_mock, PNG, 1200, if_range=ETAG, etag=ETAG)
     saved = downloader.download(TASK_ID, 0, image())
     assert saved.path.read_bytes() == PNG
     assert files(out) == [f"{TASK_ID}_0.png"]
@@ -245,16 +272,7 @@ def test_dropped_connection_is_resumed(
         stream=Truncated(BIG_PNG[:300_000]),
     )
     written = 256 * 1024  # whole chunks reach the part file
-    httpx_mock.add_response(
-        url=URL,
-        match_headers={"Range": f"bytes={written}-", "If-Range": LAST_MODIFIED},
-        status_code=206,
-        headers={
-            "Content-Type": "image/png",
-            "Content-Range": f"bytes {written}-{len(BIG_PNG) - 1}/{len(BIG_PNG)}",
-        },
-        content=BIG_PNG[written:],
-    )
+    add_rest(httpx_mock, BIG_PNG, written, if_range=LAST_MODIFIED)
     saved = downloader.download(TASK_ID, 0, image())
     assert saved.path.read_bytes() == BIG_PNG
     assert files(out) == [f"{TASK_ID}_0.png"]
@@ -266,13 +284,7 @@ def test_part_file_of_a_killed_run_is_resumed(
 ) -> None:
     (out / f".{TASK_ID}_0.part").write_bytes(PNG[:3000])
     remember_validator(out)
-    httpx_mock.add_response(
-        url=URL,
-        match_headers={"Range": "bytes=3000-", "If-Range": ETAG},
-        status_code=206,
-        headers={"Content-Type": "image/png", "Content-Range": f"bytes 3000-4999/{len(PNG)}"},
-        content=PNG[3000:],
-    )
+    add_rest(httpx_mock, PNG, 3000, if_range=ETAG)
     saved = downloader.download(TASK_ID, 0, image())
     assert saved.path.read_bytes() == PNG
     assert files(out) == [f"{TASK_ID}_0.png"]
@@ -747,16 +759,6 @@ def test_broken_png_structure_is_found(body: bytes, reason: str) -> None:
     assert found is not None and not found.short and reason in found.reason
 
 
-class Ends(httpx.SyncByteStream):
-    """A body that simply ends after `data`: no error, no length to miss."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield self.data
-
-
 @pytest.mark.parametrize("mime", sorted(WHOLE))
 def test_an_image_cut_short_without_a_length_is_resumed_to_its_end(
     downloader: Downloader,
@@ -769,17 +771,7 @@ def test_an_image_cut_short_without_a_length_is_resumed_to_its_end(
     httpx_mock.add_response(
         url=URL, headers={"Content-Type": mime, "ETag": ETAG}, stream=Ends(whole[:cut])
     )
-    httpx_mock.add_response(
-        url=URL,
-        match_headers={"Range": f"bytes={cut}-", "If-Range": ETAG},
-        status_code=206,
-        headers={
-            "Content-Type": mime,
-            "ETag": ETAG,
-            "Content-Range": f"bytes {cut}-{len(whole) - 1}/*",
-        },
-        stream=Ends(whole[cut:]),
-    )
+    add_rest(httpx_mock, whole, cut, if_range=ETAG, etag=ETAG, total="*", mime=mime)
     saved = downloader.download(TASK_ID, 0, image())
     assert saved.path.read_bytes() == whole
     assert files(out) == [saved.path.name]
@@ -870,29 +862,6 @@ def test_a_resume_never_stitches_another_image_onto_the_part(
     assert files(out) == [saved.path.name]  # the validator went with the part file
 
 
-def test_a_206_naming_another_version_starts_again(
-    downloader: Downloader, out: Path, retries: list[str], httpx_mock: HTTPXMock
-) -> None:
-    (out / f".{TASK_ID}_0.part").write_bytes(OLD_IMAGE[:1000])
-    remember_validator(out, etag='"v1"')
-    httpx_mock.add_response(  # a host that ignores If-Range but says which version it sends
-        url=URL,
-        match_headers={"Range": "bytes=1000-"},
-        status_code=206,
-        headers={
-            "Content-Type": "image/png",
-            "ETag": '"v2"',
-            "Content-Range": f"bytes 1000-{len(NEW_IMAGE) - 1}/{len(NEW_IMAGE)}",
-        },
-        content=NEW_IMAGE[1000:],
-    )
-    httpx_mock.add_callback(changing_host, url=URL)
-    saved = downloader.download(TASK_ID, 0, image())
-    assert saved.path.read_bytes() == NEW_IMAGE
-    assert "Range" not in httpx_mock.get_requests()[1].headers
-    assert retries and "changed" in retries[0]
-
-
 @pytest.mark.parametrize(
     "validator",
     [None, "not json", json.dumps({"url": "https://elsewhere.test/x.png", "etag": ETAG})],
@@ -911,25 +880,29 @@ def test_a_part_file_of_unknown_origin_is_not_resumed(
     assert files(out) == [saved.path.name]
 
 
-def test_a_stitched_png_without_a_length_starts_again(
-    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+@pytest.mark.parametrize(
+    ("etag", "total"),
+    [
+        ('"v2"', None),  # it says which version it sends: another one
+        (None, "*"),  # it names no version and no length: the PNG's CRCs catch the seam
+    ],
+)
+def test_a_host_that_ignores_if_range_is_caught_and_restarted(
+    downloader: Downloader,
+    out: Path,
+    retries: list[str],
+    httpx_mock: HTTPXMock,
+    etag: str | None,
+    total: str | None,
 ) -> None:
-    """A host that ignores If-Range and names no version: the PNG's CRCs catch the seam."""
     (out / f".{TASK_ID}_0.part").write_bytes(OLD_IMAGE[:1000])
     remember_validator(out, etag='"v1"')
-    httpx_mock.add_response(
-        url=URL,
-        match_headers={"Range": "bytes=1000-"},
-        status_code=206,
-        headers={
-            "Content-Type": "image/png",
-            "Content-Range": f"bytes 1000-{len(NEW_IMAGE) - 1}/*",
-        },
-        stream=Ends(NEW_IMAGE[1000:]),
-    )
+    add_rest(httpx_mock, NEW_IMAGE, 1000, etag=etag, total=total)
     httpx_mock.add_callback(changing_host, url=URL)
     saved = downloader.download(TASK_ID, 0, image())
     assert saved.path.read_bytes() == NEW_IMAGE
+    assert "Range" not in httpx_mock.get_requests()[1].headers
+    assert retries and "starting again" in retries[0]
 
 
 # --- PNG signature, then garbage ---------------------------------------------------------
@@ -1053,18 +1026,12 @@ def test_a_dangling_link_at_the_final_name_is_kept_without_force(
 
 
 def test_a_link_at_the_final_name_is_replaced_with_force_never_written_through(
-    client: Client,
-    out: Path,
-    victim: Path,
-    delays: list[float],
-    retries: list[str],
-    httpx_mock: HTTPXMock,
+    forcing: Downloader, out: Path, victim: Path, httpx_mock: HTTPXMock
 ) -> None:
-    downloader = make_downloader(client, out, delays, retries, force=True)
     final = out / f"{TASK_ID}_0.png"
     final.symlink_to(victim)
     plain_png_reply(httpx_mock)
-    saved = downloader.download(TASK_ID, 0, image())
+    saved = forcing.download(TASK_ID, 0, image())
     assert saved == SavedFile(final)
     assert not final.is_symlink() and final.read_bytes() == PNG
     assert victim.read_bytes() == b"precious"
@@ -1135,16 +1102,7 @@ def test_an_interrupted_download_leaves_its_part_file_to_resume(
     written = (out / f".{TASK_ID}_0.part").stat().st_size
     assert 0 < written < len(BIG_PNG)
 
-    httpx_mock.add_response(
-        url=URL,
-        match_headers={"Range": f"bytes={written}-", "If-Range": ETAG},
-        status_code=206,
-        headers={
-            "Content-Type": "image/png",
-            "Content-Range": f"bytes {written}-{len(BIG_PNG) - 1}/{len(BIG_PNG)}",
-        },
-        content=BIG_PNG[written:],
-    )
+    add_rest(httpx_mock, BIG_PNG, written, if_range=ETAG)
     saved = downloader.download(TASK_ID, 0, image())
     assert saved.path.read_bytes() == BIG_PNG
     assert files(out) == [saved.path.name]
@@ -1225,16 +1183,7 @@ def test_a_host_without_validators_is_resumed_only_into_the_same_image(
     assert len(OLD_IMAGE) == len(NEW_IMAGE)
     length = {"Content-Type": "image/png", "Content-Length": str(len(NEW_IMAGE))}
     httpx_mock.add_response(url=URL, headers=length, stream=Truncated(OLD_IMAGE[: CHUNK + 1000]))
-    httpx_mock.add_response(  # meanwhile the host has another image of the same length
-        url=URL,
-        match_headers={"Range": f"bytes={CHUNK}-"},
-        status_code=206,
-        headers={
-            "Content-Type": "image/png",
-            "Content-Range": f"bytes {CHUNK}-{len(NEW_IMAGE) - 1}/{len(NEW_IMAGE)}",
-        },
-        content=NEW_IMAGE[CHUNK:],
-    )
+    add_rest(httpx_mock, NEW_IMAGE, CHUNK)  # meanwhile: another image of the same length
     httpx_mock.add_response(url=URL, headers=length, content=NEW_IMAGE)
     saved = downloader.download(TASK_ID, 0, image())
     assert saved.path.read_bytes() == NEW_IMAGE
@@ -1248,16 +1197,7 @@ def test_a_host_without_validators_is_resumed_when_the_length_matches(
 ) -> None:
     length = {"Content-Type": "image/png", "Content-Length": str(len(NEW_IMAGE))}
     httpx_mock.add_response(url=URL, headers=length, stream=Truncated(NEW_IMAGE[: CHUNK + 1000]))
-    httpx_mock.add_response(
-        url=URL,
-        match_headers={"Range": f"bytes={CHUNK}-"},
-        status_code=206,
-        headers={
-            "Content-Type": "image/png",
-            "Content-Range": f"bytes {CHUNK}-{len(NEW_IMAGE) - 1}/{len(NEW_IMAGE)}",
-        },
-        content=NEW_IMAGE[CHUNK:],
-    )
+    add_rest(httpx_mock, NEW_IMAGE, CHUNK)
     saved = downloader.download(TASK_ID, 0, image())
     assert saved.path.read_bytes() == NEW_IMAGE
     assert len(httpx_mock.get_requests()) == 2
@@ -1268,16 +1208,7 @@ def test_a_206_of_another_length_starts_again(
 ) -> None:
     length = {"Content-Type": "image/png", "Content-Length": str(len(NEW_IMAGE))}
     httpx_mock.add_response(url=URL, headers=length, stream=Truncated(NEW_IMAGE[: CHUNK + 1000]))
-    httpx_mock.add_response(
-        url=URL,
-        match_headers={"Range": f"bytes={CHUNK}-"},
-        status_code=206,
-        headers={
-            "Content-Type": "image/png",
-            "Content-Range": f"bytes {CHUNK}-{CHUNK + 999}/{CHUNK + 1000}",
-        },
-        content=NEW_IMAGE[CHUNK : CHUNK + 1000],
-    )
+    add_rest(httpx_mock, NEW_IMAGE[: CHUNK + 1000], CHUNK)  # a shorter file now
     httpx_mock.add_response(url=URL, headers=length, content=NEW_IMAGE)
     saved = downloader.download(TASK_ID, 0, image())
     assert saved.path.read_bytes() == NEW_IMAGE
