@@ -87,12 +87,16 @@ complete -c apimart -n '__fish_seen_subcommand_from sizes' -s h
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l host -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l port -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l duration -x
+complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l estimate-factor -x
+complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l no-estimate
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l latency -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l download-rate -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l submit-rate -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l failure-rate -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l fail-word -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l noise
+complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l refuse-base64
+complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l seed -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l help
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -s h
 complete -c apimart -n '__fish_seen_subcommand_from mcp' -l help

@@ -19,7 +19,9 @@ import httpx
 import pytest
 
 from apimart_cli.sandbox import (
+    Clock,
     Fault,
+    ManualClock,
     Sandbox,
     SandboxConfig,
     encode_png,
@@ -100,9 +102,9 @@ def make_api() -> Iterator[Callable[..., Api]]:
     """Start sandboxes (default: tasks complete at once) and stop them all afterwards."""
     started: list[Api] = []
 
-    def make(log: io.StringIO | None = None, **config: Any) -> Api:
+    def make(log: io.StringIO | None = None, clock: Clock | None = None, **config: Any) -> Api:
         config.setdefault("duration", 0.0)
-        started.append(Api(Sandbox(SandboxConfig(**config), log=log).start()))
+        started.append(Api(Sandbox(SandboxConfig(**config), log=log, clock=clock).start()))
         return started[-1]
 
     yield make
@@ -119,22 +121,26 @@ def api(make_api: Callable[..., Api]) -> Api:
 
 
 def test_task_goes_submitted_then_processing_then_completed(make_api: Callable[..., Api]) -> None:
-    api = make_api(duration=1.0)
+    clock = ManualClock()
+    api = make_api(duration=50.0, clock=clock)
     task_id = api.submit(n=2)
     assert TASK_ID_RE.match(task_id)
 
     first = api.task(task_id)
-    assert (first["status"], first["progress"], first["estimated_time"]) == ("submitted", 0, 1)
-    time.sleep(0.3)
+    assert (first["status"], first["progress"]) == ("submitted", 0)
+    clock.advance(15)
     middle = api.task(task_id)
-    assert middle["status"] == "processing"
-    assert 10 <= middle["progress"] < 100
-    time.sleep(0.75)
+    assert (middle["status"], middle["progress"]) == ("processing", 30)
+    clock.advance(34.9)
+    assert api.task(task_id)["status"] == "processing"
+    clock.advance(0.1)
     done = api.task(task_id)
 
     assert done["status"] == "completed"
     assert done["progress"] == 100
-    assert {"created", "completed", "actual_time", "cost", "credits_cost"} <= set(done)
+    assert (done["created"], done["completed"]) == (int(clock.time()) - 50, int(clock.time()))
+    assert done["actual_time"] == 50
+    assert {"cost", "credits_cost"} <= set(done)
     images = done["result"]["images"]
     assert [image["url"] for image in images] == [
         [f"{api.sandbox.image_base_url}/f/image/{task_id}_{i}.png"] for i in range(2)
@@ -375,12 +381,15 @@ def test_range_request(
 
 
 def test_expired_image_is_410(make_api: Callable[..., Api]) -> None:
-    api = make_api(image_ttl=0.2)
+    clock = ManualClock()
+    api = make_api(clock=clock)
     task_id = api.submit(size="64x64")
-    assert api.image(task_id).status_code == 200
-    time.sleep(0.25)
+    url = api.task(task_id)["result"]["images"][0]["url"][0]
+    clock.advance(86399)
+    assert api.public.get(url).status_code == 200
+    clock.advance(1)
 
-    reply = api.image(task_id)
+    reply = api.public.get(url)
 
     assert reply.status_code == 410
     assert reply.json()["error"]["code"] == 410

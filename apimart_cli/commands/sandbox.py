@@ -17,8 +17,23 @@ def sandbox(
         int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")
     ] = 8787,
     duration: Annotated[
-        float, typer.Option("--duration", min=0.0, help="Seconds from submission to completion.")
-    ] = 3.0,
+        str,
+        typer.Option(
+            "--duration",
+            help="Seconds from submission to completion: 3, or a range such as 20-30.",
+        ),
+    ] = "3",
+    estimate_factor: Annotated[
+        float,
+        typer.Option(
+            "--estimate-factor",
+            min=0.01,
+            help="estimated_time is the duration times this (2: twice too long, like the API).",
+        ),
+    ] = 2.0,
+    no_estimate: Annotated[
+        bool, typer.Option("--no-estimate", help="Leave estimated_time out of task replies.")
+    ] = False,
     latency: Annotated[
         float, typer.Option("--latency", min=0.0, help="Seconds added to every API reply.")
     ] = 0.0,
@@ -39,6 +54,13 @@ def sandbox(
     noise: Annotated[
         bool, typer.Option("--noise", help="Incompressible images (for benchmarks).")
     ] = False,
+    refuse_base64: Annotated[
+        bool,
+        typer.Option("--refuse-base64", help="Refuse data: URI references (400) as newer APIs do."),
+    ] = False,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed for durations drawn from a range, and failures.")
+    ] = 0,
 ) -> None:
     """Run a local stand-in for the API: no key, no network, real PNGs.
 
@@ -48,19 +70,26 @@ def sandbox(
         apimart sandbox --port 8787 &
         APIMART_API_KEY=any apimart --base-url http://127.0.0.1:8787 generate "a fox" --wait
     """
-    from apimart_cli.sandbox import Sandbox, SandboxConfig
+    from apimart_cli.sandbox import Sandbox, SandboxConfig, parse_duration
     from apimart_cli.settings import is_loopback
 
+    try:
+        task_duration = parse_duration(duration)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if not is_loopback(host):
         console.warn(f"Warning: listening on {host}, which other machines may reach.")
     config = SandboxConfig(
-        duration=duration,
+        duration=task_duration,
+        estimate_factor=None if no_estimate else estimate_factor,
         latency=latency,
         download_rate=download_rate,
         submit_rate=submit_rate,
         failure_rate=failure_rate,
         fail_word=fail_word,
         noise=noise,
+        refuse_base64=refuse_base64,
+        seed=seed,
     )
     server = Sandbox(config, host=host, port=port, log=None if console.is_quiet() else sys.stderr)
     try:
