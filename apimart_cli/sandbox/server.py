@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from apimart_cli.sandbox.clock import Clock
+if TYPE_CHECKING:  # the sandbox serves; this module only carries its replies
+    from apimart_cli.sandbox.service import Sandbox
 
 DOWNLOAD_CHUNK_BYTES = 64 * 1024
 # An idle keep-alive connection is closed after this many seconds.
@@ -55,24 +56,6 @@ class Reply:
         )
 
 
-class Host(Protocol):
-    """What the servers need of the sandbox."""
-
-    clock: Clock
-
-    def handle(
-        self,
-        origin: str,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: bytes,
-        received: int,
-    ) -> Reply: ...
-    def pause(self, seconds: float | None) -> bool: ...
-    def log_request(self, origin: str, method: str, path: str, status: str, note: str) -> None: ...
-
-
 class OriginServer(ThreadingHTTPServer):
     """One origin (the API or the image host), serving each connection in a daemon thread."""
 
@@ -81,7 +64,7 @@ class OriginServer(ThreadingHTTPServer):
     block_on_close = False  # stop() closes open connections itself rather than wait on them
     request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address: tuple[str, int], host: Host, origin: str) -> None:
+    def __init__(self, address: tuple[str, int], host: Sandbox, origin: str) -> None:
         super().__init__(address, _Handler)
         self.host, self.origin = host, origin
         self.connections: set[socket.socket] = set()
