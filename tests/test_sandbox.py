@@ -641,6 +641,7 @@ def test_a_burst_of_new_connections_is_served() -> None:
                 f"{server.base_url}/v1/images/generations",
                 json={"model": "gpt-image-2", "prompt": f"burst {i}"},
                 headers={"Authorization": "Bearer x"},
+                timeout=60,  # a loaded machine is slow; what must not happen is a reset
             )
             return reply.status_code
 
