@@ -15,8 +15,10 @@ from apimart_cli.commands import (
     batch,
     config,
     download,
+    gallery,
     generate,
     history,
+    inspect,
     mcp,
     sandbox,
     sizes,
@@ -99,6 +101,8 @@ app.command("wait")(wait.wait)
 app.command("download")(download.download)
 app.command("history")(history.history)
 app.command("batch")(batch.batch)
+app.command("gallery")(gallery.gallery)
+app.command("inspect")(inspect.inspect)
 app.command("balance")(balance.balance)
 app.add_typer(config.app, name="config")
 app.command("sizes")(sizes.sizes)

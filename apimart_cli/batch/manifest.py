@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -124,6 +124,11 @@ class Records:
 
     def __len__(self) -> int:
         return len(self._by_identity) + len(self._by_line)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Every job's latest record."""
+        yield from self._by_identity.values()
+        yield from self._by_line.values()
 
 
 @dataclass

@@ -1,0 +1,48 @@
+"""`apimart inspect`: the provenance saved inside images."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from apimart_cli import console
+from apimart_cli.commands.common import handles_errors
+from apimart_cli.commands.options import JsonOpt
+from apimart_cli.errors import ApimartError, ExitCode
+
+
+@handles_errors
+def inspect(
+    images: Annotated[list[Path], typer.Argument(help="PNG files saved by apimart.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what made each image: its prompt, fields, task, times and cost.
+
+    Read from the `apimart` iTXt chunk saved in every PNG (unless --no-metadata).
+    An image without it exits 1.
+
+        apimart inspect out/task_01K..._0.png
+    """
+    from apimart_cli.provenance import inspect as read_provenance
+    from apimart_cli.provenance import readable
+
+    code, shown = ExitCode.OK, 0
+    for path in images:
+        try:
+            stored = read_provenance(path)
+        except ApimartError as error:
+            console.report_error(error)
+            code = max(code, error.exit_code)
+            continue
+        if as_json:
+            console.data_json(stored)
+            continue
+        if shown:
+            console.data("")
+        shown += 1
+        console.data(str(path))
+        lines = readable(stored)
+        width = max((len(label) for label, _ in lines), default=0)
+        for label, text in lines:
+            console.data(f"  {label.ljust(width)}  {text}")
+    raise typer.Exit(int(code))

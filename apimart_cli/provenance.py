@@ -1,0 +1,267 @@
+"""Provenance in saved PNGs: what was asked for, kept inside the image itself.
+
+A PNG is a signature and a list of chunks (length, type, data, CRC-32). The
+provenance is one `iTXt` chunk with keyword `apimart` whose text is a JSON
+object (`describe`). It goes right after `IHDR`, which the format requires to
+come first; every byte of the server's image data stays as it was sent. The
+chunk is written into a new temporary file beside the download, which then
+replaces it, so a killed run never leaves a half-rewritten image
+(`embed_file`). `read_file` finds the chunk again for `apimart inspect`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+KEYWORD = "apimart"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IHDR_END = len(PNG_SIGNATURE) + 4 + 4 + 13 + 4  # the signature, then IHDR: length, type, data, CRC
+# The fields of a request that have their own key in the object; any other is a param.
+_OWN_KEYS = ("size", "resolution", "n")
+_REFERENCE_KEY = "image_urls"
+# `payload.Reference.summary()` of a local file: "data:<mime>;base64,<head>…(<n> bytes from <path>)"
+_FILE_SUMMARY = re.compile(r"^data:[^,]*,.*\((\d+) bytes from (.+)\)$", re.DOTALL)
+_DATA_SUMMARY = re.compile(r"^data:([^;,]*)[;,].*?(?:\((\d+) bytes\))?$", re.DOTALL)
+
+
+class NotPNG(ValueError):
+    """The file is not a PNG this module can read or write."""
+
+
+def describe(
+    *,
+    task_id: str,
+    prompt: str | None,
+    model: str | None,
+    fields: Mapping[str, object],
+    created: int | None,
+    completed: int | None,
+    cost: float | None,
+    version: str,
+) -> dict[str, Any]:
+    """The provenance object: the task, the prompt and fields sent, times, cost, tool version.
+
+    `fields` are the request's fields as the history keeps them (references
+    already without their base64 data). References become file names or URLs.
+    """
+    params = {
+        key: value
+        for key, value in fields.items()
+        if key not in (*_OWN_KEYS, _REFERENCE_KEY, "model", "prompt")
+    }
+    record: dict[str, Any] = {
+        "task_id": task_id,
+        "prompt": prompt,
+        "model": model or fields.get("model"),
+        **{key: fields.get(key) for key in _OWN_KEYS},
+        "params": params,
+        "references": [_reference(item) for item in _as_list(fields.get(_REFERENCE_KEY))],
+        "created": created,
+        "completed": completed,
+        "cost": cost,
+        "version": version,
+    }
+    return record
+
+
+def _as_list(value: object) -> list[object]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _reference(item: object) -> str:
+    """A reference as a file name or a URL: never its data."""
+    text = str(item)
+    if not text.startswith("data:"):
+        return text  # a URL (an uploaded file's too)
+    found = _FILE_SUMMARY.match(text)
+    if found:
+        return Path(found.group(2)).name
+    found = _DATA_SUMMARY.match(text)
+    mime = found.group(1) if found else ""
+    size = f", {found.group(2)} bytes" if found and found.group(2) else ""
+    return f"(a data: URI{', ' + mime if mime else ''}{size})"
+
+
+def chunk(chunk_type: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and the CRC-32 of type and data."""
+    crc = zlib.crc32(chunk_type + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + chunk_type + data + struct.pack(">I", crc)
+
+
+def itxt_chunk(record: Mapping[str, Any], *, redact: Callable[[str], str] = str) -> bytes:
+    """The `iTXt` chunk holding `record` as JSON: keyword, no compression, no language."""
+    text = redact(json.dumps(record, ensure_ascii=False, sort_keys=False))
+    keyword = KEYWORD.encode("latin-1")
+    # keyword \0, compression flag and method (0, 0), language tag \0, translated keyword \0
+    data = keyword + b"\x00\x00\x00" + b"\x00" + b"\x00" + text.encode("utf-8")
+    return chunk(b"iTXt", data)
+
+
+def _check_head(head: bytes, where: object) -> None:
+    if len(head) < _IHDR_END or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        raise NotPNG(f"{where} is not a PNG")
+    if struct.unpack(">I", head[8:12])[0] != 13:
+        raise NotPNG(f"{where} has a malformed IHDR chunk")
+
+
+def embed(png: bytes, record: Mapping[str, Any], *, redact: Callable[[str], str] = str) -> bytes:
+    """`png` with the provenance chunk inserted right after IHDR."""
+    _check_head(png[:_IHDR_END], "the image")
+    return png[:_IHDR_END] + itxt_chunk(record, redact=redact) + png[_IHDR_END:]
+
+
+def embed_file(
+    path: Path, record: Mapping[str, Any], *, redact: Callable[[str], str] = str
+) -> None:
+    """Insert the provenance chunk into the PNG at `path`, atomically.
+
+    The new file is written beside it under a name of its own (created anew,
+    never through a link), synced, and then replaces `path`: at every moment
+    `path` is either the image as it was or the image with its chunk.
+    Raises NotPNG (leaving `path` untouched) if it is not a PNG.
+    """
+    temporary = path.with_name(f"{path.name}.meta")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    with path.open("rb") as source:
+        head = source.read(_IHDR_END)
+        _check_head(head, path)
+        temporary.unlink(missing_ok=True)  # a leftover of a killed run (or a planted link)
+        descriptor = os.open(temporary, flags, 0o644)
+        try:
+            with os.fdopen(descriptor, "wb") as target:
+                target.write(head)
+                target.write(itxt_chunk(record, redact=redact))
+                shutil.copyfileobj(source, target)
+                target.flush()
+                os.fsync(target.fileno())
+            shutil.copymode(path, temporary)
+            temporary.replace(path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+def _chunks(handle: IO[bytes], where: object) -> Iterator[tuple[bytes, int]]:
+    """Each chunk's type and length, the handle left at its data."""
+    if handle.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+        raise NotPNG(f"{where} is not a PNG")
+    while True:
+        header = handle.read(8)
+        if len(header) < 8:
+            return
+        length, chunk_type = struct.unpack(">I4s", header)
+        position = handle.tell()
+        yield chunk_type, length
+        if chunk_type == b"IEND":
+            return
+        handle.seek(position + length + 4)  # past the data and the CRC
+
+
+def read(handle: IO[bytes], where: object = "the file") -> dict[str, Any] | None:
+    """The provenance object in a PNG, or None if it has none. NotPNG if it is no PNG."""
+    for chunk_type, length in _chunks(handle, where):
+        if chunk_type != b"iTXt":
+            continue
+        data = handle.read(length)
+        found = _parse_itxt(data)
+        if found is not None:
+            return found
+    return None
+
+
+def read_file(path: Path) -> dict[str, Any] | None:
+    """`read` of the file at `path`."""
+    with path.open("rb") as handle:
+        return read(handle, path)
+
+
+def _parse_itxt(data: bytes) -> dict[str, Any] | None:
+    keyword, _, rest = data.partition(b"\x00")
+    if keyword != KEYWORD.encode("latin-1") or len(rest) < 2:
+        return None
+    compressed, rest = rest[0], rest[2:]
+    _language, _, rest = rest.partition(b"\x00")
+    _translated, _, text = rest.partition(b"\x00")
+    try:
+        if compressed:
+            text = zlib.decompress(text)
+        value = json.loads(text.decode("utf-8"))
+    except (zlib.error, UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+_LABELS = (
+    ("prompt", "prompt"),
+    ("model", "model"),
+    ("task_id", "task"),
+    ("size", "size"),
+    ("resolution", "resolution"),
+    ("n", "n"),
+    ("params", "params"),
+    ("references", "references"),
+    ("created", "created"),
+    ("completed", "completed"),
+    ("cost", "cost"),
+    ("version", "made by"),
+)
+
+
+def readable(stored: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The stored object as labelled lines for people; what is absent is left out."""
+    from datetime import datetime, timezone
+
+    lines = []
+    for key, label in _LABELS:
+        value = stored.get(key)
+        if value is None or value == [] or value == {}:
+            continue
+        if key in ("created", "completed") and isinstance(value, (int, float)):
+            text = datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        elif key == "params" and isinstance(value, Mapping):
+            text = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in value.items())
+        elif key == "references" and isinstance(value, list):
+            text = " ".join(str(item) for item in value)
+        elif key == "version":
+            text = f"apimart {value}"
+        else:
+            text = str(value)
+        lines.append((label, " ".join(text.split()) if key == "prompt" else text))
+    known = {key for key, _ in _LABELS}
+    lines += [
+        (key, json.dumps(value, ensure_ascii=False))
+        for key, value in stored.items()
+        if key not in known
+    ]
+    return lines
+
+
+def inspect(path: Path) -> dict[str, Any]:
+    """The provenance stored in the image at `path`; an ApimartError if it has none."""
+    from apimart_cli.errors import TaskError, UsageError
+
+    try:
+        stored = read_file(path)
+    except FileNotFoundError:
+        raise UsageError(f"No such file: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a folder, not an image.") from None
+    except OSError as exc:
+        raise UsageError(f"Cannot read {path}: {exc.strerror or exc}") from None
+    except NotPNG:
+        stored = None
+    if stored is None:
+        raise TaskError(
+            f"{path} has no apimart provenance.",
+            "Only PNGs saved by apimart without --no-metadata carry it.",
+        )
+    return stored

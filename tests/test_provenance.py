@@ -1,0 +1,154 @@
+"""Provenance in PNGs: one iTXt chunk after IHDR, every other byte as served."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from apimart_cli import provenance
+from apimart_cli.sandbox import gradient_png
+
+RECORD = {"task_id": "task_1", "prompt": "a fox « ü »", "cost": 0.05}
+
+
+def chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    """Every chunk's type and data, each CRC checked."""
+    assert png.startswith(provenance.PNG_SIGNATURE)
+    found, position = [], 8
+    while position < len(png):
+        (length,) = struct.unpack(">I", png[position : position + 4])
+        kind = png[position + 4 : position + 8]
+        data = png[position + 8 : position + 8 + length]
+        (crc,) = struct.unpack(">I", png[position + 8 + length : position + 12 + length])
+        assert crc == zlib.crc32(kind + data) & 0xFFFFFFFF, kind
+        found.append((kind, data))
+        position += 12 + length
+    assert position == len(png)
+    return found
+
+
+def test_the_chunk_goes_right_after_ihdr_and_nothing_else_changes() -> None:
+    original = gradient_png(64, 32, "fox", 0)
+    marked = provenance.embed(original, RECORD)
+    before, after = chunks(original), chunks(marked)
+    assert [kind for kind, _ in after] == [b"IHDR", b"iTXt", b"IDAT", b"IEND"]
+    assert [c for c in after if c[0] != b"iTXt"] == before
+    keyword, _, rest = after[1][1].partition(b"\x00")
+    assert keyword == b"apimart"
+    assert rest[:4] == b"\x00\x00\x00\x00"  # uncompressed, method 0, no language, no translation
+    assert json.loads(rest[4:].decode("utf-8")) == RECORD
+
+
+def test_read_finds_it_again_and_none_where_there_is_none() -> None:
+    original = gradient_png(16, 16, "fox", 0)
+    assert provenance.read(io.BytesIO(provenance.embed(original, RECORD))) == RECORD
+    assert provenance.read(io.BytesIO(original)) is None
+
+
+def test_read_understands_a_compressed_itxt() -> None:
+    original = gradient_png(16, 16, "fox", 0)
+    text = zlib.compress(json.dumps(RECORD).encode())
+    marked = original[:33] + provenance.chunk(b"iTXt", b"apimart\x00\x01\x00\x00\x00" + text)
+    assert provenance.read(io.BytesIO(marked + original[33:])) == RECORD
+
+
+def test_other_itxt_chunks_are_not_taken_for_it() -> None:
+    original = gradient_png(16, 16, "fox", 0)
+    other = provenance.chunk(b"iTXt", b"Comment\x00\x00\x00\x00\x00{}")
+    assert provenance.read(io.BytesIO(original[:33] + other + original[33:])) is None
+
+
+@pytest.mark.parametrize("data", [b"", b"GIF89a", b"\xff\xd8\xff\xe0" + b"\x00" * 40])
+def test_not_a_png_is_refused(data: bytes) -> None:
+    with pytest.raises(provenance.NotPNG):
+        provenance.embed(data, RECORD)
+    with pytest.raises(provenance.NotPNG):
+        provenance.read(io.BytesIO(data))
+
+
+def test_embed_file_replaces_the_file_atomically_and_leaves_nothing(tmp_path: Path) -> None:
+    path = tmp_path / ".task_1_0.part"
+    original = gradient_png(40, 20, "fox", 0)
+    path.write_bytes(original)
+    provenance.embed_file(path, RECORD)
+    assert path.read_bytes() == provenance.embed(original, RECORD)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".task_1_0.part"]
+
+
+def test_embed_file_never_writes_through_a_planted_link(tmp_path: Path) -> None:
+    path = tmp_path / "a.png"
+    path.write_bytes(gradient_png(8, 8, "fox", 0))
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / "a.png.meta").symlink_to(victim)
+    provenance.embed_file(path, RECORD)
+    assert victim.read_text() == "keep"
+    assert provenance.read_file(path) == RECORD
+
+
+def test_embed_file_leaves_a_file_that_is_not_a_png_alone(tmp_path: Path) -> None:
+    path = tmp_path / "a.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0not a png")
+    with pytest.raises(provenance.NotPNG):
+        provenance.embed_file(path, RECORD)
+    assert path.read_bytes() == b"\xff\xd8\xff\xe0not a png"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.jpg"]
+
+
+def test_redact_applies_to_the_text() -> None:
+    marked = provenance.embed(
+        gradient_png(8, 8, "f", 0),
+        {"prompt": "sk-secret-123456 echoed"},
+        redact=lambda text: text.replace("sk-secret-123456", "[API key]"),
+    )
+    assert b"sk-secret" not in marked
+    assert provenance.read(io.BytesIO(marked)) == {"prompt": "[API key] echoed"}
+
+
+def test_describe_lists_fields_params_and_references_without_data() -> None:
+    fields = {
+        "size": "16:9",
+        "resolution": "2k",
+        "n": 2,
+        "seed": 42,
+        "official_fallback": True,
+        "image_urls": [
+            "https://example.com/a.png",
+            "data:image/png;base64,iVBORw0KGgo…(2048 bytes from /home/me/refs/cat.png)",
+            "data:image/jpeg;base64,/9j/4AAQ…(99 bytes)",
+        ],
+    }
+    described = provenance.describe(
+        task_id="task_1",
+        prompt="a fox",
+        model="gpt-image-2",
+        fields=fields,
+        created=10,
+        completed=20,
+        cost=0.1,
+        version="1.2.3",
+    )
+    assert described == {
+        "task_id": "task_1",
+        "prompt": "a fox",
+        "model": "gpt-image-2",
+        "size": "16:9",
+        "resolution": "2k",
+        "n": 2,
+        "params": {"seed": 42, "official_fallback": True},
+        "references": [
+            "https://example.com/a.png",
+            "cat.png",
+            "(a data: URI, image/jpeg, 99 bytes)",
+        ],
+        "created": 10,
+        "completed": 20,
+        "cost": 0.1,
+        "version": "1.2.3",
+    }
+    assert "base64" not in json.dumps(described)
