@@ -8,6 +8,8 @@ complete -c apimart -n '__fish_use_subcommand' -a wait -d 'Wait for tasks to fin
 complete -c apimart -n '__fish_use_subcommand' -a download -d 'Download the images of completed tasks; print each saved path.'
 complete -c apimart -n '__fish_use_subcommand' -a history -d 'List the tasks submitted from here, newest first.'
 complete -c apimart -n '__fish_use_subcommand' -a batch -d 'Run many generations from a file of jobs; print each saved path.'
+complete -c apimart -n '__fish_use_subcommand' -a gallery -d 'Write a page of a folder\'s images (index.html); print its path.'
+complete -c apimart -n '__fish_use_subcommand' -a inspect -d 'Show what made each image: its prompt, fields, task, times and cost.'
 complete -c apimart -n '__fish_use_subcommand' -a balance -d 'Show the key\'s remaining and used balance.'
 complete -c apimart -n '__fish_use_subcommand' -a sizes -d 'Print the size x resolution table of the API.'
 complete -c apimart -n '__fish_use_subcommand' -a sandbox -d 'Run a local stand-in for the API: no key, no network, real PNGs.'
@@ -78,6 +80,12 @@ complete -c apimart -n '__fish_seen_subcommand_from batch' -l force
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l json
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l help
 complete -c apimart -n '__fish_seen_subcommand_from batch' -s h
+complete -c apimart -n '__fish_seen_subcommand_from gallery' -l open
+complete -c apimart -n '__fish_seen_subcommand_from gallery' -l help
+complete -c apimart -n '__fish_seen_subcommand_from gallery' -s h
+complete -c apimart -n '__fish_seen_subcommand_from inspect' -l json
+complete -c apimart -n '__fish_seen_subcommand_from inspect' -l help
+complete -c apimart -n '__fish_seen_subcommand_from inspect' -s h
 complete -c apimart -n '__fish_seen_subcommand_from balance' -l account
 complete -c apimart -n '__fish_seen_subcommand_from balance' -l json
 complete -c apimart -n '__fish_seen_subcommand_from balance' -l help
