@@ -28,6 +28,7 @@ PAGE_NAME = "index.html"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 # `<task_id>_<index>.<ext>`, the name every download gets first.
 _STEM = re.compile(r"^([A-Za-z0-9_-]+)_(\d+)$")
+_ENDED = ("completed", "failed", "cancelled", "unknown")
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ def from_manifest_record(record: Mapping[str, Any]) -> Entry | None:
     state = str(record.get("state") or "")
     error = _text(record.get("error"))
     files = tuple(str(name) for name in record.get("files") or () if isinstance(name, str))
-    if not files and not error and state not in ("failed", "cancelled"):
-        return None  # still on its way: the page shows it once it ends
+    if state not in _ENDED or (state == "completed" and not files and not error):
+        return None  # not sent, or still on its way: the page shows it once it ends
     sent = record.get("fields")
     fields: Mapping[str, Any] = sent if isinstance(sent, Mapping) else {}
     return Entry(
@@ -76,7 +77,8 @@ def from_manifest_record(record: Mapping[str, Any]) -> Entry | None:
         size=_text(fields.get("size")),
         resolution=_text(fields.get("resolution")),
         cost=_number(record.get("cost")),
-        time=_number(record.get("time")) or _number(record.get("submitted_at")),
+        # When it was sent: a job resumed by a rerun keeps its place.
+        time=_number(record.get("submitted_at")) or _number(record.get("time")),
         error=error,
         state=state or "completed",
     )
@@ -202,9 +204,9 @@ def _inside(path: Path, folder: Path, resolved: Path) -> bool:
 
 _CSS = """
 :root{color-scheme:light dark;--bg:#f6f6f4;--card:#fff;--ink:#1d1d1f;--dim:#6b6b70;
---line:#e3e3e0;--bad:#b3261e;--badbg:#fdecea}
+--line:#e3e3e0;--bad:#b3261e;--badbg:#fdecea;--thumb:#ebebe8}
 @media (prefers-color-scheme:dark){:root{--bg:#141416;--card:#1f1f23;--ink:#ececef;
---dim:#9a9aa2;--line:#2e2e34;--bad:#ffb4ab;--badbg:#3b1d1b}}
+--dim:#9a9aa2;--line:#2e2e34;--bad:#ffb4ab;--badbg:#3b1d1b;--thumb:#0d0d0f}}
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--ink);
 font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
@@ -215,13 +217,12 @@ main{display:grid;gap:20px;padding:16px 28px 40px;
 grid-template-columns:repeat(auto-fill,minmax(min(100%,300px),1fr))}
 figure{margin:0;background:var(--card);border:1px solid var(--line);border-radius:12px;
 overflow:hidden;display:flex;flex-direction:column}
-.shots{display:grid;gap:2px;grid-template-columns:repeat(auto-fit,minmax(120px,1fr));
-background:var(--line)}
-.shots a{display:block;
-background:repeating-conic-gradient(#0000000d 0 25%,#0000 0 50%) 0 0/16px 16px}
-.shots img{display:block;width:100%;height:auto;aspect-ratio:auto}
+.shots{display:grid;gap:2px;aspect-ratio:4/3;overflow:hidden;background:var(--thumb);
+grid-template:minmax(0,1fr)/minmax(0,1fr)}
+.shots a{display:block;min-width:0;min-height:0}
+.shots img{display:block;width:100%;height:100%;object-fit:contain}
 figcaption{padding:12px 14px 14px;display:flex;flex-direction:column;gap:8px}
-.prompt{margin:0;white-space:pre-wrap;overflow-wrap:anywhere}
+.prompt{margin:0;white-space:pre-wrap;overflow-wrap:anywhere;font-weight:500}
 dl{margin:0;display:grid;grid-template-columns:auto 1fr;gap:2px 10px;font-size:12.5px;
 color:var(--dim)}
 dt{font-weight:600}
@@ -251,8 +252,9 @@ def _card(entry: Entry) -> str:
         f"{_dimensions(entry, name)}></a>"
         for name in entry.files
     )
+    pixels = sorted({f"{w}×{h}" for w, h in entry.dimensions.values()})
     rows = [
-        ("size", e(entry.size or "default")),
+        ("size", e(entry.size or "default") + (f" · {', '.join(pixels)}" if pixels else "")),
         ("resolution", e(entry.resolution or "default")),
         ("task", f"<code>{e(entry.task_id or '—')}</code>"),
         ("cost", e(_cost(entry.cost))),
@@ -264,12 +266,21 @@ def _card(entry: Entry) -> str:
         why = entry.error or entry.state
         reason = f'<p class="reason">{e(entry.state)}: {e(why)}</p>'
     classes = ' class="failed"' if entry.failed else ""
-    body = f'<div class="shots">{shots}</div>' if shots else ""
+    body = f'<div class="shots"{_layout(len(entry.files))}>{shots}</div>' if shots else ""
     return (
         f"<figure{classes}>{body}{reason}<figcaption>"
         f'<p class="prompt">{e(entry.prompt) or "<em>(no prompt)</em>"}</p>'
         f"<dl>{details}</dl></figcaption></figure>"
     )
+
+
+def _layout(count: int) -> str:
+    """Several images of one task share the picture area in a near-square grid."""
+    if count <= 1:
+        return ""
+    columns = 2 if count <= 4 else 3 if count <= 9 else 4
+    rows = -(-count // columns)
+    return f' style="grid-template:repeat({rows},minmax(0,1fr))/repeat({columns},minmax(0,1fr))"'
 
 
 def _dimensions(entry: Entry, name: str) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -124,3 +124,45 @@ def escape(
         pieces = [iterm(data, width, path.name)]
     # Inside tmux each escape is passed through on its own, as tmux wants them.
     return "".join(tmux_passthrough(piece) if in_tmux else piece for piece in pieces)
+
+
+class Previewer:
+    """Draws saved images for one terminal: `escape(path)` is what to write for each."""
+
+    def __init__(self, kind: Protocol, *, in_tmux: bool = False, fd: int = 2) -> None:
+        self.kind, self._in_tmux, self._fd = kind, in_tmux, fd
+
+    def escape(self, path: Path) -> str | None:
+        try:
+            columns, rows = os.get_terminal_size(self._fd)
+        except OSError:
+            columns, rows = 80, 24
+        return escape(path, self.kind, columns=columns, rows=rows, in_tmux=self._in_tmux)
+
+
+def previewer(
+    wanted: bool,
+    *,
+    is_terminal: bool,
+    note: Callable[[str], None],
+    env: Mapping[str, str] | None = None,
+) -> Previewer | None:
+    """The previewer for standard error, if previews are wanted and it can show them.
+
+    Where it cannot, `note` hears why, once (a --verbose line).
+    """
+    if not wanted:
+        return None
+    env = os.environ if env is None else env
+    if not is_terminal:
+        note("No inline preview: standard error is not a terminal.")
+        return None
+    kind = protocol(env)
+    if kind is None:
+        term = env.get("TERM_PROGRAM") or env.get("TERM") or "unknown"
+        note(
+            f"No inline preview: this terminal ({term}) speaks neither kitty's graphics "
+            "protocol nor iTerm2's inline images."
+        )
+        return None
+    return Previewer(kind, in_tmux=bool(env.get("TMUX")))

@@ -60,6 +60,7 @@ class Reporter(Protocol):
     def update(self, task: Task) -> None: ...
     def saved(self, task_id: str, path: str) -> None: ...
     def message(self, text: str) -> None: ...
+    def image(self, escape: str) -> None: ...
     def tick(self) -> None: ...
     def close(self) -> None: ...
 
@@ -76,6 +77,9 @@ class SilentReporter:
 
     def message(self, text: str) -> None:
         pass
+
+    def image(self, escape: str) -> None:
+        """An inline preview: only on a terminal, where the rich display is."""
 
     def tick(self) -> None:
         pass
@@ -169,8 +173,27 @@ class RichReporter(SilentReporter):
     def message(self, text: str) -> None:
         _print_above(self._progress, text)
 
+    def image(self, escape: str) -> None:
+        """An inline image's escape sequence, drawn above the bars, then a new line."""
+        self._progress.console.print(_Escape(escape), highlight=False)
+
     def close(self) -> None:
         self._progress.stop()
+
+
+class _Escape:
+    """A terminal escape sequence that rich writes as it is, taking no room on the line."""
+
+    def __init__(self, sequence: str) -> None:
+        self.sequence = sequence
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.segment import ControlType, Segment
+
+        # A control segment is written verbatim on a terminal and counts no cells,
+        # so rich neither wraps nor crops the (long) sequence.
+        yield Segment(self.sequence, None, [(ControlType.BELL,)])
+        yield Segment.line()
 
 
 def make_reporter() -> Reporter:

@@ -19,7 +19,11 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from apimart_cli.history import TaskRecord
+    from apimart_cli.models import Task
 
 KEYWORD = "apimart"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -265,3 +269,51 @@ def inspect(path: Path) -> dict[str, Any]:
             "Only PNGs saved by apimart without --no-metadata carry it.",
         )
     return stored
+
+
+class Stamper:
+    """Puts each task's provenance into its PNGs, as the downloader's last step.
+
+    `prepare` is told of a task when it completes (on the thread that owns the
+    history); the downloader then calls the stamper (on a download thread) with
+    each complete temp file, before it takes its final name. A task it was not
+    told of, or a file that is not a PNG, is left exactly as served.
+    """
+
+    def __init__(self, version: str, *, redact: Callable[[str], str] = str) -> None:
+        import threading
+
+        self._version, self._redact = version, redact
+        self._records: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def prepare(self, task: Task, record: TaskRecord | None) -> None:
+        """What the task's images will carry: from its history record and its final state."""
+        completed = task.raw.get("completed")
+        described = describe(
+            task_id=task.task_id,
+            prompt=record.prompt if record is not None else None,
+            model=None,
+            fields=record.fields if record is not None else {},
+            created=task.created,
+            completed=completed if isinstance(completed, int) else None,
+            cost=task.cost,
+            version=self._version,
+        )
+        with self._lock:
+            self._records[task.task_id] = described
+
+    def step(self, task_id: str) -> Callable[[Path], None]:
+        """The downloader's last step for this task's images (`Downloader.download`'s finish)."""
+
+        def stamp(path: Path) -> None:
+            with self._lock:
+                record = self._records.get(task_id)
+            if record is None:
+                return
+            try:
+                embed_file(path, record, redact=self._redact)
+            except NotPNG:
+                return  # JPEG or WebP: saved as served
+
+        return stamp

@@ -32,7 +32,8 @@ def submit(
     """
     history.check_writable()
     key = idempotency_key or str(uuid.uuid4())
-    fields = request.fields()
+    # The model too, so the history (and the images' provenance) can say what made a task.
+    fields = {"model": request.model, **request.fields()}
     try:
         task_ids = client.submit(request, key)
     except (SubmissionUnknown, KeyboardInterrupt) as caught:

@@ -25,9 +25,11 @@ from apimart_cli.workers import WorkerPool
 if TYPE_CHECKING:
     from apimart_cli.client import Client
     from apimart_cli.downloads import Downloader
-    from apimart_cli.history import History
+    from apimart_cli.history import History, TaskRecord
     from apimart_cli.models import Task
+    from apimart_cli.preview import Previewer
     from apimart_cli.progress import Reporter
+    from apimart_cli.provenance import Stamper
 
 DOWNLOAD_WORKERS = 8
 
@@ -48,9 +50,31 @@ class WaitSummary:
     files: dict[str, list[str]] = field(default_factory=dict)
     timed_out: bool = False
     task_count: int = 0  # ids given or read, so "none at all" can be told apart
+    costs: dict[str, float] = field(default_factory=dict)  # as the service reported them
+    failed: set[str] = field(default_factory=set)  # tasks that failed, or whose images did not save
+    completed: int = 0  # tasks completed (what --no-download counts)
 
     def fail(self, code: ExitCode) -> None:
         self.exit_code = max(self.exit_code, code)
+
+    def line(self, *, downloaded: bool = True) -> str:
+        """The one line that ends the run: images saved, tasks failed, cost if reported."""
+        saved = sum(len(paths) for paths in self.files.values())
+        parts = [
+            _count(saved, "image") + " saved"
+            if downloaded
+            else _count(self.completed, "task") + " completed",
+            _count(len(self.failed), "task") + " failed",
+        ]
+        if self.unfinished:
+            parts.append(f"{len(self.unfinished)} unfinished")
+        if self.costs:
+            parts.append(f"cost {sum(self.costs.values()):.4g}")
+        return ", ".join(parts) + "."
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 class _TaskFiles:
@@ -72,9 +96,14 @@ class TaskWaiter:
         options: WaitOptions,
         reporter: Reporter,
         history: History | None = None,
+        *,
+        stamper: Stamper | None = None,
+        previewer: Previewer | None = None,
     ) -> None:
         self._client = client
         self._downloader = downloader
+        self._stamper = stamper  # the provenance for each task's PNGs
+        self._previewer = previewer
         self._options = options
         self._reporter = reporter
         self._history = history
@@ -161,13 +190,20 @@ class TaskWaiter:
         self._record(task.task_id, state=task.status, cost=task.cost)
 
     def _on_finished(self, task: Task) -> None:
+        if task.cost is not None:
+            with self._lock:
+                self.summary.costs[task.task_id] = task.cost
         if task.status != "completed":
             reason = task.error_message or "no reason given"
             console.warn(f"{task.task_id}: {task.status}: {reason}")
             self._record(task.task_id, error=reason)
-            self.summary.fail(ExitCode.FAILED)
+            with self._lock:
+                self.summary.fail(ExitCode.FAILED)
+                self.summary.failed.add(task.task_id)
             self._emit_json(task, [])
             return
+        with self._lock:
+            self.summary.completed += 1
         if self._downloader is None:  # --no-download
             if not self._options.as_json:
                 console.data(task.task_id)
@@ -176,6 +212,8 @@ class TaskWaiter:
         if not task.images:
             self._fail(task.task_id, TaskError(f"Task {task.task_id} completed with no images."))
             return
+        if self._stamper is not None:
+            self._stamper.prepare(task, self._history_record(task.task_id))
         files = _TaskFiles(task)
         with self._lock:
             self._downloading[task.task_id] = None
@@ -194,7 +232,8 @@ class TaskWaiter:
         assert self._downloader is not None
         task = files.task
         try:
-            saved = self._downloader.download(task.task_id, index, task.images[index])
+            finish = self._stamper.step(task.task_id) if self._stamper is not None else None
+            saved = self._downloader.download(task.task_id, index, task.images[index], finish)
         except Exception as exc:
             # Even a bug below must fail the task, not vanish with this thread's future.
             error = exc if isinstance(exc, ApimartError) else _internal(index, exc)
@@ -210,6 +249,7 @@ class TaskWaiter:
                 )
             else:
                 self._reporter.saved(task.task_id, path)
+                self._show(saved.path)
             if not self._options.as_json:
                 console.data(path)
             with self._lock:
@@ -224,11 +264,29 @@ class TaskWaiter:
             self._results.put((task.task_id, {"files": paths}))
             self._emit_json(task, paths)
 
+    def _show(self, path: Path) -> None:
+        """The inline preview of a saved image, where the terminal can draw one."""
+        if self._previewer is None:
+            return
+        escape = self._previewer.escape(path)
+        if escape is not None:
+            self._reporter.image(escape)
+
+    def _history_record(self, task_id: str) -> TaskRecord | None:
+        """What the history knows of a task (poll loop thread only), for its provenance."""
+        if self._history is None:
+            return None
+        try:
+            return self._history.get(task_id)
+        except HistoryError:
+            return None
+
     def _fail(self, task_id: str, error: ApimartError) -> None:
         """On any thread: say what went wrong now, and keep what to do for the end."""
         console.warn(f"{task_id}: {error.message}")
         with self._lock:
             self.summary.fail(error.exit_code)
+            self.summary.failed.add(task_id)
             if error.hint:
                 self._hints.setdefault(error.hint)
 

@@ -49,12 +49,12 @@ _apimart() {
     local words=""
     case "$path" in
         "") words="generate status wait download history batch gallery inspect balance sizes sandbox mcp config --api-key --base-url --verbose -v --quiet -q --sandbox --version --help -h" ;;
-        "generate") words="--size -s --resolution -r --n -n --image -i --official-fallback --model --wait -w --output -o --timeout --interval --json --dry-run --help -h" ;;
+        "generate") words="--size -s --resolution -r --n -n --image -i --official-fallback --model --wait -w --output -o --timeout --interval --json --dry-run --open --preview --no-metadata --help -h" ;;
         "status") words="--json --help -h" ;;
-        "wait") words="--output -o --timeout --interval --max-in-flight --no-download --json --force --pending --help -h" ;;
-        "download") words="--output -o --force --help -h" ;;
+        "wait") words="--output -o --timeout --interval --max-in-flight --no-download --json --force --pending --open --preview --no-metadata --help -h" ;;
+        "download") words="--output -o --force --open --no-metadata --help -h" ;;
         "history") words="--pending --limit --json --help -h" ;;
-        "batch") words="--output -o --concurrency --name --metadata --timeout --interval --force --json --help -h" ;;
+        "batch") words="--output -o --concurrency --name --metadata --timeout --interval --force --json --open --no-metadata --help -h" ;;
         "gallery") words="--open --help -h" ;;
         "inspect") words="--json --help -h" ;;
         "balance") words="--account --json --help -h" ;;

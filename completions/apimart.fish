@@ -43,6 +43,9 @@ complete -c apimart -n '__fish_seen_subcommand_from generate' -l timeout -x
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l interval -x
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l json
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l dry-run
+complete -c apimart -n '__fish_seen_subcommand_from generate' -l open
+complete -c apimart -n '__fish_seen_subcommand_from generate' -l preview
+complete -c apimart -n '__fish_seen_subcommand_from generate' -l no-metadata
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l help
 complete -c apimart -n '__fish_seen_subcommand_from generate' -s h
 complete -c apimart -n '__fish_seen_subcommand_from status' -l json
@@ -57,11 +60,16 @@ complete -c apimart -n '__fish_seen_subcommand_from wait' -l no-download
 complete -c apimart -n '__fish_seen_subcommand_from wait' -l json
 complete -c apimart -n '__fish_seen_subcommand_from wait' -l force
 complete -c apimart -n '__fish_seen_subcommand_from wait' -l pending
+complete -c apimart -n '__fish_seen_subcommand_from wait' -l open
+complete -c apimart -n '__fish_seen_subcommand_from wait' -l preview
+complete -c apimart -n '__fish_seen_subcommand_from wait' -l no-metadata
 complete -c apimart -n '__fish_seen_subcommand_from wait' -l help
 complete -c apimart -n '__fish_seen_subcommand_from wait' -s h
 complete -c apimart -n '__fish_seen_subcommand_from download' -l output -x -a '(__fish_complete_directories)'
 complete -c apimart -n '__fish_seen_subcommand_from download' -s o -x -a '(__fish_complete_directories)'
 complete -c apimart -n '__fish_seen_subcommand_from download' -l force
+complete -c apimart -n '__fish_seen_subcommand_from download' -l open
+complete -c apimart -n '__fish_seen_subcommand_from download' -l no-metadata
 complete -c apimart -n '__fish_seen_subcommand_from download' -l help
 complete -c apimart -n '__fish_seen_subcommand_from download' -s h
 complete -c apimart -n '__fish_seen_subcommand_from history' -l pending
@@ -78,6 +86,8 @@ complete -c apimart -n '__fish_seen_subcommand_from batch' -l timeout -x
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l interval -x
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l force
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l json
+complete -c apimart -n '__fish_seen_subcommand_from batch' -l open
+complete -c apimart -n '__fish_seen_subcommand_from batch' -l no-metadata
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l help
 complete -c apimart -n '__fish_seen_subcommand_from batch' -s h
 complete -c apimart -n '__fish_seen_subcommand_from gallery' -l open

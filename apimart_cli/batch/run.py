@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apimart_cli import console
+from apimart_cli import __version__, console
 from apimart_cli.batch.jobs import format_name
 from apimart_cli.batch.manifest import STEP_LABELS, JobRun, Manifest, Records, resumed
 from apimart_cli.batch.saving import save_image, write_metadata
@@ -36,8 +36,10 @@ from apimart_cli.errors import (
     SubmittedButUnrecorded,
     TaskError,
 )
+from apimart_cli.gallery import Keeper
 from apimart_cli.polling import Poller
 from apimart_cli.progress import make_batch_display
+from apimart_cli.provenance import Stamper
 from apimart_cli.submission import submit
 from apimart_cli.waiting import DOWNLOAD_WORKERS
 from apimart_cli.workers import WorkerPool
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     from apimart_cli.batch.jobs import Job
     from apimart_cli.batch.pacing import AimdLimiter
     from apimart_cli.client import Client
-    from apimart_cli.history import History
+    from apimart_cli.history import History, TaskRecord
     from apimart_cli.models import Task
 
 _STOP_SENDING = (ExitCode.AUTH, ExitCode.BALANCE)  # every later submission would fail alike
@@ -63,8 +65,9 @@ class BatchOptions:
     timeout: float = DEFAULT_BATCH_TIMEOUT
     interval: float = DEFAULT_POLL_INTERVAL
     force: bool = False
-    metadata: bool = False
+    metadata: bool = False  # a <name>.json sidecar beside each image
     as_json: bool = False
+    provenance: bool = True  # the provenance chunk in each PNG
 
 
 def run_batch(
@@ -110,13 +113,18 @@ class BatchRun:
     ) -> None:
         self._client, self._limiter, self._options = client, limiter, options
         self._open_history = open_history
+        self._stamper = Stamper(__version__, redact=console.redact) if options.provenance else None
         self._downloader = Downloader(
             client, options.output, force=options.force, on_retry=console.info
         )
         self._manifest = Manifest(options.output)
         self._display = make_batch_display(job.line for job in jobs)
         self._tracker = JobTracker(
-            self._manifest, self._display, output=options.output, as_json=options.as_json
+            self._manifest,
+            self._display,
+            output=options.output,
+            as_json=options.as_json,
+            gallery=Keeper(options.output, warn=console.warn, redact=console.redact),
         )
         self._lock = self._tracker.lock  # one lock for all the jobs' state
         self._jobs = jobs
@@ -399,6 +407,8 @@ class BatchRun:
         elif not task.images:
             self._tracker.end(run, "completed", ServiceError(f"task {task.task_id} has no images."))
         else:
+            if self._stamper is not None:
+                self._stamper.prepare(task, self._history_record(task.task_id))
             run.task, run.pending, run.saved = task, len(task.images), {}
             self._tracker.update(run, "completed")
             assert self._pool is not None
@@ -406,6 +416,15 @@ class BatchRun:
                 self._downloading += len(task.images)
             for index in range(len(task.images)):
                 self._pool.submit(self._download, run, index)
+
+    def _history_record(self, task_id: str) -> TaskRecord | None:
+        """What the history knows of a task (poll loop thread), for its images' provenance."""
+        if self._history is None or self._history_broken:
+            return None
+        try:
+            return self._history.get(task_id)
+        except HistoryError:
+            return None
 
     def _downloads_finished(self) -> bool:
         """Wait for the downloads still running, until the deadline; False if it came first."""
@@ -461,7 +480,10 @@ class BatchRun:
         name = format_name(
             options.name, task_id=task.task_id, index=index, line=run.job.line, slug=run.job.slug
         )
-        path, kept = save_image(self._downloader, task, index, name, force=options.force)
+        finish = self._stamper.step(task.task_id) if self._stamper is not None else None
+        path, kept = save_image(
+            self._downloader, task, index, name, force=options.force, finish=finish
+        )
         if options.metadata and not (kept and path.with_suffix(".json").exists()):
             write_metadata(run, task, index, path)
         return path, kept

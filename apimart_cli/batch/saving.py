@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,15 +22,24 @@ if TYPE_CHECKING:
 
 
 def save_image(
-    downloader: Downloader, task: Task, index: int, name: str, *, force: bool
+    downloader: Downloader,
+    task: Task,
+    index: int,
+    name: str,
+    *,
+    force: bool,
+    finish: Callable[[Path], None] | None = None,
 ) -> tuple[Path, bool]:
-    """The image saved as `name` plus its extension; True if an existing file was kept."""
+    """The image saved as `name` plus its extension; True if an existing file was kept.
+
+    `finish` is the downloader's last step on the complete file (the provenance chunk).
+    """
     folder, stem = downloader.folder, f"{task.task_id}_{index}"
     if name != stem and not force:
         found = existing_file(folder, name)
         if found is not None:
             return found, True
-    saved = downloader.download(task.task_id, index, task.images[index])
+    saved = downloader.download(task.task_id, index, task.images[index], finish)
     if name == stem:
         return saved.path, saved.kept_existing
     target = folder / f"{name}{saved.path.suffix}"

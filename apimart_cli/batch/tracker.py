@@ -19,6 +19,7 @@ from apimart_cli.errors import ApimartError, ExitCode
 
 if TYPE_CHECKING:
     from apimart_cli.batch.manifest import Manifest
+    from apimart_cli.gallery import Keeper
     from apimart_cli.progress import BatchDisplay
 
 
@@ -26,9 +27,16 @@ class JobTracker:
     """Every job of one run, and what the run must say at its end."""
 
     def __init__(
-        self, manifest: Manifest, display: BatchDisplay, *, output: Path, as_json: bool
+        self,
+        manifest: Manifest,
+        display: BatchDisplay,
+        *,
+        output: Path,
+        as_json: bool,
+        gallery: Keeper | None = None,
     ) -> None:
         self.manifest, self.display = manifest, display
+        self._gallery = gallery  # index.html, rewritten as each job ends
         self._output, self._as_json = output, as_json  # for the `--json` objects
         self.runs: list[JobRun] = []
         self.lock = threading.RLock()  # every job's state, and the order of manifest records
@@ -73,6 +81,8 @@ class JobTracker:
             if record:
                 self.manifest.append(run.record())
             self.display.job(run.job.line, run.stage())
+            if self._gallery is not None:
+                self._gallery.update(done.record() for done in self.runs if done.ended)
         if error is not None and warn:
             console.warn(f"line {run.job.line}: {error.message}")
         if self._as_json:

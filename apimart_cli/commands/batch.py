@@ -7,12 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, open_history, state
 from apimart_cli.commands.options import (
     DEFAULT_INTERVAL,
     ForceOpt,
     IntervalOpt,
     JsonOpt,
+    NoMetadataOpt,
     OutputOpt,
     TimeoutOpt,
 )
@@ -58,6 +60,10 @@ def batch(
     interval: IntervalOpt = DEFAULT_INTERVAL,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
+    open_page: Annotated[
+        bool, typer.Option("--open", help="Open the gallery page (index.html) at the end.")
+    ] = False,
+    no_metadata: NoMetadataOpt = False,
 ) -> None:
     """Run many generations from a file of jobs; print each saved path.
 
@@ -66,7 +72,7 @@ def batch(
     "official_fallback". Blank lines and '#' comments are skipped. Every line is
     checked before anything is sent. batch-manifest.jsonl in the output folder
     records each job, so running the same command again resumes: nothing is
-    submitted twice.
+    submitted twice. index.html there shows the images with their prompts.
 
         apimart batch prompts.txt -o out/ --name '{line}-{slug}-{index}'
     """
@@ -86,8 +92,16 @@ def batch(
         force=force,
         metadata=metadata,
         as_json=as_json,
+        provenance=not no_metadata,
     )
     # Not `with client:` -- run_batch closes it only when nothing is on its way: after a
     # timeout or a second Ctrl-C, closing it would fail the submissions still in flight.
     code = run_batch(jobs, client, limiter, options, open_history)
+    if open_page:
+        from apimart_cli.gallery import PAGE_NAME
+        from apimart_cli.opening import open_files
+
+        page = settings.output_dir / PAGE_NAME
+        if page.exists():
+            open_files([page], note=console.warn)
     raise typer.Exit(int(code))

@@ -3,7 +3,7 @@
 import typer
 
 from apimart_cli.commands.common import handles_errors, read_task_ids, state
-from apimart_cli.commands.options import ForceOpt, OutputOpt, TaskIdsArg
+from apimart_cli.commands.options import ForceOpt, NoMetadataOpt, OpenOpt, OutputOpt, TaskIdsArg
 
 
 @handles_errors
@@ -12,6 +12,8 @@ def download(
     task_ids: TaskIdsArg = None,
     output: OutputOpt = None,
     force: ForceOpt = False,
+    open_saved: OpenOpt = False,
+    no_metadata: NoMetadataOpt = False,
 ) -> None:
     """Download the images of completed tasks; print each saved path.
 
@@ -23,5 +25,13 @@ def download(
     from apimart_cli.commands.wait import run_wait
 
     ids = read_task_ids(task_ids)
-    code = run_wait(state(ctx), ids, output=output, force=force, once=True)
+    code = run_wait(
+        state(ctx),
+        ids,
+        output=output,
+        force=force,
+        once=True,
+        metadata=not no_metadata,
+        open_saved=open_saved,
+    )
     raise typer.Exit(int(code))

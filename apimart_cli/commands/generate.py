@@ -12,7 +12,10 @@ from apimart_cli.commands.options import (
     DEFAULT_TIMEOUT,
     IntervalOpt,
     JsonOpt,
+    NoMetadataOpt,
+    OpenOpt,
     OutputOpt,
+    PreviewOpt,
     TimeoutOpt,
 )
 from apimart_cli.constants import DEFAULT_MODEL
@@ -100,6 +103,9 @@ def generate(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the request body; send nothing.")
     ] = False,
+    open_saved: OpenOpt = False,
+    preview: PreviewOpt = False,
+    no_metadata: NoMetadataOpt = False,
 ) -> None:
     """Submit a generation task and print its id.
 
@@ -147,6 +153,14 @@ def generate(
         from apimart_cli.commands.wait import run_wait
 
         code = run_wait(
-            app, task_ids, output=output, timeout=timeout, interval=interval, as_json=as_json
+            app,
+            task_ids,
+            output=output,
+            timeout=timeout,
+            interval=interval,
+            as_json=as_json,
+            metadata=not no_metadata,
+            preview=preview,
+            open_saved=open_saved,
         )
         raise typer.Exit(int(code))

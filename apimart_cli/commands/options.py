@@ -43,3 +43,17 @@ DEFAULT_INTERVAL = DEFAULT_POLL_INTERVAL
 OpenOpt = Annotated[
     bool, typer.Option("--open", help="Open the result in the desktop's viewer ($BROWSER).")
 ]
+PreviewOpt = Annotated[
+    bool,
+    typer.Option(
+        "--preview",
+        help="Show each image as it is saved, on a kitty or iTerm2 terminal. [$APIMART_PREVIEW]",
+    ),
+]
+NoMetadataOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-metadata",
+        help="Save images exactly as served, without the provenance chunk. [$APIMART_METADATA]",
+    ),
+]

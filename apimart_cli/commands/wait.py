@@ -23,7 +23,10 @@ from apimart_cli.commands.options import (
     DEFAULT_TIMEOUT,
     IntervalOpt,
     JsonOpt,
+    NoMetadataOpt,
+    OpenOpt,
     OutputOpt,
+    PreviewOpt,
     TaskIdsArg,
     TimeoutOpt,
 )
@@ -44,19 +47,35 @@ def run_wait(
     download: bool = True,
     force: bool = False,
     once: bool = False,
+    metadata: bool = True,
+    preview: bool = False,
+    open_saved: bool = False,
 ) -> ExitCode:
-    """Wait for the tasks (and those on `stream`) and download them; the exit code."""
+    """Wait for the tasks (and those on `stream`) and download them; the exit code.
+
+    `metadata`: the provenance chunk in saved PNGs; `preview`: each image drawn on
+    the terminal as it is saved; `open_saved`: the images opened at the end.
+    """
+    from apimart_cli import __version__
     from apimart_cli.downloads import Downloader
+    from apimart_cli.preview import previewer
     from apimart_cli.progress import make_reporter
+    from apimart_cli.provenance import Stamper
     from apimart_cli.waiting import TaskWaiter, WaitOptions, resume_hint
 
     settings = app.settings(output)
     client = app.client(settings)
     client.deadline = time.monotonic() + timeout  # retries never outlast --timeout
     downloader = None
+    stamper = Stamper(__version__, redact=console.redact) if metadata and download else None
     if download:
         downloader = Downloader(client, settings.output_dir, force=force, on_retry=console.info)
         downloader.prepare()
+    shows = previewer(
+        preview and download and not console.is_quiet(),
+        is_terminal=console.is_terminal(sys.stderr),
+        note=console.debug,
+    )
     history = open_history(required=False)
     options = WaitOptions(
         timeout=timeout,
@@ -65,7 +84,9 @@ def run_wait(
         as_json=as_json,
         once=once,
     )
-    waiter = TaskWaiter(client, downloader, options, make_reporter(), history)
+    waiter = TaskWaiter(
+        client, downloader, options, make_reporter(), history, stamper=stamper, previewer=shows
+    )
     resume = functools.partial(
         resume_hint,
         output=output,
@@ -82,13 +103,19 @@ def run_wait(
         client.close()
         if history is not None:
             history.close()
-    if summary.timed_out:
-        _report_unfinished(f"Timed out after {timeout:g} s", summary.unfinished, resume)
     if stream is not None and summary.task_count == 0:
         raise UsageError(
             "No task ids on standard input.",
             "Pipe in task ids, one per line (as `apimart generate` prints them).",
         )
+    console.info(summary.line(downloaded=download))
+    if summary.timed_out:
+        _report_unfinished(f"Timed out after {timeout:g} s", summary.unfinished, resume)
+    if open_saved:
+        from apimart_cli.opening import open_files
+
+        saved = [Path(path) for paths in summary.files.values() for path in paths]
+        open_files(saved, note=console.warn)
     return summary.exit_code
 
 
@@ -121,6 +148,9 @@ def wait(
         bool,
         typer.Option("--pending", help="Also wait for every unfinished task in the history."),
     ] = False,
+    open_saved: OpenOpt = False,
+    preview: PreviewOpt = False,
+    no_metadata: NoMetadataOpt = False,
 ) -> None:
     """Wait for tasks to finish and save their images.
 
@@ -160,5 +190,8 @@ def wait(
         as_json=as_json,
         download=not no_download,
         force=force,
+        metadata=not no_metadata,
+        preview=preview,
+        open_saved=open_saved,
     )
     raise typer.Exit(int(code))

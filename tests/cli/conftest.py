@@ -51,6 +51,15 @@ def png(width: int = 2, height: int = 1) -> bytes:
 PNG = png()
 
 
+def as_served(path: Path) -> bytes:
+    """A saved image's bytes without the provenance chunk apimart puts after IHDR,
+    which must be there: what the image host sent."""
+    data = path.read_bytes()
+    (length,) = struct.unpack(">I", data[33:37])
+    assert data[37:49] == b"iTXtapimart\x00", "no provenance chunk after IHDR"
+    return data[:33] + data[45 + length :]
+
+
 def run(
     *args: str,
     input: str | None = None,

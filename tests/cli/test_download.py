@@ -10,6 +10,7 @@ from pytest_httpx import HTTPXMock
 from .conftest import (
     IMAGES,
     PNG,
+    as_served,
     assert_images_fetched_without_key,
     expect_image,
     expect_task,
@@ -36,7 +37,7 @@ def test_a_completed_task_is_saved(api: str, httpx_mock: HTTPXMock, tmp_path: Pa
         str(OUT / "task_01_1.png"),
     ]
     assert saved(tmp_path / "out") == ["task_01_0.png", "task_01_1.png"]
-    assert (tmp_path / "out" / "task_01_1.png").read_bytes() == png(5, 5)
+    assert as_served(tmp_path / "out" / "task_01_1.png") == png(5, 5)
     assert_images_fetched_without_key(httpx_mock, 2)
 
 
@@ -103,7 +104,10 @@ def test_expired_urls_exit_1_with_the_time_they_expired(
     assert (
         "task_01: The images of task task_01 expired at 2026-04-22 05:18:46 UTC.\n" in result.stderr
     )
-    assert result.stderr.endswith("Result URLs last about 24 hours; generate the image again.\n")
+    assert result.stderr.endswith(
+        "Result URLs last about 24 hours; generate the image again.\n"
+        "0 images saved, 1 task failed.\n"
+    )
     assert_images_fetched_without_key(httpx_mock, 0)
     assert saved(tmp_path / "out") == []
 
@@ -144,7 +148,7 @@ def test_existing_files_are_kept_unless_force(
 
     assert forced.exit_code == 0, forced.output
     assert forced.stdout == f"{path}\n"
-    assert (tmp_path / "out" / "task_01_0.png").read_bytes() == PNG
+    assert as_served(tmp_path / "out" / "task_01_0.png") == PNG
     assert saved(tmp_path / "out") == ["task_01_0.png"]
 
 

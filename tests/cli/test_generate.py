@@ -22,6 +22,7 @@ from .conftest import (
     KEY,
     PNG,
     SUBMIT_URL,
+    as_served,
     assert_images_fetched_without_key,
     body,
     expect_image,
@@ -240,7 +241,7 @@ def test_wait_prints_paths_on_stdout_and_ids_on_stderr(
     path = str(Path("out") / "task_01_0.png")
     assert result.stdout == f"{path}\n"
     assert result.stderr.splitlines()[0] == "task_01"
-    assert (tmp_path / "out" / "task_01_0.png").read_bytes() == PNG
+    assert as_served(tmp_path / "out" / "task_01_0.png") == PNG
     assert saved(tmp_path / "out") == ["task_01_0.png"]
     assert_images_fetched_without_key(httpx_mock, 1)
     [row] = history_rows()

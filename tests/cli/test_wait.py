@@ -15,6 +15,7 @@ from .conftest import (
     IMAGES,
     PNG,
     api_requests,
+    as_served,
     assert_images_fetched_without_key,
     expect_image,
     expect_task,
@@ -45,7 +46,7 @@ def test_downloads_completed_tasks_and_prints_only_paths(
     paths = [str(OUT / name) for name in ("task_01_0.png", "task_02_0.png", "task_02_1.png")]
     assert sorted(result.stdout.splitlines()) == paths
     assert saved(tmp_path / "out") == ["task_01_0.png", "task_02_0.png", "task_02_1.png"]
-    assert (tmp_path / "out" / "task_02_1.png").read_bytes() == png(4, 4)
+    assert as_served(tmp_path / "out" / "task_02_1.png") == png(4, 4)
     assert_images_fetched_without_key(httpx_mock, 3)
 
 
@@ -61,6 +62,7 @@ def test_progress_off_a_terminal_is_plain_lines_on_stderr(api: str, httpx_mock: 
     assert result.stdout == f"{path}\n"
     assert result.stderr == (
         f"task_01: processing 30%\ntask_01: completed\ntask_01: saved {path}\n"
+        "1 image saved, 0 tasks failed.\n"
     )
 
 
@@ -92,6 +94,7 @@ def test_the_api_variants_are_tolerated(api: str, httpx_mock: HTTPXMock, tmp_pat
         "task_01: queued (a state this tool does not know; still waiting)\n"
         "task_01: completed\n"
         f"task_01: saved {path}\n"
+        "1 image saved, 0 tasks failed.\n"
     )
     assert saved(tmp_path / "out") == ["task_01_0.png"]
 
@@ -106,7 +109,7 @@ def test_a_data_uri_result_is_saved(api: str, httpx_mock: HTTPXMock, tmp_path: P
 
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{OUT / 'task_01_0.png'}\n"
-    assert (tmp_path / "out" / "task_01_0.png").read_bytes() == PNG
+    assert as_served(tmp_path / "out" / "task_01_0.png") == PNG
 
 
 def test_a_failed_task_shows_its_reason_and_the_others_are_downloaded(
@@ -134,7 +137,9 @@ def test_a_cancelled_task_exits_1(api: str, httpx_mock: HTTPXMock) -> None:
 
     assert result.exit_code == 1, result.output
     assert result.stdout == ""
-    assert result.stderr == "task_01: cancelled\ntask_01: cancelled: no reason given\n"
+    assert result.stderr == (
+        "task_01: cancelled\ntask_01: cancelled: no reason given\n0 images saved, 1 task failed.\n"
+    )
 
 
 def test_no_download_prints_the_completed_ids(api: str, httpx_mock: HTTPXMock) -> None:
@@ -219,7 +224,7 @@ def test_force_replaces_an_existing_file(api: str, httpx_mock: HTTPXMock, tmp_pa
 
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{OUT / 'task_01_0.png'}\n"
-    assert (tmp_path / "out" / "task_01_0.png").read_bytes() == PNG
+    assert as_served(tmp_path / "out" / "task_01_0.png") == PNG
     assert saved(tmp_path / "out") == ["task_01_0.png"]
 
 
@@ -310,6 +315,7 @@ def test_a_missing_task_exits_1(api: str, httpx_mock: HTTPXMock) -> None:
     assert result.stderr == (
         "task_99: Task task_99 does not exist (404).\n"
         "Check the id; `apimart history` lists the tasks submitted from here.\n"
+        "0 images saved, 1 task failed.\n"
     )
 
 
@@ -361,6 +367,7 @@ def test_a_refused_key_exits_3_and_says_what_to_do(api: str, httpx_mock: HTTPXMo
     assert result.stderr == (
         "task_01: The server answered 401: invalid token\n"
         "Check the key: `apimart config set api_key`, or set APIMART_API_KEY.\n"
+        "0 images saved, 1 task failed.\n"
     )
 
 
@@ -403,7 +410,7 @@ def test_progress_bars_on_a_terminal_show_brackets_in_paths_as_typed(
     path = Path("out[/x]") / "task_01_0.png"
     assert result.stdout == f"{path}\n"
     assert f"saved {path}" in result.stderr
-    assert (tmp_path / path).read_bytes() == PNG
+    assert as_served(tmp_path / path) == PNG
 
 
 def test_a_bug_while_saving_fails_the_task_loudly(
