@@ -231,6 +231,9 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 .failed{border-color:var(--bad)}
 .reason{margin:0;padding:10px 14px;background:var(--badbg);color:var(--bad);font-weight:600;
 overflow-wrap:anywhere}
+.missing{aspect-ratio:4/3;display:flex;align-items:center;justify-content:center;
+background:var(--badbg)}
+.missing .reason{text-align:center;padding:16px 24px}
 footer{padding:0 28px 28px;color:var(--dim);font-size:12px}
 """
 
@@ -263,15 +266,27 @@ def _card(entry: Entry) -> str:
     details = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
     reason = ""
     if entry.failed:
-        why = entry.error or entry.state
-        reason = f'<p class="reason">{e(entry.state)}: {e(why)}</p>'
+        reason = f'<p class="reason">{e(entry.state)}: {e(_reason(entry))}</p>'
     classes = ' class="failed"' if entry.failed else ""
-    body = f'<div class="shots"{_layout(len(entry.files))}>{shots}</div>' if shots else ""
+    if shots:
+        body = f'<div class="shots"{_layout(len(entry.files))}>{shots}</div>{reason}'
+    else:  # the reason takes the picture's place, so the grid stays even
+        body = f'<div class="missing">{reason}</div>'
     return (
-        f"<figure{classes}>{body}{reason}<figcaption>"
+        f"<figure{classes}>{body}<figcaption>"
         f'<p class="prompt">{e(entry.prompt) or "<em>(no prompt)</em>"}</p>'
         f"<dl>{details}</dl></figcaption></figure>"
     )
+
+
+def _reason(entry: Entry) -> str:
+    """Why the job failed, without the "task <id> failed: " the card already says."""
+    why = entry.error or "no reason given"
+    if entry.task_id:
+        prefix = f"task {entry.task_id} {entry.state}: "
+        if why.lower().startswith(prefix.lower()):
+            why = why[len(prefix) :]
+    return why
 
 
 def _layout(count: int) -> str:

@@ -108,3 +108,12 @@ def test_write_redacts(tmp_path: Path) -> None:
 )
 def test_task_id_of(name: str, task_id: str | None) -> None:
     assert gallery.task_id_of(name) == task_id
+
+
+def test_a_failed_job_shows_its_reason_in_place_of_the_picture(tmp_path: Path) -> None:
+    entries = [
+        gallery.Entry("task_c", "p", (), error="task task_c failed: too bright", state="failed")
+    ]
+    page = gallery.write(tmp_path, entries).read_text()
+    assert '<div class="missing"><p class="reason">failed: too bright</p></div>' in page
+    assert "task task_c failed" not in page

@@ -29,8 +29,11 @@ def balance(
         return
     remain = reply.get("remain_balance")
     unlimited = remain == -1 or reply.get("unlimited_quota") is True
-    console.data(f"remaining\t{'unlimited' if unlimited else remain}")
-    console.data(f"used\t{reply.get('used_balance')}")
+    # The unit only where the service names one: a bare number is never given a currency.
+    named = next((reply[k] for k in ("currency", "unit") if isinstance(reply.get(k), str)), "")
+    unit = f" {named.strip()}" if named.strip() else ""
+    console.data(f"remaining\t{'unlimited' if unlimited else f'{remain}{unit}'}")
+    console.data(f"used\t{reply.get('used_balance')}{unit}")
     for key in ("remain_credits", "used_credits"):
         if key in reply:
             console.data(f"{key.replace('_', ' ')}\t{reply[key]}")

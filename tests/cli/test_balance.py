@@ -34,6 +34,18 @@ def test_plain_with_credits(api: str, httpx_mock: HTTPXMock) -> None:
     assert result.stdout == "remaining\t10.5\nused\t2.3\nremain credits\t105\nused credits\t23\n"
 
 
+def test_the_unit_the_service_names_is_shown_and_none_is_made_up(
+    api: str, httpx_mock: HTTPXMock
+) -> None:
+    expect_balance(httpx_mock, {**BALANCE, "currency": "USD"})
+
+    result = run("balance")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "remaining\t10.5 USD\nused\t2.3 USD\n"
+    # Without one (test_plain), the numbers stand alone: no "$" is guessed.
+
+
 def test_unlimited(api: str, httpx_mock: HTTPXMock) -> None:
     expect_balance(httpx_mock, {**BALANCE, "remain_balance": -1, "unlimited_quota": True})
 
