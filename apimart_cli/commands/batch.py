@@ -81,7 +81,7 @@ def batch(
 
     app = state(ctx)
     jobs = load_batch(file, name)
-    settings = app.settings(output)
+    settings = app.settings(output, metadata=False if no_metadata else None)
     limiter = AimdLimiter(concurrency)
     client = app.client(settings, on_rate_limited=limiter.rate_limited)
     options = BatchOptions(
@@ -92,7 +92,7 @@ def batch(
         force=force,
         metadata=metadata,
         as_json=as_json,
-        provenance=not no_metadata,
+        provenance=settings.metadata,
     )
     # Not `with client:` -- run_batch closes it only when nothing is on its way: after a
     # timeout or a second Ctrl-C, closing it would fail the submissions still in flight.

@@ -31,7 +31,7 @@ def download(
         output=output,
         force=force,
         once=True,
-        metadata=not no_metadata,
+        metadata=False if no_metadata else None,
         open_saved=open_saved,
     )
     raise typer.Exit(int(code))

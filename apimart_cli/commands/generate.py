@@ -159,8 +159,8 @@ def generate(
             timeout=timeout,
             interval=interval,
             as_json=as_json,
-            metadata=not no_metadata,
-            preview=preview,
+            metadata=False if no_metadata else None,
+            preview=True if preview else None,
             open_saved=open_saved,
         )
         raise typer.Exit(int(code))

@@ -47,14 +47,15 @@ def run_wait(
     download: bool = True,
     force: bool = False,
     once: bool = False,
-    metadata: bool = True,
-    preview: bool = False,
+    metadata: bool | None = None,
+    preview: bool | None = None,
     open_saved: bool = False,
 ) -> ExitCode:
     """Wait for the tasks (and those on `stream`) and download them; the exit code.
 
-    `metadata`: the provenance chunk in saved PNGs; `preview`: each image drawn on
-    the terminal as it is saved; `open_saved`: the images opened at the end.
+    `metadata` (the provenance chunk in saved PNGs) and `preview` (each image
+    drawn on the terminal as it is saved) are the command's flags, None where
+    not given: the settings decide. `open_saved`: the images opened at the end.
     """
     from apimart_cli import __version__
     from apimart_cli.downloads import Downloader
@@ -63,16 +64,17 @@ def run_wait(
     from apimart_cli.provenance import Stamper
     from apimart_cli.waiting import TaskWaiter, WaitOptions, resume_hint
 
-    settings = app.settings(output)
+    settings = app.settings(output, metadata=metadata, preview=preview)
     client = app.client(settings)
     client.deadline = time.monotonic() + timeout  # retries never outlast --timeout
     downloader = None
-    stamper = Stamper(__version__, redact=console.redact) if metadata and download else None
+    stamped = settings.metadata and download
+    stamper = Stamper(__version__, redact=console.redact) if stamped else None
     if download:
         downloader = Downloader(client, settings.output_dir, force=force, on_retry=console.info)
         downloader.prepare()
     shows = previewer(
-        preview and download and not console.is_quiet(),
+        settings.preview and download and not console.is_quiet(),
         is_terminal=console.is_terminal(sys.stderr),
         note=console.debug,
     )
@@ -190,8 +192,8 @@ def wait(
         as_json=as_json,
         download=not no_download,
         force=force,
-        metadata=not no_metadata,
-        preview=preview,
+        metadata=False if no_metadata else None,
+        preview=True if preview else None,
         open_saved=open_saved,
     )
     raise typer.Exit(int(code))

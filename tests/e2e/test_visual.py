@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from apimart_cli import provenance
 from tests.e2e.conftest import API_KEY, COMMAND, apimart
 
 CHROMIUM = next(
@@ -264,3 +265,27 @@ def test_the_browser_check_can_fail(tmp_path: Path) -> None:
     seen = in_chromium(page, tmp_path / "profile")
     assert seen["images"] == [{"src": "bad.png", "ok": False}]
     assert "hello" in str(seen["text"])
+
+
+def test_the_metadata_and_preview_settings_come_from_environment_and_config(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    made = apimart(
+        "generate",
+        "a fox",
+        "--wait",
+        "-o",
+        "env",
+        env={**env, "APIMART_METADATA": "0"},
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    assert provenance.read_file(tmp_path / made.lines[0]) is None
+
+    config = Path(env["APIMART_CONFIG"])
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("metadata = false\npreview = true\n")
+    made = apimart("-v", "generate", "a fox", "--wait", "-o", "file", env=env, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert provenance.read_file(tmp_path / made.lines[0]) is None
+    assert "No inline preview: standard error is not a terminal." in made.stderr
