@@ -33,3 +33,13 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     console.configure()
     return home
+
+
+def browser_recorder(tmp_path: Path) -> tuple[Path, Path]:
+    """A $BROWSER that records each argument, one per line, and chatters on its standard
+    output (which must not reach apimart's); the script and its log."""
+    log = tmp_path / "opened.txt"
+    script = tmp_path / "browser.sh"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> "{log}"\necho "viewer chatter"\n')
+    script.chmod(0o755)
+    return script, log

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import browser_recorder
+
 PROBE = """
 import sys
 from pathlib import Path
@@ -17,15 +19,6 @@ print("opened", count, file=sys.stderr)
 for note in notes:
     print("note:", note, file=sys.stderr)
 """
-
-
-def recorder(tmp_path: Path) -> tuple[Path, Path]:
-    """A $BROWSER that records each argument and chatters on its standard output."""
-    log = tmp_path / "opened.txt"
-    script = tmp_path / "browser.sh"
-    script.write_text(f'#!/bin/sh\necho "$1" >> "{log}"\necho "viewer chatter"\n')
-    script.chmod(0o755)
-    return script, log
 
 
 def run(env: dict[str, str], *paths: Path) -> subprocess.CompletedProcess[str]:
@@ -48,7 +41,7 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_browser_gets_each_file_as_a_file_url_and_stdout_stays_clean(tmp_path: Path) -> None:
-    script, log = recorder(tmp_path)
+    script, log = browser_recorder(tmp_path)
     first, second = tmp_path / "a b.png", tmp_path / "c.png"
     env = {**clean_env(tmp_path), "BROWSER": str(script)}
     result = run(env, first, second)

@@ -17,20 +17,12 @@ from pathlib import Path
 import pytest
 
 from apimart_cli import provenance
+from tests.conftest import browser_recorder
 from tests.e2e.conftest import API_KEY, COMMAND, apimart
 
 CHROMIUM = next(
     (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None
 )
-
-
-def recorder(tmp_path: Path) -> tuple[Path, Path]:
-    """A $BROWSER that records each argument it is given, one per line."""
-    log = tmp_path / "opened.txt"
-    script = tmp_path / "browser.sh"
-    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> "{log}"\n')
-    script.chmod(0o755)
-    return script, log
 
 
 def test_generate_wait_then_inspect(env: dict[str, str], tmp_path: Path) -> None:
@@ -78,7 +70,7 @@ def test_no_metadata_saves_what_was_served_and_inspect_then_exits_1(
 
 
 def test_open_hands_each_saved_image_to_browser(env: dict[str, str], tmp_path: Path) -> None:
-    browser, log = recorder(tmp_path)
+    browser, log = browser_recorder(tmp_path)
     made = apimart(
         "generate", "a fox", "-n", "2", "--wait", "-o", "out", "--open",
         env={**env, "BROWSER": str(browser)}, cwd=tmp_path,
@@ -220,7 +212,7 @@ def test_batch_gallery_opens_in_a_real_browser(env: dict[str, str], tmp_path: Pa
         )
         + "\n"
     )
-    browser, log = recorder(tmp_path)
+    browser, log = browser_recorder(tmp_path)
     ran = apimart(
         "batch",
         str(jobs),
