@@ -127,6 +127,10 @@ def generate(
     )
     for note in request.notes:
         console.info(f"Note: {note}")
+    only_with_wait = {"--open": open_saved, "--preview": preview, "--no-metadata": no_metadata}
+    ignored = [flag for flag, given in only_with_wait.items() if given and not wait]
+    if ignored:
+        console.warn(f"Note: {', '.join(ignored)} only apply with --wait; ignored.")
     if dry_run:
         console.data_json(request.dry_run(), indent=2)
         return

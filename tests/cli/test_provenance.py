@@ -147,3 +147,15 @@ def test_preview_off_a_terminal_says_why_once_with_verbose(api: str, httpx_mock:
     assert result.exit_code == 0, result.output
     assert result.stderr.count("No inline preview: standard error is not a terminal.") == 1
     assert "\x1b" not in result.stderr + result.stdout
+
+
+def test_the_image_options_without_wait_are_named_as_ignored(
+    api: str, httpx_mock: HTTPXMock
+) -> None:
+    expect_submit(httpx_mock, body("a red fox"), ["task_01"])
+
+    result = run("generate", "a red fox", "--open", "--no-metadata")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "task_01\n"
+    assert result.stderr == "Note: --open, --no-metadata only apply with --wait; ignored.\n"
