@@ -271,49 +271,69 @@ def inspect(path: Path) -> dict[str, Any]:
     return stored
 
 
+def from_history(task_id: str) -> TaskRecord | None:
+    """What the task history knows of a task: its own connection, so any thread may ask."""
+    from apimart_cli.errors import HistoryError
+    from apimart_cli.history import History
+
+    try:
+        with History.open() as history:
+            return history.get(task_id)
+    except HistoryError:
+        return None  # the image still gets what the service said of the task
+
+
 class Stamper:
     """Puts each task's provenance into its PNGs, as the downloader's last step.
 
-    `prepare` is told of a task when it completes (on the thread that owns the
-    history); the downloader then calls the stamper (on a download thread) with
-    each complete temp file, before it takes its final name. A task it was not
-    told of, or a file that is not a PNG, is left exactly as served.
+    `step(task)` is the step for the downloader (`Downloader.download`'s finish):
+    called on a download thread with each complete temp file before it takes its
+    final name. What goes in is the prompt and fields the history recorded
+    (`lookup`, once per task) and the task's final state. A file that is not a
+    PNG is left exactly as served.
     """
 
-    def __init__(self, version: str, *, redact: Callable[[str], str] = str) -> None:
+    def __init__(
+        self,
+        version: str,
+        *,
+        lookup: Callable[[str], TaskRecord | None] = from_history,
+        redact: Callable[[str], str] = str,
+    ) -> None:
         import threading
 
-        self._version, self._redact = version, redact
+        self._version, self._lookup, self._redact = version, lookup, redact
         self._records: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def prepare(self, task: Task, record: TaskRecord | None) -> None:
-        """What the task's images will carry: from its history record and its final state."""
+    def record(self, task: Task) -> dict[str, Any]:
+        """What the task's images carry, described once per task."""
+        with self._lock:
+            found = self._records.get(task.task_id)
+        if found is not None:
+            return found
+        known = self._lookup(task.task_id)
         completed = task.raw.get("completed")
         described = describe(
             task_id=task.task_id,
-            prompt=record.prompt if record is not None else None,
+            prompt=known.prompt if known is not None else None,
             model=None,
-            fields=record.fields if record is not None else {},
+            fields=known.fields if known is not None else {},
             created=task.created,
             completed=completed if isinstance(completed, int) else None,
             cost=task.cost,
             version=self._version,
         )
         with self._lock:
-            self._records[task.task_id] = described
+            return self._records.setdefault(task.task_id, described)
 
-    def step(self, task_id: str) -> Callable[[Path], None]:
-        """The downloader's last step for this task's images (`Downloader.download`'s finish)."""
+    def stamp(self, path: Path, task: Task) -> None:
+        """Put the task's provenance into the PNG at `path` (anything else stays as it is)."""
+        try:
+            embed_file(path, self.record(task), redact=self._redact)
+        except NotPNG:
+            return  # JPEG or WebP: saved as served
 
-        def stamp(path: Path) -> None:
-            with self._lock:
-                record = self._records.get(task_id)
-            if record is None:
-                return
-            try:
-                embed_file(path, record, redact=self._redact)
-            except NotPNG:
-                return  # JPEG or WebP: saved as served
-
-        return stamp
+    def step(self, task: Task) -> Callable[[Path], None]:
+        """The downloader's last step for this task's images."""
+        return lambda path: self.stamp(path, task)

@@ -25,7 +25,7 @@ from apimart_cli.workers import WorkerPool
 if TYPE_CHECKING:
     from apimart_cli.client import Client
     from apimart_cli.downloads import Downloader
-    from apimart_cli.history import History, TaskRecord
+    from apimart_cli.history import History
     from apimart_cli.models import Task
     from apimart_cli.preview import Previewer
     from apimart_cli.progress import Reporter
@@ -212,8 +212,6 @@ class TaskWaiter:
         if not task.images:
             self._fail(task.task_id, TaskError(f"Task {task.task_id} completed with no images."))
             return
-        if self._stamper is not None:
-            self._stamper.prepare(task, self._history_record(task.task_id))
         files = _TaskFiles(task)
         with self._lock:
             self._downloading[task.task_id] = None
@@ -232,7 +230,7 @@ class TaskWaiter:
         assert self._downloader is not None
         task = files.task
         try:
-            finish = self._stamper.step(task.task_id) if self._stamper is not None else None
+            finish = self._stamper.step(task) if self._stamper is not None else None
             saved = self._downloader.download(task.task_id, index, task.images[index], finish)
         except Exception as exc:
             # Even a bug below must fail the task, not vanish with this thread's future.
@@ -271,15 +269,6 @@ class TaskWaiter:
         escape = self._previewer.escape(path)
         if escape is not None:
             self._reporter.image(escape)
-
-    def _history_record(self, task_id: str) -> TaskRecord | None:
-        """What the history knows of a task (poll loop thread only), for its provenance."""
-        if self._history is None:
-            return None
-        try:
-            return self._history.get(task_id)
-        except HistoryError:
-            return None
 
     def _fail(self, task_id: str, error: ApimartError) -> None:
         """On any thread: say what went wrong now, and keep what to do for the end."""

@@ -152,3 +152,39 @@ def test_describe_lists_fields_params_and_references_without_data() -> None:
         "version": "1.2.3",
     }
     assert "base64" not in json.dumps(described)
+
+
+def test_stamper_describes_each_task_once_from_its_history_record(tmp_path: Path) -> None:
+    from apimart_cli.history import TaskRecord
+    from apimart_cli.models import parse_task
+
+    asked: list[str] = []
+
+    def lookup(task_id: str) -> TaskRecord | None:
+        asked.append(task_id)
+        return TaskRecord(
+            task_id, 1.0, 2.0, "b", "a fox", {"model": "m-1", "size": "1:1"}, "k",
+            "completed", 0.5, (), None,
+        )  # fmt: skip
+
+    data = {"id": "task_1", "status": "completed", "created": 5, "completed": 9, "cost": 0.5}
+    task = parse_task({"code": 200, "data": data}, "task_1")
+    stamper = provenance.Stamper("9.9", lookup=lookup)
+    first, second, jpeg = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    first.write_bytes(gradient_png(8, 8, "a", 0))
+    second.write_bytes(gradient_png(8, 8, "b", 0))
+    jpeg.write_bytes(b"\xff\xd8\xff\xe0 jpeg")
+    for path in (first, second, jpeg):
+        stamper.step(task)(path)
+    assert asked == ["task_1"]
+    stored = provenance.read_file(first)
+    assert stored == provenance.read_file(second)
+    assert stored is not None
+    assert (stored["prompt"], stored["model"], stored["size"], stored["created"]) == (
+        "a fox",
+        "m-1",
+        "1:1",
+        5,
+    )
+    assert (stored["completed"], stored["cost"], stored["version"]) == (9, 0.5, "9.9")
+    assert jpeg.read_bytes() == b"\xff\xd8\xff\xe0 jpeg"

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from apimart_cli.batch.jobs import Job
     from apimart_cli.batch.pacing import AimdLimiter
     from apimart_cli.client import Client
-    from apimart_cli.history import History, TaskRecord
+    from apimart_cli.history import History
     from apimart_cli.models import Task
 
 _STOP_SENDING = (ExitCode.AUTH, ExitCode.BALANCE)  # every later submission would fail alike
@@ -407,8 +407,6 @@ class BatchRun:
         elif not task.images:
             self._tracker.end(run, "completed", ServiceError(f"task {task.task_id} has no images."))
         else:
-            if self._stamper is not None:
-                self._stamper.prepare(task, self._history_record(task.task_id))
             run.task, run.pending, run.saved = task, len(task.images), {}
             self._tracker.update(run, "completed")
             assert self._pool is not None
@@ -416,15 +414,6 @@ class BatchRun:
                 self._downloading += len(task.images)
             for index in range(len(task.images)):
                 self._pool.submit(self._download, run, index)
-
-    def _history_record(self, task_id: str) -> TaskRecord | None:
-        """What the history knows of a task (poll loop thread), for its images' provenance."""
-        if self._history is None or self._history_broken:
-            return None
-        try:
-            return self._history.get(task_id)
-        except HistoryError:
-            return None
 
     def _downloads_finished(self) -> bool:
         """Wait for the downloads still running, until the deadline; False if it came first."""
@@ -480,7 +469,7 @@ class BatchRun:
         name = format_name(
             options.name, task_id=task.task_id, index=index, line=run.job.line, slug=run.job.slug
         )
-        finish = self._stamper.step(task.task_id) if self._stamper is not None else None
+        finish = self._stamper.step(task) if self._stamper is not None else None
         path, kept = save_image(
             self._downloader, task, index, name, force=options.force, finish=finish
         )
