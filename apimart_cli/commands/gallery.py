@@ -7,7 +7,6 @@ import typer
 
 from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, open_history, state
-from apimart_cli.commands.options import OpenOpt
 
 
 @handles_errors
@@ -20,7 +19,9 @@ def gallery(
             show_default=False,
         ),
     ] = None,
-    open_page: OpenOpt = False,
+    open_page: Annotated[
+        bool, typer.Option("--open", help="Open the page in the browser ($BROWSER).")
+    ] = False,
 ) -> None:
     """Write a page of a folder's images (index.html); print its path.
 

@@ -41,7 +41,7 @@ IntervalOpt = Annotated[
 DEFAULT_TIMEOUT = DEFAULT_WAIT_TIMEOUT
 DEFAULT_INTERVAL = DEFAULT_POLL_INTERVAL
 OpenOpt = Annotated[
-    bool, typer.Option("--open", help="Open the result in the desktop's viewer ($BROWSER).")
+    bool, typer.Option("--open", help="Open each saved image in the desktop's viewer ($BROWSER).")
 ]
 PreviewOpt = Annotated[
     bool,
