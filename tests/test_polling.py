@@ -678,3 +678,39 @@ def test_retries_cut_short_by_the_deadline_are_a_timeout(clock: FakeClock) -> No
     assert outcome.unfinished == ["a"]
     assert outcome.errors == {}
     assert [t.task_id for t in finished] == ["b"]
+
+
+def test_ids_arriving_faster_than_polls_are_all_polled_once(clock: FakeClock) -> None:
+    """Standard input at any rate: every id is taken in as it comes, none twice."""
+    ids = [f"task_{n:05d}" for n in range(3000)]
+    fetch = FakeFetch({task_id: [task(task_id, "completed")] for task_id in ids}, clock)
+    poll, _, finished = poller(fetch, clock)
+    poll.open_input()
+
+    def feed() -> None:
+        for task_id in ids + ids[:100]:  # as fast as a thread can, some twice
+            poll.add(task_id)
+        poll.close_input()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    outcome = poll.run()
+    feeder.join()
+    assert sorted(outcome.finished) == ids
+    assert len(finished) == len(ids)
+    assert all(len(fetch.calls[task_id]) == 1 for task_id in ids)
+    assert poll.unfinished() == []
+
+
+def test_a_schedule_forgets_what_it_no_longer_needs() -> None:
+    """Memory: what a finished task leaves behind is its id, nothing of its forecast."""
+    schedule = Schedule()
+    for n in range(1000):
+        schedule.add(f"t{n}", 0.0)
+    taken = schedule.take(0.0)
+    while taken:
+        for task_id in taken:
+            schedule.replied(task_id, task(task_id, "completed"), 0.1)
+        taken = schedule.take(0.2)
+    assert schedule.tracks == {} and schedule.sent == {}
+    assert len(schedule.ended) == 1000
