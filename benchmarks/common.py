@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
+import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO, cast
+
+if TYPE_CHECKING:
+    from apimart_cli.sandbox import Sandbox
 
 _SCRIPT = Path(sys.executable).with_name("apimart")
 APIMART = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "apimart_cli"]
@@ -26,12 +35,24 @@ class Result:
     unit: str = "s"
     notes: dict[str, object] = field(default_factory=dict)
 
+    ratios: list[float] = field(default_factory=list)  # every run's, when there were several
+
     @property
     def ratio(self) -> float | None:
         return None if not self.baseline else self.measured / self.baseline
 
+    @staticmethod
+    def combine(runs: Sequence[Result]) -> Result:
+        """Several runs of one benchmark: the run with the median ratio, and the spread."""
+        ranked = sorted(runs, key=lambda r: r.ratio or r.measured)
+        middle = ranked[len(ranked) // 2]
+        ratios = [r.ratio for r in runs if r.ratio is not None]
+        return dataclasses.replace(middle, ratios=ratios if len(runs) > 1 else [])
+
     def row(self) -> str:
         ratio = "" if self.ratio is None else f"{self.ratio:.2f}x"
+        if self.ratios:
+            ratio += f" ({min(self.ratios):.2f}-{max(self.ratios):.2f}, {len(self.ratios)} runs)"
         target = "" if self.target is None else f"≤ {self.target:g}x"
         met = (
             ""
@@ -88,3 +109,69 @@ def user_env(base_url: str, home: Path) -> dict[str, str]:
         APIMART_DATA_DIR=str(home / "data"),
     )
     return env
+
+
+_POLL_LINE = re.compile(r"^api\s+GET /v1/tasks/([A-Za-z0-9_-]+)")
+_SUBMIT_LINE = re.compile(r"^api\s+POST /v1/images/generations 200 ")
+_IMAGE_LINE = re.compile(r"^image\s+GET ")
+
+
+class Timeline(io.TextIOBase):
+    """The sandbox's request log (`Sandbox(log=timeline.stream())`), each line timed
+    as it is written: when the reply went out, just after the sandbox read the task."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+
+    def stream(self) -> TextIO:
+        return cast(TextIO, self)
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self.lines.append((time.monotonic(), text))
+        return len(text)
+
+    def times(self, pattern: re.Pattern[str]) -> list[float]:
+        return [when for when, line in self.lines if pattern.match(line)]
+
+    def polls(self) -> Counter[str]:
+        """Status requests, by task id."""
+        found = (_POLL_LINE.match(line) for _, line in self.lines)
+        return Counter(match.group(1) for match in found if match)
+
+    def where_the_time_went(
+        self, started: float, ended: float, ends: dict[str, float]
+    ) -> dict[str, str]:
+        """From `started` to `ended` (a command's run), given when each task ended."""
+        noticed: dict[str, float] = {}
+        for when, line in self.lines:
+            match = _POLL_LINE.match(line)
+            if match and match.group(1) not in noticed and when >= ends[match.group(1)]:
+                noticed[match.group(1)] = when
+        late = [noticed[task_id] - end for task_id, end in ends.items() if task_id in noticed]
+        last_noticed = max(noticed.values(), default=started)
+        images = self.times(_IMAGE_LINE)
+        submitted = self.times(_SUBMIT_LINE)
+        times = {
+            "start-up s": min(self.times(_POLL_LINE) + submitted, default=ended) - started,
+            "last submission at s": max(submitted, default=started) - started,
+            "last end noticed after s": last_noticed - max(ends.values()),
+            "median end noticed after s": statistics.median(late) if late else 0.0,
+            "downloads after s": max(images, default=last_noticed) - last_noticed,
+            "exit after s": ended - max([last_noticed, *images]),
+        }
+        if not submitted:
+            del times["last submission at s"]
+        return {name: f"{value:.2f}" for name, value in times.items()}
+
+
+def task_ends(sandbox: Sandbox) -> dict[str, float]:
+    """When each task ended (monotonic): its start plus its own, perhaps random, duration."""
+    tasks = sandbox._tasks.values()  # the sandbox's own truth, read once the run is over
+    return {task.id: task.started + _duration(sandbox, task) for task in tasks}
+
+
+def _duration(sandbox: Sandbox, task: object) -> float:
+    duration = getattr(task, "duration", None)  # per task since durations may be a range
+    return float(duration if duration is not None else sandbox.config.duration)
