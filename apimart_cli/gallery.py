@@ -235,6 +235,8 @@ overflow-wrap:anywhere}
 background:var(--badbg)}
 .missing .reason{text-align:center;padding:16px 24px}
 footer{padding:0 28px 28px;color:var(--dim);font-size:12px}
+@media (max-width:520px){header{padding:16px 16px 4px}main{padding:12px 16px 28px;gap:14px}
+footer{padding:0 16px 20px}}
 """
 
 
