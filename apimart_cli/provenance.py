@@ -288,9 +288,10 @@ class Stamper:
 
     `step(task)` is the step for the downloader (`Downloader.download`'s finish):
     called on a download thread with each complete temp file before it takes its
-    final name. What goes in is the prompt and fields the history recorded
-    (`lookup`, once per task) and the task's final state. A file that is not a
-    PNG is left exactly as served.
+    final name. What goes in is the prompt and fields the history recorded and
+    the task's final state: given by `prepare` where the caller has the record,
+    else looked up (`lookup`, once per task). A file that is not a PNG is left
+    exactly as served.
     """
 
     def __init__(
@@ -306,15 +307,25 @@ class Stamper:
         self._records: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
+    def prepare(self, task: Task, known: TaskRecord | None) -> None:
+        """Describe the task now, from a history record the caller already has (no lookup)."""
+        described = self._describe(task, known)
+        with self._lock:
+            self._records[task.task_id] = described
+
     def record(self, task: Task) -> dict[str, Any]:
         """What the task's images carry, described once per task."""
         with self._lock:
             found = self._records.get(task.task_id)
         if found is not None:
             return found
-        known = self._lookup(task.task_id)
+        described = self._describe(task, self._lookup(task.task_id))
+        with self._lock:
+            return self._records.setdefault(task.task_id, described)
+
+    def _describe(self, task: Task, known: TaskRecord | None) -> dict[str, Any]:
         completed = task.raw.get("completed")
-        described = describe(
+        return describe(
             task_id=task.task_id,
             prompt=known.prompt if known is not None else None,
             model=None,
@@ -324,8 +335,6 @@ class Stamper:
             cost=task.cost,
             version=self._version,
         )
-        with self._lock:
-            return self._records.setdefault(task.task_id, described)
 
     def stamp(self, path: Path, task: Task) -> None:
         """Put the task's provenance into the PNG at `path` (anything else stays as it is)."""

@@ -188,3 +188,23 @@ def test_stamper_describes_each_task_once_from_its_history_record(tmp_path: Path
     )
     assert (stored["completed"], stored["cost"], stored["version"]) == (9, 0.5, "9.9")
     assert jpeg.read_bytes() == b"\xff\xd8\xff\xe0 jpeg"
+
+
+def test_a_prepared_task_needs_no_lookup(tmp_path: Path) -> None:
+    from apimart_cli.history import TaskRecord
+    from apimart_cli.models import parse_task
+
+    def lookup(task_id: str) -> TaskRecord | None:
+        raise AssertionError("prepared: no lookup")
+
+    task = parse_task({"code": 200, "data": {"id": "task_2", "status": "completed"}}, "task_2")
+    known = TaskRecord(
+        "task_2", 1.0, 2.0, "b", "an owl", {"n": 1}, "k", "completed", None, (), None
+    )
+    stamper = provenance.Stamper("1", lookup=lookup)
+    stamper.prepare(task, known)
+    path = tmp_path / "a"
+    path.write_bytes(gradient_png(8, 8, "a", 0))
+    stamper.step(task)(path)
+    stored = provenance.read_file(path)
+    assert stored is not None and (stored["prompt"], stored["n"]) == ("an owl", 1)
