@@ -23,6 +23,7 @@ from apimart_cli.commands import (
     sandbox,
     sizes,
     status,
+    upload,
     wait,
 )
 from apimart_cli.commands.common import AppState, handles_errors
@@ -104,6 +105,7 @@ app.command("batch")(batch.batch)
 app.command("gallery")(gallery.gallery)
 app.command("inspect")(inspect.inspect)
 app.command("balance")(balance.balance)
+app.command("upload")(upload.upload)
 app.add_typer(config.app, name="config")
 app.command("sizes")(sizes.sizes)
 app.command("sandbox")(sandbox.sandbox)

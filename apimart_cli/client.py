@@ -46,6 +46,7 @@ from apimart_cli.settings import is_loopback, no_key_error
 
 if TYPE_CHECKING:
     from apimart_cli.payload import GenerationRequest
+    from apimart_cli.references import Upload
 
 Log = Callable[[str], None]
 
@@ -207,6 +208,47 @@ class Client:
             )
         return reply
 
+    def upload_image(self, upload: Upload) -> Mapping[str, Any]:
+        """Upload one image (multipart field `file`, streamed from disk); the service's reply.
+
+        Not idempotent and without a key: sent again only where nothing can have been
+        stored (429, 503, never connected), as a submission is.
+        """
+        headers = {
+            "Content-Type": upload.content_type,
+            "Content-Length": str(upload.body_length()),
+        }
+        reply: Mapping[str, Any] = self._call(
+            "POST", "/v1/uploads/images", headers=headers, body=upload.iter_body, once=True
+        )
+        return reply
+
+    def list_models(self) -> list[Mapping[str, Any]]:
+        """The service's models, each an object with at least an `id`."""
+        reply = _unwrapped(self._call("GET", "/v1/models"))
+        items = reply.get("data") if isinstance(reply, Mapping) else reply
+        if not isinstance(items, list):
+            raise ServiceError("The service sent a model list that is not a list.")
+        models = [{"id": item} if isinstance(item, str) else item for item in items]
+        if not all(
+            isinstance(item, Mapping) and isinstance(item.get("id"), str) for item in models
+        ):
+            raise ServiceError("The service sent a model list with an entry that has no id.")
+        return models
+
+    def model_schema(self, model: str) -> Mapping[str, Any] | None:
+        """The model's schema object (`model`, `operation`, `input_schema`); None if none."""
+        try:
+            reply = self._call("GET", "/v1/model-schema", params={"model": model})
+        except APIStatusError as error:
+            if error.status_code == 404:
+                return None
+            raise
+        data = _unwrapped(reply)
+        if not isinstance(data, Mapping) or not data:
+            return None
+        return data
+
     @contextmanager
     def stream_image(self, url: str, headers: Mapping[str, str]) -> Iterator[httpx.Response]:
         """An image download's response, opened with no `Authorization` header."""
@@ -226,11 +268,16 @@ class Client:
         headers: Mapping[str, str] | None = None,
         body: Callable[[], Iterator[bytes]] | None = None,
         idempotency_key: str | None = None,
+        once: bool = False,
     ) -> Any:
-        """Send a request, retrying what is safe, and return its JSON body."""
+        """Send a request, retrying what is safe, and return its JSON body.
+
+        A submission (`idempotency_key`) or another request that is not idempotent
+        (`once`: an upload) is sent again only where it cannot have been acted on.
+        """
         if not self._api_key:
             raise no_key_error()
-        is_submit = idempotency_key is not None
+        is_submit = idempotency_key is not None or once
         url = f"{self.base_url}{path}"
         all_headers = {"Authorization": f"Bearer {self._api_key}", **(headers or {})}
         attempt = 0
@@ -259,6 +306,8 @@ class Client:
             failure.args = (failure.message,)
             if not retryable:
                 if is_submit and failure.exit_code == ExitCode.SERVICE:
+                    if idempotency_key is None:
+                        raise _maybe_stored(failure)
                     raise self._unknown(failure, idempotency_key)
                 raise failure
             delay = delay_before_retry(attempt, retry_after)
@@ -326,6 +375,21 @@ def _gave_up(failure: ApimartError) -> ApimartError:
     failure.exit_code = ExitCode.SERVICE
     failure.hint = failure.hint or "The service is having trouble; try again later."
     return failure
+
+
+def _maybe_stored(failure: ApimartError) -> ApimartError:
+    """An upload whose outcome is unknown: it may be stored, and it is not sent again."""
+    failure.message = f"{failure.message} The file may have been stored; it was not sent again."
+    failure.args = (failure.message,)
+    failure.hint = "Uploads are not billed: run the command again to upload it anew."
+    return failure
+
+
+def _unwrapped(reply: Any) -> Any:
+    """`data` of a `{"code": 200, "data": ...}` envelope, or the reply as it is."""
+    if isinstance(reply, Mapping) and "code" in reply and "data" in reply:
+        return reply["data"]
+    return reply
 
 
 def _describe(exc: BaseException) -> str:

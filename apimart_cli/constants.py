@@ -46,3 +46,6 @@ MAX_JSON_REPLY_BYTES = 8 * 1024 * 1024
 # An image larger than this is not an image this API makes.
 MAX_IMAGE_DOWNLOAD_BYTES = 512 * 1024 * 1024
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
+
+# `--timeout` of the commands that do not wait for tasks (cli-contract.md).
+DEFAULT_COMMAND_TIMEOUT = 120.0

@@ -13,7 +13,7 @@ _apimart_values() {
 
 _apimart_subcommands() {
     case "$1" in
-        "") echo "generate status wait download history batch gallery inspect balance sizes sandbox mcp config" ;;
+        "") echo "generate status wait download history batch gallery inspect balance upload sizes sandbox mcp config" ;;
         "config") echo "set get unset list path" ;;
     esac
 }
@@ -48,7 +48,7 @@ _apimart() {
     esac
     local words=""
     case "$path" in
-        "") words="generate status wait download history batch gallery inspect balance sizes sandbox mcp config --api-key --base-url --verbose -v --quiet -q --sandbox --version --help -h" ;;
+        "") words="generate status wait download history batch gallery inspect balance upload sizes sandbox mcp config --api-key --base-url --verbose -v --quiet -q --sandbox --version --help -h" ;;
         "generate") words="--size -s --resolution -r --n -n --image -i --official-fallback --model --wait -w --output -o --timeout --interval --json --dry-run --open --preview --no-metadata --help -h" ;;
         "status") words="--json --help -h" ;;
         "wait") words="--output -o --timeout --interval --max-in-flight --no-download --json --force --pending --open --preview --no-metadata --help -h" ;;
@@ -58,6 +58,7 @@ _apimart() {
         "gallery") words="--open --help -h" ;;
         "inspect") words="--json --help -h" ;;
         "balance") words="--account --json --help -h" ;;
+        "upload") words="--timeout --json --help -h" ;;
         "sizes") words="--help -h" ;;
         "sandbox") words="--host --port --duration --estimate-factor --no-estimate --latency --download-rate --submit-rate --failure-rate --fail-word --noise --refuse-base64 --seed --help -h" ;;
         "mcp") words="--help -h" ;;

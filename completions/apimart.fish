@@ -11,6 +11,7 @@ complete -c apimart -n '__fish_use_subcommand' -a batch -d 'Run many generations
 complete -c apimart -n '__fish_use_subcommand' -a gallery -d 'Write a page of a folder\'s images (index.html); print its path.'
 complete -c apimart -n '__fish_use_subcommand' -a inspect -d 'Show what made each image: its prompt, fields, task, times and cost.'
 complete -c apimart -n '__fish_use_subcommand' -a balance -d 'Show the key\'s remaining and used balance.'
+complete -c apimart -n '__fish_use_subcommand' -a upload -d 'Upload images and print each one\'s URL (valid for 72 hours).'
 complete -c apimart -n '__fish_use_subcommand' -a sizes -d 'Print the size x resolution table of the API.'
 complete -c apimart -n '__fish_use_subcommand' -a sandbox -d 'Run a local stand-in for the API: no key, no network, real PNGs.'
 complete -c apimart -n '__fish_use_subcommand' -a mcp -d 'Serve apimart\'s commands to AI agents over MCP (standard input and output).'
@@ -100,6 +101,10 @@ complete -c apimart -n '__fish_seen_subcommand_from balance' -l account
 complete -c apimart -n '__fish_seen_subcommand_from balance' -l json
 complete -c apimart -n '__fish_seen_subcommand_from balance' -l help
 complete -c apimart -n '__fish_seen_subcommand_from balance' -s h
+complete -c apimart -n '__fish_seen_subcommand_from upload' -l timeout -x
+complete -c apimart -n '__fish_seen_subcommand_from upload' -l json
+complete -c apimart -n '__fish_seen_subcommand_from upload' -l help
+complete -c apimart -n '__fish_seen_subcommand_from upload' -s h
 complete -c apimart -n '__fish_seen_subcommand_from sizes' -l help
 complete -c apimart -n '__fish_seen_subcommand_from sizes' -s h
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l host -x

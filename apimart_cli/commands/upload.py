@@ -1,0 +1,46 @@
+"""`apimart upload`: upload local images and print their URLs."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from apimart_cli import console
+from apimart_cli.commands.common import handles_errors, state
+from apimart_cli.commands.options import JsonOpt
+from apimart_cli.constants import DEFAULT_COMMAND_TIMEOUT
+
+
+@handles_errors
+def upload(
+    ctx: typer.Context,
+    files: Annotated[
+        list[str], typer.Argument(help="PNG, JPEG, WebP or GIF files, at most 20 MiB each.")
+    ],
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.0, help="Seconds for the whole command.")
+    ] = DEFAULT_COMMAND_TIMEOUT,
+    as_json: JsonOpt = False,
+) -> None:
+    """Upload images and print each one's URL (valid for 72 hours).
+
+    Every file is checked before any is sent. A file uploaded before, whose URL
+    still has time to live, is not sent again.
+
+        apimart upload sketch.png | xargs -I{} apimart generate "ink it" -i {}
+    """
+    # Imported here, not at the top: every command's start-up pays for the top.
+    from apimart_cli.references import check_upload_files, upload_files
+
+    app = state(ctx)
+    references = check_upload_files(files)
+    client = app.client(app.settings())
+    client.deadline = time.monotonic() + timeout  # retries never outlast --timeout
+    with client:
+        for obj in upload_files(client, references, warn=console.warn):
+            if as_json:
+                console.data_json(obj)
+            else:
+                console.data(str(obj["url"]))

@@ -1,0 +1,326 @@
+"""Reference images sent as uploads: each distinct file crosses the network once.
+
+A local file (or a data: URI) is uploaded through `POST /v1/uploads/images` as
+a multipart body streamed from disk, and the URL the service gives back is
+remembered by the file's SHA-256 in the cache (`cache.py`) for as long as it
+lives (72 hours from its upload, less a margin). Later commands, and the other
+jobs of a batch, reuse it.
+
+An upload is not billed but has no idempotency key, so after an ambiguous
+failure (a 500, a reply that never came) it is not sent again: the object may
+exist, and retrying is the user's call (`apimart upload FILE`).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import queue
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from apimart_cli.errors import ApimartError, ServiceError, UsageError, WaitTimeout
+from apimart_cli.images import EXTENSIONS
+from apimart_cli.payload import READ_CHUNK_BYTES, Reference, resolve_reference
+
+if TYPE_CHECKING:
+    from apimart_cli.cache import Cache
+    from apimart_cli.client import Client
+    from apimart_cli.payload import GenerationRequest
+
+REFERENCE_MODES = ("inline", "upload")
+# How long an uploaded file's URL lives (the upload page), and how much of that we
+# give up, so that a task submitted just before the end still finds its reference.
+UPLOAD_LIFETIME_SECONDS = 72 * 3600.0
+UPLOAD_MARGIN_SECONDS = 6 * 3600.0
+_FILE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One image to upload: a multipart body with the single field `file`, streamed."""
+
+    reference: Reference
+    sha256: str
+    data: bytes | None = None  # a data: URI's bytes; None for a file, read as it is sent
+    boundary: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def size(self) -> int:
+        return self.reference.size
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    @property
+    def file_name(self) -> str:
+        """A plain ASCII name for the form: the file's, with the extension of its type."""
+        extension = EXTENSIONS.get(self.reference.mime or "", "")
+        path = self.reference.path
+        stem = path.stem if path is not None else "image"
+        stem = "".join(c if c in _FILE_NAME_CHARS else "_" for c in stem).strip(".") or "image"
+        return stem + extension
+
+    def _head(self) -> bytes:
+        return (
+            f"--{self.boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{self.file_name}"\r\n'
+            f"Content-Type: {self.reference.mime}\r\n\r\n"
+        ).encode("ascii")
+
+    def _tail(self) -> bytes:
+        return f"\r\n--{self.boundary}--\r\n".encode("ascii")
+
+    def body_length(self) -> int:
+        return len(self._head()) + self.size + len(self._tail())
+
+    def iter_body(self) -> Iterator[bytes]:
+        """The body, a chunk at a time; each call starts afresh (re-reading the file)."""
+        yield self._head()
+        if self.data is not None:
+            for start in range(0, len(self.data), READ_CHUNK_BYTES):
+                yield self.data[start : start + READ_CHUNK_BYTES]
+        else:
+            yield from _iter_file(self.reference)
+        yield self._tail()
+
+
+def _iter_file(reference: Reference, chunk_size: int = READ_CHUNK_BYTES) -> Iterator[bytes]:
+    """The file's bytes; refuses a file that is no longer the size it was checked at."""
+    assert reference.path is not None
+    try:
+        with reference.path.open("rb") as file:
+            remaining = reference.size
+            while remaining:
+                chunk = file.read(min(chunk_size, remaining))
+                remaining -= len(chunk)
+                # Checked before the chunk goes out, so a changed file never
+                # yields a body that agrees with Content-Length.
+                if not chunk or (not remaining and file.read(1)):
+                    raise _changed(reference)
+                yield chunk
+    except OSError as exc:
+        raise UsageError(
+            f"Cannot read {reference.path}: {exc.strerror or exc}.",
+            "Check the path and the file's permissions.",
+        ) from exc
+
+
+def _changed(reference: Reference) -> UsageError:
+    return UsageError(
+        f"{reference.path} changed while being uploaded (it was {reference.size} bytes).",
+        "Leave the file alone until the command finishes, then run it again.",
+    )
+
+
+def prepare_upload(reference: Reference) -> Upload:
+    """The upload of a local file or data: URI, its content hashed (a file read once)."""
+    if reference.kind == "data":
+        data = base64.b64decode(reference.source.partition(",")[2])
+        return Upload(reference, hashlib.sha256(data).hexdigest(), data)
+    digest = hashlib.sha256()
+    for chunk in _iter_file(reference):
+        digest.update(chunk)
+    return Upload(reference, digest.hexdigest())
+
+
+def check_upload_files(paths: Sequence[str]) -> list[Reference]:
+    """Every file checked as a reference is (it exists, an image by its bytes, at most
+    20 MiB) before anything is sent: one bad file and none is uploaded."""
+    if not paths:
+        raise UsageError("No files given.", "apimart upload photo.png [more.jpg ...]")
+    references = []
+    for text in paths:
+        reference = resolve_reference(text)
+        if reference.kind != "file":
+            raise UsageError(
+                f"{text[:60]!r} is not a local file.",
+                "`apimart upload` sends files; a URL can be given to --image as it is.",
+            )
+        references.append(reference)
+    return references
+
+
+# -- the service's reply ---------------------------------------------------------------------
+
+
+def parse_upload(reply: Mapping[str, Any], *, now: float) -> tuple[dict[str, Any], float]:
+    """The upload object (from `{"url": ...}` or `{"code": 200, "data": {"url": ...}}`) and
+    when its URL should no longer be relied on."""
+    data = reply.get("data") if isinstance(reply.get("data"), Mapping) else reply
+    assert isinstance(data, Mapping)
+    url = data.get("url")
+    if isinstance(url, list) and url:  # as task results sometimes send it
+        url = url[0]
+    if not isinstance(url, str) or not url.lower().startswith(("https://", "http://")):
+        raise ServiceError(
+            "The service's reply to an upload has no URL.",
+            "Run the command again with -v to see the reply; the file may have been stored.",
+        )
+    created = _timestamp(data.get("created_at"))
+    # A clock ahead of ours would stretch the URL's life: never later than now.
+    created = now if created is None else min(created, now)
+    expires = created + UPLOAD_LIFETIME_SECONDS
+    stated = _timestamp(data.get("expires_at"))
+    if stated is not None:
+        expires = min(expires, stated)
+    return {**data, "url": url}, expires - UPLOAD_MARGIN_SECONDS
+
+
+def _timestamp(value: object) -> float | None:
+    """Unix seconds from seconds, milliseconds or an ISO 8601 string; None if unreadable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value / 1000 if value > 10**11 else float(value)
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        try:
+            return _timestamp(float(text))
+        except ValueError:
+            pass
+        try:
+            parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        return parsed.timestamp()
+    return None
+
+
+# -- uploading, remembered ---------------------------------------------------------------------
+
+
+@dataclass
+class Uploader:
+    """Uploads through `client`, remembering each file's URL in `cache` by its SHA-256."""
+
+    client: Client
+    cache: Cache
+    concurrency: int = 4
+    clock: Callable[[], float] = time.time
+    on_uploaded: Callable[[Upload, bool], None] | None = None  # (upload, was it remembered)
+
+    def upload(self, upload: Upload) -> dict[str, Any]:
+        """The service's object for this file: remembered, or uploaded now."""
+        base_url = self.client.base_url
+        remembered = self.cache.upload(base_url, upload.sha256)
+        if remembered is not None:
+            if self.on_uploaded:
+                self.on_uploaded(upload, True)
+            return remembered
+        reply = self.client.upload_image(upload)
+        obj, expires_at = parse_upload(reply, now=self.clock())
+        self.cache.remember_upload(base_url, upload.sha256, obj, expires_at)
+        if self.on_uploaded:
+            self.on_uploaded(upload, False)
+        return obj
+
+    def upload_all(self, references: Iterable[Reference]) -> dict[Reference, str]:
+        """The URL of each local file or data: URI among `references`: all are hashed,
+        then each distinct content is uploaded once, up to `concurrency` at a time."""
+        pending = list(dict.fromkeys(r for r in references if r.kind != "url"))
+        prepared = self._parallel(prepare_upload, pending)
+        distinct = list({upload.sha256: upload for upload in prepared}.values())
+        objects = self._parallel(self.upload, distinct)
+        url_of = {upload.sha256: obj["url"] for upload, obj in zip(distinct, objects, strict=True)}
+        return {upload.reference: url_of[upload.sha256] for upload in prepared}
+
+    def _parallel(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """`function` of each item, up to `concurrency` at a time, results in order.
+
+        After the first failure no further item starts; it is raised once those
+        under way have ended (an upload cut off midway would be an orphan anyway).
+        """
+        if not items:
+            return []
+        if len(items) == 1:
+            return [function(items[0])]
+        from apimart_cli.workers import WorkerPool  # daemon threads: Ctrl-C ends at once
+
+        results: queue.SimpleQueue[tuple[int, bool, Any]] = queue.SimpleQueue()
+        failed = False
+
+        def work(index: int) -> None:
+            if failed:
+                results.put((index, False, None))
+                return
+            try:
+                results.put((index, True, function(items[index])))
+            except BaseException as exc:  # handed to the caller's thread
+                results.put((index, False, exc))
+
+        pool = WorkerPool(min(self.concurrency, len(items)), "upload")
+        try:
+            for index in range(len(items)):
+                pool.submit(work, index)
+            done: dict[int, Any] = {}
+            failure: BaseException | None = None
+            for _ in items:
+                try:
+                    index, ok, value = results.get(timeout=self._time_left())
+                except queue.Empty:
+                    raise WaitTimeout("Out of time while uploading reference images.") from None
+                if ok:
+                    done[index] = value
+                elif value is not None and failure is None:
+                    failure, failed = value, True
+            if failure is not None:
+                raise failure
+            return [done[index] for index in range(len(items))]
+        finally:
+            pool.close()
+
+    def _time_left(self) -> float | None:
+        deadline = self.client.deadline
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def with_uploaded(request: GenerationRequest, urls: Mapping[Reference, str]) -> GenerationRequest:
+    """The request with each uploaded reference replaced by its URL."""
+    return replace(
+        request,
+        references=tuple(
+            Reference(urls[ref], "url") if ref in urls else ref for ref in request.references
+        ),
+    )
+
+
+def inline_references(requests: Iterable[GenerationRequest]) -> list[Reference]:
+    """The references that travel as base64 (local files and data: URIs), first seen first."""
+    return list(
+        dict.fromkeys(
+            ref for request in requests for ref in request.references if ref.kind != "url"
+        )
+    )
+
+
+def is_base64_refusal(error: ApimartError, request: GenerationRequest) -> bool:
+    """Whether `error` is the service refusing the base64 references `request` carried:
+    a 400 (nothing was created) that speaks of base64, data URIs or uploading."""
+    status = getattr(error, "status_code", None)
+    if status != 400 or not inline_references([request]):
+        return False
+    message = error.message.lower()
+    return any(word in message for word in _REFUSAL_WORDS)
+
+
+_REFUSAL_WORDS = ("base64", "data uri", "data url", "data:", "image_requires_upload", "upload")
+
+
+def upload_files(
+    client: Client, references: Sequence[Reference], *, warn: Callable[[str], None]
+) -> Iterator[dict[str, Any]]:
+    """The service's object for each file, in order, each as soon as it is uploaded
+    (or found remembered), so that a failure midway still shows the ones that made it."""
+    from apimart_cli.cache import Cache
+
+    uploader = Uploader(client, Cache(warn=warn), concurrency=1)
+    for reference in references:
+        yield uploader.upload(prepare_upload(reference))
