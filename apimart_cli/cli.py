@@ -20,6 +20,7 @@ from apimart_cli.commands import (
     history,
     inspect,
     mcp,
+    models,
     sandbox,
     sizes,
     status,
@@ -106,6 +107,7 @@ app.command("gallery")(gallery.gallery)
 app.command("inspect")(inspect.inspect)
 app.command("balance")(balance.balance)
 app.command("upload")(upload.upload)
+app.command("models")(models.models)
 app.add_typer(config.app, name="config")
 app.command("sizes")(sizes.sizes)
 app.command("sandbox")(sandbox.sandbox)

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -203,6 +203,7 @@ class GenerationRequest:
     n: int | None = None
     references: tuple[Reference, ...] = ()
     official_fallback: bool = False
+    params: tuple[tuple[str, object], ...] = ()  # extra fields (--param), sent after the rest
     notes: tuple[str, ...] = ()
 
     def fields(self) -> dict[str, object]:
@@ -242,7 +243,7 @@ class GenerationRequest:
             ("image_urls", self.references or None),
             ("official_fallback", self.official_fallback or None),
         ]
-        return [(key, value) for key, value in items if value is not None]
+        return [(key, value) for key, value in items if value is not None] + list(self.params)
 
     def _parts(self) -> Iterator[bytes | Reference]:
         """The body as literal JSON bytes and references, as `json.dumps` would lay it out."""
@@ -270,31 +271,107 @@ def build_request(
     n: int | None = None,
     images: Sequence[str] = (),
     official_fallback: bool = False,
+    params: Mapping[str, object] | None = None,
 ) -> GenerationRequest:
-    """Check every field against the API's limits and return the request to send."""
+    """Check every field against the API's limits and return the request to send.
+
+    gpt-image-2's own rules (its sizes, resolutions, n) are checked here, offline.
+    Another model's body is checked against its schema before sending
+    (`schema.check_body`), so here only what every model shares is.
+    """
     if not prompt.strip():
         raise UsageError("The prompt is empty.", "Give the prompt as an argument or on stdin.")
     _check_utf8(prompt, "The prompt")
     if not model.strip():
         raise UsageError("The model name is empty.", f"Leave it out to use {DEFAULT_MODEL}.")
-    _check_n(n)
     notes: list[str] = []
     size_value = None
-    if size is not None:
-        parsed = parse_size(size)
-        size_value = parsed.value
-        if not parsed.in_table:
-            notes.append(f"size {size_value} is not in the API's table; sent as given")
+    resolution_value = resolution
+    if model != DEFAULT_MODEL:
+        _check_whole_number(n)
+        for name, value in (("size", size), ("resolution", resolution)):
+            if value is not None and not value.strip():
+                raise UsageError(f"The {name} is empty.", f"Leave it out, or give a {name}.")
+        size_value = None if size is None else size.strip()
+        resolution_value = None if resolution is None else resolution.strip()
+    else:
+        _check_n(n)
+        if size is not None:
+            parsed = parse_size(size)
+            size_value = parsed.value
+            if not parsed.in_table:
+                notes.append(f"size {size_value} is not in the API's table; sent as given")
+        if resolution is not None:
+            resolution_value = parse_resolution(resolution)
     return GenerationRequest(
         prompt=prompt,
         model=model,
         size=size_value,
-        resolution=None if resolution is None else parse_resolution(resolution),
+        resolution=resolution_value,
         n=n,
         references=_resolve_references([images] if isinstance(images, str) else images),
         official_fallback=official_fallback,
+        params=_check_params(params or {}),
         notes=tuple(notes),
     )
+
+
+# Body fields that options set, and the option to use instead of --param.
+OPTION_FIELDS = {
+    "model": "--model",
+    "prompt": "the prompt argument",
+    "n": "-n/--n",
+    "size": "-s/--size",
+    "resolution": "-r/--resolution",
+    "image_urls": "-i/--image",
+    "official_fallback": "--official-fallback",
+}
+
+
+def parse_params(texts: Sequence[str]) -> dict[str, object]:
+    """`KEY=VALUE` pairs (`--param`), each VALUE read as JSON where it parses, else a string."""
+    params: dict[str, object] = {}
+    for text in texts:
+        key, equals, raw = text.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise UsageError(
+                f"Invalid --param {_quote(text)}: expected KEY=VALUE.",
+                "For example --param quality=high, --param seed=42 or --param style='{\"a\": 1}'.",
+            )
+        try:
+            value: object = json.loads(raw)
+        except ValueError:
+            value = raw
+        params[key] = value
+    return params
+
+
+def _check_params(params: Mapping[str, object]) -> tuple[tuple[str, object], ...]:
+    """Extra fields, refused where an option (or the prompt) already sets the field."""
+    for key in params:
+        if not isinstance(key, str) or not key.strip():
+            raise UsageError(
+                "An extra field has an empty name.", "Give each one a name: KEY=VALUE."
+            )
+        if key in OPTION_FIELDS:
+            raise UsageError(
+                f'The field "{key}" cannot be given as an extra field: '
+                f"{OPTION_FIELDS[key]} sets it.",
+                f"Use {OPTION_FIELDS[key]} instead.",
+            )
+        _check_utf8(key, f"The field name {_quote(key)}")
+    try:
+        json.dumps(dict(params), ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        raise UsageError(f"An extra field cannot be sent as JSON: {exc}.") from None
+    return tuple(params.items())
+
+
+def _check_whole_number(n: int | None) -> None:
+    """Another model's n: a whole number of at least 1 (its schema says how many)."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise UsageError(f"Invalid n {n!r}: ask for at least 1 image.")
 
 
 def _check_n(n: int | None) -> None:

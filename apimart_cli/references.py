@@ -17,6 +17,7 @@ import base64
 import datetime as dt
 import hashlib
 import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -28,8 +29,10 @@ from apimart_cli.images import EXTENSIONS
 from apimart_cli.payload import READ_CHUNK_BYTES, Reference, resolve_reference
 
 if TYPE_CHECKING:
+    from apimart_cli.batch.jobs import Job
     from apimart_cli.cache import Cache
     from apimart_cli.client import Client
+    from apimart_cli.history import History
     from apimart_cli.payload import GenerationRequest
 
 REFERENCE_MODES = ("inline", "upload")
@@ -324,3 +327,154 @@ def upload_files(
     uploader = Uploader(client, Cache(warn=warn), concurrency=1)
     for reference in references:
         yield uploader.upload(prepare_upload(reference))
+
+
+# -- sending generations with their references -----------------------------------------------
+
+
+class ReferenceSender:
+    """Sends generation requests with their references the way the settings say.
+
+    `check` checks every request against its model's schema (not gpt-image-2's,
+    which `build_request` checks offline); `prepare` uploads the references of
+    all the requests when `mode` is "upload", each distinct content once, in
+    parallel; `submit` sends one request and, where the service refuses base64
+    references, uploads them and sends it once more, from then on uploading.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        mode: str,
+        *,
+        concurrency: int = 4,
+        info: Callable[[str], None],
+        warn: Callable[[str], None],
+        cache: Cache | None = None,
+    ) -> None:
+        from apimart_cli.cache import Cache
+
+        self.client = client
+        self.mode = mode
+        self._info = info
+        self._cache = cache if cache is not None else Cache(warn=warn)
+        self._uploader = Uploader(client, self._cache, concurrency=concurrency)
+        self._lock = threading.Lock()
+        self._urls: dict[Reference, str] = {}  # uploaded in this run
+        self._told = False
+
+    def send(self, history: History, request: GenerationRequest) -> list[str]:
+        """One request checked, its references sent as the mode says, submitted; its ids."""
+        self.check([("", request)])
+        (request,) = self.prepare([request])
+        return self.submit(history, request)
+
+    def check(self, requests: Sequence[tuple[str, GenerationRequest]]) -> None:
+        """Each (label, request) whose model is not gpt-image-2, against its schema:
+        a UsageError (exit 2) before anything is sent, naming the label and the field."""
+        from apimart_cli.constants import DEFAULT_MODEL
+        from apimart_cli.schema import check_body, fetch_schema
+
+        schemas: dict[str, Mapping[str, Any] | None] = {}
+        for label, request in requests:
+            model = request.model
+            if model == DEFAULT_MODEL:
+                continue
+            if model not in schemas:
+                schemas[model] = fetch_schema(self.client, self._cache, model)
+                if schemas[model] is None:
+                    self._info(
+                        f"Note: the service has no schema for the model {model}; "
+                        "its requests are sent as given."
+                    )
+            schema = schemas[model]
+            if schema is None:
+                continue
+            try:
+                check_body(request.dry_run(), schema, model)
+            except UsageError as error:
+                error.message = f"{label}{error.message}" if label else error.message
+                error.args = (error.message,)
+                raise
+
+    def prepare(self, requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:
+        """The requests, their local references uploaded first if the mode is "upload"."""
+        if self.mode != "upload":
+            return list(requests)
+        self._upload(inline_references(requests))
+        return [self._with_urls(request) for request in requests]
+
+    def submit(
+        self,
+        history: History,
+        request: GenerationRequest,
+        *,
+        idempotency_key: str | None = None,
+        before_resend: Callable[[str], None] | None = None,
+    ) -> list[str]:
+        """Submit `request` (recorded as `submission.submit` does); its task ids.
+
+        `before_resend(key)` hears the new idempotency key before a resubmission
+        after a base64 refusal, so that a caller that records keys (`batch`) can.
+        """
+        from apimart_cli.submission import submit
+
+        if self.mode == "upload" and inline_references([request]):
+            self._upload(inline_references([request]))
+            request = self._with_urls(request)
+        try:
+            return submit(self.client, history, request, idempotency_key=idempotency_key)
+        except ApimartError as error:
+            if not is_base64_refusal(error, request):
+                raise
+            reason = error.message
+        self._refused(reason)
+        self._upload(inline_references([request]))
+        # The refusal was a 400: no task was created under the first key, so the
+        # request (now with URLs, another body) goes out once more under a new one,
+        # rather than reusing a key the service saw with a different body.
+        key = str(uuid.uuid4())
+        if before_resend:
+            before_resend(key)
+        return submit(self.client, history, self._with_urls(request), idempotency_key=key)
+
+    def _refused(self, reason: str) -> None:
+        with self._lock:
+            self.mode = "upload"  # the jobs still to come go straight to uploading
+            told, self._told = self._told, True
+        if not told:
+            self._info(
+                f"The service refused base64 references ({reason}); uploading them and "
+                "sending the request again. To upload by default: `apimart config set "
+                "references upload`, APIMART_REFERENCES=upload or --refs upload."
+            )
+
+    def _upload(self, references: Sequence[Reference]) -> None:
+        with self._lock:
+            missing = [ref for ref in references if ref not in self._urls]
+        if missing:
+            urls = self._uploader.upload_all(missing)
+            with self._lock:
+                self._urls.update(urls)
+
+    def _with_urls(self, request: GenerationRequest) -> GenerationRequest:
+        with self._lock:
+            return with_uploaded(request, dict(self._urls))
+
+
+def prepare_batch(
+    client: Client, jobs: Sequence[Job], mode: str, concurrency: int
+) -> tuple[list[Job], ReferenceSender]:
+    """Before any job is sent: every job checked against its model's schema, then, with
+    `mode` "upload", each distinct reference uploaded once (in parallel, up to
+    `concurrency`) and the jobs' requests given the URLs."""
+    from apimart_cli import console
+
+    sender = ReferenceSender(
+        client, mode, concurrency=concurrency, info=console.info, warn=console.warn
+    )
+    sender.check([(f"line {job.line}: ", job.request) for job in jobs])
+    requests = sender.prepare([job.request for job in jobs])
+    return [
+        replace(job, request=request) for job, request in zip(jobs, requests, strict=True)
+    ], sender

@@ -13,7 +13,7 @@ _apimart_values() {
 
 _apimart_subcommands() {
     case "$1" in
-        "") echo "generate status wait download history batch gallery inspect balance upload sizes sandbox mcp config" ;;
+        "") echo "generate status wait download history batch gallery inspect balance upload models sizes sandbox mcp config" ;;
         "config") echo "set get unset list path" ;;
     esac
 }
@@ -27,7 +27,7 @@ _apimart() {
     for word in "${parts[@]:1}"; do
         if [[ -n $skip ]]; then skip=""; continue; fi
         case "$word" in
-            --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--image|--interval|--latency|--limit|--max-in-flight|--model|--n|--name|--output|--port|--resolution|--seed|--size|--submit-rate|--timeout|-i|-n|-o|-r|-s) skip=1 ;;
+            --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--image|--interval|--latency|--limit|--max-in-flight|--model|--n|--name|--output|--param|--port|--refs|--resolution|--seed|--size|--submit-rate|--timeout|-i|-n|-o|-r|-s) skip=1 ;;
             -*) ;;
             *)
                 if [[ " $(_apimart_subcommands "$path") " == *" $word "* ]]; then
@@ -44,21 +44,22 @@ _apimart() {
         -r) _apimart_values "1k 2k 4k"; return ;;
         --output|-o) COMPREPLY=($(compgen -d -- "$cur")); return ;;
         --image|-i) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--interval|--latency|--limit|--max-in-flight|--model|--n|--name|--port|--seed|--submit-rate|--timeout|-n) return ;;
+        --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--interval|--latency|--limit|--max-in-flight|--model|--n|--name|--param|--port|--refs|--seed|--submit-rate|--timeout|-n) return ;;
     esac
     local words=""
     case "$path" in
-        "") words="generate status wait download history batch gallery inspect balance upload sizes sandbox mcp config --api-key --base-url --verbose -v --quiet -q --sandbox --version --help -h" ;;
-        "generate") words="--size -s --resolution -r --n -n --image -i --official-fallback --model --wait -w --output -o --timeout --interval --json --dry-run --open --preview --no-metadata --help -h" ;;
+        "") words="generate status wait download history batch gallery inspect balance upload models sizes sandbox mcp config --api-key --base-url --verbose -v --quiet -q --sandbox --version --help -h" ;;
+        "generate") words="--size -s --resolution -r --n -n --image -i --official-fallback --model --param --refs --wait -w --output -o --timeout --interval --json --dry-run --open --preview --no-metadata --help -h" ;;
         "status") words="--json --help -h" ;;
         "wait") words="--output -o --timeout --interval --max-in-flight --no-download --json --force --pending --open --preview --no-metadata --help -h" ;;
         "download") words="--output -o --force --open --no-metadata --help -h" ;;
         "history") words="--pending --limit --json --help -h" ;;
-        "batch") words="--output -o --concurrency --name --metadata --timeout --interval --force --json --open --no-metadata --help -h" ;;
+        "batch") words="--output -o --concurrency --name --metadata --timeout --interval --force --refs --json --open --no-metadata --help -h" ;;
         "gallery") words="--open --help -h" ;;
         "inspect") words="--json --help -h" ;;
         "balance") words="--account --json --help -h" ;;
         "upload") words="--timeout --json --help -h" ;;
+        "models") words="--timeout --json --help -h" ;;
         "sizes") words="--help -h" ;;
         "sandbox") words="--host --port --duration --estimate-factor --no-estimate --latency --download-rate --submit-rate --failure-rate --fail-word --noise --refuse-base64 --seed --help -h" ;;
         "mcp") words="--help -h" ;;

@@ -12,6 +12,7 @@ complete -c apimart -n '__fish_use_subcommand' -a gallery -d 'Write a page of a 
 complete -c apimart -n '__fish_use_subcommand' -a inspect -d 'Show what made each image: its prompt, fields, task, times and cost.'
 complete -c apimart -n '__fish_use_subcommand' -a balance -d 'Show the key\'s remaining and used balance.'
 complete -c apimart -n '__fish_use_subcommand' -a upload -d 'Upload images and print each one\'s URL (valid for 72 hours).'
+complete -c apimart -n '__fish_use_subcommand' -a models -d 'List the service\'s models, one id per line; with MODEL, print its input schema.'
 complete -c apimart -n '__fish_use_subcommand' -a sizes -d 'Print the size x resolution table of the API.'
 complete -c apimart -n '__fish_use_subcommand' -a sandbox -d 'Run a local stand-in for the API: no key, no network, real PNGs.'
 complete -c apimart -n '__fish_use_subcommand' -a mcp -d 'Serve apimart\'s commands to AI agents over MCP (standard input and output).'
@@ -36,6 +37,8 @@ complete -c apimart -n '__fish_seen_subcommand_from generate' -l image -r -F
 complete -c apimart -n '__fish_seen_subcommand_from generate' -s i -r -F
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l official-fallback
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l model -x
+complete -c apimart -n '__fish_seen_subcommand_from generate' -l param -x
+complete -c apimart -n '__fish_seen_subcommand_from generate' -l refs -x
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l wait
 complete -c apimart -n '__fish_seen_subcommand_from generate' -s w
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l output -x -a '(__fish_complete_directories)'
@@ -86,6 +89,7 @@ complete -c apimart -n '__fish_seen_subcommand_from batch' -l metadata
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l timeout -x
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l interval -x
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l force
+complete -c apimart -n '__fish_seen_subcommand_from batch' -l refs -x
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l json
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l open
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l no-metadata
@@ -105,6 +109,10 @@ complete -c apimart -n '__fish_seen_subcommand_from upload' -l timeout -x
 complete -c apimart -n '__fish_seen_subcommand_from upload' -l json
 complete -c apimart -n '__fish_seen_subcommand_from upload' -l help
 complete -c apimart -n '__fish_seen_subcommand_from upload' -s h
+complete -c apimart -n '__fish_seen_subcommand_from models' -l timeout -x
+complete -c apimart -n '__fish_seen_subcommand_from models' -l json
+complete -c apimart -n '__fish_seen_subcommand_from models' -l help
+complete -c apimart -n '__fish_seen_subcommand_from models' -s h
 complete -c apimart -n '__fish_seen_subcommand_from sizes' -l help
 complete -c apimart -n '__fish_seen_subcommand_from sizes' -s h
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l host -x

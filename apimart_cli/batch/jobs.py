@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apimart_cli import console
+from apimart_cli.constants import DEFAULT_MODEL
 from apimart_cli.errors import UsageError
 from apimart_cli.payload import build_request
 
@@ -39,8 +40,16 @@ _FIELD_TYPES: dict[str, type] = {
     "n": int,
     "images": list,
     "official_fallback": bool,
+    "model": str,
+    "params": dict,
 }
-_TYPE_NAMES = {str: "a string", int: "a whole number", list: "a list", bool: "true or false"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "a whole number",
+    list: "a list",
+    bool: "true or false",
+    dict: "an object",
+}
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _NAME_HINT = "Use {task_id}, {index}, {line} and {slug}, e.g. --name '{line}-{slug}-{index}'."
 
@@ -131,11 +140,13 @@ def parse_line(number: int, text: str, base: Path) -> Job:
     fields: dict[str, Any] = _json_fields(text) if text.startswith("{") else {"prompt": text}
     request = build_request(
         fields["prompt"],
+        model=fields.get("model", DEFAULT_MODEL),
         size=fields.get("size"),
         resolution=fields.get("resolution"),
         n=fields.get("n"),
         images=[_from_folder(base, image) for image in fields.get("images", [])],
         official_fallback=fields.get("official_fallback", False),
+        params=fields.get("params"),
     )
     return Job(number, request, hashlib.sha256(text.encode()).hexdigest()[:16])
 

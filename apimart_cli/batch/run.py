@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from apimart_cli.client import Client
     from apimart_cli.history import History
     from apimart_cli.models import Task
+    from apimart_cli.references import ReferenceSender
 
 _STOP_SENDING = (ExitCode.AUTH, ExitCode.BALANCE)  # every later submission would fail alike
 _UNKNOWN_HINT = (
@@ -76,6 +77,7 @@ def run_batch(
     limiter: AimdLimiter,
     options: BatchOptions,
     open_history: Callable[[], History],
+    sender: ReferenceSender | None = None,
 ) -> ExitCode:
     """Send, wait for and download every job not done yet; the exit code (the highest wins).
 
@@ -83,7 +85,7 @@ def run_batch(
     timeout or a Ctrl-C it is left open: closing it would fail the requests still
     in flight on worker threads (the process is ending anyway).
     """
-    batch = BatchRun(jobs, client, limiter, options, open_history)
+    batch = BatchRun(jobs, client, limiter, options, open_history, sender)
     try:
         return batch.run()
     finally:
@@ -110,10 +112,12 @@ class BatchRun:
         limiter: AimdLimiter,
         options: BatchOptions,
         open_history: Callable[[], History],
+        sender: ReferenceSender | None = None,
     ) -> None:
         self._client, self._limiter, self._options = client, limiter, options
         self._open_history = open_history
         self._stamper = Stamper(__version__, redact=console.redact) if options.provenance else None
+        self._references = sender  # references uploaded, and the base64 refusal handled
         self._downloader = Downloader(
             client, options.output, force=options.force, on_retry=console.info
         )
@@ -278,7 +282,15 @@ class BatchRun:
             run.submitted_at = time.time()
             self._tracker.update(run, "submitting", note=None)
         try:
-            task_ids = submit(self._client, history, run.job.request, idempotency_key=run.key)
+            if self._references is None:
+                task_ids = submit(self._client, history, run.job.request, idempotency_key=run.key)
+            else:
+                task_ids = self._references.submit(
+                    history,
+                    run.job.request,
+                    idempotency_key=run.key,
+                    before_resend=lambda key: self._resending(run, key),
+                )
         except SubmittedButUnrecorded as error:  # taken and paid for: wait for it all the same
             self._history_failed(error.message)
             task_ids = error.task_ids
@@ -297,6 +309,14 @@ class BatchRun:
             self._tracker.update(run, "submitted", note=f"submitted {run.task_id}")
             self._watch(run)
         return True
+
+    def _resending(self, run: JobRun, key: str) -> None:
+        """The job goes out again under a new key (its references uploaded): recorded first,
+        as any submission's key is, so that a rerun after a kill resends with it."""
+        with self._lock:
+            if not self._closed:
+                run.key = key
+                self._tracker.update(run, "submitting", note="references uploaded; sending again")
 
     def _refused(self, run: JobRun, error: ApimartError) -> None:
         """The submission failed, or its outcome is unknown."""

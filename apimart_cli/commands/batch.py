@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,6 +17,7 @@ from apimart_cli.commands.options import (
     JsonOpt,
     NoMetadataOpt,
     OutputOpt,
+    RefsOpt,
     TimeoutOpt,
 )
 from apimart_cli.constants import (
@@ -59,6 +61,7 @@ def batch(
     timeout: TimeoutOpt = DEFAULT_BATCH_TIMEOUT,
     interval: IntervalOpt = DEFAULT_INTERVAL,
     force: ForceOpt = False,
+    refs: RefsOpt = None,
     as_json: JsonOpt = False,
     open_page: Annotated[
         bool, typer.Option("--open", help="Open the gallery page (index.html) at the end.")
@@ -69,21 +72,25 @@ def batch(
 
     A plain line is a prompt; a line starting with '{' is a JSON object with
     "prompt" and any of "size", "resolution", "n", "images",
-    "official_fallback". Blank lines and '#' comments are skipped. Every line is
-    checked before anything is sent. batch-manifest.jsonl in the output folder
-    records each job, so running the same command again resumes: nothing is
-    submitted twice. index.html there shows the images with their prompts.
+    "official_fallback", "model" and "params" (extra fields). Blank lines and
+    '#' comments are skipped. Every line is checked before anything is sent.
+    batch-manifest.jsonl in the output folder records each job, so running the
+    same command again resumes: nothing is submitted twice. index.html there
+    shows the images with their prompts.
 
         apimart batch prompts.txt -o out/ --name '{line}-{slug}-{index}'
     """
     # Imported here, not at the top: every command's start-up pays for the top.
     from apimart_cli.batch import AimdLimiter, BatchOptions, load_batch, run_batch
+    from apimart_cli.references import prepare_batch
 
     app = state(ctx)
     jobs = load_batch(file, name)
-    settings = app.settings(output, metadata=False if no_metadata else None)
+    settings = app.settings(output, references=refs, metadata=False if no_metadata else None)
     limiter = AimdLimiter(concurrency)
     client = app.client(settings, on_rate_limited=limiter.rate_limited)
+    client.deadline = time.monotonic() + timeout  # the uploads before sending share --timeout
+    jobs, sender = prepare_batch(client, jobs, settings.references, concurrency)
     options = BatchOptions(
         output=settings.output_dir,
         name=name,
@@ -96,7 +103,7 @@ def batch(
     )
     # Not `with client:` -- run_batch closes it only when nothing is on its way: after a
     # timeout or a second Ctrl-C, closing it would fail the submissions still in flight.
-    code = run_batch(jobs, client, limiter, options, open_history)
+    code = run_batch(jobs, client, limiter, options, open_history, sender)
     if open_page:
         from apimart_cli.gallery import PAGE_NAME
         from apimart_cli.opening import open_files

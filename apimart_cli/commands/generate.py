@@ -15,7 +15,9 @@ from apimart_cli.commands.options import (
     NoMetadataOpt,
     OpenOpt,
     OutputOpt,
+    ParamOpt,
     PreviewOpt,
+    RefsOpt,
     TimeoutOpt,
 )
 from apimart_cli.constants import DEFAULT_MODEL
@@ -92,7 +94,14 @@ def generate(
     official_fallback: Annotated[
         bool, typer.Option("--official-fallback", help="Fall back to the official channel.")
     ] = False,
-    model: Annotated[str, typer.Option("--model", help="The model.")] = DEFAULT_MODEL,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", help="The model; another than gpt-image-2 is checked against its schema."
+        ),
+    ] = DEFAULT_MODEL,
+    param: ParamOpt = None,
+    refs: RefsOpt = None,
     wait: Annotated[
         bool, typer.Option("--wait", "-w", help="Then wait and download, as `apimart wait`.")
     ] = False,
@@ -112,8 +121,10 @@ def generate(
     The id is written to the local history before it is printed.
 
         apimart generate "a lighthouse at dawn" -s 16:9 -r 2k --wait -o out/
+        apimart generate "ink it" -i sketch.png --refs upload
+        apimart generate "a fox" --model gpt-image-2-official --param quality=high
     """
-    from apimart_cli.payload import build_request
+    from apimart_cli.payload import build_request, parse_params
 
     app = state(ctx)
     request = build_request(
@@ -124,6 +135,7 @@ def generate(
         n=n,
         images=image or (),
         official_fallback=official_fallback,
+        params=parse_params(param or ()),
     )
     for note in request.notes:
         console.info(f"Note: {note}")
@@ -134,14 +146,15 @@ def generate(
     if dry_run:
         console.data_json(request.dry_run(), indent=2)
         return
-    settings = app.settings(output)
+    settings = app.settings(output, references=refs)
     client = app.client(settings)
     from apimart_cli.errors import SubmittedButUnrecorded
-    from apimart_cli.submission import submit
+    from apimart_cli.references import ReferenceSender
 
+    sender = ReferenceSender(client, settings.references, info=console.info, warn=console.warn)
     with client, open_history() as history:
         try:
-            task_ids = submit(client, history, request)
+            task_ids = sender.send(history, request)
         except SubmittedButUnrecorded as error:
             for task_id in error.task_ids:  # paid for: the pipeline gets them all the same
                 console.data(task_id)

@@ -57,3 +57,22 @@ NoMetadataOpt = Annotated[
         help="Save images exactly as served, without the provenance chunk. [$APIMART_METADATA]",
     ),
 ]
+
+RefsOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--refs",
+        help="How local reference files travel: inline (base64 in the body) or upload "
+        "(each file uploaded once, sent as a URL). [default: $APIMART_REFERENCES, "
+        "the config's references, or inline]",
+        show_default=False,
+    ),
+]
+ParamOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option(
+        "--param",
+        help="An extra body field KEY=VALUE (VALUE read as JSON where it parses); repeatable.",
+        show_default=False,
+    ),
+]

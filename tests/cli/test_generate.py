@@ -78,11 +78,19 @@ def test_every_option_is_sent_and_n_is_a_json_number(api: str, httpx_mock: HTTPX
 
 
 def test_model_can_be_chosen(api: str, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(
+        method="GET",
+        url=f"{API}/v1/model-schema?model=gpt-image-2-beta",
+        match_headers=AUTH,
+        status_code=404,
+        json={"error": {"message": "no such schema"}},
+    )
     expect_submit(httpx_mock, {"model": "gpt-image-2-beta", "prompt": "a red fox"})
 
     result = run("generate", "a red fox", "--model", "gpt-image-2-beta")
 
     assert result.exit_code == 0, result.output
+    assert "no schema for the model gpt-image-2-beta" in result.stderr
 
 
 def test_pixel_size_outside_the_table_is_sent_with_a_note(api: str, httpx_mock: HTTPXMock) -> None:

@@ -1,0 +1,166 @@
+"""A request checked against a model's input schema, for the models other than gpt-image-2.
+
+The service describes each model's body as a JSON Schema (`GET /v1/model-schema`).
+Only what it says about each field is checked, before anything is sent: `type`,
+`enum`, `minimum`/`maximum`, `minItems`/`maxItems`, `minLength`/`maxLength`,
+`items`, `required`, and unknown fields where `additionalProperties` is false.
+What the subset cannot judge (`anyOf`, `$ref`...) is left to the service.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from apimart_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from apimart_cli.cache import Cache
+    from apimart_cli.client import Client
+
+# Fields every body carries whatever the schema says: the model routes the request.
+_ALWAYS_SENT = frozenset({"model"})
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "an object",
+    "null": "null",
+}
+
+
+def input_schema(reply: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The JSON Schema of the body, from the service's `{model, operation, input_schema}`
+    object (or from a reply that is the schema itself)."""
+    if not isinstance(reply, Mapping):
+        return None
+    schema = reply.get("input_schema", reply if "properties" in reply else None)
+    return schema if isinstance(schema, Mapping) else None
+
+
+def fetch_schema(client: Client, cache: Cache, model: str) -> Mapping[str, Any] | None:
+    """The model's input schema, kept in the cache for a day; None where the service has none."""
+    found, kept = cache.schema(client.base_url, model)
+    if found:
+        return kept
+    schema = input_schema(client.model_schema(model))
+    cache.remember_schema(client.base_url, model, schema)
+    return schema
+
+
+def check_body(body: Mapping[str, Any], schema: Mapping[str, Any], model: str) -> None:
+    """Raise a UsageError (exit 2) naming the first field `schema` refuses, and what it takes."""
+    properties = schema.get("properties")
+    properties = properties if isinstance(properties, Mapping) else {}
+    hint = f"`apimart models {model}` shows the fields the model takes."
+    required = schema.get("required")
+    for name in required if isinstance(required, list) else ():
+        if isinstance(name, str) and name not in body:
+            raise UsageError(f'The model {model} requires the field "{name}".', hint)
+    if schema.get("additionalProperties") is False:
+        for name in body:
+            if name not in properties and name not in _ALWAYS_SENT:
+                known = ", ".join(sorted(properties)) or "none listed"
+                raise UsageError(
+                    f'The model {model} takes no field "{name}" (its fields: {known}).', hint
+                )
+    for name, value in body.items():
+        rule = properties.get(name)
+        if isinstance(rule, Mapping):
+            problem = _problem(value, rule)
+            if problem:
+                raise UsageError(f'Field "{name}" for the model {model} {problem}.', hint)
+
+
+def _problem(value: Any, rule: Mapping[str, Any]) -> str | None:
+    """What is wrong with `value` under `rule`, as the end of a sentence; None if nothing."""
+    expected = rule.get("type")
+    types = [expected] if isinstance(expected, str) else expected
+    if isinstance(types, list) and types and not any(_is_type(value, t) for t in types):
+        names = " or ".join(_TYPE_NAMES.get(str(t), str(t)) for t in types)
+        return f"must be {names} (got {_show(value)})"
+    enum = rule.get("enum")
+    if isinstance(enum, list) and enum and value not in enum:
+        return f"must be one of {', '.join(_show(item) for item in enum)} (got {_show(value)})"
+    if _is_number(value):
+        low, high = rule.get("minimum"), rule.get("maximum")
+        if (_is_number(low) and value < low) or (_is_number(high) and value > high):
+            return f"must be {_range(low, high)} (got {_show(value)})"
+    if isinstance(value, str):
+        problem = _count_problem(len(value), rule, "minLength", "maxLength", "characters")
+        if problem:
+            return problem
+    if isinstance(value, list):
+        problem = _count_problem(len(value), rule, "minItems", "maxItems", "items")
+        if problem:
+            return problem
+        items = rule.get("items")
+        if isinstance(items, Mapping):
+            for index, item in enumerate(value):
+                problem = _problem(item, items)
+                if problem:
+                    return f"item {index + 1} {problem}"
+    return None
+
+
+def _count_problem(
+    count: int, rule: Mapping[str, Any], low_key: str, high_key: str, unit: str
+) -> str | None:
+    low: Any = rule.get(low_key)
+    high: Any = rule.get(high_key)
+    if (_is_number(low) and count < low) or (_is_number(high) and count > high):
+        return f"takes {_range(low, high)} {unit} (got {count})"
+    return None
+
+
+def _range(low: Any, high: Any) -> str:
+    if _is_number(low) and _is_number(high):
+        return f"{_show(low)} to {_show(high)}"
+    return f"at least {_show(low)}" if _is_number(low) else f"at most {_show(high)}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_type(value: Any, name: object) -> bool:
+    if name == "integer":
+        return _is_number(value) and float(value).is_integer()
+    if name == "number":
+        return _is_number(value)
+    if name == "string":
+        return isinstance(value, str)
+    if name == "boolean":
+        return isinstance(value, bool)
+    if name == "array":
+        return isinstance(value, Sequence) and not isinstance(value, str)
+    if name == "object":
+        return isinstance(value, Mapping)
+    if name == "null":
+        return value is None
+    return True  # a type this check does not know: the service judges it
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:60] + "…"
+
+
+def model_info(client: Client, model: str, *, warn: Callable[[str], None]) -> Mapping[str, Any]:
+    """The model's input schema, fetched afresh (and kept for the checks); exit 1 if none."""
+    from apimart_cli.cache import Cache
+    from apimart_cli.errors import TaskError
+
+    if not model.strip():
+        raise UsageError("The model name is empty.", "`apimart models` lists them.")
+    schema = input_schema(client.model_schema(model))
+    Cache(warn=warn).remember_schema(client.base_url, model, schema)
+    if schema is None:
+        raise TaskError(
+            f"The service has no input schema for the model {model}.",
+            "`apimart models` lists the models it serves.",
+        )
+    return schema

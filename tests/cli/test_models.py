@@ -1,0 +1,70 @@
+"""`apimart models`: the list, one model's schema, both reply shapes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pytest_httpx import HTTPXMock
+
+from tests.cli.conftest import API, AUTH, run
+
+MODELS = [{"id": "gpt-image-2", "object": "model"}, {"id": "flux-2-pro", "object": "model"}]
+SCHEMA = {"type": "object", "properties": {"prompt": {"type": "string"}}}
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"object": "list", "data": MODELS},
+        {"code": 200, "data": MODELS},
+        {"code": 200, "data": {"object": "list", "data": MODELS}},
+    ],
+    ids=["list", "wrapped", "wrapped-list"],
+)
+def test_lists_one_id_per_line(api: str, httpx_mock: HTTPXMock, reply: dict[str, Any]) -> None:
+    httpx_mock.add_response(method="GET", url=f"{API}/v1/models", match_headers=AUTH, json=reply)
+    result = run("models")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "gpt-image-2\nflux-2-pro\n"
+
+
+def test_json_prints_one_object_per_line(api: str, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(
+        method="GET", url=f"{API}/v1/models", json={"object": "list", "data": MODELS}
+    )
+    result = run("models", "--json")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line) for line in result.stdout.splitlines()] == MODELS
+
+
+def test_a_list_that_is_not_a_list_exits_5(api: str, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(method="GET", url=f"{API}/v1/models", json={"data": "nope"})
+    result = run("models")
+    assert result.exit_code == 5
+    assert "not a list" in result.stderr
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_a_model_prints_its_input_schema(api: str, httpx_mock: HTTPXMock, wrapped: bool) -> None:
+    obj = {"model": "flux-2-pro", "operation": "image_generation", "input_schema": SCHEMA}
+    httpx_mock.add_response(
+        method="GET",
+        url=f"{API}/v1/model-schema?model=flux-2-pro",
+        match_headers=AUTH,
+        json={"code": 200, "data": obj} if wrapped else obj,
+    )
+    result = run("models", "flux-2-pro")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == SCHEMA
+
+
+def test_a_model_without_a_schema_exits_1(api: str, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(
+        method="GET", url=f"{API}/v1/model-schema?model=nope", status_code=404, json={}
+    )
+    result = run("models", "nope")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert "no input schema for the model nope" in result.stderr
