@@ -173,7 +173,13 @@ def _file_reference(text: str) -> Reference:
 
 def _iter_file_base64(path: Path, size: int, chunk_size: int) -> Iterator[bytes]:
     """Base64 of a file read in multiples of 3 bytes; refuses a file no longer `size` long."""
-    step = max(3, chunk_size - chunk_size % 3)
+    for chunk in iter_file(path, size, max(3, chunk_size - chunk_size % 3)):
+        yield base64.b64encode(chunk)
+
+
+def iter_file(path: Path, size: int, chunk_size: int = READ_CHUNK_BYTES) -> Iterator[bytes]:
+    """A file's bytes in chunks of `chunk_size`; refuses a file that is no longer `size` long."""
+    step = max(1, chunk_size)
     try:
         with path.open("rb") as file:
             if os.fstat(file.fileno()).st_size != size:
@@ -187,7 +193,7 @@ def _iter_file_base64(path: Path, size: int, chunk_size: int) -> Iterator[bytes]
                 # yields a body that agrees with Content-Length.
                 if len(chunk) != wanted or (not remaining and file.read(1)):
                     raise _changed(path, size)
-                yield base64.b64encode(chunk)
+                yield chunk
     except OSError as exc:
         raise _unreadable(str(path), exc) from exc
 

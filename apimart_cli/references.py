@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from apimart_cli.errors import ApimartError, ServiceError, UsageError, WaitTimeout
 from apimart_cli.images import EXTENSIONS
-from apimart_cli.payload import READ_CHUNK_BYTES, Reference, resolve_reference
+from apimart_cli.payload import READ_CHUNK_BYTES, Reference, iter_file, resolve_reference
 
 if TYPE_CHECKING:
     from apimart_cli.batch.jobs import Job
@@ -89,36 +89,9 @@ class Upload:
             for start in range(0, len(self.data), READ_CHUNK_BYTES):
                 yield self.data[start : start + READ_CHUNK_BYTES]
         else:
-            yield from _iter_file(self.reference)
+            assert self.reference.path is not None
+            yield from iter_file(self.reference.path, self.size)
         yield self._tail()
-
-
-def _iter_file(reference: Reference, chunk_size: int = READ_CHUNK_BYTES) -> Iterator[bytes]:
-    """The file's bytes; refuses a file that is no longer the size it was checked at."""
-    assert reference.path is not None
-    try:
-        with reference.path.open("rb") as file:
-            remaining = reference.size
-            while remaining:
-                chunk = file.read(min(chunk_size, remaining))
-                remaining -= len(chunk)
-                # Checked before the chunk goes out, so a changed file never
-                # yields a body that agrees with Content-Length.
-                if not chunk or (not remaining and file.read(1)):
-                    raise _changed(reference)
-                yield chunk
-    except OSError as exc:
-        raise UsageError(
-            f"Cannot read {reference.path}: {exc.strerror or exc}.",
-            "Check the path and the file's permissions.",
-        ) from exc
-
-
-def _changed(reference: Reference) -> UsageError:
-    return UsageError(
-        f"{reference.path} changed while being uploaded (it was {reference.size} bytes).",
-        "Leave the file alone until the command finishes, then run it again.",
-    )
 
 
 def prepare_upload(reference: Reference) -> Upload:
@@ -126,8 +99,9 @@ def prepare_upload(reference: Reference) -> Upload:
     if reference.kind == "data":
         data = base64.b64decode(reference.source.partition(",")[2])
         return Upload(reference, hashlib.sha256(data).hexdigest(), data)
+    assert reference.path is not None
     digest = hashlib.sha256()
-    for chunk in _iter_file(reference):
+    for chunk in iter_file(reference.path, reference.size):
         digest.update(chunk)
     return Upload(reference, digest.hexdigest())
 

@@ -109,7 +109,7 @@ def test_a_file_that_changes_while_sent_is_refused(tmp_path: Path) -> None:
     upload = prepare_upload(resolve_reference(str(path)))
     with path.open("ab") as file:
         file.write(b"more")
-    with pytest.raises(UsageError, match="changed while being uploaded"):
+    with pytest.raises(UsageError, match="changed while being sent"):
         multipart(upload)
 
 
