@@ -340,7 +340,6 @@ class ReferenceSender:
     def send(self, history: History, request: GenerationRequest) -> list[str]:
         """One request checked, its references sent as the mode says, submitted; its ids."""
         self.check([("", request)])
-        (request,) = self.prepare([request])
         return self.submit(history, request)
 
     def check(self, requests: Sequence[tuple[str, GenerationRequest]]) -> None:
@@ -371,12 +370,11 @@ class ReferenceSender:
                 error.args = (error.message,)
                 raise
 
-    def prepare(self, requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:
-        """The requests, their local references uploaded first if the mode is "upload"."""
-        if self.mode != "upload":
-            return list(requests)
-        self._upload(inline_references(requests))
-        return [self._with_urls(request) for request in requests]
+    def upload_first(self, requests: Sequence[GenerationRequest]) -> None:
+        """With the mode "upload": every distinct reference of `requests` uploaded now, in
+        parallel, so that their submissions (`submit`) find the URLs ready."""
+        if self.mode == "upload":
+            self._upload(inline_references(requests))
 
     def submit(
         self,
@@ -436,19 +434,15 @@ class ReferenceSender:
             return with_uploaded(request, dict(self._urls))
 
 
-def prepare_batch(
+def batch_sender(
     client: Client, jobs: Sequence[Job], mode: str, concurrency: int
-) -> tuple[list[Job], ReferenceSender]:
-    """Before any job is sent: every job checked against its model's schema, then, with
-    `mode` "upload", each distinct reference uploaded once (in parallel, up to
-    `concurrency`) and the jobs' requests given the URLs."""
+) -> ReferenceSender:
+    """The sender of a batch's jobs, once every job is checked against its model's
+    schema (a bad one exits 2, naming its line, before anything is sent)."""
     from apimart_cli import console
 
     sender = ReferenceSender(
         client, mode, concurrency=concurrency, info=console.info, warn=console.warn
     )
     sender.check([(f"line {job.line}: ", job.request) for job in jobs])
-    requests = sender.prepare([job.request for job in jobs])
-    return [
-        replace(job, request=request) for job, request in zip(jobs, requests, strict=True)
-    ], sender
+    return sender

@@ -167,6 +167,8 @@ class BatchRun:
             self._pool = WorkerPool(DOWNLOAD_WORKERS, "download")  # daemons: never waited for
             try:
                 self._plan(records)
+                if self._references is not None:  # each distinct one once, before any job
+                    self._references.upload_first([run.job.request for run in self._queue])
                 timed_out = self._go()
                 self._drain()
             except KeyboardInterrupt:

@@ -82,7 +82,7 @@ def batch(
     """
     # Imported here, not at the top: every command's start-up pays for the top.
     from apimart_cli.batch import AimdLimiter, BatchOptions, load_batch, run_batch
-    from apimart_cli.references import prepare_batch
+    from apimart_cli.references import batch_sender
 
     app = state(ctx)
     jobs = load_batch(file, name)
@@ -90,7 +90,7 @@ def batch(
     limiter = AimdLimiter(concurrency)
     client = app.client(settings, on_rate_limited=limiter.rate_limited)
     client.deadline = time.monotonic() + timeout  # the uploads before sending share --timeout
-    jobs, sender = prepare_batch(client, jobs, settings.references, concurrency)
+    sender = batch_sender(client, jobs, settings.references, concurrency)
     options = BatchOptions(
         output=settings.output_dir,
         name=name,

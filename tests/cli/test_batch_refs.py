@@ -146,3 +146,37 @@ def test_another_model_is_checked_against_its_schema_naming_the_line(
     assert result.exit_code == 2
     assert 'line 2: Field "n" for the model m-1 must be at most 1 (got 2).' in result.stderr
     assert httpx_mock.get_requests(url=SUBMIT_URL) == []
+
+
+def test_an_unusable_output_folder_exits_2_before_any_upload(
+    api: str, httpx_mock: HTTPXMock, jobs: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "out").write_text("a file where the folder should be")
+    result = run("batch", str(jobs), "-o", str(tmp_path / "out"), "--refs", "upload")
+    assert result.exit_code == 2, result.output
+    assert api_requests(httpx_mock) == []
+
+
+def test_a_rerun_uploads_nothing_for_jobs_already_done(
+    api: str, httpx_mock: HTTPXMock, jobs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expect_upload(httpx_mock)
+    for i in range(3):
+        expect_submit(httpx_mock, body(f"fox {i}", image_urls=[REF_URL]), [f"task_{i}"])
+        expect_done(httpx_mock, f"task_{i}")
+    args = (
+        "batch",
+        str(jobs),
+        "-o",
+        str(tmp_path / "out"),
+        "--refs",
+        "upload",
+        "--interval",
+        "0.1",
+    )
+    assert run(*args).exit_code == 0
+    # Another machine (no remembered uploads) resuming the same folder: nothing to send.
+    monkeypatch.setenv("APIMART_DATA_DIR", str(tmp_path / "elsewhere"))
+    again = run(*args)
+    assert again.exit_code == 0, again.output
+    assert len(api_requests(httpx_mock)) == 7  # 1 upload, 3 submissions, 3 polls: no more

@@ -213,7 +213,7 @@ def test_refs_inline_is_the_default(api: str, httpx_mock: HTTPXMock, ref: Path) 
 def test_an_unknown_refs_value_exits_2(api: str, httpx_mock: HTTPXMock, ref: Path) -> None:
     result = run("generate", "a red fox", "-i", str(ref), "--refs", "carrier-pigeon")
     assert result.exit_code == 2
-    assert "Invalid references setting 'carrier-pigeon': it is inline or upload." in result.stderr
+    assert "references must be inline or upload, not 'carrier-pigeon'." in result.stderr
     assert api_requests(httpx_mock) == []
 
 
