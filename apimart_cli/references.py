@@ -435,14 +435,16 @@ class ReferenceSender:
 
 
 def batch_sender(
-    client: Client, jobs: Sequence[Job], mode: str, concurrency: int
+    client: Client,
+    jobs: Sequence[Job],
+    mode: str,
+    concurrency: int,
+    *,
+    info: Callable[[str], None],
+    warn: Callable[[str], None],
 ) -> ReferenceSender:
     """The sender of a batch's jobs, once every job is checked against its model's
     schema (a bad one exits 2, naming its line, before anything is sent)."""
-    from apimart_cli import console
-
-    sender = ReferenceSender(
-        client, mode, concurrency=concurrency, info=console.info, warn=console.warn
-    )
+    sender = ReferenceSender(client, mode, concurrency=concurrency, info=info, warn=warn)
     sender.check([(f"line {job.line}: ", job.request) for job in jobs])
     return sender

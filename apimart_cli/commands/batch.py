@@ -90,7 +90,9 @@ def batch(
     limiter = AimdLimiter(concurrency)
     client = app.client(settings, on_rate_limited=limiter.rate_limited)
     client.deadline = time.monotonic() + timeout  # the uploads before sending share --timeout
-    sender = batch_sender(client, jobs, settings.references, concurrency)
+    sender = batch_sender(
+        client, jobs, settings.references, concurrency, info=console.info, warn=console.warn
+    )
     options = BatchOptions(
         output=settings.output_dir,
         name=name,
