@@ -334,6 +334,7 @@ class ReferenceSender:
         self._cache = cache if cache is not None else Cache(warn=warn)
         self._uploader = Uploader(client, self._cache, concurrency=concurrency)
         self._lock = threading.Lock()
+        self._uploading = threading.Lock()
         self._urls: dict[Reference, str] = {}  # uploaded in this run
         self._told = False
 
@@ -422,12 +423,15 @@ class ReferenceSender:
             )
 
     def _upload(self, references: Sequence[Reference]) -> None:
-        with self._lock:
-            missing = [ref for ref in references if ref not in self._urls]
-        if missing:
-            urls = self._uploader.upload_all(missing)
+        # One upload round at a time: jobs refused together (a batch's workers) then wait
+        # for the first round and find their references among its URLs, not upload twins.
+        with self._uploading:
             with self._lock:
-                self._urls.update(urls)
+                missing = [ref for ref in references if ref not in self._urls]
+            if missing:
+                urls = self._uploader.upload_all(missing)
+                with self._lock:
+                    self._urls.update(urls)
 
     def _with_urls(self, request: GenerationRequest) -> GenerationRequest:
         with self._lock:
