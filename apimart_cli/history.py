@@ -4,6 +4,12 @@ One SQLite file, one table. Every write is its own short ``BEGIN IMMEDIATE``
 transaction, committed at once, so a killed process loses nothing already
 written, and WAL plus a busy timeout let many `apimart` processes record at once.
 Any SQLite or file-system failure surfaces as a ``HistoryError`` naming the file.
+
+Every value written passes through one boundary (``_Writer``) that cuts out the
+secrets ``console`` was told to hide, so a key the service echoes in a failure
+reason never reaches the file. A task's state (the service's) and whether its
+images were saved (ours) are kept apart: a completed task whose images were
+never saved is still pending while its result URLs live.
 """
 
 from __future__ import annotations
@@ -17,38 +23,63 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from apimart_cli import console
 from apimart_cli.errors import HistoryError
 from apimart_cli.models import FINAL_STATES
 
-__all__ = ["FINAL_STATES", "UNFINISHED_STATES", "History", "TaskRecord", "default_path"]
+if TYPE_CHECKING:
+    from apimart_cli.models import Task
+
+__all__ = [
+    "FINAL_STATES",
+    "UNFINISHED_STATES",
+    "History",
+    "TaskRecord",
+    "default_path",
+    "task_changes",
+]
 
 # Any other state, including one the API adds later, also counts as unfinished.
 UNFINISHED_STATES = frozenset({"submitted", "pending", "processing", "unknown"})
 
 FILE_NAME = "history.sqlite3"
 BUSY_TIMEOUT_SECONDS = 10.0
-SCHEMA_VERSION = 1  # PRAGMA user_version; bump it and add a migration to change the schema
+SCHEMA_VERSION = 2  # PRAGMA user_version; add a step to _MIGRATIONS to change the schema
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS tasks (
-        id INTEGER PRIMARY KEY,
-        task_id TEXT UNIQUE,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        base_url TEXT NOT NULL,
-        prompt TEXT NOT NULL,
-        fields TEXT NOT NULL,
-        idempotency_key TEXT NOT NULL,
-        state TEXT NOT NULL,
-        cost REAL,
-        files TEXT NOT NULL DEFAULT '[]',
-        error TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at)",
-    "CREATE INDEX IF NOT EXISTS tasks_base_url_created ON tasks (base_url, created_at)",
-    "CREATE INDEX IF NOT EXISTS tasks_idempotency_key ON tasks (idempotency_key)",
-)
+# The statements that bring a file from version N-1 to N, applied in order.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE IF NOT EXISTS tasks (
+            id INTEGER PRIMARY KEY,
+            task_id TEXT UNIQUE,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            base_url TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            fields TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            state TEXT NOT NULL,
+            cost REAL,
+            files TEXT NOT NULL DEFAULT '[]',
+            error TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at)",
+        "CREATE INDEX IF NOT EXISTS tasks_base_url_created ON tasks (base_url, created_at)",
+        "CREATE INDEX IF NOT EXISTS tasks_idempotency_key ON tasks (idempotency_key)",
+    ),
+    2: (
+        # Saved apart from the state: when the images were all saved, how many there
+        # are, and when their URLs stop working (Unix seconds).
+        "ALTER TABLE tasks ADD COLUMN images INTEGER",
+        "ALTER TABLE tasks ADD COLUMN expires_at REAL",
+        "ALTER TABLE tasks ADD COLUMN saved_at REAL",
+        # A version 1 file: a completed task with files had its images saved.
+        "UPDATE tasks SET saved_at = updated_at WHERE state = 'completed' AND files != '[]'",
+        "CREATE INDEX IF NOT EXISTS tasks_state_created ON tasks (state, created_at)",
+    ),
+}
 _FINAL = tuple(sorted(FINAL_STATES))  # bound to the three ? of "state NOT IN (?, ?, ?)"
 
 
@@ -67,11 +98,77 @@ class TaskRecord:
     cost: float | None
     files: tuple[str, ...]
     error: str | None
+    images: int | None = None  # how many images the completed task has, when known
+    expires_at: float | None = None  # when its result URLs stop working (Unix seconds)
+    saved_at: float | None = None  # when all its images had been saved; None: not (yet)
 
     @property
     def finished(self) -> bool:
         """Whether the task reached a final state (completed, failed or cancelled)."""
         return self.state in FINAL_STATES
+
+    @property
+    def saved(self) -> bool:
+        """Whether the images of this (completed) task were all saved."""
+        return self.saved_at is not None
+
+    def pending(self, now: float | None = None) -> bool:
+        """Unfinished, or completed with images never saved whose URLs still work."""
+        if self.state not in FINAL_STATES:
+            return True
+        now = time.time() if now is None else now
+        return (
+            self.state == "completed"
+            and not self.saved
+            and self.expires_at is not None
+            and self.expires_at > now
+        )
+
+    @property
+    def sandbox(self) -> bool:
+        """Whether the task went to a sandbox (a loopback base URL): it ended with it."""
+        from urllib.parse import urlsplit
+
+        from apimart_cli.settings import is_loopback
+
+        try:
+            return is_loopback(urlsplit(self.base_url).hostname or "")
+        except ValueError:
+            return False
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """`--since`'s Unix time: a duration back from now (`90m`, `2h`, `3d`, `1w`) or a
+    local date or time (`2026-11-30`, `2026-11-30 14:00`, `2026-11-30T14:00:05`)."""
+    import re
+    from datetime import datetime
+
+    value = text.strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", value.lower())
+    if match:
+        now = time.time() if now is None else now
+        return now - float(match[1]) * _UNITS[match[2]]
+    for layout in (
+        "%Y-%m-%d",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+    ):
+        try:
+            return datetime.strptime(value, layout).timestamp()
+        except ValueError:
+            continue
+    from apimart_cli.errors import UsageError
+
+    shown = text if len(text) <= 40 else text[:39] + "…"
+    raise UsageError(
+        f"Cannot read --since {shown!r}.",
+        "Give a duration such as 2h or 3d, or a date such as 2026-11-30 (or 2026-11-30 14:00).",
+    )
 
 
 def default_path() -> Path:
@@ -138,24 +235,27 @@ class History:
         return cls(path)
 
     def _setup(self) -> None:
-        """Turn on WAL and create the schema, writing only when something is missing."""
+        """Turn on WAL and bring the schema up to date, writing only when it is not."""
         conn = self._connection()
         if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             _enable_wal(conn)
         if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-            with self._write():
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            with self._write() as writer:
+                # Read again under the lock: another process may have just upgraded it.
+                version = writer.execute("PRAGMA user_version").fetchone()[0]
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        writer.execute(statement)
+                writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[_Writer]:
         """One short write transaction, committed on exit; errors become ``HistoryError``."""
         with _translated(self.path):
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")  # take the write lock now, waiting up to the timeout
             try:
-                yield conn
+                yield _Writer(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -251,17 +351,23 @@ class History:
         files: Sequence[str] = (),
         error: str | None = None,
         base_url: str | None = None,
+        images: int | None = None,
+        expires_at: float | None = None,
     ) -> None:
         """Update what is known of a task; ``None`` leaves a value as it is.
 
-        ``files`` are added to those already recorded (unique, in order). A task
-        id not in the history (one submitted elsewhere) is ignored, unless
-        ``base_url`` is given: then a minimal row (empty prompt and fields) is
-        inserted so that the task is remembered.
+        ``files`` are saved images, added to those already recorded (unique, in
+        order, as absolute paths). Once the files number the task's ``images``
+        (or any are given while that number is unknown), the task counts as
+        saved. A task id not in the history (one submitted elsewhere) is
+        ignored, unless ``base_url`` is given: then a minimal row (empty prompt
+        and fields) is inserted so that the task is remembered.
         """
         now = time.time()
         with self._write() as conn:
-            row = conn.execute("SELECT files FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            row = conn.execute(
+                "SELECT files, images, saved_at FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
             if row is None and base_url is None:
                 return
             if row is None:
@@ -271,12 +377,27 @@ class History:
                     (task_id, now, now, base_url, state or "unknown"),
                 )
             known = json.loads(row["files"]) if row is not None else []
-            merged = list(dict.fromkeys([*known, *files]))
+            merged = list(dict.fromkeys([*known, *(str(Path(f).absolute()) for f in files)]))
+            count = images if images is not None else (row["images"] if row else None)
+            saved_at = row["saved_at"] if row is not None else None
+            if saved_at is None and merged and (count is None or len(merged) >= count):
+                saved_at = now
             conn.execute(
                 "UPDATE tasks SET updated_at = ?, state = coalesce(?, state),"
-                " cost = coalesce(?, cost), error = coalesce(?, error), files = ?"
-                " WHERE task_id = ?",
-                (now, state, cost, error, json.dumps(merged), task_id),
+                " cost = coalesce(?, cost), error = coalesce(?, error), files = ?,"
+                " images = coalesce(?, images), expires_at = coalesce(?, expires_at),"
+                " saved_at = ? WHERE task_id = ?",
+                (
+                    now,
+                    state,
+                    cost,
+                    error,
+                    json.dumps(merged),
+                    images,
+                    expires_at,
+                    saved_at,
+                    task_id,
+                ),
             )
 
     def get(self, task_id: str) -> TaskRecord | None:
@@ -290,26 +411,102 @@ class History:
             return None if row is None else _record(row)
 
     def list(
-        self, *, pending_only: bool = False, limit: int | None = None, base_url: str | None = None
+        self,
+        *,
+        pending_only: bool = False,
+        limit: int | None = None,
+        base_url: str | None = None,
+        since: float | None = None,
+        search: str | None = None,
+        states: Sequence[str] = (),
     ) -> builtins.list[TaskRecord]:
-        """Recorded tasks, newest first; ``pending_only`` keeps the unfinished ones."""
-        sql = (
-            "SELECT * FROM tasks WHERE (? = 0 OR state NOT IN (?, ?, ?))"
-            " AND (? IS NULL OR base_url = ?) ORDER BY created_at DESC, id DESC LIMIT ?"
+        """Recorded tasks, newest first.
+
+        ``pending_only`` keeps those ``wait --pending`` would pick up (unfinished,
+        or completed with images never saved whose URLs still work); ``since``
+        those submitted at or after that Unix time; ``search`` those whose prompt
+        holds that text (any case); ``states`` those in one of these states.
+        """
+        where, params = self._filters(
+            pending_only=pending_only,
+            base_url=base_url,
+            since=since,
+            search=search,
+            states=states,
         )
-        limit = -1 if limit is None else max(limit, 0)  # LIMIT -1: no limit
-        params = (pending_only, *_FINAL, base_url, base_url, limit)
+        # Only the fixed terms of _filters are formatted in; every value is a parameter.
+        sql = f"SELECT * FROM tasks{where} ORDER BY created_at DESC, id DESC LIMIT ?"  # noqa: S608
+        params.append(-1 if limit is None else max(limit, 0))  # LIMIT -1: no limit
         with _translated(self.path):
             return [_record(row) for row in self._connection().execute(sql, params)]
 
+    @staticmethod
+    def _filters(
+        *,
+        pending_only: bool = False,
+        base_url: str | None = None,
+        since: float | None = None,
+        search: str | None = None,
+        states: Sequence[str] = (),
+    ) -> tuple[str, builtins.list[Any]]:
+        """A WHERE clause with only the conditions asked for, so SQLite picks its index."""
+        terms: builtins.list[str] = []
+        params: builtins.list[Any] = []
+        if pending_only:
+            terms.append(
+                "(state NOT IN (?, ?, ?) OR (state = 'completed' AND saved_at IS NULL"
+                " AND expires_at > ?))"
+            )
+            params += [*_FINAL, time.time()]
+        if base_url is not None:
+            terms.append("base_url = ?")
+            params.append(base_url)
+        if since is not None:
+            terms.append("created_at >= ?")
+            params.append(since)
+        if search:
+            terms.append("prompt LIKE ? ESCAPE '\\'")
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params.append(f"%{escaped}%")
+        if states:
+            terms.append(f"state IN ({', '.join('?' * len(states))})")
+            params += list(states)
+        return (" WHERE " + " AND ".join(terms) if terms else ""), params
+
     def pending_ids(self, base_url: str) -> builtins.list[str]:
-        """Ids of the unfinished tasks submitted to ``base_url``, oldest first."""
+        """Ids of the tasks submitted to ``base_url`` that ``wait --pending`` picks up,
+        oldest first: unfinished, or completed with images never saved whose URLs
+        have not expired."""
+        where, params = self._filters(pending_only=True, base_url=base_url)
         sql = (
-            "SELECT task_id FROM tasks WHERE base_url = ? AND task_id IS NOT NULL"
-            " AND state NOT IN (?, ?, ?) ORDER BY created_at, id"
+            f"SELECT task_id FROM tasks{where}"  # noqa: S608 - fixed terms, values as parameters
+            " AND task_id IS NOT NULL ORDER BY created_at, id"
         )
         with _translated(self.path):
-            return [row[0] for row in self._connection().execute(sql, (base_url, *_FINAL))]
+            return [row[0] for row in self._connection().execute(sql, params)]
+
+    def forget_sandbox(self) -> int:
+        """Remove every task sent to a sandbox (a loopback base URL); how many were removed."""
+        from urllib.parse import urlsplit
+
+        from apimart_cli.settings import is_loopback
+
+        def loopback(url: str) -> bool:
+            try:
+                return is_loopback(urlsplit(url).hostname or "")
+            except ValueError:
+                return False
+
+        with self._write() as conn:
+            urls = [row[0] for row in conn.execute("SELECT DISTINCT base_url FROM tasks")]
+            sandboxes = [url for url in urls if loopback(url)]
+            if not sandboxes:
+                return 0
+            marks = ", ".join("?" * len(sandboxes))
+            return conn.execute(
+                f"DELETE FROM tasks WHERE base_url IN ({marks})",  # noqa: S608 - only ?s
+                sandboxes,
+            ).rowcount
 
     def close(self) -> None:
         """Close the database; closing twice is harmless."""
@@ -342,9 +539,50 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
+class _Writer:
+    """The one way into the file for writes: every text value goes in with the
+    hidden secrets (``console.hide``: the API key) cut out."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, [_clean(value) for value in params])
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with the hidden secrets cut out of it, and out of any text within it."""
+    if isinstance(value, str):
+        return console.redact(value)
+    if isinstance(value, Mapping):
+        return {_clean(str(key)): _clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(item) for item in value]
+    return value
+
+
+def task_changes(task: Task) -> dict[str, Any]:
+    """What a poll of ``task`` tells the history: ``update(task.task_id, **task_changes(task))``.
+
+    Its state and cost; for a completed task, how many images it has and when
+    the first of their URLs expires; for a failed or cancelled one, its reason.
+    """
+    changes: dict[str, Any] = {"state": task.status, "cost": task.cost}
+    if task.status == "completed" and task.images:
+        changes["images"] = len(task.images)
+        expiries = [image.expires_at for image in task.images if image.expires_at is not None]
+        if expiries:
+            changes["expires_at"] = float(min(expiries))
+    elif task.finished:
+        changes["error"] = task.error_message or "no reason given"
+    return changes
+
+
 def _dumps(fields: Mapping[str, object]) -> str:
     # default=str: a stray non-JSON value (a Path, say) must not lose a paid task's record.
-    return json.dumps(dict(fields), ensure_ascii=False, sort_keys=True, default=str)
+    # The secrets are cut out before the text is JSON: an escaped key would not match.
+    text = json.dumps(dict(fields), ensure_ascii=False, sort_keys=True, default=str)
+    return json.dumps(_clean(json.loads(text)), ensure_ascii=False, sort_keys=True)
 
 
 def _record(row: sqlite3.Row) -> TaskRecord:
@@ -360,4 +598,7 @@ def _record(row: sqlite3.Row) -> TaskRecord:
         cost=row["cost"],
         files=tuple(json.loads(row["files"])),
         error=row["error"],
+        images=row["images"],
+        expires_at=row["expires_at"],
+        saved_at=row["saved_at"],
     )

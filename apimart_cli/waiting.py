@@ -186,8 +186,10 @@ class TaskWaiter:
     # -- callbacks (poll loop thread) -----------------------------------------------
 
     def _on_update(self, task: Task) -> None:
+        from apimart_cli.history import task_changes  # loaded already: the history is open
+
         self._reporter.update(task)
-        self._record(task.task_id, state=task.status, cost=task.cost)
+        self._record(task.task_id, **task_changes(task))
 
     def _on_finished(self, task: Task) -> None:
         if task.cost is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import stat
@@ -151,7 +152,9 @@ def test_update_adds_files_uniquely_and_keeps_what_it_is_not_given(history: Hist
 
     record = history.get("task_1")
     assert record is not None
-    assert record.files == ("out/task_1_0.png", "out/task_1_1.png", "out/task_1_2.png")
+    # Stored as absolute paths: the history is read from anywhere.
+    out = Path.cwd() / "out"
+    assert record.files == tuple(str(out / f"task_1_{i}.png") for i in range(3))
     assert (record.state, record.cost, record.error) == ("completed", 0.05, None)
     assert record.finished
     assert record.updated_at >= record.created_at
@@ -168,7 +171,7 @@ def test_update_of_a_task_submitted_elsewhere(history: History) -> None:
         "",
         {},
         "processing",
-        ("a.png",),
+        (str(Path.cwd() / "a.png"),),
     )
     assert history.pending_ids(BASE) == ["task_other"]
 
@@ -272,3 +275,223 @@ def test_eight_processes_record_at_once_without_losing_a_row(path: Path) -> None
     with History.open(path) as history:
         recorded = {record.task_id for record in history.list()}
     assert recorded == {f"task_{n}_{i}" for n in range(8) for i in range(25)}
+
+
+# -- saved, apart from the task's state ------------------------------------------------
+
+LATER = 4_102_444_800.0  # 2100-01-01: URLs that still work
+EARLIER = 1_000_000_000.0  # 2001: URLs that expired
+
+
+def complete(history: History, task_id: str, *, images: int = 1, expires_at: float = LATER) -> None:
+    history.update(task_id, state="completed", images=images, expires_at=expires_at)
+
+
+def test_a_completed_task_whose_images_were_never_saved_is_still_pending(
+    history: History,
+) -> None:
+    for task_id in ("task_unsaved", "task_saved", "task_expired", "task_half"):
+        submit(history, task_id)
+    complete(history, "task_unsaved")
+    complete(history, "task_saved")
+    history.update("task_saved", files=["task_saved_0.png"])
+    complete(history, "task_expired", expires_at=EARLIER)
+    complete(history, "task_half", images=2)
+    history.update("task_half", files=["task_half_0.png"])  # the second one failed
+
+    assert history.pending_ids(BASE) == ["task_unsaved", "task_half"]
+    assert [r.task_id for r in history.list(pending_only=True)] == ["task_half", "task_unsaved"]
+    records = {r.task_id: r for r in history.list()}
+    assert not records["task_unsaved"].saved and records["task_unsaved"].pending()
+    assert records["task_saved"].saved and not records["task_saved"].pending()
+    assert not records["task_expired"].pending()
+    assert records["task_expired"].pending(now=EARLIER - 1)
+
+    history.update("task_half", files=["task_half_1.png"])
+    assert history.pending_ids(BASE) == ["task_unsaved"]
+
+
+def test_files_before_the_image_count_is_known_count_as_saved(history: History) -> None:
+    submit(history, "task_1")
+    history.update("task_1", state="completed", files=["a.png"])
+    record = history.get("task_1")
+    assert record is not None and record.saved
+
+
+def test_a_completed_task_with_no_known_expiry_is_not_resurrected(history: History) -> None:
+    # As recorded before expiry times were kept: nothing says its URLs still work.
+    submit(history, "task_old")
+    history.update("task_old", state="completed")
+    assert history.pending_ids(BASE) == []
+
+
+def test_task_changes_say_what_a_poll_tells() -> None:
+    from apimart_cli.history import task_changes
+    from apimart_cli.models import ResultImage, Task
+
+    done = Task(
+        "task_1",
+        "completed",
+        cost=0.02,
+        images=(
+            ResultImage("https://i/1", 2_000_000_000),
+            ResultImage("https://i/2", 1_900_000_000),
+        ),
+    )
+    assert task_changes(done) == {
+        "state": "completed",
+        "cost": 0.02,
+        "images": 2,
+        "expires_at": 1_900_000_000.0,
+    }
+    failed = Task("task_2", "failed", error_message="moderation")
+    assert task_changes(failed) == {"state": "failed", "cost": None, "error": "moderation"}
+    assert task_changes(Task("task_3", "processing")) == {"state": "processing", "cost": None}
+
+
+# -- the schema: old files are upgraded --------------------------------------------------
+
+VERSION_1 = """
+CREATE TABLE tasks (
+    id INTEGER PRIMARY KEY, task_id TEXT UNIQUE, created_at REAL NOT NULL,
+    updated_at REAL NOT NULL, base_url TEXT NOT NULL, prompt TEXT NOT NULL,
+    fields TEXT NOT NULL, idempotency_key TEXT NOT NULL, state TEXT NOT NULL,
+    cost REAL, files TEXT NOT NULL DEFAULT '[]', error TEXT);
+CREATE INDEX tasks_created ON tasks (created_at);
+CREATE INDEX tasks_base_url_created ON tasks (base_url, created_at);
+CREATE INDEX tasks_idempotency_key ON tasks (idempotency_key);
+INSERT INTO tasks VALUES (1, 'task_saved', 10, 20, 'https://api.apimart.ai', 'a fox', '{}',
+    'k1', 'completed', 0.5, '["/out/task_saved_0.png"]', NULL);
+INSERT INTO tasks VALUES (2, 'task_running', 30, 30, 'https://api.apimart.ai', 'an owl', '{}',
+    'k2', 'processing', NULL, '[]', NULL);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_file_opens_and_is_upgraded(path: Path) -> None:
+    import sqlite3
+
+    path.parent.mkdir()
+    with sqlite3.connect(path) as db:
+        db.executescript(VERSION_1)
+    db.close()
+
+    with History.open(path) as history:
+        records = {r.task_id: r for r in history.list()}
+        assert records["task_saved"].files == ("/out/task_saved_0.png",)
+        assert records["task_saved"].saved and records["task_saved"].cost == 0.5
+        assert not records["task_running"].saved
+        assert history.pending_ids(BASE) == ["task_running"]
+        complete(history, "task_running")
+        assert history.pending_ids(BASE) == ["task_running"]
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        indexes = {row[1] for row in db.execute("PRAGMA index_list(tasks)")}
+    db.close()
+    assert "tasks_state_created" in indexes
+    # Opening it again changes nothing.
+    with History.open(path) as history:
+        assert len(history.list()) == 2
+
+
+def _open_old_file(path: str) -> None:
+    with History.open(Path(path)) as history:
+        history.list()
+
+
+def test_processes_upgrading_an_old_file_at_once_all_succeed(path: Path) -> None:
+    import sqlite3
+
+    path.parent.mkdir()
+    with sqlite3.connect(path) as db:
+        db.executescript(VERSION_1)
+    db.close()
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_open_old_file, args=(str(path),)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [worker.exitcode for worker in workers] == [0] * 4
+
+
+# -- no secret is ever written ------------------------------------------------------------
+
+SECRET = 'sk-hist-\\secret"key-0123456789'
+
+
+def test_nothing_written_holds_a_hidden_secret(path: Path) -> None:
+    from apimart_cli import console
+
+    console.hide(SECRET)
+    with History.open(path) as history:
+        history.record_submission(
+            "task_1",
+            base_url=BASE,
+            prompt=f"a fox {SECRET}",
+            fields={"model": "gpt-image-2", "params": {"note": SECRET}},
+            idempotency_key="key-1",
+        )
+        history.update("task_1", state="failed", error=f"The key {SECRET} is not allowed")
+        history.record_unknown(
+            base_url=BASE, prompt="p", fields={}, idempotency_key="k2", error=f"echo {SECRET}"
+        )
+        record = history.get("task_1")
+    assert record is not None
+    assert record.error == "The key [API key] is not allowed"
+    assert record.fields["params"] == {"note": "[API key]"}
+    for name in (path.name, f"{path.name}-wal"):
+        stored = (path.parent / name).read_bytes() if (path.parent / name).exists() else b""
+        assert SECRET.encode() not in stored
+        assert json.dumps(SECRET).encode() not in stored  # nor JSON-escaped
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# -- filters, sandbox tasks ---------------------------------------------------------------
+
+
+def test_filters_since_search_and_state(history: History, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as clock
+
+    for when, task_id, prompt in (
+        (100.0, "task_old", "a red fox"),
+        (200.0, "task_mid", "an owl, 100% cotton"),
+        (300.0, "task_new", "A Red Panda"),
+    ):
+        monkeypatch.setattr(clock, "time", lambda when=when: when)
+        history.record_submission(
+            task_id, base_url=BASE, prompt=prompt, fields={}, idempotency_key=task_id
+        )
+    monkeypatch.undo()
+    history.update("task_mid", state="failed")
+
+    def ids(**filters: object) -> list[str | None]:
+        return [r.task_id for r in history.list(**filters)]  # type: ignore[arg-type]
+
+    assert ids(since=200.0) == ["task_new", "task_mid"]
+    assert ids(search="red") == ["task_new", "task_old"]  # any case
+    assert ids(search="100%") == ["task_mid"]
+    assert ids(search="0%") == ["task_mid"]
+    assert ids(search="d_f") == []  # _ and % are themselves, not wildcards
+    assert ids(states=["failed"]) == ["task_mid"]
+    assert ids(states=["submitted", "failed"], since=150.0, search="o") == ["task_mid"]
+    assert ids(states=["submitted"], limit=1) == ["task_new"]
+
+
+def test_forget_sandbox_removes_only_tasks_sent_to_loopback(history: History) -> None:
+    submit(history, "task_real")
+    submit(history, "task_sandbox", base_url=SANDBOX)
+    submit(history, "task_local", base_url="http://localhost:9")
+    submit(history, "task_v6", base_url="http://[::1]:8787")
+
+    records = {r.task_id: r.sandbox for r in history.list()}
+    assert records == {
+        "task_real": False,
+        "task_sandbox": True,
+        "task_local": True,
+        "task_v6": True,
+    }
+    assert history.forget_sandbox() == 3
+    assert [r.task_id for r in history.list()] == ["task_real"]
+    assert history.forget_sandbox() == 0

@@ -37,6 +37,7 @@ from apimart_cli.errors import (
     TaskError,
 )
 from apimart_cli.gallery import Keeper
+from apimart_cli.history import task_changes
 from apimart_cli.polling import Poller
 from apimart_cli.progress import make_batch_display
 from apimart_cli.provenance import Stamper
@@ -415,13 +416,12 @@ class BatchRun:
             run.cost = task.cost
             self._display.cost(sum(r.cost or 0.0 for r in self._tracker.runs))
         if not task.finished and task.status != run.state:
-            self._history_changes.put((task.task_id, {"state": task.status, "cost": task.cost}))
+            self._history_changes.put((task.task_id, task_changes(task)))
             self._tracker.update(run, task.status)
 
     def _on_finished(self, task: Task) -> None:
         run = self._by_task[task.task_id]
-        change = {"state": task.status, "cost": task.cost, "error": task.error_message}
-        self._history_changes.put((task.task_id, change))
+        self._history_changes.put((task.task_id, task_changes(task)))
         if task.status != "completed":
             reason = task.error_message or "no reason given"
             error = TaskError(f"task {task.task_id} {task.status}: {reason}")

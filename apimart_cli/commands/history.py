@@ -2,23 +2,32 @@
 
 import sys
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, open_history
 from apimart_cli.commands.options import JsonOpt
+from apimart_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from apimart_cli.history import TaskRecord
+
+# The states a task can be in, for --state (models.FINAL_STATES and the unfinished ones).
+STATES = ("submitted", "pending", "processing", "completed", "failed", "cancelled", "unknown")
+
+
+def _cost(cost: float | None) -> str:
+    return "" if cost is None else f"{cost:g}"
 
 
 def _row(record: "TaskRecord") -> list[str]:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created_at))
     task = record.task_id or f"(unknown; key {record.idempotency_key})"
     prompt = " ".join(record.prompt.split())
-    return [task, when, record.state, prompt, " ".join(record.files)]
+    where = "sandbox" if record.sandbox else ""
+    return [task, when, record.state, prompt, " ".join(record.files), _cost(record.cost), where]
 
 
 def _as_json(record: "TaskRecord") -> dict[str, object]:
@@ -27,7 +36,10 @@ def _as_json(record: "TaskRecord") -> dict[str, object]:
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "base_url": record.base_url,
+        "sandbox": record.sandbox,
         "state": record.state,
+        "saved": record.saved,
+        "expires_at": record.expires_at,
         "prompt": record.prompt,
         "fields": record.fields,
         "idempotency_key": record.idempotency_key,
@@ -37,33 +49,111 @@ def _as_json(record: "TaskRecord") -> dict[str, object]:
     }
 
 
+def _states(given: list[str]) -> list[str]:
+    """--state values (repeatable, or comma-separated), checked against the known states."""
+    states = [part.strip().lower() for value in given for part in value.split(",")]
+    for state in states:
+        if state not in STATES:
+            raise UsageError(f"Unknown state {state[:40]!r}.", f"States are: {', '.join(STATES)}.")
+    return list(dict.fromkeys(states))
+
+
 @handles_errors
 def history(
-    pending: Annotated[bool, typer.Option("--pending", help="Only unfinished tasks.")] = False,
+    pending: Annotated[
+        bool,
+        typer.Option(
+            "--pending", help="Only what `wait --pending` picks up: unfinished, or never saved."
+        ),
+    ] = False,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 20,
+    since: Annotated[
+        Optional[str],  # noqa: UP045 - Typer reads this annotation at run time
+        typer.Option(
+            "--since", metavar="WHEN", help="Submitted since a date (2026-11-30) or for 2h, 3d..."
+        ),
+    ] = None,
+    search: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--search", metavar="TEXT", help="Whose prompt holds TEXT (any case)."),
+    ] = None,
+    state: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--state", help=f"In this state (repeatable): {', '.join(STATES)}."),
+    ] = None,
+    forget_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--forget-sandbox", help="Remove the tasks sent to a sandbox (a loopback base URL)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List the tasks submitted from here, newest first.
+    """List the tasks submitted from here, newest first, with a total of their cost.
 
-    Each with its id, time, state, prompt and saved files.
-    `apimart wait --pending` resumes every unfinished one.
+    Each with its full id, time, state, prompt, saved files (absolute paths) and
+    cost; tasks sent to a sandbox are marked. `apimart wait --pending` resumes
+    every pending one.
 
-        apimart history --pending
+    \b
+        apimart history --since 2h --search fox
+        apimart history --state failed --json
+        apimart history --forget-sandbox
     """
+    if forget_sandbox:
+        with open_history() as log:
+            removed = log.forget_sandbox()
+        console.info(f"Forgot {removed} sandbox task{'s' * (removed != 1)}.")
+        return
+    from apimart_cli.history import parse_since
+
+    states = _states(state or [])
+    after = parse_since(since) if since is not None else None
     with open_history() as log:
-        records = log.list(pending_only=pending, limit=limit)
+        records = log.list(
+            pending_only=pending, limit=limit, since=after, search=search, states=states
+        )
+    costs = [record.cost for record in records if record.cost is not None]
+    total = sum(costs)
     if as_json:
         for record in records:
             console.data_json(_as_json(record))
-    elif console.is_terminal(sys.stdout):
-        from rich.console import Console  # only here: rich is slow to import
-        from rich.table import Table
-        from rich.text import Text
+        if not console.is_quiet():
+            console.warn(_total_json(len(records), total if costs else None))
+        return
+    rows = [_row(record) for record in records]
+    if console.is_terminal(sys.stdout) and rows:
+        from apimart_cli.tables import Column, print_table
 
-        table = Table("task", "submitted", "state", "prompt", "files")
-        for record in records:
-            table.add_row(*map(Text, _row(record)))  # Text: a prompt's [brackets] are not markup
-        Console().print(table)
+        columns = [
+            Column("task"),
+            Column("submitted"),
+            Column("state"),
+            Column("prompt", flexible=True),
+            Column("files", flexible=True, wrap=True),
+            Column("cost", right=True),
+        ]
+        table = [
+            [task, when, f"{state} (sandbox)" if where else state, prompt, files, cost]
+            for task, when, state, prompt, files, cost, where in rows
+        ]
+        print_table(columns, table)
     else:
-        for record in records:
-            console.data("\t".join(_row(record)))
+        for row in rows:
+            console.data("\t".join(row))
+    console.info(_total_line(len(records), len(costs), total))
+
+
+def _total_line(listed: int, with_cost: int, total: float) -> str:
+    tasks = f"{listed} task{'s' * (listed != 1)}"
+    if not with_cost:
+        return f"{tasks}, no cost reported."
+    unknown = listed - with_cost
+    without = f" ({unknown} without a cost reported)" if unknown else ""
+    return f"{tasks}, cost {total:g} in all{without}."
+
+
+def _total_json(listed: int, total: float | None) -> str:
+    import json
+
+    return json.dumps({"total": {"tasks": listed, "cost": total}})

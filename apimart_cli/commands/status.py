@@ -86,9 +86,11 @@ def _query(get_task: "Callable[[str], Task]", task_id: str) -> "Task | ApimartEr
 
 
 def _record(tasks: "list[Task]") -> None:
+    from apimart_cli.history import task_changes
+
     history = open_history(required=False)
     if history is None:
         return
     with history:
         for task in tasks:
-            history.update(task.task_id, state=task.status, cost=task.cost)
+            history.update(task.task_id, **task_changes(task))

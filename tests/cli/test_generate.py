@@ -253,7 +253,7 @@ def test_wait_prints_paths_on_stdout_and_ids_on_stderr(
     assert saved(tmp_path / "out") == ["task_01_0.png"]
     assert_images_fetched_without_key(httpx_mock, 1)
     [row] = history_rows()
-    assert (row.state, row.files) == ("completed", (path,))
+    assert (row.state, row.files) == ("completed", (str(Path(path).absolute()),))
 
 
 def test_wait_json_prints_the_task_with_its_files(api: str, httpx_mock: HTTPXMock) -> None:

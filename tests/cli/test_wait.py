@@ -282,7 +282,7 @@ def test_pending_waits_for_unfinished_tasks_of_this_base_url_only(
         "task_09": "submitted",
     }
     [row] = [row for row in history_rows() if row.task_id == "task_01"]
-    assert row.files == (str(OUT / "task_01_0.png"),)
+    assert row.files == (str((OUT / "task_01_0.png").absolute()),)  # absolute in the history
 
 
 def test_pending_with_nothing_unfinished(api: str, httpx_mock: HTTPXMock) -> None:
@@ -394,7 +394,8 @@ def test_history_records_state_and_files(api: str, httpx_mock: HTTPXMock) -> Non
 
     assert result.exit_code == 0, result.output
     [row] = history_rows()
-    assert (row.state, row.cost, row.files) == ("completed", 0.05, (str(OUT / "task_01_0.png"),))
+    saved = str((OUT / "task_01_0.png").absolute())  # the history keeps absolute paths
+    assert (row.state, row.cost, row.files) == ("completed", 0.05, (saved,))
 
 
 def test_progress_bars_on_a_terminal_show_brackets_in_paths_as_typed(
