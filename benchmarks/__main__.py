@@ -14,7 +14,7 @@ import sys
 
 from benchmarks.common import Result
 
-NAMES = ("startup", "wait", "downloads", "references", "batch", "upload")
+NAMES = ("startup", "wait", "downloads", "references", "batch", "upload", "history")
 
 
 def main() -> int:
