@@ -27,7 +27,7 @@ _apimart() {
     for word in "${parts[@]:1}"; do
         if [[ -n $skip ]]; then skip=""; continue; fi
         case "$word" in
-            --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--image|--interval|--latency|--limit|--max-in-flight|--model|--n|--name|--output|--param|--port|--refs|--resolution|--seed|--size|--submit-rate|--timeout|-i|-n|-o|-r|-s) skip=1 ;;
+            --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--image|--interval|--latency|--limit|--max-in-flight|--model|--n|--name|--output|--param|--port|--refs|--resolution|--search|--seed|--since|--size|--state|--submit-rate|--timeout|-i|-n|-o|-r|-s) skip=1 ;;
             -*) ;;
             *)
                 if [[ " $(_apimart_subcommands "$path") " == *" $word "* ]]; then
@@ -44,7 +44,7 @@ _apimart() {
         -r) _apimart_values "1k 2k 4k"; return ;;
         --output|-o) COMPREPLY=($(compgen -d -- "$cur")); return ;;
         --image|-i) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--interval|--latency|--limit|--max-in-flight|--model|--n|--name|--param|--port|--refs|--seed|--submit-rate|--timeout|-n) return ;;
+        --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--interval|--latency|--limit|--max-in-flight|--model|--n|--name|--param|--port|--refs|--search|--seed|--since|--state|--submit-rate|--timeout|-n) return ;;
     esac
     local words=""
     case "$path" in
@@ -53,7 +53,7 @@ _apimart() {
         "status") words="--json --help -h" ;;
         "wait") words="--output -o --timeout --interval --max-in-flight --no-download --json --force --pending --open --preview --no-metadata --help -h" ;;
         "download") words="--output -o --force --open --no-metadata --help -h" ;;
-        "history") words="--pending --limit --json --help -h" ;;
+        "history") words="--pending --limit --since --search --state --forget-sandbox --json --help -h" ;;
         "batch") words="--output -o --concurrency --name --metadata --timeout --interval --force --refs --json --open --no-metadata --help -h" ;;
         "gallery") words="--open --help -h" ;;
         "inspect") words="--json --help -h" ;;
