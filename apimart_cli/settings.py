@@ -168,9 +168,14 @@ class Settings:
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False, repr=False)
 
     def require_key(self) -> str:
-        """The key, checked before it goes into a header: exit 3 if missing, 2 if unsendable."""
+        """The key, checked before it goes into a header: exit 3 if missing, 2 if unsendable.
+
+        Whoever takes the key to send it has it hidden from then on: from every line
+        printed and every value the history writes, whatever the service echoes.
+        """
         if not self.api_key:
             raise no_key_error()
+        console.hide(self.api_key)
         if not (self.api_key.isascii() and self.api_key.isprintable() and " " not in self.api_key):
             raise UsageError(
                 "The API key has spaces or characters that cannot be sent in a header.",

@@ -381,3 +381,14 @@ def test_a_key_that_cannot_go_in_a_header_is_refused_before_sending(
         resolve().require_key()
     assert caught.value.exit_code == ExitCode.USAGE
     assert key not in caught.value.message
+
+
+def test_taking_the_key_to_send_it_hides_it_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Any caller (a command, the MCP server) that takes the key has it hidden from
+    # what is printed and what the history writes, without having to remember to.
+    from apimart_cli import console
+
+    monkeypatch.setenv("APIMART_API_KEY", "sk-taken-to-send-1234")
+    assert console.redact("echo sk-taken-to-send-1234") == "echo sk-taken-to-send-1234"
+    resolve().require_key()
+    assert console.redact("echo sk-taken-to-send-1234") == "echo [API key]"
