@@ -18,6 +18,7 @@ from pathlib import Path
 from apimart_cli.sandbox import Sandbox, SandboxConfig
 from benchmarks.common import (
     APIMART,
+    CpuTime,
     Result,
     Timeline,
     run_with_peak_memory,
@@ -50,10 +51,11 @@ def batch_once(count: int, rate: float, duration: float, *, memory: bool = False
             argv = [*APIMART, "-q", "batch", str(jobs), "-o", str(folder / "out")]
             started = time.monotonic()
             peak = None
-            if memory:
-                wall, peak = run_with_peak_memory(argv, env)
-            else:
-                wall = timed_run(argv, env)
+            with CpuTime() as cpu:
+                if memory:
+                    wall, peak = run_with_peak_memory(argv, env)
+                else:
+                    wall = timed_run(argv, env)
             ended = time.monotonic()
             elapsed = ended - started
             saved = Counter(p.name.rsplit("_", 1)[0] for p in (folder / "out").glob("*.png"))
@@ -72,6 +74,7 @@ def batch_once(count: int, rate: float, duration: float, *, memory: bool = False
         "429 replies": refused,
         "status requests per task": f"{sum(polls.values()) / count:.1f}",
         **timeline.where_the_time_went(started, ended, ends),
+        **cpu.notes(),
         "images saved": sum(saved.values()),
         "wall incl. sandbox": f"{elapsed:.2f}",
     }

@@ -23,6 +23,7 @@ import httpx
 from apimart_cli.sandbox import Sandbox, SandboxConfig
 from benchmarks.common import (
     APIMART,
+    CpuTime,
     Result,
     Timeline,
     run_with_peak_memory,
@@ -95,10 +96,11 @@ def wait_once(scenario: Scenario) -> Result:
         argv = [*APIMART, "-q", "wait", "-o", str(Path(home) / "out"), *ids]
         started = time.monotonic()
         peak = None
-        if scenario.memory:
-            wall, peak = run_with_peak_memory(argv, env)
-        else:
-            wall = timed_run(argv, env)
+        with CpuTime() as cpu:
+            if scenario.memory:
+                wall, peak = run_with_peak_memory(argv, env)
+            else:
+                wall = timed_run(argv, env)
         ended = started + wall
         saved = len(list((Path(home) / "out").glob("*.png")))
         ends = task_ends(sandbox)
@@ -108,6 +110,7 @@ def wait_once(scenario: Scenario) -> Result:
         "status requests per task": f"{sum(polls.values()) / scenario.count:.1f}",
         f"most (target ≤ {MOST_POLLS})": max(polls.values()),
         **timeline.where_the_time_went(started, ended, ends),
+        **cpu.notes(),
         "images saved": saved,
     }
     if peak is not None:

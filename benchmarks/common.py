@@ -6,6 +6,7 @@ import dataclasses
 import io
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -175,3 +176,24 @@ def task_ends(sandbox: Sandbox) -> dict[str, float]:
 def _duration(sandbox: Sandbox, task: object) -> float:
     duration = getattr(task, "duration", None)  # per task since durations may be a range
     return float(duration if duration is not None else sandbox.config.duration)
+
+
+class CpuTime:
+    """CPU seconds used meanwhile by this process (the in-process sandbox) and by the
+    commands it ran: `with CpuTime() as cpu: ...`, then `cpu.notes()`."""
+
+    def __enter__(self) -> CpuTime:
+        self._start = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.own = _cpu(resource.RUSAGE_SELF) - self._start[0]
+        self.command = _cpu(resource.RUSAGE_CHILDREN) - self._start[1]
+
+    def notes(self) -> dict[str, str]:
+        return {"CPU s, apimart": f"{self.command:.1f}", "CPU s, sandbox": f"{self.own:.1f}"}
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
