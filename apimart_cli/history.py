@@ -31,6 +31,7 @@ from apimart_cli.models import FINAL_STATES
 
 if TYPE_CHECKING:
     from apimart_cli.models import Task
+    from apimart_cli.polling import Learned
 
 __all__ = [
     "FINAL_STATES",
@@ -46,7 +47,8 @@ UNFINISHED_STATES = frozenset({"submitted", "pending", "processing", "unknown"})
 
 FILE_NAME = "history.sqlite3"
 BUSY_TIMEOUT_SECONDS = 10.0
-SCHEMA_VERSION = 2  # PRAGMA user_version; add a step to _MIGRATIONS to change the schema
+LEARNED_TASKS = 50  # the recent completed tasks `learned` looks at
+SCHEMA_VERSION = 3  # PRAGMA user_version; add a step to _MIGRATIONS to change the schema
 
 # The statements that bring a file from version N-1 to N, applied in order.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -78,6 +80,12 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         # A version 1 file: a completed task with files had its images saved.
         "UPDATE tasks SET saved_at = updated_at WHERE state = 'completed' AND files != '[]'",
         "CREATE INDEX IF NOT EXISTS tasks_state_created ON tasks (state, created_at)",
+    ),
+    3: (
+        # How long the service said a task would take, and how long it took (seconds):
+        # waiting learns from them how far to trust the estimates.
+        "ALTER TABLE tasks ADD COLUMN estimated_time REAL",
+        "ALTER TABLE tasks ADD COLUMN actual_time REAL",
     ),
 }
 _FINAL = tuple(sorted(FINAL_STATES))  # bound to the three ? of "state NOT IN (?, ?, ?)"
@@ -353,6 +361,8 @@ class History:
         base_url: str | None = None,
         images: int | None = None,
         expires_at: float | None = None,
+        estimated_time: float | None = None,
+        actual_time: float | None = None,
     ) -> None:
         """Update what is known of a task; ``None`` leaves a value as it is.
 
@@ -386,7 +396,8 @@ class History:
                 "UPDATE tasks SET updated_at = ?, state = coalesce(?, state),"
                 " cost = coalesce(?, cost), error = coalesce(?, error), files = ?,"
                 " images = coalesce(?, images), expires_at = coalesce(?, expires_at),"
-                " saved_at = ? WHERE task_id = ?",
+                " estimated_time = coalesce(?, estimated_time),"
+                " actual_time = coalesce(?, actual_time), saved_at = ? WHERE task_id = ?",
                 (
                     now,
                     state,
@@ -395,6 +406,8 @@ class History:
                     json.dumps(merged),
                     images,
                     expires_at,
+                    estimated_time,
+                    actual_time,
                     saved_at,
                     task_id,
                 ),
@@ -472,6 +485,28 @@ class History:
             terms.append(f"state IN ({', '.join('?' * len(states))})")
             params += list(states)
         return (" WHERE " + " AND ".join(terms) if terms else ""), params
+
+    def learned(self, limit: int = LEARNED_TASKS) -> Learned:
+        """What the `limit` most recent completed tasks say of how long tasks take: how
+        their actual time compared with the service's estimate, and how long each
+        kind (size and resolution) took. Waiting aims its polls with it."""
+        from apimart_cli.polling import Learned, task_kind
+
+        sql = (
+            "SELECT estimated_time, actual_time, fields FROM tasks WHERE state = 'completed'"
+            " AND actual_time > 0 ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
+        with _translated(self.path):
+            rows = self._connection().execute(sql, (max(limit, 0),)).fetchall()
+        ratios: list[float] = []
+        durations: dict[str, list[float]] = {}
+        for estimated, actual, fields in reversed(rows):  # oldest first, as they happened
+            if estimated:
+                ratios.append(actual / estimated)
+            request = json.loads(fields)
+            kind = task_kind(request.get("size"), request.get("resolution"))
+            durations.setdefault(kind, []).append(actual)
+        return Learned(tuple(ratios), {kind: tuple(d) for kind, d in durations.items()})
 
     def pending_ids(self, base_url: str) -> builtins.list[str]:
         """Ids of the tasks submitted to ``base_url`` that ``wait --pending`` picks up,
@@ -568,6 +603,11 @@ def task_changes(task: Task) -> dict[str, Any]:
     the first of their URLs expires; for a failed or cancelled one, its reason.
     """
     changes: dict[str, Any] = {"state": task.status, "cost": task.cost}
+    if task.estimated_time is not None and task.estimated_time > 0:
+        changes["estimated_time"] = task.estimated_time
+    actual = task.raw.get("actual_time")
+    if task.status == "completed" and isinstance(actual, (int, float)) and actual > 0:
+        changes["actual_time"] = float(actual)
     if task.status == "completed" and task.images:
         changes["images"] = len(task.images)
         expiries = [image.expires_at for image in task.images if image.expires_at is not None]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from apimart_cli import console
 from apimart_cli.constants import DEFAULT_MAX_IN_FLIGHT, DEFAULT_POLL_INTERVAL
 from apimart_cli.errors import ApimartError, ExitCode, HistoryError, TaskError
-from apimart_cli.polling import Poller
+from apimart_cli.polling import Learned, Poller
 from apimart_cli.workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -121,6 +121,7 @@ class TaskWaiter:
             on_finished=self._on_finished,
             on_idle=self._drain,
             once=options.once,
+            learned=_learned(history),
         )
         self._pool = WorkerPool(DOWNLOAD_WORKERS, "download")
         self._downloading: dict[str, None] = {}  # completed tasks whose images are not all saved
@@ -307,6 +308,16 @@ class TaskWaiter:
             except HistoryError as error:  # the history mirrors the server: keep waiting
                 console.warn(f"Warning: {error.message} The history is not updated further.")
                 self._history = None
+
+
+def _learned(history: History | None) -> Learned | None:
+    """How long this user's recent tasks took, to aim the polls; nothing if unreadable."""
+    if history is None:
+        return None
+    try:
+        return history.learned()
+    except HistoryError:  # the history only helps here; the wait goes on without it
+        return None
 
 
 def _internal(index: int, exc: Exception) -> ApimartError:

@@ -347,6 +347,43 @@ def test_task_changes_say_what_a_poll_tells() -> None:
     failed = Task("task_2", "failed", error_message="moderation")
     assert task_changes(failed) == {"state": "failed", "cost": None, "error": "moderation"}
     assert task_changes(Task("task_3", "processing")) == {"state": "processing", "cost": None}
+    image = (ResultImage("https://i/1"),)
+    timed = Task("task_4", "completed", 100, 100.0, images=image, raw={"actual_time": 52})
+    assert task_changes(timed) == {
+        "state": "completed",
+        "cost": None,
+        "images": 1,
+        "estimated_time": 100.0,
+        "actual_time": 52.0,
+    }
+
+
+def test_learned_says_how_right_estimates_were_and_how_long_each_kind_took(
+    history: History,
+) -> None:
+    from apimart_cli.history import task_changes
+    from apimart_cli.models import Task
+    from apimart_cli.polling import Learned
+
+    assert history.learned() == Learned()
+    sizes = {"t1": "1:1", "t2": "1:1", "t3": "16:9", "t4": "1:1", "t5": "1:1"}
+    for task_id, size in sizes.items():
+        history.record_submission(
+            task_id,
+            base_url=BASE,
+            prompt="p",
+            fields={"size": size, "resolution": "2k"},
+            idempotency_key=task_id,
+        )
+    times = {"t1": (100.0, 52), "t2": (100.0, 48), "t3": (None, 70), "t4": (80.0, None)}
+    for task_id, (estimate, actual) in times.items():
+        raw = {} if actual is None else {"actual_time": actual}
+        history.update(task_id, **task_changes(Task(task_id, "completed", None, estimate, raw=raw)))
+    history.update("t5", **task_changes(Task("t5", "processing", 50, 100.0)))
+    learned = history.learned()
+    assert learned.ratios == pytest.approx((0.52, 0.48))  # t4 has no actual time, t5 none yet
+    assert learned.durations == {"1:1/2k": (52.0, 48.0), "16:9/2k": (70.0,)}
+    assert history.learned(limit=1).durations == {"16:9/2k": (70.0,)}  # the most recent
 
 
 # -- the schema: old files are upgraded --------------------------------------------------
@@ -386,7 +423,7 @@ def test_a_version_1_file_opens_and_is_upgraded(path: Path) -> None:
         assert history.pending_ids(BASE) == ["task_running"]
 
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
         indexes = {row[1] for row in db.execute("PRAGMA index_list(tasks)")}
     db.close()
     assert "tasks_state_created" in indexes
