@@ -118,13 +118,63 @@ app.command("mcp")(mcp.mcp)
 EXIT_BROKEN_PIPE = 141
 
 
+# The global options, and whether each takes a value.
+GLOBAL_OPTIONS = {
+    "--api-key": True,
+    "--base-url": True,
+    "--verbose": False,
+    "-v": False,
+    "--quiet": False,
+    "-q": False,
+    "--sandbox": False,
+    "--version": False,
+}
+
+
+def misplaced_global_option(args: list[str]) -> tuple[str, str] | None:
+    """A global option given after the command (`apimart generate --api-key x`), and
+    that command; None if there is none. Options after `--` are arguments."""
+    command = None
+    expects_value = False
+    for arg in args:
+        if arg == "--":
+            return None
+        name = arg.split("=", 1)[0]
+        if command is None:
+            if expects_value:
+                expects_value = False
+            elif arg.startswith("-"):
+                expects_value = GLOBAL_OPTIONS.get(name, False) and "=" not in arg
+            else:
+                command = arg
+        elif name in GLOBAL_OPTIONS:
+            return name, command
+    return None
+
+
+def _hint_global_option(args: list[str]) -> None:
+    """After Click's "No such option", say where a global option goes."""
+    found = misplaced_global_option(args)
+    if found is not None:
+        option, command = found
+        value = " ..." if GLOBAL_OPTIONS[option] else ""
+        console.warn(
+            f"{option} is a global option: it goes before the command,"
+            f" as in `apimart {option}{value} {command} ...`."
+        )
+
+
 def main() -> None:
     """The console script: run the app; a bug becomes one line, never a traceback."""
+    import sys
+
     try:
         app()
-    except SystemExit:
+    except SystemExit as done:
         if console.stdout_closed():
             raise SystemExit(EXIT_BROKEN_PIPE) from None
+        if done.code == 2:  # a usage error: perhaps an option in the wrong place
+            _hint_global_option(sys.argv[1:])
         raise
     except Exception as error:  # the last line of defence; ApimartError is handled per command
         console.warn(f"Error: internal error ({type(error).__name__}). Please report it.")

@@ -130,8 +130,12 @@ class Client:
         max_connections: int = MAX_CONNECTIONS,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        base_url_source: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Which setting named the base URL (`--base-url`, `APIMART_BASE_URL`...), for the
+        # message when nothing answers there.
+        self._base_url_source = base_url_source
         self._api_key = api_key
         self._log = log
         self._on_retry = on_retry
@@ -297,8 +301,9 @@ class Client:
                     self._on_rate_limited(retry_after)
                 retryable = status in (SAFE_TO_RESEND_SUBMIT if is_submit else RETRYABLE_STATUSES)
             except _NEVER_SENT as exc:
-                failure = ServiceError(f"Could not connect to {self.base_url}: {_describe(exc)}")
-                retryable = True
+                failure, retryable = self._unreachable(exc)
+                if not retryable:  # never sent, so never an unknown outcome
+                    raise failure from None
             except (httpx.TransportError, _Malformed) as exc:
                 failure = ServiceError(f"The request to {url} failed: {_describe(exc)}")
                 retryable = not is_submit  # the server may have acted on it
@@ -319,6 +324,29 @@ class Client:
             if self._on_retry:
                 self._on_retry(f"{failure.message} Retrying in {delay:.1f} s (try {attempt + 1}).")
             self._sleep(delay)
+
+    def _unreachable(self, exc: Exception) -> tuple[ServiceError, bool]:
+        """The error for a request that never reached the server, and whether to retry.
+
+        It names the host and port and the setting that named them. A refused
+        connection on this machine (a sandbox that is not running) is not retried:
+        nothing there will start listening by itself within the retries.
+        """
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        source = self._base_url_source or "the settings"
+        hint = f"The base URL {self.base_url} comes from {source}: check it, and the network."
+        refused = _refused(exc)
+        if refused and is_loopback(host):
+            hint = (
+                f"Nothing is listening at {address} on this machine (the base URL"
+                f" {self.base_url} comes from {source}). Start the sandbox there"
+                " (`apimart sandbox`), or use `apimart --sandbox ...`."
+            )
+        error = ServiceError(f"Could not connect to {address}: {_describe(exc)}", hint)
+        return error, not (refused and is_loopback(host))
 
     def _without_key(self, text: str) -> str:
         """`text` with the key cut out: a server may echo it, and nothing shown may hold it."""
@@ -390,6 +418,16 @@ def _unwrapped(reply: Any) -> Any:
     if isinstance(reply, Mapping) and "code" in reply and "data" in reply:
         return reply["data"]
     return reply
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection attempt was refused (nothing listens at that port)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _describe(exc: BaseException) -> str:

@@ -278,8 +278,11 @@ def build_request(
     images: Sequence[str] = (),
     official_fallback: bool = False,
     params: Mapping[str, object] | None = None,
+    force_size: bool = False,
 ) -> GenerationRequest:
     """Check every field against the API's limits and return the request to send.
+
+    ``force_size`` lets a pixel size under 64 a side through (`--force-size`).
 
     gpt-image-2's own rules (its sizes, resolutions, n) are checked here, offline.
     Another model's body is checked against its schema before sending
@@ -303,7 +306,7 @@ def build_request(
     else:
         _check_n(n)
         if size is not None:
-            parsed = parse_size(size)
+            parsed = parse_size(size, force=force_size)
             size_value = parsed.value
             if not parsed.in_table:
                 notes.append(f"size {size_value} is not in the API's table; sent as given")

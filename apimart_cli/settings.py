@@ -303,6 +303,22 @@ def _check_file(path: Path, stored: Mapping[str, object]) -> None:
             )
 
 
+def _without_v1(url: str) -> str:
+    if not urlsplit(url).path.lower().endswith("/v1"):  # the path: `https://v1` is a host
+        return url
+    stripped = url[: -len("/v1")].rstrip("/")
+    if (url, stripped) not in _noted:
+        _noted.add((url, stripped))
+        console.info(
+            f"Note: the base URL {url} ends in /v1, which every request adds itself;"
+            f" using {stripped}."
+        )
+    return stripped
+
+
+_noted: set[tuple[str, str]] = set()
+
+
 def is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -313,7 +329,11 @@ def is_loopback(host: str) -> bool:
 
 
 def check_base_url(url: str) -> str:
-    """The URL without a trailing slash; the key goes over HTTPS, or plain HTTP to loopback."""
+    """The URL without a trailing slash; the key goes over HTTPS, or plain HTTP to loopback.
+
+    A URL ending in `/v1` (as the API's own pages write it) loses it, with a note:
+    every request's path already starts with `/v1`.
+    """
     invalid = UsageError(
         f"Invalid base URL {url!r}.", "Use an https:// URL such as https://api.apimart.ai."
     )
@@ -323,10 +343,8 @@ def check_base_url(url: str) -> str:
         parts.port  # noqa: B018 - a bad port raises here rather than as a traceback later
     except ValueError:  # e.g. `http://[::1` or a port that is not 0-65535
         raise invalid from None
-    if parts.scheme == "https" and host:
-        return url.strip().rstrip("/")
-    if parts.scheme == "http" and is_loopback(host):
-        return url.strip().rstrip("/")
+    if (parts.scheme == "https" and host) or (parts.scheme == "http" and is_loopback(host)):
+        return _without_v1(url.strip().rstrip("/"))
     if parts.scheme == "http" and host:
         raise UsageError(
             f"Refusing to send the API key over plain HTTP to {url!r}.",

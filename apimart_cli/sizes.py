@@ -37,6 +37,10 @@ KNOWN_PIXEL_SIZES = frozenset(
 
 _PIXELS_RE = re.compile(r"^(\d{1,5})[xX×](\d{1,5})$")
 
+# A side shorter than this is almost surely a ratio typed with an x (`16x9`): it is
+# refused unless forced (`--force-size`), rather than paid for as a 16x9-pixel image.
+MIN_PIXEL_SIDE = 64
+
 
 @dataclass(frozen=True)
 class Size:
@@ -51,8 +55,11 @@ class Size:
         return self.pixels is None or self.pixels in KNOWN_PIXEL_SIZES
 
 
-def parse_size(text: str) -> Size:
-    """Read `auto`, a ratio such as `16:9`, or pixels such as `1881x836`."""
+def parse_size(text: str, *, force: bool = False) -> Size:
+    """Read `auto`, a ratio such as `16:9`, or pixels such as `1881x836`.
+
+    Pixels under ``MIN_PIXEL_SIDE`` a side are refused unless ``force``.
+    """
     value = text.strip()
     if value.lower() == "auto":
         return Size("auto")
@@ -67,6 +74,15 @@ def parse_size(text: str) -> Size:
                     f"Invalid size {text!r}: each side must be 1 to {MAX_PIXEL_SIDE} pixels.",
                     "Use a ratio such as 16:9 (see `apimart sizes`) or pixels such as 1536x864.",
                 )
+        if min(width, height) < MIN_PIXEL_SIDE and not force:
+            ratio = f"{width}:{height}"
+            meant = f"the ratio {ratio}" if ratio in PIXELS else "a ratio such as 16:9"
+            raise UsageError(
+                f"Size {text!r} is {width}x{height} pixels, under {MIN_PIXEL_SIDE} a side:"
+                f" did you mean {meant}?",
+                "Ratios are written with a colon (see `apimart sizes`);"
+                " --force-size sends a tiny size as given.",
+            )
         return Size(f"{width}x{height}", (width, height))
     raise UsageError(
         f"Invalid size {text!r}.",
@@ -86,7 +102,7 @@ def pixels_for(size: str | None, resolution: str | None) -> tuple[int, int] | No
     """The pixels the service returns for a size and resolution, where the table says."""
     if size is None or size == "auto":
         size = "1:1"
-    parsed = parse_size(size)
+    parsed = parse_size(size, force=True)  # a size already sent: it is what it is
     if parsed.pixels is not None:
         return parsed.pixels
     return PIXELS[parsed.value][resolution or "1k"][0]

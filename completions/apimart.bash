@@ -49,7 +49,7 @@ _apimart() {
     local words=""
     case "$path" in
         "") words="generate status wait download history batch gallery inspect balance upload models sizes sandbox mcp config --api-key --base-url --verbose -v --quiet -q --sandbox --version --help -h" ;;
-        "generate") words="--size -s --resolution -r --n -n --image -i --official-fallback --model --param --refs --wait -w --output -o --timeout --interval --json --dry-run --open --preview --no-metadata --help -h" ;;
+        "generate") words="--size -s --resolution -r --n -n --force-size --image -i --official-fallback --model --param --refs --wait -w --output -o --timeout --interval --json --dry-run --open --preview --no-metadata --help -h" ;;
         "status") words="--json --help -h" ;;
         "wait") words="--output -o --timeout --interval --max-in-flight --no-download --json --force --pending --open --preview --no-metadata --help -h" ;;
         "download") words="--output -o --force --open --no-metadata --help -h" ;;

@@ -33,6 +33,7 @@ complete -c apimart -n '__fish_seen_subcommand_from generate' -l resolution -x -
 complete -c apimart -n '__fish_seen_subcommand_from generate' -s r -x -a '1k 2k 4k'
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l n -x
 complete -c apimart -n '__fish_seen_subcommand_from generate' -s n -x
+complete -c apimart -n '__fish_seen_subcommand_from generate' -l force-size
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l image -r -F
 complete -c apimart -n '__fish_seen_subcommand_from generate' -s i -r -F
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l official-fallback

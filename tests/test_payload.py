@@ -231,7 +231,7 @@ def test_prompt_is_sent_as_given() -> None:
         ("1536X864", "1536x864", False),
         (" 1881x836 ", "1881x836", False),
         ("1000x1000", "1000x1000", True),
-        ("3840x1", "3840x1", True),
+        ("3840x64", "3840x64", True),
     ],
 )
 def test_valid_sizes(size: str, sent: str, noted: bool) -> None:
@@ -241,9 +241,15 @@ def test_valid_sizes(size: str, sent: str, noted: bool) -> None:
     assert request.notes == expected
 
 
-@pytest.mark.parametrize("size", ["", "17:9", "0x100", "3841x100", "big", "16x9x2", "-1x5"])
+@pytest.mark.parametrize("size", ["", "17:9", "0x100", "3841x100", "big", "16x9x2", "-1x5", "16x9"])
 def test_invalid_sizes(size: str) -> None:
     assert repr(size) in usage_error(build_request, "fox", size=size).message
+
+
+def test_a_tiny_size_goes_out_as_given_when_forced() -> None:
+    request = build_request("fox", size="16x9", force_size=True)
+    assert request.size == "16x9"
+    assert request.notes == ("size 16x9 is not in the API's table; sent as given",)
 
 
 @pytest.mark.parametrize(("resolution", "sent"), [("1k", "1k"), ("2K", "2k"), ("4k", "4k")])

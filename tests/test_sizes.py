@@ -43,7 +43,7 @@ def test_parse_size_ratio(ratio: str) -> None:
         ("1536×864", Size("1536x864", (1536, 864))),
         (" 1024x1024 ", Size("1024x1024", (1024, 1024))),
         ("01024x0768", Size("1024x768", (1024, 768))),
-        ("1x1", Size("1x1", (1, 1))),
+        ("64x64", Size("64x64", (64, 64))),
         ("3840x3840", Size("3840x3840", (3840, 3840))),
         ("3840x2160", Size("3840x2160", (3840, 2160))),
     ],
@@ -60,7 +60,7 @@ def test_parse_size(text: str, expected: Size) -> None:
         ("1254x1254", True),
         ("3840x2160", True),
         ("1000x1000", False),
-        ("1x1", False),
+        ("64x3840", False),
         ("auto", True),
         ("16:9", True),
     ],
@@ -95,6 +95,9 @@ def test_size_in_table(text: str, in_table: bool) -> None:
     ],
 )
 def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_size(text, force=True)  # forcing lets a tiny size through, nothing else
+    assert repr(text) in caught.value.message
     with pytest.raises(UsageError) as caught:
         parse_size(text)
     assert caught.value.exit_code == ExitCode.USAGE
@@ -180,3 +183,29 @@ def test_parse_size_on_any_text_is_a_size_or_a_usage_error(text: str) -> None:
     assert size.value == "auto" or size.value in PIXELS or size.pixels is not None
     if size.pixels is not None:
         assert all(1 <= side <= 3840 for side in size.pixels)
+
+
+@pytest.mark.parametrize(
+    ("text", "meant"),
+    [
+        ("16x9", "the ratio 16:9"),
+        ("9x16", "the ratio 9:16"),
+        ("21x9", "the ratio 21:9"),
+        ("3X2", "the ratio 3:2"),
+        ("1x1", "the ratio 1:1"),
+        ("10x10", "a ratio such as 16:9"),
+        ("63x1024", "a ratio such as 16:9"),
+    ],
+)
+def test_a_tiny_pixel_size_asks_whether_a_ratio_was_meant(text: str, meant: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_size(text)
+    assert caught.value.message.endswith(f"under 64 a side: did you mean {meant}?")
+    assert repr(text) in caught.value.message
+    assert "--force-size" in (caught.value.hint or "")
+
+
+@pytest.mark.parametrize("text", ["16x9", "1x1", "63x1024"])
+def test_a_tiny_pixel_size_is_sent_when_forced(text: str) -> None:
+    width, height = (int(side) for side in text.split("x"))
+    assert parse_size(text, force=True) == Size(text, (width, height))

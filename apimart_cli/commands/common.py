@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar, overload
 
@@ -42,15 +42,19 @@ class AppState:
         preview: bool | None = None,
     ) -> Settings:
         """The settings in effect; the arguments are the command's own flags (None: not given)."""
-        from apimart_cli.settings import resolve
+        from apimart_cli.settings import Source, resolve
 
-        return resolve(
+        settings = resolve(
             **self.flags(),
             output_dir=str(output) if output is not None else None,
             references=references,
             metadata=metadata,
             preview=preview,
         )
+        if self.sandbox:  # the base URL is the sandbox this command started
+            sources = {**settings.sources, "base_url": Source("flag", "--sandbox")}
+            settings = replace(settings, sources=sources)
+        return settings
 
     def flags(self) -> dict[str, str | None]:
         """The settings given as global options, by config key."""
@@ -76,6 +80,7 @@ class AppState:
             log=console.debug if self.verbose else None,
             on_retry=console.info,
             on_rate_limited=on_rate_limited,
+            base_url_source=settings.source("base_url"),
         )
 
 

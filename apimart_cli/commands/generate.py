@@ -51,6 +51,12 @@ def read_prompt(prompt: str | None) -> str:
     return sys.stdin.read().strip()
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option was typed on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)  # by name: Typer carries its own Click
+    return source is not None and source.name == "COMMANDLINE"
+
+
 @handles_errors
 def generate(
     ctx: typer.Context,
@@ -82,6 +88,10 @@ def generate(
         Optional[int],  # noqa: UP045
         typer.Option("--n", "-n", help="Images to make, 1 to 10. [default: 1]", show_default=False),
     ] = None,
+    force_size: Annotated[
+        bool,
+        typer.Option("--force-size", help="Send a pixel size under 64 a side (as 16x9) as given."),
+    ] = False,
     image: Annotated[
         Optional[list[str]],  # noqa: UP045
         typer.Option(
@@ -136,10 +146,18 @@ def generate(
         images=image or (),
         official_fallback=official_fallback,
         params=parse_params(param or ()),
+        force_size=force_size,
     )
     for note in request.notes:
         console.info(f"Note: {note}")
-    only_with_wait = {"--open": open_saved, "--preview": preview, "--no-metadata": no_metadata}
+    only_with_wait = {
+        "-o/--output": _given(ctx, "output"),
+        "--timeout": _given(ctx, "timeout"),
+        "--interval": _given(ctx, "interval"),
+        "--open": open_saved,
+        "--preview": preview,
+        "--no-metadata": no_metadata,
+    }
     ignored = [flag for flag, given in only_with_wait.items() if given and not wait]
     if ignored:
         console.warn(f"Note: {', '.join(ignored)} only apply with --wait; ignored.")

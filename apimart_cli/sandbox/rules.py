@@ -141,7 +141,8 @@ def _valid_size(size: Any) -> bool:
     if not isinstance(size, str):
         return False
     try:
-        return parse_size(size).value == size  # exact spelling: "auto", "16:9", "1536x864"
+        # Exact spelling: "auto", "16:9", "1536x864"; a tiny size is the client's to refuse.
+        return parse_size(size, force=True).value == size
     except UsageError:
         return False
 
