@@ -114,6 +114,14 @@ app.command("sandbox")(sandbox.sandbox)
 app.command("mcp")(mcp.mcp)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (`timeout`, CI runners, `kill`): unwind like Ctrl-C, with the same records
+    and resume hints, and exit 143."""
+    from apimart_cli.errors import Terminated
+
+    raise Terminated
+
+
 # The exit status of a writer whose reader went away (128 + SIGPIPE), as `yes | head` gives.
 EXIT_BROKEN_PIPE = 141
 
@@ -166,15 +174,23 @@ def _hint_global_option(args: list[str]) -> None:
 
 def main() -> None:
     """The console script: run the app; a bug becomes one line, never a traceback."""
+    import signal
     import sys
 
+    from apimart_cli.errors import ExitCode, interrupted_code, interruption
+
+    console.open_missing_streams()  # `apimart ... >&-`: a closed stream is not a crash
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
-    except SystemExit as done:
+    except SystemExit as exiting:
         if console.stdout_closed():
             raise SystemExit(EXIT_BROKEN_PIPE) from None
-        if done.code == 2:  # a usage error: perhaps an option in the wrong place
+        if exiting.code == 2:  # a usage error: perhaps an option in the wrong place
             _hint_global_option(sys.argv[1:])
+        interrupt = interruption(exiting)  # one that escaped a command: Typer made it 130
+        if exiting.code == ExitCode.INTERRUPTED and interrupt is not None:
+            raise SystemExit(int(interrupted_code(interrupt))) from None
         raise
     except Exception as error:  # the last line of defence; ApimartError is handled per command
         console.warn(f"Error: internal error ({type(error).__name__}). Please report it.")

@@ -84,7 +84,7 @@ def _error_message(body: bytes) -> str | None:
     """The server's own message from any of the error shapes it sends."""
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         return None
     if not isinstance(payload, Mapping):
         return None
@@ -180,9 +180,12 @@ class Client:
             idempotency_key=idempotency_key,
         )
         try:
-            return parse_submission(reply)
-        except ServiceError as error:  # a 2xx without ids: the task may still exist
+            task_ids = parse_submission(reply)
+            if self._api_key and any(self._api_key in task_id for task_id in task_ids):
+                raise ServiceError("The service sent the API key as a task id.")
+        except ServiceError as error:  # a 2xx without usable ids: the task may still exist
             raise self._unknown(error, idempotency_key) from None
+        return task_ids
 
     def get_task(self, task_id: str) -> Task:
         """The task's current state."""
@@ -380,6 +383,8 @@ class Client:
             payload = json.loads(content)
         except ValueError:
             raise _Malformed("the reply was not JSON") from None
+        except RecursionError:  # `[[[[...` thousands deep: as malformed as any other
+            raise _Malformed("the reply was JSON nested too deeply to read") from None
         if not isinstance(payload, Mapping):
             raise _Malformed("the reply was not a JSON object")
         return payload

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import TextIO
+from typing import TextIO, cast
 
-from apimart_cli.errors import ApimartError
+from apimart_cli.errors import ApimartError, ServiceError
 
 _lock = threading.Lock()
 _quiet = False
@@ -30,17 +30,67 @@ def configure(*, quiet: bool = False, verbose: bool = False) -> None:
 
 
 def hide(secret: str) -> None:
-    """Never print `secret`: a server may echo the key back in any message or result."""
+    """Never print or write `secret`: a server may echo the key back in any message or result.
+
+    Its encoded forms are hidden too, since that is how it shows in JSON, in a
+    quoted value and in a URL: with a backslash or a quote, the key as written
+    there is not the key as typed.
+    """
     global _secrets
     if len(secret) >= MIN_SECRET_CHARS:
-        _secrets |= {secret}
+        _secrets |= encoded_forms(secret)
+
+
+def encoded_forms(secret: str) -> frozenset[str]:
+    """`secret` as it may appear in what the tool prints or writes."""
+    import json
+    from urllib.parse import quote, quote_plus
+
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],  # JSON, as --json prints it
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret)[1:-1],  # a value quoted in a message
+        quote(secret, safe=""),
+        quote_plus(secret, safe=""),
+    }
+    return frozenset(form for form in forms if len(form) >= MIN_SECRET_CHARS)
 
 
 def redact(text: str) -> str:
-    """`text` with every hidden secret cut out."""
-    for secret in _secrets:
+    """`text` with every hidden secret (in every encoded form) cut out."""
+    for secret in sorted(_secrets, key=len, reverse=True):  # the longest form first
         text = text.replace(secret, HIDDEN)
     return text
+
+
+def redact_data(value: object) -> object:
+    """A JSON-like value with every string in it redacted (keys too), before it is encoded:
+    redacting the encoded text could cut an escape sequence in half."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_data(key): redact_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_data(item) for item in value]
+    return value
+
+
+def redacting(stream: TextIO) -> TextIO:
+    """`stream`, every write to it redacted: for what rich draws (tables, progress),
+    which does not pass through `data` or `info`."""
+    return cast(TextIO, _Redacting(stream))
+
+
+class _Redacting:
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(redact(text))
+
+    def __getattr__(self, name: str) -> object:  # isatty, fileno, flush, encoding...
+        return getattr(self._stream, name)
 
 
 def is_quiet() -> bool:
@@ -62,6 +112,7 @@ def use_color(stream: TextIO) -> bool:
 
 
 _stdout_closed = False
+_stdout_missing = False  # standard output was closed before the command started
 
 
 def stdout_closed() -> bool:
@@ -69,10 +120,30 @@ def stdout_closed() -> bool:
     return _stdout_closed
 
 
+def open_missing_streams() -> None:
+    """Stand-ins for standard streams the shell closed (`>&-`, `2>&-`, `<&-`).
+
+    Python then has None for them, and the first write would crash. A closed
+    standard output is treated like a reader that went away (exit 141 once
+    something was to be written there); closed standard input reads as empty;
+    what was for a closed standard error is lost, as it would be anyway.
+    """
+    global _stdout_missing
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - for the whole run
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+        _stdout_missing = True
+
+
 def _write(stream: TextIO, text: str) -> None:
     global _stdout_closed
     text = redact(text)
     with _lock:
+        if stream is sys.stdout and _stdout_missing:
+            _stdout_closed = True  # the data has nowhere to go, as with a broken pipe
         if stream is sys.stdout and _stdout_closed:
             return
         try:
@@ -97,7 +168,11 @@ def data_json(value: object, *, indent: int | None = None) -> None:
     """One JSON value as output: on one line, unless `indent` asks for a readable one."""
     import json  # here, not at the top: most commands print no JSON
 
-    data(json.dumps(value, ensure_ascii=False, indent=indent))
+    try:
+        text = json.dumps(redact_data(value), ensure_ascii=False, indent=indent)
+    except RecursionError:  # a reply nested just short of what the parser refuses
+        raise ServiceError("The service sent a reply nested too deeply to print.") from None
+    data(text)
 
 
 def info(message: str) -> None:

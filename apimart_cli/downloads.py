@@ -161,6 +161,7 @@ class Downloader:
         self._now = now
 
     def prepare(self) -> None:
+        """Create the output folder; UsageError (nothing sent yet) if it cannot hold images."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -168,6 +169,11 @@ class Downloader:
                 f"Cannot create the output folder {self.folder}: {exc.strerror or exc}",
                 "Choose another folder with -o/--output.",
             ) from None
+        if not os.access(self.folder, os.W_OK | os.X_OK):
+            raise UsageError(
+                f"Cannot write to the output folder {self.folder}: permission denied.",
+                "Choose another folder with -o/--output.",
+            )
 
     def download_task(self, task: Task, finish: Finish | None = None) -> list[SavedFile]:
         """Every image of a completed task; TaskError if it is not completed."""

@@ -21,6 +21,40 @@ class ExitCode(IntEnum):
     SERVICE = 5  # the service or the network failed after retries
     TIMEOUT = 124  # `wait` ran out of time
     INTERRUPTED = 130  # Ctrl-C
+    TERMINATED = 143  # SIGTERM (`timeout`, CI runners), handled like Ctrl-C
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that it unwinds the same way."""
+
+
+def interrupted_code(interrupt: BaseException) -> ExitCode:
+    """The exit code of an interruption: 143 for SIGTERM, 130 for Ctrl-C."""
+    return ExitCode.TERMINATED if isinstance(interrupt, Terminated) else ExitCode.INTERRUPTED
+
+
+def interruption(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM behind `error`, if any (a prompt turns one into an Abort)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+# The most characters of a value quoted in a message: a 50 MB line must not fill the screen.
+MAX_SHOWN_CHARS = 60
+
+
+def shown(value: object, limit: int = MAX_SHOWN_CHARS) -> str:
+    """`value` quoted for a message (as repr), cut to `limit` characters with its length said."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 class ApimartError(Exception):

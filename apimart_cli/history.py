@@ -282,6 +282,42 @@ class History:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             conn.execute(f"PRAGMA user_version = {int(version)}")
 
+    def record_sending(
+        self,
+        *,
+        base_url: str,
+        prompt: str,
+        fields: Mapping[str, object],
+        idempotency_key: str,
+    ) -> None:
+        """Record a submission about to be sent (state ``submitting``, no task id yet).
+
+        Written before the request leaves, so that a kill at any point leaves the
+        idempotency key to find the task by. A row already there for the key (a
+        batch job sent again) is kept as it is.
+        """
+        now = time.time()
+        with self._write() as conn:
+            known = conn.execute(
+                "SELECT 1 FROM tasks WHERE idempotency_key = ?", (idempotency_key,)
+            ).fetchone()
+            if known is None:
+                conn.execute(
+                    "INSERT INTO tasks (task_id, created_at, updated_at, base_url, prompt,"
+                    " fields, idempotency_key, state)"
+                    " VALUES (NULL, ?, ?, ?, ?, ?, ?, 'submitting')",
+                    (now, now, base_url, prompt, _dumps(fields), idempotency_key),
+                )
+
+    def forget_sending(self, idempotency_key: str) -> None:
+        """Drop the record of a submission the service refused (nothing was created)."""
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM tasks WHERE idempotency_key = ? AND task_id IS NULL"
+                " AND state = 'submitting'",
+                (idempotency_key,),
+            )
+
     def record_submission(
         self,
         task_id: str,
@@ -338,8 +374,8 @@ class History:
         now = time.time()
         with self._write() as conn:
             updated = conn.execute(
-                "UPDATE tasks SET updated_at = ?, error = ? WHERE idempotency_key = ?"
-                " AND task_id IS NULL",
+                "UPDATE tasks SET updated_at = ?, error = ?, state = 'unknown'"
+                " WHERE idempotency_key = ? AND task_id IS NULL",
                 (now, error, idempotency_key),
             )
             if updated.rowcount == 0:

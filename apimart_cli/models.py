@@ -7,26 +7,34 @@ here turns all of them into one shape, so nothing else needs to care.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from apimart_cli.errors import ServiceError, UsageError
+from apimart_cli.errors import ServiceError, UsageError, shown
 
 FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 KNOWN_UNFINISHED_STATES = frozenset({"submitted", "pending", "processing"})
 
-# Task ids go into a URL path: letters, digits, `_` and `-` only.
-_TASK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# Task ids go into a URL path and file names: letters, digits, `_` and `-` only.
+MAX_TASK_ID_CHARS = 128
+_TASK_ID_RE = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_TASK_ID_CHARS}}}")
+
+
+def is_task_id(value: object) -> bool:
+    """Whether `value` can be a task id: letters, digits, `_` and `-`, 1 to 128 of them."""
+    # fullmatch, not match with $: "$" also matches before a final newline.
+    return isinstance(value, str) and _TASK_ID_RE.fullmatch(value) is not None
 
 
 def validate_task_id(task_id: str) -> str:
     """Return the id stripped, or raise UsageError if it cannot be a task id."""
     value = task_id.strip()
-    if not _TASK_ID_RE.match(value):
+    if not is_task_id(value):
         raise UsageError(
-            f"Invalid task id {task_id!r}.",
+            f"Invalid task id {shown(task_id)}.",
             "A task id has only letters, digits, '_' and '-', such as task_01KPQ7J7DW...",
         )
     return value
@@ -80,7 +88,11 @@ def _one_object(data: Any) -> Mapping[str, Any]:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of 400 digits
+        return None
+    return number if math.isfinite(number) else None  # JSON's 1e999 is infinity
 
 
 def _int(value: Any) -> int | None:
@@ -97,6 +109,11 @@ def parse_submission(reply: Any) -> list[str]:
         task_id = item.get("task_id") or item.get("id") if isinstance(item, Mapping) else None
         if not isinstance(task_id, str) or not task_id:
             raise ServiceError("The service accepted the request but sent no task id.")
+        if not is_task_id(task_id):  # never printed or stored: a newline, `../`, a key...
+            raise ServiceError(
+                f"The service sent a task id that cannot be one ({len(task_id)} characters, "
+                "not only letters, digits, '_' and '-')."
+            )
         ids.append(task_id)
     if not ids:
         raise ServiceError("The service accepted the request but sent no task id.")

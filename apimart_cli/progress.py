@@ -37,7 +37,7 @@ def _progress_on_stderr(*columns: Any) -> Any:
 
     return Progress(
         *columns,
-        console=Console(stderr=True),
+        console=Console(file=console.redacting(sys.stderr)),
         transient=False,
         # Data printed while the bars show goes above them, but only when standard output
         # is this terminal too: paths printed to a file or pipe must reach it.

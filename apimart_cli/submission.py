@@ -1,16 +1,26 @@
 """Submit a generation so that a paid task is never lost.
 
-The history is checked before the request is sent and written before any id is
-printed; a submission whose outcome is unknown is recorded with its
-idempotency key so it can be found later.
+The submission is written to the history, with its idempotency key, before the
+request is sent, so that even a kill leaves a record to find it by; its task
+ids are written before any is printed. A submission whose outcome is unknown
+(a 500, a dropped connection, a reply that cannot be read, Ctrl-C or SIGTERM
+on the way) reaches the user with its key whatever happens to the history.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from apimart_cli.errors import ExitCode, HistoryError, SubmissionUnknown, SubmittedButUnrecorded
+from apimart_cli.errors import (
+    ApimartError,
+    ExitCode,
+    HistoryError,
+    SubmissionUnknown,
+    SubmittedButUnrecorded,
+    interrupted_code,
+)
 
 if TYPE_CHECKING:
     from apimart_cli.client import Client
@@ -29,44 +39,69 @@ def submit(
 
     `idempotency_key` is for a caller that recorded the key before sending (`batch`),
     so that sending again after a kill makes no second task; by default a new one.
+    A HistoryError before sending means nothing was sent.
     """
-    history.check_writable()
     key = idempotency_key or str(uuid.uuid4())
-    # The model too, so the history (and the images' provenance) can say what made a task.
-    fields = {"model": request.model, **request.fields()}
+    what: dict[str, Any] = {
+        "base_url": client.base_url,
+        "prompt": request.prompt,
+        # The model too, so the history (and the images' provenance) can say what made a task.
+        "fields": {"model": request.model, **request.fields()},
+        "idempotency_key": key,
+    }
+    history.record_sending(**what)
     try:
         task_ids = client.submit(request, key)
-    except (SubmissionUnknown, KeyboardInterrupt) as caught:
-        error = caught if isinstance(caught, SubmissionUnknown) else _interrupted(key)
-        history.record_unknown(
-            base_url=client.base_url,
-            prompt=request.prompt,
-            fields=fields,
-            idempotency_key=key,
-            error=error.message,
-        )
-        raise error from None
+    except SubmissionUnknown as error:
+        raise _kept_unknown(history, what, error) from None
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM with the request on its way
+        raise _kept_unknown(history, what, _interrupted(key, interrupt)) from None
+    except ApimartError:  # refused (400, 401, 402, 429...): nothing was created
+        _forget(history, key)
+        raise
     try:
         for task_id in task_ids:
-            history.record_submission(
-                task_id,
-                base_url=client.base_url,
-                prompt=request.prompt,
-                fields=fields,
-                idempotency_key=key,
-            )
+            history.record_submission(task_id, **what)
     except HistoryError as error:  # paid for: the ids must reach the user somehow
         raise SubmittedButUnrecorded(task_ids, key, error.message) from None
     return task_ids
 
 
-def _interrupted(key: str) -> SubmissionUnknown:
-    """Ctrl-C while the request may be on its way: the outcome is as unknown as after a 500."""
+def _kept_unknown(
+    history: History, what: dict[str, Any], error: SubmissionUnknown
+) -> SubmissionUnknown:
+    """`error`, once the history says the outcome is unknown; if it cannot, the error says so.
+
+    Nothing here may stop the error (and its key) from reaching the user: not a
+    locked or full history, not a second Ctrl-C while it is being written.
+    """
+    try:
+        history.record_unknown(**what, error=error.message)
+    except (HistoryError, KeyboardInterrupt) as failure:
+        reason = failure.message if isinstance(failure, HistoryError) else "interrupted"
+        error.hint = (
+            f"Idempotency key {what['idempotency_key']}: keep it. The history could not "
+            f"record the outcome ({reason}); check your APIMart dashboard before submitting again."
+        )
+    return error
+
+
+def _forget(history: History, key: str) -> None:
+    """Drop the record of a submission the service refused; if that fails, it stays
+    listed as 'submitting', which errs on the side of looking."""
+    with contextlib.suppress(HistoryError):
+        history.forget_sending(key)
+
+
+def _interrupted(key: str, interrupt: KeyboardInterrupt) -> SubmissionUnknown:
+    """Ctrl-C or SIGTERM while the request may be on its way: as unknown as after a 500."""
+    code = interrupted_code(interrupt)
+    how = "Terminated" if code == ExitCode.TERMINATED else "Interrupted"
     error = SubmissionUnknown(
-        "Interrupted while submitting; the task may have been created.",
+        f"{how} while submitting; the task may have been created.",
         f"Idempotency key {key}. `apimart history --pending` lists it; "
         "check your APIMart dashboard before submitting again.",
         idempotency_key=key,
     )
-    error.exit_code = ExitCode.INTERRUPTED
+    error.exit_code = code
     return error

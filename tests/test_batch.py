@@ -553,18 +553,13 @@ def test_a_reply_naming_another_task_id_is_taken_for_the_task_polled(
 class LockedOnceRunning(History):
     """A history that passes the run's own check, then refuses every write before a send."""
 
-    opened = 0
-
-    def check_writable(self) -> None:
-        type(self).opened += 1
-        if type(self).opened > 1:
-            raise HistoryError(f"The task history {self.path} is locked by another process.")
+    def record_sending(self, **what: Any) -> None:
+        raise HistoryError(f"The task history {self.path} is locked by another process.")
 
 
 def test_a_history_that_refuses_a_send_keeps_the_key_for_the_rerun(
     sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    LockedOnceRunning.opened = 0
     code = run_jobs(sandbox, tmp_path, "a fox", history=LockedOnceRunning)
     assert code == ExitCode.USAGE
     assert sandbox.requests == []  # nothing was sent

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from apimart_cli import console
 from apimart_cli.constants import DEFAULT_MODEL
-from apimart_cli.errors import UsageError
+from apimart_cli.errors import UsageError, shown
+from apimart_cli.models import MAX_TASK_ID_CHARS
 from apimart_cli.payload import build_request
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 PLACEHOLDERS = ("task_id", "index", "line", "slug")
 MAX_REPORTED = 20  # bad lines listed before "... and N more"
 SLUG_CHARS = 40
+# Room left under the file system's 255 bytes for the extension, `.part` and `.json`.
+MAX_NAME_BYTES = 200
+_NAME_RE = re.compile(r"\w[\w .,+=@#%&()\[\]~!-]*")
 
 _FIELD_TYPES: dict[str, type] = {
     "prompt": str,
@@ -157,6 +161,8 @@ def _json_fields(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"invalid JSON at column {exc.colno}: {exc.msg}") from None
+    except (ValueError, RecursionError):  # a number of 5,000 digits; `{"a":[[[[...` too deep
+        raise UsageError("JSON that cannot be read (nested too deeply, or too large)") from None
     fields = {key: item for key, item in value.items() if item is not None}  # null: not set
     unknown = sorted(set(fields) - set(_FIELD_TYPES))
     if unknown:
@@ -194,30 +200,59 @@ def slugify(prompt: str, limit: int = SLUG_CHARS) -> str:
 
 
 def format_name(template: str, *, task_id: str, index: int, line: int, slug: str) -> str:
-    """The file name (without extension) for one image; UsageError if it could leave the folder."""
-    try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-        unknown = sorted(fields - set(PLACEHOLDERS))
-        if unknown:
+    """The file name (without extension) for one image; UsageError unless it is a plain,
+    short name inside the folder."""
+    for _, placeholder, spec, conversion in _parsed(template):
+        if placeholder is None:
+            continue
+        if placeholder not in PLACEHOLDERS:
             raise UsageError(
-                f"Unknown placeholder {{{unknown[0]}}} in --name {template!r}.", _NAME_HINT
+                f"Unknown placeholder {{{placeholder[:40]}}} in --name {shown(template)}.",
+                _NAME_HINT,
             )
+        if conversion is not None or "{" in (spec or ""):
+            raise UsageError(
+                f"--name {shown(template)}: a placeholder takes a format such as {{index:03}}, "
+                "not a conversion (!r, !s, !a) or a nested placeholder.",
+                _NAME_HINT,
+            )
+    try:
         name = template.format(task_id=task_id, index=index, line=line, slug=slug)
     except (ValueError, IndexError, KeyError) as exc:
-        raise UsageError(f"Invalid --name {template!r}: {exc}.", _NAME_HINT) from None
-    if not name.strip() or name.startswith(".") or any(s in name for s in ("/", "\\", "..", "\0")):
+        raise UsageError(f"Invalid --name {shown(template)}: {exc}.", _NAME_HINT) from None
+    problem = _name_problem(name)
+    if problem:
         raise UsageError(
-            f"--name {template!r} gives the file name {name!r}, which could leave the folder.",
-            "A name must not be empty, start with '.', or hold '/', '\\' or '..'.",
+            f"--name {shown(template)} gives the file name {shown(name)}, {problem}.",
+            "A name is letters, digits and ' _-.,+=@#%&()[]~!', begins with a letter, "
+            f"a digit or '_', and is at most {MAX_NAME_BYTES} bytes.",
         )
     return name
+
+
+def _parsed(template: str) -> list[tuple[str, str | None, str | None, str | None]]:
+    try:
+        return list(string.Formatter().parse(template))
+    except ValueError as exc:  # a lone '{' or '}'
+        raise UsageError(f"Invalid --name {shown(template)}: {exc}.", _NAME_HINT) from None
+
+
+def _name_problem(name: str) -> str | None:
+    """What is wrong with `name` as a file name in the output folder, if anything."""
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return f"longer than {MAX_NAME_BYTES} bytes"
+    if not name.strip() or name.startswith(".") or any(s in name for s in ("/", "\\", "..")):
+        return "which could leave the folder"
+    if not _NAME_RE.fullmatch(name) or name != name.rstrip(" ."):
+        return "which is not a plain file name"
+    return None
 
 
 def check_names(template: str, jobs: Sequence[Job]) -> None:
     """Before anything is sent: every image gets a safe name, and no two get the same one."""
     seen: dict[str, int] = {}
     for job in jobs:
-        stand_in = f"task_01K{job.line:023d}"  # a unique id of the real length
+        stand_in = f"task_{job.line:0{MAX_TASK_ID_CHARS - 5}d}"  # unique, and the longest
         for index in range(job.request.n or 1):
             name = format_name(
                 template, task_id=stand_in, index=index, line=job.line, slug=job.slug

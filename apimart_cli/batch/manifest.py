@@ -10,8 +10,10 @@ rerun makes of the latest record.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -33,7 +35,13 @@ STEP_LABELS = {"done": "done", "wait": "to wait for", "send": "to send", "unknow
 
 
 class Manifest:
-    """`batch-manifest.jsonl`: every job's progress, one appended JSON record per event."""
+    """`batch-manifest.jsonl`: every job's progress, one appended JSON record per event.
+
+    `open()` also makes the run the only batch writing into its folder: the file
+    is locked for as long as it is open, so a second run into the same folder
+    stops before sending anything, instead of reading the same manifest and
+    paying for every job again.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -46,37 +54,63 @@ class Manifest:
         """The latest record of each job; a line cut short by a kill is skipped."""
         latest = Records()
         try:
-            text = self.path.read_text(encoding="utf-8", errors="replace")
+            if self._file is not None:
+                self._file.seek(0)
+                content = self._file.read()
+            else:
+                with self.path.open("rb") as file:
+                    content = file.read()
         except FileNotFoundError:
             return latest
         except OSError as exc:
             raise UsageError(f"Cannot read {self.path}: {exc.strerror or exc}.") from None
-        for raw in text.splitlines():
+        for raw in content.decode("utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # cut short by a kill, or not ours
                 continue
             if isinstance(record, dict):
                 latest.add(record)
         return latest
 
     def open(self) -> None:
-        """Open for appending, first ending a record a killed run left without its newline."""
+        """Open for appending and lock it; first end a record a killed run left unfinished.
+
+        The file is created private (0600), never opened through a link planted at
+        its name, and refused (exit 2, nothing sent) while another run holds it.
+        """
         try:
-            self._file = self.path.open("ab")
-            if self._file.tell() > 0:
-                with self.path.open("rb") as existing:
-                    existing.seek(-1, os.SEEK_END)
-                    if existing.read(1) != b"\n":
-                        self._file.write(b"\n")
+            fd = os.open(self.path, _OPEN_FLAGS, 0o600)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UsageError(
+                    f"{self.path} is a symbolic link; the manifest is never written through one.",
+                    "Remove the link (or choose another folder with -o) and run again.",
+                ) from None
+            raise UsageError(f"Cannot write {self.path}: {exc.strerror or exc}.") from None
+        try:
+            _check_own_file(self.path, fd)
+            _lock_for_this_run(self.folder, fd)
+            self._file = os.fdopen(fd, "a+b")
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            size = self._file.seek(0, os.SEEK_END)
+            if size > 0:
+                self._file.seek(size - 1)
+                if self._file.read(1) != b"\n":
+                    self._file.write(b"\n")
+        except OSError as exc:
+            self.close()
             raise UsageError(f"Cannot write {self.path}: {exc.strerror or exc}.") from None
 
     def append(self, record: Mapping[str, Any]) -> None:
-        """Write one record and make it durable before going on."""
-        data = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        """Write one record and make it durable before going on; the API key never goes in."""
+        data = (json.dumps(_redacted(record), ensure_ascii=False, default=str) + "\n").encode()
         with self._lock:
-            assert self._file is not None, "Manifest.open() first"
+            if self._file is None:  # closed: the run is over, and a late record is not kept
+                return
             try:
                 self._file.write(data)
                 self._file.flush()
@@ -90,9 +124,49 @@ class Manifest:
                 self.failed = True
 
     def close(self) -> None:
+        """Close the file, which lets the next batch into the folder."""
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+# Appending, created private, never through a symbolic link at the name.
+_OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _check_own_file(path: Path, fd: int) -> None:
+    """A plain file only this user can read: not a folder, a pipe or a hard link to
+    another file (written through, it would change that file too)."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        what = "has another name (a hard link)" if stat.S_ISREG(info.st_mode) else "not a file"
+        raise UsageError(
+            f"{path} is {what}; the manifest is never written through it.",
+            "Remove it (or choose another folder with -o) and run again.",
+        )
+    if info.st_mode & 0o077:  # written by an older version, or by hand: make it private
+        os.fchmod(fd, 0o600)
+
+
+def _lock_for_this_run(folder: Path, fd: int) -> None:
+    """Hold the manifest's lock for the run; UsageError at once if another run holds it."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock to take
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UsageError(
+            f"Another `apimart batch` is running into {folder}; nothing was sent.",
+            "Wait for it to finish and run this again (it resumes from the manifest), "
+            "or choose another folder with -o.",
+        ) from None
+
+
+def _redacted(record: Mapping[str, Any]) -> object:
+    """The record with the API key cut out of every value: a failure reason may echo it."""
+    return console.redact_data(dict(record))
 
 
 class Records:

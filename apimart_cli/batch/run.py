@@ -35,6 +35,7 @@ from apimart_cli.errors import (
     SubmissionUnknown,
     SubmittedButUnrecorded,
     TaskError,
+    interrupted_code,
 )
 from apimart_cli.gallery import Keeper
 from apimart_cli.history import task_changes
@@ -159,10 +160,16 @@ class BatchRun:
     def run(self) -> ExitCode:
         started = time.monotonic()
         self._downloader.prepare()
+        self._manifest.open()  # first: it locks the folder against a second batch
+        try:
+            return self._run(started)
+        finally:
+            self._manifest.close()
+
+    def _run(self, started: float) -> ExitCode:
         with self._open_history() as history:
             history.check_writable()  # before anything is sent, as `generate` does
             records = self._manifest.read()
-            self._manifest.open()
             self._history = history
             self._display.start()
             self._pool = WorkerPool(DOWNLOAD_WORKERS, "download")  # daemons: never waited for
@@ -172,15 +179,14 @@ class BatchRun:
                     self._references.upload_first([run.job.request for run in self._queue])
                 timed_out = self._go()
                 self._drain()
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM
                 self._interrupted()
-                return ExitCode.INTERRUPTED
+                return interrupted_code(interrupt)
             finally:
                 self._close()
                 self._pool.close()
                 self._display.close()
         self._tracker.finish_rest(timed_out, self._options.timeout)
-        self._manifest.close()
         self.settled = not timed_out
         return self._tracker.summarise(time.monotonic() - started)
 

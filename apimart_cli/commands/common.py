@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar, overload
 import typer
 
 from apimart_cli import console
-from apimart_cli.errors import ApimartError, ExitCode, UsageError
+from apimart_cli.errors import ApimartError, ExitCode, UsageError, interrupted_code
 
 if TYPE_CHECKING:
     from apimart_cli.client import Client
@@ -120,9 +120,10 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
         except ApimartError as error:
             console.report_error(error, as_json=bool(kwargs.get("as_json")))
             raise typer.Exit(int(error.exit_code)) from None
-        except KeyboardInterrupt:
-            console.warn("Interrupted.")
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except KeyboardInterrupt as interrupt:
+            code = interrupted_code(interrupt)
+            console.warn("Terminated." if code == ExitCode.TERMINATED else "Interrupted.")
+            raise typer.Exit(int(code)) from None
 
     return run
 

@@ -8,7 +8,7 @@ import typer
 from apimart_cli import config_file, console, settings
 from apimart_cli.commands.common import handles_errors, state
 from apimart_cli.commands.options import JsonOpt
-from apimart_cli.errors import ConfigError, ExitCode, UsageError
+from apimart_cli.errors import ConfigError, ExitCode, UsageError, interruption
 
 app = typer.Typer(
     help="See the settings in effect, and store them in the config file.",
@@ -24,8 +24,8 @@ def _read_secret(key: str) -> str:
     if console.is_terminal(sys.stdin):
         try:
             value: str = typer.prompt(key, hide_input=True, err=True)
-        except typer.Abort:  # Ctrl-C or end of input at the prompt
-            raise KeyboardInterrupt from None
+        except typer.Abort as abort:  # Ctrl-C, SIGTERM (143) or end of input at the prompt
+            raise (interruption(abort) or KeyboardInterrupt()) from None
     else:
         value = sys.stdin.readline()
     return value.strip()

@@ -170,6 +170,10 @@ def generate(
     from apimart_cli.references import ReferenceSender
 
     sender = ReferenceSender(client, settings.references, info=console.info, warn=console.warn)
+    if wait:  # a folder that cannot hold the images is found before paying for them
+        from apimart_cli.downloads import Downloader
+
+        Downloader(client, settings.output_dir).prepare()
     with client, open_history() as history:
         try:
             task_ids = sender.send(history, request)

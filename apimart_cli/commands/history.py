@@ -113,6 +113,12 @@ def history(
         records = log.list(
             pending_only=pending, limit=limit, since=after, search=search, states=states
         )
+    if pending and any(record.task_id is None for record in records):
+        console.warn(
+            "A submission with no task id may still have created a task (it was cut short, "
+            "or its reply was lost): look it up by its idempotency key on your APIMart "
+            "dashboard before submitting it again."
+        )
     costs = [record.cost for record in records if record.cost is not None]
     total = sum(costs)
     if as_json:

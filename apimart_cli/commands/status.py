@@ -22,7 +22,7 @@ def _row(task: "Task") -> list[str]:
     detail = task.error_message or ""
     if task.status == "completed":
         detail = f"{len(task.images)} image(s)"
-    return [task.task_id, task.status, progress, console.redact(detail)]
+    return [task.task_id, task.status, progress, detail]
 
 
 def _print_table(tasks: "list[Task]") -> None:
@@ -33,7 +33,7 @@ def _print_table(tasks: "list[Task]") -> None:
     table = Table("task", "status", "progress", "detail")
     for task in tasks:
         table.add_row(*map(Text, _row(task)))  # Text: the server's [brackets] are not markup
-    Console().print(table)
+    Console(file=console.redacting(sys.stdout)).print(table)  # every cell, not only one
 
 
 @handles_errors

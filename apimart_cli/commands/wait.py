@@ -31,7 +31,7 @@ from apimart_cli.commands.options import (
     TimeoutOpt,
 )
 from apimart_cli.constants import DEFAULT_MAX_IN_FLIGHT
-from apimart_cli.errors import ExitCode, UsageError
+from apimart_cli.errors import ExitCode, UsageError, interrupted_code
 
 
 def run_wait(
@@ -89,18 +89,22 @@ def run_wait(
     waiter = TaskWaiter(
         client, downloader, options, make_reporter(), history, stamper=stamper, previewer=shows
     )
-    resume = functools.partial(
+    resume: Callable[[list[str]], str] | None = functools.partial(
         resume_hint,
         output=output,
-        base_url=None if app.sandbox else app.base_url,
+        base_url=app.base_url,
         download=download,
         as_json=as_json,
     )
+    if app.sandbox:  # its tasks end with this command: there is nothing to resume
+        resume = None
     try:
         summary = waiter.run(task_ids, stream=stream)
-    except KeyboardInterrupt:
-        _report_unfinished("Interrupted", waiter.unfinished(), resume)
-        return ExitCode.INTERRUPTED
+    except KeyboardInterrupt as interrupt:
+        code = interrupted_code(interrupt)
+        how = "Terminated" if code == ExitCode.TERMINATED else "Interrupted"
+        _report_unfinished(how, waiter.unfinished(), resume)
+        return code
     finally:
         client.close()
         if history is not None:
@@ -122,13 +126,16 @@ def run_wait(
 
 
 def _report_unfinished(
-    reason: str, task_ids: list[str], resume: Callable[[list[str]], str]
+    reason: str, task_ids: list[str], resume: Callable[[list[str]], str] | None
 ) -> None:
     if not task_ids:
         console.warn(f"{reason}.")
         return
     console.warn(f"{reason}; {len(task_ids)} task(s) unfinished: {' '.join(task_ids)}")
-    console.warn(f"Resume with: {resume(task_ids)}")
+    if resume is None:
+        console.warn("They ended with the sandbox; there is nothing to resume.")
+    else:
+        console.warn(f"Resume with: {resume(task_ids)}")
 
 
 @handles_errors

@@ -36,6 +36,7 @@ def test_the_codes_are_the_contracts() -> None:
         "SERVICE": 5,
         "TIMEOUT": 124,
         "INTERRUPTED": 130,
+        "TERMINATED": 143,
     }
 
 
