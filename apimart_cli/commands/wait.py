@@ -177,6 +177,17 @@ def wait(
         settings = app.settings(output)
         with open_history() as history:
             ids = list(dict.fromkeys([*history.pending_ids(settings.base_url), *ids]))
+            unknown = [
+                record.idempotency_key
+                for record in history.list(pending_only=True, base_url=settings.base_url)
+                if record.task_id is None
+            ]
+        if unknown:  # no id to wait for: only the dashboard knows whether a task was made
+            console.warn(
+                f"{len(unknown)} submission(s) may have created a task whose id never came "
+                f"back (idempotency key {', '.join(unknown)}): check your APIMart dashboard "
+                "before submitting them again."
+            )
     stream = None
     if wants_stdin(task_ids) and not (pending and not task_ids):
         if console.is_terminal(sys.stdin):
