@@ -34,7 +34,13 @@ from apimart_cli.errors import (
     TaskError,
     WaitTimeout,
 )
-from apimart_cli.models import Task, parse_submission, parse_task, validate_task_id
+from apimart_cli.models import (
+    Task,
+    parse_submission,
+    parse_task,
+    server_text,
+    validate_task_id,
+)
 from apimart_cli.retry import (
     RETRYABLE_STATUSES,
     SAFE_TO_RESEND_SUBMIT,
@@ -90,9 +96,9 @@ def _error_message(body: bytes) -> str | None:
         return None
     error = payload.get("error")
     if isinstance(error, Mapping) and error.get("message"):
-        return str(error["message"])
+        return server_text(str(error["message"]))
     if payload.get("message"):
-        return str(payload["message"])
+        return server_text(str(payload["message"]))
     return None
 
 
@@ -207,7 +213,7 @@ class Client:
         if not isinstance(reply, Mapping):
             raise ServiceError("The service sent a balance reply that is not an object.")
         if reply.get("success") is False:
-            message = self._without_key(str(reply.get("message") or "no reason given"))
+            message = self._without_key(server_text(str(reply.get("message") or "no reason given")))
             raise APIStatusError(
                 f"The server refused the balance query: {message}",
                 status_code=200,

@@ -141,10 +141,26 @@ def _error_message(data: Mapping[str, Any]) -> str | None:
     error = data.get("error")
     if isinstance(error, Mapping):
         message = error.get("message")
-        return str(message) if message else None
+        return server_text(str(message)) if message else None
     if isinstance(error, str) and error:
-        return error
+        return server_text(error)
     return None
+
+
+# The most of a server's message that is shown: a reason is a sentence, not a megabyte.
+MAX_SERVER_TEXT = 500
+_LINE_BREAKS_RE = re.compile(r"[\t\n\v\f\r]+")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def server_text(text: str) -> str:
+    """A message from the service, fit to print on one line: no line breaks, no control
+    characters (an escape sequence would drive the user's terminal), at most
+    MAX_SERVER_TEXT characters."""
+    text = _CONTROL_RE.sub("?", _LINE_BREAKS_RE.sub(" ", text))
+    if len(text) > MAX_SERVER_TEXT:
+        text = f"{text[:MAX_SERVER_TEXT]}... ({len(text)} characters)"
+    return text
 
 
 def parse_task(reply: Any, task_id: str) -> Task:
@@ -155,8 +171,8 @@ def parse_task(reply: Any, task_id: str) -> Task:
         raise ServiceError(f"The service sent no status for task {task_id}.")
     progress = _int(data.get("progress"))
     return Task(
-        task_id=str(data.get("id") or data.get("task_id") or task_id),
-        status=status.lower(),
+        task_id=task_id,  # the id polled: the reply's own could be anything (or another task)
+        status=server_text(status.lower()),
         progress=progress,
         estimated_time=_number(data.get("estimated_time")),
         created=_int(data.get("created")),

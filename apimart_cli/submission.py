@@ -64,6 +64,10 @@ def submit(
             history.record_submission(task_id, **what)
     except HistoryError as error:  # paid for: the ids must reach the user somehow
         raise SubmittedButUnrecorded(task_ids, key, error.message) from None
+    except KeyboardInterrupt as interrupt:  # a signal between the reply and the record
+        unrecorded = SubmittedButUnrecorded(task_ids, key, "interrupted")
+        unrecorded.exit_code = interrupted_code(interrupt)
+        raise unrecorded from None
     return task_ids
 
 

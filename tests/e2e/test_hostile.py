@@ -387,3 +387,23 @@ def test_sigterm_mid_batch_then_a_rerun_pays_for_nothing_twice(
     prompts = [r.json["prompt"] for r in sandbox.submissions()]
     assert sorted(set(prompts)) == ["a bear", "a fox", "an owl"]
     assert len(set(r.task_id for r in sandbox.submissions())) == 3  # one task each
+
+
+def test_a_hostile_failure_reason_cannot_drive_the_terminal_or_flood_it(
+    env: dict[str, str],
+) -> None:
+    def failing(path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        reason = "\x1b]0;pwned\x07\x1b[2J\rline\nbreak " + "x" * 100_000
+        data = {"id": "../other", "status": "failed", "error": {"message": reason}}
+        return json_reply({"code": 200, "data": data})
+
+    api = Hostile(task=failing)
+    with hostile_api(api):
+        user = {**env, "APIMART_BASE_URL": api.base_url}
+        waited = apimart("wait", "task_01abc", env=user)
+        status = apimart("status", "task_01abc", env=user)
+    assert waited.returncode == 1 and status.returncode == 0
+    for run in (waited, status):
+        assert "\x1b" not in run.stdout + run.stderr and "\r" not in run.stdout + run.stderr
+        assert len(run.stdout + run.stderr) < 2000 and "../other" not in run.stdout + run.stderr
+    assert status.lines == [f"task_01abc\tfailed\t\t{status.lines[0].split(chr(9))[3]}"]
