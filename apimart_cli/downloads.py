@@ -489,7 +489,7 @@ class _Part:
         """A download from the start: remember which file, if the host says."""
         self.restart()
         if served.usable():
-            _write_new_file(self._validator_path, served.dumps().encode())
+            write_new_file(self._validator_path, served.dumps().encode())
 
     def validator(self) -> _Validator | None:
         try:
@@ -577,7 +577,7 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _write_new_file(path: Path, content: bytes) -> None:
+def write_new_file(path: Path, content: bytes) -> None:
     """`content` at `path`, private, by way of a new file of a name nobody could guess."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
     try:

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from apimart_cli.downloads import existing_file, move_into_place
+from apimart_cli import console
+from apimart_cli.downloads import existing_file, move_into_place, write_new_file
 
 if TYPE_CHECKING:
     from apimart_cli.batch.manifest import JobRun
@@ -61,10 +62,7 @@ def write_metadata(run: JobRun, task: Task, index: int, path: Path) -> None:
         "submitted_at": run.submitted_at,
         "saved_at": time.time(),
     }
-    sidecar = path.with_suffix(".json")
-    part = sidecar.with_name(f".{sidecar.name}.part")
-    try:
-        part.write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", "utf-8")
-        part.replace(sidecar)  # never a half-written sidecar under its name
-    finally:
-        part.unlink(missing_ok=True)
+    # The service's values may echo the key; the file is made anew, never written
+    # through a link someone planted at a name it would use.
+    text = json.dumps(console.redact_data(meta), ensure_ascii=False, indent=2) + "\n"
+    write_new_file(path.with_suffix(".json"), text.encode("utf-8"))
