@@ -380,7 +380,8 @@ def test_sigterm_mid_batch_then_a_rerun_pays_for_nothing_twice(
         process.terminate()
         _, stderr = finish(process)
         assert process.returncode == 143, stderr
-        sandbox.config.duration = 0.1
+        sandbox.configure(duration=0.1)  # tasks made from now on end at once
+        sandbox.advance(60)  # and so do those made so far
         rerun = apimart(*argv, env=user, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     prompts = [r.json["prompt"] for r in sandbox.submissions()]
