@@ -15,7 +15,16 @@ if TYPE_CHECKING:
     from apimart_cli.history import TaskRecord
 
 # The states a task can be in, for --state (models.FINAL_STATES and the unfinished ones).
-STATES = ("submitted", "pending", "processing", "completed", "failed", "cancelled", "unknown")
+STATES = (
+    "submitting",
+    "submitted",
+    "pending",
+    "processing",
+    "completed",
+    "failed",
+    "cancelled",
+    "unknown",
+)
 
 
 def _cost(cost: float | None) -> str:
