@@ -432,3 +432,21 @@ def test_a_key_in_a_file_others_can_read_is_used_with_how_to_fix_it(
         f"Warning: the config file {config} holds an API key and others can read it"
         f" (mode 640). Run: chmod 600 '{config}'\n"
     )
+
+
+def test_ctrl_c_at_the_key_prompt_exits_130_saving_nothing(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+
+    def interrupted(*args: object, **kwargs: object) -> str:
+        raise typer.Abort()  # what Click raises for Ctrl-C at a prompt
+
+    monkeypatch.setattr("apimart_cli.console.is_terminal", lambda stream: True)
+    monkeypatch.setattr(typer, "prompt", interrupted)
+
+    result = run("config", "set", "api_key")
+
+    assert result.exit_code == 130, result.output
+    assert result.stderr == "Interrupted.\n"
+    assert not config.exists()
