@@ -18,13 +18,11 @@ def sizes() -> None:
 
     rows = [[size, *(_cell(PIXELS[size][res]) for res in RESOLUTIONS)] for size in PIXELS]
     if console.is_terminal(sys.stdout):
-        from rich.console import Console  # only here: rich is slow to import
-        from rich.table import Table
+        from apimart_cli.tables import Column, print_table
 
-        table = Table("size", *RESOLUTIONS)
-        for row in rows:
-            table.add_row(*row)
-        Console().print(table)
+        print_table(
+            [Column("size"), *(Column(res, flexible=True, wrap=True) for res in RESOLUTIONS)], rows
+        )
         return
     console.data("\t".join(["size", *RESOLUTIONS]))
     for row in rows:
