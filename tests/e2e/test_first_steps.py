@@ -48,3 +48,23 @@ def test_a_ratio_typed_as_pixels_is_refused_and_a_v1_base_url_works(
     assert "ends in /v1" in run.stderr
     [saved] = run.lines
     assert (tmp_path / saved).exists()
+
+
+def test_config_set_api_key_is_checked_and_list_names_each_source(
+    sandbox: Sandbox, env: dict[str, str], isolated: Path
+) -> None:
+    from tests.e2e.conftest import API_KEY
+
+    without_key = {k: v for k, v in env.items() if k != "APIMART_API_KEY"}
+
+    stored = apimart("config", "set", "api_key", env=without_key, input=f"{API_KEY}\n")
+
+    assert stored.returncode == 0, stored.stderr
+    assert stored.stderr == (
+        f"{sandbox.base_url} accepted the key.\nSaved api_key in {isolated / 'config.toml'}\n"
+    )
+    listed = apimart("config", "list", env=without_key)
+    assert listed.lines[:2] == [
+        f"api_key = sk-…{API_KEY[-4:]}  (config file)",
+        f"base_url = {sandbox.base_url}  (APIMART_BASE_URL)",
+    ]
