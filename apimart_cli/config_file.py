@@ -49,6 +49,11 @@ def load(path: Path) -> dict[str, object]:
             f"The config file {path} is not valid TOML: {detail}",
             "Fix that line, or remove the file and use `apimart config set`.",
         ) from None
+    except RecursionError:  # `key = [[[[...`: the reader's own stack gives out
+        raise ConfigError(
+            f"The config file {path} is not valid TOML: a value nested too deeply to read.",
+            "Fix that value, or remove the file and use `apimart config set`.",
+        ) from None
     return dict(data)
 
 

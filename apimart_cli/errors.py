@@ -57,6 +57,11 @@ def shown(value: object, limit: int = MAX_SHOWN_CHARS) -> str:
     return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
+def clipped(text: str, limit: int) -> str:
+    """`text` as it is, or cut to `limit` characters with its length said."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class ApimartError(Exception):
     """An error the user sees as a message, a hint and an exit code."""
 

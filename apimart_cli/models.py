@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from apimart_cli.errors import ServiceError, UsageError, shown
+from apimart_cli.errors import ServiceError, UsageError, clipped, shown
 
 FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 KNOWN_UNFINISHED_STATES = frozenset({"submitted", "pending", "processing"})
@@ -157,10 +157,7 @@ def server_text(text: str) -> str:
     """A message from the service, fit to print on one line: no line breaks, no control
     characters (an escape sequence would drive the user's terminal), at most
     MAX_SERVER_TEXT characters."""
-    text = _CONTROL_RE.sub("?", _LINE_BREAKS_RE.sub(" ", text))
-    if len(text) > MAX_SERVER_TEXT:
-        text = f"{text[:MAX_SERVER_TEXT]}... ({len(text)} characters)"
-    return text
+    return clipped(_CONTROL_RE.sub("?", _LINE_BREAKS_RE.sub(" ", text)), MAX_SERVER_TEXT)
 
 
 def parse_task(reply: Any, task_id: str) -> Task:

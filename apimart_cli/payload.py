@@ -352,6 +352,8 @@ def parse_params(texts: Sequence[str]) -> dict[str, object]:
             value: object = json.loads(raw)
         except ValueError:
             value = raw
+        except RecursionError:  # `[[[[...` too deep to read: no field the API takes
+            raise UsageError(f"--param {key[:40]}: JSON nested too deeply to read.") from None
         params[key] = value
     return params
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from apimart_cli import console
 from apimart_cli.constants import DEFAULT_MODEL
-from apimart_cli.errors import UsageError, shown
+from apimart_cli.errors import UsageError, clipped, shown
 from apimart_cli.models import MAX_TASK_ID_CHARS
 from apimart_cli.payload import build_request
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 PLACEHOLDERS = ("task_id", "index", "line", "slug")
 MAX_REPORTED = 20  # bad lines listed before "... and N more"
+MAX_PROBLEM_CHARS = 300  # of each bad line's message
 SLUG_CHARS = 40
 # Room left under the file system's 255 bytes for the extension, `.part` and `.json`.
 MAX_NAME_BYTES = 200
@@ -118,8 +119,8 @@ def parse_jobs(lines: Iterable[str], base: Path, source: str) -> list[Job]:
             continue
         try:
             job = parse_line(number, text, base)
-        except UsageError as error:
-            problems.append(f"line {number}: {error.message}")
+        except UsageError as error:  # cut: a line's bad value may be megabytes long
+            problems.append(f"line {number}: {clipped(error.message, MAX_PROBLEM_CHARS)}")
             continue
         seen[job.digest] += 1
         jobs.append(replace(job, occurrence=seen[job.digest]))

@@ -183,10 +183,11 @@ def wait(
                 if record.task_id is None
             ]
         if unknown:  # no id to wait for: only the dashboard knows whether a task was made
+            keys = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if unknown[5:] else "")
             console.warn(
                 f"{len(unknown)} submission(s) may have created a task whose id never came "
-                f"back (idempotency key {', '.join(unknown)}): check your APIMart dashboard "
-                "before submitting them again."
+                f"back (idempotency key {keys}): check your APIMart dashboard before "
+                "submitting them again; `apimart history --pending` lists them."
             )
     stream = None
     if wants_stdin(task_ids) and not (pending and not task_ids):

@@ -352,19 +352,24 @@ def test_a_sandbox_timeout_offers_no_resume_into_a_sandbox_that_is_gone(
     assert "Resume with" not in run.stderr and "nothing to resume" in run.stderr
 
 
+@pytest.mark.parametrize("stage", ["polling", "downloading"])
 def test_sigterm_while_waiting_exits_143_with_the_resume_command(
-    env: dict[str, str], tmp_path: Path
+    env: dict[str, str], tmp_path: Path, stage: str
 ) -> None:
-    with Sandbox(SandboxConfig(duration=60)) as sandbox:
+    with Sandbox(SandboxConfig(duration=60 if stage == "polling" else 0.1)) as sandbox:
         user = {**env, "APIMART_BASE_URL": sandbox.base_url}
         [task_id] = apimart("generate", "a fox", env=user).lines
+        sandbox.inject(Fault("slow", path="/f/", delay=20))
         process = start("wait", task_id, "-o", "out", env=user, cwd=tmp_path)
-        until(lambda: any(r.path.startswith(f"/v1/tasks/{task_id}") for r in sandbox.requests))
+        if stage == "polling":
+            until(lambda: any(r.path.startswith(f"/v1/tasks/{task_id}") for r in sandbox.requests))
+        else:  # a download on its way
+            until(lambda: any(r.origin == "image" for r in sandbox.requests))
         process.terminate()
-        _, stderr = finish(process)
+        stdout, stderr = finish(process)
     assert process.returncode == 143, stderr
     assert f"Terminated; 1 task(s) unfinished: {task_id}" in stderr
-    assert f"Resume with: apimart wait -o out {task_id}" in stderr
+    assert stdout == "" and f"Resume with: apimart wait -o out {task_id}" in stderr
 
 
 def test_sigterm_mid_batch_then_a_rerun_pays_for_nothing_twice(
@@ -407,3 +412,19 @@ def test_a_hostile_failure_reason_cannot_drive_the_terminal_or_flood_it(
         assert "\x1b" not in run.stdout + run.stderr and "\r" not in run.stdout + run.stderr
         assert len(run.stdout + run.stderr) < 2000 and "../other" not in run.stdout + run.stderr
     assert status.lines == [f"task_01abc\tfailed\t\t{status.lines[0].split(chr(9))[3]}"]
+
+
+def test_nested_or_huge_values_anywhere_are_clear_errors_not_crashes(
+    sandbox: Sandbox, env: dict[str, str], isolated: Path, tmp_path: Path
+) -> None:
+    nested = "[" * 50_000 + "]" * 50_000
+    param = apimart("generate", "a fox", "--param", f"style={nested}", env=env)
+    assert param.returncode == 2 and "nested too deeply" in param.stderr, param.stderr
+    (tmp_path / "jobs.txt").write_text(json.dumps({"prompt": "a fox", "size": "x" * 5_000_000}))
+    jobs = apimart("batch", "jobs.txt", "-o", "out", env=env, cwd=tmp_path)
+    assert jobs.returncode == 2 and "line 1" in jobs.stderr and len(jobs.stderr) < 2000
+    assert posts(sandbox) == []
+    isolated.mkdir(parents=True, exist_ok=True)
+    (isolated / "config.toml").write_text(f"output_dir = {nested}\n")
+    config = apimart("config", "list", env=env)
+    assert config.returncode == 2 and "config.toml" in config.stderr, config.stderr
