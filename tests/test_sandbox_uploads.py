@@ -303,3 +303,36 @@ def test_gpt_image_2_still_accepts_fields_it_ignores(api: Api) -> None:
     body = {"model": "gpt-image-2", "prompt": "a fox", "style": "vivid", "response_format": "url"}
 
     assert api.client.post(SUBMIT, json=body).status_code == 200
+
+
+# What is kept of large requests
+
+
+def test_a_long_reference_is_recorded_by_its_start_and_length(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("apimart_cli.sandbox.service.RECORDED_STRING_CHARS", 100)
+    reference = encode_png(300, 200, b"\x00" + bytes(900) * 200)
+    uri = "data:image/png;base64," + base64.b64encode(reference).decode()
+    body = {"model": "gpt-image-2", "prompt": "like this", "image_urls": [uri]}
+
+    task_id = api.client.post(SUBMIT, json=body).json()["data"][0]["task_id"]
+
+    (recorded,) = api.sandbox.submissions()
+    assert recorded.json["prompt"] == "like this"
+    assert recorded.json["image_urls"] == [f"{uri[:64]}…({len(uri)} characters)"]
+    image = api.client.get(f"/v1/tasks/{task_id}").json()["data"]["result"]["images"][0]
+    served = api.public.get(image["url"][0]).content
+    assert served[16:24] == (300).to_bytes(4, "big") + (200).to_bytes(4, "big")  # read in full
+
+
+def test_a_body_too_large_to_keep_is_413(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("apimart_cli.sandbox.server.MAX_KEPT_BODY_BYTES", 1000)
+    body = {"model": "gpt-image-2", "prompt": "x" * 2000}
+
+    reply = api.client.post(SUBMIT, json=body)
+
+    assert reply.status_code == 413
+    assert api.sandbox.submissions() == []
+    assert api.sandbox.requests[-1].bytes == int(reply.request.headers["Content-Length"])
+    assert api.client.get("/v1/balance").status_code == 200  # the connection goes on

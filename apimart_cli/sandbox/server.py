@@ -23,8 +23,9 @@ if TYPE_CHECKING:  # the sandbox serves; this module only carries its replies
 DOWNLOAD_CHUNK_BYTES = 64 * 1024
 # An idle keep-alive connection is closed after this many seconds.
 CONNECTION_TIMEOUT = 30.0
-# A request body past this is read and dropped, not kept (an upload this large is a 413).
-MAX_KEPT_BODY_BYTES = 64 * 1024 * 1024
+# A request body past this is read and dropped, not kept, and answered 413: more than any
+# valid request (256 MB of references in all is 342 MB of base64).
+MAX_KEPT_BODY_BYTES = 512 * 1024 * 1024
 # Enough for 1,000 clients connecting at once; the default of 5 resets bursts.
 LISTEN_BACKLOG = 1024
 

@@ -39,6 +39,7 @@ REMAIN_BALANCE = 10.5
 UPLOAD_TTL = 72 * 3600.0
 # Room for the multipart framing around a file of the largest allowed size.
 MULTIPART_SLACK_BYTES = 64 * 1024
+RECORDED_STRING_CHARS = 1024 * 1024
 SUBMIT_PATH = "/v1/images/generations"
 TASK_PATH_PREFIX = "/v1/tasks/"
 BALANCE_PATHS = ("/v1/balance", "/v1/user/balance")
@@ -78,6 +79,9 @@ class RecordedRequest:
     status: int | None = None  # the reply's status; None while in flight or when dropped
     task_id: str | None = None  # set on a submission that created a task
     bytes: int = 0  # the size of the request's body
+    # `json` keeps every string in full up to RECORDED_STRING_CHARS; a longer one (a data
+    # URI reference) keeps its start and says its length, so that a benchmark sending
+    # gigabytes of references does not keep them all in memory.
 
 
 def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
@@ -284,6 +288,7 @@ class Sandbox:
             with self._lock:
                 self._in_flight -= 1
         record.status = None if reply.drop else reply.status
+        record.json = _shortened(record.json)
         return reply
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
@@ -372,6 +377,8 @@ class Sandbox:
             return error_reply(404, f"no such endpoint: {record.method} {url.path}")
         if not _bearer(record.headers):
             return error_reply(401, "missing or invalid API key (Authorization: Bearer <key>)")
+        if record.bytes > len(body):  # too large to have been kept (see server.py)
+            return error_reply(413, f"request body too large: {record.bytes} bytes")
         if endpoint == "submit":
             return self._submit(record)
         if endpoint == "task":
@@ -623,6 +630,17 @@ def _multipart_file(content_type: str, body: bytes) -> tuple[str, bytes] | None:
         name = filename.group(1).decode("utf-8", "replace") if filename else ""
         return name, data.removesuffix(b"\r\n")
     return None
+
+
+def _shortened(value: Any) -> Any:
+    """A recorded body with each string past RECORDED_STRING_CHARS cut to its start and length."""
+    if isinstance(value, str) and len(value) > RECORDED_STRING_CHARS:
+        return f"{value[:64]}…({len(value)} characters)"
+    if isinstance(value, list):
+        return [_shortened(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _shortened(item) for key, item in value.items()}
+    return value
 
 
 def _parse_json(body: bytes) -> Any:
