@@ -128,6 +128,7 @@ complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l no-estimate
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l latency -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l download-rate -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l submit-rate -x
+complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l poll-rate -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l failure-rate -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l fail-word -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l noise

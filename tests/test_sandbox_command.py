@@ -37,7 +37,16 @@ def run_sandbox(*args: str) -> Iterator[str]:
 @pytest.fixture
 def started() -> Iterator[str]:
     yield from run_sandbox(
-        "--duration", "20-30", "--no-estimate", "--refuse-base64", "--latency", "0", "--seed", "3"
+        "--duration",
+        "20-30",
+        "--no-estimate",
+        "--refuse-base64",
+        "--latency",
+        "0",
+        "--seed",
+        "3",
+        "--poll-rate",
+        "5",
     )
 
 
@@ -53,7 +62,7 @@ def test_switches_reach_the_sandbox(started: str) -> None:
         config = client.get("/__sandbox/config").json()["config"]
 
     assert config["duration"] == [20.0, 30.0]
-    assert (config["refuse_base64"], config["seed"]) == (True, 3)
+    assert (config["refuse_base64"], config["seed"], config["poll_rate"]) == (True, 3, 5.0)
 
 
 def test_estimate_factor_flag() -> None:

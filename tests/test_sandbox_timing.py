@@ -230,3 +230,21 @@ def test_status_requests_are_served_concurrently() -> None:
         api.client.close()
 
     assert sandbox.peak_in_flight >= 16
+
+
+def test_poll_rate_answers_429_with_retry_after_and_recovers(make_api: Any) -> None:
+    api = make_api(poll_rate=2, duration=60)
+    task_id = api.submit()
+    codes = [api.client.get(f"/v1/tasks/{task_id}").status_code for _ in range(2)]
+
+    limited = api.client.get(f"/v1/tasks/{task_id}")
+
+    assert codes == [200, 200]
+    assert (limited.status_code, limited.headers["Retry-After"]) == (429, "1")
+    assert limited.json()["error"]["type"] == "rate_limit_error"
+    assert "status requests per second" in limited.json()["error"]["message"]
+    assert api.client.get("/v1/balance").status_code == 200  # only status requests count
+    api.sandbox.advance(0.5)
+    assert api.client.get(f"/v1/tasks/{task_id}").status_code == 200
+    api.sandbox.configure(poll_rate=None)
+    assert {api.client.get(f"/v1/tasks/{task_id}").status_code for _ in range(5)} == {200}

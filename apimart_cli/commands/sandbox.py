@@ -45,6 +45,10 @@ def sandbox(
         Optional[float],  # noqa: UP045
         typer.Option("--submit-rate", min=0.1, help="Submissions per second before 429."),
     ] = None,
+    poll_rate: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option("--poll-rate", min=0.1, help="Status requests per second before 429."),
+    ] = None,
     failure_rate: Annotated[
         float, typer.Option("--failure-rate", min=0.0, max=1.0, help="Share of tasks that fail.")
     ] = 0.0,
@@ -85,6 +89,7 @@ def sandbox(
         latency=latency,
         download_rate=download_rate,
         submit_rate=submit_rate,
+        poll_rate=poll_rate,
         failure_rate=failure_rate,
         fail_word=fail_word,
         noise=noise,

@@ -29,6 +29,7 @@ class SandboxConfig:
     # ...ends "failed" with a reason that echoes the key of whoever asks about the task.
     echo_key_word: str = "sandbox:echo-key"
     submit_rate: float | None = None  # submissions per second before 429; None = unlimited
+    poll_rate: float | None = None  # status requests (GET /v1/tasks/...) per second before 429
     image_ttl: float = 86400.0  # seconds from completion until image URLs answer 410
     noise: bool = False  # incompressible images of random pixels, for download benchmarks
     refuse_base64: bool = False  # a data: URI in image_urls is a 400, as the newer service
@@ -57,7 +58,7 @@ class SandboxConfig:
         return SandboxConfig(**values)
 
 
-_OPTIONAL = {"estimate_factor", "download_rate", "submit_rate"}
+_OPTIONAL = {"estimate_factor", "download_rate", "submit_rate", "poll_rate"}
 
 
 def _same_kind(current: Any, value: Any, name: str) -> bool:

@@ -143,7 +143,8 @@ class Sandbox:
         self._idempotency: dict[str, str] = {}
         self._faults: list[Fault] = []
         self._rng = random.Random(self.config.seed)
-        self._bucket = self._new_bucket(self.config)
+        self._buckets = {"submit": self._new_bucket(self.config.submit_rate)}
+        self._buckets["task"] = self._new_bucket(self.config.poll_rate)
         self._lock = threading.Lock()
         self._log_lock = threading.Lock()
         self._servers: list[OriginServer] = []
@@ -228,7 +229,9 @@ class Sandbox:
         with self._lock:
             config = self.config.updated(changes)
             if config.submit_rate != self.config.submit_rate:
-                self._bucket = self._new_bucket(config)
+                self._buckets["submit"] = self._new_bucket(config.submit_rate)
+            if config.poll_rate != self.config.poll_rate:
+                self._buckets["task"] = self._new_bucket(config.poll_rate)
             self.config = config
         return config
 
@@ -242,9 +245,18 @@ class Sandbox:
             self.clock.sleep(seconds)
         return not self._closing.is_set()
 
-    def _new_bucket(self, config: SandboxConfig) -> TokenBucket | None:
-        rate = config.submit_rate
+    def _new_bucket(self, rate: float | None) -> TokenBucket | None:
         return TokenBucket(rate, self.clock.monotonic()) if rate else None
+
+    def _rate_limited(self, endpoint: str) -> Reply | None:
+        """A 429 with Retry-After when the endpoint's rate is spent (call with the lock held)."""
+        bucket = self._buckets.get(endpoint)
+        wait = bucket.take(self.clock.monotonic()) if bucket else 0.0
+        if bucket is None or not wait:
+            return None
+        headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+        what = "submissions" if endpoint == "submit" else "status requests"
+        return error_reply(429, f"rate limit exceeded: {bucket.rate} {what} per second", headers)
 
     # Handling a request (called from the servers' threads)
 
@@ -400,11 +412,9 @@ class Sandbox:
         with self._lock:  # all of it, so that two racing repeats of a key make one task
             if key and key in self._idempotency:
                 return _submitted(self._idempotency[key], object_shape)
-            wait = self._bucket.take(self.clock.monotonic()) if self._bucket else 0.0
-            if wait:
-                headers = {"Retry-After": str(max(1, math.ceil(wait)))}
-                message = f"rate limit exceeded: {self.config.submit_rate} submissions per second"
-                return error_reply(429, message, headers)
+            limited = self._rate_limited("submit")
+            if limited:
+                return limited
             problem = validate_submission(record.json, self.config.refuse_base64)
             if problem:
                 return error_reply(400, problem)
@@ -419,6 +429,9 @@ class Sandbox:
 
     def _task(self, task_id: str, headers: dict[str, str]) -> Reply:
         with self._lock:
+            limited = self._rate_limited("task")
+            if limited:
+                return limited
             task = self._tasks.get(task_id)
         if task is None:
             return error_reply(404, "task not found")
