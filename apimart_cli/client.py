@@ -1,9 +1,11 @@
 """The APIMart HTTP client: submit, get a task, balance, stream an image.
 
-One `httpx.Client` serves every thread. The API key goes only on API requests,
-never as a default header, so an image host can never receive it. Every reply
-passes through `_send`, which retries what is safe to retry and turns every
-failure into an `ApimartError` with the contract's exit code.
+The only module that knows httpx: every transport failure becomes one of the
+project's errors here. One `httpx.Client` serves every thread. The API key goes
+only on API requests, never as a default header, so an image host can never
+receive it. Every API call goes through `retry.retrying` and stops at the
+command's `Deadline`; no API request lasts longer than REQUEST_TIME_LIMIT,
+whatever the server sends, and a download fails when it stalls (STALL_WINDOW).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -23,13 +26,22 @@ from apimart_cli.constants import (
     MAX_CONNECTIONS,
     MAX_JSON_REPLY_BYTES,
     READ_TIMEOUT,
+    REQUEST_TIME_LIMIT,
+    STALL_MIN_BYTES_PER_SECOND,
+    STALL_WINDOW,
     USER_AGENT_PRODUCT,
 )
 from apimart_cli.errors import (
     ApimartError,
     APIStatusError,
-    ExitCode,
+    AuthRefusedError,
+    BadRequestError,
+    BalanceError,
+    NotFoundError,
+    RateLimitedError,
     ServiceError,
+    ServiceStatusError,
+    SubmissionTimedOut,
     SubmissionUnknown,
     TaskError,
     WaitTimeout,
@@ -44,9 +56,10 @@ from apimart_cli.models import (
 from apimart_cli.retry import (
     RETRYABLE_STATUSES,
     SAFE_TO_RESEND_SUBMIT,
-    attempts_left,
-    delay_before_retry,
+    Deadline,
+    Transient,
     parse_retry_after,
+    retrying,
 )
 from apimart_cli.settings import is_loopback, no_key_error
 
@@ -65,13 +78,16 @@ _NEVER_SENT = (
     httpx.LocalProtocolError,
 )
 
-_STATUS_EXIT_CODES = {
-    400: ExitCode.FAILED,
-    401: ExitCode.AUTH,
-    402: ExitCode.BALANCE,
-    403: ExitCode.AUTH,
-    404: ExitCode.FAILED,
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    401: AuthRefusedError,
+    402: BalanceError,
+    403: AuthRefusedError,
+    404: NotFoundError,
+    408: ServiceStatusError,
+    425: ServiceStatusError,
+    429: RateLimitedError,
 }
+_SERVICE_HINT = "The service is having trouble; try again in a few minutes."
 
 _STATUS_HINTS = {
     400: "The server refused the request; its message says why.",
@@ -84,6 +100,44 @@ _STATUS_HINTS = {
 
 class _Malformed(Exception):
     """A reply whose body is not the JSON object it should be."""
+
+
+class _TooSlow(Exception):
+    """A request that outlasted REQUEST_TIME_LIMIT, or a transfer that stalled."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A streamed reply: its status, its headers (any case), and its body as it arrives.
+
+    Iterating `body` raises `retry.Transient` when the transfer fails or stalls,
+    and `WaitTimeout` when the command's deadline comes.
+    """
+
+    status: int
+    headers: Mapping[str, str]
+    body: Iterator[bytes]
+
+
+class _StallMeter:
+    """Fails a transfer averaging under STALL_MIN_BYTES_PER_SECOND over STALL_WINDOW."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._since = clock()
+        self._bytes = 0
+
+    def add(self, count: int) -> None:
+        self._bytes += count
+        now = self._clock()
+        if now - self._since < STALL_WINDOW:
+            return
+        if self._bytes < STALL_MIN_BYTES_PER_SECOND * STALL_WINDOW:
+            raise _TooSlow(
+                f"{self._bytes} bytes in {STALL_WINDOW:g} s, under "
+                f"{STALL_MIN_BYTES_PER_SECOND} bytes/s"
+            )
+        self._since, self._bytes = now, 0
 
 
 def _error_message(body: bytes) -> str | None:
@@ -103,20 +157,17 @@ def _error_message(body: bytes) -> str | None:
 
 
 def make_status_error(status_code: int, headers: Mapping[str, str], body: bytes) -> APIStatusError:
-    """The one place an HTTP error reply becomes an error with an exit code."""
+    """The one place an HTTP error reply becomes an error: its class says its exit code."""
     message = _error_message(body) or f"HTTP {status_code}"
-    transient = status_code >= 500 or status_code == 429
-    exit_code = _STATUS_EXIT_CODES.get(
-        status_code, ExitCode.SERVICE if transient else ExitCode.FAILED
-    )
+    default = ServiceStatusError if status_code >= 500 else BadRequestError
+    kind = _STATUS_CLASSES.get(status_code, default)
     hint = _STATUS_HINTS.get(status_code)
-    if hint is None and exit_code == ExitCode.SERVICE:
-        hint = "The service is having trouble; try again in a few minutes."
-    return APIStatusError(
+    if hint is None and issubclass(kind, ServiceError):
+        hint = _SERVICE_HINT
+    return kind(
         f"The server answered {status_code}: {message}",
+        hint,
         status_code=status_code,
-        exit_code=exit_code,
-        hint=hint,
         request_id=headers.get("x-request-id"),
         retry_after=parse_retry_after(headers.get("retry-after")),
     )
@@ -130,6 +181,7 @@ class Client:
         base_url: str,
         api_key: str | None,
         *,
+        deadline: Deadline | None = None,
         log: Log | None = None,
         on_retry: Log | None = None,
         on_rate_limited: Callable[[float | None], None] | None = None,
@@ -138,17 +190,19 @@ class Client:
         clock: Callable[[], float] = time.monotonic,
         base_url_source: str | None = None,
     ) -> None:
+        """`deadline` is the command's (`--timeout`): no request, retry or download
+        of this client outlasts it. Its clock is the client's."""
         self.base_url = base_url.rstrip("/")
         # Which setting named the base URL (`--base-url`, `APIMART_BASE_URL`...), for the
         # message when nothing answers there.
         self._base_url_source = base_url_source
         self._api_key = api_key
         self._log = log
-        self._on_retry = on_retry
+        self.on_retry = on_retry  # told of each retry, with what failed and when it retries
         self._on_rate_limited = on_rate_limited  # told of each 429 (batch slows down)
         self._sleep = sleep
         self._clock = clock
-        self.deadline: float | None = None
+        self.deadline = deadline or Deadline.none()
         self._http = httpx.Client(
             timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
             limits=httpx.Limits(
@@ -198,13 +252,11 @@ class Client:
         task_id = validate_task_id(task_id)
         try:
             reply = self._call("GET", f"/v1/tasks/{task_id}", params={"language": "en"})
-        except APIStatusError as error:
-            if error.status_code == 404:
-                raise TaskError(
-                    f"Task {task_id} does not exist (404).",
-                    "Check the id; `apimart history` lists the tasks submitted from here.",
-                ) from None
-            raise
+        except NotFoundError:
+            raise TaskError(
+                f"Task {task_id} does not exist (404).",
+                "Check the id; `apimart history` lists the tasks submitted from here.",
+            ) from None
         return parse_task(reply, task_id)
 
     def balance(self, *, account: bool = False) -> Mapping[str, Any]:
@@ -214,10 +266,8 @@ class Client:
             raise ServiceError("The service sent a balance reply that is not an object.")
         if reply.get("success") is False:
             message = self._without_key(server_text(str(reply.get("message") or "no reason given")))
-            raise APIStatusError(
-                f"The server refused the balance query: {message}",
-                status_code=200,
-                exit_code=ExitCode.FAILED,
+            raise BadRequestError(
+                f"The server refused the balance query: {message}", status_code=200
             )
         return reply
 
@@ -232,7 +282,12 @@ class Client:
             "Content-Length": str(upload.body_length()),
         }
         reply: Mapping[str, Any] = self._call(
-            "POST", "/v1/uploads/images", headers=headers, body=upload.iter_body, once=True
+            "POST",
+            "/v1/uploads/images",
+            headers=headers,
+            body=upload.iter_body,
+            once=True,
+            transfer=True,
         )
         return reply
 
@@ -263,12 +318,35 @@ class Client:
         return data
 
     @contextmanager
-    def stream_image(self, url: str, headers: Mapping[str, str]) -> Iterator[httpx.Response]:
-        """An image download's response, opened with no `Authorization` header."""
+    def stream(self, url: str, headers: Mapping[str, str] | None = None) -> Iterator[Reply]:
+        """GET `url` with no `Authorization` header (an image), its body streamed.
+
+        No total time limit: the body fails (`Transient`) when it stalls. A failure
+        to connect is `Transient` too; the deadline, `WaitTimeout`.
+        """
         started = self._clock()
-        with self._http.stream("GET", url, headers=dict(headers), follow_redirects=True) as reply:
-            self._trace("GET", url, reply.status_code, started)
-            yield reply
+        timeout = httpx.Timeout(
+            self.deadline.cap(STALL_WINDOW), connect=self.deadline.cap(CONNECT_TIMEOUT)
+        )
+        try:
+            with self._http.stream(
+                "GET", url, headers=dict(headers or {}), follow_redirects=True, timeout=timeout
+            ) as reply:
+                self._trace("GET", url, reply.status_code, started)
+                yield Reply(reply.status_code, reply.headers, self._transfer(reply))
+        except (httpx.TransportError, httpx.DecodingError, _TooSlow) as exc:
+            if self.deadline.expired():
+                raise WaitTimeout(f"Out of time downloading {url}.") from None
+            raise Transient(ServiceError(_describe(exc))) from None
+
+    def _transfer(self, reply: httpx.Response) -> Iterator[bytes]:
+        """The body as it arrives, failing when it stalls or the deadline comes."""
+        meter = _StallMeter(self._clock)
+        for chunk in reply.iter_bytes():
+            if self.deadline.expired():
+                raise WaitTimeout("Out of time while downloading.")
+            meter.add(len(chunk))
+            yield chunk
 
     # -- one request, with retries ---------------------------------------------
 
@@ -282,57 +360,90 @@ class Client:
         body: Callable[[], Iterator[bytes]] | None = None,
         idempotency_key: str | None = None,
         once: bool = False,
+        transfer: bool = False,
     ) -> Any:
         """Send a request, retrying what is safe, and return its JSON body.
 
         A submission (`idempotency_key`) or another request that is not idempotent
         (`once`: an upload) is sent again only where it cannot have been acted on.
+        `transfer` (an upload of any size): no total time limit, but it fails when it
+        makes no progress for STALL_WINDOW seconds.
         """
         if not self._api_key:
             raise no_key_error()
-        is_submit = idempotency_key is not None or once
         url = f"{self.base_url}{path}"
         all_headers = {"Authorization": f"Bearer {self._api_key}", **(headers or {})}
-        attempt = 0
-        while True:
-            attempt += 1
-            retry_after: float | None = None
-            failure: ApimartError
-            try:
-                status, reply_headers, content = self._send(
-                    method, url, params, all_headers, body() if body else None
-                )
-                if status < 400:
-                    return self._json(content)
-                failure = make_status_error(status, reply_headers, content)
-                retry_after = failure.retry_after
-                if status == 429 and self._on_rate_limited:
-                    self._on_rate_limited(retry_after)
-                retryable = status in (SAFE_TO_RESEND_SUBMIT if is_submit else RETRYABLE_STATUSES)
-            except _NEVER_SENT as exc:
-                failure, retryable = self._unreachable(exc)
-                if not retryable:  # never sent, so never an unknown outcome
-                    raise failure from None
-            except (httpx.TransportError, _Malformed) as exc:
-                failure = ServiceError(f"The request to {url} failed: {_describe(exc)}")
-                retryable = not is_submit  # the server may have acted on it
-            failure.message = self._without_key(failure.message)
-            failure.args = (failure.message,)
+
+        def attempt() -> Any:
+            return self._attempt(
+                method, url, params, all_headers, body, idempotency_key, once, transfer
+            )
+
+        return retrying(attempt, deadline=self.deadline, sleep=self._sleep, on_retry=self.on_retry)
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        body: Callable[[], Iterator[bytes]] | None,
+        idempotency_key: str | None,
+        once: bool,
+        transfer: bool,
+    ) -> Any:
+        """One try: the JSON body, or the error it ended in (`Transient` if worth another)."""
+        is_submit = idempotency_key is not None or once
+        retry_after: float | None = None
+        failure: ApimartError
+        try:
+            status, reply_headers, content = self._send(
+                method, url, params, headers, body() if body else None, transfer=transfer
+            )
+            if status < 400:
+                return self._json(content)
+            failure = make_status_error(status, reply_headers, content)
+            retry_after = failure.retry_after
+            if status == 429 and self._on_rate_limited:
+                self._on_rate_limited(retry_after)
+            retryable = status in (SAFE_TO_RESEND_SUBMIT if is_submit else RETRYABLE_STATUSES)
+        except _NEVER_SENT as exc:
+            late = self._out_of_time(False, None)  # nothing was sent: never an unknown outcome
+            if late is not None:
+                raise late from None
+            failure, retryable = self._unreachable(exc)
             if not retryable:
-                if is_submit and failure.exit_code == ExitCode.SERVICE:
-                    if idempotency_key is None:
-                        raise _maybe_stored(failure)
-                    raise self._unknown(failure, idempotency_key)
-                raise failure
-            delay = delay_before_retry(attempt, retry_after)
-            if not attempts_left(attempt):
-                raise _gave_up(failure)
-            if self.deadline is not None and self._clock() + delay >= self.deadline:
-                # Time, not the service, ran out: the caller's timeout (exit 124) applies.
-                raise WaitTimeout(f"Out of time while retrying: {failure.message}")
-            if self._on_retry:
-                self._on_retry(f"{failure.message} Retrying in {delay:.1f} s (try {attempt + 1}).")
-            self._sleep(delay)
+                raise failure from None
+        except (httpx.TransportError, _Malformed, _TooSlow) as exc:
+            sent = idempotency_key is not None  # a submission whose outcome is now unknown
+            failure = self._out_of_time(sent, idempotency_key) or ServiceError(
+                f"The request to {url} failed: {_describe(exc)}", _GAVE_UP_HINT
+            )
+            retryable = not is_submit  # the server may have acted on it
+        failure.message = self._without_key(failure.message)
+        failure.args = (failure.message,)
+        if isinstance(failure, (WaitTimeout, SubmissionTimedOut)):
+            raise failure
+        if not retryable:
+            if is_submit and isinstance(failure, ServiceError):
+                if idempotency_key is None:
+                    raise _maybe_stored(failure)
+                raise self._unknown(failure, idempotency_key)
+            raise failure
+        raise Transient(failure, retry_after)
+
+    def _out_of_time(self, is_submit: bool, idempotency_key: str | None) -> ApimartError | None:
+        """The error for a request cut short by the command's deadline, if it was."""
+        if not self.deadline.expired():
+            return None
+        if is_submit:
+            return SubmissionTimedOut(
+                "Out of time waiting for the service's reply; the task may have been "
+                "created. It was not sent again.",
+                _unknown_hint(idempotency_key),
+                idempotency_key=idempotency_key or "",
+            )
+        return WaitTimeout("Out of time waiting for the service's reply.")
 
     def _unreachable(self, exc: Exception) -> tuple[ServiceError, bool]:
         """The error for a request that never reached the server, and whether to retry.
@@ -368,11 +479,17 @@ class Client:
         params: Mapping[str, str] | None,
         headers: Mapping[str, str],
         content: Iterator[bytes] | None,
+        *,
+        transfer: bool = False,
     ) -> tuple[int, Mapping[str, str], bytes]:
-        """One try: status, headers, and at most MAX_JSON_REPLY_BYTES of body."""
+        """One try: status, headers, and at most MAX_JSON_REPLY_BYTES of body, within
+        REQUEST_TIME_LIMIT and the deadline (a server sending a byte a second is cut off)."""
         started = self._clock()
+        limit = self.deadline.cap(STALL_WINDOW if transfer else REQUEST_TIME_LIMIT)
+        ends = float("inf") if transfer else started + limit  # a transfer: no total limit
+        timeout = httpx.Timeout(min(READ_TIMEOUT, limit), connect=min(CONNECT_TIMEOUT, limit))
         with self._http.stream(
-            method, url, params=params, headers=dict(headers), content=content
+            method, url, params=params, headers=dict(headers), content=content, timeout=timeout
         ) as reply:
             self._trace(method, str(reply.url), reply.status_code, started)
             chunks, size = [], 0
@@ -380,6 +497,8 @@ class Client:
                 size += len(chunk)
                 if size > MAX_JSON_REPLY_BYTES:
                     raise _Malformed(f"the reply was larger than {MAX_JSON_REPLY_BYTES} bytes")
+                if self._clock() >= ends:
+                    raise _TooSlow(f"no complete reply within {limit:.0f} s")
                 chunks.append(chunk)
             return reply.status_code, reply.headers, b"".join(chunks)
 
@@ -398,8 +517,7 @@ class Client:
     def _unknown(self, failure: ApimartError, idempotency_key: str | None) -> SubmissionUnknown:
         return SubmissionUnknown(
             f"{failure.message} The task may have been created; it was not sent again.",
-            f"Idempotency key {idempotency_key}. `apimart history --pending` lists it; "
-            "check your APIMart dashboard before submitting again.",
+            _unknown_hint(idempotency_key),
             idempotency_key=idempotency_key or "",
         )
 
@@ -409,11 +527,14 @@ class Client:
             self._log(f"{method} {url} -> {status} ({elapsed:.0f} ms)")
 
 
-def _gave_up(failure: ApimartError) -> ApimartError:
-    """A transient failure that outlasted its retries: the service failed (exit 5)."""
-    failure.exit_code = ExitCode.SERVICE
-    failure.hint = failure.hint or "The service is having trouble; try again later."
-    return failure
+_GAVE_UP_HINT = "The service is having trouble; try again later."
+
+
+def _unknown_hint(idempotency_key: str | None) -> str:
+    return (
+        f"Idempotency key {idempotency_key}. `apimart history --pending` lists it; "
+        "check your APIMart dashboard before submitting again."
+    )
 
 
 def _maybe_stored(failure: ApimartError) -> ApimartError:

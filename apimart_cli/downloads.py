@@ -11,6 +11,11 @@ file is opened without following a link, and whatever sits at its name that is
 not a plain file of ours (a link, a FIFO, a hard link to a file elsewhere) is
 removed, not used. The final name is taken by a rename, which replaces a link
 rather than writing through it.
+
+Each try streams through `Client.stream` (which fails a stalled transfer) and
+the retries go through `retry.retrying`, both bounded by the client's
+deadline; a download the deadline cuts short keeps its part file, flushed as
+each piece arrived, for the next run to resume.
 """
 
 from __future__ import annotations
@@ -25,24 +30,22 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from apimart_cli.constants import DOWNLOAD_CHUNK_BYTES, MAX_IMAGE_DOWNLOAD_BYTES, RETRY_MAX_ATTEMPTS
-from apimart_cli.errors import ApimartError, ServiceError, TaskError, UsageError
+from apimart_cli.constants import MAX_IMAGE_DOWNLOAD_BYTES
+from apimart_cli.errors import ApimartError, ServiceError, TaskError, UsageError, WaitTimeout
 from apimart_cli.images import EXTENSIONS, extension_for, sniff_mime
 from apimart_cli.integrity import flaw
-from apimart_cli.models import ResultImage, Task, validate_task_id
-from apimart_cli.retry import RETRYABLE_STATUSES, backoff_delay, parse_retry_after
+from apimart_cli.models import ResultImage, validate_task_id
+from apimart_cli.retry import RETRYABLE_STATUSES, Transient, parse_retry_after, retrying
 
 if TYPE_CHECKING:
-    import httpx
-
-    from apimart_cli.client import Client
+    from apimart_cli.client import Client, Reply
 
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _GONE_STATUSES = frozenset({403, 404, 410})
@@ -57,6 +60,9 @@ _VALIDATOR_MAX_BYTES = 64 * 1024
 
 # A step run on the verified part file before it takes its final name (see `download`).
 Finish = Callable[[Path], None]
+# Told of a download's progress: bytes in the part file so far (a resumed part
+# included), and the full size where the host said it (None where it did not).
+OnProgress = Callable[[int, "int | None"], None]
 
 
 @dataclass(frozen=True)
@@ -149,14 +155,14 @@ class Downloader:
         folder: Path,
         *,
         force: bool = False,
-        on_retry: Callable[[str], None] = lambda message: None,
+        on_retry: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self.folder = folder
         self._force = force
-        self._on_retry = on_retry
+        self._on_retry = on_retry or client.on_retry  # by default, as the API calls are told
         self._sleep = sleep
         self._now = now
 
@@ -175,29 +181,25 @@ class Downloader:
                 "Choose another folder with -o/--output.",
             )
 
-    def download_task(self, task: Task, finish: Finish | None = None) -> list[SavedFile]:
-        """Every image of a completed task; TaskError if it is not completed."""
-        if task.status != "completed":
-            reason = f": {task.error_message}" if task.error_message else ""
-            raise TaskError(f"Task {task.task_id} is {task.status}{reason}.")
-        if not task.images:
-            raise ServiceError(f"Task {task.task_id} completed but the service sent no images.")
-        return [
-            self.download(task.task_id, i, image, finish) for i, image in enumerate(task.images)
-        ]
-
     def download(
-        self, task_id: str, index: int, image: ResultImage, finish: Finish | None = None
+        self,
+        task_id: str,
+        index: int,
+        image: ResultImage,
+        finish: Finish | None = None,
+        *,
+        on_progress: OnProgress | None = None,
     ) -> SavedFile:
         """One image, saved as `<task_id>_<index><ext>`.
 
         `finish`, if given, runs on the complete, checked part file just before
         it takes its final name (which stays one atomic rename): it may rewrite
         the file, in place or by renaming another file onto it. If it raises,
-        nothing is saved and the error goes to the caller.
+        nothing is saved and the error goes to the caller. `on_progress` hears
+        the bytes as they arrive.
         """
         try:
-            return self._download(task_id, index, image, finish)
+            return self._download(task_id, index, image, finish, on_progress)
         except OSError as exc:  # the disk, not the service: a full disk, a folder in the way
             where = exc.filename or self.folder
             raise ApimartError(
@@ -206,7 +208,12 @@ class Downloader:
             ) from None
 
     def _download(
-        self, task_id: str, index: int, image: ResultImage, finish: Finish | None
+        self,
+        task_id: str,
+        index: int,
+        image: ResultImage,
+        finish: Finish | None,
+        on_progress: OnProgress | None,
     ) -> SavedFile:
         stem = image_stem(task_id, index)
         found = existing_file(self.folder, stem)
@@ -220,48 +227,49 @@ class Downloader:
             if not part.still_there():
                 # Another run held the lock, then renamed its part file into place or
                 # removed it: what this handle holds is no longer the part file.
-                return self._download(task_id, index, image, finish)
+                return self._download(task_id, index, image, finish, on_progress)
             try:
                 if is_data:
                     extension = _write_data_uri(stem, image.url, part.handle)
                 else:
-                    extension = self._fetch_with_retries(image, task_id, part)
+                    extension = self._fetch_with_retries(image, task_id, part, on_progress)
                 part.seal()
                 if finish is not None:
                     finish(part.path)
                 target = self.folder / f"{stem}{extension}"
                 # Renamed only once complete and checked: no partial file under a final name.
                 kept = not move_into_place(part.path, target, force=self._force)
+            except WaitTimeout:  # out of time: what arrived stays, for the next run to resume
+                raise
             except Exception:
-                # A failure removes the part file; only an interrupted or killed run
-                # (Ctrl-C, SIGTERM, kill -9) leaves it, for the next run to resume.
+                # A failure removes the part file; only a run interrupted, killed or out
+                # of time (Ctrl-C, SIGTERM, kill -9, --timeout) leaves it, to resume.
                 part.remove()
                 raise
             part.forget_validator()
         return SavedFile(target, kept_existing=kept)
 
-    def _fetch_with_retries(self, image: ResultImage, task_id: str, part: _Part) -> str:
-        attempt = 0
-        while True:
-            attempt += 1
+    def _fetch_with_retries(
+        self, image: ResultImage, task_id: str, part: _Part, on_progress: OnProgress | None
+    ) -> str:
+        def attempt() -> str:
             try:
-                return self._fetch(image, task_id, part)
-            except _Retry as failure:
-                if attempt >= RETRY_MAX_ATTEMPTS:
-                    raise ServiceError(
-                        f"Downloading {image.url} failed: {failure}",
-                        f"Run `apimart download {task_id}` again later.",
-                    ) from None
-                delay = (
-                    backoff_delay(attempt) if failure.retry_after is None else failure.retry_after
+                return self._fetch(image, task_id, part, on_progress)
+            except _Retry as failure:  # the error the user sees if no try succeeds
+                error = ServiceError(
+                    f"Downloading {image.url} failed: {failure}",
+                    f"Run `apimart download {task_id}` again later.",
                 )
-                self._on_retry(f"{task_id}: {failure}; retrying in {delay:.1f} s")
-                self._sleep(delay)
+                raise Transient(error, failure.retry_after) from None
 
-    def _fetch(self, image: ResultImage, task_id: str, part: _Part) -> str:
+        return retrying(
+            attempt, deadline=self._client.deadline, sleep=self._sleep, on_retry=self._on_retry
+        )
+
+    def _fetch(
+        self, image: ResultImage, task_id: str, part: _Part, on_progress: OnProgress | None
+    ) -> str:
         """One try: stream into the part file, resuming it; the extension to save under."""
-        import httpx  # already loaded by the client; imported here for its error types
-
         offset = part.size()
         known = part.validator() if offset else None
         if offset and (known is None or known.url != image.url):
@@ -275,8 +283,8 @@ class Downloader:
                 headers["If-Range"] = known.if_range
         resumable = True
         try:
-            with self._client.stream_image(image.url, headers) as reply:
-                if known is not None and reply.status_code == 416:
+            with self._client.stream(image.url, headers) as reply:
+                if known is not None and reply.status == 416:
                     part.restart()  # what we had is not a prefix of this image
                     raise _Retry("the partial file did not match the image; starting again")
                 start, total = self._check_reply(reply, image, task_id, offset)
@@ -292,17 +300,17 @@ class Downloader:
                 if not start:
                     part.begin(served)
                 extension = extension_for(reply.headers.get("content-type"))
-                written = self._copy(reply, part.handle, start, image.url)
+                written = self._copy(reply, part.handle, start, image.url, total, on_progress)
             if total is not None and written != total:
                 raise _Retry(f"got {written} of {total} bytes")
             # Without a length, or resumed without the host naming the file's version,
             # the image's own structure is what says it is whole and all of one piece.
             unchecked = bool(start) and known is not None and not known.if_range
             self._check_image(part, image.url, whole=total is None or unchecked, resumed=start > 0)
-        except (httpx.TransportError, httpx.DecodingError) as exc:
+        except Transient as failure:  # the transfer failed or stalled
             if not resumable:
                 part.restart()
-            raise _Retry(str(exc) or type(exc).__name__) from None
+            raise _Retry(failure.error.message) from None
         except _Retry:
             if not resumable:
                 part.restart()
@@ -312,12 +320,12 @@ class Downloader:
         return extension
 
     def _check_reply(
-        self, reply: httpx.Response, image: ResultImage, task_id: str, offset: int
+        self, reply: Reply, image: ResultImage, task_id: str, offset: int
     ) -> tuple[int, int | None]:
         """Where writing starts and the full size, or an error for a reply to refuse."""
-        status = reply.status_code
+        status = reply.status
         if status in RETRYABLE_STATUSES:
-            raise _Retry(f"the image host answered {status}", _retry_after(reply))
+            raise _Retry(f"the image host answered {status}", _retry_after(reply.headers))
         if status in _GONE_STATUSES:
             if image.expires_at is not None and image.expires_at <= self._now():
                 raise _expired(task_id, image.expires_at)
@@ -331,7 +339,7 @@ class Downloader:
                 f"for {image.url}.",
                 "The URL may have expired or been replaced; check the task with `apimart status`.",
             )
-        start, total = 0, _int_header(reply, "content-length")
+        start, total = 0, _int_header(reply.headers, "content-length")
         if status == 206:
             match = _CONTENT_RANGE_RE.fullmatch(reply.headers.get("content-range", ""))
             if not offset or not match or int(match.group(1)) != offset:
@@ -342,11 +350,21 @@ class Downloader:
             raise ServiceError(f"The image at {image.url} is too large ({total} bytes).")
         return start, total
 
-    def _copy(self, reply: httpx.Response, handle: IO[bytes], start: int, url: str) -> int:
+    def _copy(
+        self,
+        reply: Reply,
+        handle: IO[bytes],
+        start: int,
+        url: str,
+        total: int | None,
+        on_progress: OnProgress | None,
+    ) -> int:
+        """The body into the part file, each piece written through as it arrives (so a
+        run cut short leaves all it got, to resume); the size of the part file."""
         handle.seek(start)
         handle.truncate()
         written = start
-        for chunk in reply.iter_bytes(DOWNLOAD_CHUNK_BYTES):
+        for chunk in reply.body:
             if written == 0 and sniff_mime(chunk) is None:
                 raise ServiceError(f"The image host sent something that is not an image for {url}.")
             written += len(chunk)
@@ -355,7 +373,9 @@ class Downloader:
                     f"The image at {url} is larger than {MAX_IMAGE_DOWNLOAD_BYTES} bytes."
                 )
             handle.write(chunk)
-        handle.flush()
+            handle.flush()
+            if on_progress is not None:
+                on_progress(written, total)
         if written == 0:  # no first chunk to sniff: an empty body is no image either
             raise ServiceError(f"The image host sent an empty body for {url}.")
         return written
@@ -407,7 +427,7 @@ class _Validator:
     length: int | None = None
 
     @classmethod
-    def of(cls, reply: httpx.Response, url: str, length: int | None) -> _Validator:
+    def of(cls, reply: Reply, url: str, length: int | None) -> _Validator:
         etag = reply.headers.get("etag")
         strong = etag if etag and not etag.startswith("W/") else None  # If-Range wants strong
         return cls(url, strong, reply.headers.get("last-modified"), length)
@@ -601,13 +621,13 @@ def _umask() -> int:
     return 0o022
 
 
-def _int_header(reply: httpx.Response, name: str) -> int | None:
-    value = reply.headers.get(name)
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
     return int(value) if value and value.isdigit() else None
 
 
-def _retry_after(reply: httpx.Response) -> float | None:
-    return parse_retry_after(reply.headers.get("retry-after"))
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    return parse_retry_after(headers.get("retry-after"))
 
 
 def _lock(handle: IO[bytes]) -> None:

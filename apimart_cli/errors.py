@@ -19,7 +19,7 @@ class ExitCode(IntEnum):
     AUTH = 3  # no API key, or the server refused it
     BALANCE = 4  # insufficient balance
     SERVICE = 5  # the service or the network failed after retries
-    TIMEOUT = 124  # `wait` ran out of time
+    TIMEOUT = 124  # the command's --timeout ran out
     INTERRUPTED = 130  # Ctrl-C
     TERMINATED = 143  # SIGTERM (`timeout`, CI runners), handled like Ctrl-C
 
@@ -113,12 +113,6 @@ class AuthError(ApimartError):
     exit_code = ExitCode.AUTH
 
 
-class BalanceError(ApimartError):
-    """The balance is too low for the request."""
-
-    exit_code = ExitCode.BALANCE
-
-
 class ServiceError(ApimartError):
     """The service or network failed, after retries where retrying was safe."""
 
@@ -132,29 +126,61 @@ class TaskError(ApimartError):
 
 
 class WaitTimeout(ApimartError):
-    """`wait` ran out of time with tasks unfinished."""
+    """The command's `--timeout` ran out."""
 
     exit_code = ExitCode.TIMEOUT
 
 
 class APIStatusError(ApimartError):
-    """An HTTP error reply, with what the server said about it."""
+    """An HTTP error reply, with what the server said about it.
+
+    Made only by `client.make_status_error`, as one of the classes below: the
+    class says the exit code, and nothing changes it afterwards.
+    """
 
     def __init__(
         self,
         message: str,
+        hint: str | None = None,
         *,
         status_code: int,
-        exit_code: ExitCode,
-        hint: str | None = None,
         request_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message, hint)
         self.status_code = status_code
-        self.exit_code = exit_code
         self.request_id = request_id
         self.retry_after = retry_after
+
+
+class BadRequestError(APIStatusError):
+    """The server refused the request as it was (400, and any other 4xx not below)."""
+
+    exit_code = ExitCode.FAILED
+
+
+class AuthRefusedError(APIStatusError, AuthError):
+    """The server refused the key (401, 403)."""
+
+
+class BalanceError(APIStatusError):
+    """The balance is too low for the request (402)."""
+
+    exit_code = ExitCode.BALANCE
+
+
+class NotFoundError(APIStatusError):
+    """No such thing on the server (404)."""
+
+    exit_code = ExitCode.FAILED
+
+
+class ServiceStatusError(APIStatusError, ServiceError):
+    """The service failed (5xx, 408, 425): worth another try where that is safe."""
+
+
+class RateLimitedError(ServiceStatusError):
+    """The service is rate limiting this key (429)."""
 
 
 class SubmittedButUnrecorded(ServiceError):
@@ -183,3 +209,15 @@ class SubmissionUnknown(ServiceError):
     def __init__(self, message: str, hint: str | None = None, *, idempotency_key: str) -> None:
         super().__init__(message, hint)
         self.idempotency_key = idempotency_key
+
+
+class SubmissionTimedOut(SubmissionUnknown):
+    """`--timeout` ran out while a submission was on its way: its outcome is unknown."""
+
+    exit_code = ExitCode.TIMEOUT
+
+
+class SubmissionInterrupted(SubmissionUnknown):
+    """Interrupted while a submission was on its way: its outcome is unknown."""
+
+    exit_code = ExitCode.INTERRUPTED

@@ -1,10 +1,16 @@
-"""When to try a request again, and how long to wait first."""
+"""When to try again, how long to wait first, and when time is up.
+
+`retrying` is the one retry loop: API calls (`client`) and image downloads
+(`downloads`) both go through it, and both stop at the command's `Deadline`.
+"""
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 
 from apimart_cli.constants import (
     RETRY_AFTER_CAP,
@@ -12,6 +18,7 @@ from apimart_cli.constants import (
     RETRY_MAX_ATTEMPTS,
     RETRY_MAX_DELAY,
 )
+from apimart_cli.errors import ApimartError, WaitTimeout
 
 # Statuses after which the server cannot have accepted a submission (a paid POST).
 SAFE_TO_RESEND_SUBMIT = frozenset({429, 503})
@@ -57,3 +64,82 @@ def delay_before_retry(attempt: int, retry_after: float | None) -> float:
 def attempts_left(attempt: int) -> bool:
     """True while another try is allowed after try number `attempt` (1-based)."""
     return attempt < RETRY_MAX_ATTEMPTS
+
+
+T = TypeVar("T")
+
+
+class Deadline:
+    """When the whole command must end (`--timeout`), on a monotonic clock.
+
+    A value handed to everything that waits: the poll loop, every retry, every
+    request and download. `Deadline.none()` never comes.
+    """
+
+    def __init__(self, at: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.at = at
+        self._clock = clock
+
+    @classmethod
+    def after(cls, seconds: float | None, clock: Callable[[], float] = time.monotonic) -> Deadline:
+        return cls(None if seconds is None else clock() + seconds, clock)
+
+    @classmethod
+    def none(cls) -> Deadline:
+        return cls(None)
+
+    def now(self) -> float:
+        return self._clock()
+
+    def remaining(self) -> float | None:
+        """Seconds left (never below 0), or None without a deadline."""
+        return None if self.at is None else max(self.at - self._clock(), 0.0)
+
+    def expired(self) -> bool:
+        return self.at is not None and self._clock() >= self.at
+
+    def cap(self, seconds: float) -> float:
+        """`seconds`, or what is left of the time if that is less."""
+        left = self.remaining()
+        return seconds if left is None else min(seconds, left)
+
+    def allows(self, delay: float) -> bool:
+        """True if waiting `delay` seconds still ends before the deadline."""
+        return self.at is None or self._clock() + delay < self.at
+
+
+class Transient(Exception):
+    """One try failed in a way another try may not: `error` is what the user sees if none
+    succeeds (already with its exit code), `retry_after` the server's wish, if any."""
+
+    def __init__(self, error: ApimartError, retry_after: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
+
+
+def retrying(
+    attempt: Callable[[], T],
+    *,
+    deadline: Deadline,
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[str], None] | None = None,
+) -> T:
+    """`attempt()` until it succeeds, raises something not `Transient`, runs out of
+    tries (its last error), or the next wait would end past the deadline (WaitTimeout)."""
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return attempt()
+        except Transient as failure:
+            error = failure.error
+            if not attempts_left(tries):
+                raise error from None
+            delay = delay_before_retry(tries, failure.retry_after)
+            if not deadline.allows(delay):
+                # Time, not the service, ran out: the command's timeout (exit 124) applies.
+                raise WaitTimeout(f"Out of time while retrying: {error.message}") from None
+            if on_retry is not None:
+                on_retry(f"{error.message} Retrying in {delay:.1f} s (try {tries + 1}).")
+            sleep(delay)

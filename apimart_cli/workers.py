@@ -11,9 +11,37 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from apimart_cli.errors import WaitTimeout
+
+if TYPE_CHECKING:
+    from apimart_cli.retry import Deadline
 
 Job = tuple[Callable[..., Any], tuple[Any, ...]]
+T = TypeVar("T")
+
+
+def run_until(deadline: Deadline, function: Callable[[], T]) -> T:
+    """`function()` on a daemon thread, its result or its exception; WaitTimeout if the
+    deadline comes first (the thread is abandoned, never joined). The calling thread
+    thus ends at the deadline whatever a server does to the request."""
+    done: queue.Queue[tuple[bool, Any]] = queue.Queue()
+
+    def work() -> None:
+        try:
+            done.put((True, function()))
+        except BaseException as exc:  # handed to the caller, who raises it
+            done.put((False, exc))
+
+    threading.Thread(target=work, name="request", daemon=True).start()
+    try:
+        ok, value = done.get(timeout=deadline.remaining())
+    except queue.Empty:
+        raise WaitTimeout("Out of time waiting for the service.") from None
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 class WorkerPool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,11 @@ from apimart_cli.errors import (
     SubmissionUnknown,
     TaskError,
     UsageError,
+    WaitTimeout,
 )
 from apimart_cli.payload import GenerationRequest, build_request
+from apimart_cli.retry import Deadline, Transient
+from tests.dripping import DripServer
 
 KEY = "sk-live-SECRET0123456789abcdef"
 BASE = "https://api.test"
@@ -539,8 +543,8 @@ class FakeTime:
 
 def test_deadline_stops_retries_that_would_wait_past_it(httpx_mock: HTTPXMock) -> None:
     fake = FakeTime()
-    with Client(BASE, KEY, sleep=fake.sleep, clock=fake.clock) as api:
-        api.deadline = fake.now + 5.0
+    deadline = Deadline(fake.now + 5.0, fake.clock)
+    with Client(BASE, KEY, deadline=deadline, sleep=fake.sleep, clock=fake.clock) as api:
         httpx_mock.add_response(url=TASK_URL, status_code=429, headers={"Retry-After": "10"})
         error = fails(ApimartError, api.get_task, TASK_ID)
     assert error.exit_code == ExitCode.TIMEOUT  # time ran out, not the service
@@ -550,8 +554,8 @@ def test_deadline_stops_retries_that_would_wait_past_it(httpx_mock: HTTPXMock) -
 
 def test_deadline_allows_retries_that_fit(httpx_mock: HTTPXMock) -> None:
     fake = FakeTime()
-    with Client(BASE, KEY, sleep=fake.sleep, clock=fake.clock) as api:
-        api.deadline = fake.now + 5.0
+    deadline = Deadline(fake.now + 5.0, fake.clock)
+    with Client(BASE, KEY, deadline=deadline, sleep=fake.sleep, clock=fake.clock) as api:
         httpx_mock.add_response(url=TASK_URL, status_code=429, headers={"Retry-After": "2"})
         httpx_mock.add_response(url=TASK_URL, json=PROCESSING)
         assert api.get_task(TASK_ID).status == "processing"
@@ -561,8 +565,8 @@ def test_deadline_allows_retries_that_fit(httpx_mock: HTTPXMock) -> None:
 def test_deadline_bounds_the_backoff_too(httpx_mock: HTTPXMock) -> None:
     """No sleep runs past the deadline and no try is sent after it."""
     fake = FakeTime()
-    with Client(BASE, KEY, sleep=fake.sleep, clock=fake.clock) as api:
-        api.deadline = fake.now + 1.6
+    deadline = Deadline(fake.now + 1.6, fake.clock)
+    with Client(BASE, KEY, deadline=deadline, sleep=fake.sleep, clock=fake.clock) as api:
         # Waits of at most 0.5 s and 1 s fit; the third (1 to 2 s) would end past it.
         for _ in range(3):
             httpx_mock.add_response(url=TASK_URL, status_code=500)
@@ -654,31 +658,31 @@ def test_log_lines_carry_method_url_and_status(
 # --- images ------------------------------------------------------------------------------
 
 
-def test_stream_image_sends_no_authorization(
+def test_stream_sends_no_authorization(
     client: Client, rec: Recorder, httpx_mock: HTTPXMock
 ) -> None:
     url = "https://upload.apimart.ai/f/image/abc.png"
     httpx_mock.add_response(
         url=url, match_headers={"Range": "bytes=5-"}, status_code=206, content=PNG[5:]
     )
-    with client.stream_image(url, {"Range": "bytes=5-"}) as reply:
-        assert reply.status_code == 206
-        assert reply.read() == PNG[5:]
+    with client.stream(url, {"Range": "bytes=5-"}) as reply:
+        assert reply.status == 206
+        assert b"".join(reply.body) == PNG[5:]
     (sent,) = httpx_mock.get_requests()
     assert "Authorization" not in sent.headers
     assert KEY not in str(sent.headers)
     assert rec.logs[0].startswith(f"GET {url} -> 206")
 
 
-def test_stream_image_follows_redirects_without_authorization(
+def test_stream_follows_redirects_without_authorization(
     client: Client, httpx_mock: HTTPXMock
 ) -> None:
     first = "https://upload.apimart.ai/f/image/abc.png"
     final = "https://cdn.example.com/abc.png"
     httpx_mock.add_response(url=first, status_code=302, headers={"Location": final})
     httpx_mock.add_response(url=final, content=PNG, headers={"Content-Type": "image/png"})
-    with client.stream_image(first, {}) as reply:
-        assert reply.read() == PNG
+    with client.stream(first) as reply:
+        assert b"".join(reply.body) == PNG
     assert all("Authorization" not in sent.headers for sent in httpx_mock.get_requests())
     assert len(httpx_mock.get_requests()) == 2
 
@@ -704,3 +708,67 @@ def test_proxies_from_the_environment_except_for_a_loopback_sandbox(
 ) -> None:
     with Client(base_url, KEY) as api:
         assert api._http.trust_env is uses_environment
+
+
+# --- time limits: a dripping server cannot hold a request -------------------------------
+
+
+def test_a_dripping_reply_is_cut_off_at_the_request_limit_and_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_module, "REQUEST_TIME_LIMIT", 1.0)
+    retries: list[str] = []
+    body = json.dumps({"code": 200, "data": {"id": TASK_ID, "status": "processing"}}).encode()
+    with DripServer(interval=0.2, body=body) as server:
+        server.drip("GET", "/v1/tasks/", times=1)  # the first reply drips; the retry does not
+        with Client(server.base_url, KEY, sleep=lambda s: None, on_retry=retries.append) as api:
+            started = time.monotonic()
+            task = api.get_task(TASK_ID)
+            elapsed = time.monotonic() - started
+    assert task.status == "processing"
+    assert server.dripped == 1
+    assert 1.0 <= elapsed < 5.0
+    assert len(retries) == 1 and "no complete reply within 1 s" in retries[0]
+
+
+def test_a_dripping_reply_ends_at_the_deadline_with_a_timeout() -> None:
+    with DripServer(interval=0.2) as server:
+        server.drip("GET", "/v1/balance")
+        with Client(server.base_url, KEY, deadline=Deadline.after(1.0)) as api:
+            started = time.monotonic()
+            error = fails(WaitTimeout, api.balance)
+            elapsed = time.monotonic() - started
+    assert error.exit_code == ExitCode.TIMEOUT
+    assert elapsed < 3.0
+
+
+def test_a_stalled_transfer_fails_as_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "STALL_WINDOW", 0.5)
+    monkeypatch.setattr(client_module, "STALL_MIN_BYTES_PER_SECOND", 1000)
+    with DripServer(interval=0.1, content_type="image/png") as server:
+        server.drip("GET", "/f/")
+        with Client(server.base_url, KEY) as api:
+            started = time.monotonic()
+            with (
+                pytest.raises(Transient) as caught,
+                api.stream(f"{server.base_url}/f/a.png") as reply,
+            ):
+                assert reply.status == 200
+                for _ in reply.body:
+                    pass
+            elapsed = time.monotonic() - started
+    assert "under 1000 bytes/s" in caught.value.error.message
+    assert caught.value.error.exit_code == ExitCode.SERVICE
+    assert elapsed < 3.0
+
+
+def test_a_transfer_ends_at_the_deadline_with_a_timeout() -> None:
+    with DripServer(interval=0.1, content_type="image/png") as server:
+        server.drip("GET", "/f/")
+        with Client(server.base_url, KEY, deadline=Deadline.after(0.8)) as api:
+            started = time.monotonic()
+            with pytest.raises(WaitTimeout), api.stream(f"{server.base_url}/f/a.png") as reply:
+                for _ in reply.body:
+                    pass
+            elapsed = time.monotonic() - started
+    assert elapsed < 3.0
