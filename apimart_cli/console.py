@@ -2,7 +2,8 @@
 
 Every line the user sees passes through here: `data` for what a pipeline reads
 (ids, paths, JSON), the rest for people. Writes are locked so that lines from
-worker threads never interleave.
+worker threads never interleave. With `progress` and `tables`, the display
+layer: the only modules that know rich.
 """
 
 from __future__ import annotations

@@ -6,14 +6,14 @@ DEFAULT_BASE_URL = "https://api.apimart.ai"
 DEFAULT_MODEL = "gpt-image-2"
 USER_AGENT_PRODUCT = "apimart-cli"
 
-# The API's limits (api.md).
+# The API's limits, from APIMart's documentation of the image generation endpoint.
 MAX_IMAGES_PER_TASK = 10
 MAX_REFERENCES = 16
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024
 MAX_REFERENCES_TOTAL_BYTES = 256 * 1024 * 1024
 MAX_PIXEL_SIDE = 3840
 
-# Retries: exponential backoff with jitter (cli-contract.md, "Exit codes").
+# Retries: exponential backoff with jitter (README, "Exit codes").
 RETRY_MAX_ATTEMPTS = 6
 RETRY_BASE_DELAY = 0.5
 RETRY_MAX_DELAY = 8.0
@@ -22,6 +22,16 @@ RETRY_AFTER_CAP = 30.0
 # HTTP timeouts, seconds.
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
+# No API request takes longer than this from connecting to its last byte, whatever
+# the server sends (one byte a second cannot hold it): a transient failure, retried.
+REQUEST_TIME_LIMIT = 60.0
+# A download (or upload) has no total limit: it fails, transiently, when fewer than
+# STALL_MIN_BYTES_PER_SECOND arrive on average over a window of STALL_WINDOW seconds.
+STALL_WINDOW = 30.0
+STALL_MIN_BYTES_PER_SECOND = 4 * 1024
+
+# --timeout of every command that calls the service, unless it says otherwise.
+DEFAULT_COMMAND_TIMEOUT = 120.0
 
 # Polling.
 DEFAULT_WAIT_TIMEOUT = 600.0
@@ -31,6 +41,10 @@ MAX_POLL_INTERVAL = 10.0
 POLL_BACKOFF = 1.5
 DEFAULT_MAX_IN_FLIGHT = 64  # the most status requests at once (fewer until needed, and on 429)
 HEARTBEAT_SECONDS = 30.0
+DOWNLOAD_WORKERS = 8  # images downloading at once, while the other tasks are polled
+MAX_PARALLEL_QUERIES = 8  # `status`: tasks asked about at once
+# Off a terminal, a download still running says how far it got at most this often.
+DOWNLOAD_NOTE_SECONDS = 5.0
 
 # Batches.
 DEFAULT_CONCURRENCY = 4  # submissions in flight; fewer while the service answers 429
@@ -38,6 +52,7 @@ MAX_CONCURRENCY = 32
 # The client's connection pool: room for the most submissions, status requests
 # and downloads at once.
 MAX_CONNECTIONS = 128
+RATE_LIMIT_PAUSE = 1.0  # seconds new submissions wait after a 429 that gave no Retry-After
 DEFAULT_BATCH_TIMEOUT = 1800.0
 DEFAULT_BATCH_NAME = "{task_id}_{index}"  # `--name`: the name `wait` and `download` give
 
@@ -46,6 +61,3 @@ MAX_JSON_REPLY_BYTES = 8 * 1024 * 1024
 # An image larger than this is not an image this API makes.
 MAX_IMAGE_DOWNLOAD_BYTES = 512 * 1024 * 1024
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
-
-# `--timeout` of the commands that do not wait for tasks (cli-contract.md).
-DEFAULT_COMMAND_TIMEOUT = 120.0

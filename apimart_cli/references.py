@@ -255,8 +255,7 @@ class Uploader:
             pool.close()
 
     def _time_left(self) -> float | None:
-        deadline = self.client.deadline
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self.client.deadline.remaining()
 
 
 def with_uploaded(request: GenerationRequest, urls: Mapping[Reference, str]) -> GenerationRequest:

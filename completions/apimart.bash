@@ -50,14 +50,14 @@ _apimart() {
     case "$path" in
         "") words="generate status wait download history batch gallery inspect balance upload models sizes sandbox mcp config --api-key --base-url --verbose -v --quiet -q --sandbox --version --help -h" ;;
         "generate") words="--size -s --resolution -r --n -n --force-size --image -i --official-fallback --model --param --refs --wait -w --output -o --timeout --interval --json --dry-run --open --preview --no-metadata --help -h" ;;
-        "status") words="--json --help -h" ;;
+        "status") words="--json --timeout --help -h" ;;
         "wait") words="--output -o --timeout --interval --max-in-flight --no-download --json --force --pending --open --preview --no-metadata --help -h" ;;
-        "download") words="--output -o --force --open --no-metadata --help -h" ;;
+        "download") words="--output -o --force --open --no-metadata --timeout --help -h" ;;
         "history") words="--pending --limit --since --search --state --forget-sandbox --json --help -h" ;;
         "batch") words="--output -o --concurrency --name --metadata --timeout --interval --force --refs --json --open --no-metadata --help -h" ;;
         "gallery") words="--open --help -h" ;;
         "inspect") words="--json --help -h" ;;
-        "balance") words="--account --json --help -h" ;;
+        "balance") words="--account --json --timeout --help -h" ;;
         "upload") words="--timeout --json --help -h" ;;
         "models") words="--timeout --json --help -h" ;;
         "sizes") words="--help -h" ;;

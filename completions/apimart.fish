@@ -54,6 +54,7 @@ complete -c apimart -n '__fish_seen_subcommand_from generate' -l no-metadata
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l help
 complete -c apimart -n '__fish_seen_subcommand_from generate' -s h
 complete -c apimart -n '__fish_seen_subcommand_from status' -l json
+complete -c apimart -n '__fish_seen_subcommand_from status' -l timeout -x
 complete -c apimart -n '__fish_seen_subcommand_from status' -l help
 complete -c apimart -n '__fish_seen_subcommand_from status' -s h
 complete -c apimart -n '__fish_seen_subcommand_from wait' -l output -x -a '(__fish_complete_directories)'
@@ -75,6 +76,7 @@ complete -c apimart -n '__fish_seen_subcommand_from download' -s o -x -a '(__fis
 complete -c apimart -n '__fish_seen_subcommand_from download' -l force
 complete -c apimart -n '__fish_seen_subcommand_from download' -l open
 complete -c apimart -n '__fish_seen_subcommand_from download' -l no-metadata
+complete -c apimart -n '__fish_seen_subcommand_from download' -l timeout -x
 complete -c apimart -n '__fish_seen_subcommand_from download' -l help
 complete -c apimart -n '__fish_seen_subcommand_from download' -s h
 complete -c apimart -n '__fish_seen_subcommand_from history' -l pending
@@ -108,6 +110,7 @@ complete -c apimart -n '__fish_seen_subcommand_from inspect' -l help
 complete -c apimart -n '__fish_seen_subcommand_from inspect' -s h
 complete -c apimart -n '__fish_seen_subcommand_from balance' -l account
 complete -c apimart -n '__fish_seen_subcommand_from balance' -l json
+complete -c apimart -n '__fish_seen_subcommand_from balance' -l timeout -x
 complete -c apimart -n '__fish_seen_subcommand_from balance' -l help
 complete -c apimart -n '__fish_seen_subcommand_from balance' -s h
 complete -c apimart -n '__fish_seen_subcommand_from upload' -l timeout -x

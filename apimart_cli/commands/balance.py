@@ -6,7 +6,7 @@ import typer
 
 from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, state
-from apimart_cli.commands.options import JsonOpt
+from apimart_cli.commands.options import COMMAND_TIMEOUT, JsonOpt, TimeoutOpt
 
 
 @handles_errors
@@ -16,14 +16,20 @@ def balance(
         bool, typer.Option("--account", help="The whole account's balance, not this key's.")
     ] = False,
     as_json: JsonOpt = False,
+    timeout: TimeoutOpt = COMMAND_TIMEOUT,
 ) -> None:
     """Show the key's remaining and used balance.
 
     apimart balance --json | jq .remain_balance
     """
+    from apimart_cli.retry import Deadline
+    from apimart_cli.workers import run_until
+
+    deadline = Deadline.after(timeout)
     app = state(ctx)
-    with app.client(app.settings()) as client:
-        reply = client.balance(account=account)
+    client = app.client(app.settings(), deadline)
+    reply = run_until(deadline, lambda: client.balance(account=account))
+    client.close()
     if as_json:
         console.data_json(dict(reply))
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -83,13 +82,14 @@ def batch(
     # Imported here, not at the top: every command's start-up pays for the top.
     from apimart_cli.batch import AimdLimiter, BatchOptions, load_batch, run_batch
     from apimart_cli.references import batch_sender
+    from apimart_cli.retry import Deadline
 
     app = state(ctx)
     jobs = load_batch(file, name)
     settings = app.settings(output, references=refs, metadata=False if no_metadata else None)
     limiter = AimdLimiter(concurrency)
-    client = app.client(settings, on_rate_limited=limiter.rate_limited)
-    client.deadline = time.monotonic() + timeout  # the uploads before sending share --timeout
+    deadline = Deadline.after(timeout)  # the uploads before sending share --timeout
+    client = app.client(settings, deadline, on_rate_limited=limiter.rate_limited)
     sender = batch_sender(
         client, jobs, settings.references, concurrency, info=console.info, warn=console.warn
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar, overload
@@ -16,7 +17,9 @@ from apimart_cli.errors import ApimartError, ExitCode, UsageError, interrupted_c
 
 if TYPE_CHECKING:
     from apimart_cli.client import Client
+    from apimart_cli.engine import Outcome
     from apimart_cli.history import History
+    from apimart_cli.retry import Deadline
     from apimart_cli.settings import Settings
 
 P = ParamSpec("P")
@@ -63,10 +66,12 @@ class AppState:
     def client(
         self,
         settings: Settings,
+        deadline: Deadline,
         *,
         on_rate_limited: Callable[[float | None], None] | None = None,
     ) -> Client:
-        """The API client, its key required and hidden from every printed line.
+        """The API client, its key required and hidden from every printed line; nothing
+        it does outlasts `deadline` (the command's --timeout).
 
         `on_rate_limited` hears each 429 (with its Retry-After), for `batch`'s pacing.
         """
@@ -77,10 +82,24 @@ class AppState:
         return Client(
             settings.base_url,
             key,
+            deadline=deadline,
             log=console.debug if self.verbose else None,
             on_retry=console.info,
             on_rate_limited=on_rate_limited,
             base_url_source=settings.source("base_url"),
+        )
+
+    def resume(
+        self, output: Path | None, *, download: bool = True, as_json: bool = False
+    ) -> Callable[[list[str]], str] | None:
+        """What makes the command that resumes a wait; None under --sandbox, whose
+        tasks end with the command."""
+        if self.sandbox:
+            return None
+        from apimart_cli.engine import resume_hint
+
+        return functools.partial(
+            resume_hint, output=output, base_url=self.base_url, download=download, as_json=as_json
         )
 
 
@@ -105,6 +124,24 @@ def open_history(*, required: bool = True) -> History | None:
             raise
         console.warn(f"Warning: {error.message} The task history was not updated.")
         return None
+
+
+def open_saved_files(outcome: Outcome) -> None:
+    """`--open`: every image the run saved, in the desktop's viewer."""
+    from apimart_cli.opening import open_files
+
+    open_files([path for paths in outcome.files.values() for path in paths], note=console.warn)
+
+
+@contextmanager
+def optional_history() -> Iterator[History | None]:
+    """The history where it only mirrors the server: None (said once) if it is broken."""
+    history = open_history(required=False)
+    try:
+        yield history
+    finally:
+        if history is not None:
+            history.close()
 
 
 def handles_errors(command: Callable[P, R]) -> Callable[P, R]:

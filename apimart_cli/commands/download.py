@@ -2,8 +2,22 @@
 
 import typer
 
-from apimart_cli.commands.common import handles_errors, read_task_ids, state
-from apimart_cli.commands.options import ForceOpt, NoMetadataOpt, OpenOpt, OutputOpt, TaskIdsArg
+from apimart_cli.commands.common import (
+    handles_errors,
+    open_saved_files,
+    optional_history,
+    read_task_ids,
+    state,
+)
+from apimart_cli.commands.options import (
+    COMMAND_TIMEOUT,
+    ForceOpt,
+    NoMetadataOpt,
+    OpenOpt,
+    OutputOpt,
+    TaskIdsArg,
+    TimeoutOpt,
+)
 
 
 @handles_errors
@@ -14,6 +28,7 @@ def download(
     force: ForceOpt = False,
     open_saved: OpenOpt = False,
     no_metadata: NoMetadataOpt = False,
+    timeout: TimeoutOpt = COMMAND_TIMEOUT,
 ) -> None:
     """Download the images of completed tasks; print each saved path.
 
@@ -22,16 +37,21 @@ def download(
 
         apimart download task_01K... -o out/
     """
-    from apimart_cli.commands.wait import run_wait
+    from apimart_cli.engine import WaitPlan, wait_for_tasks
+    from apimart_cli.progress import make_reporter, save_hooks, show_ending
+    from apimart_cli.retry import Deadline
 
+    deadline = Deadline.after(timeout)
+    app = state(ctx)
     ids = read_task_ids(task_ids)
-    code = run_wait(
-        state(ctx),
-        ids,
-        output=output,
-        force=force,
-        once=True,
-        metadata=False if no_metadata else None,
-        open_saved=open_saved,
-    )
-    raise typer.Exit(int(code))
+    settings = app.settings(output, metadata=False if no_metadata else None)
+    plan = WaitPlan(deadline, folder=settings.output_dir, force=force, once=True)
+    reporter = make_reporter()
+    hooks = save_hooks(reporter, stamp=settings.metadata)
+    client = app.client(settings, deadline)  # closed by wait_for_tasks
+    with optional_history() as history:
+        outcome = wait_for_tasks(client, plan, reporter, task_ids=ids, history=history, hooks=hooks)
+    show_ending(outcome, timeout=timeout, resume=app.resume(output))
+    if open_saved:
+        open_saved_files(outcome)
+    raise typer.Exit(int(outcome.exit_code))

@@ -6,10 +6,11 @@ from typing import Annotated, Optional
 import typer
 
 from apimart_cli import console
-from apimart_cli.commands.common import handles_errors, open_history, state
+from apimart_cli.commands.common import handles_errors, open_history, open_saved_files, state
 from apimart_cli.commands.options import (
+    COMMAND_TIMEOUT,
     DEFAULT_INTERVAL,
-    DEFAULT_TIMEOUT,
+    WAIT_TIMEOUT,
     IntervalOpt,
     JsonOpt,
     NoMetadataOpt,
@@ -18,7 +19,6 @@ from apimart_cli.commands.options import (
     ParamOpt,
     PreviewOpt,
     RefsOpt,
-    TimeoutOpt,
 )
 from apimart_cli.constants import DEFAULT_MODEL
 from apimart_cli.errors import UsageError
@@ -116,7 +116,16 @@ def generate(
         bool, typer.Option("--wait", "-w", help="Then wait and download, as `apimart wait`.")
     ] = False,
     output: OutputOpt = None,
-    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    timeout: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            "--timeout",
+            min=0.0,
+            help="Seconds for the whole command; then it stops and exits 124. "
+            f"[default: {COMMAND_TIMEOUT:g}; {WAIT_TIMEOUT:g} with --wait]",
+            show_default=False,
+        ),
+    ] = None,
     interval: IntervalOpt = DEFAULT_INTERVAL,
     as_json: JsonOpt = False,
     dry_run: Annotated[
@@ -164,42 +173,55 @@ def generate(
     if dry_run:
         console.data_json(request.dry_run(), indent=2)
         return
-    settings = app.settings(output, references=refs)
-    client = app.client(settings)
     from apimart_cli.errors import SubmittedButUnrecorded
     from apimart_cli.references import ReferenceSender
+    from apimart_cli.retry import Deadline
 
+    seconds = timeout if timeout is not None else WAIT_TIMEOUT if wait else COMMAND_TIMEOUT
+    deadline = Deadline.after(seconds)  # the whole command: the submission and the wait
+    settings = app.settings(
+        output,
+        references=refs,
+        metadata=False if no_metadata else None,
+        preview=True if preview else None,
+    )
+    client = app.client(settings, deadline)
     sender = ReferenceSender(client, settings.references, info=console.info, warn=console.warn)
     if wait:  # a folder that cannot hold the images is found before paying for them
         from apimart_cli.downloads import Downloader
 
         Downloader(client, settings.output_dir).prepare()
-    with client, open_history() as history:
+    with open_history() as history:
         try:
             task_ids = sender.send(history, request)
         except SubmittedButUnrecorded as error:
             for task_id in error.task_ids:  # paid for: the pipeline gets them all the same
                 console.data(task_id)
+            client.close()
             raise
-    for task_id in task_ids:
-        if wait:
-            console.warn(task_id)  # standard output is for the saved paths
-        elif as_json:
-            console.data_json({"task_id": task_id, "status": "submitted"})
-        else:
-            console.data(task_id)
-    if wait:
-        from apimart_cli.commands.wait import run_wait
+        except BaseException:
+            client.close()
+            raise
+        for task_id in task_ids:
+            if wait:
+                console.warn(task_id)  # standard output is for the saved paths
+            elif as_json:
+                console.data_json({"task_id": task_id, "status": "submitted"})
+            else:
+                console.data(task_id)
+        if not wait:
+            client.close()
+            return
+        from apimart_cli.engine import WaitPlan, wait_for_tasks
+        from apimart_cli.progress import make_reporter, save_hooks, show_ending
 
-        code = run_wait(
-            app,
-            task_ids,
-            output=output,
-            timeout=timeout,
-            interval=interval,
-            as_json=as_json,
-            metadata=False if no_metadata else None,
-            preview=True if preview else None,
-            open_saved=open_saved,
+        plan = WaitPlan(deadline, folder=settings.output_dir, interval=interval)
+        reporter = make_reporter(as_json=as_json)
+        hooks = save_hooks(reporter, stamp=settings.metadata, preview=settings.preview)
+        outcome = wait_for_tasks(
+            client, plan, reporter, task_ids=task_ids, history=history, hooks=hooks
         )
-        raise typer.Exit(int(code))
+    show_ending(outcome, timeout=seconds, resume=app.resume(output, as_json=as_json))
+    if open_saved:
+        open_saved_files(outcome)
+    raise typer.Exit(int(outcome.exit_code))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Optional
 
 import typer
@@ -31,11 +30,11 @@ def models(
     apimart models gpt-image-2-official | jq .properties.quality
     """
     # Imported here, not at the top: every command's start-up pays for the top.
+    from apimart_cli.retry import Deadline
     from apimart_cli.schema import model_info
 
     app = state(ctx)
-    client = app.client(app.settings())
-    client.deadline = time.monotonic() + timeout  # retries never outlast --timeout
+    client = app.client(app.settings(), Deadline.after(timeout))  # nothing outlasts --timeout
     with client:
         if model is None:
             for item in client.list_models():

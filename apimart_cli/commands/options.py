@@ -5,7 +5,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from apimart_cli.constants import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
+from apimart_cli.constants import (
+    DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_WAIT_TIMEOUT,
+)
 
 # Typer reads these annotations at run time, so they keep the typing.Optional spelling.
 TaskIdsArg = Annotated[
@@ -29,7 +33,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON, one object pe
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite images that already exist.")]
 TimeoutOpt = Annotated[
     float,
-    typer.Option("--timeout", min=0.0, help="Seconds to wait for all the tasks, in all."),
+    typer.Option(
+        "--timeout", min=0.0, help="Seconds for the whole command; then it stops and exits 124."
+    ),
 ]
 IntervalOpt = Annotated[
     float,
@@ -38,7 +44,8 @@ IntervalOpt = Annotated[
     ),
 ]
 
-DEFAULT_TIMEOUT = DEFAULT_WAIT_TIMEOUT
+COMMAND_TIMEOUT = DEFAULT_COMMAND_TIMEOUT
+WAIT_TIMEOUT = DEFAULT_WAIT_TIMEOUT
 DEFAULT_INTERVAL = DEFAULT_POLL_INTERVAL
 OpenOpt = Annotated[
     bool, typer.Option("--open", help="Open each saved image in the desktop's viewer ($BROWSER).")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
@@ -33,11 +32,11 @@ def upload(
     """
     # Imported here, not at the top: every command's start-up pays for the top.
     from apimart_cli.references import check_upload_files, upload_files
+    from apimart_cli.retry import Deadline
 
     app = state(ctx)
     references = check_upload_files(files)
-    client = app.client(app.settings())
-    client.deadline = time.monotonic() + timeout  # retries never outlast --timeout
+    client = app.client(app.settings(), Deadline.after(timeout))  # nothing outlasts --timeout
     with client:
         for obj in upload_files(client, references, warn=console.warn):
             if as_json:

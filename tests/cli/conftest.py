@@ -141,8 +141,12 @@ def expect_task(
     status_code: int = 200,
     reply: Any = None,
     reusable: bool = False,
+    optional: bool = False,
 ) -> None:
-    """The next GET of a task, with the key, answered with `{"code": 200, "data": data}`."""
+    """The next GET of a task, with the key, answered with `{"code": 200, "data": data}`.
+
+    `optional`: for a test about what a timeout says, which may come before the first poll.
+    """
     if task_id is None:
         task_id = data["id"] if isinstance(data, dict) else data[0]["id"]
     httpx_mock.add_response(
@@ -152,6 +156,7 @@ def expect_task(
         status_code=status_code,
         json={"code": 200, "data": data} if reply is None else reply,
         is_reusable=reusable,
+        is_optional=optional,
     )
 
 
@@ -221,4 +226,4 @@ def saved(folder: Path) -> list[str]:
 @pytest.fixture(autouse=True)
 def no_real_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries happen, but without sleeping half a second each."""
-    monkeypatch.setattr("apimart_cli.client.delay_before_retry", lambda attempt, after: 0.0)
+    monkeypatch.setattr("apimart_cli.retry.delay_before_retry", lambda attempt, after: 0.0)

@@ -186,12 +186,13 @@ def test_timeout_exits_124_with_the_unfinished_ids_and_how_to_resume(
     expect_task(httpx_mock, task("task_02", urls=[[f"{IMAGES}/b.png"]]))
     expect_image(httpx_mock, f"{IMAGES}/b.png")
 
-    result = run("wait", "task_01", "task_02", "-o", "out", "--timeout", "0.3", *FAST)
+    # The timeout bounds the whole command, start-up included: room for task_02 to arrive.
+    result = run("wait", "task_01", "task_02", "-o", "out", "--timeout", "1.5", *FAST)
 
     assert result.exit_code == 124, result.output
     assert result.stdout == f"{OUT / 'task_02_0.png'}\n"
     assert result.stderr.endswith(
-        "Timed out after 0.3 s; 1 task(s) unfinished: task_01\n"
+        "Timed out after 1.5 s; 1 task(s) unfinished: task_01\n"
         "Resume with: apimart wait -o out task_01\n"
     )
     assert 2 <= len(api_requests(httpx_mock)) <= 8  # polled, not hammered
@@ -322,7 +323,6 @@ def test_a_missing_task_exits_1(api: str, httpx_mock: HTTPXMock) -> None:
 def test_an_image_host_that_fails_exits_5_after_retries(
     api: str, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("apimart_cli.downloads.backoff_delay", lambda attempt: 0.0)
     expect_task(httpx_mock, task("task_01", urls=[[f"{IMAGES}/a.png"]]))
     for _ in range(6):
         httpx_mock.add_response(url=f"{IMAGES}/a.png", status_code=503)
@@ -417,7 +417,7 @@ def test_progress_bars_on_a_terminal_show_brackets_in_paths_as_typed(
 def test_a_bug_while_saving_fails_the_task_loudly(
     api: str, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: object, task_id: str, path: str) -> None:
+    def broken(self: object, *args: object) -> None:
         raise RuntimeError("reporter bug")
 
     monkeypatch.setattr("apimart_cli.progress.PlainReporter.saved", broken)
@@ -431,7 +431,7 @@ def test_a_bug_while_saving_fails_the_task_loudly(
 
 
 def test_the_resume_command_can_be_pasted(api: str, httpx_mock: HTTPXMock) -> None:
-    expect_task(httpx_mock, task("task_01", "processing"), reusable=True)
+    expect_task(httpx_mock, task("task_01", "processing"), reusable=True, optional=True)
 
     result = run("wait", "task_01", "-o", "my pictures", "--timeout", "0.2", *FAST)
 
@@ -451,7 +451,7 @@ def test_the_resume_command_can_be_pasted(api: str, httpx_mock: HTTPXMock) -> No
 def test_the_resume_command_keeps_what_the_wait_was_told(
     options: dict[str, object], expected: str
 ) -> None:
-    from apimart_cli.waiting import resume_hint
+    from apimart_cli.engine import resume_hint
 
     output = options.pop("output", None)
     assert resume_hint(["t1", "t2"], output, **options) == expected  # type: ignore[arg-type]
@@ -466,3 +466,21 @@ def test_nothing_on_standard_input_is_an_error_and_nothing_is_sent(
     assert result.stdout == ""
     assert "No task ids on standard input." in result.stderr
     assert httpx_mock.get_requests() == []
+
+
+def test_the_polled_id_names_the_file_and_the_record_whatever_the_reply_says(
+    api: str, httpx_mock: HTTPXMock, tmp_path: Path
+) -> None:
+    record("task_01")
+    # The reply names another task: the image is still task_01's, and so is the record.
+    expect_task(httpx_mock, task("task_02", urls=[[f"{IMAGES}/a.png"]]), task_id="task_01")
+    expect_image(httpx_mock, f"{IMAGES}/a.png")
+
+    result = run("wait", "task_01", "-o", "out", *FAST)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{OUT / 'task_01_0.png'}\n"
+    assert saved(tmp_path / "out") == ["task_01_0.png"]
+    rows = history_rows()
+    assert [(row.task_id, row.state) for row in rows] == [("task_01", "completed")]
+    assert rows[0].files == (str(OUT / "task_01_0.png"),)

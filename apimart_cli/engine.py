@@ -1,0 +1,567 @@
+"""The one engine: wait for tasks, download each as it completes, record it all.
+
+`wait`, `generate --wait`, `download` and `batch` all run their tasks through
+an `Engine`. Task ids come in as they arrive (given at once, read from a
+stream, or `add`ed by another thread, as batch's submit workers do); the
+`polling.Poller` polls them on the calling thread; each completed task's
+images download on a pool of daemon threads while the others are still
+polled; the history is written from the calling thread only (SQLite
+connections stay on their thread). Everything the user sees goes through the
+`Reporter`; what the run came to is the returned `Outcome`.
+
+Time is bounded by the `Deadline` the engine is given (the command's
+`--timeout`, the same one the client has): the engine stops at it, never
+joining a worker past it. A download cut short keeps its part file, which the
+next run resumes.
+"""
+
+from __future__ import annotations
+
+import queue
+import shlex
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from apimart_cli.constants import (
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_POLL_INTERVAL,
+    DOWNLOAD_WORKERS,
+    MAX_PARALLEL_QUERIES,
+)
+from apimart_cli.errors import (
+    ApimartError,
+    ExitCode,
+    HistoryError,
+    TaskError,
+    WaitTimeout,
+    interrupted_code,
+)
+from apimart_cli.models import Task
+from apimart_cli.polling import Learned, Poller
+from apimart_cli.workers import WorkerPool
+
+if TYPE_CHECKING:
+    from apimart_cli.client import Client
+    from apimart_cli.downloads import BeforeRename, Downloader, OnProgress, SavedFile
+    from apimart_cli.history import History, TaskRecord
+    from apimart_cli.retry import Deadline
+
+# How long the calling thread sleeps at most while downloads finish, between ticks.
+_TICK_SECONDS = 0.5
+
+
+class Reporter(Protocol):
+    """What the engine tells the user about, from any of its threads.
+
+    The display layer (`progress`) draws it for `wait`, `download` and
+    `generate --wait`; batch's tracker turns it into manifest records.
+    """
+
+    def added(self, task_id: str) -> None:
+        """An id to wait for."""
+
+    def update(self, task: Task) -> None:
+        """Every poll's reply (its `task_id` always the id polled)."""
+
+    def transferred(self, task_id: str, index: int, received: int, total: int | None) -> None:
+        """A download's progress: bytes on disk so far, of `total` where the host said."""
+
+    def saved(self, task: Task, index: int, saved: SavedFile) -> None:
+        """An image is on disk (`saved.kept_existing`: it was there already, and kept)."""
+
+    def failed(self, task_id: str | None, error: ApimartError) -> None:
+        """Something went wrong with a task (or, with no id, with a line of input)."""
+
+    def history_failed(self, error: HistoryError) -> None:
+        """The history could not be written: the run goes on without it."""
+
+    def finished(self, task: Task, files: Sequence[Path]) -> None:
+        """A task is done with: failed or cancelled (`task.status`, `task.error_message`
+        say why), or completed and its downloads over (`files` the images saved, in
+        order; fewer than its images if some failed, each said by `failed`)."""
+
+    def tick(self) -> None:
+        """Called often from the calling thread, for heartbeats and redraws."""
+
+    def close(self) -> None:
+        """The run is over."""
+
+
+# Saving one image: `(task, index, on_progress, before_rename)`. The default saves it as
+# `<task_id>_<index>`; batch names it after its `--name`.
+Save = Callable[["Task", int, "OnProgress", "BeforeRename | None"], "SavedFile"]
+
+
+@dataclass(frozen=True)
+class SaveHooks:
+    """Steps around a task's images. `completed(task, record)` when it completes, on the
+    calling thread, with what the history knows of it (None if nothing), before its
+    downloads start; then on the download threads `before_rename(part, task, index)` on
+    each complete part file before it takes its name, and `after_save(path, task,
+    index)` once it has (not for a file that was there already)."""
+
+    completed: Callable[[Task, TaskRecord | None], None] | None = None
+    before_rename: Callable[[Path, Task, int], None] | None = None
+    after_save: Callable[[Path, Task, int], None] | None = None
+
+
+@dataclass
+class Outcome:
+    """How a run ended: its exit code (the highest wins), and what is left to do."""
+
+    exit_code: ExitCode = ExitCode.OK
+    unfinished: list[str] = field(default_factory=list)  # ids to resume
+    timed_out: bool = False
+    interrupted: bool = False
+    task_count: int = 0  # ids given or read, so "none at all" can be told apart
+    hints: list[str] = field(default_factory=list)  # what to do, each once, after the errors
+    files: dict[str, list[Path]] = field(default_factory=dict)  # each task's images on disk
+    completed: int = 0  # tasks completed (what --no-download counts)
+    failed: set[str] = field(default_factory=set)  # tasks failed, or whose images did not save
+    costs: dict[str, float] = field(default_factory=dict)  # as the service reported them
+
+    def fail(self, code: ExitCode) -> None:
+        self.exit_code = max(self.exit_code, code)
+
+
+class _TaskFiles:
+    """One completed task's images while they download."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.paths: list[Path | None] = [None] * len(task.images)
+        self.remaining = len(task.images)
+
+
+class Engine:
+    """Poll, download, record, report: one run over any number of tasks."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        deadline: Deadline,
+        reporter: Reporter,
+        downloader: Downloader | None = None,
+        history: History | None = None,
+        interval: float = DEFAULT_POLL_INTERVAL,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        once: bool = False,
+        save: Save | None = None,
+        hooks: SaveHooks | None = None,
+    ) -> None:
+        """`downloader` None: only wait (`--no-download`). `once`: poll each task once;
+        one not finished is an error (`download`)."""
+        self._client = client
+        self._deadline = deadline
+        self._reporter = reporter
+        self._downloader = downloader
+        self._history = history
+        self._save = save or self._save_as_task_image
+        self._hooks = hooks or SaveHooks()
+        self._lock = threading.Lock()
+        self._owner = threading.get_ident()
+        self._changes: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+        self._hints: dict[str, None] = {}
+        self._downloading: dict[str, None] = {}  # completed tasks whose images are not all saved
+        self._pending = 0  # images still downloading
+        self._downloads_done = threading.Condition(self._lock)
+        self._closed = False  # the run is over: late results from workers are dropped
+        self._out_of_time = False  # a download ran into the deadline
+        self.outcome = Outcome()
+        self._poller = Poller(
+            self._fetch,
+            interval=interval,
+            max_in_flight=max_in_flight,
+            timeout=deadline.remaining(),
+            on_update=self._on_update,
+            on_finished=self._on_finished,
+            on_idle=self._drain,
+            learned=_learned(history),
+            once=once,
+        )
+        self._pool: WorkerPool | None = None
+
+    # -- feeding ids (any thread) ---------------------------------------------------
+
+    def add(self, task_id: str) -> None:
+        """Wait for this task too (ids already validated)."""
+        with self._lock:
+            self.outcome.task_count += 1
+        self._reporter.added(task_id)
+        self._poller.add(task_id)
+
+    def open_input(self) -> None:
+        """More ids will come through `add` (from another thread) until `close_input`."""
+        self._poller.open_input()
+
+    def close_input(self) -> None:
+        self._poller.close_input()
+
+    # -- the run ----------------------------------------------------------------------
+
+    def run(self, task_ids: Iterable[str] = (), *, stream: Iterable[str] | None = None) -> Outcome:
+        """Wait for `task_ids`, for ids arriving on `stream` (lines, e.g. standard input),
+        and for those `add`ed, until each is done with, the deadline, or Ctrl-C."""
+        self._owner = threading.get_ident()
+        self._pool = WorkerPool(DOWNLOAD_WORKERS, "download")  # daemons: never waited for
+        try:
+            for task_id in task_ids:
+                self.add(task_id)
+            if stream is not None:
+                self.open_input()
+                threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+            polled = self._poller.run()
+            downloads_done = self._wait_for_downloads()
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (143)
+            self._close()
+            self.outcome.interrupted = True
+            self.outcome.unfinished = self.unfinished()
+            self.outcome.fail(interrupted_code(interrupt))
+            return self.outcome
+        finally:
+            self._pool.close()
+            self._drain()
+            self._reporter.close()
+        for task_id, error in polled.errors.items():
+            self._fail(task_id, error)
+        unfinished = self.unfinished()
+        self._close()
+        with self._lock:
+            self.outcome.hints = list(self._hints)
+        if polled.timed_out or not downloads_done or self._out_of_time:
+            self.outcome.timed_out = True
+            self.outcome.unfinished = unfinished
+            self.outcome.fail(ExitCode.TIMEOUT)
+        return self.outcome
+
+    def unfinished(self) -> list[str]:
+        """The ids to resume: not yet finished, or finished and not yet saved."""
+        with self._lock:
+            downloading = list(self._downloading)
+        return list(dict.fromkeys([*self._poller.unfinished(), *downloading]))
+
+    def _close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def _wait_for_downloads(self) -> bool:
+        """Wait for the downloads still running, until the deadline; False if it came first."""
+        while True:
+            with self._downloads_done:
+                if not self._pending:
+                    return True
+                left = self._deadline.remaining()
+                if left is not None and left <= 0:
+                    return False
+                self._downloads_done.wait(
+                    _TICK_SECONDS if left is None else min(left, _TICK_SECONDS)
+                )
+            self._drain()
+
+    def _read(self, stream: Iterable[str]) -> None:
+        """Feed ids to the poller as their lines arrive; a bad line is reported, not fatal."""
+        from apimart_cli.models import validate_task_id
+
+        try:
+            for line in stream:
+                if not line.strip():
+                    continue
+                try:
+                    task_id = validate_task_id(line)
+                except ApimartError as error:
+                    self._reporter.failed(None, error)
+                    with self._lock:
+                        self.outcome.fail(error.exit_code)
+                    continue
+                self.add(task_id)
+        finally:
+            self.close_input()
+
+    # -- polling (pool threads, then the calling thread's callbacks) -------------------
+
+    def _fetch(self, task_id: str) -> Task:
+        return fetch_task(self._client, task_id)
+
+    def _on_update(self, task: Task) -> None:
+        from apimart_cli.history import task_changes  # loaded already where there is a history
+
+        self._reporter.update(task)
+        self._record(task.task_id, **task_changes(task))
+
+    def _on_finished(self, task: Task) -> None:
+        with self._lock:
+            if task.cost is not None:
+                self.outcome.costs[task.task_id] = task.cost
+            if task.status == "completed":
+                self.outcome.completed += 1
+        if task.status != "completed":  # the reporter says why, from the task (and the history)
+            with self._lock:
+                self.outcome.fail(ExitCode.FAILED)
+                self.outcome.failed.add(task.task_id)
+            self._reporter.finished(task, [])
+            return
+        if self._downloader is None:  # only waiting
+            self._reporter.finished(task, [])
+            return
+        if not task.images:
+            self._fail(task.task_id, TaskError(f"Task {task.task_id} completed with no images."))
+            return
+        if self._hooks.completed is not None:
+            self._hooks.completed(task, self._history_record(task.task_id))
+        files = _TaskFiles(task)
+        with self._lock:
+            self._downloading[task.task_id] = None
+            self._pending += len(task.images)
+        assert self._pool is not None
+        for index in range(len(task.images)):
+            self._pool.submit(self._download, files, index)
+
+    # -- downloading (pool threads) ------------------------------------------------------
+
+    def _download(self, files: _TaskFiles, index: int) -> None:
+        """Save one image and report it; whatever happens, count it as no longer pending."""
+        task = files.task
+        path: Path | None = None
+        try:
+            saved = self._save_one(task, index)
+            path = saved.path
+            if not self._closed:
+                self._reporter.saved(task, index, saved)
+        except WaitTimeout:  # out of time: the part file stays for the resume
+            with self._downloads_done:
+                self._out_of_time = True  # the task stays unfinished
+                self._pending -= 1
+                self._downloads_done.notify_all()
+            return
+        except ApimartError as error:
+            self._fail(task.task_id, error)
+        except Exception as exc:  # even a bug must fail the task, never silently
+            self._fail(task.task_id, ApimartError(f"Internal error while saving: {exc!r}"))
+        with self._downloads_done:
+            files.paths[index] = path
+            files.remaining -= 1
+            last = files.remaining == 0
+            if last:
+                self._downloading.pop(task.task_id, None)
+            self._pending -= 1
+            self._downloads_done.notify_all()
+            closed = self._closed
+        if last and not closed:
+            paths = [p for p in files.paths if p is not None]
+            with self._lock:
+                self.outcome.files[task.task_id] = paths
+            self._changes.put((task.task_id, {"files": [str(p) for p in paths]}))
+            self._reporter.finished(task, paths)
+
+    def _save_one(self, task: Task, index: int) -> SavedFile:
+        def progress(received: int, total: int | None) -> None:
+            self._reporter.transferred(task.task_id, index, received, total)
+
+        before = self._hooks.before_rename
+        saved = self._save(
+            task,
+            index,
+            progress,
+            None if before is None else lambda part: before(part, task, index),
+        )
+        if self._hooks.after_save is not None and not saved.kept_existing:
+            self._hooks.after_save(saved.path, task, index)
+        return saved
+
+    def _save_as_task_image(
+        self, task: Task, index: int, on_progress: OnProgress, before_rename: BeforeRename | None
+    ) -> SavedFile:
+        assert self._downloader is not None
+        return self._downloader.download(
+            task.task_id,
+            index,
+            task.images[index],
+            on_progress=on_progress,
+            before_rename=before_rename,
+        )
+
+    # -- failures and the history ----------------------------------------------------------
+
+    def _fail(self, task_id: str, error: ApimartError) -> None:
+        """On any thread: say what went wrong now; keep what to do for the end.
+        Once the run is over, a worker's late failure is not news (the resume finds it)."""
+        with self._lock:
+            if self._closed:
+                return
+            self.outcome.fail(error.exit_code)
+            self.outcome.failed.add(task_id)
+            if error.hint:
+                self._hints.setdefault(error.hint)
+        self._reporter.failed(task_id, error)
+
+    def _history_record(self, task_id: str) -> TaskRecord | None:
+        """What the history knows of a task (calling thread only), for the hooks."""
+        if self._history is None:
+            return None
+        try:
+            return self._history.get(task_id)
+        except HistoryError:
+            return None
+
+    def _record(self, task_id: str, **changes: Any) -> None:
+        self._changes.put((task_id, changes))
+        self._drain()
+
+    def _drain(self) -> None:
+        """Write the queued changes to the history (on the calling thread only)."""
+        self._reporter.tick()
+        if threading.get_ident() != self._owner:
+            return
+        while True:
+            try:
+                task_id, changes = self._changes.get_nowait()
+            except queue.Empty:
+                return
+            if self._history is None:
+                continue
+            try:
+                self._history.update(task_id, **changes)
+            except HistoryError as error:  # the history mirrors the server: keep waiting
+                self._reporter.history_failed(error)
+                self._history = None
+
+
+def _learned(history: History | None) -> Learned | None:
+    """How long this user's recent tasks took, to aim the polls; nothing if unreadable."""
+    if history is None:
+        return None
+    try:
+        return history.learned()
+    except HistoryError:  # the history only helps here; the wait goes on without it
+        return None
+
+
+def fetch_task(client: Client, task_id: str) -> Task:
+    """The task's state, under the id it was polled by, whatever id the reply gives:
+    files are named and states recorded by the id the user has."""
+    task = client.get_task(task_id)
+    return task if task.task_id == task_id else replace(task, task_id=task_id)
+
+
+def query_tasks(
+    client: Client, task_ids: Sequence[str], *, history: History | None = None
+) -> list[Task | ApimartError]:
+    """`status`: each task's state (or the error in its way), asked at once, at most
+    MAX_PARALLEL_QUERIES at a time, and recorded in the history. An id with no answer
+    by the client's deadline gets a WaitTimeout (exit 124); nothing waits past it."""
+    answers: queue.SimpleQueue[tuple[int, Task | BaseException]] = queue.SimpleQueue()
+
+    def ask(index: int, task_id: str) -> None:
+        try:
+            answers.put((index, fetch_task(client, task_id)))
+        except ApimartError as error:
+            answers.put((index, error))
+        except Exception as exc:  # a bug: report it, keep the others going
+            answers.put((index, ApimartError(f"Internal error while asking: {exc!r}")))
+        except BaseException as exc:  # Ctrl-C: the calling thread raises it
+            answers.put((index, exc))
+
+    pool = WorkerPool(min(MAX_PARALLEL_QUERIES, len(task_ids)), "status")
+    for index, task_id in enumerate(task_ids):
+        pool.submit(ask, index, task_id)
+    pool.close()
+    results: dict[int, Task | ApimartError] = {}
+    while len(results) < len(task_ids):
+        try:
+            index, result = answers.get(timeout=client.deadline.remaining())
+        except queue.Empty:
+            break
+        if not isinstance(result, (Task, ApimartError)):
+            raise result
+        results[index] = result
+    tasks = [result for result in results.values() if not isinstance(result, ApimartError)]
+    if history is not None:
+        from apimart_cli.history import task_changes
+
+        for task in tasks:
+            history.update(task.task_id, **task_changes(task))
+    late = WaitTimeout("Out of time waiting for the service's answer.")
+    return [results.get(index, late) for index in range(len(task_ids))]
+
+
+@dataclass(frozen=True)
+class WaitPlan:
+    """What a wait is to do: until when, and where the images go (`folder` None: only
+    wait, as `--no-download`)."""
+
+    deadline: Deadline
+    folder: Path | None = None
+    force: bool = False  # replace images already there
+    interval: float = DEFAULT_POLL_INTERVAL
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    once: bool = False  # poll each task once (`download`): one not finished is an error
+
+
+def wait_for_tasks(
+    client: Client,
+    plan: WaitPlan,
+    reporter: Reporter,
+    *,
+    task_ids: Iterable[str] = (),
+    stream: Iterable[str] | None = None,
+    history: History | None = None,
+    hooks: SaveHooks | None = None,
+) -> Outcome:
+    """`wait`, `download` and `generate --wait`: wait for the tasks, save their images
+    into `plan.folder`, record them in `history`; how it ended.
+
+    `client` is closed once the run has ended with nothing on its way. After a
+    timeout or Ctrl-C it is left open: requests still in flight on worker threads
+    are abandoned with the process, not failed by a closing client.
+    """
+    from apimart_cli.downloads import Downloader
+
+    downloader = None
+    if plan.folder is not None:
+        downloader = Downloader(client, plan.folder, force=plan.force)
+        try:
+            downloader.prepare()
+        except BaseException:
+            client.close()
+            raise
+    engine = Engine(
+        client,
+        deadline=plan.deadline,
+        reporter=reporter,
+        downloader=downloader,
+        history=history,
+        interval=plan.interval,
+        max_in_flight=plan.max_in_flight,
+        once=plan.once,
+        hooks=hooks,
+    )
+    outcome = engine.run(task_ids, stream=stream)
+    if not (outcome.timed_out or outcome.interrupted):
+        client.close()
+    return outcome
+
+
+def resume_hint(
+    task_ids: Sequence[str],
+    output: Path | None,
+    *,
+    base_url: str | None = None,
+    download: bool = True,
+    as_json: bool = False,
+) -> str:
+    """The command that picks up where an interrupted wait stopped, ready to paste."""
+    words = ["apimart"]
+    if base_url:
+        words += ["--base-url", base_url]
+    words.append("wait")
+    if output is not None and str(output) != ".":
+        words += ["-o", str(output)]
+    if not download:
+        words.append("--no-download")
+    if as_json:
+        words.append("--json")
+    return " ".join(shlex.quote(word) for word in [*words, *task_ids])

@@ -1,0 +1,211 @@
+"""`--timeout` bounds the whole command: a slow image host or a dripping API cannot hold it.
+
+Each command ends at its deadline with exit 124, keeps what it downloaded, says
+how to resume, and the resume then completes the image byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from apimart_cli.sandbox import Sandbox, SandboxConfig
+from tests.dripping import DripServer
+from tests.e2e.conftest import Run, apimart
+from tests.e2e.test_faults import leftovers, submit_direct, wait_completed
+
+SIZE = "640x640"  # a noise image of about 1.2 MB: minutes at the slow rate
+SLOW_RATE = 20_000  # bytes a second: above the stall threshold, far below the image
+GRACE = 10.0  # "at once": the command may take this long past its timeout on a loaded machine;
+# the slow image would take a minute and a dripping reply never ends, so this still tells.
+
+
+@pytest.fixture
+def slow_host() -> Iterator[Sandbox]:
+    with Sandbox(SandboxConfig(duration=0.1, noise=True, download_rate=SLOW_RATE)) as server:
+        yield server
+
+
+def image_bytes(sandbox: Sandbox, task_id: str) -> bytes:
+    data = wait_completed(sandbox, task_id)
+    return httpx.get(data["result"]["images"][0]["url"][0]).content  # type: ignore[index]
+
+
+def final_images(folder: Path) -> list[Path]:
+    """The images under their final names (not part files, not a batch's manifest)."""
+    return sorted(p for p in folder.iterdir() if p.suffix == ".png" and not p.name.startswith("."))
+
+
+def timed(*args: str, env: dict[str, str], cwd: Path) -> tuple[Run, float]:
+    started = time.monotonic()
+    run = apimart(*args, env=env, cwd=cwd, timeout=60)
+    return run, time.monotonic() - started
+
+
+def resume_command(run: Run) -> list[str]:
+    match = re.search(r"^Resume with: apimart (.*)$", run.stderr, re.MULTILINE)
+    assert match, run.stderr
+    return match.group(1).split()
+
+
+def assert_ended_at_its_timeout(run: Run, elapsed: float, timeout: float) -> None:
+    assert run.returncode == 124, run.stderr
+    assert elapsed < timeout + GRACE, f"took {elapsed:.1f} s"
+    assert "Traceback" not in run.stderr
+
+
+def assert_resumed_byte_for_byte(
+    sandbox: Sandbox, task_id: str, out: Path, env: dict[str, str], cwd: Path, args: list[str]
+) -> None:
+    """The part file kept, then the resume (`args`) completes it with a Range request."""
+    part = out / f".{task_id}_0.part"
+    assert part.exists() and part.stat().st_size > 0  # what arrived is kept for the resume
+    assert final_images(out) == []
+    sandbox.config.download_rate = None  # the link gets better
+    again = apimart(*args, env=env, cwd=cwd)
+    assert again.returncode == 0, again.stderr
+    [image] = final_images(out)
+    expected = image_bytes(sandbox, task_id)
+    assert hashlib.sha256(image.read_bytes()).digest() == hashlib.sha256(expected).digest()
+    assert leftovers(out) == []
+    assert any("range" in r.headers for r in sandbox.requests if r.origin == "image")
+
+
+def assert_wait_resumes(
+    sandbox: Sandbox, run: Run, task_id: str, env: dict[str, str], cwd: Path
+) -> None:
+    """The command printed is `apimart wait -o out ID`, and it completes the image."""
+    resume = resume_command(run)
+    assert resume == ["wait", "-o", "out", task_id]
+    assert_resumed_byte_for_byte(sandbox, task_id, cwd / "out", env, cwd, resume)
+
+
+def slow_env(env: dict[str, str], sandbox: Sandbox) -> dict[str, str]:
+    return {**env, "APIMART_BASE_URL": sandbox.base_url}
+
+
+# -- a slow image host: wait, generate --wait, download, batch ---------------------------
+
+
+@pytest.mark.parametrize("command", ["wait", "download"])
+def test_wait_and_download_end_at_their_timeout_on_a_slow_image_host_and_resume(
+    slow_host: Sandbox, env: dict[str, str], tmp_path: Path, command: str
+) -> None:
+    user = slow_env(env, slow_host)
+    task_id = submit_direct(slow_host, size=SIZE)
+    wait_completed(slow_host, task_id)
+    run, elapsed = timed(command, task_id, "-o", "out", "--timeout", "3", env=user, cwd=tmp_path)
+    assert_ended_at_its_timeout(run, elapsed, 3)
+    assert f"1 task(s) unfinished: {task_id}" in run.stderr
+    assert_wait_resumes(slow_host, run, task_id, user, tmp_path)
+
+
+def test_generate_wait_ends_at_its_timeout_on_a_slow_image_host_and_resumes(
+    slow_host: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    user = slow_env(env, slow_host)
+    args = ["generate", "a fox", "-s", SIZE, "--wait", "-o", "out", "--timeout", "5"]
+    run, elapsed = timed(*args, env=user, cwd=tmp_path)
+    assert_ended_at_its_timeout(run, elapsed, 5)
+    [task_id] = [str(r.task_id) for r in slow_host.submissions()]
+    assert_wait_resumes(slow_host, run, task_id, user, tmp_path)
+
+
+def test_batch_ends_at_its_timeout_on_a_slow_image_host_and_resumes(
+    slow_host: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    user = slow_env(env, slow_host)
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text(json.dumps({"prompt": "a fox", "size": SIZE}) + "\n")
+    args = ["batch", str(jobs), "-o", "out", "--interval", "0.2"]
+    run, elapsed = timed(*args, "--timeout", "5", env=user, cwd=tmp_path)
+    assert_ended_at_its_timeout(run, elapsed, 5)
+    assert "Timed out after 5 s with 1 job(s) unfinished" in run.stderr
+    [task_id] = [str(r.task_id) for r in slow_host.submissions()]
+    # A batch resumes by running the same command again.
+    assert_resumed_byte_for_byte(slow_host, task_id, tmp_path / "out", user, tmp_path, args)
+    assert len(slow_host.submissions()) == 1  # the rerun sent nothing again
+
+
+# -- a dripping API: status, balance, generate, download ---------------------------------
+
+
+@pytest.fixture
+def dripping(sandbox: Sandbox) -> Iterator[DripServer]:
+    with DripServer(sandbox.base_url, interval=0.5) as server:
+        yield server
+
+
+def drip_env(env: dict[str, str], server: DripServer) -> dict[str, str]:
+    return {**env, "APIMART_BASE_URL": server.base_url}
+
+
+def test_status_ends_at_its_timeout_against_a_dripping_api(
+    sandbox: Sandbox, dripping: DripServer, env: dict[str, str], tmp_path: Path
+) -> None:
+    task_id = submit_direct(sandbox)
+    dripping.drip("GET", "/v1/tasks/")
+    user = drip_env(env, dripping)
+    run, elapsed = timed("status", task_id, "--timeout", "2", env=user, cwd=tmp_path)
+    assert_ended_at_its_timeout(run, elapsed, 2)
+    assert f"Ask again with: apimart status {task_id}" in run.stderr
+    dripping.stop_dripping()
+    again = apimart("status", task_id, env=user, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(task_id)
+
+
+def test_balance_ends_at_its_timeout_against_a_dripping_api(
+    dripping: DripServer, env: dict[str, str], tmp_path: Path
+) -> None:
+    dripping.drip("GET", "/v1/balance")
+    user = drip_env(env, dripping)
+    run, elapsed = timed("balance", "--timeout", "2", env=user, cwd=tmp_path)
+    assert_ended_at_its_timeout(run, elapsed, 2)
+    dripping.stop_dripping()
+    again = apimart("balance", env=user, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.lines[0].startswith("remaining\t")
+
+
+def test_generate_ends_at_its_timeout_against_a_dripping_api(
+    dripping: DripServer, env: dict[str, str], tmp_path: Path
+) -> None:
+    dripping.drip("POST", "/v1/images/generations")
+    user = drip_env(env, dripping)
+    run, elapsed = timed("generate", "a fox", "--timeout", "4", env=user, cwd=tmp_path)
+    assert_ended_at_its_timeout(run, elapsed, 4)
+    assert run.stdout == ""
+    assert dripping.dripped == 1  # it was sent, so its outcome is unknown: not resent
+    assert "the task may have been created" in run.stderr and "Idempotency key" in run.stderr
+
+
+def test_generate_wait_and_download_end_at_their_timeout_against_a_dripping_api_and_resume(
+    sandbox: Sandbox, dripping: DripServer, env: dict[str, str], tmp_path: Path
+) -> None:
+    user = drip_env(env, dripping)
+    dripping.drip("GET", "/v1/tasks/")  # the submission goes through; every poll drips
+    run, elapsed = timed(
+        "generate", "a fox", "--wait", "-o", "out", "--timeout", "3", env=user, cwd=tmp_path
+    )
+    assert_ended_at_its_timeout(run, elapsed, 3)
+    [task_id] = [str(r.task_id) for r in sandbox.submissions()]
+    resume = resume_command(run)
+    assert resume == ["wait", "-o", "out", task_id]
+
+    run, elapsed = timed("download", task_id, "-o", "out", "--timeout", "2", env=user, cwd=tmp_path)
+    assert_ended_at_its_timeout(run, elapsed, 2)
+    assert resume_command(run) == resume
+
+    dripping.stop_dripping()
+    again = apimart(*resume, env=user, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    [image] = final_images(tmp_path / "out")
+    assert image.read_bytes() == image_bytes(sandbox, task_id)
