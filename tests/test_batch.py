@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from apimart_cli.batch import (
     MANIFEST_NAME,
     MAX_REPORTED,
-    RATE_LIMIT_PAUSE,
     AimdLimiter,
     BatchOptions,
     Job,
@@ -31,9 +30,11 @@ from apimart_cli.batch import (
 )
 from apimart_cli.client import Client
 from apimart_cli.constants import DEFAULT_BATCH_NAME as DEFAULT_NAME
+from apimart_cli.constants import RATE_LIMIT_PAUSE
 from apimart_cli.errors import ExitCode, HistoryError, UsageError
 from apimart_cli.history import History
 from apimart_cli.models import Task
+from apimart_cli.retry import Deadline
 from apimart_cli.sandbox import Sandbox, SandboxConfig, encode_png
 
 PNG = encode_png(1, 1, b"\x00\x00\x00\x00")
@@ -473,7 +474,7 @@ def run_jobs(
     options = BatchOptions(output=folder / "out", interval=0.05, timeout=30)
     return run_batch(
         parse(text),
-        client or Client(sandbox.base_url, "sk-test"),
+        client or Client(sandbox.base_url, "sk-test", deadline=Deadline.after(30)),
         AimdLimiter(4),
         options,
         lambda: history(folder / "history.sqlite3"),

@@ -22,14 +22,13 @@ from apimart_cli.batch.jobs import (
     slugify,
 )
 from apimart_cli.batch.manifest import MANIFEST_NAME, Manifest, Records, resume_step
-from apimart_cli.batch.pacing import RATE_LIMIT_PAUSE, AimdLimiter
+from apimart_cli.batch.pacing import AimdLimiter
 from apimart_cli.batch.run import BatchOptions, run_batch
 from apimart_cli.downloads import move_into_place
 
 __all__ = [
     "MANIFEST_NAME",
     "MAX_REPORTED",
-    "RATE_LIMIT_PAUSE",
     "AimdLimiter",
     "BatchOptions",
     "Job",

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
-RATE_LIMIT_PAUSE = 1.0  # seconds new submissions wait after a 429 that gave no Retry-After
+from apimart_cli.constants import RATE_LIMIT_PAUSE
 
 
 class AimdLimiter:

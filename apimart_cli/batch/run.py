@@ -1,16 +1,15 @@
-"""One run of a batch: submit, wait, download, rename, record.
+"""One run of a batch: submit, then hand each task to the engine; record every step.
 
-Submit workers, at most `AimdLimiter.limit` in flight, feed one `Poller` on the
-calling thread; each completed task downloads on a pool while the rest are
-polled. Every step of every job is appended to the manifest first, so a run
-killed at any point resumes where it stopped. The workers are daemon threads
-and never waited for past the deadline or a second Ctrl-C.
+Submit workers, at most `AimdLimiter.limit` in flight, `add` each new task id
+to one `engine.Engine` running on the calling thread, which polls, downloads
+(under the job's `--name`, through `saving`) and writes the history. This run
+is the engine's reporter: every step of every job is appended to the manifest
+first, so a run killed at any point resumes where it stopped. The workers are
+daemon threads and never waited for past the deadline or a second Ctrl-C.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import queue
 import threading
 import time
 import uuid
@@ -18,38 +17,36 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from apimart_cli import __version__, console
 from apimart_cli.batch.jobs import format_name
 from apimart_cli.batch.manifest import STEP_LABELS, JobRun, Manifest, Records, resumed
 from apimart_cli.batch.saving import save_image, write_metadata
 from apimart_cli.batch.tracker import JobTracker
 from apimart_cli.constants import DEFAULT_BATCH_NAME, DEFAULT_BATCH_TIMEOUT, DEFAULT_POLL_INTERVAL
-from apimart_cli.downloads import Downloader
+from apimart_cli.downloads import Downloader, SavedFile
+from apimart_cli.engine import Engine
 from apimart_cli.errors import (
     ApimartError,
     ExitCode,
     HistoryError,
-    ServiceError,
+    SubmissionTimedOut,
     SubmissionUnknown,
     SubmittedButUnrecorded,
     TaskError,
+    Terminated,
     interrupted_code,
 )
-from apimart_cli.gallery import Keeper
-from apimart_cli.history import task_changes
-from apimart_cli.polling import Poller
 from apimart_cli.progress import make_batch_display
-from apimart_cli.provenance import Stamper
 from apimart_cli.submission import submit
-from apimart_cli.waiting import DOWNLOAD_WORKERS
-from apimart_cli.workers import WorkerPool
 
 if TYPE_CHECKING:
     from apimart_cli.batch.jobs import Job
     from apimart_cli.batch.pacing import AimdLimiter
     from apimart_cli.client import Client
+    from apimart_cli.downloads import BeforeRename, OnProgress
+    from apimart_cli.engine import SaveHooks
+    from apimart_cli.gallery import Keeper
     from apimart_cli.history import History
     from apimart_cli.models import Task
     from apimart_cli.references import ReferenceSender
@@ -70,7 +67,6 @@ class BatchOptions:
     force: bool = False
     metadata: bool = False  # a <name>.json sidecar beside each image
     as_json: bool = False
-    provenance: bool = True  # the provenance chunk in each PNG
 
 
 def run_batch(
@@ -80,14 +76,22 @@ def run_batch(
     options: BatchOptions,
     open_history: Callable[[], History],
     sender: ReferenceSender | None = None,
+    *,
+    hooks: SaveHooks | None = None,
+    gallery: Keeper | None = None,
 ) -> ExitCode:
     """Send, wait for and download every job not done yet; the exit code (the highest wins).
 
-    `client` is closed once the run has ended with nothing on its way. After a
-    timeout or a Ctrl-C it is left open: closing it would fail the requests still
-    in flight on worker threads (the process is ending anyway).
+    `hooks` are the engine's steps around each image (the provenance chunk);
+    `gallery` keeps index.html as each job ends.
+    The run ends by `client.deadline` (the command's --timeout). `client` is closed
+    once the run has ended with nothing on its way. After a timeout or a Ctrl-C it
+    is left open: closing it would fail the requests still in flight on worker
+    threads (the process is ending anyway).
     """
-    batch = BatchRun(jobs, client, limiter, options, open_history, sender)
+    batch = BatchRun(
+        jobs, client, limiter, options, open_history, sender, hooks=hooks, gallery=gallery
+    )
     try:
         return batch.run()
     finally:
@@ -96,9 +100,9 @@ def run_batch(
 
 
 class BatchRun:
-    """One run of a batch. Submit workers, the poll loop (the calling thread) and the
-    download workers all change jobs under one lock, the tracker's, which also orders
-    the manifest's records.
+    """One run of a batch, and the engine's reporter for it. Submit workers, the
+    engine's poll loop (the calling thread) and its download workers all change jobs
+    under one lock, the tracker's, which also orders the manifest's records.
 
     Nothing is ever waited for beyond the deadline or a second Ctrl-C: submit and
     download workers are daemon threads, and once the run is over (`_close`) what
@@ -115,14 +119,15 @@ class BatchRun:
         options: BatchOptions,
         open_history: Callable[[], History],
         sender: ReferenceSender | None = None,
+        *,
+        hooks: SaveHooks | None = None,
+        gallery: Keeper | None = None,
     ) -> None:
         self._client, self._limiter, self._options = client, limiter, options
         self._open_history = open_history
-        self._stamper = Stamper(__version__, redact=console.redact) if options.provenance else None
+        self._hooks = hooks
         self._references = sender  # references uploaded, and the base64 refusal handled
-        self._downloader = Downloader(
-            client, options.output, force=options.force, on_retry=console.info
-        )
+        self._downloader = Downloader(client, options.output, force=options.force)
         self._manifest = Manifest(options.output)
         self._display = make_batch_display(job.line for job in jobs)
         self._tracker = JobTracker(
@@ -130,7 +135,7 @@ class BatchRun:
             self._display,
             output=options.output,
             as_json=options.as_json,
-            gallery=Keeper(options.output, warn=console.warn, redact=console.redact),
+            gallery=gallery,
         )
         self._lock = self._tracker.lock  # one lock for all the jobs' state
         self._jobs = jobs
@@ -139,22 +144,9 @@ class BatchRun:
         self._sending = True
         self._closed = False  # the run is over: late results are not recorded
         self.settled = False  # the run ended with nothing left on its way
-        self._history: History | None = None  # the poll loop's; each submit worker opens its own
         self._history_broken = False  # a write failed: said once, not tried again
         self._sender: threading.Thread | None = None
-        self._history_changes: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
-        self._pool: WorkerPool | None = None  # the download workers, while the run lasts
-        self._downloading = 0  # images being downloaded
-        self._downloads_done = threading.Condition()
-        self._deadline = time.monotonic() + options.timeout
-        self._poller = Poller(
-            self._fetch,
-            interval=options.interval,
-            timeout=options.timeout,
-            on_update=self._on_update,
-            on_finished=self._on_finished,
-            on_idle=self._drain,
-        )
+        self._engine: Engine | None = None
         limiter.on_change = self._slowed
 
     def run(self) -> ExitCode:
@@ -170,21 +162,27 @@ class BatchRun:
         with self._open_history() as history:
             history.check_writable()  # before anything is sent, as `generate` does
             records = self._manifest.read()
-            self._history = history
+            self._engine = Engine(
+                self._client,
+                deadline=self._client.deadline,
+                reporter=self,
+                downloader=self._downloader,
+                history=history,
+                interval=self._options.interval,
+                save=self._save,
+                hooks=self._hooks,
+            )
             self._display.start()
-            self._pool = WorkerPool(DOWNLOAD_WORKERS, "download")  # daemons: never waited for
             try:
                 self._plan(records)
                 if self._references is not None:  # each distinct one once, before any job
                     self._references.upload_first([run.job.request for run in self._queue])
                 timed_out = self._go()
-                self._drain()
             except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM
                 self._interrupted()
                 return interrupted_code(interrupt)
             finally:
                 self._close()
-                self._pool.close()
                 self._display.close()
         self._tracker.finish_rest(timed_out, self._options.timeout)
         self.settled = not timed_out
@@ -206,7 +204,7 @@ class BatchRun:
             elif step == "done":
                 if not self._options.as_json:
                     for name in run.files:
-                        console.data(str(self._options.output / name))
+                        self._display.output(str(self._options.output / name))
                 self._tracker.end(run, record=moved)
             else:
                 self._tracker.end(run, error=_still_unknown(run), record=moved)
@@ -215,20 +213,19 @@ class BatchRun:
             self._display.message(f"Resuming from {self._manifest.path}: {counts}.")
 
     def _go(self) -> bool:
-        """Submit on worker threads while polling here; True if the deadline came first."""
+        """Submit on worker threads while the engine polls here; True if the deadline
+        came first. Ctrl-C raises KeyboardInterrupt here, once the engine has stopped."""
+        assert self._engine is not None
         if self._queue:
-            self._poller.open_input()
+            self._engine.open_input()
             self._sender = threading.Thread(target=self._send_all, name="submit", daemon=True)
             self._sender.start()
-        # The poller ends when the sender's input has ended (every submission answered)
-        # and every task has finished, or at the deadline; the downloads end by then too.
-        outcome = self._poller.run()
-        timed_out = outcome.timed_out or not self._downloads_finished()
-        if timed_out:
-            self._close()  # what is still on its way stays as last recorded
-        for task_id, error in outcome.errors.items():  # the task may be fine: wait next time
-            self._tracker.end(self._by_task[task_id], error=error)
-        return timed_out
+        # The engine ends when the sender's input has ended (every submission answered)
+        # and every task is done with, or at the deadline.
+        outcome = self._engine.run()
+        if outcome.interrupted:
+            raise Terminated if outcome.exit_code == ExitCode.TERMINATED else KeyboardInterrupt
+        return outcome.timed_out
 
     def _close(self) -> None:
         """The run is over: send nothing more, and record nothing more from other threads."""
@@ -252,7 +249,8 @@ class BatchRun:
             for worker in workers:
                 worker.join()
         finally:
-            self._poller.close_input()
+            assert self._engine is not None
+            self._engine.close_input()
 
     def _send_worker(self) -> None:
         try:
@@ -310,7 +308,7 @@ class BatchRun:
             if self._closed:  # too late: the record keeps "submitting" and the key
                 return True
             if len(task_ids) > 1:
-                console.warn(
+                self._display.warning(
                     f"line {run.job.line}: the service made {len(task_ids)} tasks; "
                     "`apimart wait --pending` waits for all but the first."
                 )
@@ -330,7 +328,9 @@ class BatchRun:
     def _refused(self, run: JobRun, error: ApimartError) -> None:
         """The submission failed, or its outcome is unknown."""
         with self._lock:
-            if self._closed:
+            if self._closed or isinstance(error, SubmissionTimedOut):
+                # Out of time on its way: the record keeps "submitting" and the key, so a
+                # rerun sends it with that key and the service makes no second task.
                 return
             if isinstance(error, HistoryError) or error.exit_code in _STOP_SENDING:
                 self._stop_sending()
@@ -348,7 +348,7 @@ class BatchRun:
     def _stop_sending(self, error: ApimartError | None = None) -> None:
         with self._lock:
             if error is not None and not self._closed:
-                console.warn(f"Error: {error.message}")
+                self._display.warning(f"Error: {error.message}")
                 self._tracker.fail(error.exit_code)
             self._sending = False
         self._limiter.close()
@@ -359,7 +359,7 @@ class BatchRun:
         self._stop_sending()
         sender = self._sender
         if sender is not None and sender.is_alive():
-            console.warn(
+            self._display.warning(
                 "Interrupted; recording the submissions on their way (Ctrl-C again to quit now)."
             )
             try:
@@ -367,12 +367,12 @@ class BatchRun:
                     sender.join(0.2)
             except KeyboardInterrupt:
                 self._close()  # the jobs on their way keep their "submitting" record and key
-                console.warn(
+                self._display.warning(
                     "Quit with submissions on their way; a rerun sends them again with the "
                     "same idempotency keys, so the service makes no second task."
                 )
         self._close()
-        console.warn("Interrupted. Run the same command again to resume where it stopped.")
+        self._display.warning("Interrupted. Run the same command again to resume where it stopped.")
 
     def _slowed(self, limit: int, pause: float) -> None:
         self._display.message(
@@ -387,131 +387,109 @@ class BatchRun:
             if self._history_broken:
                 return
             self._history_broken = True
-            console.warn(
+            self._display.warning(
                 f"Warning: the task history could not be written: {reason}\n"
                 f"The run goes on without it; {self._manifest.path} records every job."
             )
 
-    def _drain(self) -> None:
-        """Apply the history changes queued by other threads (on the poll loop's thread)."""
-        while not self._history_changes.empty():
-            task_id, changes = self._history_changes.get()
-            if self._history is None or self._history_broken:
-                continue
-            try:
-                self._history.update(task_id, **changes)
-            except HistoryError as error:
-                self._history_failed(error.message)
-
-    # -- waiting (the poll loop) ---------------------------------------------------------------
-
-    def _fetch(self, task_id: str) -> Task:
-        """The task's state, under the id it was polled by, whatever id the reply gives."""
-        task = self._client.get_task(task_id)
-        return task if task.task_id == task_id else dataclasses.replace(task, task_id=task_id)
-
     def _watch(self, run: JobRun) -> None:
-        assert run.task_id is not None
+        assert run.task_id is not None and self._engine is not None
         self._by_task[run.task_id] = run
         self._display.job(run.job.line, run.stage())
-        self._poller.add(run.task_id)
+        self._engine.add(run.task_id)
 
-    def _on_update(self, task: Task) -> None:
+    # -- saving (the engine's download threads) --------------------------------------------------
+
+    def _save(
+        self, task: Task, index: int, on_progress: OnProgress, before_rename: BeforeRename | None
+    ) -> SavedFile:
+        """Download one image under its --name, and its metadata."""
+        run, options = self._by_task[task.task_id], self._options
+        name = format_name(
+            options.name, task_id=task.task_id, index=index, line=run.job.line, slug=run.job.slug
+        )
+        try:
+            path, kept = save_image(
+                self._downloader,
+                task,
+                index,
+                name,
+                force=options.force,
+                on_progress=on_progress,
+                before_rename=before_rename,
+            )
+            if options.metadata and not (kept and path.with_suffix(".json").exists()):
+                write_metadata(run, task, index, path)
+        except OSError as exc:
+            raise _save_failed(run, index, exc) from None
+        return SavedFile(path, kept_existing=kept)
+
+    # -- the engine's reporter: each job's progress, into the manifest and the display -------
+
+    def added(self, task_id: str) -> None:
+        pass  # `_watch` has shown it
+
+    def update(self, task: Task) -> None:
         run = self._by_task[task.task_id]
         if task.cost is not None and task.cost != run.cost:
             run.cost = task.cost
             self._display.cost(sum(r.cost or 0.0 for r in self._tracker.runs))
-        if not task.finished and task.status != run.state:
-            self._history_changes.put((task.task_id, task_changes(task)))
-            self._tracker.update(run, task.status)
-
-    def _on_finished(self, task: Task) -> None:
-        run = self._by_task[task.task_id]
-        self._history_changes.put((task.task_id, task_changes(task)))
-        if task.status != "completed":
-            reason = task.error_message or "no reason given"
-            error = TaskError(f"task {task.task_id} {task.status}: {reason}")
-            self._tracker.end(run, task.status, error)
-        elif not task.images:
-            self._tracker.end(run, "completed", ServiceError(f"task {task.task_id} has no images."))
-        else:
+        if task.status == "completed" and task.images:  # its downloads start now
             run.task, run.pending, run.saved = task, len(task.images), {}
             self._tracker.update(run, "completed")
-            assert self._pool is not None
-            with self._downloads_done:
-                self._downloading += len(task.images)
-            for index in range(len(task.images)):
-                self._pool.submit(self._download, run, index)
+        elif not task.finished and task.status != run.state:
+            self._tracker.update(run, task.status)
 
-    def _downloads_finished(self) -> bool:
-        """Wait for the downloads still running, until the deadline; False if it came first."""
-        with self._downloads_done:
-            while self._downloading:
-                left = self._deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._downloads_done.wait(left)
-        return True
+    def transferred(self, task_id: str, index: int, received: int, total: int | None) -> None:
+        pass  # one bar for the whole batch: a job's bytes are not shown
 
-    # -- saving (download threads) -------------------------------------------------------------
-
-    def _download(self, run: JobRun, index: int) -> None:
-        try:
-            self._save_and_record(run, index)
-        except Exception as exc:  # pragma: no cover - a bug; the job stays unfinished
-            console.warn(f"line {run.job.line}: internal error while saving: {exc!r}")
-        finally:
-            with self._downloads_done:
-                self._downloading -= 1
-                self._downloads_done.notify_all()
-
-    def _save_and_record(self, run: JobRun, index: int) -> None:
-        error: ApimartError | None = None
-        try:
-            path, kept = self._save(run, index)
-        except ApimartError as exc:
-            error = exc
-        except Exception as exc:  # a disk error or a bug must still fail the job
-            error = _save_failed(run, index, exc)
+    def saved(self, task: Task, index: int, saved: SavedFile) -> None:
+        run = self._by_task[task.task_id]
         with self._lock:
             if self._closed:  # too late to report: a rerun finds the file
                 return
-            if error is None:
-                self._show_saved(run, path, kept)
-                run.saved[index] = path.name
-            run.pending -= 1
-            last = run.pending == 0
-            if last:
-                run.files = [run.saved[i] for i in sorted(run.saved)]
-                files = [str(self._options.output / name) for name in run.files]
-                self._history_changes.put((str(run.task_id), {"files": files}))
-            if error is not None:
-                console.warn(f"line {run.job.line}: {error.message}")
-            if error is not None or last:
-                self._tracker.end(run, error=error, warn=False, final=last)
+            if not saved.kept_existing:
+                self._display.message(f"line {run.job.line}: saved {saved.path}")
+            elif saved.path.name not in run.files:  # a file from this job's earlier run is no news
+                self._display.warning(
+                    f"line {run.job.line}: kept the existing {saved.path} (--force replaces it)"
+                )
+            if not self._options.as_json:
+                self._display.output(str(saved.path))
+            run.saved[index] = saved.path.name
 
-    def _save(self, run: JobRun, index: int) -> tuple[Path, bool]:
-        """Download one image under its --name, and its metadata; True if a file was kept."""
-        task, options = run.task, self._options
-        assert task is not None
-        name = format_name(
-            options.name, task_id=task.task_id, index=index, line=run.job.line, slug=run.job.slug
-        )
-        finish = self._stamper.step(task) if self._stamper is not None else None
-        path, kept = save_image(
-            self._downloader, task, index, name, force=options.force, finish=finish
-        )
-        if options.metadata and not (kept and path.with_suffix(".json").exists()):
-            write_metadata(run, task, index, path)
-        return path, kept
+    def failed(self, task_id: str | None, error: ApimartError) -> None:
+        run = self._by_task[str(task_id)]
+        with self._lock:
+            if self._closed:
+                return
+            if run.task is None:  # its polls failed: the task may be fine; wait next time
+                self._tracker.end(run, error=error)
+                return
+            self._display.warning(f"line {run.job.line}: {error.message}")
+            self._tracker.end(run, error=error, warn=False, final=False)
 
-    def _show_saved(self, run: JobRun, path: Path, kept: bool) -> None:
-        if not kept:
-            self._display.message(f"line {run.job.line}: saved {path}")
-        elif path.name not in run.files:  # a file from this job's earlier run is no news
-            console.warn(f"line {run.job.line}: kept the existing {path} (--force replaces it)")
-        if not self._options.as_json:
-            console.data(str(path))
+    def finished(self, task: Task, files: Sequence[Path]) -> None:
+        run = self._by_task[task.task_id]
+        with self._lock:
+            if self._closed:
+                return
+            if task.status != "completed":
+                reason = task.error_message or "no reason given"
+                error = TaskError(f"task {task.task_id} {task.status}: {reason}")
+                self._tracker.end(run, task.status, error)
+                return
+            run.files = [run.saved[i] for i in sorted(run.saved)]
+            self._tracker.end(run, warn=False)
+
+    def history_failed(self, error: HistoryError) -> None:
+        self._history_failed(error.message)
+
+    def tick(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass  # the display outlives the engine: the run's summary comes after
 
 
 def _still_unknown(run: JobRun) -> SubmissionUnknown:
@@ -523,7 +501,7 @@ def _still_unknown(run: JobRun) -> SubmissionUnknown:
     )
 
 
-def _save_failed(run: JobRun, index: int, exc: Exception) -> ApimartError:
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else repr(exc)
-    where = f": {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
+def _save_failed(run: JobRun, index: int, exc: OSError) -> ApimartError:
+    reason = exc.strerror or repr(exc)
+    where = f": {exc.filename}" if exc.filename else ""
     return TaskError(f"Could not save image {index} of task {run.task_id}: {reason}{where}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +17,7 @@ from apimart_cli.downloads import existing_file, move_into_place, write_new_file
 
 if TYPE_CHECKING:
     from apimart_cli.batch.manifest import JobRun
-    from apimart_cli.downloads import Downloader
+    from apimart_cli.downloads import BeforeRename, Downloader, OnProgress
     from apimart_cli.models import Task
 
 
@@ -29,18 +28,26 @@ def save_image(
     name: str,
     *,
     force: bool,
-    finish: Callable[[Path], None] | None = None,
+    on_progress: OnProgress | None = None,
+    before_rename: BeforeRename | None = None,
 ) -> tuple[Path, bool]:
     """The image saved as `name` plus its extension; True if an existing file was kept.
 
-    `finish` is the downloader's last step on the complete file (the provenance chunk).
+    `before_rename` is the downloader's last step on the complete file (the provenance
+    chunk); `on_progress` hears its bytes.
     """
     folder, stem = downloader.folder, f"{task.task_id}_{index}"
     if name != stem and not force:
         found = existing_file(folder, name)
         if found is not None:
             return found, True
-    saved = downloader.download(task.task_id, index, task.images[index], finish)
+    saved = downloader.download(
+        task.task_id,
+        index,
+        task.images[index],
+        on_progress=on_progress,
+        before_rename=before_rename,
+    )
     if name == stem:
         return saved.path, saved.kept_existing
     target = folder / f"{name}{saved.path.suffix}"

@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from apimart_cli import console
 from apimart_cli.batch.manifest import OUTCOMES, JobRun
 from apimart_cli.errors import ApimartError, ExitCode
 
@@ -84,9 +83,9 @@ class JobTracker:
             if self._gallery is not None:
                 self._gallery.update(done.record() for done in self.runs if done.ended)
         if error is not None and warn:
-            console.warn(f"line {run.job.line}: {error.message}")
+            self.display.warning(f"line {run.job.line}: {error.message}")
         if self._as_json:
-            console.data(json.dumps(run.result(self._output), ensure_ascii=False))
+            self.display.output(json.dumps(run.result(self._output), ensure_ascii=False))
 
     def finish_rest(self, timed_out: bool, timeout: float) -> None:
         """Jobs still open: unsent (sending stopped), or unfinished when the wait timed out."""
@@ -99,24 +98,26 @@ class JobTracker:
             self.end(run, warn=False, record=not unsent)
         unfinished = sum(run.state != "queued" for run in rest)
         if timed_out and unfinished:
-            console.warn(
+            self.display.warning(
                 f"Timed out after {timeout:g} s with {unfinished} job(s) "
                 "unfinished. Run the same command again to resume."
             )
         if len(rest) > unfinished:
-            console.warn(f"{len(rest) - unfinished} job(s) not sent; run the command again.")
+            self.display.warning(
+                f"{len(rest) - unfinished} job(s) not sent; run the command again."
+            )
         if self.manifest.failed:
             self.fail(ExitCode.FAILED)
 
     def summarise(self, elapsed: float) -> ExitCode:
         """Say what to do, then how it went; the run's exit code (the highest wins)."""
         for hint in self._hints:
-            console.warn(hint)
+            self.display.warning(hint)
         outcomes = [run.outcome() for run in self.runs]
         parts = [f"{outcomes.count(k)} {k}" for k in OUTCOMES if k == "done" or k in outcomes]
         files = sum(len(run.files) for run in self.runs)
         cost = sum(run.cost or 0.0 for run in self.runs)
-        console.info(
+        self.display.message(
             f"Batch: {len(self.runs)} job(s): {', '.join(parts)}; {files} file(s); "
             f"cost {cost:.2f}; {elapsed:.1f} s."
         )

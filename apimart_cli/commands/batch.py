@@ -81,6 +81,8 @@ def batch(
     """
     # Imported here, not at the top: every command's start-up pays for the top.
     from apimart_cli.batch import AimdLimiter, BatchOptions, load_batch, run_batch
+    from apimart_cli.gallery import Keeper
+    from apimart_cli.progress import save_hooks
     from apimart_cli.references import batch_sender
     from apimart_cli.retry import Deadline
 
@@ -101,11 +103,14 @@ def batch(
         force=force,
         metadata=metadata,
         as_json=as_json,
-        provenance=settings.metadata,
     )
+    gallery = Keeper(settings.output_dir, warn=console.warn, redact=console.redact)
+    hooks = save_hooks(None, stamp=settings.metadata)
     # Not `with client:` -- run_batch closes it only when nothing is on its way: after a
     # timeout or a second Ctrl-C, closing it would fail the submissions still in flight.
-    code = run_batch(jobs, client, limiter, options, open_history, sender)
+    code = run_batch(
+        jobs, client, limiter, options, open_history, sender, hooks=hooks, gallery=gallery
+    )
     if open_page:
         from apimart_cli.gallery import PAGE_NAME
         from apimart_cli.opening import open_files
