@@ -64,7 +64,7 @@ _apimart() {
         "sandbox") words="--host --port --duration --estimate-factor --no-estimate --latency --download-rate --submit-rate --poll-rate --failure-rate --fail-word --noise --refuse-base64 --seed --help -h" ;;
         "mcp") words="--help -h" ;;
         "config") words="set get unset list path --help -h" ;;
-        "config set") words="--no-check --help -h"
+        "config set") words="--no-check --timeout --help -h"
             [[ $nargs -eq 0 && $cur != -* ]] && words="api_key base_url output_dir references metadata preview" ;;
         "config get") words="--reveal --help -h"
             [[ $nargs -eq 0 && $cur != -* ]] && words="api_key base_url output_dir references metadata preview" ;;

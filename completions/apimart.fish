@@ -149,6 +149,7 @@ complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_
 complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_subcommand_from set get unset list path' -l help
 complete -c apimart -n '__fish_seen_subcommand_from config; and not __fish_seen_subcommand_from set get unset list path' -s h
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from set' -l no-check
+complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from set' -l timeout -x
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from set' -l help
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from set' -s h
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from set' -a 'api_key base_url output_dir references metadata preview'

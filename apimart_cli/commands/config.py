@@ -7,7 +7,7 @@ import typer
 
 from apimart_cli import config_file, console, settings
 from apimart_cli.commands.common import handles_errors, state
-from apimart_cli.commands.options import JsonOpt
+from apimart_cli.commands.options import COMMAND_TIMEOUT, JsonOpt, TimeoutOpt
 from apimart_cli.errors import ConfigError, ExitCode, UsageError, interruption
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ def set_(
     no_check: Annotated[
         bool, typer.Option("--no-check", help="Store api_key without asking the service.")
     ] = False,
+    timeout: TimeoutOpt = COMMAND_TIMEOUT,
 ) -> None:
     """Store a setting. With no VALUE, read it from a hidden prompt or standard input.
 
@@ -63,7 +64,7 @@ def set_(
     if item.secret:
         console.hide(str(parsed))
     if item.key == "api_key" and not no_check:
-        _check_key(ctx, str(parsed))
+        _check_key(ctx, str(parsed), timeout)
     path = config_file.config_path()
     stored = config_file.load(path)
     stored[key] = parsed
@@ -71,17 +72,21 @@ def set_(
     console.info(f"Saved {key} in {path}")
 
 
-def _check_key(ctx: typer.Context, key: str) -> None:
+def _check_key(ctx: typer.Context, key: str, timeout: float) -> None:
     """Ask the service whether it takes ``key``; refused: exit 3, unanswered: a note."""
     from dataclasses import replace
 
     from apimart_cli.errors import ApimartError, AuthError
+    from apimart_cli.retry import Deadline
+    from apimart_cli.workers import run_until
 
+    deadline = Deadline.after(timeout)
     app_state = state(ctx)
     in_effect = replace(app_state.settings(), api_key=key)
     try:
-        with app_state.client(in_effect) as client:
-            client.balance()
+        client = app_state.client(in_effect, deadline)
+        run_until(deadline, client.balance)
+        client.close()
     except ApimartError as error:
         if error.exit_code == ExitCode.AUTH:
             raise AuthError(
