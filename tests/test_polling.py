@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from apimart_cli.errors import ApimartError, APIStatusError, ExitCode, ServiceError, TaskError
+from apimart_cli.errors import ApimartError, ExitCode, RateLimitedError, ServiceError, TaskError
 from apimart_cli.models import Task
 from apimart_cli.polling import (
     GUESS,
@@ -423,11 +423,8 @@ def test_a_task_with_no_hints_is_polled_at_half_its_age(clock: FakeClock) -> Non
 
 
 def test_polls_rate_limited_to_the_end_are_polled_again(clock: FakeClock) -> None:
-    limited = APIStatusError(
-        "The server answered 429: slow down",
-        status_code=429,
-        exit_code=ExitCode.SERVICE,
-        retry_after=3.0,
+    limited = RateLimitedError(
+        "The server answered 429: slow down", status_code=429, retry_after=3.0
     )
     scripts: dict[str, Script] = {
         "a": [limited, task("a", "completed")],

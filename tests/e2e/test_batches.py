@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -315,12 +316,26 @@ def test_a_second_ctrl_c_quits_at_once_and_a_rerun_resends_with_the_same_keys(
         process = subprocess.Popen(
             argv, env=user, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
+        said: list[str] = []
+        recording = threading.Event()  # the first Ctrl-C is being handled
+
+        def read_stderr() -> None:
+            assert process.stderr is not None
+            for line in process.stderr:
+                said.append(line)
+                if "recording the submissions on their way" in line:
+                    recording.set()
+
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
         wait_until(lambda: in_flight(sandbox) == 4)
         process.send_signal(signal.SIGINT)
-        time.sleep(0.5)
+        assert recording.wait(20), "".join(said)  # a condition, not a sleep that races
         process.send_signal(signal.SIGINT)
         second = time.monotonic()
-        _, stderr = process.communicate(timeout=30)
+        process.wait(timeout=30)
+        reader.join(10)
+        stderr = "".join(said)
         assert time.monotonic() - second < 2.0, stderr  # not after the hung requests
         assert process.returncode == 130, stderr
         assert "Traceback" not in stderr and "Run the same command again" in stderr

@@ -1,0 +1,142 @@
+"""batch.run: a whole run in this process, against a sandbox."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from apimart_cli.batch import (
+    MANIFEST_NAME,
+    AimdLimiter,
+    BatchOptions,
+    run_batch,
+)
+from apimart_cli.client import Client
+from apimart_cli.errors import ExitCode, HistoryError
+from apimart_cli.history import History
+from apimart_cli.models import Task
+from apimart_cli.retry import Deadline
+from apimart_cli.sandbox import Sandbox, SandboxConfig
+
+from .conftest import parse
+
+# -- a run in this process, against a sandbox ---------------------------------------------------
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(SandboxConfig(duration=0.2)) as server:
+        yield server
+
+
+def run_jobs(
+    sandbox: Sandbox,
+    folder: Path,
+    text: str,
+    history: type[History] = History,
+    client: Client | None = None,
+) -> ExitCode:
+    options = BatchOptions(output=folder / "out", interval=0.05, timeout=30)
+    return run_batch(
+        parse(text),
+        client or Client(sandbox.base_url, "sk-test", deadline=Deadline.after(30)),
+        AimdLimiter(4),
+        options,
+        lambda: history(folder / "history.sqlite3"),
+    )
+
+
+def saved(folder: Path) -> list[str]:
+    return sorted(path.name for path in (folder / "out").glob("*.png"))
+
+
+def latest_records(folder: Path) -> list[dict[str, Any]]:
+    latest: dict[int, dict[str, Any]] = {}
+    for line in (folder / "out" / MANIFEST_NAME).read_text().splitlines():
+        entry = json.loads(line)
+        latest[entry["line"]] = entry
+    return [latest[line] for line in sorted(latest)]
+
+
+class Unrecording(History):
+    """A history that cannot record a submission the server already took."""
+
+    def record_submission(self, task_id: str, **fields: Any) -> None:
+        raise HistoryError(f"Cannot use the task history {self.path}: disk full.")
+
+
+class NoUpdates(History):
+    """A history that breaks once the run is under way (e.g. overwritten by another program)."""
+
+    def update(self, task_id: str, **changes: Any) -> None:
+        raise HistoryError(f"The task history {self.path} is not a readable SQLite database.")
+
+
+def test_a_task_the_history_could_not_record_is_still_waited_for_and_saved(
+    sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_jobs(sandbox, tmp_path, "a fox\nan owl\na bear", history=Unrecording)
+    err = capsys.readouterr().err
+    assert code == ExitCode.OK, err
+    task_ids = sorted(str(request.task_id) for request in sandbox.submissions())
+    assert len(task_ids) == 3  # each paid for once
+    assert saved(tmp_path) == [f"{task_id}_0.png" for task_id in task_ids]
+    records = latest_records(tmp_path)
+    assert [r["state"] for r in records] == ["completed"] * 3
+    assert sorted(r["task_id"] for r in records) == task_ids
+    assert err.count("could not be written") == 1  # said once, not once per job
+    assert "failed" not in err
+
+
+def test_a_history_that_breaks_during_the_run_is_a_warning(
+    sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_jobs(sandbox, tmp_path, "a fox\nan owl", history=NoUpdates)
+    err = capsys.readouterr().err
+    assert code == ExitCode.OK, err
+    assert len(saved(tmp_path)) == 2
+    assert [r["state"] for r in latest_records(tmp_path)] == ["completed"] * 2
+    assert err.count("not a readable SQLite database") == 1
+
+
+def test_a_reply_naming_another_task_id_is_taken_for_the_task_polled(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = Client(sandbox.base_url, "sk-test")
+    get_task = client.get_task
+
+    def renamed(task_id: str) -> Task:
+        return dataclasses.replace(get_task(task_id), task_id=task_id.lower())
+
+    monkeypatch.setattr(client, "get_task", renamed)
+    code = run_jobs(sandbox, tmp_path, "a fox\nan owl", client=client)
+    assert code == ExitCode.OK
+    task_ids = sorted(str(request.task_id) for request in sandbox.submissions())
+    assert saved(tmp_path) == [f"{task_id}_0.png" for task_id in task_ids]
+    assert sorted(r["task_id"] for r in latest_records(tmp_path)) == task_ids
+
+
+class LockedOnceRunning(History):
+    """A history that passes the run's own check, then refuses every write before a send."""
+
+    def record_sending(self, **what: Any) -> None:
+        raise HistoryError(f"The task history {self.path} is locked by another process.")
+
+
+def test_a_history_that_refuses_a_send_keeps_the_key_for_the_rerun(
+    sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_jobs(sandbox, tmp_path, "a fox", history=LockedOnceRunning)
+    assert code == ExitCode.USAGE
+    assert sandbox.requests == []  # nothing was sent
+    [first] = latest_records(tmp_path)
+    assert first["state"] == "submitting" and first["idempotency_key"]
+    assert "locked by another process" in capsys.readouterr().err
+    assert run_jobs(sandbox, tmp_path, "a fox") == ExitCode.OK
+    [request] = sandbox.submissions()
+    assert request.headers["idempotency-key"] == first["idempotency_key"]

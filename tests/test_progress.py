@@ -1,0 +1,202 @@
+"""Progress that tells the truth: state changes, a download's bytes and rate, heartbeats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from apimart_cli import console
+from apimart_cli.constants import DOWNLOAD_NOTE_SECONDS, HEARTBEAT_SECONDS
+from apimart_cli.downloads import SavedFile
+from apimart_cli.engine import Outcome
+from apimart_cli.errors import ExitCode, TaskError
+from apimart_cli.models import Task
+from apimart_cli.progress import (
+    PlainBatchDisplay,
+    PlainReporter,
+    RichBatchDisplay,
+    SilentReporter,
+    human_bytes,
+    show_ending,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return capsys.readouterr().err.splitlines()
+
+
+def test_plain_lines_come_once_per_state_change(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reporter = PlainReporter(clock=clock)
+    reporter.added("task_1")
+    reporter.update(Task("task_1", "pending"))
+    reporter.update(Task("task_1", "pending"))
+    reporter.update(Task("task_1", "processing", progress=40))
+    reporter.update(Task("task_1", "queued"))
+    assert lines(capsys) == [
+        "task_1: pending",
+        "task_1: processing 40%",
+        "task_1: queued (a state this tool does not know; still waiting)",
+    ]
+
+
+def test_the_heartbeat_comes_only_after_a_quiet_spell_and_says_how_long_against_the_estimate(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("apimart_cli.progress.time.time", lambda: 1_000_045.0)
+    reporter = PlainReporter(clock=clock)
+    reporter.update(Task("task_1", "processing", created=1_000_000, estimated_time=60))
+    capsys.readouterr()
+    clock.now += HEARTBEAT_SECONDS - 1
+    reporter.tick()
+    assert lines(capsys) == []
+    clock.now += 1
+    reporter.tick()
+    assert lines(capsys) == ["still waiting for 1 task(s); task_1: processing, 45 s of about 60 s"]
+    reporter.tick()  # not again until another quiet spell
+    assert lines(capsys) == []
+
+
+def test_no_heartbeat_once_every_task_has_ended(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reporter = PlainReporter(clock=clock)
+    reporter.update(Task("task_1", "failed"))
+    capsys.readouterr()
+    clock.now += HEARTBEAT_SECONDS * 3
+    reporter.tick()
+    assert lines(capsys) == []
+
+
+def test_a_long_download_says_its_bytes_and_rate_every_few_seconds(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reporter = PlainReporter(clock=clock)
+    reporter.transferred("task_1", 0, 0, 4 * 1024 * 1024)
+    clock.now += 1
+    reporter.transferred("task_1", 0, 100 * 1024, 4 * 1024 * 1024)
+    assert lines(capsys) == []  # a quick download says nothing
+    clock.now += DOWNLOAD_NOTE_SECONDS
+    reporter.transferred("task_1", 0, 600 * 1024, 4 * 1024 * 1024)
+    clock.now += 1
+    reporter.transferred("task_1", 0, 700 * 1024, 4 * 1024 * 1024)  # too soon for another
+    assert lines(capsys) == ["task_1: image 0: downloading 600.0 KiB of 4.0 MiB, 100.0 KiB/s"]
+
+
+def test_a_download_of_unknown_size_says_its_bytes(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reporter = PlainReporter(clock=clock)
+    reporter.transferred("task_1", 1, 0, None)
+    clock.now += DOWNLOAD_NOTE_SECONDS
+    reporter.transferred("task_1", 1, 5000, None)
+    assert lines(capsys) == ["task_1: image 1: downloading 4.9 KiB, 1000 B/s"]
+
+
+def test_human_bytes() -> None:
+    assert [human_bytes(n) for n in (0, 1023, 1536, 5 * 1024 * 1024)] == [
+        "0 B",
+        "1023 B",
+        "1.5 KiB",
+        "5.0 MiB",
+    ]
+
+
+def test_the_data_goes_to_standard_output_even_when_silent(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    reporter = SilentReporter()
+    task = Task("task_1", "completed")
+    reporter.saved(task, 0, SavedFile(Path("out/task_1_0.png")))
+    reporter.saved(task, 1, SavedFile(Path("out/task_1_1.png"), kept_existing=True))
+    reporter.finished(Task("task_2", "failed", error_message="moderation"), [])
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == ["out/task_1_0.png", "out/task_1_1.png"]
+    assert captured.err.splitlines() == [
+        "task_1: kept the existing out/task_1_1.png (use --force to replace it)",
+        "task_2: failed: moderation",
+    ]
+
+
+def test_no_download_prints_each_completed_id_and_json_prints_each_task(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    SilentReporter(download=False).finished(Task("task_1", "completed"), [])
+    SilentReporter(as_json=True).finished(
+        Task("task_2", "completed", raw={"id": "task_2"}), [Path("out/task_2_0.png")]
+    )
+    assert capsys.readouterr().out.splitlines() == [
+        "task_1",
+        '{"id": "task_2", "files": ["out/task_2_0.png"]}',
+    ]
+
+
+def test_the_ending_names_what_is_unfinished_and_how_to_resume(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    outcome = Outcome(ExitCode.TIMEOUT, ["task_1"], timed_out=True, hints=["Do this."])
+    show_ending(outcome, timeout=5, resume=lambda ids: f"apimart wait {' '.join(ids)}")
+    assert lines(capsys) == [
+        "Do this.",
+        "Timed out after 5 s; 1 task(s) unfinished: task_1",
+        "Resume with: apimart wait task_1",
+    ]
+
+
+def test_under_the_sandbox_no_resume_command_is_given(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    outcome = Outcome(ExitCode.INTERRUPTED, ["task_1"], interrupted=True)
+    show_ending(outcome, timeout=5, resume=None)
+    assert lines(capsys) == ["Interrupted; 1 task(s) unfinished: task_1"]
+
+
+def test_the_rich_batch_display_counts_jobs_by_stage_and_the_cost(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    display = RichBatchDisplay([1, 2, 3])
+    display.job(1, "submitted")
+    display.job(2, "done")
+    display.job(3, "failed")
+    display.cost(0.25)
+    assert display._counts() == (
+        "queued 0 · submitted 1 · processing 0 · done 1 · failed 1 · cost 0.25"
+    )
+    display.message("line 2: saved out/[1].png")  # brackets are not markup
+    display.close()
+    assert "line 2: saved out/[1].png" in capsys.readouterr().err
+
+
+def test_the_batch_displays_hide_the_key_and_keep_warnings_under_quiet(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    console.hide("sk-secret-0123456789")
+    display = RichBatchDisplay([1])
+    display.warning("line 1: the server said sk-secret-0123456789")
+    display.close()
+    PlainBatchDisplay().job(1, "failed", "failed: sk-secret-0123456789")
+    assert "sk-secret" not in capsys.readouterr().err
+
+
+def test_a_failure_is_said_with_its_task(capsys: pytest.CaptureFixture[str]) -> None:
+    SilentReporter().failed("task_1", TaskError("Task task_1 does not exist (404)."))
+    SilentReporter().failed(None, TaskError("Invalid task id 'a/b'."))
+    assert lines(capsys) == [
+        "task_1: Task task_1 does not exist (404).",
+        "Error: Invalid task id 'a/b'.",
+    ]
