@@ -45,7 +45,7 @@ from apimart_cli.workers import WorkerPool
 
 if TYPE_CHECKING:
     from apimart_cli.client import Client
-    from apimart_cli.downloads import BeforeRename, Downloader, OnProgress, SavedFile
+    from apimart_cli.downloads import Downloader, Finish, OnProgress, SavedFile
     from apimart_cli.history import History, TaskRecord
     from apimart_cli.retry import Deadline
 
@@ -92,7 +92,7 @@ class Reporter(Protocol):
 
 # Saving one image: `(task, index, on_progress, before_rename)`. The default saves it as
 # `<task_id>_<index>`; batch names it after its `--name`.
-Save = Callable[["Task", int, "OnProgress", "BeforeRename | None"], "SavedFile"]
+Save = Callable[["Task", int, "OnProgress", "Finish | None"], "SavedFile"]
 
 
 @dataclass(frozen=True)
@@ -373,15 +373,15 @@ class Engine:
         return saved
 
     def _save_as_task_image(
-        self, task: Task, index: int, on_progress: OnProgress, before_rename: BeforeRename | None
+        self, task: Task, index: int, on_progress: OnProgress, before_rename: Finish | None
     ) -> SavedFile:
         assert self._downloader is not None
         return self._downloader.download(
             task.task_id,
             index,
             task.images[index],
+            before_rename,
             on_progress=on_progress,
-            before_rename=before_rename,
         )
 
     # -- failures and the history ----------------------------------------------------------

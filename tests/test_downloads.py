@@ -810,7 +810,7 @@ def test_a_gzip_encoded_image_cut_short_starts_again_without_a_range(
 
 
 OLD_IMAGE, NEW_IMAGE = whole_png(320, 320, seed=1), whole_png(320, 320, seed=2)
-CHUNK = 256 * 1024  # whole chunks reach the part file: what a dropped connection leaves
+CHUNK = 256 * 1024  # what a dropped connection leaves in the part file
 
 
 def changing_host(request: httpx.Request) -> httpx.Response:
@@ -1157,7 +1157,7 @@ def test_a_host_without_validators_is_resumed_only_into_the_same_image(
     """No ETag, no Last-Modified: the length must match, and the PNG's CRCs catch a seam."""
     assert len(OLD_IMAGE) == len(NEW_IMAGE)
     length = {"Content-Type": "image/png", "Content-Length": str(len(NEW_IMAGE))}
-    httpx_mock.add_response(url=URL, headers=length, stream=Truncated(OLD_IMAGE[: CHUNK + 1000]))
+    httpx_mock.add_response(url=URL, headers=length, stream=Truncated(OLD_IMAGE[:CHUNK]))
     add_rest(httpx_mock, NEW_IMAGE, CHUNK)  # meanwhile: another image of the same length
     httpx_mock.add_response(url=URL, headers=length, content=NEW_IMAGE)
     saved = downloader.download(TASK_ID, 0, image())
@@ -1171,7 +1171,7 @@ def test_a_host_without_validators_is_resumed_when_the_length_matches(
     downloader: Downloader, out: Path, httpx_mock: HTTPXMock
 ) -> None:
     length = {"Content-Type": "image/png", "Content-Length": str(len(NEW_IMAGE))}
-    httpx_mock.add_response(url=URL, headers=length, stream=Truncated(NEW_IMAGE[: CHUNK + 1000]))
+    httpx_mock.add_response(url=URL, headers=length, stream=Truncated(NEW_IMAGE[:CHUNK]))
     add_rest(httpx_mock, NEW_IMAGE, CHUNK)
     saved = downloader.download(TASK_ID, 0, image())
     assert saved.path.read_bytes() == NEW_IMAGE
@@ -1182,7 +1182,7 @@ def test_a_206_of_another_length_starts_again(
     downloader: Downloader, out: Path, httpx_mock: HTTPXMock
 ) -> None:
     length = {"Content-Type": "image/png", "Content-Length": str(len(NEW_IMAGE))}
-    httpx_mock.add_response(url=URL, headers=length, stream=Truncated(NEW_IMAGE[: CHUNK + 1000]))
+    httpx_mock.add_response(url=URL, headers=length, stream=Truncated(NEW_IMAGE[:CHUNK]))
     add_rest(httpx_mock, NEW_IMAGE[: CHUNK + 1000], CHUNK)  # a shorter file now
     httpx_mock.add_response(url=URL, headers=length, content=NEW_IMAGE)
     saved = downloader.download(TASK_ID, 0, image())

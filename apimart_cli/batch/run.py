@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from apimart_cli.batch.jobs import Job
     from apimart_cli.batch.pacing import AimdLimiter
     from apimart_cli.client import Client
-    from apimart_cli.downloads import BeforeRename, OnProgress
+    from apimart_cli.downloads import Finish, OnProgress
     from apimart_cli.engine import SaveHooks
     from apimart_cli.gallery import Keeper
     from apimart_cli.history import History
@@ -401,7 +401,7 @@ class BatchRun:
     # -- saving (the engine's download threads) --------------------------------------------------
 
     def _save(
-        self, task: Task, index: int, on_progress: OnProgress, before_rename: BeforeRename | None
+        self, task: Task, index: int, on_progress: OnProgress, before_rename: Finish | None
     ) -> SavedFile:
         """Download one image under its --name, and its metadata."""
         run, options = self._by_task[task.task_id], self._options

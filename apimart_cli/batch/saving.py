@@ -17,7 +17,7 @@ from apimart_cli.downloads import existing_file, move_into_place, write_new_file
 
 if TYPE_CHECKING:
     from apimart_cli.batch.manifest import JobRun
-    from apimart_cli.downloads import BeforeRename, Downloader, OnProgress
+    from apimart_cli.downloads import Downloader, Finish, OnProgress
     from apimart_cli.models import Task
 
 
@@ -29,7 +29,7 @@ def save_image(
     *,
     force: bool,
     on_progress: OnProgress | None = None,
-    before_rename: BeforeRename | None = None,
+    before_rename: Finish | None = None,
 ) -> tuple[Path, bool]:
     """The image saved as `name` plus its extension; True if an existing file was kept.
 
@@ -45,8 +45,8 @@ def save_image(
         task.task_id,
         index,
         task.images[index],
+        before_rename,
         on_progress=on_progress,
-        before_rename=before_rename,
     )
     if name == stem:
         return saved.path, saved.kept_existing
