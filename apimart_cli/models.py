@@ -1,7 +1,8 @@
 """Tasks and their results as the API reports them, tolerant of its variants.
 
 The service sends `data` as an object or a one-item list, image `url` as a list
-or a single string, and states beyond the documented ones (api.md). Parsing
+or a single string, and states beyond the documented six (`submitted`,
+`pending`, `processing`; `completed`, `failed`, `cancelled`). Parsing
 here turns all of them into one shape, so nothing else needs to care.
 """
 

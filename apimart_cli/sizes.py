@@ -11,7 +11,8 @@ from apimart_cli.errors import UsageError
 RESOLUTIONS = ("1k", "2k", "4k")
 
 # size -> resolution -> pixels (width, height). The 1k column's first entry is the
-# one the service usually returns; the second is one it may also return (api.md).
+# one the service usually returns; the second is one it may also return (APIMart's
+# documentation of the image generation endpoint).
 PIXELS: dict[str, dict[str, tuple[tuple[int, int], ...]]] = {
     "1:1": {"1k": ((1024, 1024), (1254, 1254)), "2k": ((2048, 2048),), "4k": ((2880, 2880),)},
     "3:2": {"1k": ((1536, 1024),), "2k": ((2048, 1360),), "4k": ((3520, 2336),)},

@@ -359,10 +359,11 @@ class BatchRun:
         self._stop_sending()
         sender = self._sender
         if sender is not None and sender.is_alive():
-            self._display.warning(
-                "Interrupted; recording the submissions on their way (Ctrl-C again to quit now)."
-            )
-            try:
+            try:  # from the first word said: a second Ctrl-C may come at once
+                self._display.warning(
+                    "Interrupted; recording the submissions on their way "
+                    "(Ctrl-C again to quit now)."
+                )
                 while sender.is_alive():
                     sender.join(0.2)
             except KeyboardInterrupt:
