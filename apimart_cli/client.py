@@ -199,7 +199,8 @@ class Client:
         self._api_key = api_key
         self._log = log
         self.on_retry = on_retry  # told of each retry, with what failed and when it retries
-        self._on_rate_limited = on_rate_limited  # told of each 429 (batch slows down)
+        # Told of each 429 with its Retry-After: batch's pacing, the engine's poll loop.
+        self._rate_limit_listeners = [on_rate_limited] if on_rate_limited else []
         self._sleep = sleep
         self._clock = clock
         self.deadline = deadline or Deadline.none()
@@ -222,6 +223,10 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
+
+    def on_rate_limited(self, listener: Callable[[float | None], None]) -> None:
+        """Tell `listener` of each 429 from now on, with its Retry-After (None if none)."""
+        self._rate_limit_listeners.append(listener)
 
     # -- the API --------------------------------------------------------------
 
@@ -404,8 +409,9 @@ class Client:
                 return self._json(content)
             failure = make_status_error(status, reply_headers, content)
             retry_after = failure.retry_after
-            if status == 429 and self._on_rate_limited:
-                self._on_rate_limited(retry_after)
+            if status == 429:
+                for listener in self._rate_limit_listeners:
+                    listener(retry_after)
             retryable = status in (SAFE_TO_RESEND_SUBMIT if is_submit else RETRYABLE_STATUSES)
         except _NEVER_SENT as exc:
             late = self._out_of_time(False, None)  # nothing was sent: never an unknown outcome

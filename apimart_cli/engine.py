@@ -183,6 +183,7 @@ class Engine:
             learned=_learned(history),
             once=once,
         )
+        client.on_rate_limited(self._poller.rate_limited)  # polls slow down on a 429
         self._pool: WorkerPool | None = None
 
     # -- feeding ids (any thread) ---------------------------------------------------

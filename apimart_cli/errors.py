@@ -215,9 +215,3 @@ class SubmissionTimedOut(SubmissionUnknown):
     """`--timeout` ran out while a submission was on its way: its outcome is unknown."""
 
     exit_code = ExitCode.TIMEOUT
-
-
-class SubmissionInterrupted(SubmissionUnknown):
-    """Interrupted while a submission was on its way: its outcome is unknown."""
-
-    exit_code = ExitCode.INTERRUPTED
