@@ -17,7 +17,7 @@ from apimart_cli.client import Client
 from apimart_cli.downloads import SavedFile
 from apimart_cli.engine import Engine, Outcome, SaveHooks, WaitPlan, query_tasks, wait_for_tasks
 from apimart_cli.errors import ApimartError, ExitCode, HistoryError, WaitTimeout
-from apimart_cli.history import History
+from apimart_cli.history import History, TaskRecord
 from apimart_cli.models import Task
 from apimart_cli.retry import Deadline
 
@@ -193,15 +193,25 @@ def test_hooks_run_before_the_rename_and_after_the_save(
     def after_save(path: Path, task: Task, index: int) -> None:
         calls.append(("after", path.name, path.read_bytes(), index))
 
-    outcome, _ = wait(
-        client, tmp_path / "out", "task_1", hooks=SaveHooks(before_rename, after_save)
+    def on_completed(task: Task, record: TaskRecord | None) -> None:
+        assert record is not None
+        calls.append(("completed", task.task_id, record.prompt.encode(), -1))
+
+    history = History.open(tmp_path / "history.sqlite3")
+    history.record_submission(
+        "task_1", base_url=API, prompt="a fox", fields={}, idempotency_key="k"
     )
+    hooks = SaveHooks(completed=on_completed, before_rename=before_rename, after_save=after_save)
+    outcome, _ = wait(client, tmp_path / "out", "task_1", hooks=hooks, history=history)
+    history.close()
 
     assert outcome.exit_code == ExitCode.OK
     assert calls == [
+        ("completed", "task_1", b"a fox", -1),  # before any download, with the history's record
         ("before", ".task_1_0.part", PNG, 0),
         ("after", "task_1_0.png", PNG, 0),
     ]
+    assert outcome.files == {"task_1": [tmp_path / "out" / "task_1_0.png"]}
 
 
 def test_download_progress_is_reported_in_bytes(
