@@ -19,6 +19,7 @@ from apimart_cli.progress import (
     SilentReporter,
     human_bytes,
     show_ending,
+    summary_line,
 )
 
 
@@ -153,9 +154,19 @@ def test_the_ending_names_what_is_unfinished_and_how_to_resume(
     show_ending(outcome, timeout=5, resume=lambda ids: f"apimart wait {' '.join(ids)}")
     assert lines(capsys) == [
         "Do this.",
+        "0 images saved, 0 tasks failed, 1 unfinished.",
         "Timed out after 5 s; 1 task(s) unfinished: task_1",
         "Resume with: apimart wait task_1",
     ]
+
+
+def test_the_summary_line_counts_images_failures_and_cost(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    outcome = Outcome(files={"t1": [Path("a.png"), Path("b.png")]}, failed={"t2"}, completed=2)
+    outcome.costs = {"t1": 0.05, "t2": 0.01}
+    assert summary_line(outcome) == "2 images saved, 1 task failed, cost 0.06."
+    assert summary_line(outcome, downloaded=False) == "2 tasks completed, 1 task failed, cost 0.06."
 
 
 def test_under_the_sandbox_no_resume_command_is_given(

@@ -88,7 +88,8 @@ def assert_wait_resumes(
 
 
 def slow_env(env: dict[str, str], sandbox: Sandbox) -> dict[str, str]:
-    return {**env, "APIMART_BASE_URL": sandbox.base_url}
+    # Without the provenance chunk, so that the saved image is the host's, byte for byte.
+    return {**env, "APIMART_BASE_URL": sandbox.base_url, "APIMART_METADATA": "0"}
 
 
 # -- a slow image host: wait, generate --wait, download, batch ---------------------------
@@ -144,7 +145,7 @@ def dripping(sandbox: Sandbox) -> Iterator[DripServer]:
 
 
 def drip_env(env: dict[str, str], server: DripServer) -> dict[str, str]:
-    return {**env, "APIMART_BASE_URL": server.base_url}
+    return {**env, "APIMART_BASE_URL": server.base_url, "APIMART_METADATA": "0"}
 
 
 def test_status_ends_at_its_timeout_against_a_dripping_api(
