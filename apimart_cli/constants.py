@@ -60,4 +60,3 @@ DEFAULT_BATCH_NAME = "{task_id}_{index}"  # `--name`: the name `wait` and `downl
 MAX_JSON_REPLY_BYTES = 8 * 1024 * 1024
 # An image larger than this is not an image this API makes.
 MAX_IMAGE_DOWNLOAD_BYTES = 512 * 1024 * 1024
-DOWNLOAD_CHUNK_BYTES = 256 * 1024
