@@ -483,4 +483,4 @@ def test_the_polled_id_names_the_file_and_the_record_whatever_the_reply_says(
     assert saved(tmp_path / "out") == ["task_01_0.png"]
     rows = history_rows()
     assert [(row.task_id, row.state) for row in rows] == [("task_01", "completed")]
-    assert rows[0].files == (str(OUT / "task_01_0.png"),)
+    assert rows[0].files == (str(tmp_path / OUT / "task_01_0.png"),)
