@@ -174,7 +174,10 @@ def test_under_the_sandbox_no_resume_command_is_given(
 ) -> None:
     outcome = Outcome(ExitCode.INTERRUPTED, ["task_1"], interrupted=True)
     show_ending(outcome, timeout=5, resume=None)
-    assert lines(capsys) == ["Interrupted; 1 task(s) unfinished: task_1"]
+    assert lines(capsys) == [
+        "Interrupted; 1 task(s) unfinished: task_1",
+        "They ended with the sandbox; there is nothing to resume.",
+    ]
 
 
 def test_the_rich_batch_display_counts_jobs_by_stage_and_the_cost(

@@ -8,6 +8,7 @@ import pytest
 
 from apimart_cli.errors import (
     APIStatusError,
+    BadRequestError,
     ExitCode,
     HistoryError,
     SubmissionUnknown,
@@ -70,7 +71,7 @@ def test_a_signal_on_the_way_keeps_the_submission_as_unknown(
 
 
 def test_a_refusal_leaves_no_record(history: History) -> None:
-    refused = APIStatusError("bad size", status_code=400, exit_code=ExitCode.FAILED)
+    refused = BadRequestError("bad size", status_code=400)
     with pytest.raises(APIStatusError):
         send(FakeClient(refused, history), history)
     assert history.list() == []

@@ -347,7 +347,8 @@ def test_quiet_sandbox_says_nothing_and_a_closed_stdout_is_no_crash(
 def test_a_sandbox_timeout_offers_no_resume_into_a_sandbox_that_is_gone(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    run = apimart("--sandbox", "generate", "a fox", "--wait", "--timeout", "0.2", env=env)
+    # The timeout bounds the whole command: time enough to submit, not to finish the task.
+    run = apimart("--sandbox", "generate", "a fox", "--wait", "--timeout", "2", env=env)
     assert run.returncode == 124, run.stderr
     assert "Resume with" not in run.stderr and "nothing to resume" in run.stderr
 
