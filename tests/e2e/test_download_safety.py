@@ -1,0 +1,187 @@
+"""End-to-end: `apimart download` in a folder where things were planted, or cut short.
+
+Nothing is written through a link or into a file the tool did not make; a
+folder at an image's name is an error, not a saved image; an interrupted
+download leaves its part file for the next run; two runs at once save one image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from apimart_cli.sandbox import Sandbox, SandboxConfig
+from tests.e2e.conftest import COMMAND, apimart
+from tests.e2e.test_faults import final_images, submit_direct, wait_completed
+
+
+@pytest.fixture
+def task_id(sandbox: Sandbox) -> str:
+    task = submit_direct(sandbox)
+    wait_completed(sandbox, task)
+    return task
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A file outside the output folder that a planted link points at."""
+    path = tmp_path / "elsewhere" / "notes.txt"
+    path.parent.mkdir()
+    path.write_bytes(b"precious")
+    return path
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+def image_of(sandbox: Sandbox, task_id: str) -> bytes:
+    data = wait_completed(sandbox, task_id)
+    return httpx.get(data["result"]["images"][0]["url"][0]).content  # type: ignore[index]
+
+
+def everything_in(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
+
+
+@pytest.mark.parametrize("planted", ["{id}_0.part", "{id}_0.validator"])
+def test_a_link_planted_at_a_working_file_is_never_written_through(
+    sandbox: Sandbox,
+    env: dict[str, str],
+    task_id: str,
+    out: Path,
+    victim: Path,
+    planted: str,
+) -> None:
+    (out / ("." + planted.format(id=task_id))).symlink_to(victim)
+    run = apimart("download", task_id, "-o", str(out), env=env)
+    assert run.returncode == 0, run.stderr
+    assert victim.read_bytes() == b"precious"
+    assert Path(run.stdout.strip()).read_bytes() == image_of(sandbox, task_id)
+    assert everything_in(out) == [f"{task_id}_0.png"]
+
+
+def test_a_fifo_at_the_part_file_does_not_hang_the_download(
+    env: dict[str, str], task_id: str, out: Path
+) -> None:
+    os.mkfifo(out / f".{task_id}_0.part")
+    run = apimart("download", task_id, "-o", str(out), env=env, timeout=30)
+    assert run.returncode == 0, run.stderr
+    assert everything_in(out) == [f"{task_id}_0.png"]
+
+
+def test_a_link_at_the_image_name_is_kept_without_force_and_replaced_with_it(
+    sandbox: Sandbox, env: dict[str, str], task_id: str, out: Path, victim: Path
+) -> None:
+    final = out / f"{task_id}_0.png"
+    final.symlink_to(victim)
+
+    kept = apimart("download", task_id, "-o", str(out), env=env)
+    assert kept.returncode == 0, kept.stderr
+    assert kept.lines == [str(final)]
+    assert "kept" in kept.stderr
+    assert final.is_symlink() and victim.read_bytes() == b"precious"
+
+    forced = apimart("download", task_id, "-o", str(out), "--force", env=env)
+    assert forced.returncode == 0, forced.stderr
+    assert not final.is_symlink() and final.read_bytes() == image_of(sandbox, task_id)
+    assert victim.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_a_folder_at_the_image_name_is_an_error_naming_it(
+    env: dict[str, str], task_id: str, out: Path, force: list[str]
+) -> None:
+    (out / f"{task_id}_0.png").mkdir()
+    run = apimart("download", task_id, "-o", str(out), *force, env=env)
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == ""  # never printed as a saved image
+    assert str(out / f"{task_id}_0.png") in run.stderr
+    assert "kept" not in run.stderr
+
+
+# -- interrupted, or twice at once -----------------------------------------------------
+
+
+@pytest.fixture
+def slow_image(env: dict[str, str]) -> Iterator[tuple[Sandbox, str, dict[str, str]]]:
+    """A sandbox serving a 1.2 MB image at 400 kB/s: a download lasts about 3 s."""
+    with Sandbox(SandboxConfig(duration=0.1, noise=True, download_rate=400_000)) as sandbox:
+        task = submit_direct(sandbox, size="640x640")
+        wait_completed(sandbox, task)
+        yield sandbox, task, {**env, "APIMART_BASE_URL": sandbox.base_url}
+
+
+def wait_for_bytes(part: Path, at_least: int) -> None:
+    for _ in range(500):
+        if part.exists() and part.stat().st_size >= at_least:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{part} never reached {at_least} bytes")
+
+
+def test_sigterm_during_a_download_leaves_the_part_file_to_resume(
+    slow_image: tuple[Sandbox, str, dict[str, str]], out: Path
+) -> None:
+    sandbox, task, user = slow_image
+    process = subprocess.Popen(
+        [*COMMAND, "download", task, "-o", str(out)],
+        env=user,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    part = out / f".{task}_0.part"
+    wait_for_bytes(part, 100_000)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    assert part.exists() and final_images(out) == []
+    assert (out / f".{task}_0.validator").exists()  # which file the part holds
+
+    run = apimart("download", task, "-o", str(out), env=user)
+    assert run.returncode == 0, run.stderr
+    assert Path(run.stdout.strip()).read_bytes() == image_of(sandbox, task)
+    assert everything_in(out) == [f"{task}_0.png"]
+    resumed = [r for r in sandbox.requests if r.origin == "image" and "range" in r.headers]
+    assert resumed, "the second run should resume with a Range request"
+
+
+def test_two_downloads_of_one_task_into_one_folder_save_one_whole_image(
+    slow_image: tuple[Sandbox, str, dict[str, str]], out: Path
+) -> None:
+    sandbox, task, user = slow_image
+    runs: list[subprocess.CompletedProcess[str]] = []
+
+    def download() -> None:
+        runs.append(
+            subprocess.run(
+                [*COMMAND, "download", task, "-o", str(out)],
+                env=user,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        )
+
+    threads = [threading.Thread(target=download) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [run.returncode for run in runs] == [0, 0], [run.stderr for run in runs]
+    final = out / f"{task}_0.png"
+    assert [run.stdout for run in runs] == [f"{final}\n"] * 2
+    digest = hashlib.sha256(final.read_bytes()).digest()
+    assert digest == hashlib.sha256(image_of(sandbox, task)).digest()
+    assert everything_in(out) == [final.name]
