@@ -553,10 +553,7 @@ def _open_own_file(path: Path, *, create: bool = True) -> Iterator[IO[bytes]]:
         try:
             fd = os.open(path, flags, 0o600)
         except IsADirectoryError:
-            raise UsageError(
-                f"{path} is a folder, where a partial download is to be written.",
-                "Move it away, or choose another folder with -o/--output.",
-            ) from None
+            raise _folder_in_the_way(path) from None
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.EMLINK, errno.ENXIO):
                 raise
@@ -593,15 +590,36 @@ def _remove_planted(path: Path) -> None:
 
 
 def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    """Remove the name `path` (a link itself, never its target); a folder there is an error."""
+    try:
         path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        if path.is_dir() and not path.is_symlink():
+            raise _folder_in_the_way(path) from None
+        raise
 
 
-def write_new_file(path: Path, content: bytes) -> None:
-    """`content` at `path`, private, by way of a new file of a name nobody could guess."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
+def _folder_in_the_way(path: Path) -> UsageError:
+    what = "a partial download" if path.suffix == ".part" else "a file of the download"
+    return UsageError(
+        f"{path} is a folder, where {what} is to be written.",
+        "Move it away, or choose another folder with -o/--output.",
+    )
+
+
+def write_new_file(path: Path, content: bytes, *, private: bool = True) -> None:
+    """`content` at `path`, by way of a new file of a name nobody could guess, renamed.
+
+    Never opened through whatever is at `path` (a link there is replaced);
+    private (0600) unless `private` is False (then as the umask says).
+    """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            if not private:
+                os.fchmod(handle.fileno(), 0o666 & ~_umask())
             handle.write(content)
         Path(temporary).replace(path)  # replaces a link at `path`, never writes through it
     except BaseException:

@@ -1188,3 +1188,34 @@ def test_a_206_of_another_length_starts_again(
     saved = downloader.download(TASK_ID, 0, image())
     assert saved.path.read_bytes() == NEW_IMAGE
     assert "Range" not in httpx_mock.get_requests()[2].headers
+
+
+def test_a_folder_at_the_validator_name_is_an_error_naming_it(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    (out / f".{TASK_ID}_0.part").write_bytes(PNG[:1000])
+    (out / f".{TASK_ID}_0.validator").mkdir()
+    with pytest.raises(UsageError) as caught:
+        downloader.download(TASK_ID, 0, image())
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert f".{TASK_ID}_0.validator is a folder" in caught.value.message
+    assert httpx_mock.get_requests() == []
+
+
+@pytest.mark.parametrize(("private", "mode"), [(True, 0o600), (False, 0o640)])
+def test_write_new_file_replaces_a_link_never_writes_through_it(
+    tmp_path: Path, victim: Path, private: bool, mode: int
+) -> None:
+    path = tmp_path / "sidecar.json"
+    path.symlink_to(victim)
+    old = os.umask(0o027)
+    downloads._umask.cache_clear()
+    try:
+        downloads.write_new_file(path, b"{}", private=private)
+    finally:
+        os.umask(old)
+        downloads._umask.cache_clear()
+    assert not path.is_symlink() and path.read_bytes() == b"{}"
+    assert path.stat().st_mode & 0o777 == mode
+    assert victim.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "sidecar.json"]

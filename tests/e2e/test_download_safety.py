@@ -8,6 +8,7 @@ download leaves its part file for the next run; two runs at once save one image.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -66,7 +67,7 @@ def test_a_link_planted_at_a_working_file_is_never_written_through(
     planted: str,
 ) -> None:
     (out / ("." + planted.format(id=task_id))).symlink_to(victim)
-    run = apimart("download", task_id, "-o", str(out), env=env)
+    run = apimart("download", task_id, "-o", str(out), "--no-metadata", env=env)
     assert run.returncode == 0, run.stderr
     assert victim.read_bytes() == b"precious"
     assert Path(run.stdout.strip()).read_bytes() == image_of(sandbox, task_id)
@@ -77,7 +78,7 @@ def test_a_fifo_at_the_part_file_does_not_hang_the_download(
     env: dict[str, str], task_id: str, out: Path
 ) -> None:
     os.mkfifo(out / f".{task_id}_0.part")
-    run = apimart("download", task_id, "-o", str(out), env=env, timeout=30)
+    run = apimart("download", task_id, "-o", str(out), "--no-metadata", env=env, timeout=30)
     assert run.returncode == 0, run.stderr
     assert everything_in(out) == [f"{task_id}_0.png"]
 
@@ -88,13 +89,13 @@ def test_a_link_at_the_image_name_is_kept_without_force_and_replaced_with_it(
     final = out / f"{task_id}_0.png"
     final.symlink_to(victim)
 
-    kept = apimart("download", task_id, "-o", str(out), env=env)
+    kept = apimart("download", task_id, "-o", str(out), "--no-metadata", env=env)
     assert kept.returncode == 0, kept.stderr
     assert kept.lines == [str(final)]
     assert "kept" in kept.stderr
     assert final.is_symlink() and victim.read_bytes() == b"precious"
 
-    forced = apimart("download", task_id, "-o", str(out), "--force", env=env)
+    forced = apimart("download", task_id, "-o", str(out), "--no-metadata", "--force", env=env)
     assert forced.returncode == 0, forced.stderr
     assert not final.is_symlink() and final.read_bytes() == image_of(sandbox, task_id)
     assert victim.read_bytes() == b"precious"
@@ -105,7 +106,7 @@ def test_a_folder_at_the_image_name_is_an_error_naming_it(
     env: dict[str, str], task_id: str, out: Path, force: list[str]
 ) -> None:
     (out / f"{task_id}_0.png").mkdir()
-    run = apimart("download", task_id, "-o", str(out), *force, env=env)
+    run = apimart("download", task_id, "-o", str(out), "--no-metadata", *force, env=env)
     assert run.returncode == 2, run.stderr
     assert run.stdout == ""  # never printed as a saved image
     assert str(out / f"{task_id}_0.png") in run.stderr
@@ -137,7 +138,7 @@ def test_sigterm_during_a_download_leaves_the_part_file_to_resume(
 ) -> None:
     sandbox, task, user = slow_image
     process = subprocess.Popen(
-        [*COMMAND, "download", task, "-o", str(out)],
+        [*COMMAND, "download", task, "-o", str(out), "--no-metadata"],
         env=user,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -149,7 +150,7 @@ def test_sigterm_during_a_download_leaves_the_part_file_to_resume(
     assert part.exists() and final_images(out) == []
     assert (out / f".{task}_0.validator").exists()  # which file the part holds
 
-    run = apimart("download", task, "-o", str(out), env=user)
+    run = apimart("download", task, "-o", str(out), "--no-metadata", env=user)
     assert run.returncode == 0, run.stderr
     assert Path(run.stdout.strip()).read_bytes() == image_of(sandbox, task)
     assert everything_in(out) == [f"{task}_0.png"]
@@ -166,7 +167,7 @@ def test_two_downloads_of_one_task_into_one_folder_save_one_whole_image(
     def download() -> None:
         runs.append(
             subprocess.run(
-                [*COMMAND, "download", task, "-o", str(out)],
+                [*COMMAND, "download", task, "-o", str(out), "--no-metadata"],
                 env=user,
                 capture_output=True,
                 text=True,
@@ -185,3 +186,17 @@ def test_two_downloads_of_one_task_into_one_folder_save_one_whole_image(
     digest = hashlib.sha256(final.read_bytes()).digest()
     assert digest == hashlib.sha256(image_of(sandbox, task)).digest()
     assert everything_in(out) == [final.name]
+
+
+def test_a_link_planted_at_a_batch_sidecar_is_never_written_through(
+    env: dict[str, str], tmp_path: Path, out: Path, victim: Path
+) -> None:
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("a fox\n")
+    for planted in (".1-a-fox-0.json.part", "1-a-fox-0.json"):
+        (out / planted).symlink_to(victim)
+    args = ["batch", str(jobs), "-o", str(out), "--name", "{line}-{slug}-{index}", "--metadata"]
+    run = apimart(*args, "--no-metadata", env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert victim.read_bytes() == b"precious"
+    assert json.loads((out / "1-a-fox-0.json").read_text())["prompt"] == "a fox"
