@@ -43,3 +43,12 @@ def browser_recorder(tmp_path: Path) -> tuple[Path, Path]:
     script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> "{log}"\necho "viewer chatter"\n')
     script.chmod(0o755)
     return script, log
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A file outside the output folder that a planted link points at."""
+    path = tmp_path / "elsewhere" / "notes.txt"
+    path.parent.mkdir()
+    path.write_bytes(b"precious")
+    return path

@@ -906,15 +906,6 @@ def test_a_png_signature_followed_by_garbage_is_not_saved(
 # --- nothing written through what is planted in the folder --------------------------------
 
 
-@pytest.fixture
-def victim(tmp_path: Path) -> Path:
-    """A file outside the output folder that a planted link points at."""
-    path = tmp_path / "elsewhere" / "victim.txt"
-    path.parent.mkdir()
-    path.write_bytes(b"precious")
-    return path
-
-
 def plain_png_reply(httpx_mock: HTTPXMock) -> None:
     httpx_mock.add_response(url=URL, headers={"Content-Type": "image/png"}, content=PNG)
 

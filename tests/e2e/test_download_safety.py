@@ -33,15 +33,6 @@ def task_id(sandbox: Sandbox) -> str:
 
 
 @pytest.fixture
-def victim(tmp_path: Path) -> Path:
-    """A file outside the output folder that a planted link points at."""
-    path = tmp_path / "elsewhere" / "notes.txt"
-    path.parent.mkdir()
-    path.write_bytes(b"precious")
-    return path
-
-
-@pytest.fixture
 def out(tmp_path: Path) -> Path:
     folder = tmp_path / "out"
     folder.mkdir()
