@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from apimart_cli.sandbox import Sandbox, SandboxConfig
+from apimart_cli.sandbox import Fault, RecordedRequest, Sandbox, SandboxConfig
 from tests.e2e.conftest import COMMAND, apimart
 from tests.e2e.test_faults import final_images, submit_direct, wait_completed
 
@@ -191,3 +191,89 @@ def test_a_link_planted_at_a_batch_sidecar_is_never_written_through(
     assert run.returncode == 0, run.stderr
     assert victim.read_bytes() == b"precious"
     assert json.loads((out / "1-a-fox-0.json").read_text())["prompt"] == "a fox"
+
+
+# -- what the image host sends: cut without a length, encoded, changed, broken ------------
+
+
+@pytest.fixture
+def noisy(env: dict[str, str]) -> Iterator[tuple[Sandbox, str, dict[str, str]]]:
+    """A sandbox with a completed task whose image (about 1.2 MB) does not compress."""
+    with Sandbox(SandboxConfig(duration=0.1, noise=True)) as sandbox:
+        task = submit_direct(sandbox, size="640x640")
+        wait_completed(sandbox, task)
+        yield sandbox, task, {**env, "APIMART_BASE_URL": sandbox.base_url}
+
+
+def image_requests(sandbox: Sandbox) -> list[RecordedRequest]:
+    """The command's requests to the image host (not this test's own)."""
+    return [
+        r
+        for r in sandbox.requests
+        if r.origin == "image" and r.headers.get("user-agent", "").startswith("apimart")
+    ]
+
+
+def test_an_image_cut_short_without_a_length_is_resumed_to_its_end(
+    noisy: tuple[Sandbox, str, dict[str, str]], out: Path
+) -> None:
+    sandbox, task, user = noisy
+    expected = image_of(sandbox, task)
+    sandbox.inject(Fault("unsized", path="/f/", cut=0.5))
+    run = apimart("download", task, "-o", str(out), "--no-metadata", env=user)
+    assert run.returncode == 0, run.stderr
+    assert Path(run.stdout.strip()).read_bytes() == expected
+    assert everything_in(out) == [f"{task}_0.png"]
+    assert any("range" in r.headers for r in image_requests(sandbox))
+
+
+def test_an_image_always_cut_short_without_a_length_is_never_saved(
+    noisy: tuple[Sandbox, str, dict[str, str]], out: Path
+) -> None:
+    sandbox, task, user = noisy
+    sandbox.inject(Fault("unsized", path="/f/", cut=0.5, times=6))
+    run = apimart("download", task, "-o", str(out), "--no-metadata", env=user)
+    assert run.returncode == 5, run.stderr
+    assert run.stdout == ""
+    assert "cut short" in run.stderr
+    assert everything_in(out) == []
+
+
+def test_a_gzip_encoded_image_is_decoded_and_saved(
+    sandbox: Sandbox, env: dict[str, str], task_id: str, out: Path
+) -> None:
+    expected = image_of(sandbox, task_id)
+    sandbox.inject(Fault("gzip", path="/f/", times=6))  # every try: one would do, retried
+    run = apimart("download", task_id, "-o", str(out), "--no-metadata", env=env)
+    assert run.returncode == 0, run.stderr
+    assert Path(run.stdout.strip()).read_bytes() == expected
+    assert len(image_requests(sandbox)) == 1
+    assert image_requests(sandbox)[0].headers["accept-encoding"] == "identity"
+
+
+def test_a_resume_after_the_image_changed_saves_the_new_image_whole(
+    noisy: tuple[Sandbox, str, dict[str, str]], out: Path
+) -> None:
+    sandbox, task, user = noisy
+    old = image_of(sandbox, task)
+    sandbox.inject(Fault("truncate", path="/f/"))
+    sandbox.inject(Fault("swap", path="/f/"))  # the resume finds another picture
+    run = apimart("download", task, "-o", str(out), "--no-metadata", env=user)
+    assert run.returncode == 0, run.stderr
+    saved = Path(run.stdout.strip()).read_bytes()
+    new = image_of(sandbox, task)
+    assert new != old
+    assert saved == new  # whole, not the old image's first half and the new one's rest
+    cut, resume = image_requests(sandbox)
+    assert "range" not in cut.headers and "if-range" in resume.headers
+
+
+def test_a_png_signature_followed_by_garbage_is_not_saved(
+    sandbox: Sandbox, env: dict[str, str], task_id: str, out: Path
+) -> None:
+    sandbox.inject(Fault("garbage", path="/f/"))
+    run = apimart("download", task_id, "-o", str(out), "--no-metadata", env=env)
+    assert run.returncode == 5, run.stderr
+    assert run.stdout == ""
+    assert "broken image" in run.stderr
+    assert everything_in(out) == []
