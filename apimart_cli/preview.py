@@ -133,11 +133,24 @@ class Previewer:
         self.kind, self._in_tmux, self._fd = kind, in_tmux, fd
 
     def escape(self, path: Path) -> str | None:
-        try:
-            columns, rows = os.get_terminal_size(self._fd)
-        except OSError:
-            columns, rows = 80, 24
+        columns, rows = window_size(self._fd)
         return escape(path, self.kind, columns=columns, rows=rows, in_tmux=self._in_tmux)
+
+
+def window_size(fd: int, env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """The terminal's columns and rows; where it reports none (0, as a fresh pseudo-terminal
+    may), $COLUMNS and $LINES, else 80 x 24."""
+    env = os.environ if env is None else env
+    try:
+        columns, rows = os.get_terminal_size(fd)
+    except OSError:
+        columns, rows = 0, 0
+
+    def fallback(name: str, default: int) -> int:
+        text = env.get(name, "")
+        return int(text) if text.isdigit() and int(text) > 0 else default
+
+    return columns or fallback("COLUMNS", 80), rows or fallback("LINES", 24)
 
 
 def previewer(

@@ -110,3 +110,16 @@ def test_kitty_shows_only_pngs_and_nothing_is_shown_of_a_missing_file(tmp_path: 
     assert preview.escape(jpeg, "kitty") is None
     assert preview.escape(jpeg, "iterm") is not None  # iTerm2 draws JPEG itself
     assert preview.escape(tmp_path / "missing.png", "iterm") is None
+
+
+def test_a_terminal_that_reports_no_size_gets_columns_and_lines_or_80_by_24() -> None:
+    import os
+
+    read, write = os.pipe()  # not a terminal: no size at all
+    try:
+        assert preview.window_size(write, {}) == (80, 24)
+        assert preview.window_size(write, {"COLUMNS": "120", "LINES": "50"}) == (120, 50)
+        assert preview.window_size(write, {"COLUMNS": "0", "LINES": "x"}) == (80, 24)
+    finally:
+        os.close(read)
+        os.close(write)
