@@ -82,3 +82,17 @@ def test_a_failure_is_a_result_with_the_error_as_data(env: dict[str, str], tmp_p
     assert text(balance).startswith("Error: No API key.\n")
     assert balance.structured_content["error"]["exit_code"] == 3
     assert not history.is_error, "the server goes on after a failure"
+
+
+def test_the_key_echoed_by_the_service_never_reaches_the_agent(
+    env: dict[str, str], sandbox: Any, tmp_path: Path
+) -> None:
+    from apimart_cli.sandbox import Fault
+
+    sandbox.inject(Fault("echo_key", path="/v1/balance", status=401))
+
+    (result,) = call(env, tmp_path, tmp_path, ("balance", {}))  # `call` checks for the key
+
+    assert result.is_error
+    assert result.structured_content["error"]["exit_code"] == 3
+    assert "[API key]" in text(result), "the echo arrived, with the key cut out"
