@@ -15,20 +15,42 @@ call stops waiting at once (the work in flight ends at its own deadline).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Callable
-from typing import Annotated, Any
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from apimart_cli import __version__, console
-from apimart_cli.errors import ApimartError
+from apimart_cli.constants import DEFAULT_COMMAND_TIMEOUT as COMMAND_TIMEOUT
+from apimart_cli.constants import DEFAULT_MODEL
+from apimart_cli.constants import DEFAULT_WAIT_TIMEOUT as WAIT_TIMEOUT
+from apimart_cli.errors import (
+    ApimartError,
+    ExitCode,
+    HistoryError,
+    TaskError,
+    UsageError,
+    WaitTimeout,
+)
+
+if TYPE_CHECKING:
+    from apimart_cli.client import Client
+    from apimart_cli.downloads import SavedFile
+    from apimart_cli.engine import Outcome
+    from apimart_cli.history import History
+    from apimart_cli.models import Task
+    from apimart_cli.settings import Settings
+
 
 INSTRUCTIONS = """\
 Generates images with APIMart's image models (gpt-image-2 by default) and saves
@@ -39,6 +61,76 @@ nothing paid for is lost: `history` with `pending` lists what is unfinished and
 may help (`retryable`) and, for a submission whose outcome is unknown, its
 `idempotency_key`: never resubmit such a prompt without checking `history`.
 """
+
+
+class Progress:
+    """The engine's reporter for a tool call: it keeps what the agent gets back, and
+    tells the agent how far along the call is (`notify(done, total, message)`)."""
+
+    def __init__(self, notify: Callable[[float, float, str], None]) -> None:
+        self._notify = notify
+        self._lock = threading.Lock()
+        self.tasks: dict[str, dict[str, Any]] = {}  # what the agent gets, by task id
+        self.errors: dict[str, ApimartError] = {}
+
+    def _tell(self, message: str) -> None:
+        with self._lock:
+            done = sum(1 for task in self.tasks.values() if task["status"] in FINAL)
+            total = len(self.tasks)
+        self._notify(done, total, console.redact(message))
+
+    def _task(self, task_id: str) -> dict[str, Any]:
+        return self.tasks.setdefault(task_id, {"task_id": task_id, "status": "submitted"})
+
+    def added(self, task_id: str) -> None:
+        with self._lock:
+            self._task(task_id)
+
+    def update(self, task: Task) -> None:
+        with self._lock:
+            entry = self._task(task.task_id)
+            changed = entry["status"] != task.status
+            entry["status"] = task.status
+            if task.cost is not None:
+                entry["cost"] = task.cost
+        if changed or task.progress:
+            progress = f" {task.progress}%" if task.progress else ""
+            self._tell(f"{task.task_id}: {task.status}{progress}")
+
+    def transferred(self, task_id: str, index: int, received: int, total: int | None) -> None:
+        pass  # a download's bytes: too fine-grained for an agent
+
+    def saved(self, task: Task, index: int, saved: SavedFile) -> None:
+        with self._lock:
+            self._task(task.task_id).setdefault("files", []).append(str(saved.path))
+        self._tell(f"{task.task_id}: saved {saved.path}")
+
+    def failed(self, task_id: str | None, error: ApimartError) -> None:
+        if task_id is not None:
+            with self._lock:
+                self.errors.setdefault(task_id, error)
+                self._task(task_id)["error"] = console.redact(error.message)
+
+    def history_failed(self, error: HistoryError) -> None:
+        self._tell(f"Warning: {error.message} The history is not updated further.")
+
+    def finished(self, task: Task, files: Sequence[Path]) -> None:
+        with self._lock:
+            entry = self._task(task.task_id)
+            entry["status"] = task.status
+            entry["files"] = [str(path) for path in files]
+            if task.error_message:
+                entry["error"] = console.redact(task.error_message)
+        self._tell(f"{task.task_id}: {task.status}")
+
+    def image(self, escape: str) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class Tools:
@@ -52,21 +144,123 @@ class Tools:
         self._api_key = api_key
         self._base_url = base_url
 
-    def _settings(self, output_dir: str | None = None) -> Any:
+    def _settings(self, output_dir: str | None = None) -> Settings:
         from apimart_cli.settings import resolve
 
         return resolve(api_key=self._api_key, base_url=self._base_url, output_dir=output_dir)
 
-    def _client(self, settings: Any) -> Any:
+    def _client(self, settings: Settings, timeout: float) -> Client:
         from apimart_cli.client import Client
+        from apimart_cli.retry import Deadline
 
         key = settings.require_key()
         console.hide(key)
-        return Client(settings.base_url, key)
+        return Client(settings.base_url, key, deadline=Deadline.after(timeout))
 
-    def balance(self) -> dict[str, Any]:
-        with self._client(self._settings()) as client:
-            return dict(client.balance())
+    def generate(
+        self,
+        prompt: str,
+        *,
+        size: str | None,
+        resolution: str | None,
+        n: int | None,
+        images: list[str],
+        model: str,
+        params: dict[str, Any],
+        output_dir: str | None,
+        wait: bool,
+        timeout: float,
+        notify: Callable[[float, float, str], None],
+    ) -> dict[str, Any]:
+        from apimart_cli.history import History
+        from apimart_cli.payload import build_request
+        from apimart_cli.submission import submit
+
+        request = build_request(
+            prompt, model=model, size=size, resolution=resolution, n=n, images=images
+        )
+        settings = self._settings(output_dir)
+        client = self._client(settings, timeout)
+        with History.open() as history:
+            try:
+                task_ids = submit(client, history, request)
+            finally:
+                if not wait:
+                    client.close()
+            result: dict[str, Any] = {"task_ids": task_ids, "notes": list(request.notes)}
+            if not wait:
+                return result
+            try:
+                return {**result, **self._wait(client, settings, task_ids, history, notify)}
+            except _RunFailed as failure:  # the ids are paid for: the agent gets them still
+                failure.result = {**result, **failure.result}
+                raise
+
+    def wait(
+        self,
+        task_ids: list[str],
+        *,
+        output_dir: str | None,
+        timeout: float,
+        once: bool = False,
+        notify: Callable[[float, float, str], None],
+    ) -> dict[str, Any]:
+        from apimart_cli.history import History
+
+        ids = _checked(task_ids)
+        settings = self._settings(output_dir)
+        client = self._client(settings, timeout)
+        with History.open() as history:
+            return self._wait(client, settings, ids, history, notify, once=once)
+
+    def _wait(
+        self,
+        client: Client,
+        settings: Settings,
+        task_ids: list[str],
+        history: History,
+        notify: Callable[[float, float, str], None],
+        *,
+        once: bool = False,
+    ) -> dict[str, Any]:
+        """The engine `wait` runs, its images stamped as the settings say; the tasks as
+        they ended, or the error of the worst of them with what was done all the same."""
+        from apimart_cli.engine import WaitPlan, wait_for_tasks
+        from apimart_cli.progress import save_hooks
+
+        progress = Progress(notify)
+        plan = WaitPlan(client.deadline, folder=settings.output_dir, once=once)
+        hooks = save_hooks(None, stamp=settings.metadata)
+        outcome = wait_for_tasks(
+            client, plan, progress, task_ids=task_ids, history=history, hooks=hooks
+        )
+        tasks = [progress.tasks.get(task_id, {"task_id": task_id}) for task_id in task_ids]
+        costs = [task["cost"] for task in tasks if isinstance(task.get("cost"), (int, float))]
+        result: dict[str, Any] = {"tasks": tasks, "cost": sum(costs) if costs else None}
+        if outcome.exit_code != ExitCode.OK:
+            raise _RunFailed(_worst(outcome, progress), result)
+        return result
+
+    def status(self, task_ids: list[str], *, timeout: float) -> dict[str, Any]:
+        from apimart_cli.engine import query_tasks
+        from apimart_cli.history import History
+
+        ids = _checked(task_ids)
+        with self._client(self._settings(), timeout) as client, History.open() as history:
+            answers = query_tasks(client, ids, history=history)
+        tasks: list[dict[str, Any]] = []
+        for task_id, answer in zip(ids, answers, strict=True):
+            if isinstance(answer, ApimartError):
+                tasks.append({"task_id": task_id, "error": answer.as_data()})
+            else:
+                tasks.append(dict(answer.raw))
+        return {"tasks": tasks}
+
+    def balance(self, *, timeout: float) -> dict[str, Any]:
+        from apimart_cli.workers import run_until
+
+        with self._client(self._settings(), timeout) as client:
+            return dict(run_until(client.deadline, client.balance))
 
     def history(self, limit: int, pending: bool) -> dict[str, Any]:
         from apimart_cli.history import History
@@ -90,6 +284,45 @@ class Tools:
         }
 
 
+FINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+class _RunFailed(ApimartError):
+    """A wait that did not end well: the worst error, and what was done all the same."""
+
+    def __init__(self, error: ApimartError, result: dict[str, Any]) -> None:
+        super().__init__(error.message, error.hint)
+        self.exit_code = error.exit_code
+        self.task_ids = getattr(error, "task_ids", None)
+        self.result = result
+
+
+def _worst(outcome: Outcome, progress: Progress) -> ApimartError:
+    """The error that says how the run ended: the time, or the worst task's failure."""
+    if outcome.timed_out or outcome.interrupted:
+        timeout = WaitTimeout(
+            f"Out of time with {len(outcome.unfinished)} task(s) unfinished.",
+            "Call `wait` with these task ids to resume; nothing is lost.",
+        )
+        timeout.task_ids = outcome.unfinished  # type: ignore[attr-defined]
+        return timeout
+    errors = sorted(progress.errors.values(), key=lambda error: error.exit_code)
+    if errors:
+        return errors[-1]
+    failed = sorted(outcome.failed)
+    error: ApimartError = TaskError(f"{len(failed)} task(s) failed: {' '.join(failed)}.")
+    error.exit_code = outcome.exit_code
+    return error
+
+
+def _checked(task_ids: list[str]) -> list[str]:
+    from apimart_cli.models import validate_task_id
+
+    if not task_ids:
+        raise UsageError("No task ids given.", "Pass the ids `generate` returned.")
+    return list(dict.fromkeys(validate_task_id(task_id) for task_id in task_ids))
+
+
 def _result(data: dict[str, Any]) -> CallToolResult:
     """A tool's reply: the object as structured content, and as JSON text for older clients."""
     text = console.redact(json.dumps(data, ensure_ascii=False, indent=2))
@@ -99,17 +332,24 @@ def _result(data: dict[str, Any]) -> CallToolResult:
 
 
 def _failure(error: ApimartError) -> CallToolResult:
-    """An error as a person sees it (message, then hint) and as `--json` prints it."""
+    """An error as a person sees it (message, then hint) and as `--json` prints it, with
+    what was done all the same (a wait's saved files) where there is any."""
     lines = [f"Error: {error.message}", *([error.hint] if error.hint else [])]
+    data = {"error": error.as_data(), **getattr(error, "result", {})}
     text = console.redact("\n".join(lines))
-    data = json.loads(console.redact(json.dumps({"error": error.as_data()}, ensure_ascii=False)))
+    structured = json.loads(console.redact(json.dumps(data, ensure_ascii=False)))
     return CallToolResult(
-        content=[TextContent(type="text", text=text)], structured_content=data, is_error=True
+        content=[TextContent(type="text", text=text)], structured_content=structured, is_error=True
     )
 
 
 async def _call(function: Callable[[], dict[str, Any]]) -> CallToolResult:
-    """Run `function` on a worker thread; its result or its error, as the agent reads them."""
+    """Run `function` on a worker thread; its result or its error, as the agent reads them.
+
+    A cancelled call stops waiting at once. What it started goes on to its own
+    deadline on the abandoned thread, so images already paid for are still saved
+    and recorded (the history's `pending` tasks show the rest).
+    """
     try:
         return _result(await anyio.to_thread.run_sync(function, abandon_on_cancel=True))
     except ApimartError as error:
@@ -118,16 +358,141 @@ async def _call(function: Callable[[], dict[str, Any]]) -> CallToolResult:
         return _failure(ApimartError(f"Internal error ({type(error).__name__}). Please report it."))
 
 
+def _notifier(ctx: Context) -> Callable[[float, float, str], None]:
+    """Progress notifications from a worker thread (no-ops where the agent asked for none)."""
+
+    def notify(done: float, total: float, message: str) -> None:
+        # Nothing to tell once the call was cancelled or the session is gone.
+        with contextlib.suppress(Exception):
+            anyio.from_thread.run(ctx.report_progress, done, total or None, message)
+
+    return notify
+
+
+TaskIds = Annotated[
+    list[str],
+    Field(min_length=1, description="Task ids, as `generate` returned them (task_...)."),
+]
+OutputDir = Annotated[
+    str | None,
+    Field(
+        description="Folder for the images (created if missing). Default: the output_dir "
+        "setting, else the server's working directory."
+    ),
+]
+Timeout = Annotated[
+    float, Field(gt=0, le=3600, description="Seconds for the whole call, waiting included.")
+]
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=True)
 
 
 def build_server(tools: Tools) -> MCPServer:
     server = MCPServer("apimart", version=__version__, instructions=INSTRUCTIONS)
 
+    @server.tool(annotations=ToolAnnotations(destructive_hint=False, open_world_hint=True))
+    async def generate(
+        prompt: Annotated[str, Field(min_length=1, description="What to draw.")],
+        ctx: Context,
+        size: Annotated[
+            str | None,
+            Field(
+                description="auto, a ratio such as 16:9 (1:1 3:2 2:3 4:3 3:4 5:4 4:5 16:9 "
+                "9:16 2:1 1:2 3:1 1:3 21:9 9:21), or pixels WxH."
+            ),
+        ] = None,
+        resolution: Annotated[str | None, Field(description="1k, 2k or 4k.")] = None,
+        n: Annotated[
+            int | None, Field(ge=1, description="Images to make (gpt-image-2: 1-10).")
+        ] = None,
+        images: Annotated[
+            list[str] | None,
+            Field(
+                max_length=16,
+                description="Reference images: local file paths, http(s) "
+                "URLs or data: URIs (image-to-image). At most 16.",
+            ),
+        ] = None,
+        model: Annotated[str, Field(description="The model; `models` lists them.")] = DEFAULT_MODEL,
+        params: Annotated[
+            dict[str, Any] | None,
+            Field(
+                description="Extra body fields the model accepts (see its schema in "
+                '`models`), e.g. {"quality": "high"}.'
+            ),
+        ] = None,
+        output_dir: OutputDir = None,
+        wait: Annotated[
+            bool, Field(description="Wait for the images and save them (else return the ids).")
+        ] = True,
+        timeout: Timeout = WAIT_TIMEOUT,
+    ) -> CallToolResult:
+        """Generate images from a prompt (and optional reference images); by default wait
+        for them and save them to disk.
+
+        Returns the task ids, and with wait each task's status, saved file paths and
+        cost. The task is paid for when submitted: if the call fails after that, the
+        error carries the task ids (resume with `wait`) or, where the outcome is
+        unknown, an idempotency_key (check `history` before submitting again).
+        """
+        call = functools.partial(
+            tools.generate,
+            prompt,
+            size=size,
+            resolution=resolution,
+            n=n,
+            images=images or [],
+            model=model,
+            params=params or {},
+            output_dir=output_dir,
+            wait=wait,
+            timeout=timeout,
+            notify=_notifier(ctx),
+        )
+        return await _call(call)
+
     @server.tool(annotations=READ_ONLY)
-    async def balance() -> CallToolResult:
+    async def status(task_ids: TaskIds, timeout: Timeout = COMMAND_TIMEOUT) -> CallToolResult:
+        """The state of tasks (one request each): status, progress, cost, and result URLs
+        once completed. An id the service does not know has an `error` instead."""
+        return await _call(functools.partial(tools.status, task_ids, timeout=timeout))
+
+    @server.tool(annotations=ToolAnnotations(destructive_hint=False, open_world_hint=True))
+    async def wait(
+        task_ids: TaskIds,
+        ctx: Context,
+        output_dir: OutputDir = None,
+        timeout: Timeout = WAIT_TIMEOUT,
+    ) -> CallToolResult:
+        """Wait for tasks to finish and save their images; each task's status, saved file
+        paths and cost. Resumes a partial download where an earlier call stopped."""
+        call = functools.partial(
+            tools.wait, task_ids, output_dir=output_dir, timeout=timeout, notify=_notifier(ctx)
+        )
+        return await _call(call)
+
+    @server.tool(annotations=ToolAnnotations(destructive_hint=False, open_world_hint=True))
+    async def download(
+        task_ids: TaskIds,
+        ctx: Context,
+        output_dir: OutputDir = None,
+        timeout: Timeout = COMMAND_TIMEOUT,
+    ) -> CallToolResult:
+        """Save the images of tasks that are already completed, without waiting; a task
+        not completed, or whose result URLs expired, is an error."""
+        call = functools.partial(
+            tools.wait,
+            task_ids,
+            output_dir=output_dir,
+            timeout=timeout,
+            once=True,
+            notify=_notifier(ctx),
+        )
+        return await _call(call)
+
+    @server.tool(annotations=READ_ONLY)
+    async def balance(timeout: Timeout = COMMAND_TIMEOUT) -> CallToolResult:
         """The API key's remaining and used balance, as the service reports it."""
-        return await _call(tools.balance)
+        return await _call(functools.partial(tools.balance, timeout=timeout))
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     async def history(

@@ -59,7 +59,9 @@ def test_the_tools_an_agent_sees(env: dict[str, str], tmp_path: Path) -> None:
 
     tools = {tool.name: tool for tool in anyio.run(main).tools}
 
-    assert {"balance", "history"} <= set(tools)
+    assert set(tools) >= {"generate", "status", "wait", "download", "balance", "history"}
+    assert tools["generate"].input_schema["required"] == ["prompt"]
+    assert tools["status"].input_schema["required"] == ["task_ids"]
     for tool in tools.values():
         assert tool.description, f"{tool.name} has no description an agent can act on"
         assert tool.input_schema["type"] == "object"
@@ -96,3 +98,99 @@ def test_the_key_echoed_by_the_service_never_reaches_the_agent(
     assert result.is_error
     assert result.structured_content["error"]["exit_code"] == 3
     assert "[API key]" in text(result), "the echo arrived, with the key cut out"
+
+
+def test_generate_waits_saves_and_says_what_it_cost(env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    updates: list[tuple[float, float | None, str | None]] = []
+
+    async def main() -> Any:
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            updates.append((done, total, message))
+
+        with (tmp_path / "err.log").open("w") as errlog:
+            async with connected(env, tmp_path, errlog) as session:
+                return await session.call_tool(
+                    "generate",
+                    {"prompt": "a lighthouse", "size": "1:1", "output_dir": str(out)},
+                    progress_callback=progress,
+                )
+
+    result = anyio.run(main)
+
+    assert not result.is_error, text(result)
+    data = result.structured_content
+    (task_id,) = data["task_ids"]
+    (task,) = data["tasks"]
+    assert task["task_id"] == task_id and task["status"] == "completed"
+    (path,) = task["files"]
+    assert Path(path).parent == out and Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data["cost"] == task["cost"] and task["cost"] > 0
+    assert updates, "progress notifications reach an agent that asked for them"
+    assert any(message and "completed" in message for _, _, message in updates)
+    assert API_KEY not in str(updates)
+
+    history, status = call(
+        env, tmp_path, tmp_path, ("history", {}), ("status", {"task_ids": [task_id]})
+    )
+    assert history.structured_content["tasks"][0]["task_id"] == task_id
+    assert status.structured_content["tasks"][0]["status"] == "completed"
+
+
+def test_generate_without_wait_then_wait_then_download(env: dict[str, str], tmp_path: Path) -> None:
+    (submitted,) = call(env, tmp_path, tmp_path, ("generate", {"prompt": "a fox", "wait": False}))
+    (task_id,) = submitted.structured_content["task_ids"]
+    assert "tasks" not in submitted.structured_content
+
+    waited, again = call(
+        env,
+        tmp_path,
+        tmp_path,
+        ("wait", {"task_ids": [task_id], "output_dir": str(tmp_path / "a")}),
+        ("download", {"task_ids": [task_id], "output_dir": str(tmp_path / "b")}),
+    )
+
+    assert not waited.is_error, text(waited)
+    assert not again.is_error, text(again)
+    (first,) = waited.structured_content["tasks"][0]["files"]
+    (second,) = again.structured_content["tasks"][0]["files"]
+    assert Path(first).read_bytes() == Path(second).read_bytes()
+
+
+def test_bad_input_is_refused_before_anything_is_sent(
+    env: dict[str, str], sandbox: Any, tmp_path: Path
+) -> None:
+    size, ids = call(
+        env,
+        tmp_path,
+        tmp_path,
+        ("generate", {"prompt": "a fox", "size": "7:5"}),
+        ("status", {"task_ids": ["../etc"]}),
+    )
+
+    assert size.is_error and size.structured_content["error"]["exit_code"] == 2
+    assert "7:5" in text(size)
+    assert ids.is_error and ids.structured_content["error"]["exit_code"] == 2
+    assert sandbox.submissions() == []
+
+
+def test_an_unknown_task_is_an_error_in_its_place(env: dict[str, str], tmp_path: Path) -> None:
+    (result,) = call(env, tmp_path, tmp_path, ("status", {"task_ids": ["task_nope"]}))
+
+    assert not result.is_error
+    (task,) = result.structured_content["tasks"]
+    assert task["task_id"] == "task_nope" and task["error"]["exit_code"] == 1
+
+
+def test_a_timeout_returns_the_ids_to_resume(
+    env: dict[str, str], sandbox: Any, tmp_path: Path
+) -> None:
+    sandbox.configure(duration=600)
+
+    (result,) = call(env, tmp_path, tmp_path, ("generate", {"prompt": "a fox", "timeout": 2}))
+
+    assert result.is_error
+    error = result.structured_content["error"]
+    assert error["exit_code"] == 124 and error["retryable"] is True
+    (task_id,) = result.structured_content["task_ids"]
+    assert error["task_ids"] == [task_id]
