@@ -262,6 +262,24 @@ class Tools:
         with self._client(self._settings(), timeout) as client:
             return dict(run_until(client.deadline, client.balance))
 
+    def upload(self, paths: list[str], *, timeout: float) -> dict[str, Any]:
+        from apimart_cli.references import check_upload_files, upload_files
+
+        references = check_upload_files(paths)  # every file checked before any is sent
+        notes: list[str] = []
+        with self._client(self._settings(), timeout) as client:
+            uploads = list(upload_files(client, references, warn=notes.append))
+        return {"uploads": uploads, "notes": notes}
+
+    def models(self, model: str | None, *, timeout: float) -> dict[str, Any]:
+        from apimart_cli.schema import model_info
+
+        notes: list[str] = []
+        with self._client(self._settings(), timeout) as client:
+            if model is None:
+                return {"models": list(client.list_models())}
+            return {"schema": model_info(client, model, warn=notes.append), "notes": notes}
+
     def history(self, limit: int, pending: bool) -> dict[str, Any]:
         from apimart_cli.history import History
 
@@ -505,6 +523,30 @@ def build_server(tools: Tools) -> MCPServer:
         unknown: check before submitting that prompt again.
         """
         return await _call(functools.partial(tools.history, limit, pending))
+
+    @server.tool(annotations=ToolAnnotations(destructive_hint=False, open_world_hint=True))
+    async def upload(
+        paths: Annotated[
+            list[str],
+            Field(min_length=1, description="Local PNG, JPEG, WebP or GIF files, 20 MiB at most."),
+        ],
+        timeout: Timeout = COMMAND_TIMEOUT,
+    ) -> CallToolResult:
+        """Upload local images; each one's public URL (valid 72 hours), to pass to
+        `generate` as a reference. Every file is checked before any is sent; a file
+        uploaded before whose URL still lives is not sent again."""
+        return await _call(functools.partial(tools.upload, paths, timeout=timeout))
+
+    @server.tool(annotations=READ_ONLY)
+    async def models(
+        model: Annotated[
+            str | None, Field(description="A model id: return its input schema instead.")
+        ] = None,
+        timeout: Timeout = COMMAND_TIMEOUT,
+    ) -> CallToolResult:
+        """The service's image models; with `model`, the JSON schema of the fields it
+        accepts (pass extra ones to `generate` as `params`)."""
+        return await _call(functools.partial(tools.models, model, timeout=timeout))
 
     return server
 
