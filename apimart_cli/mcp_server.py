@@ -21,7 +21,7 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
 import anyio.from_thread
@@ -144,10 +144,15 @@ class Tools:
         self._api_key = api_key
         self._base_url = base_url
 
-    def _settings(self, output_dir: str | None = None) -> Settings:
+    def _settings(self, output_dir: str | None = None, references: str | None = None) -> Settings:
         from apimart_cli.settings import resolve
 
-        return resolve(api_key=self._api_key, base_url=self._base_url, output_dir=output_dir)
+        return resolve(
+            api_key=self._api_key,
+            base_url=self._base_url,
+            output_dir=output_dir,
+            references=references,
+        )
 
     def _client(self, settings: Settings, timeout: float) -> Client:
         from apimart_cli.client import Client
@@ -168,26 +173,42 @@ class Tools:
         model: str,
         params: dict[str, Any],
         output_dir: str | None,
+        references: str | None,
         wait: bool,
         timeout: float,
         notify: Callable[[float, float, str], None],
     ) -> dict[str, Any]:
         from apimart_cli.history import History
         from apimart_cli.payload import build_request
-        from apimart_cli.submission import submit
+        from apimart_cli.references import ReferenceSender
 
         request = build_request(
-            prompt, model=model, size=size, resolution=resolution, n=n, images=images
+            prompt,
+            model=model,
+            size=size,
+            resolution=resolution,
+            n=n,
+            images=images,
+            params=params,
         )
-        settings = self._settings(output_dir)
+        notes = list(request.notes)
+        settings = self._settings(output_dir, references=references)
         client = self._client(settings, timeout)
+        # What `generate` does: the model's schema checked, the references sent as the
+        # setting says (uploaded instead where the service refuses base64), and the
+        # output folder checked, all before anything is paid for.
+        sender = ReferenceSender(client, settings.references, info=notes.append, warn=notes.append)
         with History.open() as history:
             try:
-                task_ids = submit(client, history, request)
+                if wait:
+                    from apimart_cli.downloads import Downloader
+
+                    Downloader(client, settings.output_dir).prepare()
+                task_ids = sender.send(history, request)
             finally:
                 if not wait:
                     client.close()
-            result: dict[str, Any] = {"task_ids": task_ids, "notes": list(request.notes)}
+            result: dict[str, Any] = {"task_ids": task_ids, "notes": notes}
             if not wait:
                 return result
             try:
@@ -439,6 +460,13 @@ def build_server(tools: Tools) -> MCPServer:
             ),
         ] = None,
         output_dir: OutputDir = None,
+        references: Annotated[
+            Literal["inline", "upload"] | None,
+            Field(
+                description="How local reference files travel: inline (base64 in the "
+                "request) or upload (sent once, then by URL). Default: the setting."
+            ),
+        ] = None,
         wait: Annotated[
             bool, Field(description="Wait for the images and save them (else return the ids).")
         ] = True,
@@ -462,6 +490,7 @@ def build_server(tools: Tools) -> MCPServer:
             model=model,
             params=params or {},
             output_dir=output_dir,
+            references=references,
             wait=wait,
             timeout=timeout,
             notify=_notifier(ctx),

@@ -7,7 +7,18 @@ import sys
 
 import pytest
 
-HEAVY = ("httpx", "rich", "sqlite3", "asyncio", "apimart_cli.sandbox", "platformdirs")
+HEAVY = (
+    "httpx",
+    "rich",
+    "sqlite3",
+    "asyncio",
+    "apimart_cli.sandbox",
+    "platformdirs",
+    # `apimart mcp`'s extra: the SDK and what it brings are for that command alone.
+    "mcp",
+    "pydantic",
+    "anyio",
+)
 
 PROBE = """
 import sys

@@ -59,7 +59,16 @@ def test_the_tools_an_agent_sees(env: dict[str, str], tmp_path: Path) -> None:
 
     tools = {tool.name: tool for tool in anyio.run(main).tools}
 
-    assert set(tools) >= {"generate", "status", "wait", "download", "balance", "history"}
+    assert set(tools) == {
+        "generate",
+        "status",
+        "wait",
+        "download",
+        "balance",
+        "history",
+        "upload",
+        "models",
+    }
     assert tools["generate"].input_schema["required"] == ["prompt"]
     assert tools["status"].input_schema["required"] == ["task_ids"]
     for tool in tools.values():
@@ -194,3 +203,81 @@ def test_a_timeout_returns_the_ids_to_resume(
     assert error["exit_code"] == 124 and error["retryable"] is True
     (task_id,) = result.structured_content["task_ids"]
     assert error["task_ids"] == [task_id]
+
+
+def test_upload_then_generate_from_the_url_and_a_second_model_with_a_param(
+    env: dict[str, str], sandbox: Any, tmp_path: Path
+) -> None:
+    from tests.e2e.conftest import png_size
+
+    reference = tmp_path / "sketch.png"
+    reference.write_bytes(png_bytes())
+
+    models, schema, uploaded = call(
+        env,
+        tmp_path,
+        tmp_path,
+        ("models", {}),
+        ("models", {"model": "gpt-image-2-official"}),
+        ("upload", {"paths": [str(reference)]}),
+    )
+    ids = [model["id"] for model in models.structured_content["models"]]
+    assert "gpt-image-2-official" in ids
+    assert "quality" in json.dumps(schema.structured_content["schema"])
+    (upload,) = uploaded.structured_content["uploads"]
+
+    good, bad = call(
+        env,
+        tmp_path,
+        tmp_path,
+        (
+            "generate",
+            {
+                "prompt": "ink it",
+                "images": [upload["url"]],
+                "model": "gpt-image-2-official",
+                "params": {"quality": "high"},
+                "output_dir": str(tmp_path / "out"),
+            },
+        ),
+        (
+            "generate",
+            {"prompt": "ink it", "model": "gpt-image-2-official", "params": {"quality": "ultra"}},
+        ),
+    )
+
+    assert not good.is_error, text(good)
+    (path,) = good.structured_content["tasks"][0]["files"]
+    assert png_size(Path(path))
+    sent = sandbox.submissions()[-1].json
+    assert sent["quality"] == "high" and sent["image_urls"] == [upload["url"]]
+    assert bad.is_error and bad.structured_content["error"]["exit_code"] == 2
+    assert "quality" in text(bad)
+    assert len(sandbox.submissions()) == 1, "the refused one was never sent"
+
+
+def test_references_upload_sends_a_local_file_by_url(
+    env: dict[str, str], sandbox: Any, tmp_path: Path
+) -> None:
+    reference = tmp_path / "sketch.png"
+    reference.write_bytes(png_bytes())
+
+    (result,) = call(
+        env,
+        tmp_path,
+        tmp_path,
+        (
+            "generate",
+            {"prompt": "ink it", "images": [str(reference)], "references": "upload", "wait": False},
+        ),
+    )
+
+    assert not result.is_error, text(result)
+    (url,) = sandbox.submissions()[-1].json["image_urls"]
+    assert url.startswith("http") and len(sandbox.uploads) == 1
+
+
+def png_bytes() -> bytes:
+    from apimart_cli.sandbox import gradient_png
+
+    return gradient_png(64, 64, "a sketch", 0)
