@@ -204,8 +204,13 @@ def report_error(error: ApimartError, *, as_json: bool = False) -> None:
         lines.append(error.hint)
     if use_color(sys.stderr):
         lines[0] = f"\x1b[1;31mError:\x1b[0m {error.message}"
-    if as_json:
-        import json
-
-        lines.append(json.dumps({"error": error.as_data()}, ensure_ascii=False))
     _write(sys.stderr, "\n".join(lines))
+    if as_json:
+        error_json(error)
+
+
+def error_json(error: ApimartError) -> None:
+    """The error as one JSON object on a line of standard error (`--json`)."""
+    import json  # here, not at the top: most commands print no JSON
+
+    _write(sys.stderr, json.dumps({"error": error.as_data()}, ensure_ascii=False))

@@ -126,6 +126,24 @@ class Outcome:
     def fail(self, code: ExitCode) -> None:
         self.exit_code = max(self.exit_code, code)
 
+    def as_error(self, hint: str | None = None) -> ApimartError | None:
+        """How the run ended, as one error with the tasks it concerns (None if it ended
+        well): what `--json` adds to standard error, and what an agent is told."""
+        if self.exit_code == ExitCode.OK:
+            return None
+        if self.timed_out or self.interrupted:
+            how = "Timed out" if self.timed_out else "Interrupted"
+            if self.exit_code == ExitCode.TERMINATED:
+                how = "Terminated"
+            error = ApimartError(f"{how}; {len(self.unfinished)} task(s) unfinished.", hint)
+            error.task_ids = list(self.unfinished)
+        else:
+            failed = sorted(self.failed)
+            error = ApimartError(f"{len(failed)} task(s) did not end with their images.", hint)
+            error.task_ids = failed
+        error.exit_code = self.exit_code
+        return error
+
 
 class _TaskFiles:
     """One completed task's images while they download."""

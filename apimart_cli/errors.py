@@ -7,6 +7,7 @@ place that prints them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 
 
@@ -66,6 +67,7 @@ class ApimartError(Exception):
     """An error the user sees as a message, a hint and an exit code."""
 
     exit_code: ExitCode = ExitCode.FAILED
+    task_ids: Sequence[str] = ()  # the tasks it leaves unfinished or failed, where it knows
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -84,9 +86,8 @@ class ApimartError(Exception):
             data["hint"] = self.hint
         data["exit_code"] = int(self.exit_code)
         data["retryable"] = self.retryable
-        task_ids = getattr(self, "task_ids", None)
-        if task_ids:
-            data["task_ids"] = list(task_ids)
+        if self.task_ids:
+            data["task_ids"] = list(self.task_ids)
         key = getattr(self, "idempotency_key", None)
         if key:
             data["idempotency_key"] = key

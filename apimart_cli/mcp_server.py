@@ -36,17 +36,13 @@ from apimart_cli.constants import DEFAULT_MODEL
 from apimart_cli.constants import DEFAULT_WAIT_TIMEOUT as WAIT_TIMEOUT
 from apimart_cli.errors import (
     ApimartError,
-    ExitCode,
     HistoryError,
-    TaskError,
     UsageError,
-    WaitTimeout,
 )
 
 if TYPE_CHECKING:
     from apimart_cli.client import Client
     from apimart_cli.downloads import SavedFile
-    from apimart_cli.engine import Outcome
     from apimart_cli.history import History
     from apimart_cli.models import Task
     from apimart_cli.settings import Settings
@@ -258,8 +254,9 @@ class Tools:
         tasks = [progress.tasks.get(task_id, {"task_id": task_id}) for task_id in task_ids]
         costs = [task["cost"] for task in tasks if isinstance(task.get("cost"), (int, float))]
         result: dict[str, Any] = {"tasks": tasks, "cost": sum(costs) if costs else None}
-        if outcome.exit_code != ExitCode.OK:
-            raise _RunFailed(_worst(outcome, progress), result)
+        error = outcome.as_error("Call `wait` with the task_ids to resume; nothing is lost.")
+        if error is not None:
+            raise _RunFailed(error, result)
         return result
 
     def status(self, task_ids: list[str], *, timeout: float) -> dict[str, Any]:
@@ -332,26 +329,8 @@ class _RunFailed(ApimartError):
     def __init__(self, error: ApimartError, result: dict[str, Any]) -> None:
         super().__init__(error.message, error.hint)
         self.exit_code = error.exit_code
-        self.task_ids = getattr(error, "task_ids", None)
+        self.task_ids = error.task_ids
         self.result = result
-
-
-def _worst(outcome: Outcome, progress: Progress) -> ApimartError:
-    """The error that says how the run ended: the time, or the worst task's failure."""
-    if outcome.timed_out or outcome.interrupted:
-        timeout = WaitTimeout(
-            f"Out of time with {len(outcome.unfinished)} task(s) unfinished.",
-            "Call `wait` with these task ids to resume; nothing is lost.",
-        )
-        timeout.task_ids = outcome.unfinished  # type: ignore[attr-defined]
-        return timeout
-    errors = sorted(progress.errors.values(), key=lambda error: error.exit_code)
-    if errors:
-        return errors[-1]
-    failed = sorted(outcome.failed)
-    error: ApimartError = TaskError(f"{len(failed)} task(s) failed: {' '.join(failed)}.")
-    error.exit_code = outcome.exit_code
-    return error
 
 
 def _checked(task_ids: list[str]) -> list[str]:

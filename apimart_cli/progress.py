@@ -366,18 +366,23 @@ def show_ending(
     timeout: float,
     resume: Callable[[list[str]], str] | None,
     downloaded: bool = True,
+    as_json: bool = False,
 ) -> None:
     """After a wait: what to do, the summary line, then what is unfinished and the
-    command that resumes it (`resume` None: nothing can resume it, as under --sandbox)."""
+    command that resumes it (`resume` None: nothing can resume it, as under --sandbox);
+    with `as_json`, how it ended as one error object too."""
     for hint in outcome.hints:
         console.warn(hint)
     if outcome.interrupted:
         how = "Terminated" if outcome.exit_code == ExitCode.TERMINATED else "Interrupted"
         _unfinished(how, outcome.unfinished, resume)
-        return
-    console.info(summary_line(outcome, downloaded=downloaded))
-    if outcome.timed_out:
-        _unfinished(f"Timed out after {timeout:g} s", outcome.unfinished, resume)
+    else:
+        console.info(summary_line(outcome, downloaded=downloaded))
+        if outcome.timed_out:
+            _unfinished(f"Timed out after {timeout:g} s", outcome.unfinished, resume)
+    error = outcome.as_error(resume(outcome.unfinished) if resume and outcome.unfinished else None)
+    if as_json and error is not None:
+        console.error_json(error)
 
 
 def _unfinished(

@@ -300,7 +300,7 @@ class BatchRun:
                 )
         except SubmittedButUnrecorded as error:  # taken and paid for: wait for it all the same
             self._history_failed(error.message)
-            task_ids = error.task_ids
+            task_ids = list(error.task_ids)
         except ApimartError as error:
             self._refused(run, error)
             return False

@@ -25,6 +25,7 @@ from apimart_cli.constants import (
     DEFAULT_CONCURRENCY,
     MAX_CONCURRENCY,
 )
+from apimart_cli.errors import ApimartError, ExitCode
 
 
 @handles_errors
@@ -111,6 +112,14 @@ def batch(
     code = run_batch(
         jobs, client, limiter, options, open_history, sender, hooks=hooks, gallery=gallery
     )
+    if as_json and code != ExitCode.OK:  # each job's own error is in its object on stdout
+        ended = ApimartError(
+            f"The batch ended with exit code {int(code)}.",
+            "Each job's object on standard output says how it ended; "
+            "run the same command again to resume.",
+        )
+        ended.exit_code = code
+        console.error_json(ended)
     if open_page:
         from apimart_cli.gallery import PAGE_NAME
         from apimart_cli.opening import open_files

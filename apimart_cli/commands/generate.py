@@ -221,7 +221,9 @@ def generate(
         outcome = wait_for_tasks(
             client, plan, reporter, task_ids=task_ids, history=history, hooks=hooks
         )
-    show_ending(outcome, timeout=seconds, resume=app.resume(output, as_json=as_json))
+    show_ending(
+        outcome, timeout=seconds, resume=app.resume(output, as_json=as_json), as_json=as_json
+    )
     if open_saved:
         open_saved_files(outcome)
     raise typer.Exit(int(outcome.exit_code))

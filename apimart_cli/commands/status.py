@@ -63,6 +63,8 @@ def status(
             console.warn(f"Ask again with: apimart status {' '.join(late)}")
     else:
         client.close()  # after a timeout, requests may still be on their way: left alone
+    if as_json and code != ExitCode.OK:
+        console.error_json(_worst(ids, results))
     if as_json:
         for task in tasks:
             console.data_json(dict(task.raw))
@@ -75,3 +77,13 @@ def status(
         for task in tasks:
             console.data("\t".join(_row(task)))
     raise typer.Exit(int(code))
+
+
+def _worst(task_ids: list[str], results: "list[Task | ApimartError]") -> ApimartError:
+    """The worst of the errors, as the one `--json` shows, naming every task it hit."""
+    errors = [(i, r) for i, r in zip(task_ids, results, strict=True) if isinstance(r, ApimartError)]
+    worst = max((error for _, error in errors), key=lambda error: error.exit_code)
+    summary = ApimartError(f"{len(errors)} of {len(task_ids)} queries failed: {worst.message}")
+    summary.hint, summary.exit_code = worst.hint, worst.exit_code
+    summary.task_ids = [task_id for task_id, _ in errors]
+    return summary

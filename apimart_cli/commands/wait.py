@@ -127,6 +127,7 @@ def wait(
         timeout=timeout,
         resume=app.resume(output, download=not no_download, as_json=as_json),
         downloaded=not no_download,
+        as_json=as_json,
     )
     if open_saved:
         open_saved_files(outcome)
