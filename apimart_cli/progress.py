@@ -127,7 +127,8 @@ class SilentReporter:
         path = str(saved.path)
         if saved.kept_existing:
             console.warn(f"{task.task_id}: kept the existing {path} (use --force to replace it)")
-        else:
+        elif self._as_json or not console.is_terminal(sys.stdout):
+            # Where the path goes to the same screen on standard output, once is enough.
             self._saved(task.task_id, path)
         if not self._as_json:
             console.data(path)

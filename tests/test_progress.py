@@ -214,3 +214,27 @@ def test_a_failure_is_said_with_its_task(capsys: pytest.CaptureFixture[str]) -> 
         "task_1: Task task_1 does not exist (404).",
         "Error: Invalid task id 'a/b'.",
     ]
+
+
+@pytest.mark.parametrize(("stdout_is_a_terminal", "noted"), [(True, False), (False, True)])
+def test_a_saved_path_is_said_once_on_a_terminal(
+    clock: FakeClock,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    stdout_is_a_terminal: bool,
+    noted: bool,
+) -> None:
+    """Paths go to standard output always; the "saved" note on standard error only where
+    standard output is not the same screen (a file or a pipe)."""
+    import sys
+
+    monkeypatch.setattr(
+        console, "is_terminal", lambda stream: stream is sys.stdout and stdout_is_a_terminal
+    )
+    reporter = PlainReporter(clock=clock)
+
+    reporter.saved(Task("task_1", "completed"), 0, SavedFile(Path("out/task_1_0.png"), False))
+
+    out, err = capsys.readouterr()
+    assert out == "out/task_1_0.png\n"
+    assert ("task_1: saved out/task_1_0.png" in err) is noted
