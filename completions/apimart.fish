@@ -15,7 +15,7 @@ complete -c apimart -n '__fish_use_subcommand' -a upload -d 'Upload images and p
 complete -c apimart -n '__fish_use_subcommand' -a models -d 'List the service\'s models, one id per line; with MODEL, print its input schema.'
 complete -c apimart -n '__fish_use_subcommand' -a sizes -d 'Print the size x resolution table of the API.'
 complete -c apimart -n '__fish_use_subcommand' -a sandbox -d 'Run a local stand-in for the API: no key, no network, real PNGs.'
-complete -c apimart -n '__fish_use_subcommand' -a mcp -d 'Serve apimart\'s commands to AI agents over MCP (standard input and output).'
+complete -c apimart -n '__fish_use_subcommand' -a mcp -d 'Serve the commands to AI agents over MCP, on stdin and stdout.'
 complete -c apimart -n '__fish_use_subcommand' -a config -d 'See the settings in effect, and store them in the config file.'
 complete -c apimart -n '__fish_use_subcommand' -l api-key -x
 complete -c apimart -n '__fish_use_subcommand' -l base-url -x

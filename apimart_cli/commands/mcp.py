@@ -8,7 +8,7 @@ from apimart_cli.errors import UsageError
 
 @handles_errors
 def mcp(ctx: typer.Context) -> None:
-    """Serve apimart's commands to AI agents over MCP (standard input and output).
+    """Serve the commands to AI agents over MCP, on stdin and stdout.
 
     Needs the mcp extra: pip install 'apimart-cli[mcp]'. Register it with
     an agent as the command `apimart` with the argument `mcp`:
