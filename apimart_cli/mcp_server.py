@@ -39,6 +39,7 @@ from apimart_cli.errors import (
     HistoryError,
     UsageError,
 )
+from apimart_cli.models import FINAL_STATES
 
 if TYPE_CHECKING:
     from apimart_cli.client import Client
@@ -71,7 +72,7 @@ class Progress:
 
     def _tell(self, message: str) -> None:
         with self._lock:
-            done = sum(1 for task in self.tasks.values() if task["status"] in FINAL)
+            done = sum(1 for task in self.tasks.values() if task["status"] in FINAL_STATES)
             total = len(self.tasks)
         self._notify(done, total, console.redact(message))
 
@@ -318,9 +319,6 @@ class Tools:
                 for record in records
             ]
         }
-
-
-FINAL = frozenset({"completed", "failed", "cancelled"})
 
 
 class _RunFailed(ApimartError):
