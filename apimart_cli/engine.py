@@ -135,14 +135,12 @@ class Outcome:
             how = "Timed out" if self.timed_out else "Interrupted"
             if self.exit_code == ExitCode.TERMINATED:
                 how = "Terminated"
-            error = ApimartError(f"{how}; {len(self.unfinished)} task(s) unfinished.", hint)
-            error.task_ids = list(self.unfinished)
+            message = f"{how}; {len(self.unfinished)} task(s) unfinished."
+            task_ids = list(self.unfinished)
         else:
-            failed = sorted(self.failed)
-            error = ApimartError(f"{len(failed)} task(s) did not end with their images.", hint)
-            error.task_ids = failed
-        error.exit_code = self.exit_code
-        return error
+            task_ids = sorted(self.failed)
+            message = f"{len(task_ids)} task(s) did not end with their images."
+        return ApimartError(message, hint, exit_code=self.exit_code, task_ids=task_ids)
 
 
 class _TaskFiles:

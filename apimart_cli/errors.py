@@ -69,10 +69,22 @@ class ApimartError(Exception):
     exit_code: ExitCode = ExitCode.FAILED
     task_ids: Sequence[str] = ()  # the tasks it leaves unfinished or failed, where it knows
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        exit_code: ExitCode | None = None,
+        task_ids: Sequence[str] = (),
+    ) -> None:
+        """`exit_code` and `task_ids` for an error that sums up a run (`--json`, MCP)."""
         super().__init__(message)
         self.message = message
         self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code
+        if task_ids:
+            self.task_ids = list(task_ids)
 
     @property
     def retryable(self) -> bool:

@@ -325,9 +325,9 @@ class _RunFailed(ApimartError):
     """A wait that did not end well: the worst error, and what was done all the same."""
 
     def __init__(self, error: ApimartError, result: dict[str, Any]) -> None:
-        super().__init__(error.message, error.hint)
-        self.exit_code = error.exit_code
-        self.task_ids = error.task_ids
+        super().__init__(
+            error.message, error.hint, exit_code=error.exit_code, task_ids=error.task_ids
+        )
         self.result = result
 
 

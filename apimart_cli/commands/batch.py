@@ -117,8 +117,8 @@ def batch(
             f"The batch ended with exit code {int(code)}.",
             "Each job's object on standard output says how it ended; "
             "run the same command again to resume.",
+            exit_code=code,
         )
-        ended.exit_code = code
         console.error_json(ended)
     if open_page:
         from apimart_cli.gallery import PAGE_NAME

@@ -83,7 +83,9 @@ def _worst(task_ids: list[str], results: "list[Task | ApimartError]") -> Apimart
     """The worst of the errors, as the one `--json` shows, naming every task it hit."""
     errors = [(i, r) for i, r in zip(task_ids, results, strict=True) if isinstance(r, ApimartError)]
     worst = max((error for _, error in errors), key=lambda error: error.exit_code)
-    summary = ApimartError(f"{len(errors)} of {len(task_ids)} queries failed: {worst.message}")
-    summary.hint, summary.exit_code = worst.hint, worst.exit_code
-    summary.task_ids = [task_id for task_id, _ in errors]
-    return summary
+    return ApimartError(
+        f"{len(errors)} of {len(task_ids)} queries failed: {worst.message}",
+        worst.hint,
+        exit_code=worst.exit_code,
+        task_ids=[task_id for task_id, _ in errors],
+    )
