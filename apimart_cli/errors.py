@@ -203,10 +203,19 @@ class SubmittedButUnrecorded(ServiceError):
     case where a paid id would otherwise be lost: the message carries the ids.
     """
 
-    def __init__(self, task_ids: list[str], idempotency_key: str, reason: str) -> None:
+    def __init__(
+        self,
+        task_ids: list[str],
+        idempotency_key: str,
+        reason: str,
+        *,
+        exit_code: ExitCode | None = None,
+    ) -> None:
         super().__init__(
             f"Created {' '.join(task_ids)}, but could not record it in the history: {reason}",
             "Keep these ids: `apimart wait ID` fetches the images.",
+            exit_code=exit_code,
+            task_ids=task_ids,
         )
         self.task_ids = task_ids
         self.idempotency_key = idempotency_key
@@ -219,8 +228,15 @@ class HistoryError(UsageError):
 class SubmissionUnknown(ServiceError):
     """A submission was sent but its outcome is unknown: it may have created a task."""
 
-    def __init__(self, message: str, hint: str | None = None, *, idempotency_key: str) -> None:
-        super().__init__(message, hint)
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        idempotency_key: str,
+        exit_code: ExitCode | None = None,
+    ) -> None:
+        super().__init__(message, hint, exit_code=exit_code)
         self.idempotency_key = idempotency_key
 
 

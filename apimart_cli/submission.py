@@ -65,9 +65,8 @@ def submit(
     except HistoryError as error:  # paid for: the ids must reach the user somehow
         raise SubmittedButUnrecorded(task_ids, key, error.message) from None
     except KeyboardInterrupt as interrupt:  # a signal between the reply and the record
-        unrecorded = SubmittedButUnrecorded(task_ids, key, "interrupted")
-        unrecorded.exit_code = interrupted_code(interrupt)
-        raise unrecorded from None
+        code = interrupted_code(interrupt)
+        raise SubmittedButUnrecorded(task_ids, key, "interrupted", exit_code=code) from None
     return task_ids
 
 
@@ -101,11 +100,10 @@ def _interrupted(key: str, interrupt: KeyboardInterrupt) -> SubmissionUnknown:
     """Ctrl-C or SIGTERM while the request may be on its way: as unknown as after a 500."""
     code = interrupted_code(interrupt)
     how = "Terminated" if code == ExitCode.TERMINATED else "Interrupted"
-    error = SubmissionUnknown(
+    return SubmissionUnknown(
         f"{how} while submitting; the task may have been created.",
         f"Idempotency key {key}. `apimart history --pending` lists it; "
         "check your APIMart dashboard before submitting again.",
         idempotency_key=key,
+        exit_code=code,
     )
-    error.exit_code = code
-    return error
