@@ -2,45 +2,62 @@
 
 Only Typer and the command modules are imported here; each command imports
 what it needs (httpx, rich, sqlite3, ...) in its body, so `apimart --version`
-and `--help` stay fast.
+and `--help` stay fast. A run that names a command builds an app with that
+command alone (`app_for`): Typer then reads one signature, not fifteen.
 """
 
+import importlib
+from collections.abc import Iterable
 from typing import Annotated, Optional
 
 import typer
 
 from apimart_cli import __version__, console
-from apimart_cli.commands import (
-    balance,
-    batch,
-    config,
-    download,
-    gallery,
-    generate,
-    history,
-    inspect,
-    mcp,
-    models,
-    sandbox,
-    sizes,
-    status,
-    upload,
-    wait,
-)
 from apimart_cli.commands.common import AppState, handles_errors
 
-app = typer.Typer(
-    name="apimart",
-    help="Generate images with APIMart's gpt-image-2 from the shell.",
-    no_args_is_help=True,
-    add_completion=False,
-    # Plain help: rendering it with rich would double the time `apimart --help` takes.
-    rich_markup_mode=None,
-    # Never print a traceback with local variables: one of them could be the API key.
-    pretty_exceptions_enable=False,
-    pretty_exceptions_show_locals=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+# The commands, in the order `apimart --help` lists them: each is the function of the
+# same name in its module of apimart_cli.commands (`config`: that module's Typer app).
+COMMANDS = (
+    "generate",
+    "status",
+    "wait",
+    "download",
+    "history",
+    "batch",
+    "gallery",
+    "inspect",
+    "balance",
+    "upload",
+    "models",
+    "config",
+    "sizes",
+    "sandbox",
+    "mcp",
 )
+
+
+def new_app(commands: Iterable[str] = COMMANDS) -> typer.Typer:
+    """The `apimart` app with the global options and `commands`."""
+    app = typer.Typer(
+        name="apimart",
+        help="Generate images with APIMart's gpt-image-2 from the shell.",
+        no_args_is_help=True,
+        add_completion=False,
+        # Plain help: rendering it with rich would double the time `apimart --help` takes.
+        rich_markup_mode=None,
+        # Never print a traceback with local variables: one of them could be the API key.
+        pretty_exceptions_enable=False,
+        pretty_exceptions_show_locals=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(main_options)
+    for name in commands:
+        module = importlib.import_module(f"apimart_cli.commands.{name}")
+        if name == "config":
+            app.add_typer(module.app, name=name)
+        else:
+            app.command(name)(getattr(module, name))
+    return app
 
 
 def _version(value: bool) -> None:
@@ -49,7 +66,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 @handles_errors
 def main_options(
     ctx: typer.Context,
@@ -96,22 +112,20 @@ def main_options(
     ctx.obj = state
 
 
-# The commands, in the order `apimart --help` lists them.
-app.command("generate")(generate.generate)
-app.command("status")(status.status)
-app.command("wait")(wait.wait)
-app.command("download")(download.download)
-app.command("history")(history.history)
-app.command("batch")(batch.batch)
-app.command("gallery")(gallery.gallery)
-app.command("inspect")(inspect.inspect)
-app.command("balance")(balance.balance)
-app.command("upload")(upload.upload)
-app.command("models")(models.models)
-app.add_typer(config.app, name="config")
-app.command("sizes")(sizes.sizes)
-app.command("sandbox")(sandbox.sandbox)
-app.command("mcp")(mcp.mcp)
+app = new_app()
+
+
+def app_for(args: list[str]) -> typer.Typer:
+    """The app that runs `args`: where they name a command, one with that command alone.
+
+    Typer reads the signature of every command it knows on each run; reading one
+    instead of fifteen is what keeps a one-liner's start-up close to `import typer`.
+    Help, a mistyped command and no command at all get the whole app.
+    """
+    position = command_position(args)
+    if position is None or args[position] not in COMMANDS:
+        return app
+    return new_app([args[position]])
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -139,24 +153,34 @@ GLOBAL_OPTIONS = {
 }
 
 
+def command_position(args: list[str]) -> int | None:
+    """Where the command is in `args`: the first word that is neither a global option
+    nor its value. None if there is none, or `--` comes first."""
+    expects_value = False
+    for position, arg in enumerate(args):
+        if expects_value:
+            expects_value = False
+        elif arg == "--":
+            return None
+        elif arg.startswith("-"):
+            expects_value = GLOBAL_OPTIONS.get(arg.split("=", 1)[0], False) and "=" not in arg
+        else:
+            return position
+    return None
+
+
 def misplaced_global_option(args: list[str]) -> tuple[str, str] | None:
     """A global option given after the command (`apimart generate --api-key x`), and
     that command; None if there is none. Options after `--` are arguments."""
-    command = None
-    expects_value = False
-    for arg in args:
+    position = command_position(args)
+    if position is None:
+        return None
+    for arg in args[position + 1 :]:
         if arg == "--":
             return None
         name = arg.split("=", 1)[0]
-        if command is None:
-            if expects_value:
-                expects_value = False
-            elif arg.startswith("-"):
-                expects_value = GLOBAL_OPTIONS.get(name, False) and "=" not in arg
-            else:
-                command = arg
-        elif name in GLOBAL_OPTIONS:
-            return name, command
+        if name in GLOBAL_OPTIONS:
+            return name, args[position]
     return None
 
 
@@ -182,7 +206,7 @@ def main() -> None:
     console.open_missing_streams()  # `apimart ... >&-`: a closed stream is not a crash
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        app()
+        app_for(sys.argv[1:])()
     except SystemExit as exiting:
         if console.stdout_closed():
             raise SystemExit(EXIT_BROKEN_PIPE) from None

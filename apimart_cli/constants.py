@@ -6,6 +6,10 @@ DEFAULT_BASE_URL = "https://api.apimart.ai"
 DEFAULT_MODEL = "gpt-image-2"
 USER_AGENT_PRODUCT = "apimart-cli"
 
+# The settings' config keys, in the order `apimart config list` shows them: the rows of
+# `settings.SETTINGS` (whose table `apimart --help` need not build to name them).
+SETTING_KEYS = ("api_key", "base_url", "output_dir", "references", "metadata", "preview")
+
 # The API's limits, from APIMart's documentation of the image generation endpoint.
 MAX_IMAGES_PER_TASK = 10
 MAX_REFERENCES = 16

@@ -40,13 +40,13 @@ from apimart_cli.errors import (
     interrupted_code,
 )
 from apimart_cli.models import Task
-from apimart_cli.polling import Learned, Poller
 from apimart_cli.workers import WorkerPool
 
 if TYPE_CHECKING:
     from apimart_cli.client import Client
     from apimart_cli.downloads import Downloader, Finish, OnProgress, SavedFile
     from apimart_cli.history import History, TaskRecord
+    from apimart_cli.polling import Learned
     from apimart_cli.retry import Deadline
 
 # How long the calling thread sleeps at most while downloads finish, between ticks.
@@ -188,6 +188,8 @@ class Engine:
         self._closed = False  # the run is over: late results from workers are dropped
         self._out_of_time = False  # a download ran into the deadline
         self.outcome = Outcome()
+        from apimart_cli.polling import Poller  # here: `status` needs the engine, not a poller
+
         self._poller = Poller(
             self._fetch,
             interval=interval,

@@ -8,7 +8,6 @@ the value that applies and where it came from; ``resolve`` turns that into the
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from apimart_cli import config_file, console
-from apimart_cli.constants import DEFAULT_BASE_URL
+from apimart_cli.constants import DEFAULT_BASE_URL, SETTING_KEYS
 from apimart_cli.errors import AuthError, ConfigError, UsageError
 
 ENV_API_KEY = "APIMART_API_KEY"
@@ -111,7 +110,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("preview", "inline preview", "--preview", ENV_PREVIEW, False, kind="switch"),
 )
 BY_KEY: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
-KEYS: tuple[str, ...] = tuple(BY_KEY)
+KEYS: tuple[str, ...] = SETTING_KEYS  # tuple(BY_KEY), as a test checks
 
 
 def setting(key: str) -> Setting:
@@ -322,6 +321,8 @@ _noted: set[tuple[str, str]] = set()
 def is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
+    import ipaddress  # here: only a base URL needs it, and not `apimart --help`
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -120,6 +120,7 @@ def test_defaults_without_any_source() -> None:
 
 def test_the_table_names_each_setting_once() -> None:
     assert KEYS == ("api_key", "base_url", "output_dir", "references", "metadata", "preview")
+    assert tuple(item.key for item in SETTINGS) == KEYS  # the help's list is the table's
     assert {item.env for item in SETTINGS} == {
         "APIMART_API_KEY",
         "APIMART_BASE_URL",

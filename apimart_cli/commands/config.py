@@ -5,9 +5,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from apimart_cli import config_file, console, settings
+from apimart_cli import config_file, console
 from apimart_cli.commands.common import handles_errors, state
 from apimart_cli.commands.options import COMMAND_TIMEOUT, JsonOpt, TimeoutOpt
+from apimart_cli.constants import SETTING_KEYS
 from apimart_cli.errors import ConfigError, ExitCode, UsageError, interruption
 
 app = typer.Typer(
@@ -15,7 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-KeyArg = Annotated[str, typer.Argument(help=f"One of: {', '.join(settings.KEYS)}.")]
+KeyArg = Annotated[str, typer.Argument(help=f"One of: {', '.join(SETTING_KEYS)}.")]
 RevealOpt = Annotated[bool, typer.Option("--reveal", help="Show the API key unmasked.")]
 
 
@@ -55,6 +56,8 @@ def set_(
         apimart config set output_dir ~/Pictures/apimart
         apimart config set references upload
     """
+    from apimart_cli import settings
+
     item = settings.setting(key)
     if value is None:
         value = _read_secret(key)
@@ -106,6 +109,8 @@ def get(ctx: typer.Context, key: KeyArg, reveal: RevealOpt = False) -> None:
 
     apimart config get base_url
     """
+    from apimart_cli import settings
+
     item = settings.setting(key)
     found = settings.in_effect(state(ctx).flags())[item.key]
     if found.value is None:
@@ -126,6 +131,8 @@ def unset(key: KeyArg) -> None:
     path = config_file.config_path()
     stored = config_file.load(path)
     if key not in stored:
+        from apimart_cli import settings
+
         settings.setting(key)  # an unknown key that is not in the file either: say so
         return
     del stored[key]
@@ -142,6 +149,8 @@ def list_(ctx: typer.Context, reveal: RevealOpt = False, as_json: JsonOpt = Fals
 
     apimart config list
     """
+    from apimart_cli import settings
+
     for found in settings.in_effect(state(ctx).flags()).values():
         shown = found.setting.display(found.value, reveal=reveal)
         if as_json:

@@ -34,6 +34,29 @@ def test_misplaced_global_option(args: list[str], found: tuple[str, str] | None)
     assert cli.misplaced_global_option(args) == found
 
 
+@pytest.mark.parametrize(
+    ("args", "commands"),
+    [
+        (["status", "t1"], ["status"]),
+        (["-q", "--api-key", "sk-x", "generate", "a fox"], ["generate"]),
+        (["--base-url=https://x", "config", "list"], ["config"]),
+        (["wait", "--help"], ["wait"]),
+        (["--help"], list(cli.COMMANDS)),
+        (["statsu"], list(cli.COMMANDS)),  # so Click can say which command was meant
+        (["--api-key", "status"], list(cli.COMMANDS)),  # `status` is the key: no command
+        ([], list(cli.COMMANDS)),
+    ],
+)
+def test_a_run_that_names_a_command_builds_that_command_alone(
+    args: list[str], commands: list[str]
+) -> None:
+    import typer.main
+
+    group = typer.main.get_command(cli.app_for(args))
+    assert isinstance(group, typer.main.TyperGroup)
+    assert sorted(group.commands) == sorted(commands)
+
+
 def test_a_global_option_after_the_command_says_where_it_goes(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
