@@ -142,6 +142,28 @@ def test_5_a_malformed_reply_after_retries(api: str, httpx_mock: HTTPXMock) -> N
     )
 
 
+# A reply the JSON parser cannot take: deeper than Python's recursion limit.
+NESTED = b'{"code": 200, "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+@pytest.mark.parametrize(
+    ("command", "url"),
+    [(["status", "task_01"], f"{API}/v1/tasks/task_01?language=en"), (["balance"], None)],
+    ids=["status", "balance"],
+)
+def test_5_a_reply_nested_too_deep_after_retries(
+    api: str, httpx_mock: HTTPXMock, command: list[str], url: str | None
+) -> None:
+    for _ in range(6):
+        httpx_mock.add_response(url=url or f"{API}/v1/balance", content=NESTED)
+
+    result = run(*command)
+
+    assert result.exit_code == 5, result.output
+    assert "nested too deeply" in result.stderr.splitlines()[-2]
+    assert "internal error" not in result.stderr
+
+
 def test_5_the_network_is_down(api: str, httpx_mock: HTTPXMock) -> None:
     for _ in range(6):
         httpx_mock.add_exception(httpx.ConnectError("Name or service not known"))

@@ -259,6 +259,7 @@ def test_download_killed_midway_resumes_byte_identical(env: dict[str, str], tmp_
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         assert part.exists() and final_images(out) == []
+        sandbox.configure(download_rate=None)  # the resume need not crawl
         run = apimart("download", task_id, "-o", str(out), "--no-metadata", env=user)
     assert run.returncode == 0, run.stderr
     [path] = run.lines
@@ -409,11 +410,11 @@ def test_a_reply_far_larger_than_any_real_one_is_cut_off(
     sandbox: Sandbox, env: dict[str, str]
 ) -> None:
     task_id = submit_direct(sandbox)
-    sandbox.inject(Fault("huge", path=TASKS, times=6))
+    sandbox.inject(Fault("huge", path=TASKS, times=1))
     run = apimart("status", task_id, env=env)
-    assert run.returncode == 5
-    assert "larger than" in run.stderr
-    assert run.stdout == ""
+    assert run.returncode == 0, run.stderr
+    assert "larger than" in run.stderr  # the first reply, cut off and retried
+    assert run.stdout.startswith(task_id)  # exit 5 when every reply is: test_client.py
 
 
 def test_an_unwritable_history_stops_a_paid_submission_before_sending(
@@ -501,11 +502,24 @@ def test_stdin_still_open_at_the_deadline_is_reported(
 ) -> None:
     task_id = submit_direct(sandbox)
     wait_completed(sandbox, task_id)
-    from tests.e2e.conftest import shell
-
-    run = shell(
-        f"(echo {task_id}; sleep 6) | apimart wait --timeout 2 -o out", env=env, cwd=tmp_path
+    process = subprocess.Popen(
+        [*COMMAND, "wait", "--timeout", "2", "-o", "out"],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert run.returncode == 124
-    assert run.lines == [f"out/{task_id}_0.png"]
-    assert "Timed out after 2 s" in run.stderr
+    assert process.stdin and process.stdout and process.stderr
+    process.stdin.write(f"{task_id}\n")
+    process.stdin.flush()  # and the pipe stays open, as a producer that has more to say
+    try:
+        process.wait(timeout=30)
+        stdout, stderr = process.stdout.read(), process.stderr.read()
+    finally:
+        process.stdin.close()
+    assert process.returncode == 124, stderr
+    assert stdout.splitlines() == [f"out/{task_id}_0.png"]
+    assert "Timed out after 2 s" in stderr
+    assert API_KEY not in stdout + stderr

@@ -154,14 +154,22 @@ def test_a_reply_that_cannot_be_understood_is_kept_as_unknown(
 
 
 @pytest.mark.parametrize("command", [["status", "task_01abc"], ["balance"]])
-def test_status_and_balance_replies_nested_too_deep_exit_5(
+def test_status_and_balance_replies_nested_too_deep_are_retried_not_a_crash(
     env: dict[str, str], command: list[str]
 ) -> None:
-    api = Hostile(task=lambda p, h: (200, NESTED), balance=lambda p, h: (200, NESTED))
+    """Exit 5 once every try got one: tests/cli/test_exit_codes.py (without the backoff)."""
+    replies = iter([(200, NESTED)])
+
+    def reply(path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        done = {"status": "completed", "progress": 100, "created": 1, "result": {}}
+        return next(replies, json_reply({"code": 200, "data": done}))
+
+    api = Hostile(task=reply, balance=reply)
     with hostile_api(api):
-        run = apimart(*command, env={**env, "APIMART_BASE_URL": api.base_url, "NO_RETRY": "1"})
-    assert run.returncode == 5, run.stderr
-    assert "internal error" not in run.stderr
+        run = apimart(*command, env={**env, "APIMART_BASE_URL": api.base_url})
+    assert run.returncode == 0, run.stderr
+    assert "nested too deeply" in run.stderr and "internal error" not in run.stderr
+    assert len(api.seen) == 2
 
 
 def test_generate_wait_into_a_file_exits_2_before_sending(
