@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FINAL_STATES",
-    "UNFINISHED_STATES",
     "History",
     "TaskRecord",
     "default_path",
@@ -43,7 +42,6 @@ __all__ = [
 ]
 
 # Any other state, including one the API adds later, also counts as unfinished.
-UNFINISHED_STATES = frozenset({"submitted", "pending", "processing", "unknown"})
 
 FILE_NAME = "history.sqlite3"
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -394,7 +392,6 @@ class History:
         cost: float | None = None,
         files: Sequence[str] = (),
         error: str | None = None,
-        base_url: str | None = None,
         images: int | None = None,
         expires_at: float | None = None,
         estimated_time: float | None = None,
@@ -405,27 +402,20 @@ class History:
         ``files`` are saved images, added to those already recorded (unique, in
         order, as absolute paths). Once the files number the task's ``images``
         (or any are given while that number is unknown), the task counts as
-        saved. A task id not in the history (one submitted elsewhere) is
-        ignored, unless ``base_url`` is given: then a minimal row (empty prompt
-        and fields) is inserted so that the task is remembered.
+        saved. A task id not in the history (one submitted elsewhere) is ignored:
+        the history holds what was submitted from here.
         """
         now = time.time()
         with self._write() as conn:
             row = conn.execute(
                 "SELECT files, images, saved_at FROM tasks WHERE task_id = ?", (task_id,)
             ).fetchone()
-            if row is None and base_url is None:
-                return
             if row is None:
-                conn.execute(
-                    "INSERT INTO tasks (task_id, created_at, updated_at, base_url, prompt,"
-                    " fields, idempotency_key, state) VALUES (?, ?, ?, ?, '', '{}', '', ?)",
-                    (task_id, now, now, base_url, state or "unknown"),
-                )
-            known = json.loads(row["files"]) if row is not None else []
+                return
+            known = json.loads(row["files"])
             merged = list(dict.fromkeys([*known, *(str(Path(f).absolute()) for f in files)]))
-            count = images if images is not None else (row["images"] if row else None)
-            saved_at = row["saved_at"] if row is not None else None
+            count = images if images is not None else row["images"]
+            saved_at = row["saved_at"]
             if saved_at is None and merged and (count is None or len(merged) >= count):
                 saved_at = now
             conn.execute(

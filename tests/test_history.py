@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from apimart_cli.errors import ExitCode, HistoryError
-from apimart_cli.history import FINAL_STATES, UNFINISHED_STATES, History, default_path
+from apimart_cli.history import History, default_path
 
 BASE = "https://api.apimart.ai"
 SANDBOX = "http://127.0.0.1:8787"
@@ -160,20 +160,10 @@ def test_update_adds_files_uniquely_and_keeps_what_it_is_not_given(history: Hist
     assert record.updated_at >= record.created_at
 
 
-def test_update_of_a_task_submitted_elsewhere(history: History) -> None:
-    history.update("task_elsewhere", state="completed")
+def test_update_of_a_task_submitted_elsewhere_is_ignored(history: History) -> None:
+    history.update("task_elsewhere", state="completed", files=["a.png"])
     assert history.list() == []
-
-    history.update("task_other", state="processing", files=["a.png"], base_url=BASE)
-    record = history.get("task_other")
-    assert record is not None
-    assert (record.prompt, record.fields, record.state, record.files) == (
-        "",
-        {},
-        "processing",
-        (str(Path.cwd() / "a.png"),),
-    )
-    assert history.pending_ids(BASE) == ["task_other"]
+    assert history.get("task_elsewhere") is None
 
 
 def test_file_is_private_and_its_folder_created(tmp_path: Path) -> None:
@@ -250,10 +240,6 @@ def test_a_closed_history_raises_history_error(path: Path) -> None:
     history.close()
     with pytest.raises(HistoryError):
         history.list()
-
-
-def test_state_sets() -> None:
-    assert not FINAL_STATES & UNFINISHED_STATES
 
 
 def _record_many(path: str, worker: int) -> None:

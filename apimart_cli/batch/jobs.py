@@ -16,12 +16,11 @@ import string
 import sys
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apimart_cli import console
 from apimart_cli.constants import DEFAULT_MODEL
 from apimart_cli.errors import UsageError, clipped, shown
 from apimart_cli.models import MAX_TASK_ID_CHARS
@@ -83,11 +82,10 @@ class Job:
         return slugify(self.request.prompt)
 
 
-def load_batch(file: Path | None, name_template: str) -> list[Job]:
-    """The jobs of FILE (standard input for None or '-'), and names checked for them."""
+def load_batch(file: Path | None, name_template: str, *, info: Callable[[str], None]) -> list[Job]:
+    """The jobs of FILE (standard input for None or '-'), and names checked for them;
+    `info` hears the notes on their lines (an ignored option...), up to MAX_REPORTED."""
     if file is None or str(file) == "-":
-        if file is None and console.is_terminal(sys.stdin):
-            raise UsageError("No batch file given.", "apimart batch jobs.txt, or pipe the jobs in.")
         try:
             jobs = parse_jobs(list(sys.stdin), Path.cwd(), "standard input")
         except UnicodeDecodeError:
@@ -102,9 +100,9 @@ def load_batch(file: Path | None, name_template: str) -> list[Job]:
     check_names(name_template, jobs)
     notes = [f"Note: line {job.line}: {note}" for job in jobs for note in job.request.notes]
     for note in notes[:MAX_REPORTED]:
-        console.info(note)
+        info(note)
     if len(notes) > MAX_REPORTED:
-        console.info(f"... and {len(notes) - MAX_REPORTED} more notes")
+        info(f"... and {len(notes) - MAX_REPORTED} more notes")
     return jobs
 
 

@@ -105,28 +105,35 @@ class Manifest:
             self.close()
             raise UsageError(f"Cannot write {self.path}: {exc.strerror or exc}.") from None
 
-    def append(self, record: Mapping[str, Any]) -> None:
-        """Write one record and make it durable before going on; the API key never goes in."""
+    def append(self, record: Mapping[str, Any]) -> str | None:
+        """Write one record and make it durable before going on; the API key never goes in.
+
+        The first write that fails returns what to tell the user (the run then stops
+        sending: a rerun would resend); every other write returns None."""
         data = (json.dumps(_redacted(record), ensure_ascii=False, default=str) + "\n").encode()
         with self._lock:
             if self._file is None:  # closed: the run is over, and a late record is not kept
-                return
+                return None
             try:
                 self._file.write(data)
                 self._file.flush()
                 os.fsync(self._file.fileno())
             except OSError as exc:
-                if not self.failed:  # said once; the run stops sending (a rerun would resend)
-                    console.warn(
+                first, self.failed = not self.failed, True
+                if first:
+                    return (
                         f"Error: cannot write {self.path}: {exc.strerror or exc}. "
                         "No more jobs are sent; those sent are in `apimart history`."
                     )
-                self.failed = True
+            return None
 
     def close(self) -> None:
         """Close the file, which lets the next batch into the folder."""
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # a record that could not be written: `append` said so
+                self.failed = True
             self._file = None
 
 

@@ -50,11 +50,17 @@ class JobTracker:
     def hint(self, text: str) -> None:
         self._hints.setdefault(text)
 
+    def _record(self, run: JobRun) -> None:
+        """The job's record in the manifest; a first failure to write it, said (even -q)."""
+        failure = self.manifest.append(run.record())
+        if failure is not None:
+            self.display.warning(failure)
+
     def update(self, run: JobRun, state: str, note: str | None = "") -> None:
         """The job moved on: a manifest record, and a progress line (`note`, or the state)."""
         with self.lock:
             run.state = state
-            self.manifest.append(run.record())
+            self._record(run)
             self.display.job(run.job.line, run.stage(), state if note == "" else note)
 
     def end(
@@ -78,7 +84,7 @@ class JobTracker:
                 return
             run.ended = True
             if record:
-                self.manifest.append(run.record())
+                self._record(run)
             self.display.job(run.job.line, run.stage())
             if self._gallery is not None:
                 self._gallery.update(done.record() for done in self.runs if done.ended)

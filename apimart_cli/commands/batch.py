@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,7 +26,7 @@ from apimart_cli.constants import (
     DEFAULT_CONCURRENCY,
     MAX_CONCURRENCY,
 )
-from apimart_cli.errors import ApimartError, ExitCode
+from apimart_cli.errors import ApimartError, ExitCode, UsageError
 
 
 @handles_errors
@@ -88,7 +89,9 @@ def batch(
     from apimart_cli.retry import Deadline
 
     app = state(ctx)
-    jobs = load_batch(file, name)
+    if file is None and console.is_terminal(sys.stdin):
+        raise UsageError("No batch file given.", "apimart batch jobs.txt, or pipe the jobs in.")
+    jobs = load_batch(file, name, info=console.info)
     settings = app.settings(output, references=refs, metadata=False if no_metadata else None)
     limiter = AimdLimiter(concurrency)
     deadline = Deadline.after(timeout)  # the uploads before sending share --timeout

@@ -50,6 +50,22 @@ def test_manifest_round_trip_and_the_latest_record_wins(tmp_path: Path) -> None:
     assert latest.of(other) is None
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_a_full_disk_is_said_once_and_marks_the_manifest_failed(tmp_path: Path) -> None:
+    fox, owl = parse("a fox\nan owl")
+    manifest = Manifest(tmp_path)
+    manifest.open()
+    manifest._file.close()  # type: ignore[union-attr]
+    # Every write from now on: no space left on the device.
+    manifest._file = Path("/dev/full").open("wb")  # noqa: SIM115 - closed by manifest.close()
+    first = manifest.append(record(fox, "submitting"))
+    assert first is not None
+    assert str(manifest.path) in first and "No more jobs are sent" in first
+    assert manifest.append(record(owl, "submitting")) is None  # said once
+    assert manifest.failed
+    manifest.close()
+
+
 def test_a_record_cut_short_by_a_kill_is_skipped_and_ended(tmp_path: Path) -> None:
     first, second, third = parse("a fox\nan owl\na bear")
     path = tmp_path / MANIFEST_NAME
