@@ -199,6 +199,7 @@ class Engine:
             on_finished=self._on_finished,
             on_idle=self._drain,
             learned=_learned(history),
+            describe=self._describe,
             once=once,
         )
         client.on_rate_limited(self._poller.rate_limited)  # polls slow down on a 429
@@ -304,6 +305,18 @@ class Engine:
 
     def _fetch(self, task_id: str) -> Task:
         return fetch_task(self._client, task_id)
+
+    def _describe(self, task_id: str) -> tuple[float | None, str | None]:
+        """When a task was submitted and its kind, from the history (the poller's thread,
+        which is the calling one): the poller aims its first polls with them."""
+        from apimart_cli.polling import task_kind
+
+        record = self._history_record(task_id)
+        if record is None:
+            return None, None
+        return record.created_at, task_kind(
+            record.fields.get("size"), record.fields.get("resolution")
+        )
 
     def _on_update(self, task: Task) -> None:
         from apimart_cli.history import task_changes  # loaded already where there is a history

@@ -445,8 +445,9 @@ class Poller:
 
     `on_update` sees every reply; `on_finished` sees each task once, as it ends
     (downloads start there, while the other tasks are still being polled).
-    `learned` is what earlier tasks taught (see `Learned`); `max_in_flight` is
-    the most polls at once (fewer while the service answers 429).
+    `learned` is what earlier tasks taught (see `Learned`); `describe` says, of an
+    id added without them, when it was submitted and its kind (from the history);
+    `max_in_flight` is the most polls at once (fewer while the service answers 429).
     """
 
     def __init__(
@@ -462,9 +463,11 @@ class Poller:
         clock: Clock | None = None,
         wall: Callable[[], float] = time.time,
         learned: Learned | None = None,
+        describe: Callable[[str], tuple[float | None, str | None]] | None = None,
         once: bool = False,
     ) -> None:
         self._fetch = fetch
+        self._describe = describe  # called on the loop's thread: the history's
         self._once = once  # poll each task once; an unfinished task is an error
         self._max_in_flight = max(1, max_in_flight)
         self._on_update = on_update
@@ -560,7 +563,10 @@ class Poller:
         elif task_id is None:
             self._input_open = False
         elif not event.poll_done:
-            schedule.add(task_id, now, started=event.started, kind=event.kind)
+            started, kind = event.started, event.kind
+            if started is None and kind is None and self._describe is not None:
+                started, kind = self._describe(task_id)
+            schedule.add(task_id, now, started=started, kind=kind)
         elif _is_rate_limited(event.error):  # never an error: poll it again, more slowly
             assert isinstance(event.error, APIStatusError)
             self.outcome.rate_limited += 1

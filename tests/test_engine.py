@@ -289,6 +289,27 @@ def test_ids_added_from_another_thread_are_waited_for_until_input_closes(
     assert sorted(seen.of("finished")) == [("task_1", "cancelled", []), ("task_2", "cancelled", [])]
 
 
+def test_an_id_in_the_history_is_described_to_the_poller_by_its_submission(
+    client: Client, tmp_path: Path
+) -> None:
+    """When it was sent and its size and resolution: what the poller aims with."""
+    with History.open(tmp_path / "history.sqlite3") as history:
+        history.record_submission(
+            "task_1",
+            base_url=API,
+            prompt="a fox",
+            fields={"size": "16:9", "resolution": "2k"},
+            idempotency_key="k1",
+        )
+        engine = Engine(client, deadline=client.deadline, reporter=Recorder(), history=history)
+        sent = history.get("task_1")
+        assert sent is not None
+        assert engine._describe("task_1") == (sent.created_at, "16:9/2k")
+        assert engine._describe("task_elsewhere") == (None, None)
+    without = Engine(client, deadline=client.deadline, reporter=Recorder())
+    assert without._describe("task_1") == (None, None)
+
+
 def test_query_tasks_answers_each_id_and_times_out_the_silent_ones(
     httpx_mock: HTTPXMock,
 ) -> None:

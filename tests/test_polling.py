@@ -422,6 +422,41 @@ def test_a_task_with_no_hints_is_polled_at_half_its_age(clock: FakeClock) -> Non
     assert gaps == [0.0, 2.0, 6.75, 13.875, 23.875, 33.875, 43.875]
 
 
+@pytest.mark.parametrize("known", [True, False], ids=["described", "unknown"])
+def test_an_id_the_history_describes_is_aimed_at_its_kinds_durations(known: bool) -> None:
+    """Submitted 40 s ago, of a kind that takes about 60 s, no estimate: from what the
+    history says the poller aims at its end; knowing nothing, it polls as it ages."""
+    clock = FakeClock()
+    added_at = clock.time
+    done_at = added_at + 20.0
+    polled: list[float] = []
+    described: list[str] = []
+
+    def fetch(task_id: str) -> Task:
+        polled.append(clock.now() - added_at)
+        return task(task_id, "completed" if clock.now() >= done_at else "processing")
+
+    def describe(task_id: str) -> tuple[float | None, str | None]:
+        described.append(task_id)
+        return WALL_NOW - 40.0, "2:3/2k"
+
+    poll, _, _ = poller(
+        fetch,
+        clock,
+        wall=lambda: WALL_NOW + clock.time - 1000,
+        learned=Learned(durations={"2:3/2k": (58.0, 60.0, 62.0)}),
+        describe=describe if known else None,
+    )
+    poll.add("a")
+    poll.run()
+    late = polled[-1] - (done_at - added_at)
+    if known:
+        assert described == ["a"]
+        assert len(polled) <= 4 and late <= 6.0  # a tenth of its 60 s
+    else:
+        assert len(polled) > 4
+
+
 def test_polls_rate_limited_to_the_end_are_polled_again(clock: FakeClock) -> None:
     limited = RateLimitedError(
         "The server answered 429: slow down", status_code=429, retry_after=3.0
