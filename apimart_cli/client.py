@@ -62,6 +62,7 @@ from apimart_cli.retry import (
     retrying,
 )
 from apimart_cli.settings import is_loopback, no_key_error
+from apimart_cli.workers import run_until
 
 if TYPE_CHECKING:
     from apimart_cli.payload import GenerationRequest
@@ -489,9 +490,35 @@ class Client:
         transfer: bool = False,
     ) -> tuple[int, Mapping[str, str], bytes]:
         """One try: status, headers, and at most MAX_JSON_REPLY_BYTES of body, within
-        REQUEST_TIME_LIMIT and the deadline (a server sending a byte a second is cut off)."""
-        started = self._clock()
+        REQUEST_TIME_LIMIT and the deadline (a server sending a byte a second is cut off).
+
+        httpx's timeouts bound each read, not the whole: a server dripping its headers
+        would hold the request for ever. So the exchange runs on a thread of its own,
+        which is abandoned at the limit (an upload, which has no total limit, fails
+        when it stalls instead)."""
         limit = self.deadline.cap(STALL_WINDOW if transfer else REQUEST_TIME_LIMIT)
+
+        def exchange() -> tuple[int, Mapping[str, str], bytes]:
+            return self._exchange(method, url, params, headers, content, limit, transfer)
+
+        if transfer:
+            return exchange()
+        try:
+            return run_until(Deadline.after(limit), exchange)
+        except WaitTimeout:
+            raise _TooSlow(f"no complete reply within {limit:.0f} s") from None
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        content: Iterator[bytes] | None,
+        limit: float,
+        transfer: bool,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        started = self._clock()
         ends = float("inf") if transfer else started + limit  # a transfer: no total limit
         timeout = httpx.Timeout(min(READ_TIMEOUT, limit), connect=min(CONNECT_TIMEOUT, limit))
         with self._http.stream(

@@ -2,7 +2,8 @@
 
 It announces a large body, then sends one byte every `interval` seconds, as a
 broken proxy or a hostile server might: httpx's per-read timeout never fires,
-so only a limit on the whole request (or the command's deadline) ends it.
+so only a limit on the whole request (or the command's deadline) ends it. With
+`headers=True` it drips its headers instead, and never ends them.
 Requests it is not told to drip are forwarded to `upstream` (a sandbox), or
 answered at once with `body`.
 """
@@ -31,6 +32,7 @@ class _Rule:
     method: str
     prefix: str
     times: int | None  # None: every matching request
+    headers: bool = False  # drip the headers, not the body
 
 
 class DripServer:
@@ -59,10 +61,13 @@ class DripServer:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def drip(self, method: str, prefix: str, times: int | None = None) -> None:
-        """Drip the next `times` requests (all, if None) whose path starts with `prefix`."""
+    def drip(
+        self, method: str, prefix: str, times: int | None = None, *, headers: bool = False
+    ) -> None:
+        """Drip the next `times` requests (all, if None) whose path starts with `prefix`:
+        their body, or with `headers`, their headers."""
         with self._lock:
-            self._rules.append(_Rule(method.upper(), prefix, times))
+            self._rules.append(_Rule(method.upper(), prefix, times, headers))
 
     def stop_dripping(self) -> None:
         with self._lock:
@@ -77,7 +82,7 @@ class DripServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def _take(self, method: str, path: str) -> bool:
+    def _take(self, method: str, path: str) -> _Rule | None:
         with self._lock:
             for rule in self._rules:
                 if rule.method == method and path.startswith(rule.prefix):
@@ -86,8 +91,8 @@ class DripServer:
                         if rule.times <= 0:
                             self._rules.remove(rule)
                     self.dripped += 1
-                    return True
-        return False
+                    return rule
+        return None
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -107,7 +112,10 @@ class DripServer:
             def _answer(self, method: str) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 content = self.rfile.read(length) if length else b""
-                if server._take(method, self.path):
+                rule = server._take(method, self.path)
+                if rule is not None and rule.headers:
+                    self._drip_headers()
+                elif rule is not None:
                     self._drip()
                 elif server.upstream is not None:
                     self._forward(method, content)
@@ -124,6 +132,17 @@ class DripServer:
                         self.wfile.write(b" ")
                         self.wfile.flush()
                 except OSError:  # the client gave up, as it should
+                    pass
+                self.close_connection = True
+
+            def _drip_headers(self) -> None:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Padding: ")
+                self.wfile.flush()
+                try:
+                    while not server._closing.wait(server.interval):
+                        self.wfile.write(b"a")  # a header that never ends
+                        self.wfile.flush()
+                except OSError:
                     pass
                 self.close_connection = True
 

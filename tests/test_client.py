@@ -731,6 +731,29 @@ def test_a_dripping_reply_is_cut_off_at_the_request_limit_and_retried(
     assert len(retries) == 1 and "no complete reply within 1 s" in retries[0]
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_dripping_headers_are_cut_off_at_the_request_limit_too(
+    monkeypatch: pytest.MonkeyPatch, fox: GenerationRequest, method: str
+) -> None:
+    """A reply whose headers never end holds no request past REQUEST_TIME_LIMIT: a poll
+    is retried; a submission, which the server may have acted on, is an unknown outcome."""
+    monkeypatch.setattr(client_module, "REQUEST_TIME_LIMIT", 1.0)
+    retries: list[str] = []
+    body = json.dumps({"code": 200, "data": {"id": TASK_ID, "status": "processing"}}).encode()
+    with DripServer(interval=0.1, body=body) as server:
+        server.drip(method, "/v1/", times=1, headers=True)
+        with Client(server.base_url, KEY, sleep=lambda s: None, on_retry=retries.append) as api:
+            started = time.monotonic()
+            if method == "GET":
+                assert api.get_task(TASK_ID).status == "processing"
+            else:
+                fails(SubmissionUnknown, api.submit, fox, IDEMPOTENCY_KEY)
+            elapsed = time.monotonic() - started
+    assert server.dripped == 1
+    assert 1.0 <= elapsed < 4.0
+    assert len(retries) == (1 if method == "GET" else 0)
+
+
 def test_a_dripping_reply_ends_at_the_deadline_with_a_timeout() -> None:
     with DripServer(interval=0.2) as server:
         server.drip("GET", "/v1/balance")
