@@ -149,6 +149,8 @@ class Tools:
             base_url=self._base_url,
             output_dir=output_dir,
             references=references,
+            info=console.info,  # standard error: the protocol has standard output
+            warn=console.warn,
         )
 
     def _client(self, settings: Settings, timeout: float) -> Client:

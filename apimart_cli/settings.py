@@ -3,13 +3,15 @@
 ``SETTINGS`` is the one table of them (the README's): each setting's flag,
 environment variable, config key and default. ``in_effect`` says, for each,
 the value that applies and where it came from; ``resolve`` turns that into the
-``Settings`` the commands use.
+``Settings`` the commands use. Notes (a base URL ending in /v1) and warnings
+(a config file with an unknown key, or readable by others) go to the `info` and
+`warn` the caller gives, each once per process.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,6 +30,7 @@ ENV_PREVIEW = "APIMART_PREVIEW"
 REFERENCE_MODES = ("inline", "upload")
 
 Value = str | bool | None
+Say = Callable[[str], None]  # where a note or a warning goes: console.info, console.warn
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -46,9 +49,10 @@ class Setting:
     choices: tuple[str, ...] = ()
     secret: bool = False
 
-    def parse(self, raw: object, origin: str | None = None) -> Value:
+    def parse(self, raw: object, origin: str | None = None, *, info: Say | None = None) -> Value:
         """``raw`` as this setting's value ('' is unset); ``origin`` names where it came
-        from in a message (an environment variable, the config file), None: the user."""
+        from in a message (an environment variable, the config file), None: the user.
+        `info` hears a note on a value taken other than as given (a base URL's /v1)."""
         where = f"{origin}: " if origin else ""
         if self.kind == "switch":
             if isinstance(raw, bool):
@@ -77,7 +81,7 @@ class Setting:
             return text.lower()
         if self.kind == "url":
             try:
-                return check_base_url(text)
+                return check_base_url(text, info)
             except UsageError as error:
                 if origin:
                     raise UsageError(f"{error.message} (from {origin})", error.hint) from None
@@ -195,7 +199,9 @@ def no_key_error() -> AuthError:
     return AuthError("No API key.", "Run `apimart config set api_key`, or set APIMART_API_KEY.")
 
 
-def in_effect(flags: Mapping[str, Value] | None = None) -> dict[str, InEffect]:
+def in_effect(
+    flags: Mapping[str, Value] | None = None, *, info: Say, warn: Say
+) -> dict[str, InEffect]:
     """Each setting's value in effect and its source, from ``flags`` (by config key),
     the environment and the config file (read only when some value is still missing)."""
     flags = flags or {}
@@ -205,21 +211,21 @@ def in_effect(flags: Mapping[str, Value] | None = None) -> dict[str, InEffect]:
         if flag is not None and flag != "":
             name = item.flag or item.key
             # The user typed it just now: a message need not say where it came from.
-            found[item.key] = InEffect(item, item.parse(flag), Source("flag", name))
+            found[item.key] = InEffect(item, item.parse(flag, info=info), Source("flag", name))
             continue
         env = os.environ.get(item.env)
         if env:
-            value = item.parse(env, item.env)
+            value = item.parse(env, item.env, info=info)
             if value is not None:
                 found[item.key] = InEffect(item, value, Source("env", item.env))
     if len(found) < len(SETTINGS):
         path = config_file.config_path()
         stored = config_file.load(path)
-        _check_file(path, stored)
+        _check_file(path, stored, warn)
         for item in SETTINGS:
             if item.key in found or item.key not in stored:
                 continue
-            value = item.parse(stored[item.key], f"The config file {path}")
+            value = item.parse(stored[item.key], f"The config file {path}", info=info)
             if value is not None:
                 found[item.key] = InEffect(item, value, Source("file", str(path)))
     return {
@@ -236,6 +242,8 @@ def resolve(
     references: str | None = None,
     metadata: bool | None = None,
     preview: bool | None = None,
+    info: Say,
+    warn: Say,
 ) -> Settings:
     """The settings from flags (the arguments; None: not given), the environment and the file."""
     flags: dict[str, Value] = {
@@ -246,7 +254,7 @@ def resolve(
         "metadata": metadata,
         "preview": preview,
     }
-    values = in_effect(flags)
+    values = in_effect(flags, info=info, warn=warn)
     return Settings(
         api_key=_text(values["api_key"].value),
         base_url=_text(values["base_url"].value) or DEFAULT_BASE_URL,
@@ -270,13 +278,13 @@ def _short(value: object, limit: int = 40) -> str:
 _warned: set[tuple[str, str]] = set()
 
 
-def _warn_once(path: Path, message: str) -> None:
+def _warn_once(path: Path, message: str, warn: Say) -> None:
     if (str(path), message) not in _warned:
         _warned.add((str(path), message))
-        console.warn(message)
+        warn(message)
 
 
-def _check_file(path: Path, stored: Mapping[str, object]) -> None:
+def _check_file(path: Path, stored: Mapping[str, object], warn: Say) -> None:
     """Warn about keys the tool does not know (never their values: a misplaced key is a
     secret) and about a file others can read that holds the API key."""
     for key in stored:
@@ -287,6 +295,7 @@ def _check_file(path: Path, stored: Mapping[str, object]) -> None:
                 f"Warning: the config file {path} has an unknown setting {_short(key)}"
                 + (f"; did you mean {meant}?" if meant else f"; settings are {', '.join(KEYS)}.")
                 + " It is ignored.",
+                warn,
             )
     secrets = {item.key for item in SETTINGS if item.secret}
     if any(key in secrets or resembles(key) in secrets for key in stored):
@@ -299,16 +308,17 @@ def _check_file(path: Path, stored: Mapping[str, object]) -> None:
                 path,
                 f"Warning: the config file {path} holds an API key and others can read it"
                 f" (mode {mode & 0o777:o}). Run: chmod 600 '{path}'",
+                warn,
             )
 
 
-def _without_v1(url: str) -> str:
+def _without_v1(url: str, info: Say | None) -> str:
     if not urlsplit(url).path.lower().endswith("/v1"):  # the path: `https://v1` is a host
         return url
     stripped = url[: -len("/v1")].rstrip("/")
-    if (url, stripped) not in _noted:
+    if info is not None and (url, stripped) not in _noted:
         _noted.add((url, stripped))
-        console.info(
+        info(
             f"Note: the base URL {url} ends in /v1, which every request adds itself;"
             f" using {stripped}."
         )
@@ -329,11 +339,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_base_url(url: str) -> str:
+def check_base_url(url: str, info: Say | None = None) -> str:
     """The URL without a trailing slash; the key goes over HTTPS, or plain HTTP to loopback.
 
-    A URL ending in `/v1` (as the API's own pages write it) loses it, with a note:
-    every request's path already starts with `/v1`.
+    A URL ending in `/v1` (as the API's own pages write it) loses it, with a note to
+    `info`: every request's path already starts with `/v1`.
     """
     invalid = UsageError(
         f"Invalid base URL {url!r}.", "Use an https:// URL such as https://api.apimart.ai."
@@ -345,7 +355,7 @@ def check_base_url(url: str) -> str:
     except ValueError:  # e.g. `http://[::1` or a port that is not 0-65535
         raise invalid from None
     if (parts.scheme == "https" and host) or (parts.scheme == "http" and is_loopback(host)):
-        return _without_v1(url.strip().rstrip("/"))
+        return _without_v1(url.strip().rstrip("/"), info)
     if parts.scheme == "http" and host:
         raise UsageError(
             f"Refusing to send the API key over plain HTTP to {url!r}.",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from apimart_cli import config_file
+from apimart_cli import config_file, console, settings
 from apimart_cli.constants import DEFAULT_BASE_URL
 from apimart_cli.errors import AuthError, ConfigError, ExitCode, UsageError
 from apimart_cli.settings import (
@@ -18,8 +19,13 @@ from apimart_cli.settings import (
     check_base_url,
     is_loopback,
     resembles,
-    resolve,
 )
+
+
+def resolve(**flags: Any) -> Settings:
+    """The settings, their notes and warnings printed as the commands print them."""
+    return settings.resolve(**flags, info=console.info, warn=console.warn)
+
 
 # setting -> (environment variable, a value from each source, the default)
 SOURCES = {

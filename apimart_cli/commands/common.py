@@ -53,6 +53,8 @@ class AppState:
             references=references,
             metadata=metadata,
             preview=preview,
+            info=console.info,
+            warn=console.warn,
         )
         if self.sandbox:  # the base URL is the sandbox this command started
             sources = {**settings.sources, "base_url": Source("flag", "--sandbox")}

@@ -61,7 +61,7 @@ def set_(
     item = settings.setting(key)
     if value is None:
         value = _read_secret(key)
-    parsed = item.parse(value)
+    parsed = item.parse(value, info=console.info)
     if parsed is None:
         raise UsageError(f"No value given for {key}.")
     if item.secret:
@@ -112,7 +112,7 @@ def get(ctx: typer.Context, key: KeyArg, reveal: RevealOpt = False) -> None:
     from apimart_cli import settings
 
     item = settings.setting(key)
-    found = settings.in_effect(state(ctx).flags())[item.key]
+    found = settings.in_effect(state(ctx).flags(), info=console.info, warn=console.warn)[item.key]
     if found.value is None:
         raise ConfigError(
             f"{key} is not set.",
@@ -151,7 +151,8 @@ def list_(ctx: typer.Context, reveal: RevealOpt = False, as_json: JsonOpt = Fals
     """
     from apimart_cli import settings
 
-    for found in settings.in_effect(state(ctx).flags()).values():
+    effect = settings.in_effect(state(ctx).flags(), info=console.info, warn=console.warn)
+    for found in effect.values():
         shown = found.setting.display(found.value, reveal=reveal)
         if as_json:
             value = shown if isinstance(found.value, str) else found.value
