@@ -62,7 +62,7 @@ from apimart_cli.retry import (
     retrying,
 )
 from apimart_cli.settings import is_loopback, no_key_error
-from apimart_cli.workers import run_until
+from apimart_cli.workers import Runner
 
 if TYPE_CHECKING:
     from apimart_cli.payload import GenerationRequest
@@ -205,6 +205,7 @@ class Client:
         self._sleep = sleep
         self._clock = clock
         self.deadline = deadline or Deadline.none()
+        self._runner = Runner("request")  # each API exchange, bounded (see `_send`)
         self._http = httpx.Client(
             timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
             limits=httpx.Limits(
@@ -223,6 +224,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        self._runner.close()
         self._http.close()
 
     def on_rate_limited(self, listener: Callable[[float | None], None]) -> None:
@@ -497,34 +499,27 @@ class Client:
         which is abandoned at the limit (an upload, which has no total limit, fails
         when it stalls instead)."""
         limit = self.deadline.cap(STALL_WINDOW if transfer else REQUEST_TIME_LIMIT)
-
-        def exchange() -> tuple[int, Mapping[str, str], bytes]:
-            return self._exchange(method, url, params, headers, content, limit, transfer)
-
-        if transfer:
-            return exchange()
+        timeout = httpx.Timeout(min(READ_TIMEOUT, limit), connect=min(CONNECT_TIMEOUT, limit))
+        request = self._http.build_request(
+            method, url, params=params, headers=dict(headers), content=content, timeout=timeout
+        )
+        if transfer:  # no total limit
+            return self._exchange(request, None)
         try:
-            return run_until(Deadline.after(limit), exchange)
+            return self._runner.run(Deadline.after(limit), lambda: self._exchange(request, limit))
         except WaitTimeout:
             raise _TooSlow(f"no complete reply within {limit:.0f} s") from None
 
     def _exchange(
-        self,
-        method: str,
-        url: str,
-        params: Mapping[str, str] | None,
-        headers: Mapping[str, str],
-        content: Iterator[bytes] | None,
-        limit: float,
-        transfer: bool,
+        self, request: httpx.Request, limit: float | None
     ) -> tuple[int, Mapping[str, str], bytes]:
+        """`request` sent and its reply read, on the calling thread (see `_send`); a body
+        still coming after `limit` seconds is _TooSlow."""
         started = self._clock()
-        ends = float("inf") if transfer else started + limit  # a transfer: no total limit
-        timeout = httpx.Timeout(min(READ_TIMEOUT, limit), connect=min(CONNECT_TIMEOUT, limit))
-        with self._http.stream(
-            method, url, params=params, headers=dict(headers), content=content, timeout=timeout
-        ) as reply:
-            self._trace(method, str(reply.url), reply.status_code, started)
+        ends = float("inf") if limit is None else started + limit
+        reply = self._http.send(request, stream=True)
+        try:
+            self._trace(request.method, str(reply.url), reply.status_code, started)
             chunks, size = [], 0
             for chunk in reply.iter_bytes():
                 size += len(chunk)
@@ -534,6 +529,8 @@ class Client:
                     raise _TooSlow(f"no complete reply within {limit:.0f} s")
                 chunks.append(chunk)
             return reply.status_code, reply.headers, b"".join(chunks)
+        finally:
+            reply.close()
 
     @staticmethod
     def _json(content: bytes) -> Any:

@@ -1,0 +1,70 @@
+"""workers: calls a caller waits for only until a deadline, on threads kept for reuse."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from apimart_cli.errors import WaitTimeout
+from apimart_cli.retry import Deadline
+from apimart_cli.workers import Runner, run_until
+
+
+def runner_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "test-runner"]
+
+
+def test_calls_one_after_another_share_one_thread() -> None:
+    runner = Runner("test-runner")
+    seen = {runner.run(Deadline.after(10), threading.get_ident) for _ in range(50)}
+    assert len(seen) == 1 and len(runner_threads()) == 1
+    runner.close()
+
+
+def test_a_call_that_raises_raises_in_the_caller() -> None:
+    runner = Runner("test-runner")
+    with pytest.raises(ValueError, match="bad reply"):
+        runner.run(Deadline.after(10), lambda: int("bad reply"))
+    assert runner.run(Deadline.after(10), lambda: 7) == 7  # the thread serves on
+    runner.close()
+
+
+@pytest.mark.parametrize("call", ["runner", "run_until"])
+def test_a_call_past_its_deadline_leaves_its_caller_at_once_and_keeps_its_thread(
+    call: str,
+) -> None:
+    runner = Runner("test-runner")
+    release, ended = threading.Event(), threading.Event()
+
+    def hangs() -> str:
+        release.wait(30)
+        ended.set()
+        return "late"
+
+    with pytest.raises(WaitTimeout):
+        if call == "runner":
+            runner.run(Deadline.after(0.05), hangs)
+        else:
+            run_until(Deadline.after(0.05), hangs)
+    assert not ended.is_set()  # the caller did not wait for it
+    if call == "runner":  # the next call does not queue behind the hung one
+        assert runner.run(Deadline.after(10), lambda: "next") == "next"
+        assert len(runner_threads()) == 2
+    release.set()
+    assert ended.wait(10)
+    runner.close()
+
+
+def test_close_ends_the_idle_threads_and_a_busy_one_when_its_call_ends() -> None:
+    runner = Runner("test-runner")
+    release = threading.Event()
+    busy = threading.Thread(target=lambda: runner.run(Deadline.after(30), release.wait))
+    busy.start()
+    assert runner.run(Deadline.after(10), lambda: 1) == 1  # a second thread, now idle
+    runner.close()
+    release.set()
+    busy.join(10)
+    for thread in runner_threads():
+        thread.join(10)
+    assert runner_threads() == []
