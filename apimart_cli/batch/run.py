@@ -288,6 +288,9 @@ class BatchRun:
             run.task_id, run.files, run.cost, run.error = None, [], None, None
             run.submitted_at = time.time()
             self._tracker.update(run, "submitting", note=None)
+            if self._manifest.failed:  # the key is not on disk: a rerun could not resend
+                run.state = "queued"  # with it, and the service would make a second task
+                return False
         try:
             if self._references is None:
                 task_ids = submit(self._client, history, run.job.request, idempotency_key=run.key)
@@ -324,6 +327,8 @@ class BatchRun:
             if not self._closed:
                 run.key = key
                 self._tracker.update(run, "submitting", note="references uploaded; sending again")
+            if self._manifest.failed:  # as in `_submit`: no resend under a key not on disk
+                raise ApimartError(f"Not sent again: {self._manifest.path} cannot be written.")
 
     def _refused(self, run: JobRun, error: ApimartError) -> None:
         """The submission failed, or its outcome is unknown."""

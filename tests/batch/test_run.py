@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,3 +141,42 @@ def test_a_history_that_refuses_a_send_keeps_the_key_for_the_rerun(
     assert run_jobs(sandbox, tmp_path, "a fox") == ExitCode.OK
     [request] = sandbox.submissions()
     assert request.headers["idempotency-key"] == first["idempotency_key"]
+
+
+class FullDisk:
+    """A file whose every write fails as on a full disk; the rest is the real file's."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+    def write(self, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_manifest_that_cannot_record_a_key_sends_nothing_under_it(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A full disk: the job's key is not on disk, so a rerun could not resend with it and
+    the service would make a second task. Nothing is sent; the rerun, with room, is."""
+    from apimart_cli.batch.manifest import Manifest
+
+    real_open = Manifest.open
+
+    def open_on_a_full_disk(self: Manifest) -> None:
+        real_open(self)
+        self._file = FullDisk(self._file)
+
+    monkeypatch.setattr(Manifest, "open", open_on_a_full_disk)
+    code = run_jobs(sandbox, tmp_path, "a fox\nan owl")
+    assert code == ExitCode.FAILED
+    assert sandbox.submissions() == []
+    assert capsys.readouterr().err.count("cannot write") == 1
+    monkeypatch.setattr(Manifest, "open", real_open)
+    assert run_jobs(sandbox, tmp_path, "a fox\nan owl") == ExitCode.OK
+    assert len(sandbox.submissions()) == 2 and len(saved(tmp_path)) == 2
