@@ -87,6 +87,26 @@ def _transfer_text(received: int, total: int | None, rate: float) -> str:
     return f"downloading {size}, {human_bytes(rate)}/s"
 
 
+class _TransferNotes:
+    """Lines off a terminal for the images downloading: each at most every
+    DOWNLOAD_NOTE_SECONDS, so a long download never looks frozen, nor floods."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._transfers: dict[tuple[object, int], _Transfer] = {}
+
+    def due(self, key: tuple[object, int], received: int, total: int | None) -> str | None:
+        """What to say of this image's download now; None if it was said lately."""
+        now = self._clock()
+        with self._lock:
+            transfer = self._transfers.setdefault(key, _Transfer(now, received))
+            if now - transfer.last_note < DOWNLOAD_NOTE_SECONDS:
+                return None
+            transfer.last_note = now
+        return _transfer_text(received, total, transfer.rate(now, received))
+
+
 def _describe(task: Task, now: float | None = None) -> str:
     """A task's state for people; with `now` (wall time), how long it has taken so far
     against the service's estimate."""
@@ -172,7 +192,7 @@ class PlainReporter(SilentReporter):
         self._clock = clock
         self._lock = threading.Lock()
         self._tasks: dict[str, Task | None] = {}
-        self._transfers: dict[tuple[str, int], _Transfer] = {}
+        self._notes = _TransferNotes(clock)
         self._last_line = clock()
 
     def _line(self, text: str) -> None:
@@ -191,14 +211,9 @@ class PlainReporter(SilentReporter):
             self._line(f"{task.task_id}: {_describe(task)}")
 
     def transferred(self, task_id: str, index: int, received: int, total: int | None) -> None:
-        now = self._clock()
-        with self._lock:
-            transfer = self._transfers.setdefault((task_id, index), _Transfer(now, received))
-            if now - transfer.last_note < DOWNLOAD_NOTE_SECONDS:
-                return
-            transfer.last_note = now
-        rate = transfer.rate(now, received)
-        self._line(f"{task_id}: image {index}: {_transfer_text(received, total, rate)}")
+        text = self._notes.due((task_id, index), received, total)
+        if text is not None:
+            self._line(f"{task_id}: image {index}: {text}")
 
     def _saved(self, task_id: str, path: str) -> None:
         self._line(f"{task_id}: saved {path}")
@@ -411,6 +426,7 @@ class BatchDisplay(Protocol):
 
     def start(self) -> None: ...
     def job(self, line: int, stage: str, note: str | None = None) -> None: ...
+    def transferred(self, line: int, index: int, received: int, total: int | None) -> None: ...
     def cost(self, total: float) -> None: ...
     def message(self, text: str) -> None: ...
     def warning(self, text: str) -> None: ...
@@ -425,6 +441,9 @@ class SilentBatchDisplay:
         pass
 
     def job(self, line: int, stage: str, note: str | None = None) -> None:
+        pass
+
+    def transferred(self, line: int, index: int, received: int, total: int | None) -> None:
         pass
 
     def cost(self, total: float) -> None:
@@ -444,23 +463,34 @@ class SilentBatchDisplay:
 
 
 class PlainBatchDisplay(SilentBatchDisplay):
-    """A line per change of a job (its `note`), and each message."""
+    """A line per change of a job (its `note`), a download's progress at most every few
+    seconds, and each message."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._notes = _TransferNotes(clock)
 
     def job(self, line: int, stage: str, note: str | None = None) -> None:
         if note:
             console.info(f"line {line}: {note}")
+
+    def transferred(self, line: int, index: int, received: int, total: int | None) -> None:
+        text = self._notes.due((line, index), received, total)
+        if text is not None:
+            console.info(f"line {line}: image {index}: {text}")
 
     def message(self, text: str) -> None:
         console.info(text)
 
 
 class RichBatchDisplay(SilentBatchDisplay):
-    """One overall bar on a terminal, with how many jobs are at each stage and the cost."""
+    """One overall bar on a terminal, with how many jobs are at each stage, the images
+    downloading and their rate, and the cost."""
 
     def __init__(self, lines: Iterable[int]) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
         self._stages = dict.fromkeys(lines, "queued")
+        self._transfers: dict[tuple[int, int], tuple[_Transfer, float]] = {}  # with its rate
         self._cost = 0.0
         self._lock = threading.Lock()
         self._progress = _progress_on_stderr(
@@ -474,6 +504,16 @@ class RichBatchDisplay(SilentBatchDisplay):
     def job(self, line: int, stage: str, note: str | None = None) -> None:
         with self._lock:
             self._stages[line] = stage
+            if stage in ("done", "failed"):  # its downloads are over
+                for key in [key for key in self._transfers if key[0] == line]:
+                    del self._transfers[key]
+            self._refresh()
+
+    def transferred(self, line: int, index: int, received: int, total: int | None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            transfer = self._transfers.get((line, index), (_Transfer(now, received), 0.0))[0]
+            self._transfers[(line, index)] = (transfer, transfer.rate(now, received))
             self._refresh()
 
     def cost(self, total: float) -> None:
@@ -494,7 +534,14 @@ class RichBatchDisplay(SilentBatchDisplay):
         counts = {stage: 0 for stage in BATCH_STAGES}
         for stage in self._stages.values():
             counts[stage] += 1
-        return " · ".join(f"{k} {v}" for k, v in counts.items()) + f" · cost {self._cost:.2f}"
+        text = " · ".join(f"{k} {v}" for k, v in counts.items())
+        if self._transfers:
+            rate = sum(rate for _, rate in self._transfers.values())
+            count = len(self._transfers)
+            text += (
+                f" · {count} image{'s' if count != 1 else ''} downloading, {human_bytes(rate)}/s"
+            )
+        return text + f" · cost {self._cost:.2f}"
 
     def _refresh(self) -> None:
         ended = sum(stage in ("done", "failed") for stage in self._stages.values())

@@ -196,6 +196,32 @@ def test_the_rich_batch_display_counts_jobs_by_stage_and_the_cost(
     assert "line 2: saved out/[1].png" in capsys.readouterr().err
 
 
+def test_a_batch_off_a_terminal_says_a_long_downloads_bytes_every_few_seconds(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    display = PlainBatchDisplay(clock=clock)
+    display.transferred(3, 0, 0, 4 * 1024 * 1024)
+    clock.now += 1
+    display.transferred(3, 0, 100 * 1024, 4 * 1024 * 1024)
+    assert lines(capsys) == []  # a quick download says nothing
+    clock.now += DOWNLOAD_NOTE_SECONDS
+    display.transferred(3, 0, 600 * 1024, 4 * 1024 * 1024)
+    display.transferred(3, 0, 700 * 1024, 4 * 1024 * 1024)  # too soon for another
+    assert lines(capsys) == ["line 3: image 0: downloading 600.0 KiB of 4.0 MiB, 100.0 KiB/s"]
+
+
+def test_the_rich_batch_display_shows_the_images_downloading_until_their_job_ends() -> None:
+    display = RichBatchDisplay([1, 2])
+    display.transferred(1, 0, 0, 1000)
+    display.transferred(2, 0, 0, None)
+    assert " · 2 images downloading, " in display._counts()
+    display.job(1, "done")
+    assert " · 1 image downloading, " in display._counts()
+    display.job(2, "failed")
+    assert "downloading" not in display._counts()
+    display.close()
+
+
 def test_the_batch_displays_hide_the_key_and_keep_warnings_under_quiet(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -447,7 +447,9 @@ class BatchRun:
             self._tracker.update(run, task.status)
 
     def transferred(self, task_id: str, index: int, received: int, total: int | None) -> None:
-        pass  # one bar for the whole batch: a job's bytes are not shown
+        run = self._by_task.get(task_id)
+        if run is not None:
+            self._display.transferred(run.job.line, index, received, total)
 
     def saved(self, task: Task, index: int, saved: SavedFile) -> None:
         run = self._by_task[task.task_id]
