@@ -28,7 +28,7 @@ from apimart_cli.errors import (
 )
 from apimart_cli.payload import GenerationRequest, build_request
 from apimart_cli.retry import Deadline, Transient
-from tests.dripping import DripServer
+from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
 
 KEY = "sk-live-SECRET0123456789abcdef"
 BASE = "https://api.test"
@@ -713,85 +713,99 @@ def test_proxies_from_the_environment_except_for_a_loopback_sandbox(
 # --- time limits: a dripping server cannot hold a request -------------------------------
 
 
+@pytest.fixture
+def dripping() -> Iterator[tuple[Sandbox, str, str]]:
+    """A sandbox with a completed task: the sandbox, the task's id and its image's URL."""
+    with Sandbox(SandboxConfig(duration=0)) as sandbox:
+        with Client(sandbox.base_url, KEY) as api:
+            [task_id] = api.submit(build_request("a fox"), IDEMPOTENCY_KEY)
+            task = api.get_task(task_id)
+        assert task.status == "completed", task
+        yield sandbox, task_id, task.images[0].url
+
+
 def test_a_dripping_reply_is_cut_off_at_the_request_limit_and_retried(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, dripping: tuple[Sandbox, str, str]
 ) -> None:
+    sandbox, task_id, _ = dripping
     monkeypatch.setattr(client_module, "REQUEST_TIME_LIMIT", 1.0)
     retries: list[str] = []
-    body = json.dumps({"code": 200, "data": {"id": TASK_ID, "status": "processing"}}).encode()
-    with DripServer(interval=0.2, body=body) as server:
-        server.drip("GET", "/v1/tasks/", times=1)  # the first reply drips; the retry does not
-        with Client(server.base_url, KEY, sleep=lambda s: None, on_retry=retries.append) as api:
-            started = time.monotonic()
-            task = api.get_task(TASK_ID)
-            elapsed = time.monotonic() - started
-    assert task.status == "processing"
-    assert server.dripped == 1
+    # The first reply drips; the retry does not.
+    sandbox.inject(Fault("drip", path="/v1/tasks/", interval=0.2))
+    with Client(sandbox.base_url, KEY, sleep=lambda s: None, on_retry=retries.append) as api:
+        started = time.monotonic()
+        task = api.get_task(task_id)
+        elapsed = time.monotonic() - started
+    assert task.status == "completed"
     assert 1.0 <= elapsed < 5.0
     assert len(retries) == 1 and "no complete reply within 1 s" in retries[0]
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_dripping_headers_are_cut_off_at_the_request_limit_too(
-    monkeypatch: pytest.MonkeyPatch, fox: GenerationRequest, method: str
+    monkeypatch: pytest.MonkeyPatch,
+    dripping: tuple[Sandbox, str, str],
+    fox: GenerationRequest,
+    method: str,
 ) -> None:
     """A reply whose headers never end holds no request past REQUEST_TIME_LIMIT: a poll
     is retried; a submission, which the server may have acted on, is an unknown outcome."""
+    sandbox, task_id, _ = dripping
     monkeypatch.setattr(client_module, "REQUEST_TIME_LIMIT", 1.0)
     retries: list[str] = []
-    body = json.dumps({"code": 200, "data": {"id": TASK_ID, "status": "processing"}}).encode()
-    with DripServer(interval=0.1, body=body) as server:
-        server.drip(method, "/v1/", times=1, headers=True)
-        with Client(server.base_url, KEY, sleep=lambda s: None, on_retry=retries.append) as api:
-            started = time.monotonic()
-            if method == "GET":
-                assert api.get_task(TASK_ID).status == "processing"
-            else:
-                fails(SubmissionUnknown, api.submit, fox, IDEMPOTENCY_KEY)
-            elapsed = time.monotonic() - started
-    assert server.dripped == 1
+    sandbox.inject(Fault("drip_headers", method=method, path="/v1/", interval=0.1))
+    with Client(sandbox.base_url, KEY, sleep=lambda s: None, on_retry=retries.append) as api:
+        started = time.monotonic()
+        if method == "GET":
+            assert api.get_task(task_id).status == "completed"
+        else:
+            fails(SubmissionUnknown, api.submit, fox, "another-key")
+        elapsed = time.monotonic() - started
     assert 1.0 <= elapsed < 4.0
     assert len(retries) == (1 if method == "GET" else 0)
 
 
-def test_a_dripping_reply_ends_at_the_deadline_with_a_timeout() -> None:
-    with DripServer(interval=0.2) as server:
-        server.drip("GET", "/v1/balance")
-        with Client(server.base_url, KEY, deadline=Deadline.after(1.0)) as api:
-            started = time.monotonic()
-            error = fails(WaitTimeout, api.balance)
-            elapsed = time.monotonic() - started
+def test_a_dripping_reply_ends_at_the_deadline_with_a_timeout(
+    dripping: tuple[Sandbox, str, str],
+) -> None:
+    sandbox, _, _ = dripping
+    sandbox.inject(Fault("drip", path="/v1/balance", interval=0.2, times=10))
+    with Client(sandbox.base_url, KEY, deadline=Deadline.after(1.0)) as api:
+        started = time.monotonic()
+        error = fails(WaitTimeout, api.balance)
+        elapsed = time.monotonic() - started
     assert error.exit_code == ExitCode.TIMEOUT
     assert elapsed < 3.0
 
 
-def test_a_stalled_transfer_fails_as_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stalled_transfer_fails_as_transient(
+    monkeypatch: pytest.MonkeyPatch, dripping: tuple[Sandbox, str, str]
+) -> None:
+    sandbox, _, image = dripping
     monkeypatch.setattr(client_module, "STALL_WINDOW", 0.5)
     monkeypatch.setattr(client_module, "STALL_MIN_BYTES_PER_SECOND", 1000)
-    with DripServer(interval=0.1, content_type="image/png") as server:
-        server.drip("GET", "/f/")
-        with Client(server.base_url, KEY) as api:
-            started = time.monotonic()
-            with (
-                pytest.raises(Transient) as caught,
-                api.stream(f"{server.base_url}/f/a.png") as reply,
-            ):
-                assert reply.status == 200
-                for _ in reply.body:
-                    pass
-            elapsed = time.monotonic() - started
+    sandbox.inject(Fault("drip", path="/f/", interval=0.1))
+    with Client(sandbox.base_url, KEY) as api:
+        started = time.monotonic()
+        with pytest.raises(Transient) as caught, api.stream(image) as reply:
+            assert reply.status == 200
+            for _ in reply.body:
+                pass
+        elapsed = time.monotonic() - started
     assert "under 1000 bytes/s" in caught.value.error.message
     assert caught.value.error.exit_code == ExitCode.SERVICE
     assert elapsed < 3.0
 
 
-def test_a_transfer_ends_at_the_deadline_with_a_timeout() -> None:
-    with DripServer(interval=0.1, content_type="image/png") as server:
-        server.drip("GET", "/f/")
-        with Client(server.base_url, KEY, deadline=Deadline.after(0.8)) as api:
-            started = time.monotonic()
-            with pytest.raises(WaitTimeout), api.stream(f"{server.base_url}/f/a.png") as reply:
-                for _ in reply.body:
-                    pass
-            elapsed = time.monotonic() - started
+def test_a_transfer_ends_at_the_deadline_with_a_timeout(
+    dripping: tuple[Sandbox, str, str],
+) -> None:
+    sandbox, _, image = dripping
+    sandbox.inject(Fault("drip", path="/f/", interval=0.1))
+    with Client(sandbox.base_url, KEY, deadline=Deadline.after(0.8)) as api:
+        started = time.monotonic()
+        with pytest.raises(WaitTimeout), api.stream(image) as reply:
+            for _ in reply.body:
+                pass
+        elapsed = time.monotonic() - started
     assert elapsed < 3.0

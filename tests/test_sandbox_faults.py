@@ -135,6 +135,30 @@ def test_drip_in_real_time_sends_few_bytes_and_ends_when_the_sandbox_stops() -> 
     connection.close()
 
 
+def test_drip_headers_never_ends_its_headers_until_the_sandbox_stops() -> None:
+    with Sandbox(SandboxConfig(duration=0)) as sandbox:
+        sandbox.inject(Fault("drip_headers", path="/v1/balance", interval=0.05))
+        host, port = sandbox.base_url.removeprefix("http://").split(":")
+        connection = socket.create_connection((host, int(port)), timeout=5)
+        request = f"GET /v1/balance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n"
+        connection.sendall(request.encode())
+        data = b""
+        while len(data) < 40:  # the status line, then a header a byte at a time
+            data += connection.recv(100)
+        assert data.startswith(b"HTTP/1.1 200 OK\r\nX-Padding: aaa")
+        assert b"\r\n\r\n" not in data
+    connection.settimeout(2)
+    assert b"\r\n\r\n" not in read_until_closed(connection, data)  # closed, never ended
+    connection.close()
+
+
+def test_heal_forgets_the_faults_not_yet_spent(api: Api) -> None:
+    api.sandbox.inject(Fault("status", path="/v1/balance", status=503, times=100))
+    assert api.client.get("/v1/balance").status_code == 503
+    api.sandbox.heal()
+    assert api.client.get("/v1/balance").status_code == 200
+
+
 # An image host that sends slowly, stalls, or cuts short
 
 

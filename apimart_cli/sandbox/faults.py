@@ -16,6 +16,8 @@ Each kind, and the fields it reads:
   nothing for `delay` seconds (0: until the client or the sandbox hangs up).
 - `drip`: `size` bytes announced (at least the normal body, padded with spaces),
   sent one byte every `interval` seconds.
+- `drip_headers`: the status line, then a header sent one byte every `interval`
+  seconds that never ends (until the client or the sandbox hangs up).
 - `throttle`: the normal reply sent at `rate` bytes per second.
 - `gzip`: the normal reply's body gzip-compressed, with `Content-Encoding: gzip`.
 - `swap`: the image changes for good (another picture, another ETag) first.
@@ -45,6 +47,7 @@ FAULT_KINDS = frozenset(
         "unsized",
         "stall",
         "drip",
+        "drip_headers",
         "throttle",
         "gzip",
         "swap",
@@ -72,7 +75,7 @@ class Fault:
     content_type: str = "text/html"  # for "content_type"
     cut: float = 0.5  # the share of the body "truncate", "unsized" and "stall" send
     size: int = 1024 * 1024  # the bytes "drip" announces
-    interval: float = 1.0  # seconds between the bytes of "drip"
+    interval: float = 1.0  # seconds between the bytes of "drip" and "drip_headers"
     rate: float = 1024.0  # bytes per second for "throttle"
     depth: int = 100_000  # levels of "nested"
     task_id: str = "{other}"  # the id "task_id" puts in the reply

@@ -44,6 +44,7 @@ class Reply:
     sized: bool = True  # False: no Content-Length; the body ends when the connection closes
     rate: float | None = None  # bytes/second
     byte_interval: float | None = None  # send one byte, then wait this many seconds, and so on
+    endless_headers: bool = False  # with byte_interval: drip a header that never ends
     stall: float | None = None  # after the body, hold the connection this long (0: forever)
 
     @property
@@ -168,6 +169,18 @@ class _Handler(BaseHTTPRequestHandler):
         return (b"".join(parts) if received <= MAX_KEPT_BODY_BYTES else b""), received
 
     def _write(self, reply: Reply) -> None:
+        if reply.endless_headers and reply.byte_interval is not None:
+            self.wfile.write(f"HTTP/1.1 {reply.status} OK\r\nX-Padding: ".encode())
+            self.wfile.flush()
+            pause = self.server.host.pause
+            try:  # a byte, then the interval, until the client or the sandbox hangs up
+                while pause(reply.byte_interval):
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+            except OSError:
+                pass
+            self.close_connection = True
+            return
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         if reply.sized:

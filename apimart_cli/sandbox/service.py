@@ -212,6 +212,11 @@ class Sandbox:
         with self._lock:
             self._faults.append(fault)
 
+    def heal(self) -> None:
+        """Forget every fault not yet spent: the requests from now on are answered normally."""
+        with self._lock:
+            self._faults.clear()
+
     def submissions(self) -> list[RecordedRequest]:
         """The POSTs to /v1/images/generations that created tasks."""
         with self._lock:
@@ -362,9 +367,10 @@ class Sandbox:
             reply.sized, reply.send = False, int(size * fault.cut)
         elif kind == "stall":
             reply.send, reply.stall = int(size * fault.cut), fault.delay
-        elif kind == "drip":
+        elif kind in ("drip", "drip_headers"):
             reply.body += b" " * max(0, fault.size - size)
             reply.byte_interval = fault.interval
+            reply.endless_headers = kind == "drip_headers"
         elif kind == "throttle":
             reply.rate = fault.rate
         elif kind == "gzip":

@@ -16,8 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from apimart_cli.sandbox import Sandbox, SandboxConfig
-from tests.dripping import DripServer
+from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
 from tests.e2e.conftest import Run, apimart
 from tests.e2e.test_faults import leftovers, submit_direct, wait_completed
 
@@ -138,61 +137,66 @@ def test_batch_ends_at_its_timeout_on_a_slow_image_host_and_resumes(
 # -- a dripping API: status, balance, generate, download ---------------------------------
 
 
-@pytest.fixture
-def dripping(sandbox: Sandbox) -> Iterator[DripServer]:
-    with DripServer(sandbox.base_url, interval=0.5) as server:
-        yield server
+def drip(sandbox: Sandbox, method: str, path: str) -> None:
+    """Every matching request, until `sandbox.heal()`: a large body announced, then a
+    byte every half second."""
+    sandbox.inject(Fault("drip", method=method, path=path, times=1_000_000, interval=0.5))
 
 
-def drip_env(env: dict[str, str], server: DripServer) -> dict[str, str]:
-    return {**env, "APIMART_BASE_URL": server.base_url, "APIMART_METADATA": "0"}
+def drip_env(env: dict[str, str], sandbox: Sandbox) -> dict[str, str]:
+    return {**env, "APIMART_BASE_URL": sandbox.base_url, "APIMART_METADATA": "0"}
+
+
+def requests_to(sandbox: Sandbox, method: str, path: str) -> int:
+    return sum(r.method == method and r.path.startswith(path) for r in sandbox.requests)
 
 
 def test_status_ends_at_its_timeout_against_a_dripping_api(
-    sandbox: Sandbox, dripping: DripServer, env: dict[str, str], tmp_path: Path
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
 ) -> None:
     task_id = submit_direct(sandbox)
-    dripping.drip("GET", "/v1/tasks/")
-    user = drip_env(env, dripping)
+    drip(sandbox, "GET", "/v1/tasks/")
+    user = drip_env(env, sandbox)
     run, elapsed = timed("status", task_id, "--timeout", "2", env=user, cwd=tmp_path)
     assert_ended_at_its_timeout(run, elapsed, 2)
     assert f"Ask again with: apimart status {task_id}" in run.stderr
-    dripping.stop_dripping()
+    sandbox.heal()
     again = apimart("status", task_id, env=user, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith(task_id)
 
 
 def test_balance_ends_at_its_timeout_against_a_dripping_api(
-    dripping: DripServer, env: dict[str, str], tmp_path: Path
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
 ) -> None:
-    dripping.drip("GET", "/v1/balance")
-    user = drip_env(env, dripping)
+    drip(sandbox, "GET", "/v1/balance")
+    user = drip_env(env, sandbox)
     run, elapsed = timed("balance", "--timeout", "2", env=user, cwd=tmp_path)
     assert_ended_at_its_timeout(run, elapsed, 2)
-    dripping.stop_dripping()
+    sandbox.heal()
     again = apimart("balance", env=user, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert again.lines[0].startswith("remaining\t")
 
 
 def test_generate_ends_at_its_timeout_against_a_dripping_api(
-    dripping: DripServer, env: dict[str, str], tmp_path: Path
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
 ) -> None:
-    dripping.drip("POST", "/v1/images/generations")
-    user = drip_env(env, dripping)
+    drip(sandbox, "POST", "/v1/images/generations")
+    user = drip_env(env, sandbox)
     run, elapsed = timed("generate", "a fox", "--timeout", "4", env=user, cwd=tmp_path)
     assert_ended_at_its_timeout(run, elapsed, 4)
     assert run.stdout == ""
-    assert dripping.dripped == 1  # it was sent, so its outcome is unknown: not resent
+    # It was sent, so its outcome is unknown: not resent.
+    assert requests_to(sandbox, "POST", "/v1/images/generations") == 1
     assert "the task may have been created" in run.stderr and "Idempotency key" in run.stderr
 
 
 def test_generate_wait_and_download_end_at_their_timeout_against_a_dripping_api_and_resume(
-    sandbox: Sandbox, dripping: DripServer, env: dict[str, str], tmp_path: Path
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
 ) -> None:
-    user = drip_env(env, dripping)
-    dripping.drip("GET", "/v1/tasks/")  # the submission goes through; every poll drips
+    user = drip_env(env, sandbox)
+    drip(sandbox, "GET", "/v1/tasks/")  # the submission goes through; every poll drips
     run, elapsed = timed(
         "generate", "a fox", "--wait", "-o", "out", "--timeout", "3", env=user, cwd=tmp_path
     )
@@ -205,7 +209,7 @@ def test_generate_wait_and_download_end_at_their_timeout_against_a_dripping_api_
     assert_ended_at_its_timeout(run, elapsed, 2)
     assert resume_command(run) == resume
 
-    dripping.stop_dripping()
+    sandbox.heal()
     again = apimart(*resume, env=user, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     [image] = final_images(tmp_path / "out")
