@@ -6,6 +6,7 @@ and `--help` stay fast. A run that names a command builds an app with that
 command alone (`app_for`): Typer then reads one signature, not fifteen.
 """
 
+import functools
 import importlib
 from collections.abc import Iterable
 from typing import Annotated, Optional
@@ -112,7 +113,18 @@ def main_options(
     ctx.obj = state
 
 
-app = new_app()
+@functools.cache
+def whole_app() -> typer.Typer:
+    """The app with every command: for help, a mistyped command, the completions, tests."""
+    return new_app()
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """`cli.app` is `whole_app()`, built on first use: a run that names a command never
+    imports the other commands' modules (PEP 562)."""
+    if name == "app":
+        return whole_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def app_for(args: list[str]) -> typer.Typer:
@@ -124,7 +136,7 @@ def app_for(args: list[str]) -> typer.Typer:
     """
     position = command_position(args)
     if position is None or args[position] not in COMMANDS:
-        return app
+        return whole_app()
     return new_app([args[position]])
 
 

@@ -52,6 +52,17 @@ def test_help_loads_nothing_heavy(args: tuple[str, ...]) -> None:
     assert not loaded_modules(*args) & set(HEAVY)
 
 
+def test_a_command_loads_its_own_module_and_no_other_commands() -> None:
+    commands = {
+        m for m in loaded_modules("status", "--help") if m.startswith("apimart_cli.commands.")
+    }
+    assert commands == {
+        "apimart_cli.commands.common",
+        "apimart_cli.commands.options",
+        "apimart_cli.commands.status",
+    }
+
+
 def test_version_matches_the_package() -> None:
     from apimart_cli import __version__
 
