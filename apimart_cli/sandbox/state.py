@@ -24,7 +24,7 @@ TASK_ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 TASK_ID_RANDOM_CHARS = 23
 # The share of a task's duration it spends "submitted" before "processing".
 SUBMITTED_SHARE = 0.1
-# Made-up prices per image (credits are ten times the cost, as in api.md's example).
+# Made-up prices per image (credits are ten times the cost, as in APIMart's example replies).
 COST_PER_IMAGE = {"1k": 0.05, "2k": 0.08, "4k": 0.12}
 CREDITS_PER_COST = 10
 # A result URL whose last part tries to climb out of the user's output folder.
