@@ -39,6 +39,35 @@ COMMANDS = (
 
 def new_app(commands: Iterable[str] = COMMANDS) -> typer.Typer:
     """The `apimart` app with the global options and `commands`."""
+    app = _bare_app()
+    for name in commands:
+        module = importlib.import_module(f"apimart_cli.commands.{name}")
+        if name == "config":
+            app.add_typer(module.app, name=name)
+        else:
+            app.command(name)(getattr(module, name))
+    return app
+
+
+def listing_app() -> typer.Typer:
+    """The app for `apimart --help`, no command or a mistyped one: every command by its
+    name and summary, with none of its options, which Typer would read (fifteen
+    signatures) only to list the names. Help for one command is that command's app."""
+    app = _bare_app()
+    # As Typer lists the whole app: the commands, then the group (`config`).
+    for name in [*(name for name in COMMANDS if name != "config"), "config"]:
+        module = importlib.import_module(f"apimart_cli.commands.{name}")
+        summary = module.HELP if name == "config" else getattr(module, name).__doc__
+        app.command(name, help=summary)(_listed)
+    return app
+
+
+def _listed() -> None:
+    """A command as `listing_app` lists it; never run (a run names it: `app_for`)."""
+
+
+def _bare_app() -> typer.Typer:
+    """The `apimart` app with its global options and no command yet."""
     app = typer.Typer(
         name="apimart",
         help="Generate images with APIMart's gpt-image-2 from the shell.",
@@ -52,12 +81,6 @@ def new_app(commands: Iterable[str] = COMMANDS) -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(main_options)
-    for name in commands:
-        module = importlib.import_module(f"apimart_cli.commands.{name}")
-        if name == "config":
-            app.add_typer(module.app, name=name)
-        else:
-            app.command(name)(getattr(module, name))
     return app
 
 
@@ -132,11 +155,11 @@ def app_for(args: list[str]) -> typer.Typer:
 
     Typer reads the signature of every command it knows on each run; reading one
     instead of fifteen is what keeps a one-liner's start-up close to `import typer`.
-    Help, a mistyped command and no command at all get the whole app.
+    Help, a mistyped command and no command at all get `listing_app`.
     """
     position = command_position(args)
     if position is None or args[position] not in COMMANDS:
-        return whole_app()
+        return listing_app()
     return new_app([args[position]])
 
 

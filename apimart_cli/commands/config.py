@@ -11,10 +11,8 @@ from apimart_cli.commands.options import COMMAND_TIMEOUT, JsonOpt, TimeoutOpt
 from apimart_cli.constants import SETTING_KEYS
 from apimart_cli.errors import ConfigError, ExitCode, UsageError, interruption
 
-app = typer.Typer(
-    help="See the settings in effect, and store them in the config file.",
-    no_args_is_help=True,
-)
+HELP = "See the settings in effect, and store them in the config file."
+app = typer.Typer(help=HELP, no_args_is_help=True)
 
 KeyArg = Annotated[str, typer.Argument(help=f"One of: {', '.join(SETTING_KEYS)}.")]
 RevealOpt = Annotated[bool, typer.Option("--reveal", help="Show the API key unmasked.")]

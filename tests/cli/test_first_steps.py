@@ -57,6 +57,16 @@ def test_a_run_that_names_a_command_builds_that_command_alone(
     assert sorted(group.commands) == sorted(commands)
 
 
+def test_the_listing_app_shows_the_same_help_as_the_whole_app() -> None:
+    from typer.testing import CliRunner
+
+    listed = CliRunner().invoke(cli.app_for(["--help"]), ["--help"])
+    whole = CliRunner().invoke(cli.whole_app(), ["--help"])
+    assert listed.exit_code == whole.exit_code == 0
+    assert listed.output == whole.output
+    assert all(f"  {name} " in listed.output for name in cli.COMMANDS)
+
+
 def test_a_global_option_after_the_command_says_where_it_goes(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
