@@ -161,7 +161,6 @@ def generate(
         console.info(f"Note: {note}")
     only_with_wait = {
         "-o/--output": _given(ctx, "output"),
-        "--timeout": _given(ctx, "timeout"),
         "--interval": _given(ctx, "interval"),
         "--open": open_saved,
         "--preview": preview,

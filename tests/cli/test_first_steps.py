@@ -152,8 +152,7 @@ def test_force_size_sends_a_tiny_size_as_given(api: str, httpx_mock: HTTPXMock) 
     [
         (["-o", "out"], "-o/--output"),
         (["--output", "out"], "-o/--output"),
-        (["--timeout", "30"], "--timeout"),
-        (["-o", "out", "--timeout", "30"], "-o/--output, --timeout"),
+        (["-o", "out", "--timeout", "30"], "-o/--output"),  # --timeout bounds the submission
     ],
 )
 def test_wait_options_without_wait_are_named_as_ignored(
@@ -166,6 +165,17 @@ def test_wait_options_without_wait_are_named_as_ignored(
     assert result.exit_code == 0, result.output
     assert result.stdout == "task_1\n"
     assert result.stderr == f"Note: {named} only apply with --wait; ignored.\n"
+
+
+def test_timeout_without_wait_bounds_the_submission_and_is_not_called_ignored(
+    api: str, httpx_mock: HTTPXMock
+) -> None:
+    expect_submit(httpx_mock, body())
+
+    result = run("generate", "a red fox", "--timeout", "30")
+
+    assert result.exit_code == 0, result.output
+    assert (result.stdout, result.stderr) == ("task_1\n", "")
 
 
 # -- a refused connection ---------------------------------------------------------------------
