@@ -47,6 +47,8 @@ DEFAULT_MAX_IN_FLIGHT = 64  # the most status requests at once (fewer until need
 HEARTBEAT_SECONDS = 30.0
 DOWNLOAD_WORKERS = 8  # images downloading at once, while the other tasks are polled
 MAX_PARALLEL_QUERIES = 8  # `status`: tasks asked about at once
+# A client's request thread idle this long ends (a long-lived `apimart mcp` keeps few).
+REQUEST_THREAD_IDLE_SECONDS = 60.0
 # Off a terminal, a download still running says how far it got at most this often.
 DOWNLOAD_NOTE_SECONDS = 5.0
 

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from apimart_cli.constants import REQUEST_THREAD_IDLE_SECONDS
 from apimart_cli.errors import WaitTimeout
 
 if TYPE_CHECKING:
@@ -41,7 +42,9 @@ class Runner:
 
     A call runs on an idle thread, or a new one when none is idle. A call that
     outlives its caller's wait keeps its thread until it ends (a server dripping for
-    ever keeps one thread, never the caller); `close` lets the idle threads end.
+    ever keeps one thread, never the caller). `close` lets the idle threads end, as
+    does REQUEST_THREAD_IDLE_SECONDS without a call (a client left open after a
+    timeout, in a long-lived `apimart mcp`).
     """
 
     def __init__(self, name: str) -> None:
@@ -72,7 +75,14 @@ class Runner:
 
     def _serve(self, inbox: Inbox) -> None:
         while True:
-            function, done = inbox.get()
+            try:
+                function, done = inbox.get(timeout=REQUEST_THREAD_IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._idle:  # nobody took it meanwhile: end, idle too long
+                        self._idle.remove(inbox)
+                        return
+                continue  # a caller took it just now: its call is on the way
             if function is _stop:
                 return
             outcome = _outcome_of(function)

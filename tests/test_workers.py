@@ -68,3 +68,16 @@ def test_close_ends_the_idle_threads_and_a_busy_one_when_its_call_ends() -> None
     for thread in runner_threads():
         thread.join(10)
     assert runner_threads() == []
+
+
+def test_a_thread_idle_too_long_ends_and_the_next_call_starts_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("apimart_cli.workers.REQUEST_THREAD_IDLE_SECONDS", 0.05)
+    runner = Runner("test-runner")
+    assert runner.run(Deadline.after(10), lambda: 1) == 1
+    for thread in runner_threads():
+        thread.join(10)  # ends by itself: nobody called close
+    assert runner_threads() == []
+    assert runner.run(Deadline.after(10), lambda: 2) == 2
+    runner.close()
