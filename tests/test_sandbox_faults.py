@@ -118,13 +118,19 @@ def test_drip_announces_a_large_body_and_sends_a_byte_per_interval(api: Api, met
     json.loads(reply.content)
 
 
+def balance_on_a_socket(sandbox: Sandbox) -> socket.socket:
+    """A balance request on a plain socket: its reply is read as it comes, byte by byte."""
+    host, port = sandbox.base_url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)), timeout=5)
+    request = f"GET /v1/balance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n"
+    connection.sendall(request.encode())
+    return connection
+
+
 def test_drip_in_real_time_sends_few_bytes_and_ends_when_the_sandbox_stops() -> None:
     with Sandbox(SandboxConfig(duration=0)) as sandbox:
         sandbox.inject(Fault("drip", path="/v1/balance", interval=0.2))
-        host, port = sandbox.base_url.removeprefix("http://").split(":")
-        connection = socket.create_connection((host, int(port)), timeout=5)
-        request = f"GET /v1/balance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n"
-        connection.sendall(request.encode())
+        connection = balance_on_a_socket(sandbox)
         headers, body = read_head(connection)
         assert headers["content-length"] == str(1024 * 1024)
         body += connection.recv(10)
@@ -138,10 +144,7 @@ def test_drip_in_real_time_sends_few_bytes_and_ends_when_the_sandbox_stops() -> 
 def test_drip_headers_never_ends_its_headers_until_the_sandbox_stops() -> None:
     with Sandbox(SandboxConfig(duration=0)) as sandbox:
         sandbox.inject(Fault("drip_headers", path="/v1/balance", interval=0.05))
-        host, port = sandbox.base_url.removeprefix("http://").split(":")
-        connection = socket.create_connection((host, int(port)), timeout=5)
-        request = f"GET /v1/balance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n"
-        connection.sendall(request.encode())
+        connection = balance_on_a_socket(sandbox)
         data = b""
         while len(data) < 40:  # the status line, then a header a byte at a time
             data += connection.recv(100)
