@@ -233,9 +233,13 @@ class Downloader:
                     extension = _write_data_uri(stem, image.url, part.handle)
                 else:
                     extension = self._fetch_with_retries(image, task_id, part, on_progress)
-                part.seal()
+                # On disk before it takes its name; where `finish` replaces the file (the
+                # provenance chunk), the replacement is what must be, and `finish` syncs it.
+                part.seal(sync=finish is None)
                 if finish is not None:
                     finish(part.path)
+                    if part.still_there():  # `finish` left the file as it was
+                        part.sync()
                 target = self.folder / f"{stem}{extension}"
                 # Renamed only once complete and checked: no partial file under a final name.
                 kept = not move_into_place(part.path, target, force=self._force)
@@ -521,10 +525,14 @@ class _Part:
             return None
         return _Validator.loads(text.decode("utf-8", "replace"))
 
-    def seal(self) -> None:
-        """Complete: on disk, with the usual permissions of a new file."""
+    def seal(self, *, sync: bool = True) -> None:
+        """Complete: with the usual permissions of a new file, and on disk (`sync`)."""
         self.handle.flush()
         os.fchmod(self.handle.fileno(), 0o666 & ~_umask())
+        if sync:
+            self.sync()
+
+    def sync(self) -> None:
         os.fsync(self.handle.fileno())
 
     def forget_validator(self) -> None:

@@ -100,8 +100,9 @@ class SaveHooks:
     """Steps around a task's images. `completed(task, record)` when it completes, on the
     calling thread, with what the history knows of it (None if nothing), before its
     downloads start; then on the download threads `before_rename(part, task, index)` on
-    each complete part file before it takes its name, and `after_save(path, task,
-    index)` once it has (not for a file that was there already)."""
+    each complete part file before it takes its name (one that replaces the file syncs
+    what it puts there: the part file itself is synced only where it was left), and
+    `after_save(path, task, index)` once it has (not for a file that was there already)."""
 
     completed: Callable[[Task, TaskRecord | None], None] | None = None
     before_rename: Callable[[Path, Task, int], None] | None = None

@@ -1096,6 +1096,46 @@ def test_finish_rewrites_the_checked_file_before_it_takes_its_name(
     assert files(out) == [saved.path.name]
 
 
+@pytest.mark.parametrize("finish", ["none", "in place", "replaced"])
+def test_the_saved_image_is_synced_once_whoever_wrote_it_last(
+    downloader: Downloader,
+    out: Path,
+    httpx_mock: HTTPXMock,
+    monkeypatch: pytest.MonkeyPatch,
+    finish: str,
+) -> None:
+    """On disk before it takes its name, and not twice: where the step before the name
+    replaces the file (the provenance chunk), its replacement is synced, not the part."""
+    from apimart_cli.provenance import embed_file
+
+    whole = WHOLE["image/png"]
+    httpx_mock.add_response(url=URL, headers={"Content-Type": "image/png"}, content=whole)
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(os.fstat(descriptor).st_ino)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    parts: list[int] = []
+
+    def replace(path: Path) -> None:
+        parts.append(path.stat().st_ino)
+        embed_file(path, {"prompt": "a fox"})
+
+    steps = {
+        "none": None,
+        "in place": lambda path: path.write_bytes(path.read_bytes()),
+        "replaced": replace,
+    }
+    saved = downloader.download(TASK_ID, 0, image(), finish=steps[finish])
+    assert synced.count(saved.path.stat().st_ino) == 1
+    if finish == "replaced":
+        [part] = parts
+        assert part != saved.path.stat().st_ino and part not in synced  # a wasted sync
+
+
 def test_a_failing_finish_saves_nothing(
     downloader: Downloader, out: Path, httpx_mock: HTTPXMock
 ) -> None:
