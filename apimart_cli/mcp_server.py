@@ -278,10 +278,8 @@ class Tools:
         return {"tasks": tasks}
 
     def balance(self, *, timeout: float) -> dict[str, Any]:
-        from apimart_cli.workers import run_until
-
         with self._client(self._settings(), timeout) as client:
-            return dict(run_until(client.deadline, client.balance))
+            return dict(client.balance())
 
     def upload(self, paths: list[str], *, timeout: float) -> dict[str, Any]:
         from apimart_cli.references import check_upload_files, upload_files

@@ -8,7 +8,7 @@ import pytest
 
 from apimart_cli.errors import WaitTimeout
 from apimart_cli.retry import Deadline
-from apimart_cli.workers import Runner, run_until
+from apimart_cli.workers import Runner
 
 
 def runner_threads() -> list[threading.Thread]:
@@ -30,10 +30,7 @@ def test_a_call_that_raises_raises_in_the_caller() -> None:
     runner.close()
 
 
-@pytest.mark.parametrize("call", ["runner", "run_until"])
-def test_a_call_past_its_deadline_leaves_its_caller_at_once_and_keeps_its_thread(
-    call: str,
-) -> None:
+def test_a_call_past_its_deadline_leaves_its_caller_at_once_and_keeps_its_thread() -> None:
     runner = Runner("test-runner")
     release, ended = threading.Event(), threading.Event()
 
@@ -43,14 +40,11 @@ def test_a_call_past_its_deadline_leaves_its_caller_at_once_and_keeps_its_thread
         return "late"
 
     with pytest.raises(WaitTimeout):
-        if call == "runner":
-            runner.run(Deadline.after(0.05), hangs)
-        else:
-            run_until(Deadline.after(0.05), hangs)
+        runner.run(Deadline.after(0.05), hangs)
     assert not ended.is_set()  # the caller did not wait for it
-    if call == "runner":  # the next call does not queue behind the hung one
-        assert runner.run(Deadline.after(10), lambda: "next") == "next"
-        assert len(runner_threads()) == 2
+    # The next call does not queue behind the hung one.
+    assert runner.run(Deadline.after(10), lambda: "next") == "next"
+    assert len(runner_threads()) == 2
     release.set()
     assert ended.wait(10)
     runner.close()

@@ -23,12 +23,10 @@ def balance(
     apimart balance --json | jq .remain_balance
     """
     from apimart_cli.retry import Deadline
-    from apimart_cli.workers import run_until
 
-    deadline = Deadline.after(timeout)
     app = state(ctx)
-    client = app.client(app.settings(), deadline)
-    reply = run_until(deadline, lambda: client.balance(account=account))
+    client = app.client(app.settings(), Deadline.after(timeout))  # it ends by the deadline
+    reply = client.balance(account=account)
     client.close()
     if as_json:
         console.data_json(dict(reply))

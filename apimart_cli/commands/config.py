@@ -79,14 +79,12 @@ def _check_key(ctx: typer.Context, key: str, timeout: float) -> None:
 
     from apimart_cli.errors import ApimartError, AuthError
     from apimart_cli.retry import Deadline
-    from apimart_cli.workers import run_until
 
-    deadline = Deadline.after(timeout)
     app_state = state(ctx)
     in_effect = replace(app_state.settings(), api_key=key)
     try:
-        client = app_state.client(in_effect, deadline)
-        run_until(deadline, client.balance)
+        client = app_state.client(in_effect, Deadline.after(timeout))  # ends by the deadline
+        client.balance()
         client.close()
     except ApimartError as error:
         if error.exit_code == ExitCode.AUTH:
