@@ -543,9 +543,11 @@ def wait_for_tasks(
     stream: Iterable[str] | None = None,
     history: History | None = None,
     hooks: SaveHooks | None = None,
+    downloader: Downloader | None = None,
 ) -> Outcome:
     """`wait`, `download` and `generate --wait`: wait for the tasks, save their images
-    into `plan.folder`, record them in `history`; how it ended.
+    into `plan.folder` (through `downloader` where the caller prepared one already),
+    record them in `history`; how it ended.
 
     `client` is closed once the run has ended with nothing on its way. After a
     timeout or Ctrl-C it is left open: requests still in flight on worker threads
@@ -553,8 +555,7 @@ def wait_for_tasks(
     """
     from apimart_cli.downloads import Downloader
 
-    downloader = None
-    if plan.folder is not None:
+    if downloader is None and plan.folder is not None:
         downloader = Downloader(client, plan.folder, force=plan.force)
         try:
             downloader.prepare()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar, overload
@@ -16,9 +15,11 @@ from apimart_cli import console
 from apimart_cli.errors import ApimartError, ExitCode, UsageError, interrupted_code
 
 if TYPE_CHECKING:
+    from apimart_cli.app import Ui
     from apimart_cli.client import Client
     from apimart_cli.engine import Outcome
     from apimart_cli.history import History
+    from apimart_cli.preview import Previewer
     from apimart_cli.retry import Deadline
     from apimart_cli.settings import Settings
 
@@ -65,6 +66,10 @@ class AppState:
         """The settings given as global options, by config key."""
         return {"api_key": self.api_key, "base_url": self.base_url}
 
+    def ui(self) -> Ui:
+        """Where the library's words go: standard error, requests only with --verbose."""
+        return terminal_ui(verbose=self.verbose)
+
     def client(
         self,
         settings: Settings,
@@ -72,24 +77,10 @@ class AppState:
         *,
         on_rate_limited: Callable[[float | None], None] | None = None,
     ) -> Client:
-        """The API client, its key required and hidden from every printed line; nothing
-        it does outlasts `deadline` (the command's --timeout).
+        """The API client, as every use-case makes it (`app.make_client`)."""
+        from apimart_cli.app import make_client
 
-        `on_rate_limited` hears each 429 (with its Retry-After), for `batch`'s pacing.
-        """
-        from apimart_cli.client import Client
-
-        key = settings.require_key()
-        console.hide(key)
-        return Client(
-            settings.base_url,
-            key,
-            deadline=deadline,
-            log=console.debug if self.verbose else None,
-            on_retry=console.info,
-            on_rate_limited=on_rate_limited,
-            base_url_source=settings.source("base_url"),
-        )
+        return make_client(settings, deadline, self.ui(), on_rate_limited=on_rate_limited)
 
     def resume(
         self, output: Path | None, *, download: bool = True, as_json: bool = False
@@ -110,22 +101,23 @@ def state(ctx: typer.Context) -> AppState:
     return obj if isinstance(obj, AppState) else AppState()
 
 
+def terminal_ui(*, verbose: bool = False) -> Ui:
+    """The console as the library's `Ui`."""
+    from apimart_cli.app import Ui
+
+    debug = console.debug if verbose else None
+    return Ui(console.info, console.warn, console.hide, console.redact, debug)
+
+
 @overload
 def open_history() -> History: ...
 @overload
 def open_history(*, required: bool) -> History | None: ...
 def open_history(*, required: bool = True) -> History | None:
-    """The task history. Where it only mirrors the server (`status`, `wait`), a broken
-    history is a warning, not a failure: `required=False` then gives None."""
-    from apimart_cli.history import History
+    """The task history (`app.open_history`, its warning on standard error)."""
+    from apimart_cli.app import open_history
 
-    try:
-        return History.open()
-    except ApimartError as error:
-        if required:
-            raise
-        console.warn(f"Warning: {error.message} The task history was not updated.")
-        return None
+    return open_history(terminal_ui(), required=required)
 
 
 def open_saved_files(outcome: Outcome) -> None:
@@ -135,15 +127,15 @@ def open_saved_files(outcome: Outcome) -> None:
     open_files([path for paths in outcome.files.values() for path in paths], note=console.warn)
 
 
-@contextmanager
-def optional_history() -> Iterator[History | None]:
-    """The history where it only mirrors the server: None (said once) if it is broken."""
-    history = open_history(required=False)
-    try:
-        yield history
-    finally:
-        if history is not None:
-            history.close()
+def previewer(wanted: bool) -> Previewer | None:
+    """`--preview`: what draws each image on standard error, where it can; a --verbose
+    note says why not."""
+    if not wanted:
+        return None
+    from apimart_cli.preview import previewer
+
+    shown = not console.is_quiet()
+    return previewer(shown, is_terminal=console.is_terminal(sys.stderr), note=console.debug)
 
 
 def handles_errors(command: Callable[P, R]) -> Callable[P, R]:

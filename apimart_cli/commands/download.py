@@ -5,7 +5,6 @@ import typer
 from apimart_cli.commands.common import (
     handles_errors,
     open_saved_files,
-    optional_history,
     read_task_ids,
     state,
 )
@@ -37,8 +36,9 @@ def download(
 
         apimart download task_01K... -o out/
     """
-    from apimart_cli.engine import WaitPlan, wait_for_tasks
-    from apimart_cli.progress import make_reporter, save_hooks, show_ending
+    from apimart_cli import app as use_cases
+    from apimart_cli.engine import WaitPlan
+    from apimart_cli.progress import make_reporter, show_ending
     from apimart_cli.retry import Deadline
 
     deadline = Deadline.after(timeout)
@@ -46,11 +46,8 @@ def download(
     ids = read_task_ids(task_ids)
     settings = app.settings(output, metadata=False if no_metadata else None)
     plan = WaitPlan(deadline, folder=settings.output_dir, force=force, once=True)
-    reporter = make_reporter()
-    hooks = save_hooks(reporter, stamp=settings.metadata)
-    client = app.client(settings, deadline)  # closed by wait_for_tasks
-    with optional_history() as history:
-        outcome = wait_for_tasks(client, plan, reporter, task_ids=ids, history=history, hooks=hooks)
+    waiting = use_cases.Waiting(plan, make_reporter, stamp=settings.metadata)
+    outcome = use_cases.wait(settings, app.ui(), waiting, task_ids=ids)
     show_ending(outcome, timeout=timeout, resume=app.resume(output))
     if open_saved:
         open_saved_files(outcome)

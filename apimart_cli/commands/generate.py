@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from apimart_cli import console
-from apimart_cli.commands.common import handles_errors, open_history, open_saved_files, state
+from apimart_cli.commands.common import handles_errors, open_saved_files, previewer, state
 from apimart_cli.commands.options import (
     COMMAND_TIMEOUT,
     DEFAULT_INTERVAL,
@@ -172,8 +172,8 @@ def generate(
     if dry_run:
         console.data_json(request.dry_run(), indent=2)
         return
+    from apimart_cli import app as use_cases
     from apimart_cli.errors import SubmittedButUnrecorded
-    from apimart_cli.references import ReferenceSender
     from apimart_cli.retry import Deadline
 
     seconds = timeout if timeout is not None else WAIT_TIMEOUT if wait else COMMAND_TIMEOUT
@@ -184,23 +184,19 @@ def generate(
         metadata=False if no_metadata else None,
         preview=True if preview else None,
     )
-    client = app.client(settings, deadline)
-    sender = ReferenceSender(client, settings.references, info=console.info, warn=console.warn)
-    if wait:  # a folder that cannot hold the images is found before paying for them
-        from apimart_cli.downloads import Downloader
+    waiting = None
+    if wait:
+        from apimart_cli.engine import WaitPlan
+        from apimart_cli.progress import make_reporter
 
-        Downloader(client, settings.output_dir).prepare()
-    with open_history() as history:
-        try:
-            task_ids = sender.send(history, request)
-        except SubmittedButUnrecorded as error:
-            for task_id in error.task_ids:  # paid for: the pipeline gets them all the same
-                console.data(task_id)
-            client.close()
-            raise
-        except BaseException:
-            client.close()
-            raise
+        waiting = use_cases.Waiting(
+            WaitPlan(deadline, folder=settings.output_dir, interval=interval),
+            lambda: make_reporter(as_json=as_json),
+            stamp=settings.metadata,
+            previewer=previewer(settings.preview),
+        )
+
+    def submitted(task_ids: list[str]) -> None:
         for task_id in task_ids:
             if wait:
                 console.warn(task_id)  # standard output is for the saved paths
@@ -208,18 +204,20 @@ def generate(
                 console.data_json({"task_id": task_id, "status": "submitted"})
             else:
                 console.data(task_id)
-        if not wait:
-            client.close()
-            return
-        from apimart_cli.engine import WaitPlan, wait_for_tasks
-        from apimart_cli.progress import make_reporter, save_hooks, show_ending
 
-        plan = WaitPlan(deadline, folder=settings.output_dir, interval=interval)
-        reporter = make_reporter(as_json=as_json)
-        hooks = save_hooks(reporter, stamp=settings.metadata, preview=settings.preview)
-        outcome = wait_for_tasks(
-            client, plan, reporter, task_ids=task_ids, history=history, hooks=hooks
+    try:
+        generated = use_cases.generate(
+            request, settings, app.ui(), deadline=deadline, waiting=waiting, on_submitted=submitted
         )
+    except SubmittedButUnrecorded as error:
+        for task_id in error.task_ids:  # paid for: the pipeline gets them all the same
+            console.data(task_id)
+        raise
+    outcome = generated.outcome
+    if outcome is None:
+        return
+    from apimart_cli.progress import show_ending
+
     show_ending(
         outcome, timeout=seconds, resume=app.resume(output, as_json=as_json), as_json=as_json
     )

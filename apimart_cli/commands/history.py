@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from apimart_cli import console
-from apimart_cli.commands.common import handles_errors, open_history
+from apimart_cli.commands.common import handles_errors
 from apimart_cli.commands.options import JsonOpt
 from apimart_cli.errors import UsageError
 
@@ -109,19 +109,20 @@ def history(
         apimart history --state failed --json
         apimart history --forget-sandbox
     """
+    from apimart_cli import app as use_cases
+    from apimart_cli.commands.common import terminal_ui
+
     if forget_sandbox:
-        with open_history() as log:
-            removed = log.forget_sandbox()
+        removed = use_cases.forget_sandbox(terminal_ui())
         console.info(f"Forgot {removed} sandbox task{'s' * (removed != 1)}.")
         return
     from apimart_cli.history import parse_since
 
     states = _states(state or [])
     after = parse_since(since) if since is not None else None
-    with open_history() as log:
-        records = log.list(
-            pending_only=pending, limit=limit, since=after, search=search, states=states
-        )
+    records = use_cases.history_records(
+        terminal_ui(), pending=pending, limit=limit, since=after, search=search, states=states
+    )
     if pending and any(record.task_id is None for record in records):
         console.warn(
             "A submission with no task id may still have created a task (it was cut short, "

@@ -29,16 +29,14 @@ def models(
     apimart models
     apimart models gpt-image-2-official | jq .properties.quality
     """
-    # Imported here, not at the top: every command's start-up pays for the top.
+    from apimart_cli import app as use_cases  # here, not at the top: start-up pays for the top
     from apimart_cli.retry import Deadline
-    from apimart_cli.schema import model_info
 
     app = state(ctx)
-    client = app.client(app.settings(), Deadline.after(timeout))  # nothing outlasts --timeout
-    with client:
-        if model is None:
-            for item in client.list_models():
-                console.data_json(item) if as_json else console.data(str(item["id"]))
-            return
-        schema = model_info(client, model, warn=console.warn)
+    deadline = Deadline.after(timeout)  # nothing outlasts --timeout
+    if model is None:
+        for item in use_cases.models(app.settings(), app.ui(), deadline=deadline):
+            console.data_json(item) if as_json else console.data(str(item["id"]))
+        return
+    schema = use_cases.model_schema(app.settings(), app.ui(), model, deadline=deadline)
     console.data_json(schema, indent=None if as_json else 2)

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 import typer
 
 from apimart_cli import console
-from apimart_cli.commands.common import handles_errors, optional_history, read_task_ids, state
+from apimart_cli.commands.common import handles_errors, read_task_ids, state
 from apimart_cli.commands.options import COMMAND_TIMEOUT, JsonOpt, TaskIdsArg, TimeoutOpt
-from apimart_cli.errors import ApimartError, ExitCode
+from apimart_cli.errors import ExitCode
 
 if TYPE_CHECKING:
     from apimart_cli.models import Task
@@ -36,56 +36,35 @@ def status(
 
         apimart status task_01K... | cut -f2
     """
-    from apimart_cli.engine import query_tasks
+    from apimart_cli import app as use_cases
     from apimart_cli.retry import Deadline
 
     deadline = Deadline.after(timeout)
     ids = read_task_ids(task_ids)
     app = state(ctx)
-    client = app.client(app.settings(), deadline)
-    with optional_history() as history:
-        results = query_tasks(client, ids, history=history)
-    tasks = [result for result in results if not isinstance(result, ApimartError)]
-    code = ExitCode.OK
-    hints: dict[str, None] = {}  # what to do, each said once after the errors
-    for task_id, result in zip(ids, results, strict=True):
-        if isinstance(result, ApimartError):
-            console.warn(f"Error: {task_id}: {result.message}")
-            code = max(code, result.exit_code)
-            if result.hint:
-                hints.setdefault(result.hint)
-    for hint in hints:
+    result = use_cases.status(app.settings(), app.ui(), ids, deadline=deadline)
+    for task_id, error in result.errors:
+        console.warn(f"Error: {task_id}: {error.message}")
+    for hint in result.hints:
         console.warn(hint)
-    if code == ExitCode.TIMEOUT:
-        late = [i for i, r in zip(ids, results, strict=True) if isinstance(r, ApimartError)]
-        console.warn(f"Timed out after {timeout:g} s; no answer for: {' '.join(late)}")
+    if result.exit_code == ExitCode.TIMEOUT:
+        late = " ".join(task_id for task_id, _ in result.errors)
+        console.warn(f"Timed out after {timeout:g} s; no answer for: {late}")
         if not app.sandbox:
-            console.warn(f"Ask again with: apimart status {' '.join(late)}")
-    else:
-        client.close()  # after a timeout, requests may still be on their way: left alone
-    if as_json and code != ExitCode.OK:
-        console.error_json(_worst(ids, results))
+            console.warn(f"Ask again with: apimart status {late}")
+    worst = result.worst()
+    if as_json and worst is not None:
+        console.error_json(worst)
     if as_json:
-        for task in tasks:
+        for task in result.tasks:
             console.data_json(dict(task.raw))
     elif console.is_terminal(sys.stdout):
         from apimart_cli.tables import Column, print_table
 
         columns = [Column("task"), Column("status"), Column("progress", right=True)]
-        print_table([*columns, Column("detail", flexible=True)], [_row(task) for task in tasks])
+        rows = [_row(task) for task in result.tasks]
+        print_table([*columns, Column("detail", flexible=True)], rows)
     else:
-        for task in tasks:
+        for task in result.tasks:
             console.data("\t".join(_row(task)))
-    raise typer.Exit(int(code))
-
-
-def _worst(task_ids: list[str], results: "list[Task | ApimartError]") -> ApimartError:
-    """The worst of the errors, as the one `--json` shows, naming every task it hit."""
-    errors = [(i, r) for i, r in zip(task_ids, results, strict=True) if isinstance(r, ApimartError)]
-    worst = max((error for _, error in errors), key=lambda error: error.exit_code)
-    return ApimartError(
-        f"{len(errors)} of {len(task_ids)} queries failed: {worst.message}",
-        worst.hint,
-        exit_code=worst.exit_code,
-        task_ids=[task_id for task_id, _ in errors],
-    )
+    raise typer.Exit(int(result.exit_code))

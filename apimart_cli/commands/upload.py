@@ -30,16 +30,13 @@ def upload(
 
         apimart upload sketch.png | xargs -I{} apimart generate "ink it" -i {}
     """
-    # Imported here, not at the top: every command's start-up pays for the top.
-    from apimart_cli.references import check_upload_files, upload_files
+    from apimart_cli import app as use_cases  # here, not at the top: start-up pays for the top
     from apimart_cli.retry import Deadline
 
     app = state(ctx)
-    references = check_upload_files(files)
-    client = app.client(app.settings(), Deadline.after(timeout))  # nothing outlasts --timeout
-    with client:
-        for obj in upload_files(client, references, warn=console.warn):
-            if as_json:
-                console.data_json(obj)
-            else:
-                console.data(str(obj["url"]))
+    deadline = Deadline.after(timeout)  # nothing outlasts --timeout
+    for obj in use_cases.upload(app.settings(), app.ui(), files, deadline=deadline):
+        if as_json:
+            console.data_json(obj)
+        else:
+            console.data(str(obj["url"]))

@@ -9,9 +9,8 @@ from apimart_cli import console
 from apimart_cli.commands.common import (
     handles_errors,
     ids_from_stdin,
-    open_history,
     open_saved_files,
-    optional_history,
+    previewer,
     state,
     wants_stdin,
 )
@@ -62,9 +61,10 @@ def wait(
 
         apimart generate "a red fox" | apimart wait -o out/
     """
-    from apimart_cli.engine import WaitPlan, wait_for_tasks
+    from apimart_cli import app as use_cases
+    from apimart_cli.engine import WaitPlan
     from apimart_cli.models import validate_task_id
-    from apimart_cli.progress import make_reporter, save_hooks, show_ending
+    from apimart_cli.progress import make_reporter, show_ending
     from apimart_cli.retry import Deadline
 
     deadline = Deadline.after(timeout)
@@ -74,20 +74,7 @@ def wait(
         output, metadata=False if no_metadata else None, preview=True if preview else None
     )
     if pending:
-        with open_history() as history:
-            ids = list(dict.fromkeys([*history.pending_ids(settings.base_url), *ids]))
-            unknown = [
-                record.idempotency_key
-                for record in history.list(pending_only=True, base_url=settings.base_url)
-                if record.task_id is None
-            ]
-        if unknown:  # no id to wait for: only the dashboard knows whether a task was made
-            keys = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if unknown[5:] else "")
-            console.warn(
-                f"{len(unknown)} submission(s) may have created a task whose id never came "
-                f"back (idempotency key {keys}): check your APIMart dashboard before "
-                "submitting them again; `apimart history --pending` lists them."
-            )
+        ids = use_cases.pending_ids(settings, app.ui(), ids)
     stream = None
     if wants_stdin(task_ids) and not (pending and not task_ids):
         if console.is_terminal(sys.stdin):
@@ -106,17 +93,13 @@ def wait(
         interval=interval,
         max_in_flight=max_in_flight,
     )
-    reporter = make_reporter(as_json=as_json, download=not no_download)
-    hooks = save_hooks(
-        reporter,
-        stamp=settings.metadata and not no_download,
-        preview=settings.preview and not no_download,
+    waiting = use_cases.Waiting(
+        plan,
+        lambda: make_reporter(as_json=as_json, download=not no_download),
+        stamp=settings.metadata,
+        previewer=previewer(settings.preview and not no_download),
     )
-    client = app.client(settings, deadline)  # closed by wait_for_tasks
-    with optional_history() as history:
-        outcome = wait_for_tasks(
-            client, plan, reporter, task_ids=ids, stream=stream, history=history, hooks=hooks
-        )
+    outcome = use_cases.wait(settings, app.ui(), waiting, task_ids=ids, stream=stream)
     if stream is not None and outcome.task_count == 0 and not outcome.interrupted:
         raise UsageError(
             "No task ids on standard input.",

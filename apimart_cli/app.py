@@ -1,0 +1,412 @@
+"""The use-cases the command line, batch and the MCP server share.
+
+Each takes plain inputs, the settings in effect and a `Ui` (where its words go),
+and returns what it came to; none prints or knows the terminal. The commands
+(`commands/*.py`) and the MCP server are adapters: they parse, call one of these,
+and render the result their own way.
+
+A use-case that talks to the service makes its own client (`make_client`) and
+closes it: once the work has ended with nothing on its way, never after a
+timeout or Ctrl-C, when requests may still be in flight on abandoned threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, overload
+
+from apimart_cli.errors import ApimartError, ExitCode
+
+if TYPE_CHECKING:
+    from apimart_cli.client import Client
+    from apimart_cli.downloads import Downloader
+    from apimart_cli.engine import Outcome, Reporter, SaveHooks, WaitPlan
+    from apimart_cli.history import History, TaskRecord
+    from apimart_cli.models import Task
+    from apimart_cli.payload import GenerationRequest
+    from apimart_cli.preview import Previewer
+    from apimart_cli.retry import Deadline
+    from apimart_cli.settings import Settings
+
+    class WaitReporter(Reporter, Protocol):
+        """The engine's reporter, which can also draw an inline preview (or ignore it)."""
+
+        def image(self, escape: str) -> None: ...
+
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Ui:
+    """Where a use-case's words go, handed in by its caller: `info` and `warn` (standard
+    error for the command line), `debug` (each request, under --verbose; None: not
+    wanted), and the secret registry: `hide` a value no line may show, `redact` a line."""
+
+    info: Say
+    warn: Say
+    hide: Say
+    redact: Callable[[str], str]
+    debug: Say | None = None
+
+
+class ImageReporter(Protocol):
+    """A reporter that can draw an inline preview (the terminal's)."""
+
+    def image(self, escape: str) -> None: ...
+
+
+def make_client(
+    settings: Settings,
+    deadline: Deadline,
+    ui: Ui,
+    *,
+    on_rate_limited: Callable[[float | None], None] | None = None,
+) -> Client:
+    """The API client, its key required and hidden from every line; nothing it does
+    outlasts `deadline`. Retries are told to `ui.info`, requests to `ui.debug`;
+    `on_rate_limited` hears each 429 (with its Retry-After), for batch's pacing."""
+    from apimart_cli.client import Client
+
+    key = settings.require_key()
+    ui.hide(key)
+    return Client(
+        settings.base_url,
+        key,
+        deadline=deadline,
+        log=ui.debug,
+        on_retry=ui.info,
+        on_rate_limited=on_rate_limited,
+        base_url_source=settings.source("base_url"),
+    )
+
+
+# -- the history -----------------------------------------------------------------------------
+
+
+@overload
+def open_history(ui: Ui) -> History: ...
+@overload
+def open_history(ui: Ui, *, required: bool) -> History | None: ...
+def open_history(ui: Ui, *, required: bool = True) -> History | None:
+    """The task history. Where it only mirrors the server (`status`, `wait`), a broken
+    history is a warning, not a failure: `required=False` then gives None."""
+    from apimart_cli.history import History
+
+    try:
+        return History.open()
+    except ApimartError as error:
+        if required:
+            raise
+        ui.warn(f"Warning: {error.message} The task history was not updated.")
+        return None
+
+
+@contextmanager
+def optional_history(ui: Ui) -> Iterator[History | None]:
+    """The history where it only mirrors the server: None (said once) if it is broken."""
+    history = open_history(ui, required=False)
+    try:
+        yield history
+    finally:
+        if history is not None:
+            history.close()
+
+
+# -- saving images ---------------------------------------------------------------------------
+
+
+def save_hooks(
+    *,
+    stamp: bool,
+    redact: Callable[[str], str],
+    previewer: Previewer | None = None,
+    reporter: ImageReporter | None = None,
+) -> SaveHooks:
+    """The steps around each saved image that the settings ask for: the provenance
+    chunk in each PNG (`stamp`), and an inline preview handed to `reporter` (where
+    the caller's display can show one: `previewer`)."""
+    from apimart_cli.engine import SaveHooks
+
+    stamper = None
+    if stamp:
+        from apimart_cli import __version__
+        from apimart_cli.provenance import Stamper
+
+        stamper = Stamper(__version__, redact=redact)
+    shows = previewer if reporter is not None else None
+
+    def stamp_part(part: Path, task: Task, index: int) -> None:
+        assert stamper is not None
+        stamper.stamp(part, task)
+
+    def show(path: Path, task: Task, index: int) -> None:
+        assert shows is not None and reporter is not None
+        escape = shows.escape(path)
+        if escape is not None:
+            reporter.image(escape)
+
+    return SaveHooks(
+        completed=None if stamper is None else stamper.prepare,
+        before_rename=None if stamper is None else stamp_part,
+        after_save=None if shows is None else show,
+    )
+
+
+# -- submitting and waiting ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """How a wait goes, beyond its plan: what makes the engine's reporter (made when
+    the wait starts, as it may take over the screen), whether the images are stamped
+    (`stamp`), and the preview the caller's display can draw."""
+
+    plan: WaitPlan
+    reporter: Callable[[], WaitReporter]
+    stamp: bool = True
+    previewer: Previewer | None = None
+
+
+@dataclass
+class Generated:
+    """A submission: its task ids, and how the wait went (None: not waited for)."""
+
+    task_ids: list[str]
+    outcome: Outcome | None = None
+
+
+def generate(
+    request: GenerationRequest,
+    settings: Settings,
+    ui: Ui,
+    *,
+    deadline: Deadline,
+    waiting: Waiting | None = None,
+    on_submitted: Callable[[list[str]], None] = lambda task_ids: None,
+) -> Generated:
+    """Submit one request, and with `waiting` wait for its tasks and save their images.
+
+    Before anything is paid for: the history checked, another model's schema, the
+    references sent as `settings.references` says, and with `waiting` the output
+    folder. Each id is in the history before `on_submitted` hears it.
+    """
+    from apimart_cli.references import ReferenceSender
+
+    client = make_client(settings, deadline, ui)
+    try:
+        downloader = _prepared(client, waiting.plan) if waiting else None
+        sender = ReferenceSender(client, settings.references, info=ui.info, warn=ui.warn)
+        history = open_history(ui)
+    except BaseException:
+        client.close()
+        raise
+    with history:
+        try:
+            task_ids = sender.send(history, request)
+        except BaseException:
+            client.close()
+            raise
+        on_submitted(task_ids)
+        if waiting is None:
+            client.close()
+            return Generated(task_ids)
+        outcome = _wait(client, waiting, ui, task_ids, None, history, downloader)
+    return Generated(task_ids, outcome)
+
+
+def wait(
+    settings: Settings,
+    ui: Ui,
+    waiting: Waiting,
+    *,
+    task_ids: Sequence[str] = (),
+    stream: Iterable[str] | None = None,
+) -> Outcome:
+    """`wait` and `download`: the tasks waited for (or polled once, `plan.once`), their
+    images saved into `plan.folder` (None: only waited for), the history kept."""
+    client = make_client(settings, waiting.plan.deadline, ui)
+    with optional_history(ui) as history:
+        return _wait(client, waiting, ui, task_ids, stream, history, None)
+
+
+def _prepared(client: Client, plan: WaitPlan) -> Downloader | None:
+    """The downloader for `plan.folder`, the folder checked (None: nothing to save):
+    a folder that cannot hold the images is found before paying for them."""
+    if plan.folder is None:
+        return None
+    from apimart_cli.downloads import Downloader
+
+    downloader = Downloader(client, plan.folder, force=plan.force)
+    downloader.prepare()
+    return downloader
+
+
+def _wait(
+    client: Client,
+    waiting: Waiting,
+    ui: Ui,
+    task_ids: Iterable[str],
+    stream: Iterable[str] | None,
+    history: History | None,
+    downloader: Downloader | None,
+) -> Outcome:
+    """The engine's wait; `client` closed by it once nothing is on its way."""
+    from apimart_cli.engine import wait_for_tasks
+
+    saving = waiting.plan.folder is not None
+    reporter = waiting.reporter()
+    hooks = save_hooks(
+        stamp=waiting.stamp and saving,
+        redact=ui.redact,
+        previewer=waiting.previewer if saving else None,
+        reporter=reporter,
+    )
+    return wait_for_tasks(
+        client,
+        waiting.plan,
+        reporter,
+        task_ids=task_ids,
+        stream=stream,
+        history=history,
+        hooks=hooks,
+        downloader=downloader,
+    )
+
+
+def pending_ids(settings: Settings, ui: Ui, task_ids: Sequence[str] = ()) -> list[str]:
+    """`wait --pending`: every unfinished task in the history for this base URL, then
+    `task_ids`; a submission whose id never came back is warned of, not waited for."""
+    with open_history(ui) as history:
+        ids = list(dict.fromkeys([*history.pending_ids(settings.base_url), *task_ids]))
+        unknown = [
+            record.idempotency_key
+            for record in history.list(pending_only=True, base_url=settings.base_url)
+            if record.task_id is None
+        ]
+    if unknown:  # no id to wait for: only the dashboard knows whether a task was made
+        keys = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if unknown[5:] else "")
+        ui.warn(
+            f"{len(unknown)} submission(s) may have created a task whose id never came "
+            f"back (idempotency key {keys}): check your APIMart dashboard before "
+            "submitting them again; `apimart history --pending` lists them."
+        )
+    return ids
+
+
+# -- asking ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Statuses:
+    """`status`: each task's state or the error in its way, in the order asked."""
+
+    task_ids: list[str]
+    answers: list[Task | ApimartError]
+    exit_code: ExitCode = ExitCode.OK
+    hints: list[str] = field(default_factory=list)  # what to do, each once
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [answer for answer in self.answers if not isinstance(answer, ApimartError)]
+
+    @property
+    def errors(self) -> list[tuple[str, ApimartError]]:
+        pairs = zip(self.task_ids, self.answers, strict=True)
+        return [(task_id, answer) for task_id, answer in pairs if isinstance(answer, ApimartError)]
+
+    def worst(self) -> ApimartError | None:
+        """The worst of the errors, naming every task one hit (None: no error)."""
+        errors = self.errors
+        if not errors:
+            return None
+        worst = max((error for _, error in errors), key=lambda error: error.exit_code)
+        return ApimartError(
+            f"{len(errors)} of {len(self.task_ids)} queries failed: {worst.message}",
+            worst.hint,
+            exit_code=worst.exit_code,
+            task_ids=[task_id for task_id, _ in errors],
+        )
+
+
+def status(settings: Settings, ui: Ui, task_ids: Sequence[str], *, deadline: Deadline) -> Statuses:
+    """Each task asked once, at once, and recorded in the history."""
+    from apimart_cli.engine import query_tasks
+
+    client = make_client(settings, deadline, ui)
+    with optional_history(ui) as history:
+        answers = query_tasks(client, task_ids, history=history)
+    result = Statuses(list(task_ids), answers)
+    for _, error in result.errors:
+        result.exit_code = max(result.exit_code, error.exit_code)
+        if error.hint and error.hint not in result.hints:
+            result.hints.append(error.hint)
+    if result.exit_code != ExitCode.TIMEOUT:
+        client.close()  # after a timeout, requests may still be on their way: left alone
+    return result
+
+
+def upload(
+    settings: Settings, ui: Ui, paths: Sequence[str], *, deadline: Deadline
+) -> Iterator[dict[str, Any]]:
+    """Each file's upload (its URL and expiry) as it is done; every file is checked
+    before any is sent, and a file uploaded before whose URL still lives is not sent."""
+    from apimart_cli.references import check_upload_files, upload_files
+
+    references = check_upload_files(paths)
+
+    def uploads() -> Iterator[dict[str, Any]]:
+        with make_client(settings, deadline, ui) as client:
+            yield from upload_files(client, references, warn=ui.warn)
+
+    return uploads()
+
+
+def models(settings: Settings, ui: Ui, *, deadline: Deadline) -> list[dict[str, Any]]:
+    """The service's models."""
+    with make_client(settings, deadline, ui) as client:
+        return [dict(item) for item in client.list_models()]
+
+
+def model_schema(settings: Settings, ui: Ui, model: str, *, deadline: Deadline) -> dict[str, Any]:
+    """One model's input schema (from the cache while it is fresh)."""
+    from apimart_cli.schema import model_info
+
+    with make_client(settings, deadline, ui) as client:
+        return dict(model_info(client, model, warn=ui.warn))
+
+
+def balance(settings: Settings, ui: Ui, *, deadline: Deadline) -> dict[str, Any]:
+    """The key's balance, as the service reports it."""
+    with make_client(settings, deadline, ui) as client:
+        return dict(client.balance())
+
+
+# -- the history -----------------------------------------------------------------------------
+
+
+def history_records(
+    ui: Ui,
+    *,
+    pending: bool = False,
+    limit: int | None = None,
+    since: float | None = None,
+    search: str | None = None,
+    states: Sequence[str] = (),
+) -> list[TaskRecord]:
+    """The tasks submitted from here, newest first, as the filters say."""
+    with open_history(ui) as history:
+        return list(
+            history.list(
+                pending_only=pending, limit=limit, since=since, search=search, states=list(states)
+            )
+        )
+
+
+def forget_sandbox(ui: Ui) -> int:
+    """Forget the tasks sent to a sandbox; how many."""
+    with open_history(ui) as history:
+        return history.forget_sandbox()
