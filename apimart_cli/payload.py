@@ -28,6 +28,7 @@ from apimart_cli.constants import (
     MAX_REFERENCES_TOTAL_BYTES,
 )
 from apimart_cli.errors import UsageError
+from apimart_cli.fields import OPTION_FIELDS, check_types
 from apimart_cli.images import SNIFF_BYTES, sniff_mime
 from apimart_cli.sizes import parse_resolution, parse_size
 
@@ -325,16 +326,12 @@ def build_request(
     )
 
 
-# Body fields that options set, and the option to use instead of --param.
-OPTION_FIELDS = {
-    "model": "--model",
-    "prompt": "the prompt argument",
-    "n": "-n/--n",
-    "size": "-s/--size",
-    "resolution": "-r/--resolution",
-    "image_urls": "-i/--image",
-    "official_fallback": "--official-fallback",
-}
+def request_from(fields: Mapping[str, object]) -> GenerationRequest:
+    """A request from fields as JSON gives them (a batch line, an agent's call): each
+    of the type its row in `fields.FIELDS` says, then checked as `build_request` does."""
+    given = check_types(fields)
+    prompt = given.pop("prompt")
+    return build_request(prompt, **given)
 
 
 def parse_params(texts: Sequence[str]) -> dict[str, object]:

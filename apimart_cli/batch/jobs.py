@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apimart_cli.constants import DEFAULT_MODEL
 from apimart_cli.errors import UsageError, clipped, shown
+from apimart_cli.fields import check_types
 from apimart_cli.models import MAX_TASK_ID_CHARS
-from apimart_cli.payload import build_request
+from apimart_cli.payload import request_from
 
 if TYPE_CHECKING:
     from apimart_cli.payload import GenerationRequest
@@ -37,23 +37,6 @@ SLUG_CHARS = 40
 MAX_NAME_BYTES = 200
 _NAME_RE = re.compile(r"\w[\w .,+=@#%&()\[\]~!-]*")
 
-_FIELD_TYPES: dict[str, type] = {
-    "prompt": str,
-    "size": str,
-    "resolution": str,
-    "n": int,
-    "images": list,
-    "official_fallback": bool,
-    "model": str,
-    "params": dict,
-}
-_TYPE_NAMES = {
-    str: "a string",
-    int: "a whole number",
-    list: "a list",
-    bool: "true or false",
-    dict: "an object",
-}
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _NAME_HINT = "Use {task_id}, {index}, {line} and {slug}, e.g. --name '{line}-{slug}-{index}'."
 
@@ -140,44 +123,25 @@ def parse_line(number: int, text: str, base: Path) -> Job:
 
     The job is the first of its text; `parse_jobs` counts the others.
     """
-    fields: dict[str, Any] = _json_fields(text) if text.startswith("{") else {"prompt": text}
-    request = build_request(
-        fields["prompt"],
-        model=fields.get("model", DEFAULT_MODEL),
-        size=fields.get("size"),
-        resolution=fields.get("resolution"),
-        n=fields.get("n"),
-        images=[_from_folder(base, image) for image in fields.get("images", [])],
-        official_fallback=fields.get("official_fallback", False),
-        params=fields.get("params"),
-    )
+    fields = check_types(_json_fields(text) if text.startswith("{") else {"prompt": text})
+    if "images" in fields:
+        fields["images"] = [_from_folder(base, image) for image in fields["images"]]
+    request = request_from(fields)
     return Job(number, request, hashlib.sha256(text.encode()).hexdigest()[:16])
 
 
 def _json_fields(text: str) -> dict[str, Any]:
-    """The fields of a JSON line (it starts with '{', so it is an object or no JSON at all)."""
+    """The fields of a JSON line (it starts with '{', so it is an object or no JSON at all);
+    `fields.check_types` checks them."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"invalid JSON at column {exc.colno}: {exc.msg}") from None
     except (ValueError, RecursionError):  # a number of 5,000 digits; `{"a":[[[[...` too deep
         raise UsageError("JSON that cannot be read (nested too deeply, or too large)") from None
-    fields = {key: item for key, item in value.items() if item is not None}  # null: not set
-    unknown = sorted(set(fields) - set(_FIELD_TYPES))
-    if unknown:
-        known = ", ".join(_FIELD_TYPES)
-        raise UsageError(f"unknown field {', '.join(map(repr, unknown))} (the fields are {known})")
-    if "prompt" not in fields:
-        raise UsageError('no "prompt"')
-    for key, expected in _FIELD_TYPES.items():
-        item = fields.get(key)
-        if key in fields and (
-            not isinstance(item, expected) or isinstance(item, bool) is not (expected is bool)
-        ):
-            raise UsageError(f'"{key}" must be {_TYPE_NAMES[expected]}, not {json.dumps(item)}')
-    if not all(isinstance(image, str) for image in fields.get("images", [])):
-        raise UsageError('"images" must be a list of strings')
-    return fields
+    if not isinstance(value, dict):  # pragma: no cover - a line starting with '{' is one
+        raise UsageError("not a JSON object")
+    return value
 
 
 def _from_folder(base: Path, image: str) -> str:

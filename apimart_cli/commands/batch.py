@@ -73,7 +73,7 @@ def batch(
 
     A plain line is a prompt; a line starting with '{' is a JSON object with
     "prompt" and any of "size", "resolution", "n", "images",
-    "official_fallback", "model" and "params" (extra fields). Blank lines and
+    "official_fallback", "force_size", "model" and "params" (extra fields). Blank lines and
     '#' comments are skipped. Every line is checked before anything is sent.
     batch-manifest.jsonl in the output folder records each job, so running the
     same command again resumes: nothing is submitted twice. index.html there
