@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import threading
 from collections.abc import Callable, Sequence
@@ -32,19 +33,19 @@ from pydantic import Field
 
 from apimart_cli import __version__, console
 from apimart_cli.constants import DEFAULT_COMMAND_TIMEOUT as COMMAND_TIMEOUT
-from apimart_cli.constants import DEFAULT_MODEL
 from apimart_cli.constants import DEFAULT_WAIT_TIMEOUT as WAIT_TIMEOUT
 from apimart_cli.errors import (
     ApimartError,
     HistoryError,
     UsageError,
 )
+from apimart_cli.fields import BY_NAME, FIELDS
 from apimart_cli.models import FINAL_STATES
 
 if TYPE_CHECKING:
-    from apimart_cli.client import Client
+    from apimart_cli.app import Ui
     from apimart_cli.downloads import SavedFile
-    from apimart_cli.history import History
+    from apimart_cli.engine import Outcome
     from apimart_cli.models import Task
     from apimart_cli.settings import Settings
 
@@ -131,17 +132,26 @@ class Progress:
 
 
 class Tools:
-    """What the tools do, apart from the protocol: plain functions of plain values.
+    """What the tools do, apart from the protocol: the use-cases of `app`, their
+    results as plain data.
 
     `api_key` and `base_url` are the server's own flags (`apimart --api-key ... mcp`);
     the environment and the config file supply the rest, as for any command.
     """
 
-    def __init__(self, *, api_key: str | None = None, base_url: str | None = None) -> None:
+    def __init__(
+        self, *, api_key: str | None = None, base_url: str | None = None, verbose: bool = False
+    ) -> None:
         self._api_key = api_key
         self._base_url = base_url
+        self._verbose = verbose
 
-    def _settings(self, output_dir: str | None = None, references: str | None = None) -> Settings:
+    def _settings(
+        self,
+        output_dir: str | None = None,
+        references: str | None = None,
+        metadata: bool | None = None,
+    ) -> Settings:
         from apimart_cli.settings import resolve
 
         return resolve(
@@ -149,72 +159,54 @@ class Tools:
             base_url=self._base_url,
             output_dir=output_dir,
             references=references,
+            metadata=metadata,
             info=console.info,  # standard error: the protocol has standard output
             warn=console.warn,
         )
 
-    def _client(self, settings: Settings, timeout: float) -> Client:
-        from apimart_cli.client import Client
-        from apimart_cli.retry import Deadline
+    def _ui(self, notes: list[str] | None = None) -> Ui:
+        """Standard error, as for a command; or, where the agent gets them, `notes`."""
+        from apimart_cli.app import Ui
 
-        key = settings.require_key()
-        console.hide(key)
-        return Client(settings.base_url, key, deadline=Deadline.after(timeout))
+        info = console.info if notes is None else notes.append
+        warn = console.warn if notes is None else notes.append
+        return Ui(
+            info, warn, console.hide, console.redact, console.debug if self._verbose else None
+        )
 
     def generate(
         self,
-        prompt: str,
+        fields: dict[str, Any],
         *,
-        size: str | None,
-        resolution: str | None,
-        n: int | None,
-        images: list[str],
-        model: str,
-        params: dict[str, Any],
         output_dir: str | None,
         references: str | None,
+        metadata: bool | None,
         wait: bool,
         timeout: float,
         notify: Callable[[float, float, str], None],
     ) -> dict[str, Any]:
-        from apimart_cli.history import History
-        from apimart_cli.payload import build_request
-        from apimart_cli.references import ReferenceSender
+        """`fields` are the request's, as `fields.FIELDS` names them."""
+        from apimart_cli import app
+        from apimart_cli.engine import WaitPlan
+        from apimart_cli.payload import request_from
+        from apimart_cli.retry import Deadline
 
-        request = build_request(
-            prompt,
-            model=model,
-            size=size,
-            resolution=resolution,
-            n=n,
-            images=images,
-            params=params,
-        )
+        request = request_from(fields)
         notes = list(request.notes)
-        settings = self._settings(output_dir, references=references)
-        client = self._client(settings, timeout)
-        # What `generate` does: the model's schema checked, the references sent as the
-        # setting says (uploaded instead where the service refuses base64), and the
-        # output folder checked, all before anything is paid for.
-        sender = ReferenceSender(client, settings.references, info=notes.append, warn=notes.append)
-        with History.open() as history:
-            try:
-                if wait:
-                    from apimart_cli.downloads import Downloader
-
-                    Downloader(client, settings.output_dir).prepare()
-                task_ids = sender.send(history, request)
-            finally:
-                if not wait:
-                    client.close()
-            result: dict[str, Any] = {"task_ids": task_ids, "notes": notes}
-            if not wait:
-                return result
-            try:
-                return {**result, **self._wait(client, settings, task_ids, history, notify)}
-            except _RunFailed as failure:  # the ids are paid for: the agent gets them still
-                failure.result = {**result, **failure.result}
-                raise
+        settings = self._settings(output_dir, references=references, metadata=metadata)
+        deadline = Deadline.after(timeout)
+        progress = Progress(notify)
+        waiting = None
+        if wait:
+            plan = WaitPlan(deadline, folder=settings.output_dir)
+            waiting = app.Waiting(plan, lambda: progress, stamp=settings.metadata)
+        generated = app.generate(
+            request, settings, self._ui(notes), deadline=deadline, waiting=waiting
+        )
+        result: dict[str, Any] = {"task_ids": generated.task_ids, "notes": notes}
+        if generated.outcome is None:
+            return result
+        return _ended(progress, generated.task_ids, generated.outcome, result)
 
     def wait(
         self,
@@ -225,52 +217,26 @@ class Tools:
         once: bool = False,
         notify: Callable[[float, float, str], None],
     ) -> dict[str, Any]:
-        from apimart_cli.history import History
+        from apimart_cli import app
+        from apimart_cli.engine import WaitPlan
+        from apimart_cli.retry import Deadline
 
         ids = _checked(task_ids)
         settings = self._settings(output_dir)
-        client = self._client(settings, timeout)
-        with History.open() as history:
-            return self._wait(client, settings, ids, history, notify, once=once)
-
-    def _wait(
-        self,
-        client: Client,
-        settings: Settings,
-        task_ids: list[str],
-        history: History,
-        notify: Callable[[float, float, str], None],
-        *,
-        once: bool = False,
-    ) -> dict[str, Any]:
-        """The engine `wait` runs, its images stamped as the settings say; the tasks as
-        they ended, or the error of the worst of them with what was done all the same."""
-        from apimart_cli.engine import WaitPlan, wait_for_tasks
-        from apimart_cli.progress import save_hooks
-
         progress = Progress(notify)
-        plan = WaitPlan(client.deadline, folder=settings.output_dir, once=once)
-        hooks = save_hooks(None, stamp=settings.metadata)
-        outcome = wait_for_tasks(
-            client, plan, progress, task_ids=task_ids, history=history, hooks=hooks
-        )
-        tasks = [progress.tasks.get(task_id, {"task_id": task_id}) for task_id in task_ids]
-        costs = [task["cost"] for task in tasks if isinstance(task.get("cost"), (int, float))]
-        result: dict[str, Any] = {"tasks": tasks, "cost": sum(costs) if costs else None}
-        error = outcome.as_error("Call `wait` with the task_ids to resume; nothing is lost.")
-        if error is not None:
-            raise _RunFailed(error, result)
-        return result
+        plan = WaitPlan(Deadline.after(timeout), folder=settings.output_dir, once=once)
+        waiting = app.Waiting(plan, lambda: progress, stamp=settings.metadata)
+        outcome = app.wait(settings, self._ui(), waiting, task_ids=ids)
+        return _ended(progress, ids, outcome, {})
 
     def status(self, task_ids: list[str], *, timeout: float) -> dict[str, Any]:
-        from apimart_cli.engine import query_tasks
-        from apimart_cli.history import History
+        from apimart_cli import app
+        from apimart_cli.retry import Deadline
 
         ids = _checked(task_ids)
-        with self._client(self._settings(), timeout) as client, History.open() as history:
-            answers = query_tasks(client, ids, history=history)
+        result = app.status(self._settings(), self._ui(), ids, deadline=Deadline.after(timeout))
         tasks: list[dict[str, Any]] = []
-        for task_id, answer in zip(ids, answers, strict=True):
+        for task_id, answer in zip(ids, result.answers, strict=True):
             if isinstance(answer, ApimartError):
                 tasks.append({"task_id": task_id, "error": answer.as_data()})
             else:
@@ -278,32 +244,35 @@ class Tools:
         return {"tasks": tasks}
 
     def balance(self, *, timeout: float) -> dict[str, Any]:
-        with self._client(self._settings(), timeout) as client:
-            return dict(client.balance())
+        from apimart_cli import app
+        from apimart_cli.retry import Deadline
+
+        return app.balance(self._settings(), self._ui(), deadline=Deadline.after(timeout))
 
     def upload(self, paths: list[str], *, timeout: float) -> dict[str, Any]:
-        from apimart_cli.references import check_upload_files, upload_files
+        from apimart_cli import app
+        from apimart_cli.retry import Deadline
 
-        references = check_upload_files(paths)  # every file checked before any is sent
         notes: list[str] = []
-        with self._client(self._settings(), timeout) as client:
-            uploads = list(upload_files(client, references, warn=notes.append))
-        return {"uploads": uploads, "notes": notes}
+        deadline = Deadline.after(timeout)
+        uploads = app.upload(self._settings(), self._ui(notes), paths, deadline=deadline)
+        return {"uploads": list(uploads), "notes": notes}
 
     def models(self, model: str | None, *, timeout: float) -> dict[str, Any]:
-        from apimart_cli.schema import model_info
+        from apimart_cli import app
+        from apimart_cli.retry import Deadline
 
         notes: list[str] = []
-        with self._client(self._settings(), timeout) as client:
-            if model is None:
-                return {"models": list(client.list_models())}
-            return {"schema": model_info(client, model, warn=notes.append), "notes": notes}
+        deadline = Deadline.after(timeout)
+        if model is None:
+            return {"models": app.models(self._settings(), self._ui(), deadline=deadline)}
+        schema = app.model_schema(self._settings(), self._ui(notes), model, deadline=deadline)
+        return {"schema": schema, "notes": notes}
 
     def history(self, limit: int, pending: bool) -> dict[str, Any]:
-        from apimart_cli.history import History
+        from apimart_cli import app
 
-        with History.open() as history:
-            records = history.list(pending_only=pending, limit=limit)
+        records = app.history_records(self._ui(), pending=pending, limit=limit)
         return {
             "tasks": [
                 {
@@ -319,6 +288,20 @@ class Tools:
                 for record in records
             ]
         }
+
+
+def _ended(
+    progress: Progress, task_ids: list[str], outcome: Outcome, result: dict[str, Any]
+) -> dict[str, Any]:
+    """What a wait came to: each task as it ended, with `result`; or the error of the
+    worst of them, carrying what was done all the same (the ids are paid for)."""
+    tasks = [progress.tasks.get(task_id, {"task_id": task_id}) for task_id in task_ids]
+    costs = [task["cost"] for task in tasks if isinstance(task.get("cost"), (int, float))]
+    result = {**result, "tasks": tasks, "cost": sum(costs) if costs else None}
+    error = outcome.as_error("Call `wait` with the task_ids to resume; nothing is lost.")
+    if error is not None:
+        raise _RunFailed(error, result)
+    return result
 
 
 class _RunFailed(ApimartError):
@@ -399,56 +382,67 @@ OutputDir = Annotated[
 Timeout = Annotated[
     float, Field(gt=0, le=3600, description="Seconds for the whole call, waiting included.")
 ]
+References = Annotated[
+    Literal["inline", "upload"] | None,
+    Field(
+        description="How local reference files travel: inline (base64 in the request) or "
+        "upload (sent once, then by URL). Default: the setting."
+    ),
+]
+Metadata = Annotated[
+    bool | None,
+    Field(description="Stamp each PNG with its prompt and settings. Default: the setting (on)."),
+]
+Wait = Annotated[
+    bool, Field(description="Wait for the images and save them (else return the ids).")
+]
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=True)
+
+
+_ANNOTATED: Any = Annotated  # a hint made at run time, from the table
+_JSON_TYPES: dict[type, Any] = {
+    str: str,
+    int: int,
+    bool: bool,
+    list: list[str],
+    dict: dict[str, Any],
+}
+
+
+def _generate_signature() -> inspect.Signature:
+    """The `generate` tool's arguments: every request field of `fields.FIELDS`, as the
+    command line has them, then where and how the images are saved."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [
+        inspect.Parameter(
+            "prompt",
+            keyword,
+            annotation=Annotated[str, Field(min_length=1, description=BY_NAME["prompt"].help)],
+        )
+    ]
+    for row in FIELDS[1:]:  # the prompt first, as the table has it
+        hint = _ANNOTATED[_JSON_TYPES[row.type] | None, Field(description=row.help)]
+        parameters.append(
+            inspect.Parameter(row.name, keyword, annotation=hint, default=row.default)
+        )
+    return inspect.Signature(
+        [
+            *parameters,
+            inspect.Parameter("output_dir", keyword, annotation=OutputDir, default=None),
+            inspect.Parameter("references", keyword, annotation=References, default=None),
+            inspect.Parameter("metadata", keyword, annotation=Metadata, default=None),
+            inspect.Parameter("wait", keyword, annotation=Wait, default=True),
+            inspect.Parameter("timeout", keyword, annotation=Timeout, default=WAIT_TIMEOUT),
+            inspect.Parameter("ctx", keyword, annotation=Context),
+        ],
+        return_annotation=CallToolResult,
+    )
 
 
 def build_server(tools: Tools) -> MCPServer:
     server = MCPServer("apimart", version=__version__, instructions=INSTRUCTIONS)
 
-    @server.tool(annotations=ToolAnnotations(destructive_hint=False, open_world_hint=True))
-    async def generate(
-        prompt: Annotated[str, Field(min_length=1, description="What to draw.")],
-        ctx: Context,
-        size: Annotated[
-            str | None,
-            Field(
-                description="auto, a ratio such as 16:9 (1:1 3:2 2:3 4:3 3:4 5:4 4:5 16:9 "
-                "9:16 2:1 1:2 3:1 1:3 21:9 9:21), or pixels WxH."
-            ),
-        ] = None,
-        resolution: Annotated[str | None, Field(description="1k, 2k or 4k.")] = None,
-        n: Annotated[
-            int | None, Field(ge=1, description="Images to make (gpt-image-2: 1-10).")
-        ] = None,
-        images: Annotated[
-            list[str] | None,
-            Field(
-                max_length=16,
-                description="Reference images: local file paths, http(s) "
-                "URLs or data: URIs (image-to-image). At most 16.",
-            ),
-        ] = None,
-        model: Annotated[str, Field(description="The model; `models` lists them.")] = DEFAULT_MODEL,
-        params: Annotated[
-            dict[str, Any] | None,
-            Field(
-                description="Extra body fields the model accepts (see its schema in "
-                '`models`), e.g. {"quality": "high"}.'
-            ),
-        ] = None,
-        output_dir: OutputDir = None,
-        references: Annotated[
-            Literal["inline", "upload"] | None,
-            Field(
-                description="How local reference files travel: inline (base64 in the "
-                "request) or upload (sent once, then by URL). Default: the setting."
-            ),
-        ] = None,
-        wait: Annotated[
-            bool, Field(description="Wait for the images and save them (else return the ids).")
-        ] = True,
-        timeout: Timeout = WAIT_TIMEOUT,
-    ) -> CallToolResult:
+    async def generate(ctx: Context, **arguments: Any) -> CallToolResult:
         """Generate images from a prompt (and optional reference images); by default wait
         for them and save them to disk.
 
@@ -457,22 +451,12 @@ def build_server(tools: Tools) -> MCPServer:
         error carries the task ids (resume with `wait`) or, where the outcome is
         unknown, an idempotency_key (check `history` before submitting again).
         """
-        call = functools.partial(
-            tools.generate,
-            prompt,
-            size=size,
-            resolution=resolution,
-            n=n,
-            images=images or [],
-            model=model,
-            params=params or {},
-            output_dir=output_dir,
-            references=references,
-            wait=wait,
-            timeout=timeout,
-            notify=_notifier(ctx),
-        )
+        fields = {name: arguments.pop(name) for name in BY_NAME if name in arguments}
+        call = functools.partial(tools.generate, fields, **arguments, notify=_notifier(ctx))
         return await _call(call)
+
+    generate.__signature__ = _generate_signature()  # type: ignore[attr-defined]
+    server.tool(annotations=ToolAnnotations(destructive_hint=False, open_world_hint=True))(generate)
 
     @server.tool(annotations=READ_ONLY)
     async def status(task_ids: TaskIds, timeout: Timeout = COMMAND_TIMEOUT) -> CallToolResult:
@@ -557,6 +541,8 @@ def build_server(tools: Tools) -> MCPServer:
     return server
 
 
-def serve(*, api_key: str | None = None, base_url: str | None = None) -> None:
+def serve(
+    *, api_key: str | None = None, base_url: str | None = None, verbose: bool = False
+) -> None:
     """Serve until the client closes standard input."""
-    build_server(Tools(api_key=api_key, base_url=base_url)).run("stdio")
+    build_server(Tools(api_key=api_key, base_url=base_url, verbose=verbose)).run("stdio")

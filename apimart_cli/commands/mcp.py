@@ -26,4 +26,4 @@ def mcp(ctx: typer.Context) -> None:
             "Install it: pip install 'apimart-cli[mcp]'",
         ) from None
     app = state(ctx)
-    serve(api_key=app.api_key, base_url=app.base_url)
+    serve(api_key=app.api_key, base_url=app.base_url, verbose=app.verbose)
