@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING, Any, Protocol, overload
 from apimart_cli.errors import ApimartError, ExitCode
 
 if TYPE_CHECKING:
+    from apimart_cli.batch.jobs import Job
+    from apimart_cli.batch.run import BatchOptions
+    from apimart_cli.batch.tracker import BatchDisplay
     from apimart_cli.client import Client
     from apimart_cli.downloads import Downloader
     from apimart_cli.engine import Outcome, Reporter, SaveHooks, WaitPlan
@@ -295,6 +298,47 @@ def pending_ids(settings: Settings, ui: Ui, task_ids: Sequence[str] = ()) -> lis
             "submitting them again; `apimart history --pending` lists them."
         )
     return ids
+
+
+def batch(
+    jobs: Sequence[Job],
+    settings: Settings,
+    ui: Ui,
+    options: BatchOptions,
+    *,
+    concurrency: int,
+    display: BatchDisplay,
+) -> ExitCode:
+    """Every job not done yet sent, waited for and saved, at most `concurrency` in
+    flight (fewer while the service answers 429); the exit code (the highest wins).
+    The run is bounded by `options.timeout`, the uploads before it included."""
+    from apimart_cli.batch import AimdLimiter, run_batch
+    from apimart_cli.gallery import Keeper
+    from apimart_cli.references import batch_sender
+    from apimart_cli.retry import Deadline
+
+    limiter = AimdLimiter(concurrency)
+    client = make_client(
+        settings, Deadline.after(options.timeout), ui, on_rate_limited=limiter.rate_limited
+    )
+    sender = batch_sender(
+        client, jobs, settings.references, concurrency, info=ui.info, warn=ui.warn
+    )
+    gallery = Keeper(settings.output_dir, warn=ui.warn, redact=ui.redact)
+    hooks = save_hooks(stamp=settings.metadata, redact=ui.redact)
+    # run_batch closes the client only when nothing is on its way: after a timeout or a
+    # second Ctrl-C, closing it would fail the submissions still in flight.
+    return run_batch(
+        jobs,
+        client,
+        limiter,
+        options,
+        lambda: open_history(ui),
+        sender,
+        hooks=hooks,
+        gallery=gallery,
+        display=display,
+    )
 
 
 # -- asking ----------------------------------------------------------------------------------

@@ -16,15 +16,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from apimart_cli import console
 from apimart_cli.constants import DOWNLOAD_NOTE_SECONDS, HEARTBEAT_SECONDS
 from apimart_cli.errors import ExitCode
 
 if TYPE_CHECKING:
+    from apimart_cli.batch.tracker import BatchDisplay
     from apimart_cli.downloads import SavedFile
-    from apimart_cli.engine import Outcome, SaveHooks
+    from apimart_cli.engine import Outcome
     from apimart_cli.errors import ApimartError, HistoryError
     from apimart_cli.models import Task
 
@@ -320,42 +321,6 @@ def make_reporter(*, as_json: bool = False, download: bool = True) -> SilentRepo
     return SilentReporter(as_json=as_json, download=download)
 
 
-def save_hooks(reporter: SilentReporter | None, *, stamp: bool, preview: bool = False) -> SaveHooks:
-    """The steps around each saved image that the settings ask for: the provenance
-    chunk in each PNG (`stamp`), and an inline preview drawn above the progress
-    (`preview`, on a terminal that can show one; a --verbose note says why not)."""
-    from apimart_cli.engine import SaveHooks
-
-    stamper = None
-    if stamp:
-        from apimart_cli import __version__
-        from apimart_cli.provenance import Stamper
-
-        stamper = Stamper(__version__, redact=console.redact)
-    shows = None
-    if preview and reporter is not None:
-        from apimart_cli.preview import previewer
-
-        wanted = not console.is_quiet()
-        shows = previewer(wanted, is_terminal=console.is_terminal(sys.stderr), note=console.debug)
-
-    def stamp_part(part: Path, task: Task, index: int) -> None:
-        assert stamper is not None
-        stamper.stamp(part, task)
-
-    def show(path: Path, task: Task, index: int) -> None:
-        assert shows is not None and reporter is not None
-        escape = shows.escape(path)
-        if escape is not None:
-            reporter.image(escape)
-
-    return SaveHooks(
-        completed=None if stamper is None else stamper.prepare,
-        before_rename=None if stamper is None else stamp_part,
-        after_save=None if shows is None else show,
-    )
-
-
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
@@ -418,20 +383,6 @@ def _unfinished(
 
 # The stages a batch job goes through, as `batch.manifest.JobRun.stage()` names them.
 BATCH_STAGES = ("queued", "submitted", "processing", "done", "failed")
-
-
-class BatchDisplay(Protocol):
-    """What a batch run tells the user about: its jobs (by line number), cost, events;
-    what must be said even under --quiet (`warning`); its data (`output`)."""
-
-    def start(self) -> None: ...
-    def job(self, line: int, stage: str, note: str | None = None) -> None: ...
-    def transferred(self, line: int, index: int, received: int, total: int | None) -> None: ...
-    def cost(self, total: float) -> None: ...
-    def message(self, text: str) -> None: ...
-    def warning(self, text: str) -> None: ...
-    def output(self, line: str) -> None: ...
-    def close(self) -> None: ...
 
 
 class SilentBatchDisplay:

@@ -37,12 +37,12 @@ from apimart_cli.errors import (
     Terminated,
     interrupted_code,
 )
-from apimart_cli.progress import make_batch_display
 from apimart_cli.submission import submit
 
 if TYPE_CHECKING:
     from apimart_cli.batch.jobs import Job
     from apimart_cli.batch.pacing import AimdLimiter
+    from apimart_cli.batch.tracker import BatchDisplay
     from apimart_cli.client import Client
     from apimart_cli.downloads import Finish, OnProgress
     from apimart_cli.engine import SaveHooks
@@ -79,18 +79,27 @@ def run_batch(
     *,
     hooks: SaveHooks | None = None,
     gallery: Keeper | None = None,
+    display: BatchDisplay,
 ) -> ExitCode:
     """Send, wait for and download every job not done yet; the exit code (the highest wins).
 
     `hooks` are the engine's steps around each image (the provenance chunk);
-    `gallery` keeps index.html as each job ends.
+    `gallery` keeps index.html as each job ends; `display` is what the user sees.
     The run ends by `client.deadline` (the command's --timeout). `client` is closed
     once the run has ended with nothing on its way. After a timeout or a Ctrl-C it
     is left open: closing it would fail the requests still in flight on worker
     threads (the process is ending anyway).
     """
     batch = BatchRun(
-        jobs, client, limiter, options, open_history, sender, hooks=hooks, gallery=gallery
+        jobs,
+        client,
+        limiter,
+        options,
+        open_history,
+        sender,
+        hooks=hooks,
+        gallery=gallery,
+        display=display,
     )
     try:
         return batch.run()
@@ -122,6 +131,7 @@ class BatchRun:
         *,
         hooks: SaveHooks | None = None,
         gallery: Keeper | None = None,
+        display: BatchDisplay,
     ) -> None:
         self._client, self._limiter, self._options = client, limiter, options
         self._open_history = open_history
@@ -129,7 +139,7 @@ class BatchRun:
         self._references = sender  # references uploaded, and the base64 refusal handled
         self._downloader = Downloader(client, options.output, force=options.force)
         self._manifest = Manifest(options.output)
-        self._display = make_batch_display(job.line for job in jobs)
+        self._display = display
         self._tracker = JobTracker(
             self._manifest,
             self._display,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from apimart_cli.batch.manifest import OUTCOMES, JobRun
 from apimart_cli.errors import ApimartError, ExitCode
@@ -19,7 +19,21 @@ from apimart_cli.errors import ApimartError, ExitCode
 if TYPE_CHECKING:
     from apimart_cli.batch.manifest import Manifest
     from apimart_cli.gallery import Keeper
-    from apimart_cli.progress import BatchDisplay
+
+
+class BatchDisplay(Protocol):
+    """What a batch run tells the user about: its jobs (by line number), cost, events;
+    what must be said even under --quiet (`warning`); its data (`output`). The command
+    hands one in (`progress.make_batch_display`)."""
+
+    def start(self) -> None: ...
+    def job(self, line: int, stage: str, note: str | None = None) -> None: ...
+    def transferred(self, line: int, index: int, received: int, total: int | None) -> None: ...
+    def cost(self, total: float) -> None: ...
+    def message(self, text: str) -> None: ...
+    def warning(self, text: str) -> None: ...
+    def output(self, line: str) -> None: ...
+    def close(self) -> None: ...
 
 
 class JobTracker:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from apimart_cli import console
-from apimart_cli.commands.common import handles_errors, open_history, state
+from apimart_cli.commands.common import handles_errors, state
 from apimart_cli.commands.options import (
     DEFAULT_INTERVAL,
     ForceOpt,
@@ -82,23 +82,15 @@ def batch(
         apimart batch prompts.txt -o out/ --name '{line}-{slug}-{index}'
     """
     # Imported here, not at the top: every command's start-up pays for the top.
-    from apimart_cli.batch import AimdLimiter, BatchOptions, load_batch, run_batch
-    from apimart_cli.gallery import Keeper
-    from apimart_cli.progress import save_hooks
-    from apimart_cli.references import batch_sender
-    from apimart_cli.retry import Deadline
+    from apimart_cli import app as use_cases
+    from apimart_cli.batch import BatchOptions, load_batch
+    from apimart_cli.progress import make_batch_display
 
     app = state(ctx)
     if file is None and console.is_terminal(sys.stdin):
         raise UsageError("No batch file given.", "apimart batch jobs.txt, or pipe the jobs in.")
     jobs = load_batch(file, name, info=console.info)
     settings = app.settings(output, references=refs, metadata=False if no_metadata else None)
-    limiter = AimdLimiter(concurrency)
-    deadline = Deadline.after(timeout)  # the uploads before sending share --timeout
-    client = app.client(settings, deadline, on_rate_limited=limiter.rate_limited)
-    sender = batch_sender(
-        client, jobs, settings.references, concurrency, info=console.info, warn=console.warn
-    )
     options = BatchOptions(
         output=settings.output_dir,
         name=name,
@@ -108,12 +100,13 @@ def batch(
         metadata=metadata,
         as_json=as_json,
     )
-    gallery = Keeper(settings.output_dir, warn=console.warn, redact=console.redact)
-    hooks = save_hooks(None, stamp=settings.metadata)
-    # Not `with client:` -- run_batch closes it only when nothing is on its way: after a
-    # timeout or a second Ctrl-C, closing it would fail the submissions still in flight.
-    code = run_batch(
-        jobs, client, limiter, options, open_history, sender, hooks=hooks, gallery=gallery
+    code = use_cases.batch(
+        jobs,
+        settings,
+        app.ui(),
+        options,
+        concurrency=concurrency,
+        display=make_batch_display(job.line for job in jobs),
     )
     if as_json and code != ExitCode.OK:  # each job's own error is in its object on stdout
         ended = ApimartError(
