@@ -423,10 +423,14 @@ def model_schema(settings: Settings, ui: Ui, model: str, *, deadline: Deadline) 
         return dict(model_info(client, model, warn=ui.warn))
 
 
-def balance(settings: Settings, ui: Ui, *, deadline: Deadline) -> dict[str, Any]:
-    """The key's balance, as the service reports it."""
-    with make_client(settings, deadline, ui) as client:
-        return dict(client.balance())
+def balance(
+    settings: Settings, ui: Ui, *, deadline: Deadline, account: bool = False
+) -> dict[str, Any]:
+    """The key's (or the whole account's) balance, as the service reports it."""
+    client = make_client(settings, deadline, ui)
+    reply = client.balance(account=account)
+    client.close()  # only now: after a timeout, the request may still be on its way
+    return dict(reply)
 
 
 # -- the history -----------------------------------------------------------------------------

@@ -22,14 +22,14 @@ def balance(
 
     apimart balance --json | jq .remain_balance
     """
+    from apimart_cli import app as use_cases
     from apimart_cli.retry import Deadline
 
     app = state(ctx)
-    client = app.client(app.settings(), Deadline.after(timeout))  # it ends by the deadline
-    reply = client.balance(account=account)
-    client.close()
+    deadline = Deadline.after(timeout)  # it ends by the deadline
+    reply = use_cases.balance(app.settings(), app.ui(), deadline=deadline, account=account)
     if as_json:
-        console.data_json(dict(reply))
+        console.data_json(reply)
         return
     remain = reply.get("remain_balance")
     unlimited = remain == -1 or reply.get("unlimited_quota") is True

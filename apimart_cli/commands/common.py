@@ -16,11 +16,9 @@ from apimart_cli.errors import ApimartError, ExitCode, UsageError, interrupted_c
 
 if TYPE_CHECKING:
     from apimart_cli.app import Ui
-    from apimart_cli.client import Client
     from apimart_cli.engine import Outcome
     from apimart_cli.history import History
     from apimart_cli.preview import Previewer
-    from apimart_cli.retry import Deadline
     from apimart_cli.settings import Settings
 
 P = ParamSpec("P")
@@ -69,18 +67,6 @@ class AppState:
     def ui(self) -> Ui:
         """Where the library's words go: standard error, requests only with --verbose."""
         return terminal_ui(verbose=self.verbose)
-
-    def client(
-        self,
-        settings: Settings,
-        deadline: Deadline,
-        *,
-        on_rate_limited: Callable[[float | None], None] | None = None,
-    ) -> Client:
-        """The API client, as every use-case makes it (`app.make_client`)."""
-        from apimart_cli.app import make_client
-
-        return make_client(settings, deadline, self.ui(), on_rate_limited=on_rate_limited)
 
     def resume(
         self, output: Path | None, *, download: bool = True, as_json: bool = False

@@ -77,15 +77,14 @@ def _check_key(ctx: typer.Context, key: str, timeout: float) -> None:
     """Ask the service whether it takes ``key``; refused: exit 3, unanswered: a note."""
     from dataclasses import replace
 
+    from apimart_cli.app import balance
     from apimart_cli.errors import ApimartError, AuthError
     from apimart_cli.retry import Deadline
 
     app_state = state(ctx)
     in_effect = replace(app_state.settings(), api_key=key)
     try:
-        client = app_state.client(in_effect, Deadline.after(timeout))  # ends by the deadline
-        client.balance()
-        client.close()
+        balance(in_effect, app_state.ui(), deadline=Deadline.after(timeout))
     except ApimartError as error:
         if error.exit_code == ExitCode.AUTH:
             raise AuthError(
