@@ -29,6 +29,7 @@ from apimart_cli.constants import (
 )
 from apimart_cli.errors import ApimartError, APIStatusError, TaskError, WaitTimeout
 from apimart_cli.models import Task
+from apimart_cli.pacing import Aimd
 from apimart_cli.workers import WorkerPool
 
 # A completion is noticed within this share of the task's duration.
@@ -47,7 +48,6 @@ LEARNED_SAMPLES = 64
 # The first polls, and polls again after a 429: this many at once, until
 # polls wait for a free slot (then one more per success, up to the ceiling).
 START_IN_FLIGHT = 8
-RATE_LIMIT_PAUSE = 1.0  # seconds polls wait after a 429 that gave no Retry-After
 
 
 # -- forecasting: when will a task end? (pure) ---------------------------------------
@@ -223,35 +223,17 @@ def next_delay(
 # -- how many polls at once (pure) ---------------------------------------------------
 
 
-class InFlight:
-    """How many polls may be in flight: more while polls wait for a free slot, up to
-    `ceiling`; halved by a 429 (once per pause), which also holds new polls back
-    for its Retry-After. So the pace follows the latency and the service's limit."""
+class InFlight(Aimd):
+    """How many polls may be in flight: more while polls wait for a free slot (about
+    doubling every few round trips), up to `ceiling`; halved by a 429, which also
+    holds new polls back. So the pace follows the latency and the service's limit."""
 
     def __init__(self, ceiling: int, start: int = START_IN_FLIGHT) -> None:
-        self.ceiling = max(1, ceiling)
-        self.limit = min(max(1, start), self.ceiling)
-        self.count = 0
-        self.paused_until = float("-inf")
-        self._streak = 0
-
-    def free(self, now: float) -> bool:
-        return now >= self.paused_until and self.count < self.limit
+        super().__init__(ceiling, start=start, run=lambda limit: limit // 4)
 
     def done(self, *, waiting: bool) -> None:
         """A poll came back; `waiting`: others are due and want its slot."""
-        self.count -= 1
-        if waiting and self.limit < self.ceiling:
-            self._streak += 1
-            if self._streak >= max(1, self.limit // 4):  # about doubles every few round trips
-                self.limit, self._streak = self.limit + 1, 0
-
-    def rate_limited(self, now: float, retry_after: float | None) -> None:
-        if now >= self.paused_until:
-            self.limit = max(1, self.limit // 2)
-        pause = RATE_LIMIT_PAUSE if retry_after is None else retry_after
-        self.paused_until = max(self.paused_until, now + pause)
-        self._streak = 0
+        self.ended(success=waiting)
 
 
 # -- the schedule (pure) -------------------------------------------------------------
