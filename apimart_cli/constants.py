@@ -42,7 +42,6 @@ DEFAULT_WAIT_TIMEOUT = 600.0
 DEFAULT_POLL_INTERVAL = 2.0
 MIN_POLL_INTERVAL = 0.25
 MAX_POLL_INTERVAL = 10.0
-POLL_BACKOFF = 1.5
 DEFAULT_MAX_IN_FLIGHT = 64  # the most status requests at once (fewer until needed, and on 429)
 HEARTBEAT_SECONDS = 30.0
 DOWNLOAD_WORKERS = 8  # images downloading at once, while the other tasks are polled

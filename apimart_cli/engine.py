@@ -486,31 +486,20 @@ def query_tasks(
     """`status`: each task's state (or the error in its way), asked at once, at most
     MAX_PARALLEL_QUERIES at a time, and recorded in the history. An id with no answer
     by the client's deadline gets a WaitTimeout (exit 124); nothing waits past it."""
-    answers: queue.SimpleQueue[tuple[int, Task | BaseException]] = queue.SimpleQueue()
+    from apimart_cli.workers import map_within
 
-    def ask(index: int, task_id: str) -> None:
-        try:
-            answers.put((index, fetch_task(client, task_id)))
-        except ApimartError as error:
-            answers.put((index, error))
-        except Exception as exc:  # a bug: report it, keep the others going
-            answers.put((index, ApimartError(f"Internal error while asking: {exc!r}")))
-        except BaseException as exc:  # Ctrl-C: the calling thread raises it
-            answers.put((index, exc))
+    def ask(task_id: str) -> Task:
+        return fetch_task(client, task_id)
 
-    pool = WorkerPool(min(MAX_PARALLEL_QUERIES, len(task_ids)), "status")
-    for index, task_id in enumerate(task_ids):
-        pool.submit(ask, index, task_id)
-    pool.close()
+    outcomes, _ = map_within(
+        client.deadline, ask, task_ids, workers=MAX_PARALLEL_QUERIES, name="status"
+    )
     results: dict[int, Task | ApimartError] = {}
-    while len(results) < len(task_ids):
-        try:
-            index, result = answers.get(timeout=client.deadline.remaining())
-        except queue.Empty:
-            break
-        if not isinstance(result, (Task, ApimartError)):
-            raise result
-        results[index] = result
+    for index, (ok, value) in outcomes.items():
+        if ok or isinstance(value, ApimartError):
+            results[index] = value
+        else:  # a bug: report it, the others are answered all the same
+            results[index] = ApimartError(f"Internal error while asking: {value!r}")
     tasks = [result for result in results.values() if not isinstance(result, ApimartError)]
     if history is not None:
         from apimart_cli.history import task_changes

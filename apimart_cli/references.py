@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import queue
 import threading
 import time
 import uuid
@@ -219,43 +218,22 @@ class Uploader:
             return []
         if len(items) == 1:
             return [function(items[0])]
-        from apimart_cli.workers import WorkerPool  # daemon threads: Ctrl-C ends at once
+        from apimart_cli.workers import map_within  # daemon threads: Ctrl-C ends at once
 
-        results: queue.SimpleQueue[tuple[int, bool, Any]] = queue.SimpleQueue()
-        failed = False
-
-        def work(index: int) -> None:
-            if failed:
-                results.put((index, False, None))
-                return
-            try:
-                results.put((index, True, function(items[index])))
-            except BaseException as exc:  # handed to the caller's thread
-                results.put((index, False, exc))
-
-        pool = WorkerPool(min(self.concurrency, len(items)), "upload")
-        try:
-            for index in range(len(items)):
-                pool.submit(work, index)
-            done: dict[int, Any] = {}
-            failure: BaseException | None = None
-            for _ in items:
-                try:
-                    index, ok, value = results.get(timeout=self._time_left())
-                except queue.Empty:
-                    raise WaitTimeout("Out of time while uploading reference images.") from None
-                if ok:
-                    done[index] = value
-                elif value is not None and failure is None:
-                    failure, failed = value, True
-            if failure is not None:
-                raise failure
-            return [done[index] for index in range(len(items))]
-        finally:
-            pool.close()
-
-    def _time_left(self) -> float | None:
-        return self.client.deadline.remaining()
+        done, timed_out = map_within(
+            self.client.deadline,
+            function,
+            items,
+            workers=self.concurrency,
+            name="upload",
+            stop_after_failure=True,
+        )
+        if timed_out:
+            raise WaitTimeout("Out of time while uploading reference images.")
+        failures = [value for ok, value in done.values() if not ok]
+        if failures:
+            raise failures[0]
+        return [done[index][1] for index in range(len(items))]
 
 
 def with_uploaded(request: GenerationRequest, urls: Mapping[Reference, str]) -> GenerationRequest:

@@ -88,9 +88,6 @@ class Deadline:
     def none(cls) -> Deadline:
         return cls(None)
 
-    def now(self) -> float:
-        return self._clock()
-
     def remaining(self) -> float | None:
         """Seconds left (never below 0), or None without a deadline."""
         return None if self.at is None else max(self.at - self._clock(), 0.0)

@@ -1,5 +1,6 @@
-"""Daemon threads: a small pool for status requests and downloads (`WorkerPool`), and
-the client's requests, each waited for only until its deadline (`Runner`).
+"""Daemon threads: a small pool for downloads (`WorkerPool`), a function mapped over
+items under a deadline (`map_within`: status requests, uploads), and the client's
+requests, each waited for only until its deadline (`Runner`).
 
 Unlike `concurrent.futures`, whose threads the interpreter waits for at exit,
 these never keep the process alive: on Ctrl-C or a timeout the command ends at
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from apimart_cli.constants import REQUEST_THREAD_IDLE_SECONDS
@@ -111,7 +112,7 @@ def _outcome(done: queue.SimpleQueue[Outcome], deadline: Deadline) -> Any:
 
 class WorkerPool:
     def __init__(self, size: int, name: str) -> None:
-        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(max(1, size))
@@ -123,10 +124,6 @@ class WorkerPool:
         """Run `function(*args)` on a worker; it must handle its own errors."""
         self._jobs.put((function, args))
 
-    def join(self) -> None:
-        """Wait until every job submitted so far is done."""
-        self._jobs.join()
-
     def close(self) -> None:
         """Let idle workers end; busy ones finish their job first (or die with the process)."""
         for _ in self._threads:
@@ -135,8 +132,52 @@ class WorkerPool:
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
             function, args = job
+            function(*args)
+
+
+def map_within(
+    deadline: Deadline,
+    function: Callable[[Any], Any],
+    items: Sequence[Any],
+    *,
+    workers: int,
+    name: str,
+    stop_after_failure: bool = False,
+) -> tuple[dict[int, Outcome], bool]:
+    """`function` of each item, up to `workers` at a time on daemon threads: each item's
+    outcome by its index, as (True, result) or (False, the exception), and whether the
+    deadline came first (then the items unanswered are missing; nothing waits past it).
+
+    With `stop_after_failure`, no item starts after one has failed (those missing
+    then were never started). A Ctrl-C raised on a worker is raised here at once.
+    """
+    answers: queue.SimpleQueue[tuple[int, Outcome | None]] = queue.SimpleQueue()
+    failed = threading.Event()
+
+    def work(index: int) -> None:
+        if stop_after_failure and failed.is_set():
+            answers.put((index, None))
+            return
+        outcome = _outcome_of(lambda: function(items[index]))
+        if not outcome[0]:
+            failed.set()
+        answers.put((index, outcome))
+
+    pool = WorkerPool(min(workers, len(items)), name)
+    try:
+        for index in range(len(items)):
+            pool.submit(work, index)
+        done: dict[int, Outcome] = {}
+        for _ in items:
             try:
-                function(*args)
-            finally:
-                self._jobs.task_done()
-        self._jobs.task_done()
+                index, outcome = answers.get(timeout=deadline.remaining())
+            except queue.Empty:
+                return done, True
+            if outcome is not None:
+                ok, value = outcome
+                if not ok and not isinstance(value, Exception):
+                    raise value
+                done[index] = outcome
+        return done, False
+    finally:
+        pool.close()

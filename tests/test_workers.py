@@ -8,7 +8,7 @@ import pytest
 
 from apimart_cli.errors import WaitTimeout
 from apimart_cli.retry import Deadline
-from apimart_cli.workers import Runner
+from apimart_cli.workers import Runner, map_within
 
 
 def runner_threads() -> list[threading.Thread]:
@@ -75,3 +75,46 @@ def test_a_thread_idle_too_long_ends_and_the_next_call_starts_another(
     assert runner_threads() == []
     assert runner.run(Deadline.after(10), lambda: 2) == 2
     runner.close()
+
+
+def test_map_within_answers_each_item_in_order_with_its_failure() -> None:
+
+    def half(n: int) -> float:
+        if n == 3:
+            raise ValueError("three")
+        return n / 2
+
+    done, timed_out = map_within(Deadline.after(30), half, [2, 3, 4], workers=2, name="t")
+
+    assert not timed_out
+    assert done[0] == (True, 1.0) and done[2] == (True, 2.0)
+    ok, error = done[1]
+    assert not ok and isinstance(error, ValueError)
+
+
+def test_map_within_starts_nothing_after_a_failure_when_asked() -> None:
+
+    started: list[int] = []
+
+    def fail(n: int) -> None:
+        started.append(n)
+        raise ValueError(n)
+
+    done, timed_out = map_within(
+        Deadline.after(30), fail, [1, 2, 3], workers=1, name="t", stop_after_failure=True
+    )
+
+    assert started == [1] and list(done) == [0] and not timed_out
+
+
+def test_map_within_returns_at_the_deadline_without_the_late_items() -> None:
+
+    release = threading.Event()
+    try:
+        done, timed_out = map_within(
+            Deadline.after(0), lambda n: release.wait(), [1], workers=1, name="t"
+        )
+    finally:
+        release.set()
+
+    assert timed_out and done == {}
