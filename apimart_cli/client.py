@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -66,7 +66,17 @@ from apimart_cli.workers import Runner
 
 if TYPE_CHECKING:
     from apimart_cli.payload import GenerationRequest
-    from apimart_cli.references import Upload
+
+
+class UploadBody(Protocol):
+    """A multipart body streamed from disk (`references.Upload`): its type, its exact
+    length (for Content-Length), then its bytes, afresh on each call."""
+
+    @property
+    def content_type(self) -> str: ...
+    def body_length(self) -> int: ...
+    def iter_body(self) -> Iterator[bytes]: ...
+
 
 Log = Callable[[str], None]
 
@@ -279,7 +289,7 @@ class Client:
             )
         return reply
 
-    def upload_image(self, upload: Upload) -> Mapping[str, Any]:
+    def upload_image(self, upload: UploadBody) -> Mapping[str, Any]:
         """Upload one image (multipart field `file`, streamed from disk); the service's reply.
 
         Not idempotent and without a key: sent again only where nothing can have been

@@ -15,10 +15,29 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-if TYPE_CHECKING:  # the sandbox serves; this module only carries its replies
-    from apimart_cli.sandbox.service import Sandbox
+if TYPE_CHECKING:
+    from apimart_cli.sandbox.clock import Clock
+
+
+class Host(Protocol):
+    """What serves the requests (`service.Sandbox`); this module only carries its replies."""
+
+    clock: Clock
+
+    def handle(
+        self,
+        origin: str,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        received: int | None = None,
+    ) -> Reply: ...
+    def log_request(self, origin: str, method: str, path: str, status: str, note: str) -> None: ...
+    def pause(self, seconds: float | None) -> bool: ...
+
 
 DOWNLOAD_CHUNK_BYTES = 64 * 1024
 # An idle keep-alive connection is closed after this many seconds.
@@ -66,7 +85,7 @@ class OriginServer(ThreadingHTTPServer):
     block_on_close = False  # stop() closes open connections itself rather than wait on them
     request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address: tuple[str, int], host: Sandbox, origin: str) -> None:
+    def __init__(self, address: tuple[str, int], host: Host, origin: str) -> None:
         super().__init__(address, _Handler)
         self.host, self.origin = host, origin
         self.connections: set[socket.socket] = set()
