@@ -1,15 +1,19 @@
 """`apimart batch`: many generations from one file, resumable, at the pace the service allows.
 
-- `jobs`: every line is checked with `build_request` (the API's own rules) before
-  anything is sent, and every bad line is reported at once; so are the names.
+- `jobs`: every line is checked before anything is sent (its keys and their
+  types against `fields.FIELDS`, its values by `payload.request_from`, the API's
+  own rules), and every bad line is reported at once; so are the names.
 - `manifest`: `batch-manifest.jsonl` in the output folder, one JSON record per
   event, appended, flushed and fsynced. A job is a hash of its line plus which
   copy of that line it is, so an edited line is a new job while lines moved by
   an added comment are not; the latest record of a job wins.
-- `pacing`: at most `AimdLimiter.limit` submissions in flight, halved by a 429.
-- `run`: submit workers feed one `Poller`; each completed task downloads on a
-  pool while the rest are polled (`saving` names the files, `tracker` records
-  and shows every change of a job).
+- `pacing`: at most `AimdLimiter.limit` submissions in flight, halved by a 429
+  (`pacing.Aimd`, the rule the polls follow too).
+- `run`: submit workers `add` each new task to one `engine.Engine`, which polls
+  it and downloads each completed task's images while the rest are polled.
+- `saving`: the files' names (`--name`) and `--metadata` sidecars.
+- `tracker`: every change of a job, recorded in the manifest and shown through
+  the display the command hands in; the run's summary.
 """
 
 from apimart_cli.batch.jobs import (

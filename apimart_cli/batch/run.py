@@ -3,9 +3,11 @@
 Submit workers, at most `AimdLimiter.limit` in flight, `add` each new task id
 to one `engine.Engine` running on the calling thread, which polls, downloads
 (under the job's `--name`, through `saving`) and writes the history. This run
-is the engine's reporter: every step of every job is appended to the manifest
-first, so a run killed at any point resumes where it stopped. The workers are
-daemon threads and never waited for past the deadline or a second Ctrl-C.
+is the engine's reporter, and hands every step of every job to its
+`tracker.JobTracker`, which appends it to the manifest before the display (the
+one the command made) shows it, so a run killed at any point resumes where it
+stopped. The workers are daemon threads and never waited for past the deadline
+or a second Ctrl-C.
 """
 
 from __future__ import annotations
