@@ -21,7 +21,7 @@ from apimart_cli.client import Client
 from apimart_cli.errors import ExitCode, HistoryError
 from apimart_cli.history import History
 from apimart_cli.models import Task
-from apimart_cli.progress import SilentBatchDisplay
+from apimart_cli.progress import PlainBatchDisplay
 from apimart_cli.retry import Deadline
 from apimart_cli.sandbox import Sandbox, SandboxConfig
 
@@ -50,7 +50,7 @@ def run_jobs(
         AimdLimiter(4),
         options,
         lambda: history(folder / "history.sqlite3"),
-        display=SilentBatchDisplay(),
+        display=PlainBatchDisplay(),
     )
 
 
