@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import IntEnum
 
+from apimart_cli.secrets import redact
+
 
 class ExitCode(IntEnum):
     """The exit codes of the command-line contract."""
@@ -51,15 +53,18 @@ MAX_SHOWN_CHARS = 60
 
 
 def shown(value: object, limit: int = MAX_SHOWN_CHARS) -> str:
-    """`value` quoted for a message (as repr), cut to `limit` characters with its length said."""
-    text = value if isinstance(value, str) else str(value)
+    """`value` quoted for a message (as repr), redacted, then cut to `limit` characters with
+    its length said."""
+    text = redact(value if isinstance(value, str) else str(value))
     if len(text) <= limit:
         return repr(text)
     return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def clipped(text: str, limit: int) -> str:
-    """`text` as it is, or cut to `limit` characters with its length said."""
+    """`text` redacted, then cut to `limit` characters with its length said: cut first, and a
+    key at the cut would survive as a prefix that no longer equals the key."""
+    text = redact(text)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 

@@ -6,7 +6,7 @@ written, and WAL plus a busy timeout let many `apimart` processes record at once
 Any SQLite or file-system failure surfaces as a ``HistoryError`` naming the file.
 
 Every value written passes through one boundary (``_Writer``) that cuts out the
-secrets ``console`` was told to hide, so a key the service echoes in a failure
+secrets ``secrets`` was told to hide, so a key the service echoes in a failure
 reason never reaches the file. A task's state (the service's) and whether its
 images were saved (ours) are kept apart: a completed task whose images were
 never saved is still pending while its result URLs live.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apimart_cli import console
+from apimart_cli import secrets
 from apimart_cli.errors import HistoryError
 from apimart_cli.models import FINAL_STATES
 
@@ -602,24 +602,13 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
 
 class _Writer:
     """The one way into the file for writes: every text value goes in with the
-    hidden secrets (``console.hide``: the API key) cut out."""
+    hidden secrets (``secrets.hide``: the API key) cut out."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        return self._conn.execute(sql, [_clean(value) for value in params])
-
-
-def _clean(value: Any) -> Any:
-    """``value`` with the hidden secrets cut out of it, and out of any text within it."""
-    if isinstance(value, str):
-        return console.redact(value)
-    if isinstance(value, Mapping):
-        return {_clean(str(key)): _clean(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(item) for item in value]
-    return value
+        return self._conn.execute(sql, [secrets.redact_data(value) for value in params])
 
 
 def task_changes(task: Task) -> dict[str, Any]:
@@ -648,7 +637,7 @@ def _dumps(fields: Mapping[str, object]) -> str:
     # default=str: a stray non-JSON value (a Path, say) must not lose a paid task's record.
     # The secrets are cut out before the text is JSON: an escaped key would not match.
     text = json.dumps(dict(fields), ensure_ascii=False, sort_keys=True, default=str)
-    return json.dumps(_clean(json.loads(text)), ensure_ascii=False, sort_keys=True)
+    return json.dumps(secrets.redact_data(json.loads(text)), ensure_ascii=False, sort_keys=True)
 
 
 def _record(row: sqlite3.Row) -> TaskRecord:

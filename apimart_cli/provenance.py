@@ -104,7 +104,9 @@ def chunk(chunk_type: bytes, data: bytes) -> bytes:
 
 def itxt_chunk(record: Mapping[str, Any], *, redact: Callable[[str], str] = str) -> bytes:
     """The `iTXt` chunk holding `record` as JSON: keyword, no compression, no language."""
-    text = redact(json.dumps(record, ensure_ascii=False, sort_keys=False))
+    from apimart_cli.secrets import redact_data
+
+    text = redact(json.dumps(redact_data(record), ensure_ascii=False, sort_keys=False))
     keyword = KEYWORD.encode("latin-1")
     # keyword \0, compression flag and method (0, 0), language tag \0, translated keyword \0
     data = keyword + b"\x00\x00\x00" + b"\x00" + b"\x00" + text.encode("utf-8")

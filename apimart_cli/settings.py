@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from apimart_cli import config_file, console
+from apimart_cli import config_file, secrets
 from apimart_cli.constants import DEFAULT_BASE_URL, SETTING_KEYS
 from apimart_cli.errors import AuthError, ConfigError, UsageError
 
@@ -178,7 +178,7 @@ class Settings:
         """
         if not self.api_key:
             raise no_key_error()
-        console.hide(self.api_key)
+        secrets.hide(self.api_key)
         if not (self.api_key.isascii() and self.api_key.isprintable() and " " not in self.api_key):
             raise UsageError(
                 "The API key has spaces or characters that cannot be sent in a header.",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from apimart_cli import console
+from apimart_cli import secrets
 from apimart_cli.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ def _lock_for_this_run(folder: Path, fd: int) -> None:
 
 def _redacted(record: Mapping[str, Any]) -> object:
     """The record with the API key cut out of every value: a failure reason may echo it."""
-    return console.redact_data(dict(record))
+    return secrets.redact_data(dict(record))
 
 
 class Records:
