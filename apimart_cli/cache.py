@@ -87,7 +87,9 @@ class Cache:
             "SELECT reply, url FROM uploads WHERE base_url = ? AND sha256 = ? AND expires_at > ?",
             (base_url, sha256, self._clock()),
         )
-        reply = None if row is None else _object(row[0])
+        if row is None:
+            return None
+        reply = _object(row[0])
         if reply is None or not _plain_url(reply.get("url")) or reply["url"] != row[1]:
             return None
         return reply
