@@ -261,7 +261,9 @@ def sanitised(stored: Mapping[str, Any]) -> dict[str, Any] | None:
     """`stored` with what no version of the tool writes left out: known keys of the
     wrong type, times that are no date, costs that are no number, and any value nested
     deeper than MAX_DEPTH. None if the whole is nested too deep."""
-    if _depth(stored) > MAX_DEPTH:
+    from apimart_cli.history import json_depth
+
+    if json_depth(stored) > MAX_DEPTH:
         return None
     clean: dict[str, Any] = {}
     for key, value in stored.items():
@@ -301,20 +303,6 @@ def _finite(value: object) -> bool:
         elif isinstance(item, list):
             stack.extend(item)
     return True
-
-
-def _depth(value: object) -> int:
-    """How deeply `value` nests (a scalar: 0), found without recursion."""
-    deepest = 0
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
-    return deepest
 
 
 _LABELS = (

@@ -112,9 +112,8 @@ def batch(
     hooks = save_hooks(None, stamp=settings.metadata)
     # Not `with client:` -- run_batch closes it only when nothing is on its way: after a
     # timeout or a second Ctrl-C, closing it would fail the submissions still in flight.
-    code = run_batch(
-        jobs, client, limiter, options, open_history, sender, hooks=hooks, gallery=gallery
-    )
+    history = lambda: open_history(deadline=deadline)  # noqa: E731 - no lock outwaits --timeout
+    code = run_batch(jobs, client, limiter, options, history, sender, hooks=hooks, gallery=gallery)
     if as_json and code != ExitCode.OK:  # each job's own error is in its object on stdout
         ended = ApimartError(
             f"The batch ended with exit code {int(code)}.",

@@ -111,16 +111,21 @@ def state(ctx: typer.Context) -> AppState:
 
 
 @overload
-def open_history() -> History: ...
+def open_history(*, deadline: Deadline | None = None) -> History: ...
 @overload
-def open_history(*, required: bool) -> History | None: ...
-def open_history(*, required: bool = True) -> History | None:
-    """The task history. Where it only mirrors the server (`status`, `wait`), a broken
-    history is a warning, not a failure: `required=False` then gives None."""
+def open_history(*, required: bool, deadline: Deadline | None = None) -> History | None: ...
+def open_history(*, required: bool = True, deadline: Deadline | None = None) -> History | None:
+    """The task history, which waits for another process's lock no longer than `deadline`.
+    Where it only mirrors the server (`status`, `wait`), a broken history is a warning,
+    not a failure: `required=False` then gives None, or a history whose first failed
+    update is a warning and the last."""
     from apimart_cli.history import History
 
+    def warn(error: ApimartError) -> None:
+        console.warn(f"Warning: {error.message} The task history was not updated.")
+
     try:
-        return History.open()
+        return History.open(deadline=deadline, on_failure=None if required else warn)
     except ApimartError as error:
         if required:
             raise
@@ -136,9 +141,9 @@ def open_saved_files(outcome: Outcome) -> None:
 
 
 @contextmanager
-def optional_history() -> Iterator[History | None]:
+def optional_history(deadline: Deadline | None = None) -> Iterator[History | None]:
     """The history where it only mirrors the server: None (said once) if it is broken."""
-    history = open_history(required=False)
+    history = open_history(required=False, deadline=deadline)
     try:
         yield history
     finally:

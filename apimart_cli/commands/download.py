@@ -49,7 +49,7 @@ def download(
     reporter = make_reporter()
     hooks = save_hooks(reporter, stamp=settings.metadata)
     client = app.client(settings, deadline)  # closed by wait_for_tasks
-    with optional_history() as history:
+    with optional_history(deadline) as history:
         outcome = wait_for_tasks(client, plan, reporter, task_ids=ids, history=history, hooks=hooks)
     show_ending(outcome, timeout=timeout, resume=app.resume(output))
     if open_saved:

@@ -190,7 +190,7 @@ def generate(
         from apimart_cli.downloads import Downloader
 
         Downloader(client, settings.output_dir).prepare()
-    with open_history() as history:
+    with open_history(deadline=deadline) as history:
         try:
             task_ids = sender.send(history, request)
         except SubmittedButUnrecorded as error:

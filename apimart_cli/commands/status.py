@@ -43,7 +43,7 @@ def status(
     ids = read_task_ids(task_ids)
     app = state(ctx)
     client = app.client(app.settings(), deadline)
-    with optional_history() as history:
+    with optional_history(deadline) as history:
         results = query_tasks(client, ids, history=history)
     tasks = [result for result in results if not isinstance(result, ApimartError)]
     code = ExitCode.OK

@@ -74,7 +74,7 @@ def wait(
         output, metadata=False if no_metadata else None, preview=True if preview else None
     )
     if pending:
-        with open_history() as history:
+        with open_history(deadline=deadline) as history:
             ids = list(dict.fromkeys([*history.pending_ids(settings.base_url), *ids]))
             unknown = [
                 record.idempotency_key
@@ -113,7 +113,7 @@ def wait(
         preview=settings.preview and not no_download,
     )
     client = app.client(settings, deadline)  # closed by wait_for_tasks
-    with optional_history() as history:
+    with optional_history(deadline) as history:
         outcome = wait_for_tasks(
             client, plan, reporter, task_ids=ids, stream=stream, history=history, hooks=hooks
         )

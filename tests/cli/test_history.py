@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from pytest_httpx import HTTPXMock
 
 from apimart_cli import console
 from apimart_cli.history import History
@@ -227,3 +228,42 @@ def test_on_a_narrow_terminal_every_task_id_is_shown_whole(
         assert task_id in result.stdout  # on one line, not cut, not folded
     assert "(sandbox)" in result.stdout
     assert "…" in result.stdout  # the prompt is what gives way
+
+
+def test_a_history_from_a_newer_version_stops_generate_before_anything_is_sent(
+    httpx_mock: HTTPXMock,
+) -> None:
+    import sqlite3
+
+    with History.open() as history:
+        path = history.path
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 42")
+    conn.close()
+
+    result = run("--api-key", "sk-newer-0123456789", "--base-url", API, "generate", "a fox")
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "written by a newer version of apimart (its format is 42;" in result.stderr
+    assert httpx_mock.get_requests() == []
+
+
+def test_hostile_rows_are_listed_without_an_internal_error(tmp_path: Path) -> None:
+    import sqlite3
+
+    fill()
+    with History.open() as history:
+        path = history.path
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE tasks SET fields = 'not json', files = '5', created_at = 1e300,"
+            " updated_at = 'NaN', cost = 'free'"
+        )
+    conn.close()
+    (tmp_path / "out").mkdir()
+
+    for args in (["history"], ["history", "--json"], ["history", "--pending"]):
+        result = run(*args)
+        assert result.exit_code == 0, result.output
+    assert run("gallery", str(tmp_path / "out")).exit_code == 0
