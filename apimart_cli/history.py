@@ -6,7 +6,7 @@ written, and WAL plus a busy timeout let many `apimart` processes record at once
 Any SQLite or file-system failure surfaces as a ``HistoryError`` naming the file.
 
 Every value written passes through one boundary (``_Writer``) that cuts out the
-secrets ``secrets`` was told to hide, so a key the service echoes in a failure
+secrets given to ``secrets.hide``, so a key the service echoes in a failure
 reason never reaches the file. A task's state (the service's) and whether its
 images were saved (ours) are kept apart: a completed task whose images were
 never saved is still pending while its result URLs live.

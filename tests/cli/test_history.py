@@ -12,7 +12,7 @@ from pytest_httpx import HTTPXMock
 from apimart_cli import console
 from apimart_cli.history import History
 
-from .conftest import API, history_rows, record, run
+from .conftest import API, PNG, history_rows, record, run
 
 
 def when(task_id: str | None) -> str:
@@ -262,8 +262,12 @@ def test_hostile_rows_are_listed_without_an_internal_error(tmp_path: Path) -> No
         )
     conn.close()
     (tmp_path / "out").mkdir()
+    for task_id in ("task_01", "task_02", "task_03"):
+        (tmp_path / "out" / f"{task_id}_0.png").write_bytes(PNG)
 
     for args in (["history"], ["history", "--json"], ["history", "--pending"]):
         result = run(*args)
         assert result.exit_code == 0, result.output
-    assert run("gallery", str(tmp_path / "out")).exit_code == 0
+    gallery = run("gallery", str(tmp_path / "out"))
+    assert gallery.exit_code == 0, gallery.output
+    assert "a red fox" in (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
