@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from apimart_cli.retry import Deadline
 
 FILE_NAME = "cache.sqlite3"
-BUSY_TIMEOUT_SECONDS = 10.0  # the longest wait for another process's lock
+# The longest wait for another process's lock. Short: every write is a few rows, and the
+# cache only saves work, so waiting longer for it would cost more than it saves.
+BUSY_TIMEOUT_SECONDS = 2.0
 MIN_BUSY_SECONDS = 0.5  # and the shortest, however little of the deadline is left
 SCHEMA_TTL_SECONDS = 24 * 3600.0
 
