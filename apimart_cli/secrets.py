@@ -59,11 +59,16 @@ def redact(text: str) -> str:
     MIN_SECRET_CHARS or more characters that starts one (a key cut short) cut out too."""
     if not _secrets or not text:
         return text
-    heads = {secret[:MIN_SECRET_CHARS] for secret in _secrets}
+    # Where each distinct head is next found (-1: nowhere further), searched again only
+    # once passed: a text full of one head costs no rescan for the others.
+    next_at = {head: text.find(head) for head in {secret[:MIN_SECRET_CHARS] for secret in _secrets}}
     parts: list[str] = []
     done = 0
     while True:
-        found = [at for at in (text.find(head, done) for head in heads) if at >= 0]
+        for head, at in next_at.items():
+            if 0 <= at < done:
+                next_at[head] = text.find(head, done)
+        found = [at for at in next_at.values() if at >= 0]
         if not found:
             break
         start = min(found)
