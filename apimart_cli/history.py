@@ -55,6 +55,9 @@ __all__ = [
 FILE_NAME = "history.sqlite3"
 BUSY_TIMEOUT_SECONDS = 10.0  # the longest wait for another process's lock
 MIN_BUSY_SECONDS = 0.5  # and the shortest, however little of the deadline is left
+# The longest wait where the history only mirrors the server (`on_failure`): the command's
+# answers matter more than recording them.
+MIRROR_BUSY_SECONDS = 2.0
 LEARNED_TASKS = 50  # the recent completed tasks `learned` looks at
 SCHEMA_VERSION = 3  # PRAGMA user_version; add a step to _MIGRATIONS to change the schema
 
@@ -270,10 +273,12 @@ class History:
         return cls(path, deadline=deadline, on_failure=on_failure)
 
     def _busy(self) -> float:
-        """Seconds to wait for another process's lock: up to the deadline."""
+        """Seconds to wait for another process's lock: up to the deadline, and not long
+        at all where the history only mirrors the server."""
+        longest = BUSY_TIMEOUT_SECONDS if self._on_failure is None else MIRROR_BUSY_SECONDS
         if self._deadline is None:
-            return BUSY_TIMEOUT_SECONDS
-        return max(self._deadline.cap(BUSY_TIMEOUT_SECONDS), MIN_BUSY_SECONDS)
+            return longest
+        return max(self._deadline.cap(longest), MIN_BUSY_SECONDS)
 
     def _setup(self) -> None:
         """Turn on WAL and bring the schema up to date, writing only when it is not.

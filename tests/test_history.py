@@ -539,6 +539,8 @@ def test_waiting_for_a_lock_ends_with_the_deadline(path: Path) -> None:
         assert busy_ms() == 500  # at least half a second, to let a brief lock pass
     with History.open(path) as history:
         assert history._connection().execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
+    with History.open(path, on_failure=print) as mirror:  # status: its answers come first
+        assert mirror._connection().execute("PRAGMA busy_timeout").fetchone()[0] == 2_000
 
 
 def test_a_failed_update_of_a_mirror_is_told_once_and_not_raised(path: Path) -> None:

@@ -252,7 +252,7 @@ def test_a_locked_history_is_a_warning_and_the_answers_are_printed(
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process writing, for as long as it likes
     try:
-        result = run("status", "task_01", "--timeout", "1")
+        result = run("status", "task_01")  # waits for the lock 2 s, not 10 s or its --timeout
     finally:
         holder.rollback()
         holder.close()
