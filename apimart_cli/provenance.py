@@ -354,24 +354,26 @@ def readable(stored: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def inspect(path: Path) -> dict[str, Any]:
-    """The provenance stored in the image at `path`; an ApimartError if it has none."""
-    from apimart_cli.errors import TaskError, UsageError
+    """The provenance stored in the image at `path`; an ApimartError if it has none. A
+    message names the file as printable text: a file name may hold escapes too."""
+    from apimart_cli.errors import TaskError, UsageError, printable
 
+    name = printable(str(path))
     try:
         stored = read_file(path)
     except FileNotFoundError:
-        raise UsageError(f"No such file: {path}") from None
+        raise UsageError(f"No such file: {name}") from None
     except IsADirectoryError:
-        raise UsageError(f"{path} is a folder, not an image.") from None
+        raise UsageError(f"{name} is a folder, not an image.") from None
     except OSError as exc:
-        raise UsageError(f"Cannot read {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"Cannot read {name}: {exc.strerror or exc}") from None
     except Unreadable as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(printable(str(exc))) from None
     except NotPNG:
         stored = None
     if stored is None:
         raise TaskError(
-            f"{path} has no apimart provenance.",
+            f"{name} has no apimart provenance.",
             "Only PNGs saved by apimart without --no-metadata carry it.",
         )
     return stored

@@ -188,3 +188,16 @@ def test_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
 
     assert result.exit_code == 2
     assert f"Error: {fifo} is not a regular file." in result.stderr
+
+
+def test_a_file_name_with_escapes_is_named_without_them(tmp_path: Path) -> None:
+    plain = tmp_path / "a\x1b]0;owned\x07.png"
+    plain.write_bytes(PNG)
+    marked(tmp_path / "b\x1b[2J.png")
+
+    result = run("inspect", str(plain), str(tmp_path / "b\x1b[2J.png"))
+
+    assert result.exit_code == 1
+    assert "a?]0;owned?.png has no apimart provenance." in result.stderr
+    assert "b?[2J.png\n" in result.stdout
+    assert not any(ch in result.stdout + result.stderr for ch in "\x1b\x07")
