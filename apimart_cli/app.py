@@ -91,27 +91,34 @@ def make_client(
 
 
 @overload
-def open_history(ui: Ui) -> History: ...
+def open_history(ui: Ui, *, deadline: Deadline | None = None) -> History: ...
 @overload
-def open_history(ui: Ui, *, required: bool) -> History | None: ...
-def open_history(ui: Ui, *, required: bool = True) -> History | None:
-    """The task history. Where it only mirrors the server (`status`, `wait`), a broken
-    history is a warning, not a failure: `required=False` then gives None."""
+def open_history(ui: Ui, *, required: bool, deadline: Deadline | None = None) -> History | None: ...
+def open_history(
+    ui: Ui, *, required: bool = True, deadline: Deadline | None = None
+) -> History | None:
+    """The task history, which waits for another process's lock no longer than `deadline`.
+    Where it only mirrors the server (`status`, `wait`), a broken history is a warning,
+    not a failure: `required=False` then gives None, or a history whose first failed
+    update is a warning and the last."""
     from apimart_cli.history import History
 
+    def warn(error: ApimartError) -> None:
+        ui.warn(f"Warning: {error.message} The task history was not updated.")
+
     try:
-        return History.open()
+        return History.open(deadline=deadline, on_failure=None if required else warn)
     except ApimartError as error:
         if required:
             raise
-        ui.warn(f"Warning: {error.message} The task history was not updated.")
+        warn(error)
         return None
 
 
 @contextmanager
-def optional_history(ui: Ui) -> Iterator[History | None]:
+def optional_history(ui: Ui, deadline: Deadline | None = None) -> Iterator[History | None]:
     """The history where it only mirrors the server: None (said once) if it is broken."""
-    history = open_history(ui, required=False)
+    history = open_history(ui, required=False, deadline=deadline)
     try:
         yield history
     finally:
@@ -203,7 +210,7 @@ def generate(
     try:
         downloader = _prepared(client, waiting.plan) if waiting else None
         sender = ReferenceSender(client, settings.references, info=ui.info, warn=ui.warn)
-        history = open_history(ui)
+        history = open_history(ui, deadline=deadline)
     except BaseException:
         client.close()
         raise
@@ -232,7 +239,7 @@ def wait(
     """`wait` and `download`: the tasks waited for (or polled once, `plan.once`), their
     images saved into `plan.folder` (None: only waited for), the history kept."""
     client = make_client(settings, waiting.plan.deadline, ui)
-    with optional_history(ui) as history:
+    with optional_history(ui, waiting.plan.deadline) as history:
         return _wait(client, waiting, ui, task_ids, stream, history, None)
 
 
@@ -280,10 +287,16 @@ def _wait(
     )
 
 
-def pending_ids(settings: Settings, ui: Ui, task_ids: Sequence[str] = ()) -> list[str]:
+def pending_ids(
+    settings: Settings,
+    ui: Ui,
+    task_ids: Sequence[str] = (),
+    *,
+    deadline: Deadline | None = None,
+) -> list[str]:
     """`wait --pending`: every unfinished task in the history for this base URL, then
     `task_ids`; a submission whose id never came back is warned of, not waited for."""
-    with open_history(ui) as history:
+    with open_history(ui, deadline=deadline) as history:
         ids = list(dict.fromkeys([*history.pending_ids(settings.base_url), *task_ids]))
         unknown = [
             record.idempotency_key
@@ -318,9 +331,8 @@ def batch(
     from apimart_cli.retry import Deadline
 
     limiter = AimdLimiter(concurrency)
-    client = make_client(
-        settings, Deadline.after(options.timeout), ui, on_rate_limited=limiter.rate_limited
-    )
+    deadline = Deadline.after(options.timeout)
+    client = make_client(settings, deadline, ui, on_rate_limited=limiter.rate_limited)
     sender = batch_sender(
         client, jobs, settings.references, concurrency, info=ui.info, warn=ui.warn
     )
@@ -333,7 +345,7 @@ def batch(
         client,
         limiter,
         options,
-        lambda: open_history(ui),
+        lambda: open_history(ui, deadline=deadline),  # no lock outwaits --timeout
         sender,
         hooks=hooks,
         gallery=gallery,
@@ -381,7 +393,7 @@ def status(settings: Settings, ui: Ui, task_ids: Sequence[str], *, deadline: Dea
     from apimart_cli.engine import query_tasks
 
     client = make_client(settings, deadline, ui)
-    with optional_history(ui) as history:
+    with optional_history(ui, deadline) as history:
         answers = query_tasks(client, task_ids, history=history)
     result = Statuses(list(task_ids), answers)
     for _, error in result.errors:

@@ -4,7 +4,10 @@ One SQLite file in the data folder, private (0600) from the start. Uploads are
 keyed by the service and the file's SHA-256, so a file sent once is reused by
 every later command until its URL is about to expire. Model schemas are kept
 for a day. The cache only saves work: if it cannot be read or written, the
-command goes on without it, after one warning.
+command goes on without it, after one warning; a row it cannot trust (not JSON,
+not an object, an upload without a plain http(s) URL) counts as absent. What
+goes in passes through `secrets` first: a reply may echo the API key. Waiting
+for another process's lock ends with the command's deadline.
 """
 
 from __future__ import annotations
@@ -15,10 +18,18 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from apimart_cli import secrets
+
+if TYPE_CHECKING:
+    from apimart_cli.retry import Deadline
 
 FILE_NAME = "cache.sqlite3"
-BUSY_TIMEOUT_SECONDS = 10.0
+# The longest wait for another process's lock. Short: every write is a few rows, and the
+# cache only saves work, so waiting longer for it would cost more than it saves.
+BUSY_TIMEOUT_SECONDS = 2.0
+MIN_BUSY_SECONDS = 0.5  # and the shortest, however little of the deadline is left
 SCHEMA_TTL_SECONDS = 24 * 3600.0
 
 _SCHEMA = (
@@ -61,9 +72,11 @@ class Cache:
         *,
         warn: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        deadline: Deadline | None = None,
     ) -> None:
         self.path = path if path is not None else default_path()
         self._warn = warn
+        self._deadline = deadline
         self._clock = clock
         self._broken = False
         self._ready = False
@@ -73,18 +86,25 @@ class Cache:
     def upload(self, base_url: str, sha256: str) -> dict[str, Any] | None:
         """The service's object for this file's upload, if its URL still has time to live."""
         row = self._query(
-            "SELECT reply FROM uploads WHERE base_url = ? AND sha256 = ? AND expires_at > ?",
+            "SELECT reply, url FROM uploads WHERE base_url = ? AND sha256 = ? AND expires_at > ?",
             (base_url, sha256, self._clock()),
         )
-        return None if row is None else dict(json.loads(row[0]))
+        if row is None:
+            return None
+        reply = _object(row[0])
+        if reply is None or not _plain_url(reply.get("url")) or reply["url"] != row[1]:
+            return None
+        return reply
 
     def remember_upload(
         self, base_url: str, sha256: str, reply: Mapping[str, Any], expires_at: float
     ) -> None:
+        kept = secrets.redact_data(dict(reply))
+        assert isinstance(kept, dict)
         self._execute(
             "INSERT OR REPLACE INTO uploads (base_url, sha256, url, reply, expires_at) "
             "VALUES (?, ?, ?, ?, ?)",
-            (base_url, sha256, str(reply["url"]), json.dumps(dict(reply)), expires_at),
+            (base_url, sha256, str(kept["url"]), json.dumps(kept), expires_at),
         )
 
     # -- model schemas ------------------------------------------------------------
@@ -97,13 +117,21 @@ class Cache:
         )
         if row is None:
             return False, None
-        return True, None if row[0] is None else dict(json.loads(row[0]))
+        if row[0] is None:
+            return True, None
+        schema = _object(row[0])
+        return (False, None) if schema is None else (True, schema)
 
     def remember_schema(self, base_url: str, model: str, schema: Mapping[str, Any] | None) -> None:
         self._execute(
             "INSERT OR REPLACE INTO schemas (base_url, model, schema, fetched_at) "
             "VALUES (?, ?, ?, ?)",
-            (base_url, model, None if schema is None else json.dumps(dict(schema)), self._clock()),
+            (
+                base_url,
+                model,
+                None if schema is None else json.dumps(secrets.redact_data(dict(schema))),
+                self._clock(),
+            ),
         )
 
     # -- SQLite -------------------------------------------------------------------
@@ -129,7 +157,10 @@ class Cache:
                 self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 # Created by us, private from the start: it names files and URLs.
                 os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS)
+            busy = BUSY_TIMEOUT_SECONDS
+            if self._deadline is not None:
+                busy = max(self._deadline.cap(busy), MIN_BUSY_SECONDS)
+            conn = sqlite3.connect(self.path, timeout=busy)
             try:
                 with conn:  # one transaction, committed on success
                     if not self._ready:
@@ -145,3 +176,21 @@ class Cache:
                 self._warn(
                     f"Warning: the cache {self.path} cannot be used ({exc}); going on without it."
                 )
+
+
+def _object(text: object) -> dict[str, Any] | None:
+    """A stored JSON object, or None for anything else (a row another program wrote)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _plain_url(value: object) -> bool:
+    """Whether `value` is an http(s) URL with nothing in it that could not be sent as is."""
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        return False
+    return value.isascii() and value.isprintable() and " " not in value

@@ -27,7 +27,7 @@ def config_path() -> Path:
 def load(path: Path) -> dict[str, object]:
     """Every key in the file with its value as TOML read it; empty if there is no file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_regular(path)
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
@@ -55,6 +55,22 @@ def load(path: Path) -> dict[str, object]:
             "Fix that value, or remove the file and use `apimart config set`.",
         ) from None
     return dict(data)
+
+
+def _read_regular(path: Path) -> str:
+    """The text of the file at `path`, which must be a regular file: a FIFO would hold
+    every command until something wrote to it, a device might never end."""
+    import stat
+
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise ConfigError(
+            f"The config file {path} is not a regular file.",
+            "Remove it, or set APIMART_CONFIG to a file.",
+        )
+    with os.fdopen(descriptor, "rb") as handle:
+        return handle.read().decode("utf-8")
 
 
 def _toml_value(key: str, value: object) -> str:

@@ -13,68 +13,23 @@ import sys
 import threading
 from typing import TextIO, cast
 
+from apimart_cli import secrets
 from apimart_cli.errors import ApimartError, ServiceError
+
+# The secrets live in `secrets`; the display's callers keep these names.
+from apimart_cli.secrets import hide as hide
+from apimart_cli.secrets import redact as redact
+from apimart_cli.secrets import redact_data as redact_data
 
 _lock = threading.Lock()
 _quiet = False
 _verbose = False
-_secrets: frozenset[str] = frozenset()
-HIDDEN = "[API key]"
-# A shorter "key" (`any`, the sandbox's `sandbox`) is no secret, and cutting it
-# out of every line would mangle ordinary words.
-MIN_SECRET_CHARS = 8
 
 
 def configure(*, quiet: bool = False, verbose: bool = False) -> None:
-    global _quiet, _verbose, _secrets
-    _quiet, _verbose, _secrets = quiet, verbose, frozenset()
-
-
-def hide(secret: str) -> None:
-    """Never print or write `secret`: a server may echo the key back in any message or result.
-
-    Its encoded forms are hidden too, since that is how it shows in JSON, in a
-    quoted value and in a URL: with a backslash or a quote, the key as written
-    there is not the key as typed.
-    """
-    global _secrets
-    if len(secret) >= MIN_SECRET_CHARS:
-        _secrets |= encoded_forms(secret)
-
-
-def encoded_forms(secret: str) -> frozenset[str]:
-    """`secret` as it may appear in what the tool prints or writes."""
-    import json
-    from urllib.parse import quote, quote_plus
-
-    forms = {
-        secret,
-        json.dumps(secret)[1:-1],  # JSON, as --json prints it
-        json.dumps(secret, ensure_ascii=False)[1:-1],
-        repr(secret)[1:-1],  # a value quoted in a message
-        quote(secret, safe=""),
-        quote_plus(secret, safe=""),
-    }
-    return frozenset(form for form in forms if len(form) >= MIN_SECRET_CHARS)
-
-
-def redact(text: str) -> str:
-    """`text` with every hidden secret (in every encoded form) cut out."""
-    for secret in sorted(_secrets, key=len, reverse=True):  # the longest form first
-        text = text.replace(secret, HIDDEN)
-    return text
-
-
-def redact_data(value: object) -> object:
-    """A JSON-like value with every string in it redacted (keys too), before it is encoded:
-    redacting the encoded text could cut an escape sequence in half."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {redact_data(key): redact_data(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_data(item) for item in value]
-    return value
+    global _quiet, _verbose
+    _quiet, _verbose = quiet, verbose
+    secrets.forget()
 
 
 def redacting(stream: TextIO) -> TextIO:

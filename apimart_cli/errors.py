@@ -7,8 +7,11 @@ place that prints them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from enum import IntEnum
+
+from apimart_cli.secrets import redact
 
 
 class ExitCode(IntEnum):
@@ -51,16 +54,31 @@ MAX_SHOWN_CHARS = 60
 
 
 def shown(value: object, limit: int = MAX_SHOWN_CHARS) -> str:
-    """`value` quoted for a message (as repr), cut to `limit` characters with its length said."""
-    text = value if isinstance(value, str) else str(value)
+    """`value` quoted for a message (as repr), redacted, then cut to `limit` characters with
+    its length said."""
+    text = redact(value if isinstance(value, str) else str(value))
     if len(text) <= limit:
         return repr(text)
     return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def clipped(text: str, limit: int) -> str:
-    """`text` as it is, or cut to `limit` characters with its length said."""
+    """`text` redacted, then cut to `limit` characters with its length said: cut first, and a
+    key at the cut would survive as a prefix that no longer equals the key."""
+    text = redact(text)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+_LINE_BREAKS = re.compile(r"[\t\n\v\f\r\u2028\u2029]+")
+# C0 and C1 control characters and DEL: an escape sequence (a colour, a cleared screen, a
+# window title, an OSC 8 link) starts with one of them.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` read from a file or the service, fit for a terminal: line breaks as spaces,
+    every other control character as `?`, so nothing in it can drive the terminal."""
+    return _CONTROLS.sub("?", _LINE_BREAKS.sub(" ", text))
 
 
 class ApimartError(Exception):

@@ -369,7 +369,9 @@ def write(
 ) -> Path:
     """Write `index.html` in `folder` atomically, never through a link; its path."""
     title = title or f"apimart · {folder.resolve().name or folder}"
-    page = redact(render(with_dimensions(folder, entries, sizes), title))
+    from apimart_cli.secrets import redact as hidden
+
+    page = hidden(redact(render(with_dimensions(folder, entries, sizes), title)))
     target = folder / PAGE_NAME
     temporary = folder / f".{PAGE_NAME}.{os.getpid()}.part"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)

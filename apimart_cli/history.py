@@ -6,32 +6,41 @@ written, and WAL plus a busy timeout let many `apimart` processes record at once
 Any SQLite or file-system failure surfaces as a ``HistoryError`` naming the file.
 
 Every value written passes through one boundary (``_Writer``) that cuts out the
-secrets ``console`` was told to hide, so a key the service echoes in a failure
+secrets given to ``secrets.hide``, so a key the service echoes in a failure
 reason never reaches the file. A task's state (the service's) and whether its
 images were saved (ours) are kept apart: a completed task whose images were
 never saved is still pending while its result URLs live.
+
+What is read back is trusted no further than it must be: another program may
+have written the file, so a value of the wrong kind (fields that are not a JSON
+object, files that are not a list, a time that is no date) is read as absent,
+never an error. A file written by a newer version is refused, naming its
+version, before anything is sent. Waiting for another process's lock ends with
+the command's deadline.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
+import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apimart_cli import console
+from apimart_cli import secrets
 from apimart_cli.errors import HistoryError
 from apimart_cli.models import FINAL_STATES
 
 if TYPE_CHECKING:
     from apimart_cli.models import Task
     from apimart_cli.polling import Learned
+    from apimart_cli.retry import Deadline
 
 __all__ = [
     "FINAL_STATES",
@@ -44,7 +53,11 @@ __all__ = [
 # Any other state, including one the API adds later, also counts as unfinished.
 
 FILE_NAME = "history.sqlite3"
-BUSY_TIMEOUT_SECONDS = 10.0
+BUSY_TIMEOUT_SECONDS = 10.0  # the longest wait for another process's lock
+MIN_BUSY_SECONDS = 0.5  # and the shortest, however little of the deadline is left
+# The longest wait where the history only mirrors the server (`on_failure`): the command's
+# answers matter more than recording them.
+MIRROR_BUSY_SECONDS = 2.0
 LEARNED_TASKS = 50  # the recent completed tasks `learned` looks at
 SCHEMA_VERSION = 3  # PRAGMA user_version; add a step to _MIGRATIONS to change the schema
 
@@ -217,16 +230,29 @@ class History:
     that callers read as "open the history".
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        deadline: Deadline | None = None,
+        on_failure: Callable[[HistoryError], None] | None = None,
+    ) -> None:
+        """`deadline`: the command's, which no wait for a lock outlasts (by more than
+        MIN_BUSY_SECONDS). `on_failure`: where the history only mirrors the server
+        (`status`, `wait`), an `update` that fails is told to it, once, and the
+        history is written no more, rather than raising."""
         self.path = path if path is not None else default_path()
         self._conn: sqlite3.Connection | None = None
+        self._deadline = deadline
+        self._on_failure = on_failure
+        self._failed = False
         with _translated(self.path):
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # Create the file ourselves so it is private from the start; SQLite
             # gives its -wal and -shm files the same mode.
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             # timeout= is SQLite's busy timeout; isolation_level=None: we BEGIN ourselves.
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=self._busy(), isolation_level=None)
             conn.row_factory = sqlite3.Row
             self._conn = conn
             try:
@@ -236,16 +262,39 @@ class History:
                 raise
 
     @classmethod
-    def open(cls, path: Path | None = None) -> History:
+    def open(
+        cls,
+        path: Path | None = None,
+        *,
+        deadline: Deadline | None = None,
+        on_failure: Callable[[HistoryError], None] | None = None,
+    ) -> History:
         """Open (or create) the history; every failure is a ``HistoryError``."""
-        return cls(path)
+        return cls(path, deadline=deadline, on_failure=on_failure)
+
+    def _busy(self) -> float:
+        """Seconds to wait for another process's lock: up to the deadline, and not long
+        at all where the history only mirrors the server."""
+        longest = BUSY_TIMEOUT_SECONDS if self._on_failure is None else MIRROR_BUSY_SECONDS
+        if self._deadline is None:
+            return longest
+        return max(self._deadline.cap(longest), MIN_BUSY_SECONDS)
 
     def _setup(self) -> None:
-        """Turn on WAL and bring the schema up to date, writing only when it is not."""
+        """Turn on WAL and bring the schema up to date, writing only when it is not.
+        A file from a newer version is refused: this one cannot know what it holds."""
         conn = self._connection()
         if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            _enable_wal(conn)
-        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            _enable_wal(conn, self._busy())
+        found = conn.execute("PRAGMA user_version").fetchone()[0]
+        if isinstance(found, int) and found > SCHEMA_VERSION:
+            raise HistoryError(
+                f"The task history {self.path} was written by a newer version of apimart"
+                f" (its format is {found}; this version reads up to {SCHEMA_VERSION}).",
+                "Upgrade apimart (pip install -U apimart-cli), or set APIMART_DATA_DIR"
+                " to another folder.",
+            )
+        if found < SCHEMA_VERSION:
             with self._write() as writer:
                 # Read again under the lock: another process may have just upgraded it.
                 version = writer.execute("PRAGMA user_version").fetchone()[0]
@@ -271,6 +320,8 @@ class History:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             raise sqlite3.ProgrammingError("the history is closed")
+        if self._deadline is not None:  # what is left of the time, now
+            self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy() * 1000)}")
         return self._conn
 
     def check_writable(self) -> None:
@@ -403,8 +454,33 @@ class History:
         order, as absolute paths). Once the files number the task's ``images``
         (or any are given while that number is unknown), the task counts as
         saved. A task id not in the history (one submitted elsewhere) is ignored:
-        the history holds what was submitted from here.
+        the history holds what was submitted from here. With `on_failure`, a
+        failure is told to it once, and later updates are skipped.
         """
+        if self._failed:
+            return
+        try:
+            self._update(
+                task_id, state, cost, files, error, images, expires_at, estimated_time, actual_time
+            )
+        except HistoryError as failure:
+            if self._on_failure is None:
+                raise
+            self._failed = True
+            self._on_failure(failure)
+
+    def _update(
+        self,
+        task_id: str,
+        state: str | None,
+        cost: float | None,
+        files: Sequence[str],
+        error: str | None,
+        images: int | None,
+        expires_at: float | None,
+        estimated_time: float | None,
+        actual_time: float | None,
+    ) -> None:
         now = time.time()
         with self._write() as conn:
             row = conn.execute(
@@ -412,10 +488,10 @@ class History:
             ).fetchone()
             if row is None:
                 return
-            known = json.loads(row["files"])
+            known = _files(row["files"])
             merged = list(dict.fromkeys([*known, *(str(Path(f).absolute()) for f in files)]))
-            count = images if images is not None else row["images"]
-            saved_at = row["saved_at"]
+            count = images if images is not None else _count(row["images"])
+            saved_at = _time(row["saved_at"])
             if saved_at is None and merged and (count is None or len(merged) >= count):
                 saved_at = now
             conn.execute(
@@ -527,9 +603,11 @@ class History:
         ratios: list[float] = []
         durations: dict[str, list[float]] = {}
         for estimated, actual, fields in reversed(rows):  # oldest first, as they happened
-            if estimated:
+            if not _positive(actual):
+                continue
+            if _positive(estimated):
                 ratios.append(actual / estimated)
-            request = json.loads(fields)
+            request = _fields(fields)
             kind = task_kind(request.get("size"), request.get("resolution"))
             durations.setdefault(kind, []).append(actual)
         return Learned(tuple(ratios), {kind: tuple(d) for kind, d in durations.items()})
@@ -583,13 +661,14 @@ class History:
         self.close()
 
 
-def _enable_wal(conn: sqlite3.Connection) -> None:
-    """Switch the file to WAL (a lasting setting), retrying while another process holds it.
+def _enable_wal(conn: sqlite3.Connection, seconds: float) -> None:
+    """Switch the file to WAL (a lasting setting), retrying for up to `seconds` while
+    another process holds it.
 
     Changing the journal mode fails at once when the file is busy, without
     waiting for the busy timeout: eight processes creating the file together hit this.
     """
-    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    deadline = time.monotonic() + seconds
     while True:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -602,24 +681,13 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
 
 class _Writer:
     """The one way into the file for writes: every text value goes in with the
-    hidden secrets (``console.hide``: the API key) cut out."""
+    hidden secrets (``secrets.hide``: the API key) cut out."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        return self._conn.execute(sql, [_clean(value) for value in params])
-
-
-def _clean(value: Any) -> Any:
-    """``value`` with the hidden secrets cut out of it, and out of any text within it."""
-    if isinstance(value, str):
-        return console.redact(value)
-    if isinstance(value, Mapping):
-        return {_clean(str(key)): _clean(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(item) for item in value]
-    return value
+        return self._conn.execute(sql, [secrets.redact_data(value) for value in params])
 
 
 def task_changes(task: Task) -> dict[str, Any]:
@@ -648,23 +716,92 @@ def _dumps(fields: Mapping[str, object]) -> str:
     # default=str: a stray non-JSON value (a Path, say) must not lose a paid task's record.
     # The secrets are cut out before the text is JSON: an escaped key would not match.
     text = json.dumps(dict(fields), ensure_ascii=False, sort_keys=True, default=str)
-    return json.dumps(_clean(json.loads(text)), ensure_ascii=False, sort_keys=True)
+    return json.dumps(secrets.redact_data(json.loads(text)), ensure_ascii=False, sort_keys=True)
 
 
 def _record(row: sqlite3.Row) -> TaskRecord:
+    """A row as a record, each value checked: what another program wrote there that no
+    version of this one writes is read as absent (an empty text, no time, no files)."""
     return TaskRecord(
-        task_id=row["task_id"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        base_url=row["base_url"],
-        prompt=row["prompt"],
-        fields=json.loads(row["fields"]),
-        idempotency_key=row["idempotency_key"],
-        state=row["state"],
-        cost=row["cost"],
-        files=tuple(json.loads(row["files"])),
-        error=row["error"],
-        images=row["images"],
-        expires_at=row["expires_at"],
-        saved_at=row["saved_at"],
+        task_id=_text(row["task_id"]),
+        created_at=_time(row["created_at"]) or 0.0,
+        updated_at=_time(row["updated_at"]) or 0.0,
+        base_url=_text(row["base_url"]) or "",
+        prompt=_text(row["prompt"]) or "",
+        fields=_fields(row["fields"]),
+        idempotency_key=_text(row["idempotency_key"]) or "",
+        state=_text(row["state"]) or "unknown",
+        cost=_finite(row["cost"]),
+        files=tuple(_files(row["files"])),
+        error=_text(row["error"]),
+        images=_count(row["images"]),
+        expires_at=_time(row["expires_at"]),
+        saved_at=_time(row["saved_at"]),
     )
+
+
+# The latest time read as one: the end of year 9999 (later cannot be shown as a date).
+_LATEST = 253402300799.0
+# The deepest a stored request's fields may nest: they are flat; printing deeper would fail.
+_MAX_DEPTH = 32
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _finite(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _positive(value: object) -> bool:
+    number = _finite(value)
+    return number is not None and number > 0
+
+
+def _time(value: object) -> float | None:
+    number = _finite(value)
+    return number if number is not None and 0 <= number <= _LATEST else None
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _loads(text: object) -> object:
+    """A stored JSON value, or None where it is none (or nested too deeply to read)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text, parse_constant=lambda constant: None)  # no NaN, no Infinity
+    except (ValueError, RecursionError):
+        return None
+    return value if json_depth(value) <= _MAX_DEPTH else None
+
+
+def _fields(text: object) -> dict[str, object]:
+    value = _loads(text)
+    return value if isinstance(value, dict) else {}
+
+
+def _files(text: object) -> builtins.list[str]:
+    value = _loads(text)
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+def json_depth(value: object) -> int:
+    """How deeply a JSON-like `value` nests (a scalar: 0), found without recursion: what
+    was read from a file is checked before anything recursive (printing it) meets it."""
+    deepest = 0
+    stack: builtins.list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest

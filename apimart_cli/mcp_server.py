@@ -545,4 +545,27 @@ def serve(
     *, api_key: str | None = None, base_url: str | None = None, verbose: bool = False
 ) -> None:
     """Serve until the client closes standard input."""
-    build_server(Tools(api_key=api_key, base_url=base_url, verbose=verbose)).run("stdio")
+    server = build_server(Tools(api_key=api_key, base_url=base_url, verbose=verbose))
+    quiet_logging()  # after the SDK's own set-up, which turns on INFO
+    server.run("stdio")
+
+
+def quiet_logging() -> None:
+    """Log only warnings and errors, to standard error, redacted.
+
+    The SDK logs at INFO from the start, and httpx then logs every request's URL:
+    a result URL may carry the key (`?sig=...`), and an agent keeps its server's
+    standard error in a log file.
+    """
+    import logging
+    import sys
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(console.redacting(sys.stderr))
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    for name in ("httpx", "httpcore", "mcp"):
+        logging.getLogger(name).setLevel(logging.WARNING)

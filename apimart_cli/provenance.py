@@ -6,12 +6,16 @@ object (`describe`). It goes right after `IHDR`, which the format requires to
 come first; every byte of the server's image data stays as it was sent. The
 chunk is written into a new temporary file beside the download, which then
 replaces it, so a killed run never leaves a half-rewritten image
-(`embed_file`). `read_file` finds the chunk again for `apimart inspect`.
+(`embed_file`). `read_file` finds the chunk again for `apimart inspect` and
+the gallery, and trusts nothing in it: a chunk or its inflated text larger than
+MAX_PROVENANCE_BYTES is refused, and what is read is sanitised (`sanitised`)
+before anyone uses it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -36,8 +40,22 @@ _FILE_SUMMARY = re.compile(r"^data:[^,]*,.*\((\d+) bytes from (.+)\)$", re.DOTAL
 _DATA_SUMMARY = re.compile(r"^data:([^;,]*)[;,].*?(?:\((\d+) bytes\))?$", re.DOTALL)
 
 
+# The most bytes of provenance read, stored or inflated: a prompt is text, not a megabyte.
+MAX_PROVENANCE_BYTES = 1024 * 1024
+# The deepest nesting kept of what is stored: params are flat, and printing a deep value
+# would run out of stack.
+MAX_DEPTH = 32
+# The latest time shown as a date: the end of year 9999.
+_LATEST = 253402300799
+
+
 class NotPNG(ValueError):
     """The file is not a PNG this module can read or write."""
+
+
+class Unreadable(NotPNG):
+    """The file cannot be read for its provenance (not a regular file, a chunk too large);
+    the message says why."""
 
 
 def describe(
@@ -104,7 +122,9 @@ def chunk(chunk_type: bytes, data: bytes) -> bytes:
 
 def itxt_chunk(record: Mapping[str, Any], *, redact: Callable[[str], str] = str) -> bytes:
     """The `iTXt` chunk holding `record` as JSON: keyword, no compression, no language."""
-    text = redact(json.dumps(record, ensure_ascii=False, sort_keys=False))
+    from apimart_cli.secrets import redact_data
+
+    text = redact(json.dumps(redact_data(record), ensure_ascii=False, sort_keys=False))
     keyword = KEYWORD.encode("latin-1")
     # keyword \0, compression flag and method (0, 0), language tag \0, translated keyword \0
     data = keyword + b"\x00\x00\x00" + b"\x00" + b"\x00" + text.encode("utf-8")
@@ -171,37 +191,118 @@ def _chunks(handle: IO[bytes], where: object) -> Iterator[tuple[bytes, int]]:
 
 
 def read(handle: IO[bytes], where: object = "the file") -> dict[str, Any] | None:
-    """The provenance object in a PNG, or None if it has none. NotPNG if it is no PNG."""
+    """The provenance object in a PNG, sanitised, or None if it has none (or none that can
+    be read). NotPNG if it is no PNG; Unreadable if its chunk is too large."""
+    keyword = KEYWORD.encode("latin-1") + b"\x00"
     for chunk_type, length in _chunks(handle, where):
         if chunk_type != b"iTXt":
             continue
+        if length > MAX_PROVENANCE_BYTES:  # read only enough to tell whose it is
+            if handle.read(len(keyword)) == keyword:
+                raise _too_large(where)
+            continue
         data = handle.read(length)
-        found = _parse_itxt(data)
+        found = _parse_itxt(data, where)
         if found is not None:
             return found
     return None
 
 
 def read_file(path: Path) -> dict[str, Any] | None:
-    """`read` of the file at `path`."""
-    with path.open("rb") as handle:
+    """`read` of the file at `path`. Unreadable, at once, if it is not a regular file
+    (a FIFO would wait for a writer forever, a device never end)."""
+    import stat
+
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "Is a directory", str(path))
+        raise Unreadable(f"{path} is not a regular file.")
+    with os.fdopen(descriptor, "rb") as handle:
         return read(handle, path)
 
 
-def _parse_itxt(data: bytes) -> dict[str, Any] | None:
+def _too_large(where: object) -> Unreadable:
+    return Unreadable(
+        f"{where} has an apimart provenance chunk larger than"
+        f" {MAX_PROVENANCE_BYTES // (1024 * 1024)} MiB, the most read; refused."
+    )
+
+
+def _parse_itxt(data: bytes, where: object = "the file") -> dict[str, Any] | None:
     keyword, _, rest = data.partition(b"\x00")
     if keyword != KEYWORD.encode("latin-1") or len(rest) < 2:
         return None
     compressed, rest = rest[0], rest[2:]
     _language, _, rest = rest.partition(b"\x00")
     _translated, _, text = rest.partition(b"\x00")
+    if compressed:
+        inflater = zlib.decompressobj()
+        try:
+            text = inflater.decompress(text, MAX_PROVENANCE_BYTES)
+        except zlib.error:
+            return None
+        if inflater.unconsumed_tail:  # it inflates past the limit: stop there
+            raise _too_large(where)
     try:
-        if compressed:
-            text = zlib.decompress(text)
         value = json.loads(text.decode("utf-8"))
-    except (zlib.error, UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
-    return value if isinstance(value, dict) else None
+    return sanitised(value) if isinstance(value, dict) else None
+
+
+_TEXT_KEYS = ("task_id", "prompt", "model", "size", "resolution", "version")
+_TIME_KEYS = ("created", "completed")
+
+
+def sanitised(stored: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`stored` with what no version of the tool writes left out: known keys of the
+    wrong type, times that are no date, costs that are no number, and any value nested
+    deeper than MAX_DEPTH. None if the whole is nested too deep."""
+    from apimart_cli.history import json_depth
+
+    if json_depth(stored) > MAX_DEPTH:
+        return None
+    clean: dict[str, Any] = {}
+    for key, value in stored.items():
+        if key in _TEXT_KEYS:
+            keep = isinstance(value, str)
+        elif key == "n":
+            keep = isinstance(value, int) and not isinstance(value, bool)
+        elif key == "params":
+            keep = isinstance(value, dict) and _finite(value)
+        elif key == "references":
+            keep = isinstance(value, list)
+            value = [item for item in value if isinstance(item, str)] if keep else value
+        elif key in _TIME_KEYS:
+            keep = _number(value) and 0 <= value <= _LATEST
+        elif key == "cost":
+            keep = _number(value)
+        else:
+            keep = _finite(value)
+        if keep or value is None:
+            clean[key] = value
+    return clean
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _finite(value: object) -> bool:
+    """Whether `value` holds no NaN or infinity (which JSON cannot hold)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 _LABELS = (
@@ -221,15 +322,18 @@ _LABELS = (
 
 
 def readable(stored: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The stored object as labelled lines for people; what is absent is left out."""
+    """The stored object as labelled lines for people; what is absent is left out. Each
+    line is printable: no control character read from the file reaches a terminal."""
     from datetime import datetime, timezone
+
+    from apimart_cli.errors import printable
 
     lines = []
     for key, label in _LABELS:
         value = stored.get(key)
         if value is None or value == [] or value == {}:
             continue
-        if key in ("created", "completed") and isinstance(value, (int, float)):
+        if key in _TIME_KEYS and _number(value) and 0 <= value <= _LATEST:
             text = datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         elif key == "params" and isinstance(value, Mapping):
             text = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in value.items())
@@ -246,26 +350,30 @@ def readable(stored: Mapping[str, Any]) -> list[tuple[str, str]]:
         for key, value in stored.items()
         if key not in known
     ]
-    return lines
+    return [(printable(label), printable(text)) for label, text in lines]
 
 
 def inspect(path: Path) -> dict[str, Any]:
-    """The provenance stored in the image at `path`; an ApimartError if it has none."""
-    from apimart_cli.errors import TaskError, UsageError
+    """The provenance stored in the image at `path`; an ApimartError if it has none. A
+    message names the file as printable text: a file name may hold escapes too."""
+    from apimart_cli.errors import TaskError, UsageError, printable
 
+    name = printable(str(path))
     try:
         stored = read_file(path)
     except FileNotFoundError:
-        raise UsageError(f"No such file: {path}") from None
+        raise UsageError(f"No such file: {name}") from None
     except IsADirectoryError:
-        raise UsageError(f"{path} is a folder, not an image.") from None
+        raise UsageError(f"{name} is a folder, not an image.") from None
     except OSError as exc:
-        raise UsageError(f"Cannot read {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"Cannot read {name}: {exc.strerror or exc}") from None
+    except Unreadable as exc:
+        raise UsageError(printable(str(exc))) from None
     except NotPNG:
         stored = None
     if stored is None:
         raise TaskError(
-            f"{path} has no apimart provenance.",
+            f"{name} has no apimart provenance.",
             "Only PNGs saved by apimart without --no-metadata carry it.",
         )
     return stored

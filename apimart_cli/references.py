@@ -275,7 +275,7 @@ def upload_files(
     (or found remembered), so that a failure midway still shows the ones that made it."""
     from apimart_cli.cache import Cache
 
-    uploader = Uploader(client, Cache(warn=warn), concurrency=1)
+    uploader = Uploader(client, Cache(warn=warn, deadline=client.deadline), concurrency=1)
     for reference in references:
         yield uploader.upload(prepare_upload(reference))
 
@@ -308,7 +308,7 @@ class ReferenceSender:
         self.client = client
         self.mode = mode
         self._info = info
-        self._cache = cache if cache is not None else Cache(warn=warn)
+        self._cache = cache if cache is not None else Cache(warn=warn, deadline=client.deadline)
         self._uploader = Uploader(client, self._cache, concurrency=concurrency)
         self._lock = threading.Lock()
         self._uploading = threading.Lock()

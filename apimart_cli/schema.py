@@ -157,7 +157,7 @@ def model_info(client: Client, model: str, *, warn: Callable[[str], None]) -> Ma
     if not model.strip():
         raise UsageError("The model name is empty.", "`apimart models` lists them.")
     schema = input_schema(client.model_schema(model))
-    Cache(warn=warn).remember_schema(client.base_url, model, schema)
+    Cache(warn=warn, deadline=client.deadline).remember_schema(client.base_url, model, schema)
     if schema is None:
         raise TaskError(
             f"The service has no input schema for the model {model}.",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from apimart_cli import config_file, console
+from apimart_cli import config_file, secrets
 from apimart_cli.constants import DEFAULT_BASE_URL, SETTING_KEYS
 from apimart_cli.errors import AuthError, ConfigError, UsageError
 
@@ -66,8 +66,10 @@ class Setting:
                 f"{where}{self.key} must be 0 or 1 (or true or false), not {_short(raw)}."
             )
         if not isinstance(raw, str):
+            # A secret's value is never shown, whatever its type: only what type it is.
+            shown = _kind(raw) if self.secret else _short(raw)
             raise ConfigError(
-                f"{where}{self.key} must be a string, not {_short(raw)}.",
+                f"{where}{self.key} must be a string, not {shown}.",
                 f'Write it as {self.key} = "..."',
             )
         text = raw.strip()
@@ -178,7 +180,7 @@ class Settings:
         """
         if not self.api_key:
             raise no_key_error()
-        console.hide(self.api_key)
+        secrets.hide(self.api_key)
         if not (self.api_key.isascii() and self.api_key.isprintable() and " " not in self.api_key):
             raise UsageError(
                 "The API key has spaces or characters that cannot be sent in a header.",
@@ -270,8 +272,14 @@ def _text(value: Value) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _kind(value: object) -> str:
+    """What a TOML value is, in words, for a message that must not show it."""
+    kinds = {bool: "true or false", int: "a number", float: "a number", list: "a list"}
+    return "a table" if isinstance(value, dict) else kinds.get(type(value), "another kind of value")
+
+
 def _short(value: object, limit: int = 40) -> str:
-    text = repr(value)
+    text = secrets.redact(repr(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -278,3 +278,15 @@ def test_config_path_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     from platformdirs import user_config_dir
 
     assert config_path() == Path(user_config_dir("apimart")) / "config.toml"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_config_file_that_is_no_file_is_refused_at_once(path: Path, kind: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert caught.value.message == f"The config file {path} is not a regular file."

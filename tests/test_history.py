@@ -518,3 +518,97 @@ def test_forget_sandbox_removes_only_tasks_sent_to_loopback(history: History) ->
     assert history.forget_sandbox() == 3
     assert [r.task_id for r in history.list()] == ["task_real"]
     assert history.forget_sandbox() == 0
+
+
+# -- waiting for a lock, a newer file, hostile rows ------------------------------------------
+
+
+def test_waiting_for_a_lock_ends_with_the_deadline(path: Path) -> None:
+    from apimart_cli.retry import Deadline
+
+    now = [0.0]
+    with History.open(path, deadline=Deadline.after(2.0, clock=lambda: now[0])) as history:
+
+        def busy_ms() -> int:
+            return int(history._connection().execute("PRAGMA busy_timeout").fetchone()[0])
+
+        assert busy_ms() == 2000
+        now[0] = 1.5
+        assert busy_ms() == 500
+        now[0] = 99.0
+        assert busy_ms() == 500  # at least half a second, to let a brief lock pass
+    with History.open(path) as history:
+        assert history._connection().execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
+    with History.open(path, on_failure=print) as mirror:  # status: its answers come first
+        assert mirror._connection().execute("PRAGMA busy_timeout").fetchone()[0] == 2_000
+
+
+def test_a_failed_update_of_a_mirror_is_told_once_and_not_raised(path: Path) -> None:
+    import sqlite3
+
+    from apimart_cli.retry import Deadline
+
+    with History.open(path) as history:
+        history.record_submission(
+            "task_1", base_url=BASE, prompt="p", fields={}, idempotency_key="k"
+        )
+    failures: list[HistoryError] = []
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing, for as long as it likes
+    try:
+        deadline = Deadline.after(0.0)
+        with History.open(path, deadline=deadline, on_failure=failures.append) as history:
+            history.update("task_1", state="completed")
+            history.update("task_1", state="failed")
+        with History.open(path, deadline=deadline) as history, pytest.raises(HistoryError):
+            history.update("task_1", state="completed")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert len(failures) == 1 and "locked" in failures[0].message
+
+
+def test_a_history_from_a_newer_version_is_refused_naming_its_version(path: Path) -> None:
+    import sqlite3
+
+    with History.open(path):
+        pass
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(HistoryError) as caught:
+        History.open(path)
+    assert "newer version of apimart (its format is 99;" in caught.value.message
+    assert caught.value.exit_code == ExitCode.USAGE
+
+
+HOSTILE_ROWS = [
+    {"fields": "not json", "files": "5"},
+    {"fields": "[1, 2]", "files": '{"a": 1}', "created_at": 1e300, "updated_at": -1e300},
+    {"fields": '{"size": NaN}', "files": '["a.png", 5, null]', "cost": "free", "images": "x"},
+    {"fields": '{"a": ' + "[" * 5_000 + "]" * 5_000 + "}", "files": "[" * 5_000},
+    {"task_id": 7, "prompt": 8, "state": 9, "expires_at": "soon", "saved_at": 1e300},
+]
+
+
+@pytest.mark.parametrize("row", HOSTILE_ROWS)
+def test_hostile_values_in_a_row_are_read_as_absent(path: Path, row: dict[str, object]) -> None:
+    import sqlite3
+
+    with History.open(path) as history:
+        history.record_submission(
+            "task_1", base_url=BASE, prompt="p", fields={"size": "1:1"}, idempotency_key="k"
+        )
+    with sqlite3.connect(path) as conn:
+        for column, value in row.items():
+            conn.execute(f"UPDATE tasks SET {column} = ?", (value,))  # noqa: S608
+    conn.close()
+
+    with History.open(path) as history:
+        [record] = history.list()
+        history.update(record.task_id or "task_1", state="completed", files=["b.png"])
+        history.learned()
+    assert isinstance(record.fields, dict)
+    assert all(isinstance(name, str) for name in record.files)
+    assert 0 <= record.created_at <= 253402300799
+    assert record.cost is None or isinstance(record.cost, float)

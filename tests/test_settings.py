@@ -399,3 +399,24 @@ def test_taking_the_key_to_send_it_hides_it_everywhere(monkeypatch: pytest.Monke
     assert console.redact("echo sk-taken-to-send-1234") == "echo sk-taken-to-send-1234"
     resolve().require_key()
     assert console.redact("echo sk-taken-to-send-1234") == "echo [API key]"
+
+
+@pytest.mark.parametrize(
+    ("toml", "kind"),
+    [
+        ('api_key = ["sk-typed-9Lm2Qx7Wv4Kp"]', "a list"),
+        ('[api_key]\nvalue = "sk-typed-9Lm2Qx7Wv4Kp"', "a table"),
+        ("api_key = 123456789012345", "a number"),
+        ("api_key = 1979-05-27T07:32:00Z", "another kind of value"),
+    ],
+)
+def test_a_wrongly_typed_key_is_an_error_that_does_not_show_it(toml: str, kind: str) -> None:
+    path = config_file.config_path()
+    path.parent.mkdir(parents=True)
+    path.write_text(toml + "\n")
+    with pytest.raises(ConfigError) as caught:
+        resolve()
+    message = f"{caught.value.message} {caught.value.hint}"
+    assert f"api_key must be a string, not {kind}." in message
+    for secret in ("sk-typed", "1234567890", "1979"):
+        assert secret not in message

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from apimart_cli import console
+from apimart_cli import secrets
 from apimart_cli.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -66,11 +66,11 @@ class Manifest:
             raise UsageError(f"Cannot read {self.path}: {exc.strerror or exc}.") from None
         for raw in content.decode("utf-8", errors="replace").splitlines():
             try:
-                record = json.loads(raw)
+                record = json.loads(raw, parse_constant=lambda constant: None)  # no NaN
             except (ValueError, RecursionError):  # cut short by a kill, or not ours
                 continue
             if isinstance(record, dict):
-                latest.add(record)
+                latest.add(trusted(record))
         return latest
 
     def open(self) -> None:
@@ -171,9 +171,50 @@ def _lock_for_this_run(folder: Path, fd: int) -> None:
         ) from None
 
 
+# What each key of a record must be to be believed; any other value is read as absent.
+_TEXTS = ("digest", "state", "prompt", "idempotency_key", "task_id", "error")
+_NUMBERS = ("cost", "submitted_at", "time")
+_INTEGERS = ("line", "occurrence")
+_LATEST = 253402300799  # the end of year 9999: a later time is no date
+_MAX_DEPTH = 32  # of the fields: they are flat, and printing a deeper value would fail
+
+
+def trusted(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record read from the file with every known key of the wrong kind left out (another
+    program may have written it): `files` a list of names, times real dates, costs finite,
+    `fields` a shallow object. Keys the tool does not know are kept as they are."""
+    import math
+
+    from apimart_cli.history import json_depth
+
+    clean: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in _TEXTS:
+            keep = isinstance(value, str)
+        elif key in _INTEGERS:
+            keep = isinstance(value, int) and not isinstance(value, bool)
+        elif key in _NUMBERS:
+            keep = (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and (key == "cost" or 0 <= value <= _LATEST)
+            )
+        elif key == "files":
+            keep = isinstance(value, list)
+            value = [name for name in value if isinstance(name, str)] if keep else value
+        elif key == "fields":
+            keep = isinstance(value, dict) and json_depth(value) <= _MAX_DEPTH
+        else:
+            keep = json_depth(value) <= _MAX_DEPTH
+        if keep:
+            clean[key] = value
+    return clean
+
+
 def _redacted(record: Mapping[str, Any]) -> object:
     """The record with the API key cut out of every value: a failure reason may echo it."""
-    return console.redact_data(dict(record))
+    return secrets.redact_data(dict(record))
 
 
 class Records:

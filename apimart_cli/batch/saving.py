@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from apimart_cli import console
+from apimart_cli import secrets
 from apimart_cli.downloads import existing_file, move_into_place, write_new_file
 
 if TYPE_CHECKING:
@@ -71,5 +71,5 @@ def write_metadata(run: JobRun, task: Task, index: int, path: Path) -> None:
     }
     # The service's values may echo the key; the file is made anew, never written
     # through a link someone planted at a name it would use.
-    text = json.dumps(console.redact_data(meta), ensure_ascii=False, indent=2) + "\n"
+    text = json.dumps(secrets.redact_data(meta), ensure_ascii=False, indent=2) + "\n"
     write_new_file(path.with_suffix(".json"), text.encode("utf-8"))

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from apimart_cli.engine import Outcome
     from apimart_cli.history import History
     from apimart_cli.preview import Previewer
+    from apimart_cli.retry import Deadline
     from apimart_cli.settings import Settings
 
 P = ParamSpec("P")
@@ -96,14 +97,14 @@ def terminal_ui(*, verbose: bool = False) -> Ui:
 
 
 @overload
-def open_history() -> History: ...
+def open_history(*, deadline: Deadline | None = None) -> History: ...
 @overload
-def open_history(*, required: bool) -> History | None: ...
-def open_history(*, required: bool = True) -> History | None:
+def open_history(*, required: bool, deadline: Deadline | None = None) -> History | None: ...
+def open_history(*, required: bool = True, deadline: Deadline | None = None) -> History | None:
     """The task history (`app.open_history`, its warning on standard error)."""
     from apimart_cli.app import open_history
 
-    return open_history(terminal_ui(), required=required)
+    return open_history(terminal_ui(), required=required, deadline=deadline)
 
 
 def open_saved_files(outcome: Outcome) -> None:

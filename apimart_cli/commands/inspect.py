@@ -8,7 +8,7 @@ import typer
 from apimart_cli import console
 from apimart_cli.commands.common import handles_errors
 from apimart_cli.commands.options import JsonOpt
-from apimart_cli.errors import ApimartError, ExitCode
+from apimart_cli.errors import ApimartError, ExitCode, printable
 
 
 @handles_errors
@@ -35,14 +35,26 @@ def inspect(
             code = max(code, error.exit_code)
             continue
         if as_json:
-            console.data_json(stored)
+            console.data(_json_line(stored))
             continue
         if shown:
             console.data("")
         shown += 1
-        console.data(str(path))
+        console.data(printable(str(path)))
         lines = readable(stored)
         width = max((len(label) for label, _ in lines), default=0)
         for label, text in lines:
             console.data(f"  {label.ljust(width)}  {text}")
     raise typer.Exit(int(code))
+
+
+def _json_line(stored: dict[str, object]) -> str:
+    """The object on one line, with the control characters JSON leaves as they are (DEL and
+    C1, which a terminal may obey) escaped too: still the same JSON."""
+    import json
+    import re
+
+    from apimart_cli.secrets import redact_data
+
+    text = json.dumps(redact_data(stored), ensure_ascii=False)
+    return re.sub("[\x7f-\x9f]", lambda found: f"\\u{ord(found[0]):04x}", text)

@@ -74,7 +74,7 @@ def wait(
         output, metadata=False if no_metadata else None, preview=True if preview else None
     )
     if pending:
-        ids = use_cases.pending_ids(settings, app.ui(), ids)
+        ids = use_cases.pending_ids(settings, app.ui(), ids, deadline=deadline)
     stream = None
     if wants_stdin(task_ids) and not (pending and not task_ids):
         if console.is_terminal(sys.stdin):

@@ -119,3 +119,28 @@ def test_what_a_rerun_does_with_each_job(
 ) -> None:
     (tmp_path / "there.png").write_bytes(PNG)
     assert resume_step(latest, tmp_path) == step
+
+
+def test_hostile_values_in_the_manifest_are_read_as_absent(tmp_path: Path) -> None:
+    from apimart_cli.batch.manifest import resumed
+
+    fox, owl = parse("a fox\nan owl")
+    path = tmp_path / MANIFEST_NAME
+    deep = "[" * 5_000 + "]" * 5_000
+    lines = [
+        json.dumps(record(fox, "completed", task_id="task_1", files=5, fields="x", cost="free")),
+        json.dumps(record(owl, "failed", error=["no"], submitted_at=1e300, time=float("nan"))),
+        '{"line": 1, "digest": "d", "occurrence": 0, "fields": {"a": ' + deep + "}}",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+    latest = Manifest(tmp_path).read()
+
+    assert latest.of(fox) == record(fox, "completed", task_id="task_1")
+    assert latest.of(owl) == record(owl, "failed")
+    run, step = resumed(fox, latest.of(fox), tmp_path)
+    assert (step, run.files, run.cost) == ("wait", [], None)
+    from apimart_cli.gallery import build
+
+    (tmp_path / "task_1_0.png").write_bytes(PNG)
+    build(tmp_path, None)  # the gallery of the folder: no error

@@ -7,11 +7,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from pytest_httpx import HTTPXMock
 
 from apimart_cli import console
 from apimart_cli.history import History
 
-from .conftest import API, history_rows, record, run
+from .conftest import API, PNG, history_rows, record, run
 
 
 def when(task_id: str | None) -> str:
@@ -227,3 +228,46 @@ def test_on_a_narrow_terminal_every_task_id_is_shown_whole(
         assert task_id in result.stdout  # on one line, not cut, not folded
     assert "(sandbox)" in result.stdout
     assert "…" in result.stdout  # the prompt is what gives way
+
+
+def test_a_history_from_a_newer_version_stops_generate_before_anything_is_sent(
+    httpx_mock: HTTPXMock,
+) -> None:
+    import sqlite3
+
+    with History.open() as history:
+        path = history.path
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 42")
+    conn.close()
+
+    result = run("--api-key", "sk-newer-0123456789", "--base-url", API, "generate", "a fox")
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "written by a newer version of apimart (its format is 42;" in result.stderr
+    assert httpx_mock.get_requests() == []
+
+
+def test_hostile_rows_are_listed_without_an_internal_error(tmp_path: Path) -> None:
+    import sqlite3
+
+    fill()
+    with History.open() as history:
+        path = history.path
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE tasks SET fields = 'not json', files = '5', created_at = 1e300,"
+            " updated_at = 'NaN', cost = 'free'"
+        )
+    conn.close()
+    (tmp_path / "out").mkdir()
+    for task_id in ("task_01", "task_02", "task_03"):
+        (tmp_path / "out" / f"{task_id}_0.png").write_bytes(PNG)
+
+    for args in (["history"], ["history", "--json"], ["history", "--pending"]):
+        result = run(*args)
+        assert result.exit_code == 0, result.output
+    gallery = run("gallery", str(tmp_path / "out"))
+    assert gallery.exit_code == 0, gallery.output
+    assert "a red fox" in (tmp_path / "out" / "index.html").read_text(encoding="utf-8")

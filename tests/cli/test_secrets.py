@@ -202,3 +202,26 @@ def test_a_short_stand_in_key_does_not_mangle_the_output(httpx_mock: HTTPXMock) 
 
     assert result.exit_code == 0, result.output
     assert result.stdout == "task_01\tfailed\t\tany reason\n"
+
+
+def test_a_key_at_the_cut_of_a_long_reason_leaks_no_part_of_it(
+    api: str, httpx_mock: HTTPXMock
+) -> None:
+    reason = "x" * 488 + KEY  # cut to 500 characters, the key's first 12 would remain
+    expect_task(httpx_mock, task("task_01", "failed", error={"message": reason}))
+    from apimart_cli.history import History
+
+    with History.open() as history:
+        history.record_submission(
+            "task_01", base_url=API, prompt="a fox", fields={}, idempotency_key="key-1"
+        )
+
+    result = run("wait", "task_01", "--interval", "0.1")
+
+    assert result.exit_code == 1, result.output
+    with History.open() as history:
+        record = history.get("task_01")
+    assert record is not None and record.error is not None
+    for text in (result.stdout, result.stderr, record.error):
+        assert KEY[:8] not in text
+    assert "[API key]" in result.stderr

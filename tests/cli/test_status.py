@@ -234,3 +234,30 @@ def test_a_broken_history_is_only_a_warning(
     assert result.stdout == "task_01\tpending\t\t\n"
     assert result.stderr.startswith("Warning: The task history ")
     assert result.stderr.endswith(" The task history was not updated.\n")
+
+
+def test_a_locked_history_is_a_warning_and_the_answers_are_printed(
+    api: str, httpx_mock: HTTPXMock
+) -> None:
+    import sqlite3
+
+    from apimart_cli.history import History
+
+    with History.open() as history:
+        history.record_submission(
+            "task_01", base_url=api, prompt="a fox", fields={}, idempotency_key="key-1"
+        )
+        path = history.path
+    expect_task(httpx_mock, task("task_01", "pending"))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing, for as long as it likes
+    try:
+        result = run("status", "task_01")  # waits for the lock 2 s, not 10 s or its --timeout
+    finally:
+        holder.rollback()
+        holder.close()
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "task_01\tpending\t\t\n"
+    assert "is locked by another process" in result.stderr
+    assert result.stderr.endswith(" The task history was not updated.\n")

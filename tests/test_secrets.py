@@ -1,0 +1,89 @@
+"""The secrets module: what it hides, and that every writer goes through it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from apimart_cli import secrets
+from apimart_cli.errors import clipped, shown
+
+KEY = 'sk-secrets-\\9q"Zt4Lw8Xv'
+
+
+@pytest.fixture(autouse=True)
+def hidden() -> None:
+    secrets.hide(KEY)
+
+
+def test_the_key_and_its_encoded_forms_are_hidden() -> None:
+    import json
+    from urllib.parse import quote
+
+    for form in (KEY, json.dumps(KEY)[1:-1], quote(KEY, safe="")):
+        assert secrets.redact(f"a {form} b") == "a [API key] b"
+
+
+def test_a_long_prefix_of_the_key_is_hidden_and_a_short_one_is_not() -> None:
+    assert secrets.redact(f"cut at {KEY[:8]}") == "cut at [API key]"
+    assert secrets.redact(f"cut at {KEY[:20]}!") == "cut at [API key]!"
+    assert secrets.redact(f"just {KEY[:7]}") == f"just {KEY[:7]}"
+
+
+def test_the_longest_form_at_a_place_is_hidden_whole() -> None:
+    import json
+
+    escaped = json.dumps(KEY)[1:-1]  # shares its first characters with the key as typed
+    assert secrets.redact(f"{KEY} and {escaped}") == "[API key] and [API key]"
+
+
+def test_redact_first_then_cut() -> None:
+    text = "x" * 472 + KEY + " and more"
+    cut = clipped(text, 500)
+    assert KEY[:8] not in cut
+    assert cut.startswith("x" * 472 + "[API key]")
+    assert KEY[:8] not in shown("y" * 55 + KEY)
+
+
+def test_redact_data_reaches_keys_values_and_nesting() -> None:
+    value = {KEY: [KEY, (1, f"x{KEY}")], "n": None}
+    assert secrets.redact_data(value) == {"[API key]": ["[API key]", [1, "x[API key]"]], "n": None}
+
+
+def test_forget_hides_nothing_more() -> None:
+    secrets.forget()
+    assert secrets.redact(KEY) == KEY
+
+
+# The display; the command layer, which hands the display to the library.
+DISPLAY = {"console.py", "progress.py", "tables.py"}
+ADAPTERS = {"cli.py", "mcp_server.py", "commands"}
+
+
+def test_no_library_module_imports_the_display() -> None:
+    package = Path(secrets.__file__).parent
+    offenders = []
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package)
+        if relative.parts[0] in ADAPTERS or (relative.name in DISPLAY and len(relative.parts) == 1):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            if any(name.startswith("apimart_cli.console") for name in names):
+                offenders.append(str(relative))
+    assert offenders == []
+
+
+def test_provenance_and_the_gallery_hide_the_key_without_being_told(tmp_path: Path) -> None:
+    from apimart_cli import gallery, provenance
+
+    chunk = provenance.itxt_chunk({"prompt": f"a fox {KEY}"})
+    assert KEY.encode() not in chunk and b"[API key]" in chunk
+    page = gallery.write(tmp_path, [gallery.Entry(task_id="t", prompt=f"a fox {KEY[:12]}")])
+    assert KEY[:8] not in page.read_text(encoding="utf-8")
