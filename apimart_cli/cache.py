@@ -1,10 +1,12 @@
-"""What the tool remembers between runs besides the history: uploads and model schemas.
+"""What the tool remembers between runs besides the history: uploads, model schemas, notes.
 
 One SQLite file in the data folder, private (0600) from the start. Uploads are
 keyed by the service and the file's SHA-256, so a file sent once is reused by
 every later command until its URL is about to expire. Model schemas are kept
-for a day. The cache only saves work: if it cannot be read or written, the
-command goes on without it, after one warning.
+for a day. Notes are what the service said, kept for as long as it holds (that
+it refuses base64 references, a model's docs, a synchronous result). The cache
+only saves work: if it cannot be read or written, the command goes on without
+it, after one warning.
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ _SCHEMA = (
         schema TEXT,
         fetched_at REAL NOT NULL,
         PRIMARY KEY (base_url, model)
+    )""",
+    """CREATE TABLE IF NOT EXISTS notes (
+        base_url TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (base_url, name)
     )""",
 )
 
@@ -104,6 +113,23 @@ class Cache:
             "INSERT OR REPLACE INTO schemas (base_url, model, schema, fetched_at) "
             "VALUES (?, ?, ?, ?)",
             (base_url, model, None if schema is None else json.dumps(dict(schema)), self._clock()),
+        )
+
+    # -- notes ------------------------------------------------------------------------
+
+    def note(self, base_url: str, name: str) -> Any:
+        """The value noted under `name` for this service, if it has not expired; else None."""
+        row = self._query(
+            "SELECT value FROM notes WHERE base_url = ? AND name = ? AND expires_at > ?",
+            (base_url, name, self._clock()),
+        )
+        return None if row is None else json.loads(row[0])
+
+    def remember_note(self, base_url: str, name: str, value: Any, expires_at: float) -> None:
+        """Note `value` (JSON) under `name` for this service until `expires_at` (Unix time)."""
+        self._execute(
+            "INSERT OR REPLACE INTO notes (base_url, name, value, expires_at) VALUES (?, ?, ?, ?)",
+            (base_url, name, json.dumps(value), expires_at),
         )
 
     # -- SQLite -------------------------------------------------------------------

@@ -395,7 +395,9 @@ class ReferenceSender:
             self._upload(inline_references([request]))
             request = self._with_urls(request)
         try:
-            return submit(self.client, history, request, idempotency_key=idempotency_key)
+            return submit(
+                self.client, history, request, idempotency_key=idempotency_key, note=self._info
+            )
         except ApimartError as error:
             if not is_base64_refusal(error, request):
                 raise
@@ -408,7 +410,9 @@ class ReferenceSender:
         key = str(uuid.uuid4())
         if before_resend:
             before_resend(key)
-        return submit(self.client, history, self._with_urls(request), idempotency_key=key)
+        return submit(
+            self.client, history, self._with_urls(request), idempotency_key=key, note=self._info
+        )
 
     def _refused(self, reason: str) -> None:
         with self._lock:
