@@ -136,6 +136,9 @@ complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l failure-rate -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l fail-word -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l noise
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l refuse-base64
+complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l state-synonyms
+complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l iso-times
+complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l sync-results
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l seed -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l help
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -s h
