@@ -438,9 +438,10 @@ def build_server(tools: Tools) -> MCPServer:
         ] = None,
         output_dir: OutputDir = None,
         references: Annotated[
-            Literal["inline", "upload"] | None,
+            Literal["auto", "inline", "upload"] | None,
             Field(
-                description="How local reference files travel: inline (base64 in the "
+                description="How local reference files travel: auto (inline until the "
+                "service refuses base64, then upload), inline (base64 in the "
                 "request) or upload (sent once, then by URL). Default: the setting."
             ),
         ] = None,

@@ -236,3 +236,26 @@ def test_http_errors_keep_their_status() -> None:
     said = reply_error({"code": 400, "message": "x"}, 503)
     assert said is not None and said.status == 503
     assert not isinstance(said, ServiceStatusError)
+
+
+@pytest.mark.parametrize(
+    ("message", "refusal"),
+    [
+        ("image_requires_upload: we no longer support passing base64 image data", True),
+        ("data URIs are not accepted in image_urls", True),
+        ("Base64 images are not supported", True),
+        ("prompt rejected; upload a policy appeal at https://apimart.ai", False),
+        ("upload quota exceeded", False),
+    ],
+)
+def test_a_base64_refusal_is_what_the_service_says_about_base64(
+    tmp_path: Any, message: str, refusal: bool
+) -> None:
+    from apimart_cli.references import is_base64_refusal
+    from tests.cli.conftest import PNG
+
+    image = tmp_path / "ref.png"
+    image.write_bytes(PNG)
+    request = build_request("a fox", images=[str(image)])
+    error = BadRequestError(f"The server answered 400: {message}", status_code=400)
+    assert is_base64_refusal(error, request) is refusal

@@ -171,3 +171,53 @@ def test_a_replay_is_said_and_its_request_id_kept(sandbox: Sandbox) -> None:
     (row,) = rows()
     assert row["task_id"] == task_id
     assert isinstance(row["request_id"], str) and row["request_id"].startswith("req_")
+
+
+@pytest.fixture
+def ref(tmp_path: Path) -> Path:
+    from tests.cli.conftest import PNG
+
+    path = tmp_path / "ref.png"
+    path.write_bytes(PNG)
+    return path
+
+
+def submitted_bodies(sandbox: Sandbox) -> list[list[str]]:
+    return [
+        [url[:5] for url in r.json.get("image_urls", [])]
+        for r in sandbox.requests
+        if r.method == "POST" and r.path == SUBMIT
+    ]
+
+
+def test_refs_auto_remembers_a_base64_refusal_for_later_commands(
+    sandbox: Sandbox, ref: Path
+) -> None:
+    sandbox.configure(refuse_base64=True)
+
+    first = run("generate", "a fox", "-i", str(ref))
+    assert first.exit_code == 0, first.output
+    assert "refused base64 references" in first.stderr
+    assert submitted_bodies(sandbox) == [["data:"], ["http:"]]
+
+    later = run("generate", "a fox", "-i", str(ref))  # another command: uploads first
+
+    assert later.exit_code == 0, later.output
+    assert later.stderr.count("\n") == 1
+    assert "Uploading local references first" in later.stderr
+    assert submitted_bodies(sandbox)[2:] == [["http:"]]
+
+    # The user's explicit word wins over what was remembered.
+    sandbox.configure(refuse_base64=False)
+    inline = run("generate", "a fox", "-i", str(ref), "--refs", "inline")
+    assert inline.exit_code == 0, inline.output
+    assert submitted_bodies(sandbox)[3:] == [["data:"]]
+    assert "Uploading" not in inline.stderr
+
+
+def test_refs_auto_without_a_refusal_sends_inline(sandbox: Sandbox, ref: Path) -> None:
+    result = run("generate", "a fox", "-i", str(ref))
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert submitted_bodies(sandbox) == [["data:"]]
