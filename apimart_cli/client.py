@@ -376,6 +376,17 @@ class Client:
             return None
         return data
 
+    def model_docs(self, model: str) -> Mapping[str, Any] | None:
+        """The model's documentation object (`markdown`, `cache_ttl_seconds`...); None if none."""
+        try:
+            reply = self._call("GET", "/v1/model-docs", params={"model": model})
+        except NotFoundError:
+            return None
+        data = _unwrapped(reply)
+        if not isinstance(data, Mapping) or not isinstance(data.get("markdown"), str):
+            raise ServiceError(f"The service sent documentation for {model} with no Markdown.")
+        return data
+
     @contextmanager
     def stream(self, url: str, headers: Mapping[str, str] | None = None) -> Iterator[Reply]:
         """GET `url` with no `Authorization` header (an image), its body streamed.

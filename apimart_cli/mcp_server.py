@@ -290,13 +290,15 @@ class Tools:
             uploads = list(upload_files(client, references, warn=notes.append))
         return {"uploads": uploads, "notes": notes}
 
-    def models(self, model: str | None, *, timeout: float) -> dict[str, Any]:
-        from apimart_cli.schema import model_info
+    def models(self, model: str | None, *, timeout: float, docs: bool = False) -> dict[str, Any]:
+        from apimart_cli.schema import model_docs, model_info
 
         notes: list[str] = []
         with self._client(self._settings(), timeout) as client:
             if model is None:
                 return {"models": list(client.list_models())}
+            if docs:
+                return {"docs": dict(model_docs(client, model, warn=notes.append)), "notes": notes}
             return {"schema": model_info(client, model, warn=notes.append), "notes": notes}
 
     def history(self, limit: int, pending: bool) -> dict[str, Any]:
@@ -549,11 +551,19 @@ def build_server(tools: Tools) -> MCPServer:
         model: Annotated[
             str | None, Field(description="A model id: return its input schema instead.")
         ] = None,
+        docs: Annotated[
+            bool,
+            Field(
+                description="With `model`: return its documentation (Markdown, the authority "
+                "on its fields) instead of its schema."
+            ),
+        ] = False,
         timeout: Timeout = COMMAND_TIMEOUT,
     ) -> CallToolResult:
         """The service's image models; with `model`, the JSON schema of the fields it
-        accepts (pass extra ones to `generate` as `params`)."""
-        return await _call(functools.partial(tools.models, model, timeout=timeout))
+        accepts (pass extra ones to `generate` as `params`), or with `docs` its
+        documentation."""
+        return await _call(functools.partial(tools.models, model, timeout=timeout, docs=docs))
 
     return server
 

@@ -221,3 +221,61 @@ def test_refs_auto_without_a_refusal_sends_inline(sandbox: Sandbox, ref: Path) -
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     assert submitted_bodies(sandbox) == [["data:"]]
+
+
+def test_models_docs_prints_the_markdown_and_keeps_it_for_its_ttl(sandbox: Sandbox) -> None:
+    result = run("models", "gpt-image-2-official", "--docs")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("# gpt-image-2-official\n")
+    assert "`mask_url`" in result.stdout
+    as_json = run("models", "gpt-image-2-official", "--docs", "--json")
+    assert json.loads(as_json.stdout)["object"] == "model.documentation"
+    asked = [r for r in sandbox.requests if r.path.startswith("/v1/model-docs")]
+    assert len(asked) == 1  # the second answer came from the cache
+
+
+def test_models_docs_of_an_unknown_model_or_none(sandbox: Sandbox) -> None:
+    unknown = run("models", "dall-e-9", "--docs")
+    assert unknown.exit_code == 1
+    assert "dall-e-9" in unknown.stderr
+    no_model = run("models", "--docs")
+    assert no_model.exit_code == 2
+    assert [r for r in sandbox.requests if r.path.startswith("/v1/model-docs")][:1] == [
+        r for r in sandbox.requests if "dall-e-9" in r.path
+    ]
+
+
+def test_the_mcp_models_tool_gives_docs(sandbox: Sandbox) -> None:
+    from apimart_cli.mcp_server import Tools
+
+    answer = Tools(api_key=KEY, base_url=sandbox.base_url).models(
+        "gemini-3.1-flash-image-preview", timeout=30, docs=True
+    )
+    assert answer["docs"]["markdown"].startswith("# gemini-3.1-flash-image-preview")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--model", "gemini-3.1-flash-image-preview", "-s", "1:4"),
+        ("--model", "gpt-image-2-official", "-s", "16:9", "-r", "2k", "-n", "2"),
+        (
+            "--model",
+            "gpt-image-2-official",
+            "--param",
+            "quality=high",
+            "--param",
+            "background=transparent",
+            "--param",
+            "output_format=png",
+        ),
+    ],
+)
+def test_the_readme_examples_of_other_models_work(
+    sandbox: Sandbox, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    result = run("generate", "a tall banner", *args, "--wait", "-o", "out", "--timeout", "30")
+
+    assert result.exit_code == 0, result.output
+    assert saved(tmp_path / "out")
