@@ -171,6 +171,8 @@ def test_a_replay_is_said_and_its_request_id_kept(sandbox: Sandbox) -> None:
     (row,) = rows()
     assert row["task_id"] == task_id
     assert isinstance(row["request_id"], str) and row["request_id"].startswith("req_")
+    listed = json.loads(run("history", "--json").stdout.splitlines()[0])
+    assert listed["request_id"] == row["request_id"]
 
 
 @pytest.fixture
