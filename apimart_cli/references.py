@@ -346,10 +346,7 @@ class ReferenceSender:
         self._urls: dict[Reference, str] = {}  # uploaded in this run
         self._told = False
         self._auto = mode == "auto"
-        if self._auto:
-            refused = self._cache.note(client.base_url, _REFUSAL_NOTE)
-            self.mode = "upload" if refused is not None else "inline"
-            self._refused_since = refused if isinstance(refused, (int, float)) else None
+        self._refused_since: float | None = None
 
     def send(self, history: History, request: GenerationRequest) -> list[str]:
         """One request checked, its references sent as the mode says, submitted; its ids."""
@@ -387,6 +384,7 @@ class ReferenceSender:
     def upload_first(self, requests: Sequence[GenerationRequest]) -> None:
         """With the mode "upload": every distinct reference of `requests` uploaded now, in
         parallel, so that their submissions (`submit`) find the URLs ready."""
+        self._resolve_auto(requests)
         if self.mode == "upload":
             local = inline_references(requests)
             if local:
@@ -408,6 +406,7 @@ class ReferenceSender:
         """
         from apimart_cli.submission import submit
 
+        self._resolve_auto([request])
         if self.mode == "upload" and inline_references([request]):
             self._say_remembered()
             self._upload(inline_references([request]))
@@ -431,6 +430,20 @@ class ReferenceSender:
         return submit(
             self.client, history, self._with_urls(request), idempotency_key=key, note=self._info
         )
+
+    def _resolve_auto(self, requests: Sequence[GenerationRequest]) -> None:
+        """The mode "auto", once there are local references to send: "upload" if the
+        service's refusal of base64 is remembered, else "inline" (the cache is read then,
+        not by every command)."""
+        with self._lock:
+            if self.mode != "auto" or not inline_references(requests):
+                return
+        refused = self._cache.note(self.client.base_url, _REFUSAL_NOTE)
+        with self._lock:
+            if self.mode == "auto":
+                self.mode = "upload" if refused is not None else "inline"
+                if isinstance(refused, (int, float)) and not isinstance(refused, bool):
+                    self._refused_since = float(refused)
 
     def _say_remembered(self) -> None:
         """With "auto" and a remembered refusal: say once why local files are uploaded."""

@@ -281,3 +281,12 @@ def test_the_readme_examples_of_other_models_work(
 
     assert result.exit_code == 0, result.output
     assert saved(tmp_path / "out")
+
+
+def test_refs_auto_reads_no_cache_without_local_references(
+    sandbox: Sandbox, isolated: Path
+) -> None:
+    result = run("generate", "a fox")
+
+    assert result.exit_code == 0, result.output
+    assert not (isolated / "data" / "cache.sqlite3").exists()
