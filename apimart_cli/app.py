@@ -435,6 +435,14 @@ def model_schema(settings: Settings, ui: Ui, model: str, *, deadline: Deadline) 
         return dict(model_info(client, model, warn=ui.warn))
 
 
+def model_docs(settings: Settings, ui: Ui, model: str, *, deadline: Deadline) -> dict[str, Any]:
+    """One model's documentation (from the cache for as long as the service said)."""
+    from apimart_cli.schema import model_docs
+
+    with make_client(settings, deadline, ui) as client:
+        return dict(model_docs(client, model, warn=ui.warn))
+
+
 def balance(
     settings: Settings, ui: Ui, *, deadline: Deadline, account: bool = False
 ) -> dict[str, Any]:

@@ -1,13 +1,15 @@
-"""What the tool remembers between runs besides the history: uploads and model schemas.
+"""What the tool remembers between runs besides the history: uploads, model schemas, notes.
 
 One SQLite file in the data folder, private (0600) from the start. Uploads are
 keyed by the service and the file's SHA-256, so a file sent once is reused by
 every later command until its URL is about to expire. Model schemas are kept
-for a day. The cache only saves work: if it cannot be read or written, the
-command goes on without it, after one warning; a row it cannot trust (not JSON,
-not an object, an upload without a plain http(s) URL) counts as absent. What
-goes in passes through `secrets` first: a reply may echo the API key. Waiting
-for another process's lock ends with the command's deadline.
+for a day. Notes are what the service said, kept for as long as it holds (that
+it refuses base64 references, a model's docs, a synchronous result). The cache
+only saves work: if it cannot be read or written, the command goes on without
+it, after one warning; a row it cannot trust (not JSON, not an object, an upload
+without a plain http(s) URL) counts as absent. What goes in passes through
+`secrets` first: a reply may echo the API key. Waiting for another process's
+lock ends with the command's deadline.
 """
 
 from __future__ import annotations
@@ -47,6 +49,13 @@ _SCHEMA = (
         schema TEXT,
         fetched_at REAL NOT NULL,
         PRIMARY KEY (base_url, model)
+    )""",
+    """CREATE TABLE IF NOT EXISTS notes (
+        base_url TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (base_url, name)
     )""",
 )
 
@@ -134,6 +143,23 @@ class Cache:
             ),
         )
 
+    # -- notes ------------------------------------------------------------------------
+
+    def note(self, base_url: str, name: str) -> Any:
+        """The value noted under `name` for this service, if it has not expired; else None."""
+        row = self._query(
+            "SELECT value FROM notes WHERE base_url = ? AND name = ? AND expires_at > ?",
+            (base_url, name, self._clock()),
+        )
+        return None if row is None else _json(row[0])
+
+    def remember_note(self, base_url: str, name: str, value: Any, expires_at: float) -> None:
+        """Note `value` (JSON) under `name` for this service until `expires_at` (Unix time)."""
+        self._execute(
+            "INSERT OR REPLACE INTO notes (base_url, name, value, expires_at) VALUES (?, ?, ?, ?)",
+            (base_url, name, json.dumps(secrets.redact_data(value)), expires_at),
+        )
+
     # -- SQLite -------------------------------------------------------------------
 
     def _query(self, sql: str, args: tuple[object, ...]) -> tuple[Any, ...] | None:
@@ -178,14 +204,19 @@ class Cache:
                 )
 
 
-def _object(text: object) -> dict[str, Any] | None:
-    """A stored JSON object, or None for anything else (a row another program wrote)."""
+def _json(text: object) -> Any:
+    """A stored JSON value, or None where the row holds none (another program wrote it)."""
     if not isinstance(text, str):
         return None
     try:
-        value = json.loads(text)
+        return json.loads(text)
     except (ValueError, RecursionError):
         return None
+
+
+def _object(text: object) -> dict[str, Any] | None:
+    """A stored JSON object, or None for anything else (a row another program wrote)."""
+    value = _json(text)
     return value if isinstance(value, dict) else None
 
 

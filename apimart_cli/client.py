@@ -11,6 +11,7 @@ whatever the server sends, and a download fails when it stalls (STALL_WINDOW).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -47,10 +48,13 @@ from apimart_cli.errors import (
     WaitTimeout,
 )
 from apimart_cli.models import (
+    ReplyError,
+    Submitted,
     Task,
-    parse_submission,
+    is_result_id,
+    parse_submitted,
     parse_task,
-    server_text,
+    reply_error,
     validate_task_id,
 )
 from apimart_cli.retry import (
@@ -151,34 +155,49 @@ class _StallMeter:
         self._since, self._bytes = now, 0
 
 
-def _error_message(body: bytes) -> str | None:
-    """The server's own message from any of the error shapes it sends."""
+def _reply_error(status_code: int, body: bytes) -> ReplyError:
+    """What an error reply says, from any of the error shapes the service sends."""
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
-        return None
-    if not isinstance(payload, Mapping):
-        return None
-    error = payload.get("error")
-    if isinstance(error, Mapping) and error.get("message"):
-        return server_text(str(error["message"]))
-    if payload.get("message"):
-        return server_text(str(payload["message"]))
-    return None
+        payload = None
+    return reply_error(payload, max(status_code, 400)) or ReplyError(status_code, None)
 
 
-def make_status_error(status_code: int, headers: Mapping[str, str], body: bytes) -> APIStatusError:
-    """The one place an HTTP error reply becomes an error: its class says its exit code."""
-    message = _error_message(body) or f"HTTP {status_code}"
-    default = ServiceStatusError if status_code >= 500 else BadRequestError
-    kind = _STATUS_CLASSES.get(status_code, default)
-    hint = _STATUS_HINTS.get(status_code)
+def make_status_error(
+    status_code: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    in_body: ReplyError | None = None,
+    model: str | None = None,
+) -> APIStatusError:
+    """The one place an error reply becomes an error: its class says its exit code.
+
+    `in_body`: the error a 200 carried, whose `code` is the status to act on. A
+    model problem (`model_not_found`, `unsupported_generation_model`) is a refusal
+    whatever the status: it names `model`, and is never taken for load."""
+    said = in_body or _reply_error(status_code, body)
+    status = said.status if in_body else status_code
+    message = said.message or ("no reason given" if in_body else f"HTTP {status}")
+    answered = f"{status}" if in_body is None else f"200 with an error (code {status})"
+    if said.names_model:
+        which = f"the model {model}" if model else "the model asked for"
+        return BadRequestError(
+            f"The service cannot use {which}: {message}",
+            "`apimart models` lists the models the service offers.",
+            status_code=status,
+            request_id=headers.get("x-request-id"),
+        )
+    default = ServiceStatusError if status >= 500 else BadRequestError
+    kind = _STATUS_CLASSES.get(status, default)
+    hint = _STATUS_HINTS.get(status)
     if hint is None and issubclass(kind, ServiceError):
         hint = _SERVICE_HINT
     return kind(
-        f"The server answered {status_code}: {message}",
+        f"The server answered {answered}: {message}",
         hint,
-        status_code=status_code,
+        status_code=status,
         request_id=headers.get("x-request-id"),
         retry_after=parse_retry_after(headers.get("retry-after")),
     )
@@ -216,6 +235,8 @@ class Client:
         self._clock = clock
         self.deadline = deadline or Deadline.none()
         self._runner = Runner("request")  # each API exchange, bounded (see `_send`)
+        self._results: dict[str, Task] = {}  # synchronous results, by the id made for them
+        self._results_lock = threading.Lock()
         self._http = httpx.Client(
             timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
             limits=httpx.Limits(
@@ -245,29 +266,65 @@ class Client:
 
     def submit(self, request: GenerationRequest, idempotency_key: str) -> list[str]:
         """Submit one generation; the task ids it created."""
+        return self.submit_reply(request, idempotency_key).task_ids
+
+    def submit_reply(self, request: GenerationRequest, idempotency_key: str) -> Submitted:
+        """Submit one generation; what the reply says: its task ids (or its finished
+        result, kept for `get_task`), whether it was a replay, its request id."""
         headers = {
             "Content-Type": "application/json",
             "Content-Length": str(request.body_length()),
             "Idempotency-Key": idempotency_key,
         }
+        reply_headers: dict[str, str] = {}
         reply = self._call(
             "POST",
             "/v1/images/generations",
             headers=headers,
             body=request.iter_body,
             idempotency_key=idempotency_key,
+            model=request.model,
+            reply_headers=reply_headers,
         )
+        replayed = reply_headers.get("idempotency-replayed", "").strip().lower() == "true"
         try:
-            task_ids = parse_submission(reply)
-            if self._api_key and any(self._api_key in task_id for task_id in task_ids):
+            submitted = parse_submitted(reply, idempotency_key, replayed=replayed)
+            if self._api_key and any(self._api_key in task_id for task_id in submitted.task_ids):
                 raise ServiceError("The service sent the API key as a task id.")
         except ServiceError as error:  # a 2xx without usable ids: the task may still exist
             raise self._unknown(error, idempotency_key) from None
-        return task_ids
+        if submitted.result is not None:
+            self._keep_result(submitted.result)
+        return submitted
+
+    def _keep_result(self, task: Task) -> None:
+        """A synchronous result, for `get_task` in this run and (through the cache in the
+        data folder) in the next command, until its images expire."""
+        from apimart_cli.cache import Cache
+
+        with self._results_lock:
+            self._results[task.task_id] = task
+        expiries = [image.expires_at for image in task.images if image.expires_at]
+        until = min(expiries) if expiries else time.time() + RESULT_KEPT_SECONDS
+        cache = Cache(deadline=self.deadline)
+        cache.remember_note(self.base_url, f"result:{task.task_id}", dict(task.raw), until)
+
+    def _kept_result(self, task_id: str) -> Task | None:
+        with self._results_lock:
+            task = self._results.get(task_id)
+        if task is not None or not is_result_id(task_id):
+            return task
+        from apimart_cli.cache import Cache
+
+        data = Cache(deadline=self.deadline).note(self.base_url, f"result:{task_id}")
+        return parse_task({"data": data}, task_id) if isinstance(data, dict) else None
 
     def get_task(self, task_id: str) -> Task:
-        """The task's current state."""
+        """The task's current state (a synchronous result's, as it was kept)."""
         task_id = validate_task_id(task_id)
+        kept = self._kept_result(task_id)
+        if kept is not None:
+            return kept
         try:
             reply = self._call("GET", f"/v1/tasks/{task_id}", params={"language": "en"})
         except NotFoundError:
@@ -282,12 +339,7 @@ class Client:
         reply = self._call("GET", "/v1/user/balance" if account else "/v1/balance")
         if not isinstance(reply, Mapping):
             raise ServiceError("The service sent a balance reply that is not an object.")
-        if reply.get("success") is False:
-            message = self._without_key(server_text(str(reply.get("message") or "no reason given")))
-            raise BadRequestError(
-                f"The server refused the balance query: {message}", status_code=200
-            )
-        return reply
+        return reply  # `success: false` is an error inside a 200, raised by `_call`
 
     def upload_image(self, upload: UploadBody) -> Mapping[str, Any]:
         """Upload one image (multipart field `file`, streamed from disk); the service's reply.
@@ -335,6 +387,17 @@ class Client:
             return None
         return data
 
+    def model_docs(self, model: str) -> Mapping[str, Any] | None:
+        """The model's documentation object (`markdown`, `cache_ttl_seconds`...); None if none."""
+        try:
+            reply = self._call("GET", "/v1/model-docs", params={"model": model})
+        except NotFoundError:
+            return None
+        data = _unwrapped(reply)
+        if not isinstance(data, Mapping) or not isinstance(data.get("markdown"), str):
+            raise ServiceError(f"The service sent documentation for {model} with no Markdown.")
+        return data
+
     @contextmanager
     def stream(self, url: str, headers: Mapping[str, str] | None = None) -> Iterator[Reply]:
         """GET `url` with no `Authorization` header (an image), its body streamed.
@@ -379,13 +442,16 @@ class Client:
         idempotency_key: str | None = None,
         once: bool = False,
         transfer: bool = False,
+        model: str | None = None,
+        reply_headers: dict[str, str] | None = None,
     ) -> Any:
         """Send a request, retrying what is safe, and return its JSON body.
 
         A submission (`idempotency_key`) or another request that is not idempotent
         (`once`: an upload) is sent again only where it cannot have been acted on.
         `transfer` (an upload of any size): no total time limit, but it fails when it
-        makes no progress for STALL_WINDOW seconds.
+        makes no progress for STALL_WINDOW seconds. `model`: the model an error names;
+        `reply_headers` gets the headers of the reply returned (names in lower case).
         """
         if not self._api_key:
             raise no_key_error()
@@ -394,7 +460,16 @@ class Client:
 
         def attempt() -> Any:
             return self._attempt(
-                method, url, params, all_headers, body, idempotency_key, once, transfer
+                method,
+                url,
+                params,
+                all_headers,
+                body,
+                idempotency_key,
+                once,
+                transfer,
+                model,
+                reply_headers,
             )
 
         return retrying(attempt, deadline=self.deadline, sleep=self._sleep, on_retry=self.on_retry)
@@ -409,23 +484,35 @@ class Client:
         idempotency_key: str | None,
         once: bool,
         transfer: bool,
+        model: str | None = None,
+        reply_headers: dict[str, str] | None = None,
     ) -> Any:
-        """One try: the JSON body, or the error it ended in (`Transient` if worth another)."""
+        """One try: the JSON body, or the error it ended in (`Transient` if worth another).
+
+        A 200 whose body says it failed is that error, by the code it carries."""
         is_submit = idempotency_key is not None or once
         retry_after: float | None = None
         failure: ApimartError
         try:
-            status, reply_headers, content = self._send(
+            status, headers_in, content = self._send(
                 method, url, params, headers, body() if body else None, transfer=transfer
             )
+            in_body = None
             if status < 400:
-                return self._json(content)
-            failure = make_status_error(status, reply_headers, content)
+                payload = self._json(content)
+                in_body = reply_error(payload, status)
+                if in_body is None:
+                    if reply_headers is not None:
+                        reply_headers.update({k.lower(): v for k, v in headers_in.items()})
+                    return payload
+            failure = make_status_error(status, headers_in, content, in_body=in_body, model=model)
+            status = failure.status_code
             retry_after = failure.retry_after
             if status == 429:
                 for listener in self._rate_limit_listeners:
                     listener(retry_after)
             retryable = status in (SAFE_TO_RESEND_SUBMIT if is_submit else RETRYABLE_STATUSES)
+            retryable = retryable and isinstance(failure, ServiceError)  # not a model problem
         except _NEVER_SENT as exc:
             late = self._out_of_time(False, None)  # nothing was sent: never an unknown outcome
             if late is not None:
@@ -568,6 +655,8 @@ class Client:
 
 
 _GAVE_UP_HINT = "The service is having trouble; try again later."
+# How long a synchronous result is kept when its images say no expiry.
+RESULT_KEPT_SECONDS = 7 * 86400.0
 
 
 def _unknown_hint(idempotency_key: str | None) -> str:

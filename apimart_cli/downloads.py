@@ -86,7 +86,7 @@ def format_time(unix_seconds: int) -> str:
 def _expired(task_id: str, expires_at: int) -> TaskError:
     return TaskError(
         f"The images of task {task_id} expired at {format_time(expires_at)}.",
-        "Result URLs last about 24 hours; generate the image again.",
+        "The service no longer serves them; generate the image again.",
     )
 
 

@@ -59,7 +59,7 @@ MIN_BUSY_SECONDS = 0.5  # and the shortest, however little of the deadline is le
 # answers matter more than recording them.
 MIRROR_BUSY_SECONDS = 2.0
 LEARNED_TASKS = 50  # the recent completed tasks `learned` looks at
-SCHEMA_VERSION = 3  # PRAGMA user_version; add a step to _MIGRATIONS to change the schema
+SCHEMA_VERSION = 4  # PRAGMA user_version; add a step to _MIGRATIONS to change the schema
 
 # The statements that bring a file from version N-1 to N, applied in order.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -98,6 +98,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE tasks ADD COLUMN estimated_time REAL",
         "ALTER TABLE tasks ADD COLUMN actual_time REAL",
     ),
+    4: (
+        # The `request_id` of the reply that gave the task id, to quote to the vendor.
+        "ALTER TABLE tasks ADD COLUMN request_id TEXT",
+    ),
 }
 _FINAL = tuple(sorted(FINAL_STATES))  # bound to the three ? of "state NOT IN (?, ?, ?)"
 
@@ -120,6 +124,7 @@ class TaskRecord:
     images: int | None = None  # how many images the completed task has, when known
     expires_at: float | None = None  # when its result URLs stop working (Unix seconds)
     saved_at: float | None = None  # when all its images had been saved; None: not (yet)
+    request_id: str | None = None  # the submit reply's request id, where it gave one
 
     @property
     def finished(self) -> bool:
@@ -406,6 +411,11 @@ class History:
                     " fields, idempotency_key, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (task_id, now, now, base_url, prompt, _dumps(fields), idempotency_key, state),
                 )
+
+    def record_request_id(self, task_id: str, request_id: str) -> None:
+        """Keep the request id the submit reply carried for this task."""
+        with self._write() as conn:
+            conn.execute("UPDATE tasks SET request_id = ? WHERE task_id = ?", (request_id, task_id))
 
     def record_unknown(
         self,
@@ -737,6 +747,7 @@ def _record(row: sqlite3.Row) -> TaskRecord:
         images=_count(row["images"]),
         expires_at=_time(row["expires_at"]),
         saved_at=_time(row["saved_at"]),
+        request_id=_text(row["request_id"]),
     )
 
 

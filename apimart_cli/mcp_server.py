@@ -258,7 +258,7 @@ class Tools:
         uploads = app.upload(self._settings(), self._ui(notes), paths, deadline=deadline)
         return {"uploads": list(uploads), "notes": notes}
 
-    def models(self, model: str | None, *, timeout: float) -> dict[str, Any]:
+    def models(self, model: str | None, *, timeout: float, docs: bool = False) -> dict[str, Any]:
         from apimart_cli import app
         from apimart_cli.retry import Deadline
 
@@ -266,6 +266,9 @@ class Tools:
         deadline = Deadline.after(timeout)
         if model is None:
             return {"models": app.models(self._settings(), self._ui(), deadline=deadline)}
+        if docs:
+            found = app.model_docs(self._settings(), self._ui(notes), model, deadline=deadline)
+            return {"docs": found, "notes": notes}
         schema = app.model_schema(self._settings(), self._ui(notes), model, deadline=deadline)
         return {"schema": schema, "notes": notes}
 
@@ -383,10 +386,11 @@ Timeout = Annotated[
     float, Field(gt=0, le=3600, description="Seconds for the whole call, waiting included.")
 ]
 References = Annotated[
-    Literal["inline", "upload"] | None,
+    Literal["auto", "inline", "upload"] | None,
     Field(
-        description="How local reference files travel: inline (base64 in the request) or "
-        "upload (sent once, then by URL). Default: the setting."
+        description="How local reference files travel: auto (inline until the service "
+        "refuses base64, then upload), inline (base64 in the request) or upload (sent "
+        "once, then by URL). Default: the setting."
     ),
 ]
 Metadata = Annotated[
@@ -532,11 +536,19 @@ def build_server(tools: Tools) -> MCPServer:
         model: Annotated[
             str | None, Field(description="A model id: return its input schema instead.")
         ] = None,
+        docs: Annotated[
+            bool,
+            Field(
+                description="With `model`: return its documentation (Markdown, the authority "
+                "on its fields) instead of its schema."
+            ),
+        ] = False,
         timeout: Timeout = COMMAND_TIMEOUT,
     ) -> CallToolResult:
         """The service's image models; with `model`, the JSON schema of the fields it
-        accepts (pass extra ones to `generate` as `params`)."""
-        return await _call(functools.partial(tools.models, model, timeout=timeout))
+        accepts (pass extra ones to `generate` as `params`), or with `docs` its
+        documentation."""
+        return await _call(functools.partial(tools.models, model, timeout=timeout, docs=docs))
 
     return server
 

@@ -1,13 +1,17 @@
 """Tasks and their results as the API reports them, tolerant of its variants.
 
-The service sends `data` as an object or a one-item list, image `url` as a list
-or a single string, and states beyond the documented six (`submitted`,
-`pending`, `processing`; `completed`, `failed`, `cancelled`). Parsing
+The service, its relays and its own client speak a wider dialect than the
+documented one: `data` as an object or a one-item list, image `url` as a list
+or a single string, states in any case and with synonyms (`succeeded`,
+`canceled`, `in_progress`...), times as Unix seconds, milliseconds or ISO 8601
+text, errors inside a 200 (`{"code": 400, "message"}`, `{"success": false}`),
+and finished results in the submit reply itself (`generation.result`). Parsing
 here turns all of them into one shape, so nothing else needs to care.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from collections.abc import Mapping
@@ -18,6 +22,23 @@ from apimart_cli.errors import ServiceError, UsageError, clipped, shown
 
 FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 KNOWN_UNFINISHED_STATES = frozenset({"submitted", "pending", "processing"})
+# States other clients and relays accept, read as the documented ones.
+STATE_SYNONYMS = {
+    "succeeded": "completed",
+    "success": "completed",
+    "succeed": "completed",
+    "complete": "completed",
+    "failure": "failed",
+    "error": "failed",
+    "canceled": "cancelled",
+    "in_progress": "processing",
+    "running": "processing",
+    "queued": "pending",
+}
+# The submit reply's `data.object` when the service answers with the finished result.
+SYNC_RESULT_OBJECT = "generation.result"
+# Codes and types of an error that names a model problem: permanent, whatever the status.
+MODEL_ERROR_CODES = frozenset({"model_not_found", "unsupported_generation_model"})
 
 # Task ids go into a URL path and file names: letters, digits, `_` and `-` only.
 MAX_TASK_ID_CHARS = 128
@@ -101,6 +122,145 @@ def _int(value: Any) -> int | None:
     return None if number is None else int(number)
 
 
+# A Unix time in milliseconds: anything past this many seconds (the year 5138) is one.
+_MILLISECONDS_FROM = 1e11
+
+
+def parse_time(value: Any) -> int | None:
+    """A time as Unix seconds, from seconds, milliseconds (as numbers or digits) or ISO
+    8601 text (`2026-05-01T12:00:00Z`; one without a zone is UTC); None if it is none."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            return _iso_time(text)
+    number = _number(value)
+    if number is None or number <= 0:
+        return None
+    return int(number / 1000 if number >= _MILLISECONDS_FROM else number)
+
+
+def _iso_time(text: str) -> int | None:
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return int(when.timestamp())
+
+
+def normal_status(status: str) -> str:
+    """A state read case-insensitively, its synonyms as the documented names."""
+    lowered = status.strip().lower()
+    return STATE_SYNONYMS.get(lowered, lowered)
+
+
+@dataclass(frozen=True)
+class ReplyError:
+    """An error a reply carries whatever its HTTP status: the status it means, the
+    server's message, and its code and type where it gave them."""
+
+    status: int
+    message: str | None
+    code: str | None = None
+    kind: str | None = None
+
+    @property
+    def names_model(self) -> bool:
+        """Whether the error is a model problem (unknown or unsupported model): never load."""
+        return bool({self.code, self.kind} & MODEL_ERROR_CODES)
+
+
+def reply_error(payload: Any, http_status: int) -> ReplyError | None:
+    """The error a JSON reply says it is, or None for a reply that is not one.
+
+    An HTTP error always is. A 200 is when its body says so: an `error` object
+    and no `data`, `success: false`, or a `code` of 400 to 599 (the status to act
+    on). `{"code": 200, ...}` and a failed task's `data.error` are not."""
+    if not isinstance(payload, Mapping):
+        return ReplyError(http_status, None) if http_status >= 400 else None
+    error = payload.get("error")
+    source: Mapping[str, Any] = error if isinstance(error, Mapping) else payload
+    body_code = _int(payload.get("code"))
+    if body_code is None and isinstance(error, Mapping):
+        body_code = _int(error.get("code"))
+    status = http_status
+    if http_status < 400:
+        failed = (
+            payload.get("success") is False
+            or (body_code is not None and 400 <= body_code <= 599)
+            or (isinstance(error, Mapping) and "data" not in payload)
+        )
+        if not failed:
+            return None
+        status = body_code if body_code is not None and 400 <= body_code <= 599 else 400
+    message = _text(source.get("message")) or _text(source.get("msg"))
+    message = message or _text(payload.get("message")) or _text(payload.get("msg"))
+    if isinstance(error, str) and not message:
+        message = server_text(error) or None
+    code = source.get("code")
+    return ReplyError(
+        status,
+        message,
+        code=code if isinstance(code, str) and code else None,
+        kind=_text(source.get("type")),
+    )
+
+
+def _text(value: Any) -> str | None:
+    return server_text(value) if isinstance(value, str) and value.strip() else None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What a submit reply says: the task ids it created, or the finished result of a
+    model that answers at once (`result`, under an id made for it), whether it was a
+    replay of an earlier request with the same key, and the reply's `request_id`."""
+
+    task_ids: list[str]
+    result: Task | None = None
+    replayed: bool = False
+    request_id: str | None = None
+
+
+def parse_submitted(reply: Any, idempotency_key: str, *, replayed: bool = False) -> Submitted:
+    """A submit reply: task ids (documented list or object shape), or a synchronous
+    result recorded under an id made from `request_id`, else from the key."""
+    request_id = reply.get("request_id") if isinstance(reply, Mapping) else None
+    request_id = request_id if isinstance(request_id, str) and request_id else None
+    data = _data(reply)
+    if isinstance(data, Mapping) and data.get("object") == SYNC_RESULT_OBJECT:
+        task_id = result_id(request_id, idempotency_key)
+        status = data.get("status")
+        merged = {**data, "status": status if isinstance(status, str) and status else "completed"}
+        return Submitted([task_id], parse_task({"data": merged}, task_id), replayed, request_id)
+    return Submitted(parse_submission(reply), None, replayed, request_id)
+
+
+# The prefix of the id made for a synchronous result, which no task on the service has.
+RESULT_ID_PREFIX = "result_"
+_NOT_ID_CHARS_RE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def result_id(request_id: str | None, idempotency_key: str) -> str:
+    """The id a synchronous result is saved and recorded under: its request id, else the
+    idempotency key, made safe as a task id (letters, digits, `_` and `-`)."""
+    for source in (request_id, idempotency_key):
+        safe = _NOT_ID_CHARS_RE.sub("-", source or "").strip("-")
+        if safe:
+            return (RESULT_ID_PREFIX + safe)[:MAX_TASK_ID_CHARS]
+    return RESULT_ID_PREFIX + "unnamed"
+
+
+def is_result_id(task_id: str) -> bool:
+    """Whether `task_id` was made for a synchronous result (it names no task to poll)."""
+    return task_id.startswith(RESULT_ID_PREFIX)
+
+
 def parse_submission(reply: Any) -> list[str]:
     """The task ids of a submit reply, documented (list) or object shape."""
     data = _data(reply)
@@ -131,7 +291,7 @@ def _images(result: Any) -> tuple[ResultImage, ...]:
         urls = item.get("url")
         if isinstance(urls, str):
             urls = [urls]
-        expires_at = _int(item.get("expires_at"))
+        expires_at = parse_time(item.get("expires_at"))
         for url in urls if isinstance(urls, list) else ():
             if isinstance(url, str) and url:
                 images.append(ResultImage(url, expires_at))
@@ -170,10 +330,10 @@ def parse_task(reply: Any, task_id: str) -> Task:
     progress = _int(data.get("progress"))
     return Task(
         task_id=task_id,  # the id polled: the reply's own could be anything (or another task)
-        status=server_text(status.lower()),
+        status=server_text(normal_status(status)),
         progress=progress,
         estimated_time=_number(data.get("estimated_time")),
-        created=_int(data.get("created")),
+        created=parse_time(data.get("created")),
         cost=_number(data.get("cost")),
         error_message=_error_message(data),
         images=_images(data.get("result")),

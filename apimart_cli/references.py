@@ -34,7 +34,10 @@ if TYPE_CHECKING:
     from apimart_cli.history import History
     from apimart_cli.payload import GenerationRequest
 
-REFERENCE_MODES = ("inline", "upload")
+REFERENCE_MODES = ("auto", "inline", "upload")
+# How long a service's refusal of base64 references is remembered (`--refs auto`).
+REFUSAL_REMEMBERED_SECONDS = 7 * 86400.0
+_REFUSAL_NOTE = "refuses-base64"
 # How long an uploaded file's URL lives (the upload page), and how much of that we
 # give up, so that a task submitted just before the end still finds its reference.
 UPLOAD_LIFETIME_SECONDS = 72 * 3600.0
@@ -257,7 +260,8 @@ def inline_references(requests: Iterable[GenerationRequest]) -> list[Reference]:
 
 def is_base64_refusal(error: ApimartError, request: GenerationRequest) -> bool:
     """Whether `error` is the service refusing the base64 references `request` carried:
-    a 400 (nothing was created) that speaks of base64, data URIs or uploading."""
+    a 400 (nothing was created) that speaks of base64 or data URIs (or says
+    `image_requires_upload`). A 400 that merely mentions uploading is not one."""
     status = getattr(error, "status_code", None)
     if status != 400 or not inline_references([request]):
         return False
@@ -265,7 +269,7 @@ def is_base64_refusal(error: ApimartError, request: GenerationRequest) -> bool:
     return any(word in message for word in _REFUSAL_WORDS)
 
 
-_REFUSAL_WORDS = ("base64", "data uri", "data url", "data:", "image_requires_upload", "upload")
+_REFUSAL_WORDS = ("base64", "data uri", "data url", "data:image", "image_requires_upload")
 
 
 def upload_files(
@@ -291,6 +295,11 @@ class ReferenceSender:
     all the requests when `mode` is "upload", each distinct content once, in
     parallel; `submit` sends one request and, where the service refuses base64
     references, uploads them and sends it once more, from then on uploading.
+
+    The mode "auto" is "inline" until the service refuses base64 once: that refusal
+    is remembered for its base URL in the cache for REFUSAL_REMEMBERED_SECONDS, and
+    from then on "auto" uploads first, saying so once. "inline" and "upload" are the
+    user's word and always win.
     """
 
     def __init__(
@@ -314,6 +323,8 @@ class ReferenceSender:
         self._uploading = threading.Lock()
         self._urls: dict[Reference, str] = {}  # uploaded in this run
         self._told = False
+        self._auto = mode == "auto"
+        self._refused_since: float | None = None
 
     def send(self, history: History, request: GenerationRequest) -> list[str]:
         """One request checked, its references sent as the mode says, submitted; its ids."""
@@ -351,8 +362,12 @@ class ReferenceSender:
     def upload_first(self, requests: Sequence[GenerationRequest]) -> None:
         """With the mode "upload": every distinct reference of `requests` uploaded now, in
         parallel, so that their submissions (`submit`) find the URLs ready."""
+        self._resolve_auto(requests)
         if self.mode == "upload":
-            self._upload(inline_references(requests))
+            local = inline_references(requests)
+            if local:
+                self._say_remembered()
+            self._upload(local)
 
     def submit(
         self,
@@ -369,11 +384,15 @@ class ReferenceSender:
         """
         from apimart_cli.submission import submit
 
+        self._resolve_auto([request])
         if self.mode == "upload" and inline_references([request]):
+            self._say_remembered()
             self._upload(inline_references([request]))
             request = self._with_urls(request)
         try:
-            return submit(self.client, history, request, idempotency_key=idempotency_key)
+            return submit(
+                self.client, history, request, idempotency_key=idempotency_key, note=self._info
+            )
         except ApimartError as error:
             if not is_base64_refusal(error, request):
                 raise
@@ -386,13 +405,55 @@ class ReferenceSender:
         key = str(uuid.uuid4())
         if before_resend:
             before_resend(key)
-        return submit(self.client, history, self._with_urls(request), idempotency_key=key)
+        return submit(
+            self.client, history, self._with_urls(request), idempotency_key=key, note=self._info
+        )
+
+    def _resolve_auto(self, requests: Sequence[GenerationRequest]) -> None:
+        """The mode "auto", once there are local references to send: "upload" if the
+        service's refusal of base64 is remembered, else "inline" (the cache is read then,
+        not by every command)."""
+        with self._lock:
+            if self.mode != "auto" or not inline_references(requests):
+                return
+        refused = self._cache.note(self.client.base_url, _REFUSAL_NOTE)
+        with self._lock:
+            if self.mode == "auto":
+                self.mode = "upload" if refused is not None else "inline"
+                if isinstance(refused, (int, float)) and not isinstance(refused, bool):
+                    self._refused_since = float(refused)
+
+    def _say_remembered(self) -> None:
+        """With "auto" and a remembered refusal: say once why local files are uploaded."""
+        with self._lock:
+            told, self._told = self._told, True
+        if self._auto and not told:
+            since = ""
+            if self._refused_since:
+                day = dt.datetime.fromtimestamp(self._refused_since, dt.timezone.utc)
+                since = f" on {day:%Y-%m-%d}"
+            self._info(
+                f"Uploading local references first: {self.client.base_url} refused base64 "
+                f"references{since} (--refs inline sends them inline)."
+            )
 
     def _refused(self, reason: str) -> None:
+        self._cache.remember_note(
+            self.client.base_url,
+            _REFUSAL_NOTE,
+            time.time(),
+            time.time() + REFUSAL_REMEMBERED_SECONDS,
+        )
         with self._lock:
             self.mode = "upload"  # the jobs still to come go straight to uploading
             told, self._told = self._told, True
-        if not told:
+        if not told and self._auto:
+            self._info(
+                f"The service refused base64 references ({reason}); uploading them and "
+                "sending the request again. Later commands upload first (remembered for "
+                "7 days; --refs inline sends them inline)."
+            )
+        elif not told:
             self._info(
                 f"The service refused base64 references ({reason}); uploading them and "
                 "sending the request again. To upload by default: `apimart config set "

@@ -10,6 +10,7 @@ What the subset cannot judge (`anyOf`, `$ref`...) is left to the service.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -147,6 +148,41 @@ def _is_type(value: Any, name: object) -> bool:
 def _show(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:60] + "…"
+
+
+def model_docs(client: Client, model: str, *, warn: Callable[[str], None]) -> Mapping[str, Any]:
+    """The model's documentation (`GET /v1/model-docs`), kept in the cache for the
+    `cache_ttl_seconds` its reply gives; exit 1 if the service has none."""
+    import time
+
+    from apimart_cli.cache import Cache
+    from apimart_cli.errors import TaskError
+
+    if not model.strip():
+        raise UsageError("The model name is empty.", "`apimart models` lists them.")
+    cache = Cache(warn=warn)
+    kept = cache.note(client.base_url, f"docs:{model}")
+    if isinstance(kept, dict):
+        return kept
+    docs = client.model_docs(model)
+    if docs is None:
+        raise TaskError(
+            f"The service has no documentation for the model {model}.",
+            "`apimart models` lists the models it serves.",
+        )
+    ttl = docs.get("cache_ttl_seconds")
+    if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and 0 < ttl < 1e9:
+        cache.remember_note(client.base_url, f"docs:{model}", dict(docs), time.time() + ttl)
+    return docs
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable_markdown(docs: Mapping[str, Any]) -> str:
+    """The docs' Markdown as it may go to a terminal: no control characters but line
+    breaks and tabs (an escape sequence from the service would drive the terminal)."""
+    return _CONTROL_RE.sub("", str(docs.get("markdown", ""))).rstrip("\n")
 
 
 def model_info(client: Client, model: str, *, warn: Callable[[str], None]) -> Mapping[str, Any]:

@@ -27,7 +27,7 @@ ENV_REFERENCES = "APIMART_REFERENCES"
 ENV_METADATA = "APIMART_METADATA"
 ENV_PREVIEW = "APIMART_PREVIEW"
 
-REFERENCE_MODES = ("inline", "upload")
+REFERENCE_MODES = ("auto", "inline", "upload")
 
 Value = str | bool | None
 Say = Callable[[str], None]  # where a note or a warning goes: console.info, console.warn
@@ -78,7 +78,7 @@ class Setting:
         if self.kind == "choice":
             if text.lower() not in self.choices:
                 raise UsageError(
-                    f"{where}{self.key} must be {' or '.join(self.choices)}, not {_short(raw)}."
+                    f"{where}{self.key} must be {_one_of(self.choices)}, not {_short(raw)}."
                 )
             return text.lower()
         if self.kind == "url":
@@ -108,7 +108,7 @@ SETTINGS: tuple[Setting, ...] = (
         "local references",
         "--refs",
         ENV_REFERENCES,
-        "inline",
+        "auto",
         kind="choice",
         choices=REFERENCE_MODES,
     ),
@@ -166,7 +166,7 @@ class Settings:
     api_key: str | None
     base_url: str
     output_dir: Path
-    references: str = "inline"  # how local reference files travel: inline or upload
+    references: str = "auto"  # how local reference files travel: auto, inline or upload
     metadata: bool = True  # the provenance chunk in saved PNGs
     preview: bool = False  # show saved images inline on a terminal that can
     # Where each value came from (flag, environment variable, config file, default).
@@ -261,7 +261,7 @@ def resolve(
         api_key=_text(values["api_key"].value),
         base_url=_text(values["base_url"].value) or DEFAULT_BASE_URL,
         output_dir=Path(_text(values["output_dir"].value) or ".").expanduser(),
-        references=_text(values["references"].value) or "inline",
+        references=_text(values["references"].value) or "auto",
         metadata=values["metadata"].value is not False,
         preview=values["preview"].value is True,
         sources={key: value.source for key, value in values.items()},
@@ -276,6 +276,11 @@ def _kind(value: object) -> str:
     """What a TOML value is, in words, for a message that must not show it."""
     kinds = {bool: "true or false", int: "a number", float: "a number", list: "a list"}
     return "a table" if isinstance(value, dict) else kinds.get(type(value), "another kind of value")
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    """`a, b or c`."""
+    return " or ".join([", ".join(choices[:-1]), choices[-1]]) if len(choices) > 1 else choices[0]
 
 
 def _short(value: object, limit: int = 40) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from apimart_cli.errors import (
@@ -25,6 +26,7 @@ from apimart_cli.errors import (
 if TYPE_CHECKING:
     from apimart_cli.client import Client
     from apimart_cli.history import History
+    from apimart_cli.models import Submitted
     from apimart_cli.payload import GenerationRequest
 
 
@@ -34,12 +36,15 @@ def submit(
     request: GenerationRequest,
     *,
     idempotency_key: str | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Send the request once (resent only where it cannot have been accepted); its ids.
 
     `idempotency_key` is for a caller that recorded the key before sending (`batch`),
     so that sending again after a kill makes no second task; by default a new one.
-    A HistoryError before sending means nothing was sent.
+    A HistoryError before sending means nothing was sent. `note` hears what the
+    reply says beyond its ids: that it replayed an earlier submission with the key,
+    or that it was the finished result itself.
     """
     key = idempotency_key or str(uuid.uuid4())
     what: dict[str, Any] = {
@@ -51,7 +56,7 @@ def submit(
     }
     history.record_sending(**what)
     try:
-        task_ids = client.submit(request, key)
+        submitted = client.submit_reply(request, key)
     except SubmissionUnknown as error:
         raise _kept_unknown(history, what, error) from None
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM with the request on its way
@@ -59,15 +64,35 @@ def submit(
     except ApimartError:  # refused (400, 401, 402, 429...): nothing was created
         _forget(history, key)
         raise
+    task_ids = submitted.task_ids
     try:
         for task_id in task_ids:
             history.record_submission(task_id, **what)
+            if submitted.request_id:
+                history.record_request_id(task_id, submitted.request_id)
+        if submitted.result is not None:
+            from apimart_cli.history import task_changes
+
+            history.update(submitted.result.task_id, **task_changes(submitted.result))
     except HistoryError as error:  # paid for: the ids must reach the user somehow
         raise SubmittedButUnrecorded(task_ids, key, error.message) from None
     except KeyboardInterrupt as interrupt:  # a signal between the reply and the record
         code = interrupted_code(interrupt)
         raise SubmittedButUnrecorded(task_ids, key, "interrupted", exit_code=code) from None
+    if note is not None:
+        _tell(note, submitted, key)
     return task_ids
+
+
+def _tell(note: Callable[[str], None], submitted: Submitted, key: str) -> None:
+    ids = " ".join(submitted.task_ids)
+    if submitted.replayed:
+        note(
+            f"The service replayed an earlier submission with idempotency key {key}: "
+            f"{ids} is that task, not a new one."
+        )
+    if submitted.result is not None:
+        note(f"The service answered with the finished result; it is kept as {ids}.")
 
 
 def _kept_unknown(

@@ -59,9 +59,9 @@ _apimart() {
         "inspect") words="--json --help -h" ;;
         "balance") words="--account --json --timeout --help -h" ;;
         "upload") words="--timeout --json --help -h" ;;
-        "models") words="--timeout --json --help -h" ;;
+        "models") words="--timeout --json --docs --help -h" ;;
         "sizes") words="--help -h" ;;
-        "sandbox") words="--host --port --duration --estimate-factor --no-estimate --latency --download-rate --submit-rate --poll-rate --failure-rate --fail-word --noise --refuse-base64 --seed --help -h" ;;
+        "sandbox") words="--host --port --duration --estimate-factor --no-estimate --latency --download-rate --submit-rate --poll-rate --failure-rate --fail-word --noise --refuse-base64 --state-synonyms --iso-times --sync-results --seed --help -h" ;;
         "mcp") words="--help -h" ;;
         "config") words="set get unset list path --help -h" ;;
         "config set") words="--no-check --timeout --help -h"

@@ -119,6 +119,7 @@ complete -c apimart -n '__fish_seen_subcommand_from upload' -l help
 complete -c apimart -n '__fish_seen_subcommand_from upload' -s h
 complete -c apimart -n '__fish_seen_subcommand_from models' -l timeout -x
 complete -c apimart -n '__fish_seen_subcommand_from models' -l json
+complete -c apimart -n '__fish_seen_subcommand_from models' -l docs
 complete -c apimart -n '__fish_seen_subcommand_from models' -l help
 complete -c apimart -n '__fish_seen_subcommand_from models' -s h
 complete -c apimart -n '__fish_seen_subcommand_from sizes' -l help
@@ -136,6 +137,9 @@ complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l failure-rate -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l fail-word -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l noise
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l refuse-base64
+complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l state-synonyms
+complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l iso-times
+complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l sync-results
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l seed -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l help
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -s h

@@ -117,7 +117,8 @@ def _reply(**data: Any) -> dict[str, Any]:
         ),
         ({"images": [{"url": DATA_URI}]}, (ResultImage(DATA_URI),)),
         ({"images": [{"url": [URL], "expires_at": 5.9}]}, (ResultImage(URL, 5),)),
-        ({"images": [{"url": [URL], "expires_at": "5"}]}, (ResultImage(URL, None),)),
+        ({"images": [{"url": [URL], "expires_at": "5"}]}, (ResultImage(URL, 5),)),
+        ({"images": [{"url": [URL], "expires_at": "soon"}]}, (ResultImage(URL, None),)),
         ({"images": [{"url": [URL], "expires_at": True}]}, (ResultImage(URL, None),)),
         ({"images": [{"url": ["", None, 3, URL]}]}, (ResultImage(URL),)),
         ({"images": [{"url": None}, "junk", None, {"url": {"a": URL}}]}, ()),
@@ -179,6 +180,26 @@ def test_unfinished_states(status: str) -> None:
     assert task.known_status
 
 
+@pytest.mark.parametrize(
+    ("status", "meaning"),
+    [
+        ("succeeded", "completed"),
+        ("SUCCESS", "completed"),
+        ("Failure", "failed"),
+        ("canceled", "cancelled"),
+        ("CANCELED", "cancelled"),
+        ("in_progress", "processing"),
+        ("RUNNING", "processing"),
+        ("queued", "pending"),
+        (" Processing ", "processing"),
+    ],
+)
+def test_states_are_read_with_their_synonyms_in_any_case(status: str, meaning: str) -> None:
+    task = parse_task(_reply(status=status), TASK_ID)
+    assert task.status == meaning
+    assert task.known_status
+
+
 @pytest.mark.parametrize("status", ["completed", "failed", "cancelled", "COMPLETED"])
 def test_final_states(status: str) -> None:
     task = parse_task(_reply(status=status), TASK_ID)
@@ -186,7 +207,7 @@ def test_final_states(status: str) -> None:
     assert task.known_status
 
 
-@pytest.mark.parametrize("status", ["queued", "in_review", "canceled"])
+@pytest.mark.parametrize("status", ["in_review", "on_hold", "paused"])
 def test_unknown_status_is_kept_and_unfinished(status: str) -> None:
     task = parse_task(_reply(status=status), TASK_ID)
     assert task.status == status

@@ -263,6 +263,7 @@ def test_accepted_submission_is_one_task_whatever_n(api: Api) -> None:
     assert reply.status_code == 200
     assert reply.json() == {
         "code": 200,
+        "request_id": reply.json()["request_id"],
         "data": [{"status": "submitted", "task_id": api.sandbox.submissions()[0].task_id}],
     }
     assert len(api.task(reply.json()["data"][0]["task_id"])["result"]["images"]) == 10

@@ -191,7 +191,8 @@ def test_response_version_header_gets_the_object_shape(api: Api) -> None:
     again = api.client.post(SUBMIT, json=body, headers=headers).json()
 
     (created,) = api.sandbox.submissions()
-    assert first == again == {"code": 200, "data": {"id": created.task_id, "status": "submitted"}}
+    data = {"id": created.task_id, "object": "generation.task", "status": "submitted"}
+    assert first == again == {"code": 200, "request_id": first["request_id"], "data": data}
     plain = api.client.post(SUBMIT, json=body).json()
     assert plain["data"][0]["status"] == "submitted"
 
@@ -276,7 +277,8 @@ def test_official_model_accepts_its_own_fields(api: Api) -> None:
         ({"n": True}, "n must be of type integer"),
         ({"output_compression": 101}, "output_compression must be at most 100"),
         ({"output_format": 1}, "output_format must be of type string"),
-        ({"resolution": "2k"}, "unknown field 'resolution'"),
+        ({"resolution": "8k"}, "resolution must be one of 1k, 2k, 4k"),
+        ({"style": "vivid"}, "unknown field 'style'"),
         ({"prompt": "x" * 32001}, "prompt must be at most 32000 characters"),
         ({"image_urls": ["https://x.test/a.png"] * 17}, "image_urls exceeds max 16"),
         ({"image_urls": [1]}, "image_urls must be a list of strings"),

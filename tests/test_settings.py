@@ -48,7 +48,7 @@ SOURCES = {
     "references": (
         "APIMART_REFERENCES",
         {"flag": "upload", "env": "inline", "file": "upload"},
-        "inline",
+        "auto",
     ),
     "metadata": ("APIMART_METADATA", {"flag": False, "env": "1", "file": False}, True),
     "preview": ("APIMART_PREVIEW", {"flag": True, "env": "0", "file": True}, False),
@@ -118,7 +118,7 @@ def test_defaults_without_any_source() -> None:
         api_key=None,
         base_url=DEFAULT_BASE_URL,
         output_dir=Path("."),
-        references="inline",
+        references="auto",
         metadata=True,
         preview=False,
     )

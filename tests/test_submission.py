@@ -16,6 +16,7 @@ from apimart_cli.errors import (
     Terminated,
 )
 from apimart_cli.history import History
+from apimart_cli.models import Submitted
 from apimart_cli.payload import build_request
 from apimart_cli.submission import submit
 
@@ -36,6 +37,9 @@ class FakeClient:
         if isinstance(self.outcome, BaseException):
             raise self.outcome
         return self.outcome
+
+    def submit_reply(self, request: object, key: str) -> Submitted:
+        return Submitted(self.submit(request, key))
 
 
 @pytest.fixture

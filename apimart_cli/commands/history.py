@@ -40,6 +40,7 @@ def _row(record: "TaskRecord") -> list[str]:
 
 
 def _as_json(record: "TaskRecord") -> dict[str, object]:
+    found = {"request_id": record.request_id} if record.request_id else {}
     return {
         "task_id": record.task_id,
         "created_at": record.created_at,
@@ -55,6 +56,7 @@ def _as_json(record: "TaskRecord") -> dict[str, object]:
         "cost": record.cost,
         "files": list(record.files),
         "error": record.error,
+        **found,  # the submit reply's request id, to quote to the vendor
     }
 
 

@@ -1,4 +1,4 @@
-"""`apimart models`: the service's models, or one model's input schema."""
+"""`apimart models`: the service's models, or one model's input schema or docs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, state
 from apimart_cli.commands.options import JsonOpt
 from apimart_cli.constants import DEFAULT_COMMAND_TIMEOUT
+from apimart_cli.errors import UsageError
 
 
 @handles_errors
@@ -23,20 +24,33 @@ def models(
         float, typer.Option("--timeout", min=0.0, help="Seconds for the whole command.")
     ] = DEFAULT_COMMAND_TIMEOUT,
     as_json: JsonOpt = False,
+    docs: Annotated[
+        bool,
+        typer.Option("--docs", help="With MODEL: print its documentation (Markdown) instead."),
+    ] = False,
 ) -> None:
     """List the service's models, one id per line; with MODEL, print its input schema.
 
     apimart models
     apimart models gpt-image-2-official | jq .properties.quality
+    apimart models gpt-image-2-official --docs | less
     """
     from apimart_cli import app as use_cases  # here, not at the top: start-up pays for the top
     from apimart_cli.retry import Deadline
 
+    if docs and model is None:
+        raise UsageError("--docs needs a MODEL.", "apimart models MODEL --docs")
     app = state(ctx)
     deadline = Deadline.after(timeout)  # nothing outlasts --timeout
     if model is None:
         for item in use_cases.models(app.settings(), app.ui(), deadline=deadline):
             console.data_json(item) if as_json else console.data(str(item["id"]))
+        return
+    if docs:
+        from apimart_cli.schema import printable_markdown
+
+        found = use_cases.model_docs(app.settings(), app.ui(), model, deadline=deadline)
+        console.data_json(found) if as_json else console.data(printable_markdown(found))
         return
     schema = use_cases.model_schema(app.settings(), app.ui(), model, deadline=deadline)
     console.data_json(schema, indent=None if as_json else 2)

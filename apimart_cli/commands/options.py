@@ -69,9 +69,10 @@ RefsOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option(
         "--refs",
-        help="How local reference files travel: inline (base64 in the body) or upload "
-        "(each file uploaded once, sent as a URL). [default: $APIMART_REFERENCES, "
-        "the config's references, or inline]",
+        help="How local reference files travel: auto (inline until the service refuses "
+        "base64, then upload), inline (base64 in the body) or upload (each file uploaded "
+        "once, sent as a URL). [default: $APIMART_REFERENCES, the config's references, "
+        "or auto]",
         show_default=False,
     ),
 ]

@@ -62,6 +62,19 @@ def sandbox(
         bool,
         typer.Option("--refuse-base64", help="Refuse data: URI references (400) as newer APIs do."),
     ] = False,
+    state_synonyms: Annotated[
+        bool,
+        typer.Option(
+            "--state-synonyms", help="States as relays spell them, upper case (SUCCEEDED...)."
+        ),
+    ] = False,
+    iso_times: Annotated[
+        bool, typer.Option("--iso-times", help="Times in task replies as ISO 8601 text.")
+    ] = False,
+    sync_results: Annotated[
+        bool,
+        typer.Option("--sync-results", help="Answer submissions with the finished result."),
+    ] = False,
     seed: Annotated[
         int, typer.Option("--seed", help="Seed for durations drawn from a range, and failures.")
     ] = 0,
@@ -94,6 +107,9 @@ def sandbox(
         fail_word=fail_word,
         noise=noise,
         refuse_base64=refuse_base64,
+        state_synonyms=state_synonyms,
+        iso_times=iso_times,
+        sync_results=sync_results,
         seed=seed,
     )
     server = Sandbox(config, host=host, port=port, log=None if console.is_quiet() else sys.stderr)

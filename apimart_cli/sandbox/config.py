@@ -33,6 +33,12 @@ class SandboxConfig:
     image_ttl: float = 86400.0  # seconds from completion until image URLs answer 410
     noise: bool = False  # incompressible images of random pixels, for download benchmarks
     refuse_base64: bool = False  # a data: URI in image_urls is a 400, as the newer service
+    # The wider dialect: states as relays spell them, in upper case (QUEUED, IN_PROGRESS,
+    # SUCCEEDED, FAILURE, CANCELED); times as ISO 8601 text; submissions answered with the
+    # finished result (`generation.result`, no task id).
+    state_synonyms: bool = False
+    iso_times: bool = False
+    sync_results: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -64,7 +70,7 @@ _OPTIONAL = {"estimate_factor", "download_rate", "submit_rate", "poll_rate"}
 def _same_kind(current: Any, value: Any, name: str) -> bool:
     if value is None:
         return name in _OPTIONAL
-    if isinstance(current, bool) or name in ("noise", "refuse_base64"):
+    if isinstance(current, bool):
         return isinstance(value, bool)
     if isinstance(current, str):
         return isinstance(value, str)

@@ -25,6 +25,11 @@ Each kind, and the fields it reads:
 - `task_id`: the reply's task id replaced by the template `task_id`, where `{id}`
   is the real id, `{other}` a fresh valid id and `{key}` the bearer key sent.
 - `echo_key`: a `status` error whose message echoes the bearer key sent.
+- `error_in_200`: HTTP 200 whose body is an error with the code `status`, in the
+  `shape` "code" (`{"code", "message", "data": null}`), "msg" (`{"code", "msg"}`)
+  or "success" (`{"success": false, "message"}`); nothing is carried out.
+- `model_error`: HTTP `status` (a 503, say) whose error is a model problem, its
+  `error_code` `model_not_found` (or another, such as `unsupported_generation_model`).
 """
 
 from __future__ import annotations
@@ -54,8 +59,11 @@ FAULT_KINDS = frozenset(
         "garbage",
         "task_id",
         "echo_key",
+        "error_in_200",
+        "model_error",
     }
 )
+ERROR_SHAPES = frozenset({"code", "msg", "success"})
 _INT_FIELDS = ("times", "status", "size", "depth")
 _NUMBER_FIELDS = ("delay", "cut", "interval", "rate")
 
@@ -79,6 +87,8 @@ class Fault:
     rate: float = 1024.0  # bytes per second for "throttle"
     depth: int = 100_000  # levels of "nested"
     task_id: str = "{other}"  # the id "task_id" puts in the reply
+    shape: str = "code"  # the body of "error_in_200": "code", "msg" or "success"
+    error_code: str = "model_not_found"  # the code of "model_error"
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -93,6 +103,10 @@ class Fault:
                 raise ValueError(f"fault {name} must be a number of at least 0")
         if not 0 <= self.cut <= 1:
             raise ValueError("fault cut must be from 0 to 1")
+        if self.shape not in ERROR_SHAPES:
+            raise ValueError(f"fault shape must be one of {', '.join(sorted(ERROR_SHAPES))}")
+        if not isinstance(self.error_code, str) or not self.error_code:
+            raise ValueError("fault error_code must be a non-empty string")
         if self.kind == "throttle" and self.rate <= 0:
             raise ValueError("fault rate must be above 0")
 

@@ -42,13 +42,18 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
         "required": ["model", "prompt"],
     },
+    # As the vendor's page for the model documents it: gpt-image-2's ratios, 1k/2k/4k.
     "gpt-image-2-official": {
         "type": "object",
         "properties": {
             "model": {"type": "string", "enum": ["gpt-image-2-official"]},
             "prompt": {"type": "string", "maxLength": 32000},
             "n": {"type": "integer", "minimum": 1, "maximum": 4},
-            "size": {"type": "string", "enum": ["auto", "1024x1024", "1536x1024", "1024x1536"]},
+            "size": {
+                "type": "string",
+                "enum": ["auto", *RATIOS, "1024x1024", "1536x1024", "1024x1536"],
+            },
+            "resolution": {"type": "string", "enum": list(RESOLUTIONS)},
             "quality": {"type": "string", "enum": ["low", "medium", "high", "auto"]},
             "background": {"type": "string", "enum": ["transparent", "opaque", "auto"]},
             "output_format": {"type": "string", "enum": ["png", "jpeg", "webp"]},
@@ -72,7 +77,22 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["model", "prompt"],
         "additionalProperties": False,
     },
+    "gemini-3.1-flash-image-preview": {
+        "type": "object",
+        "properties": {
+            "model": {"type": "string", "enum": ["gemini-3.1-flash-image-preview"]},
+            "prompt": {"type": "string", "maxLength": 8000},
+            "n": {"type": "integer", "minimum": 1, "maximum": 4},
+            "size": {"type": "string", "enum": [*RATIOS, "1:4", "4:1", "1:8", "8:1"]},
+            "resolution": {"type": "string", "enum": ["0.5K", "1K", "2K", "4K"]},
+            "image_urls": {**_IMAGE_URLS, "maxItems": 14},
+        },
+        "required": ["model", "prompt"],
+        "additionalProperties": False,
+    },
 }
+# How long a client may keep a model's docs (`cache_ttl_seconds` of `/v1/model-docs`).
+DOCS_TTL_SECONDS = 3600
 MODEL_CREATED = 1_767_225_600  # when the sandbox says its models appeared
 
 
@@ -90,6 +110,42 @@ def models_reply() -> dict[str, Any]:
             }
             for model in SCHEMAS
         ],
+    }
+
+
+def docs_reply(model: str, base_url: str, now: float) -> dict[str, Any] | None:
+    """`GET /v1/model-docs?model=ID` (unwrapped), its Markdown made from the model's
+    schema; None for a model the sandbox does not serve."""
+    schema = SCHEMAS.get(model)
+    if schema is None:
+        return None
+    rows = []
+    for name, rule in schema["properties"].items():
+        allowed = ", ".join(map(str, rule["enum"])) if "enum" in rule else ""
+        bounds = " to ".join(str(rule[k]) for k in ("minimum", "maximum") if k in rule)
+        required = "yes" if name in schema.get("required", ()) else ""
+        rows.append(f"| `{name}` | {rule.get('type', '')} | {required} | {allowed or bounds} |")
+    markdown = "\n".join(
+        [
+            f"# {model}",
+            "",
+            f"`POST /v1/images/generations` with `model: {model}` (sandbox documentation).",
+            "",
+            "| field | type | required | values |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
+    return {
+        "object": "model.documentation",
+        "model": model,
+        "doc_url": f"{base_url}/docs/{model}",
+        "markdown_url": f"{base_url}/docs/{model}.md",
+        "markdown": markdown,
+        "fetched_at": int(now),
+        "cache_ttl_seconds": DOCS_TTL_SECONDS,
+        "stale": False,
     }
 
 

@@ -21,6 +21,7 @@ from apimart_cli.sandbox.faults import Fault
 from apimart_cli.sandbox.images import cached_image, garbage_after_signature, gzip_encoded
 from apimart_cli.sandbox.rules import (
     TokenBucket,
+    docs_reply,
     models_reply,
     schema_reply,
     validate_submission,
@@ -46,8 +47,11 @@ BALANCE_PATHS = ("/v1/balance", "/v1/user/balance")
 UPLOAD_PATH = "/v1/uploads/images"
 MODELS_PATH = "/v1/models"
 SCHEMA_PATH = "/v1/model-schema"
+DOCS_PATH = "/v1/model-docs"
 ADMIN_PREFIX = "/__sandbox/"
 RESPONSE_VERSION_HEADER = "x-apimart-response-version"
+# The reply version the sandbox speaks when the request names none (the vendor client's).
+RESPONSE_VERSION = "2026-07-27"
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -141,6 +145,7 @@ class Sandbox:
         self._in_flight = 0
         self._tasks: dict[str, Task] = {}
         self._idempotency: dict[str, str] = {}
+        self._request_ids: dict[str, str] = {}  # each task's first reply's, which replays repeat
         self._faults: list[Fault] = []
         self._rng = random.Random(self.config.seed)
         self._buckets = {"submit": self._new_bucket(self.config.submit_rate)}
@@ -304,6 +309,9 @@ class Sandbox:
         finally:
             with self._lock:
                 self._in_flight -= 1
+        if origin == "api":
+            version = headers.get(RESPONSE_VERSION_HEADER) or RESPONSE_VERSION
+            reply.headers.setdefault("X-APIMart-Response-Version", version)
         record.status = None if reply.drop else reply.status
         record.json = _shortened(record.json)
         return reply
@@ -342,6 +350,16 @@ class Sandbox:
             return Reply(
                 200, b'{"code": 200, "data": ' + b"[" * fault.depth + b"]" * fault.depth + b"}"
             )
+        if kind == "error_in_200":
+            return json_reply(200, _error_in_200(fault))
+        if kind == "model_error":
+            model = record.json.get("model") if isinstance(record.json, dict) else None
+            error = {
+                "code": fault.error_code,
+                "message": f"model {model or 'unknown'} is not available (sandbox fault)",
+                "type": "new_api_error",
+            }
+            return json_reply(fault.status, {"error": error})
         if kind == "echo_key":
             message = f"Request refused for API key {_bearer(record.headers)} (sandbox fault)"
             return error_reply(fault.status, message)
@@ -407,6 +425,8 @@ class Sandbox:
             return json_reply(200, models_reply())
         if endpoint == "schema":
             return _schema(url.query)
+        if endpoint == "docs":
+            return self._docs(url.query)
         return self._balance()
 
     # The API
@@ -417,7 +437,7 @@ class Sandbox:
         object_shape = RESPONSE_VERSION_HEADER in record.headers
         with self._lock:  # all of it, so that two racing repeats of a key make one task
             if key and key in self._idempotency:
-                return _submitted(self._idempotency[key], object_shape)
+                return self._replayed(key, object_shape)
             limited = self._rate_limited("submit")
             if limited:
                 return limited
@@ -427,11 +447,45 @@ class Sandbox:
             task = new_task(
                 record.json, self.config, self._rng, self.clock.monotonic(), self.clock.time()
             )
+            if self.config.sync_results:
+                task.duration = 0.0  # finished as it is answered
             self._tasks[task.id] = task
             if key:
                 self._idempotency[key] = task.id
+            self._request_ids[task.id] = _request_id()
         record.task_id = task.id
-        return _submitted(task.id, object_shape)
+        if self.config.sync_results:
+            return self._result(task)
+        return _submitted(task.id, self._request_ids[task.id], object_shape)
+
+    def _replayed(self, key: str, object_shape: bool) -> Reply:
+        """The reply to a key seen before: the original task (or result), said to be a replay."""
+        task_id = self._idempotency[key]
+        task = self._tasks.get(task_id)
+        if self.config.sync_results and task is not None:
+            reply = self._result(task)
+        else:
+            reply = _submitted(task_id, self._request_ids.get(task_id, ""), object_shape)
+        reply.headers["Idempotency-Replayed"] = "true"
+        return reply
+
+    def _result(self, task: Task) -> Reply:
+        """`sync_results`: the finished result in the submit reply, with no task id."""
+        now = task.started + task.duration  # as it will be when done
+        view = task_view(task, now, self.config, self.image_base_url, "")
+        data = {"object": "generation.result", **view}
+        data.pop("id", None)
+        request_id = self._request_ids.get(task.id, "")
+        return json_reply(200, {"code": 200, "request_id": request_id, "data": data})
+
+    def _docs(self, query: str) -> Reply:
+        model = parse_qs(query).get("model", [""])[0]
+        if not model:
+            return error_reply(400, "model is required: /v1/model-docs?model=ID")
+        docs = docs_reply(model, self.base_url, self.clock.time())
+        if docs is None:
+            return error_reply(404, f"unknown model {model!r} (see GET /v1/models)")
+        return json_reply(200, docs)
 
     def _task(self, task_id: str, headers: dict[str, str]) -> Reply:
         with self._lock:
@@ -597,7 +651,7 @@ def _api_endpoint(method: str, path: str) -> str | None:
         return "task"
     if path in BALANCE_PATHS:
         return "balance"
-    return {MODELS_PATH: "models", SCHEMA_PATH: "schema"}.get(path)
+    return {MODELS_PATH: "models", SCHEMA_PATH: "schema", DOCS_PATH: "docs"}.get(path)
 
 
 def _schema(query: str) -> Reply:
@@ -610,11 +664,27 @@ def _schema(query: str) -> Reply:
     return json_reply(200, schema)
 
 
-def _submitted(task_id: str, object_shape: bool = False) -> Reply:
-    """The submission reply: the documented list, or the object the version header asks for."""
+def _submitted(task_id: str, request_id: str, object_shape: bool = False) -> Reply:
+    """The submission reply: the documented list, or the object the version header asks
+    for; with a `request_id`, as the service's envelope carries one."""
+    data: Any = [{"status": "submitted", "task_id": task_id}]
     if object_shape:
-        return json_reply(200, {"code": 200, "data": {"id": task_id, "status": "submitted"}})
-    return json_reply(200, {"code": 200, "data": [{"status": "submitted", "task_id": task_id}]})
+        data = {"id": task_id, "object": "generation.task", "status": "submitted"}
+    return json_reply(200, {"code": 200, "request_id": request_id, "data": data})
+
+
+def _request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def _error_in_200(fault: Fault) -> dict[str, Any]:
+    """The body of the "error_in_200" fault: an error with the code `fault.status`."""
+    message = f"{_phrase(fault.status)} (sandbox fault, inside a 200)"
+    if fault.shape == "success":
+        return {"success": False, "message": message}
+    if fault.shape == "msg":
+        return {"code": fault.status, "msg": message}
+    return {"code": fault.status, "message": message, "data": None}
 
 
 def _with_task_id(reply: Reply, template: str, record: RecordedRequest) -> Reply:

@@ -8,6 +8,7 @@ moves every task forward.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import random
 import secrets
@@ -29,6 +30,15 @@ COST_PER_IMAGE = {"1k": 0.05, "2k": 0.08, "4k": 0.12}
 CREDITS_PER_COST = 10
 # A result URL whose last part tries to climb out of the user's output folder.
 HOSTILE_URL_PREFIX = "..%2F..%2F"
+# `SandboxConfig.state_synonyms`: each state as relays and other clients spell it.
+STATE_SYNONYMS = {
+    "submitted": "QUEUED",
+    "processing": "IN_PROGRESS",
+    "completed": "SUCCEEDED",
+    "failed": "FAILURE",
+    "cancelled": "CANCELED",
+}
+_TIME_FIELDS = ("created", "completed")
 
 
 def new_task_id() -> str:
@@ -102,7 +112,28 @@ def new_task(
 def task_view(
     task: Task, now: float, config: SandboxConfig, image_base_url: str, key: str
 ) -> dict[str, Any]:
-    """The `data` of `GET /v1/tasks/{id}` at time `now`; `key` is the bearer key of the asker."""
+    """The `data` of `GET /v1/tasks/{id}` at time `now`; `key` is the bearer key of the asker,
+    in the dialect the switches ask for (state synonyms, ISO times)."""
+    view = _task_view(task, now, config, image_base_url, key)
+    if config.state_synonyms:
+        view["status"] = STATE_SYNONYMS.get(view["status"], view["status"])
+    if config.iso_times:
+        for name in _TIME_FIELDS:
+            if name in view:
+                view[name] = iso_time(view[name])
+        for image in view.get("result", {}).get("images", ()):
+            image["expires_at"] = iso_time(image["expires_at"])
+    return view
+
+
+def iso_time(seconds: float) -> str:
+    """Unix seconds as ISO 8601 text in UTC, as some replies give times."""
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _task_view(
+    task: Task, now: float, config: SandboxConfig, image_base_url: str, key: str
+) -> dict[str, Any]:
     elapsed = now - task.started
     view: dict[str, Any] = {
         "id": task.id,

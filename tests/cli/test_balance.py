@@ -83,7 +83,9 @@ def test_success_false_is_an_error_with_the_servers_message(
 
     assert result.exit_code == 1, result.output
     assert result.stdout == ""
-    assert result.stderr == "Error: The server refused the balance query: 令牌已过期\n"
+    assert result.stderr.startswith(
+        "Error: The server answered 200 with an error (code 400): 令牌已过期\n"
+    )
 
 
 def test_a_refused_key_exits_3(api: str, httpx_mock: HTTPXMock) -> None:

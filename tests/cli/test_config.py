@@ -68,7 +68,7 @@ def test_set_with_nothing_on_stdin_exits_2(config: Path) -> None:
 
 DEFAULTS = (
     "output_dir = .  (default)\n"
-    "references = inline  (default)\n"
+    "references = auto  (default)\n"
     "metadata = true  (default)\n"
     "preview = false  (default)\n"
 )
@@ -174,7 +174,7 @@ def test_set_writes_switches_as_toml_booleans(config: Path, args: list[str], wri
     ("args", "message"),
     [
         (["metadata", "maybe"], "metadata must be 0 or 1 (or true or false), not 'maybe'."),
-        (["references", "attach"], "references must be inline or upload, not 'attach'."),
+        (["references", "attach"], "references must be auto, inline or upload, not 'attach'."),
     ],
 )
 def test_set_refuses_a_value_the_setting_cannot_take(
@@ -191,7 +191,11 @@ def test_set_refuses_a_value_the_setting_cannot_take(
     ("variable", "value", "message"),
     [
         ("APIMART_METADATA", "maybe", "APIMART_METADATA: metadata must be 0 or 1"),
-        ("APIMART_REFERENCES", "x", "APIMART_REFERENCES: references must be inline or upload"),
+        (
+            "APIMART_REFERENCES",
+            "x",
+            "APIMART_REFERENCES: references must be auto, inline or upload",
+        ),
         ("APIMART_BASE_URL", "ftp://x", "Invalid base URL 'ftp://x'. (from APIMART_BASE_URL)"),
     ],
 )

@@ -105,7 +105,7 @@ def test_expired_urls_exit_1_with_the_time_they_expired(
         "task_01: The images of task task_01 expired at 2026-04-22 05:18:46 UTC.\n" in result.stderr
     )
     assert result.stderr.endswith(
-        "Result URLs last about 24 hours; generate the image again.\n"
+        "The service no longer serves them; generate the image again.\n"
         "0 images saved, 1 task failed.\n"
     )
     assert_images_fetched_without_key(httpx_mock, 0)

@@ -213,7 +213,7 @@ def test_refs_inline_is_the_default(api: str, httpx_mock: HTTPXMock, ref: Path) 
 def test_an_unknown_refs_value_exits_2(api: str, httpx_mock: HTTPXMock, ref: Path) -> None:
     result = run("generate", "a red fox", "-i", str(ref), "--refs", "carrier-pigeon")
     assert result.exit_code == 2
-    assert "references must be inline or upload, not 'carrier-pigeon'." in result.stderr
+    assert "references must be auto, inline or upload, not 'carrier-pigeon'." in result.stderr
     assert api_requests(httpx_mock) == []
 
 
@@ -237,7 +237,7 @@ def test_a_base64_refusal_uploads_and_resends_once(
     assert result.exit_code == 0, result.output
     assert result.stdout == "task_1\n"
     assert "refused base64 references" in result.stderr
-    assert "apimart config set references upload" in result.stderr
+    assert "Later commands upload first" in result.stderr
     first, second = httpx_mock.get_requests(url=SUBMIT_URL)
     assert first.headers["Idempotency-Key"] != second.headers["Idempotency-Key"]
 

@@ -173,10 +173,10 @@ def test_an_internal_error_is_one_line_without_traceback_or_key(
 ) -> None:
     """A bug below the commands: the console script prints one line, never the locals."""
 
-    def broken(reply: object) -> list[str]:
+    def broken(reply: object, key: str, **kwargs: object) -> list[str]:
         raise RuntimeError(f"unexpected reply for {KEY}")
 
-    monkeypatch.setattr("apimart_cli.client.parse_submission", broken)
+    monkeypatch.setattr("apimart_cli.client.parse_submitted", broken)
     expect_submit(httpx_mock, body(), ["task_01"])
     monkeypatch.setattr(
         sys, "argv", ["apimart", "--api-key", KEY, "--base-url", API, "generate", "a red fox"]

@@ -80,7 +80,7 @@ def test_quiet_silences_progress(api: str, httpx_mock: HTTPXMock) -> None:
 def test_the_api_variants_are_tolerated(api: str, httpx_mock: HTTPXMock, tmp_path: Path) -> None:
     # data as a one-item list; `pending`; a state this tool does not know; url as a string.
     expect_task(httpx_mock, [task("task_01", "pending")])
-    expect_task(httpx_mock, task("task_01", "queued"))
+    expect_task(httpx_mock, task("task_01", "in_review"))
     expect_task(httpx_mock, [task("task_01", urls=[f"{IMAGES}/a.png"])])
     expect_image(httpx_mock, f"{IMAGES}/a.png")
 
@@ -91,7 +91,7 @@ def test_the_api_variants_are_tolerated(api: str, httpx_mock: HTTPXMock, tmp_pat
     assert result.stdout == f"{path}\n"
     assert result.stderr == (
         "task_01: pending\n"
-        "task_01: queued (a state this tool does not know; still waiting)\n"
+        "task_01: in_review (a state this tool does not know; still waiting)\n"
         "task_01: completed\n"
         f"task_01: saved {path}\n"
         "1 image saved, 0 tasks failed.\n"

@@ -88,7 +88,7 @@ def test_the_refusing_service_is_answered_by_uploading_and_resending_once(
     assert result.returncode == 0, result.stderr
     assert len(result.lines) == 1
     assert "refused base64 references" in result.stderr
-    assert "apimart config set references upload" in result.stderr
+    assert "Later commands upload first" in result.stderr
     (upload,) = sandbox.uploads
     assert upload.data == photo.read_bytes()
     # The refused request created nothing; the one resent carried the URL.
