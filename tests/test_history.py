@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from apimart_cli.errors import ExitCode, HistoryError
-from apimart_cli.history import History, default_path
+from apimart_cli.history import SCHEMA_VERSION, History, default_path
 
 BASE = "https://api.apimart.ai"
 SANDBOX = "http://127.0.0.1:8787"
@@ -409,7 +409,7 @@ def test_a_version_1_file_opens_and_is_upgraded(path: Path) -> None:
         assert history.pending_ids(BASE) == ["task_running"]
 
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         indexes = {row[1] for row in db.execute("PRAGMA index_list(tasks)")}
     db.close()
     assert "tasks_state_created" in indexes

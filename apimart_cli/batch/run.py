@@ -53,8 +53,9 @@ if TYPE_CHECKING:
 
 _STOP_SENDING = (ExitCode.AUTH, ExitCode.BALANCE)  # every later submission would fail alike
 _UNKNOWN_HINT = (
-    "A job whose submission's outcome is unknown is never sent again by a rerun: check "
-    "`apimart history --pending` or the APIMart dashboard, and edit its line to send it anyway."
+    "A job whose submission's outcome is unknown keeps its idempotency key: run the same "
+    "command again shortly (or `apimart resend KEY`) and it is sent again with that key and "
+    "its body, so the service answers with the task it made, or makes it once."
 )
 
 
@@ -502,9 +503,9 @@ class BatchRun:
 
 def _still_unknown(run: JobRun) -> SubmissionUnknown:
     return SubmissionUnknown(
-        f"an earlier submission's outcome is unknown (idempotency key {run.key}); "
-        "it is not sent again.",
-        _UNKNOWN_HINT,
+        "an earlier submission's outcome is unknown and its idempotency key was not "
+        "recorded; it is not sent again.",
+        "Check your APIMart dashboard for its task before editing its line to send it anew.",
         idempotency_key=run.key or "",
     )
 

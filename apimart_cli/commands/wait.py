@@ -81,12 +81,13 @@ def wait(
                 for record in history.list(pending_only=True, base_url=settings.base_url)
                 if record.task_id is None
             ]
-        if unknown:  # no id to wait for: only the dashboard knows whether a task was made
+        if unknown:  # no id to wait for: resending the key gets it
             keys = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if unknown[5:] else "")
             console.warn(
                 f"{len(unknown)} submission(s) may have created a task whose id never came "
-                f"back (idempotency key {keys}): check your APIMart dashboard before "
-                "submitting them again; `apimart history --pending` lists them."
+                f"back (idempotency key {keys}): `apimart resend KEY` (or `apimart resend` "
+                "for all) sends each again with its key, and the service answers with its "
+                "task or makes it once."
             )
     stream = None
     if wants_stdin(task_ids) and not (pending and not task_ids):
