@@ -44,6 +44,7 @@ _KEY_CONFLICTS = frozenset({409, 422})
 # A refusal of a resend that says nothing of the key's earlier sends: the key, the
 # balance or the pace was refused before the service looked the key up.
 _NOT_ABOUT_THE_KEY = frozenset({401, 402, 403, 404, 429})
+_STOPS = (ExitCode.TIMEOUT, ExitCode.INTERRUPTED, ExitCode.TERMINATED)
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
@@ -333,10 +334,12 @@ def resend(client: Client, history: History, keys: Sequence[str] = ()) -> Iterat
                 )
             task_ids = _send(client, history, request, key, resending=True)
         except (UsageError, SubmissionUnknown, SubmittedButUnrecorded) as error:
+            if error.exit_code in _STOPS:
+                raise  # Ctrl-C, SIGTERM or the deadline: the key is kept, no other is sent
             yield Resent(key, error=error)
             continue
         except ApimartError as error:
-            if error.exit_code in (ExitCode.AUTH, ExitCode.TIMEOUT):
+            if error.exit_code in (ExitCode.AUTH, *_STOPS):
                 raise  # every other key would end alike
             yield Resent(key, error=error)
             continue

@@ -1,0 +1,68 @@
+"""`apimart resend`: send submissions whose outcome is unknown again, with their keys."""
+
+from typing import Annotated, Optional
+
+import typer
+
+from apimart_cli import console
+from apimart_cli.commands.common import handles_errors, open_history, state
+from apimart_cli.commands.options import COMMAND_TIMEOUT, JsonOpt, TimeoutOpt
+from apimart_cli.errors import ApimartError, ExitCode
+
+
+@handles_errors
+def resend(
+    ctx: typer.Context,
+    keys: Annotated[
+        Optional[list[str]],  # noqa: UP045 - Typer reads this annotation at run time
+        typer.Argument(
+            help="Idempotency keys; with none, every submission whose outcome is unknown.",
+            metavar="KEY...",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    timeout: TimeoutOpt = COMMAND_TIMEOUT,
+) -> None:
+    """Resend submissions whose outcome is unknown, with their keys; print task ids.
+
+    Each goes with its own idempotency key and exactly the body first sent with it.
+    The service answers with the task it already made, or makes it once. Prints
+    the task ids, one per line, and records them in the history.
+
+        apimart resend | apimart wait -o out/
+    """
+    from apimart_cli.retry import Deadline
+    from apimart_cli.submission import check_keys, resend
+
+    wanted = check_keys(keys or [])  # a bad key: exit 2, nothing sent
+    app = state(ctx)
+    settings = app.settings()
+    client = app.client(settings, Deadline.after(timeout))
+    failures: list[ApimartError] = []
+    count = 0
+    with open_history() as history:
+        for result in resend(client, history, wanted):
+            count += 1
+            if result.error is not None:
+                failures.append(result.error)
+                console.warn(f"Error: {result.key}: {result.error.message}")
+                if result.error.hint:
+                    console.warn(result.error.hint)
+                continue
+            for task_id in result.task_ids:
+                if as_json:
+                    console.data_json(
+                        {"task_id": task_id, "status": "submitted", "idempotency_key": result.key}
+                    )
+                else:
+                    console.data(task_id)
+    client.close()
+    if not count:
+        console.info(f"Nothing to resend: no submission to {settings.base_url} is unknown.")
+    if not failures:
+        return
+    worst = max(failures, key=lambda error: error.exit_code)
+    if as_json:
+        console.error_json(worst)
+    raise typer.Exit(int(max(worst.exit_code, ExitCode.OK)))
