@@ -33,6 +33,10 @@ class SandboxConfig:
     image_ttl: float = 86400.0  # seconds from completion until image URLs answer 410
     noise: bool = False  # incompressible images of random pixels, for download benchmarks
     refuse_base64: bool = False  # a data: URI in image_urls is a 400, as the newer service
+    # Idempotency keys as the IETF draft has them: a 409 while the first request with a
+    # key is in flight (`latency` long), a 422 when a key that made a task comes back
+    # with another body; the same body gets the original task.
+    strict_idempotency: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
