@@ -62,7 +62,7 @@ _apimart() {
         "upload") words="--timeout --json --help -h" ;;
         "models") words="--timeout --json --help -h" ;;
         "sizes") words="--help -h" ;;
-        "sandbox") words="--host --port --duration --estimate-factor --no-estimate --latency --download-rate --submit-rate --poll-rate --failure-rate --fail-word --noise --refuse-base64 --seed --help -h" ;;
+        "sandbox") words="--host --port --duration --estimate-factor --no-estimate --latency --download-rate --submit-rate --poll-rate --failure-rate --fail-word --noise --refuse-base64 --strict-idempotency --seed --help -h" ;;
         "mcp") words="--help -h" ;;
         "config") words="set get unset list path --help -h" ;;
         "config set") words="--no-check --timeout --help -h"

@@ -141,6 +141,7 @@ complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l failure-rate -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l fail-word -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l noise
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l refuse-base64
+complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l strict-idempotency
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l seed -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l help
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -s h

@@ -62,6 +62,14 @@ def sandbox(
         bool,
         typer.Option("--refuse-base64", help="Refuse data: URI references (400) as newer APIs do."),
     ] = False,
+    strict_idempotency: Annotated[
+        bool,
+        typer.Option(
+            "--strict-idempotency",
+            help="Idempotency keys as the IETF draft has them: 409 while in flight, 422 "
+            "for another body.",
+        ),
+    ] = False,
     seed: Annotated[
         int, typer.Option("--seed", help="Seed for durations drawn from a range, and failures.")
     ] = 0,
@@ -94,6 +102,7 @@ def sandbox(
         fail_word=fail_word,
         noise=noise,
         refuse_base64=refuse_base64,
+        strict_idempotency=strict_idempotency,
         seed=seed,
     )
     server = Sandbox(config, host=host, port=port, log=None if console.is_quiet() else sys.stderr)
