@@ -48,6 +48,11 @@ _STOPS = (ExitCode.TIMEOUT, ExitCode.INTERRUPTED, ExitCode.TERMINATED)
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
+class BoundBodyChanged(UsageError):
+    """A reference file of the body bound to a key changed since: nothing was sent, and
+    the key, which may have made a task, is kept (never replaced by a new one)."""
+
+
 def resend_hint(key: str) -> str:
     """What every message about an unknown outcome says to do."""
     return (
@@ -166,10 +171,11 @@ def _kept_unknown(
         history.record_unknown(**what, error=error.message)
     except (HistoryError, KeyboardInterrupt) as failure:
         reason = failure.message if isinstance(failure, HistoryError) else "interrupted"
+        key = what["idempotency_key"]
         error.hint = (
-            f"Idempotency key {what['idempotency_key']}: keep it. The history could not "
-            f"record the outcome ({reason}); check your APIMart dashboard before submitting "
-            "again."
+            f"Idempotency key {key}: keep it. The history could not record the outcome "
+            f"({reason}); once it can be written, `apimart resend {key}` sends it again "
+            "safely (the key and its body were recorded before sending)."
         )
     return error
 
@@ -263,7 +269,7 @@ def _bound_reference(item: object, key: str) -> Reference:
         raise UsageError(f"The history's body for idempotency key {key} cannot be read.")
     path = Path(item["file"])
     size, mime = item.get("size"), item.get("mime")
-    changed = UsageError(
+    changed = BoundBodyChanged(
         f"Reference image {path} changed since idempotency key {key} was first sent with it; "
         "nothing was sent.",
         f"Put the file back as it was and run `apimart resend {key}`: the key may have "

@@ -38,7 +38,7 @@ from apimart_cli.errors import (
     interrupted_code,
 )
 from apimart_cli.progress import make_batch_display
-from apimart_cli.submission import submit
+from apimart_cli.submission import BoundBodyChanged, submit
 
 if TYPE_CHECKING:
     from apimart_cli.batch.jobs import Job
@@ -340,10 +340,12 @@ class BatchRun:
                 return
             if isinstance(error, HistoryError) or error.exit_code in _STOP_SENDING:
                 self._stop_sending()
-            if isinstance(error, HistoryError):
+            if isinstance(error, (HistoryError, BoundBodyChanged)):
                 # Usually nothing was sent (the history is checked first); if it was, the
                 # outcome is unknown. Either way the record keeps "submitting" and the key,
                 # so a rerun sends it with that key and the service makes no second task.
+                # (A reference file of the key's body that changed since sends nothing,
+                # and the key, which may have made a task, is kept all the same.)
                 self._tracker.end(run, error=error)
                 return
             unknown = isinstance(error, SubmissionUnknown)

@@ -41,22 +41,26 @@ def resend(
     client = app.client(settings, Deadline.after(timeout))
     failures: list[ApimartError] = []
     count = 0
+
+    def give(task_id: str, key: str) -> None:
+        if as_json:
+            console.data_json({"task_id": task_id, "status": "submitted", "idempotency_key": key})
+        else:
+            console.data(task_id)
+
     with open_history() as history:
         for result in resend(client, history, wanted):
             count += 1
             if result.error is not None:
                 failures.append(result.error)
+                for task_id in result.error.task_ids:  # made, but not recorded: still given
+                    give(task_id, result.key)
                 console.warn(f"Error: {result.key}: {result.error.message}")
                 if result.error.hint:
                     console.warn(result.error.hint)
                 continue
             for task_id in result.task_ids:
-                if as_json:
-                    console.data_json(
-                        {"task_id": task_id, "status": "submitted", "idempotency_key": result.key}
-                    )
-                else:
-                    console.data(task_id)
+                give(task_id, result.key)
     client.close()
     if not count:
         console.info(f"Nothing to resend: no submission to {settings.base_url} is unknown.")
