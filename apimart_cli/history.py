@@ -350,6 +350,19 @@ class History:
             return None
         return body if isinstance(body, dict) else None
 
+    def is_unanswered(self, idempotency_key: str) -> bool:
+        """Whether the key was sent before and never answered with a task id."""
+        with _translated(self.path):
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT 1 FROM tasks WHERE idempotency_key = ? AND task_id IS NULL LIMIT 1",
+                    (idempotency_key,),
+                )
+                .fetchone()
+            )
+        return row is not None
+
     def unknown_submissions(
         self, base_url: str, keys: Sequence[str] = ()
     ) -> builtins.list[TaskRecord]:

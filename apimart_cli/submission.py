@@ -76,11 +76,15 @@ def submit(
     `request` is (`bound_request`). A HistoryError before sending means nothing
     was sent; so does a UsageError (a bound reference file that changed since).
     """
-    if idempotency_key is not None:
-        bound = bound_request(history, idempotency_key)
-        if bound is not None:
-            return _send(client, history, bound, idempotency_key, resending=True)
-    return _send(client, history, request, idempotency_key or str(uuid.uuid4()), resending=False)
+    if idempotency_key is None:
+        return _send(client, history, request, str(uuid.uuid4()), resending=False)
+    bound = bound_request(history, idempotency_key)
+    if bound is not None:
+        return _send(client, history, bound, idempotency_key, resending=True, bound=True)
+    # A key sent by an older version, which kept no body: sent with this one, and still
+    # a key that may have made a task.
+    resending = history.is_unanswered(idempotency_key)
+    return _send(client, history, request, idempotency_key, resending=resending)
 
 
 def bound_request(history: History, key: str) -> GenerationRequest | None:
@@ -91,10 +95,16 @@ def bound_request(history: History, key: str) -> GenerationRequest | None:
 
 
 def _send(
-    client: Client, history: History, request: GenerationRequest, key: str, *, resending: bool
+    client: Client,
+    history: History,
+    request: GenerationRequest,
+    key: str,
+    *,
+    resending: bool,
+    bound: bool = False,
 ) -> list[str]:
     """`request` sent under `key` and recorded; `resending`: the key may already have
-    made a task (its body is already bound, and is `request`)."""
+    made a task; `bound`: `request` is the body the history binds to the key."""
     what: dict[str, Any] = {
         "base_url": client.base_url,
         "prompt": request.prompt,
@@ -102,7 +112,7 @@ def _send(
         "fields": {"model": request.model, **request.fields()},
         "idempotency_key": key,
     }
-    history.record_sending(**what, body=None if resending else stored_body(request))
+    history.record_sending(**what, body=None if bound else stored_body(request))
     try:
         task_ids = client.submit(request, key)
     except SubmissionUnknown as error:
@@ -338,7 +348,7 @@ def resend(client: Client, history: History, keys: Sequence[str] = ()) -> Iterat
                     "Check your APIMart dashboard for the task before submitting again.",
                     idempotency_key=key,
                 )
-            task_ids = _send(client, history, request, key, resending=True)
+            task_ids = _send(client, history, request, key, resending=True, bound=True)
         except (UsageError, SubmissionUnknown, SubmittedButUnrecorded) as error:
             if error.exit_code in _STOPS:
                 raise  # Ctrl-C, SIGTERM or the deadline: the key is kept, no other is sent

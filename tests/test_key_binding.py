@@ -207,3 +207,16 @@ def test_resend_of_a_key_that_is_not_unknown_is_an_error_of_its_own(
     with pytest.raises(UsageError, match="Invalid idempotency key"):
         list(resend(client, history, ["not a key; rm -rf"]))
     assert list(resend(client, history)) == []
+
+
+def test_a_key_sent_by_an_older_version_without_a_body_is_still_kept_and_bound_now(
+    client: Client, history: History, httpx_mock: HTTPXMock
+) -> None:
+    what = {"base_url": BASE, "prompt": "a fox", "fields": {}, "idempotency_key": "k-old"}
+    history.record_sending(**what)  # as a version that kept no body left it
+    httpx_mock.add_response(url=SUBMIT_URL, **refused(401, "key refused"))
+    with pytest.raises(SubmissionUnknown):
+        submit(client, history, build_request("a fox"), idempotency_key="k-old")
+    [row] = history.list()
+    assert (row.state, row.idempotency_key) == ("unknown", "k-old")
+    assert history.bound_body("k-old") == {"model": "gpt-image-2", "prompt": "a fox"}
