@@ -377,7 +377,8 @@ class BatchRun:
             except KeyboardInterrupt:
                 self._close()  # the jobs on their way keep their "submitting" record and key
                 self._display.warning(
-                    "Quit with submissions on their way; a rerun sends them again with the "
+                    "Quit with submissions on their way; a rerun (or `apimart resend KEY`, "
+                    "`apimart history --pending` lists the keys) sends them again with the "
                     "same idempotency keys, so the service makes no second task."
                 )
         self._close()
