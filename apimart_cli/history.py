@@ -264,8 +264,11 @@ class History:
         """One short write transaction, committed on exit; errors become ``HistoryError``."""
         with _translated(self.path):
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")  # take the write lock now, waiting up to the timeout
             try:
+                # Take the write lock now, waiting up to the timeout. Inside the try: a
+                # Ctrl-C that comes while it waits is raised as soon as it returns, and
+                # must not leave the lock held, which every other writer would then wait on.
+                conn.execute("BEGIN IMMEDIATE")
                 yield _Writer(conn)
                 conn.execute("COMMIT")
             except BaseException:
