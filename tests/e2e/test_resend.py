@@ -8,6 +8,7 @@ import random
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,11 +23,13 @@ SUBMIT = "/v1/images/generations"
 MANIFEST = "batch-manifest.jsonl"
 
 
-def until(condition: Callable[[], object], timeout: float = 30) -> None:
-    """Wait for `condition` to hold (polled), or fail the test."""
+def until(condition: Callable[[], object], timeout: float = 30, *, must: bool = True) -> None:
+    """Wait for `condition` to hold (polled), or fail the test (`must`), else go on."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
+            if not must:
+                return
             raise AssertionError("the condition never held")
         time.sleep(0.02)
 
@@ -83,33 +86,74 @@ def test_generate_unknown_then_resend_into_wait_saves_the_image_paid_once(
     )
 
 
+HELD = 99.0  # the delay of the "slow" fault that `Gate` turns into its own wait
+WORKING = 0.8  # seconds a submission is in flight at the sandbox, gate open
+
+
+class Gate:
+    """The sandbox's submissions, each in flight WORKING seconds; while the gate is shut,
+    they stay in flight until it opens (so that a run after a kill meets them there)."""
+
+    def __init__(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._open = threading.Event()
+        self._open.set()
+        self._lock = threading.Lock()
+        self.held = 0  # submissions waiting at the shut gate
+        real = sandbox.pause
+
+        def pause(seconds: float | None) -> bool:
+            if seconds != HELD:
+                return real(seconds)
+            with self._lock:
+                self.held += 1
+            self._open.wait(60)
+            with self._lock:
+                self.held -= 1
+            return real(WORKING)
+
+        monkeypatch.setattr(sandbox, "pause", pause)
+        sandbox.inject(Fault("slow", method="POST", path=SUBMIT, delay=HELD, times=10_000))
+
+    @property
+    def shut_now(self) -> bool:
+        return not self._open.is_set()
+
+    def shut(self) -> None:
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
+
+
 def test_random_kills_of_a_batch_pay_once_per_job_and_the_history_holds_every_one(
-    env: dict[str, str], isolated: Path, tmp_path: Path
+    env: dict[str, str], isolated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = random.Random(20261206)
     prompts = [f"a fox number {i}" for i in range(12)]
     (tmp_path / "jobs.txt").write_text("\n".join(prompts) + "\n")
     out = tmp_path / "out"
     manifest = out / MANIFEST
-    argv = [*COMMAND, "batch", "jobs.txt", "-o", "out", "--concurrency", "3", "--interval", "0.1"]
+    argv = ["batch", "jobs.txt", "-o", "out", "--concurrency", "3", "--interval", "0.1"]
 
     def sending() -> int:
         """How many submissions the manifest has recorded as about to be sent."""
         text = manifest.read_text() if manifest.exists() else ""
         return text.count('"state": "submitting"')
 
+    def conflicts() -> int:
+        return sum(1 for r in list(sandbox.requests) if r.path == SUBMIT and r.status == 409)
+
     signals = [signal.SIGKILL, signal.SIGTERM, signal.SIGINT] * 3
     rng.shuffle(signals)
     config = SandboxConfig(duration=0.4, strict_idempotency=True, seed=7)
     with Sandbox(config) as sandbox:
-        # Every submission is a while in flight: kills land mid-request, and the next run
-        # resends a key while the service still works on it (409).
-        sandbox.inject(Fault("slow", method="POST", path=SUBMIT, delay=1.5, times=10_000))
+        gate = Gate(sandbox, monkeypatch)
         user = {**env, "APIMART_BASE_URL": sandbox.base_url}
+        said: list[str] = []  # every run's standard error, for a failure's message
         for sig in signals:
-            before = sending()
+            before, met = sending(), conflicts()
             process = subprocess.Popen(
-                argv,
+                [*COMMAND, *argv],
                 env=user,
                 cwd=tmp_path,
                 stdin=subprocess.DEVNULL,
@@ -117,30 +161,53 @@ def test_random_kills_of_a_batch_pay_once_per_job_and_the_history_holds_every_on
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            wanted = before + rng.randint(1, 3)  # killed once this many are on their way
+            # After a kill with submissions left in flight, this run resends their keys
+            # while the service still works on them: the gate opens once it has met a 409.
+            if gate.shut_now:  # (a loaded machine may be slow to get there: then it opens)
+                until(
+                    lambda: conflicts() > met or gate.held >= 3 or process.poll() is not None,  # noqa: B023
+                    must=False,
+                )
+                gate.open()
+            wanted = before + rng.randint(1, 3)  # signalled once this many are on their way
             until(
                 lambda: (sending() >= wanted and in_flight(sandbox)) or process.poll() is not None  # noqa: B023
             )
+            twice = sig != signal.SIGKILL and rng.random() < 0.6
+            if sig == signal.SIGKILL or twice:
+                gate.shut()  # what is in flight stays there for the next run to meet
             process.send_signal(sig)
-            if sig != signal.SIGKILL and rng.random() < 0.6:
-                process.send_signal(sig)  # a second one: quit with submissions on their way
+            if twice:
+                # A second one quits with submissions on their way; sent again until it
+                # lands (two at once may arrive as one, which waits for the shut gate).
+                while True:
+                    process.send_signal(sig)
+                    try:
+                        process.wait(timeout=2)
+                        break
+                    except subprocess.TimeoutExpired:
+                        continue
             _, stderr = process.communicate(timeout=60)
+            said.append(f"-- {sig.name}, exit {process.returncode}:\n{stderr}")
             assert "Traceback" not in stderr and API_KEY not in stderr, stderr
-        conflicts = sum(1 for r in sandbox.requests if r.path == SUBMIT and r.status == 409)
+        gate.open()
         # Runs to the end: a job left unknown (a 409) is sent again with its key next time.
         for _ in range(4):
             until(lambda: not in_flight(sandbox))
-            final = apimart(*argv[len(COMMAND) :], env=user, cwd=tmp_path, timeout=120)
+            final = apimart(*argv, env=user, cwd=tmp_path, timeout=120)
+            said.append(f"-- to the end, exit {final.returncode}:\n{final.stderr}")
             if final.returncode == 0:
                 break
             assert final.returncode == 5, final.stderr
         assert final.returncode == 0, final.stderr
+        answered_409 = conflicts()
 
+    transcript = "\n".join(said)
     made = sandbox.submissions()
-    assert Counter(r.json["prompt"] for r in made) == dict.fromkeys(prompts, 1)
+    assert Counter(r.json["prompt"] for r in made) == dict.fromkeys(prompts, 1), transcript
     task_ids = {r.task_id for r in made}
     rows = history_rows(isolated)
-    assert {row["task_id"] for row in rows} == task_ids, "the history holds every task"
+    assert {row["task_id"] for row in rows} == task_ids, transcript
     assert all(row["state"] == "completed" for row in rows)
     latest = {}
     for line in manifest.read_text().splitlines():
@@ -149,8 +216,8 @@ def test_random_kills_of_a_batch_pay_once_per_job_and_the_history_holds_every_on
     assert {r["task_id"] for r in latest.values()} == task_ids
     assert {r["state"] for r in latest.values()} == {"completed"}
     assert len(list(out.glob("*.png"))) == len(prompts)
-    assert conflicts > 0, "no run resent a key still in flight: the 409 path went untried"
-    print(f"{len(signals)} kills, {conflicts} answered 409")
+    assert answered_409 > 0, "no run met a key still in flight: " + transcript
+    print(f"{len(signals)} signals, {answered_409} answered 409")
 
 
 def test_a_batch_job_whose_reference_changed_keeps_its_key_until_the_file_is_back(
