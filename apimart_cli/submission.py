@@ -161,11 +161,17 @@ def _not_a_refusal(error: ApimartError, key: str) -> SubmissionUnknown:
         why = "the service holds this idempotency key with another body"
     else:
         why = "an earlier request with this idempotency key may have created the task"
+    hint = f"Resend it shortly with `apimart resend {key}`; the key and its body are kept."
+    if status == 422:
+        hint = (
+            f"The key and the body recorded with it are kept: `apimart resend {key}` sends "
+            "that body again; if the service still answers 422, look the key up on your "
+            "APIMart dashboard, as it may have made a task."
+        )
+    elif status != 409:
+        hint = f"{hint} {resend_hint(key)}"
     return SubmissionUnknown(
-        f"{error.message} ({why}); the outcome is unknown.",
-        f"Resend it shortly with `apimart resend {key}`; the key and its body are kept. "
-        + resend_hint(key),
-        idempotency_key=key,
+        f"{error.message} ({why}); the outcome is unknown.", hint, idempotency_key=key
     )
 
 
