@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from apimart_cli.preview import Previewer
     from apimart_cli.retry import Deadline
     from apimart_cli.settings import Settings
+    from apimart_cli.submission import Resent
 
     class WaitReporter(Reporter, Protocol):
         """The engine's reporter, which can also draw an inline preview (or ignore it)."""
@@ -303,12 +304,13 @@ def pending_ids(
             for record in history.list(pending_only=True, base_url=settings.base_url)
             if record.task_id is None
         ]
-    if unknown:  # no id to wait for: only the dashboard knows whether a task was made
+    if unknown:  # no id to wait for: resending the key gets it
         keys = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if unknown[5:] else "")
         ui.warn(
             f"{len(unknown)} submission(s) may have created a task whose id never came "
-            f"back (idempotency key {keys}): check your APIMart dashboard before "
-            "submitting them again; `apimart history --pending` lists them."
+            f"back (idempotency key {keys}): `apimart resend KEY` (or `apimart resend` "
+            "for all) sends each again with its key, and the service answers with its "
+            "task or makes it once."
         )
     return ids
 
@@ -433,6 +435,25 @@ def model_schema(settings: Settings, ui: Ui, model: str, *, deadline: Deadline) 
 
     with make_client(settings, deadline, ui) as client:
         return dict(model_info(client, model, warn=ui.warn))
+
+
+def resend(
+    settings: Settings, ui: Ui, keys: Sequence[str] = (), *, deadline: Deadline
+) -> Iterator[Resent]:
+    """Each unknown submission to this base URL (with `keys`, those keys') sent again
+    with its key and its bound body, as it is answered (`submission.resend`). A bad
+    key is a UsageError before anything is sent."""
+    from apimart_cli.submission import check_keys
+    from apimart_cli.submission import resend as resend_keys
+
+    wanted = check_keys(keys)
+    client = make_client(settings, deadline, ui)
+    try:
+        with open_history(ui, deadline=deadline) as history:
+            yield from resend_keys(client, history, wanted)
+    finally:
+        if not deadline.expired():  # after a timeout a request may still be on its way
+            client.close()
 
 
 def model_docs(settings: Settings, ui: Ui, model: str, *, deadline: Deadline) -> dict[str, Any]:

@@ -24,6 +24,7 @@ COMMANDS = (
     "wait",
     "download",
     "history",
+    "resend",
     "batch",
     "gallery",
     "inspect",

@@ -59,7 +59,7 @@ MIN_BUSY_SECONDS = 0.5  # and the shortest, however little of the deadline is le
 # answers matter more than recording them.
 MIRROR_BUSY_SECONDS = 2.0
 LEARNED_TASKS = 50  # the recent completed tasks `learned` looks at
-SCHEMA_VERSION = 4  # PRAGMA user_version; add a step to _MIGRATIONS to change the schema
+SCHEMA_VERSION = 5  # PRAGMA user_version; add a step to _MIGRATIONS to change the schema
 
 # The statements that bring a file from version N-1 to N, applied in order.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -101,6 +101,11 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     4: (
         # The `request_id` of the reply that gave the task id, to quote to the vendor.
         "ALTER TABLE tasks ADD COLUMN request_id TEXT",
+    ),
+    5: (
+        # The body sent with the idempotency key (`submission.stored_body`), so that every
+        # resend of the key sends exactly it: NULL for rows written before.
+        "ALTER TABLE tasks ADD COLUMN body TEXT",
     ),
 }
 _FINAL = tuple(sorted(FINAL_STATES))  # bound to the three ? of "state NOT IN (?, ?, ?)"
@@ -313,8 +318,11 @@ class History:
         """One short write transaction, committed on exit; errors become ``HistoryError``."""
         with _translated(self.path):
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")  # take the write lock now, waiting up to the timeout
             try:
+                # Take the write lock now, waiting up to the timeout. Inside the try: a
+                # Ctrl-C that comes while it waits is raised as soon as it returns, and
+                # must not leave the lock held, which every other writer would then wait on.
+                conn.execute("BEGIN IMMEDIATE")
                 yield _Writer(conn)
                 conn.execute("COMMIT")
             except BaseException:
@@ -343,34 +351,93 @@ class History:
         prompt: str,
         fields: Mapping[str, object],
         idempotency_key: str,
+        body: Mapping[str, object] | None = None,
     ) -> None:
         """Record a submission about to be sent (state ``submitting``, no task id yet).
 
         Written before the request leaves, so that a kill at any point leaves the
-        idempotency key to find the task by. A row already there for the key (a
-        batch job sent again) is kept as it is.
+        idempotency key to find the task by, and the `body` bound to it. A row
+        already there for the key (a submission sent again) is kept as it is, its
+        body too: a key is bound to the body first sent with it.
         """
         now = time.time()
+        stored = None if body is None else _dumps_body(body)
         with self._write() as conn:
             known = conn.execute(
-                "SELECT 1 FROM tasks WHERE idempotency_key = ?", (idempotency_key,)
+                "SELECT body FROM tasks WHERE idempotency_key = ?", (idempotency_key,)
             ).fetchone()
             if known is None:
                 conn.execute(
                     "INSERT INTO tasks (task_id, created_at, updated_at, base_url, prompt,"
-                    " fields, idempotency_key, state)"
-                    " VALUES (NULL, ?, ?, ?, ?, ?, ?, 'submitting')",
-                    (now, now, base_url, prompt, _dumps(fields), idempotency_key),
+                    " fields, idempotency_key, state, body)"
+                    " VALUES (NULL, ?, ?, ?, ?, ?, ?, 'submitting', ?)",
+                    (now, now, base_url, prompt, _dumps(fields), idempotency_key, stored),
+                )
+            elif known[0] is None and stored is not None:  # a row from before bodies were kept
+                conn.execute(
+                    "UPDATE tasks SET body = ? WHERE idempotency_key = ?",
+                    (stored, idempotency_key),
                 )
 
     def forget_sending(self, idempotency_key: str) -> None:
-        """Drop the record of a submission the service refused (nothing was created)."""
+        """Drop the record of a submission the service refused in a way that proves
+        nothing was created under its key: the key is free to go."""
         with self._write() as conn:
             conn.execute(
                 "DELETE FROM tasks WHERE idempotency_key = ? AND task_id IS NULL"
-                " AND state = 'submitting'",
+                " AND state IN ('submitting', 'unknown')",
                 (idempotency_key,),
             )
+
+    def bound_body(self, idempotency_key: str) -> dict[str, Any] | None:
+        """The body bound to a key (`record_sending`), or None if none is recorded."""
+        with _translated(self.path):
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT body FROM tasks WHERE idempotency_key = ? AND body IS NOT NULL"
+                    " ORDER BY id LIMIT 1",
+                    (idempotency_key,),
+                )
+                .fetchone()
+            )
+        if row is None:
+            return None
+        try:
+            body = json.loads(row[0])
+        except ValueError:
+            return None
+        return body if isinstance(body, dict) else None
+
+    def is_unanswered(self, idempotency_key: str) -> bool:
+        """Whether the key was sent before and never answered with a task id."""
+        with _translated(self.path):
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT 1 FROM tasks WHERE idempotency_key = ? AND task_id IS NULL LIMIT 1",
+                    (idempotency_key,),
+                )
+                .fetchone()
+            )
+        return row is not None
+
+    def unknown_submissions(
+        self, base_url: str, keys: Sequence[str] = ()
+    ) -> builtins.list[TaskRecord]:
+        """Submissions to `base_url` whose outcome is unknown (state ``unknown`` or
+        ``submitting``, no task id), oldest first; with `keys`, only those keys'."""
+        sql = (
+            "SELECT * FROM tasks WHERE task_id IS NULL AND state IN ('unknown', 'submitting')"
+            " AND base_url = ?"
+        )
+        params: builtins.list[Any] = [base_url]
+        if keys:
+            sql += f" AND idempotency_key IN ({', '.join('?' * len(keys))})"
+            params += list(keys)
+        sql += " ORDER BY created_at, id"
+        with _translated(self.path):
+            return [_record(row) for row in self._connection().execute(sql, params)]
 
     def record_submission(
         self,
@@ -727,6 +794,11 @@ def _dumps(fields: Mapping[str, object]) -> str:
     # The secrets are cut out before the text is JSON: an escaped key would not match.
     text = json.dumps(dict(fields), ensure_ascii=False, sort_keys=True, default=str)
     return json.dumps(secrets.redact_data(json.loads(text)), ensure_ascii=False, sort_keys=True)
+
+
+def _dumps_body(body: Mapping[str, object]) -> str:
+    """A body as JSON in the order it is sent (a resend rebuilds it in that order)."""
+    return json.dumps(secrets.redact_data(dict(body)), ensure_ascii=False)
 
 
 def _record(row: sqlite3.Row) -> TaskRecord:

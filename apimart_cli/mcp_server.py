@@ -57,7 +57,8 @@ files' paths; a task id is kept in the local history before it is returned, so
 nothing paid for is lost: `history` with `pending` lists what is unfinished and
 `wait` resumes it. An error result's `error` object says whether trying again
 may help (`retryable`) and, for a submission whose outcome is unknown, its
-`idempotency_key`: never resubmit such a prompt without checking `history`.
+`idempotency_key`: `resend` it (the service answers with the task it made, or
+makes it once); never submit such a prompt anew.
 """
 
 
@@ -272,6 +273,25 @@ class Tools:
         schema = app.model_schema(self._settings(), self._ui(notes), model, deadline=deadline)
         return {"schema": schema, "notes": notes}
 
+    def resend(self, keys: list[str], *, timeout: float) -> dict[str, Any]:
+        from apimart_cli import app
+        from apimart_cli.retry import Deadline
+
+        # A bad key: nothing sent.
+        deadline = Deadline.after(timeout)
+        results = list(app.resend(self._settings(), self._ui(), keys, deadline=deadline))
+        submissions = [
+            {"idempotency_key": r.key, "task_ids": list(r.task_ids)}
+            if r.error is None
+            else {"idempotency_key": r.key, "error": r.error.as_data()}
+            for r in results
+        ]
+        errors = [r.error for r in results if r.error is not None]
+        if errors and len(errors) == len(results):  # every one failed: a failure
+            worst = max(errors, key=lambda error: error.exit_code)
+            raise _RunFailed(worst, {"submissions": submissions})
+        return {"submissions": submissions}
+
     def history(self, limit: int, pending: bool) -> dict[str, Any]:
         from apimart_cli import app
 
@@ -453,7 +473,7 @@ def build_server(tools: Tools) -> MCPServer:
         Returns the task ids, and with wait each task's status, saved file paths and
         cost. The task is paid for when submitted: if the call fails after that, the
         error carries the task ids (resume with `wait`) or, where the outcome is
-        unknown, an idempotency_key (check `history` before submitting again).
+        unknown, an idempotency_key: call `resend` with it, never `generate` again.
         """
         fields = {name: arguments.pop(name) for name in BY_NAME if name in arguments}
         call = functools.partial(tools.generate, fields, **arguments, notify=_notifier(ctx))
@@ -514,9 +534,26 @@ def build_server(tools: Tools) -> MCPServer:
         """Tasks submitted from this machine, newest first: id, state, prompt, cost, files.
 
         A task with no id and an idempotency key is a submission whose outcome is
-        unknown: check before submitting that prompt again.
+        unknown: `resend` it with that key rather than submitting the prompt again.
         """
         return await _call(functools.partial(tools.history, limit, pending))
+
+    @server.tool(annotations=ToolAnnotations(destructive_hint=False, open_world_hint=True))
+    async def resend(
+        keys: Annotated[
+            list[str],
+            Field(
+                description="Idempotency keys of submissions whose outcome is unknown "
+                "(from an error's idempotency_key, or `history`); empty: all of them."
+            ),
+        ] = [],  # noqa: B006 - the protocol's default, never mutated
+        timeout: Timeout = COMMAND_TIMEOUT,
+    ) -> CallToolResult:
+        """Send submissions whose outcome is unknown again, each with its own key and
+        exactly its first body: the service answers with the task it already made, or
+        makes it once, so nothing is paid for twice. Returns each key's task_ids (pass
+        them to `wait`), or its error; a 409 means try again shortly."""
+        return await _call(functools.partial(tools.resend, list(keys), timeout=timeout))
 
     @server.tool(annotations=ToolAnnotations(destructive_hint=False, open_world_hint=True))
     async def upload(

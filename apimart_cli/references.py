@@ -382,10 +382,14 @@ class ReferenceSender:
         `before_resend(key)` hears the new idempotency key before a resubmission
         after a base64 refusal, so that a caller that records keys (`batch`) can.
         """
-        from apimart_cli.submission import submit
+        from apimart_cli.submission import bound_request, submit
 
-        self._resolve_auto([request])
-        if self.mode == "upload" and inline_references([request]):
+        bound = None if idempotency_key is None else bound_request(history, idempotency_key)
+        if bound is not None:  # a key sent before goes with the body it was sent with
+            request = bound
+        else:
+            self._resolve_auto([request])
+        if bound is None and self.mode == "upload" and inline_references([request]):
             self._say_remembered()
             self._upload(inline_references([request]))
             request = self._with_urls(request)

@@ -13,7 +13,7 @@ _apimart_values() {
 
 _apimart_subcommands() {
     case "$1" in
-        "") echo "generate status wait download history batch gallery inspect balance upload models sizes sandbox mcp config" ;;
+        "") echo "generate status wait download history resend batch gallery inspect balance upload models sizes sandbox mcp config" ;;
         "config") echo "set get unset list path" ;;
     esac
 }
@@ -48,12 +48,13 @@ _apimart() {
     esac
     local words=""
     case "$path" in
-        "") words="generate status wait download history batch gallery inspect balance upload models sizes sandbox mcp config --api-key --base-url --verbose -v --quiet -q --sandbox --version --help -h" ;;
+        "") words="generate status wait download history resend batch gallery inspect balance upload models sizes sandbox mcp config --api-key --base-url --verbose -v --quiet -q --sandbox --version --help -h" ;;
         "generate") words="--size -s --resolution -r --n -n --force-size --image -i --official-fallback --model --param --refs --wait -w --output -o --timeout --interval --json --dry-run --open --preview --no-metadata --help -h" ;;
         "status") words="--json --timeout --help -h" ;;
         "wait") words="--output -o --timeout --interval --max-in-flight --no-download --json --force --pending --open --preview --no-metadata --help -h" ;;
         "download") words="--output -o --force --open --no-metadata --timeout --help -h" ;;
         "history") words="--pending --limit --since --search --state --forget-sandbox --json --help -h" ;;
+        "resend") words="--json --timeout --help -h" ;;
         "batch") words="--output -o --concurrency --name --metadata --timeout --interval --force --refs --json --open --no-metadata --help -h" ;;
         "gallery") words="--open --help -h" ;;
         "inspect") words="--json --help -h" ;;
@@ -61,7 +62,7 @@ _apimart() {
         "upload") words="--timeout --json --help -h" ;;
         "models") words="--timeout --json --docs --help -h" ;;
         "sizes") words="--help -h" ;;
-        "sandbox") words="--host --port --duration --estimate-factor --no-estimate --latency --download-rate --submit-rate --poll-rate --failure-rate --fail-word --noise --refuse-base64 --state-synonyms --iso-times --sync-results --seed --help -h" ;;
+        "sandbox") words="--host --port --duration --estimate-factor --no-estimate --latency --download-rate --submit-rate --poll-rate --failure-rate --fail-word --noise --refuse-base64 --state-synonyms --iso-times --sync-results --strict-idempotency --seed --help -h" ;;
         "mcp") words="--help -h" ;;
         "config") words="set get unset list path --help -h" ;;
         "config set") words="--no-check --timeout --help -h"

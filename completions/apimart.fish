@@ -7,6 +7,7 @@ complete -c apimart -n '__fish_use_subcommand' -a status -d 'Show the state of t
 complete -c apimart -n '__fish_use_subcommand' -a wait -d 'Wait for tasks to finish and save their images.'
 complete -c apimart -n '__fish_use_subcommand' -a download -d 'Download the images of completed tasks; print each saved path.'
 complete -c apimart -n '__fish_use_subcommand' -a history -d 'List the tasks submitted from here, newest first, with a total of their cost.'
+complete -c apimart -n '__fish_use_subcommand' -a resend -d 'Resend submissions whose outcome is unknown, with their keys; print task ids.'
 complete -c apimart -n '__fish_use_subcommand' -a batch -d 'Run many generations from a file of jobs; print each saved path.'
 complete -c apimart -n '__fish_use_subcommand' -a gallery -d 'Write a page of a folder\'s images (index.html); print its path.'
 complete -c apimart -n '__fish_use_subcommand' -a inspect -d 'Show what made each image: its prompt, fields, task, times and cost.'
@@ -88,6 +89,10 @@ complete -c apimart -n '__fish_seen_subcommand_from history' -l forget-sandbox
 complete -c apimart -n '__fish_seen_subcommand_from history' -l json
 complete -c apimart -n '__fish_seen_subcommand_from history' -l help
 complete -c apimart -n '__fish_seen_subcommand_from history' -s h
+complete -c apimart -n '__fish_seen_subcommand_from resend' -l json
+complete -c apimart -n '__fish_seen_subcommand_from resend' -l timeout -x
+complete -c apimart -n '__fish_seen_subcommand_from resend' -l help
+complete -c apimart -n '__fish_seen_subcommand_from resend' -s h
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l output -x -a '(__fish_complete_directories)'
 complete -c apimart -n '__fish_seen_subcommand_from batch' -s o -x -a '(__fish_complete_directories)'
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l concurrency -x
@@ -140,6 +145,7 @@ complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l refuse-base64
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l state-synonyms
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l iso-times
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l sync-results
+complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l strict-idempotency
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l seed -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l help
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -s h

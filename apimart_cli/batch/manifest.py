@@ -325,7 +325,9 @@ def resume_step(record: Mapping[str, Any] | None, folder: Path) -> str:
     if record is None or state in ("queued", "submitting", "failed", "cancelled"):
         return "send"  # nothing was made; a "submitting" one is resent with its key
     if state == "unknown":
-        return "unknown"  # it may exist: never sent twice
+        # It may exist: sent again with its key (and that key's body), so the service
+        # answers with the task it made, or makes it once. Never under a new key.
+        return "send" if record.get("idempotency_key") else "unknown"
     if not record.get("task_id"):
         return "send"
     files = record.get("files") or []
@@ -333,11 +335,15 @@ def resume_step(record: Mapping[str, Any] | None, folder: Path) -> str:
     return "done" if state == "completed" and saved and not record.get("error") else "wait"
 
 
+# The states whose key may have made a task: a rerun sends the job with that key again.
+_KEPT_KEY = ("submitting", "unknown")
+
+
 def resumed(job: Job, record: Mapping[str, Any] | None, folder: Path) -> tuple[JobRun, str]:
     """The job's run, picked up from its latest record, and what to do with it next."""
     run = JobRun(job, job.request.fields())
     step = resume_step(record, folder)
-    if record is None or (step == "send" and record.get("state") != "submitting"):
+    if record is None or (step == "send" and record.get("state") not in _KEPT_KEY):
         return run, step
     run.key = record.get("idempotency_key")  # the server makes one task of two sends of a key
     if step != "send":

@@ -39,7 +39,7 @@ from apimart_cli.errors import (
     Terminated,
     interrupted_code,
 )
-from apimart_cli.submission import submit
+from apimart_cli.submission import BoundBodyChanged, submit
 
 if TYPE_CHECKING:
     from apimart_cli.batch.jobs import Job
@@ -55,8 +55,9 @@ if TYPE_CHECKING:
 
 _STOP_SENDING = (ExitCode.AUTH, ExitCode.BALANCE)  # every later submission would fail alike
 _UNKNOWN_HINT = (
-    "A job whose submission's outcome is unknown is never sent again by a rerun: check "
-    "`apimart history --pending` or the APIMart dashboard, and edit its line to send it anyway."
+    "A job whose submission's outcome is unknown keeps its idempotency key: run the same "
+    "command again shortly (or `apimart resend KEY`) and it is sent again with that key and "
+    "its body, so the service answers with the task it made, or makes it once."
 )
 
 
@@ -351,10 +352,12 @@ class BatchRun:
                 return
             if isinstance(error, HistoryError) or error.exit_code in _STOP_SENDING:
                 self._stop_sending()
-            if isinstance(error, HistoryError):
+            if isinstance(error, (HistoryError, BoundBodyChanged)):
                 # Usually nothing was sent (the history is checked first); if it was, the
                 # outcome is unknown. Either way the record keeps "submitting" and the key,
                 # so a rerun sends it with that key and the service makes no second task.
+                # (A reference file of the key's body that changed since sends nothing,
+                # and the key, which may have made a task, is kept all the same.)
                 self._tracker.end(run, error=error)
                 return
             unknown = isinstance(error, SubmissionUnknown)
@@ -386,7 +389,8 @@ class BatchRun:
             except KeyboardInterrupt:
                 self._close()  # the jobs on their way keep their "submitting" record and key
                 self._display.warning(
-                    "Quit with submissions on their way; a rerun sends them again with the "
+                    "Quit with submissions on their way; a rerun (or `apimart resend KEY`, "
+                    "`apimart history --pending` lists the keys) sends them again with the "
                     "same idempotency keys, so the service makes no second task."
                 )
         self._close()
@@ -514,9 +518,9 @@ class BatchRun:
 
 def _still_unknown(run: JobRun) -> SubmissionUnknown:
     return SubmissionUnknown(
-        f"an earlier submission's outcome is unknown (idempotency key {run.key}); "
-        "it is not sent again.",
-        _UNKNOWN_HINT,
+        "an earlier submission's outcome is unknown and its idempotency key was not "
+        "recorded; it is not sent again.",
+        "Check your APIMart dashboard for its task before editing its line to send it anew.",
         idempotency_key=run.key or "",
     )
 

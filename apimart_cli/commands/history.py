@@ -128,8 +128,8 @@ def history(
     if pending and any(record.task_id is None for record in records):
         console.warn(
             "A submission with no task id may still have created a task (it was cut short, "
-            "or its reply was lost): look it up by its idempotency key on your APIMart "
-            "dashboard before submitting it again."
+            "or its reply was lost): `apimart resend KEY` sends it again with its "
+            "idempotency key, and the service answers with its task or makes it once."
         )
     costs = [record.cost for record in records if record.cost is not None]
     total = sum(costs)

@@ -75,6 +75,14 @@ def sandbox(
         bool,
         typer.Option("--sync-results", help="Answer submissions with the finished result."),
     ] = False,
+    strict_idempotency: Annotated[
+        bool,
+        typer.Option(
+            "--strict-idempotency",
+            help="Idempotency keys as the IETF draft has them: 409 while in flight, 422 "
+            "for another body.",
+        ),
+    ] = False,
     seed: Annotated[
         int, typer.Option("--seed", help="Seed for durations drawn from a range, and failures.")
     ] = 0,
@@ -110,6 +118,7 @@ def sandbox(
         state_synonyms=state_synonyms,
         iso_times=iso_times,
         sync_results=sync_results,
+        strict_idempotency=strict_idempotency,
         seed=seed,
     )
     server = Sandbox(config, host=host, port=port, log=None if console.is_quiet() else sys.stderr)

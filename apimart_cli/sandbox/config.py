@@ -39,6 +39,10 @@ class SandboxConfig:
     state_synonyms: bool = False
     iso_times: bool = False
     sync_results: bool = False
+    # Idempotency keys as the IETF draft has them: a 409 while the first request with a
+    # key is in flight (`latency` long), a 422 when a key that made a task comes back
+    # with another body; the same body gets the original task.
+    strict_idempotency: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

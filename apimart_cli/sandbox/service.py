@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -146,6 +147,10 @@ class Sandbox:
         self._tasks: dict[str, Task] = {}
         self._idempotency: dict[str, str] = {}
         self._request_ids: dict[str, str] = {}  # each task's first reply's, which replays repeat
+        # strict_idempotency: the keys whose first request is in flight, and the digest of
+        # the body each key is held with (while in flight, and once it made a task).
+        self._keys_in_flight: set[str] = set()
+        self._key_bodies: dict[str, str] = {}
         self._faults: list[Fault] = []
         self._rng = random.Random(self.config.seed)
         self._buckets = {"submit": self._new_bucket(self.config.submit_rate)}
@@ -297,11 +302,12 @@ class Sandbox:
             self.requests.append(record)
             if len(self.requests) > MAX_RECORDED_REQUESTS:  # a long-running sandbox
                 del self.requests[: MAX_RECORDED_REQUESTS // 2]
-            fault = self._take_fault(method, path)
+            key, conflict = self._claim_key(record, body)
+            fault = None if conflict else self._take_fault(method, path)
             self._in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
         try:
-            reply = self._faulted(fault, record)
+            reply = conflict or self._faulted(fault, record)
             if reply is None:
                 reply = self._route(record, body, received)
                 if fault is not None:
@@ -309,12 +315,37 @@ class Sandbox:
         finally:
             with self._lock:
                 self._in_flight -= 1
+                if key is not None:  # the key's first request is over: made a task, or not
+                    self._keys_in_flight.discard(key)
+                    if key not in self._idempotency:
+                        self._key_bodies.pop(key, None)
         if origin == "api":
             version = headers.get(RESPONSE_VERSION_HEADER) or RESPONSE_VERSION
             reply.headers.setdefault("X-APIMart-Response-Version", version)
         record.status = None if reply.drop else reply.status
         record.json = _shortened(record.json)
         return reply
+
+    def _claim_key(self, record: RecordedRequest, body: bytes) -> tuple[str | None, Reply | None]:
+        """Under `strict_idempotency`, a submission's key: claimed for its first request
+        (the key returned, to release), or the 409 or 422 its key's state calls for.
+        A key that made a task, with the same body, goes on to be replayed. Lock held."""
+        key = record.headers.get("idempotency-key")
+        is_submit = record.method == "POST" and urlsplit(record.path).path == SUBMIT_PATH
+        if not (self.config.strict_idempotency and is_submit and key):
+            return None, None
+        digest = hashlib.sha256(body).hexdigest()
+        if key in self._keys_in_flight:
+            message = "a request with this Idempotency-Key is still being processed; retry later"
+            return None, error_reply(409, message)
+        held = self._key_bodies.get(key)
+        if held is not None and held != digest:
+            return None, error_reply(422, "this Idempotency-Key was used with another body")
+        if key in self._idempotency:
+            return None, None  # replayed by _submit
+        self._keys_in_flight.add(key)
+        self._key_bodies[key] = digest
+        return key, None
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         for fault in self._faults:

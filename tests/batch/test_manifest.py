@@ -105,7 +105,8 @@ def step_record(state: str, **extra: Any) -> dict[str, Any]:
         (step_record("failed", task_id="task_1"), "send"),
         (step_record("cancelled", task_id="task_1"), "send"),
         (step_record("failed", error="429 after retries"), "send"),
-        (step_record("unknown", idempotency_key="k"), "unknown"),
+        (step_record("unknown", idempotency_key="k"), "send"),  # again, with its key
+        (step_record("unknown"), "unknown"),  # no key to send it again with
         (step_record("submitted", task_id="task_1"), "wait"),
         (step_record("processing", task_id="task_1", error="timed out"), "wait"),
         (step_record("completed", task_id="task_1", files=[]), "wait"),

@@ -253,8 +253,8 @@ def test_130_an_interrupted_submission_is_recorded_with_its_key(
     [key] = idempotency_keys(httpx_mock)
     assert result.stderr == (
         "Error: Interrupted while submitting; the task may have been created.\n"
-        f"Idempotency key {key}. `apimart history --pending` lists it; "
-        "check your APIMart dashboard before submitting again.\n"
+        f"Idempotency key {key}: `apimart resend {key}` sends it again safely; the "
+        "service answers with the task it made, or makes it once.\n"
     )
     [row] = history_rows()
     assert (row.task_id, row.state, row.idempotency_key) == (None, "unknown", key)

@@ -454,8 +454,8 @@ def test_500_after_submit_is_not_resent_and_is_recorded_as_unknown(
     assert result.stderr == (
         "Error: The server answered 500: internal error "
         "The task may have been created; it was not sent again.\n"
-        f"Idempotency key {key}. `apimart history --pending` lists it; "
-        "check your APIMart dashboard before submitting again.\n"
+        f"Idempotency key {key}: `apimart resend {key}` sends it again safely; the "
+        "service answers with the task it made, or makes it once.\n"
     )
     [row] = history_rows()
     assert (row.task_id, row.state, row.idempotency_key) == (None, "unknown", key)
@@ -469,7 +469,7 @@ def test_a_read_timeout_after_submit_is_not_resent(api: str, httpx_mock: HTTPXMo
 
     assert result.exit_code == 5, result.output
     [key] = idempotency_keys(httpx_mock)
-    assert f"Idempotency key {key}." in result.stderr
+    assert f"`apimart resend {key}`" in result.stderr
     assert [(row.state, row.idempotency_key) for row in history_rows()] == [("unknown", key)]
 
 

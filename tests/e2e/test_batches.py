@@ -223,7 +223,7 @@ def test_named_files_with_metadata_and_a_rerun_that_sends_nothing(
     assert len(posts(sandbox)) == 2
 
 
-def test_an_unknown_outcome_is_recorded_and_never_resent(
+def test_an_unknown_outcome_keeps_its_key_and_a_rerun_gets_its_task_without_paying_twice(
     sandbox: Sandbox, env: dict[str, str], tmp_path: Path
 ) -> None:
     sandbox.inject(Fault("after_create", method="POST", path=SUBMIT, status=500))
@@ -232,11 +232,13 @@ def test_an_unknown_outcome_is_recorded_and_never_resent(
     assert run.returncode == 5
     assert len(run.lines) == 2
     assert latest_states(tmp_path / "out")[1] == "unknown"
-    assert "never sent again" in run.stderr
+    assert "apimart resend" in run.stderr and "run the same command again" in run.stderr
     again = apimart("batch", str(jobs), "-o", "out", env=env, cwd=tmp_path)
-    assert again.returncode == 5
-    assert "line 1: an earlier submission's outcome is unknown" in again.stderr
-    assert Counter(posts(sandbox)) == {"a fox": 1, "an owl": 1, "a bear": 1}
+    assert again.returncode == 0, again.stderr
+    assert latest_states(tmp_path / "out")[1] == "completed"
+    assert created(sandbox) == {"a fox": 1, "an owl": 1, "a bear": 1}
+    keys = [r.headers["idempotency-key"] for r in sandbox.requests if r.path == SUBMIT]
+    assert len(keys) == 4 and len(set(keys)) == 3  # line 1 sent again with its own key
 
 
 def test_ctrl_c_records_what_was_sent_and_a_rerun_finishes(

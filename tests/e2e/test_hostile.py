@@ -89,7 +89,7 @@ def test_a_signal_mid_submission_exits_with_the_key_recorded(
     [row] = history_rows(isolated)
     assert (row["state"], row["idempotency_key"], row["task_id"]) == ("unknown", key, None)
     listed = apimart("history", "--pending", env=env)
-    assert key in listed.stdout and "dashboard" in listed.stderr
+    assert key in listed.stdout and "apimart resend" in listed.stderr
 
 
 def test_kill_9_mid_submission_leaves_the_key_in_the_history(
@@ -104,7 +104,7 @@ def test_kill_9_mid_submission_leaves_the_key_in_the_history(
     [row] = history_rows(isolated)
     assert (row["state"], row["idempotency_key"]) == ("submitting", key)
     waited = apimart("wait", "--pending", env=env)
-    assert waited.returncode == 0 and key in waited.stderr and "dashboard" in waited.stderr
+    assert waited.returncode == 0 and key in waited.stderr and "apimart resend" in waited.stderr
 
 
 def test_an_unknown_outcome_reaches_the_user_when_the_history_is_locked(

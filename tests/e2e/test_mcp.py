@@ -68,6 +68,7 @@ def test_the_tools_an_agent_sees(env: dict[str, str], tmp_path: Path) -> None:
         "history",
         "upload",
         "models",
+        "resend",
     }
     assert tools["generate"].input_schema["required"] == ["prompt"]
     assert tools["status"].input_schema["required"] == ["task_ids"]
@@ -281,3 +282,24 @@ def png_bytes() -> bytes:
     from apimart_cli.sandbox import gradient_png
 
     return gradient_png(64, 64, "a sketch", 0)
+
+
+def test_an_unknown_outcome_is_resent_with_its_key_and_paid_for_once(
+    env: dict[str, str], sandbox: Any, tmp_path: Path
+) -> None:
+    from apimart_cli.sandbox import Fault
+
+    sandbox.inject(Fault("after_create", method="POST", path="/v1/images/generations"))
+    (lost,) = call(env, tmp_path, tmp_path, ("generate", {"prompt": "a fox", "wait": False}))
+    assert lost.is_error
+    key = lost.structured_content["error"]["idempotency_key"]
+    assert f"apimart resend {key}" in text(lost)
+
+    resent, again = call(env, tmp_path, tmp_path, ("resend", {"keys": [key]}), ("resend", {}))
+
+    assert not resent.is_error, text(resent)
+    [made] = sandbox.submissions()
+    assert resent.structured_content == {
+        "submissions": [{"idempotency_key": key, "task_ids": [made.task_id]}]
+    }
+    assert again.structured_content == {"submissions": []}, "nothing is left unknown"

@@ -1,0 +1,222 @@
+"""A key bound to its body: every resend sends exactly it, and a key that may have made a
+task is let go only on a task id or a refusal that proves nothing was made."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pytest_httpx import HTTPXMock
+
+from apimart_cli.cache import Cache
+from apimart_cli.client import Client
+from apimart_cli.errors import ExitCode, SubmissionUnknown, TaskError, UsageError
+from apimart_cli.history import History
+from apimart_cli.payload import build_request
+from apimart_cli.references import ReferenceSender
+from apimart_cli.submission import request_from_body, resend, stored_body, submit
+
+KEY = "sk-live-SUBMIT0123456789abcdef"
+BASE = "https://api.test"
+SUBMIT_URL = f"{BASE}/v1/images/generations"
+UPLOAD_URL = f"{BASE}/v1/uploads/images"
+PNG_HEAD = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
+)
+
+
+def image(path: Path, fill: bytes = b"x", size: int = 300) -> Path:
+    path.write_bytes(PNG_HEAD + fill * (size - len(PNG_HEAD)))
+    return path
+
+
+def accepted(task_id: str = "task_1") -> dict[str, Any]:
+    return {"code": 200, "data": [{"status": "submitted", "task_id": task_id}]}
+
+
+def refused(status: int, message: str) -> dict[str, Any]:
+    return {"status_code": status, "json": {"error": {"code": status, "message": message}}}
+
+
+def sent(httpx_mock: HTTPXMock) -> list[tuple[str, bytes]]:
+    """Each submission's idempotency key and its exact body, in order."""
+    return [
+        (request.headers["idempotency-key"], request.content)
+        for request in httpx_mock.get_requests(url=SUBMIT_URL)
+    ]
+
+
+@pytest.fixture
+def client() -> Iterator[Client]:
+    with Client(BASE, KEY, sleep=lambda _: None) as api:
+        yield api
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Iterator[History]:
+    with History.open(tmp_path / "data" / "history.sqlite3") as log:
+        yield log
+
+
+def test_a_stored_body_rebuilds_exactly_the_bytes_first_sent(tmp_path: Path) -> None:
+    photo = image(tmp_path / "photo.png")
+    request = build_request(
+        "a fox — in the snow",
+        model="gpt-image-2",
+        size="16:9",
+        resolution="2k",
+        n=2,
+        images=[str(photo), "https://cdn.test/a.png", "data:image/png;base64,iVBORw0KGgo="],
+        official_fallback=True,
+        params={"seed": 42, "style": {"ü": [1.5, None]}},
+    )
+    stored = json.loads(json.dumps(stored_body(request)))  # as the history keeps it
+    again = request_from_body(stored, "k1")
+    assert b"".join(again.iter_body()) == b"".join(request.iter_body())
+    assert again.body_length() == request.body_length()
+    assert stored["image_urls"][0]["file"] == str(photo.absolute())
+
+
+def test_a_reference_file_changed_since_is_refused_and_nothing_sent(tmp_path: Path) -> None:
+    photo = image(tmp_path / "photo.png")
+    stored = stored_body(build_request("a fox", images=[str(photo)]))
+    image(photo, fill=b"y")  # same size, other content
+    with pytest.raises(UsageError, match="changed since idempotency key k1") as caught:
+        request_from_body(stored, "k1")
+    assert "apimart resend k1" in str(caught.value.hint)
+    photo.unlink()
+    with pytest.raises(UsageError, match="changed since"):
+        request_from_body(stored, "k1")
+
+
+@pytest.mark.parametrize("status", [409, 422])
+def test_409_and_422_keep_the_key_and_its_body_as_unknown(
+    status: int, client: Client, history: History, httpx_mock: HTTPXMock
+) -> None:
+    httpx_mock.add_response(url=SUBMIT_URL, **refused(status, "idempotency conflict"))
+    with pytest.raises(SubmissionUnknown) as caught:
+        submit(client, history, build_request("a fox"), idempotency_key="k-409")
+    assert caught.value.exit_code == ExitCode.SERVICE
+    assert "apimart resend k-409" in str(caught.value.hint)
+    [row] = history.list()
+    assert (row.task_id, row.state, row.idempotency_key) == (None, "unknown", "k-409")
+    assert history.bound_body("k-409") == {"model": "gpt-image-2", "prompt": "a fox"}
+
+
+def test_every_resend_of_a_key_sends_the_body_first_sent_with_it(
+    client: Client, history: History, httpx_mock: HTTPXMock
+) -> None:
+    httpx_mock.add_response(url=SUBMIT_URL, status_code=500)
+    httpx_mock.add_response(url=SUBMIT_URL, json=accepted())
+    with pytest.raises(SubmissionUnknown):
+        submit(client, history, build_request("a fox", n=1), idempotency_key="k1")
+    # The caller now holds another request (an edited line): the key keeps its body.
+    assert submit(client, history, build_request("an owl"), idempotency_key="k1") == ["task_1"]
+    [(key1, first), (key2, second)] = sent(httpx_mock)
+    assert key1 == key2 == "k1" and first == second
+    assert json.loads(second)["prompt"] == "a fox"
+    [row] = history.list()
+    assert (row.task_id, row.idempotency_key, row.prompt) == ("task_1", "k1", "a fox")
+
+
+@pytest.mark.parametrize("status", [401, 402, 403, 429])
+def test_a_resend_refused_for_the_key_or_balance_keeps_the_key(
+    status: int, client: Client, history: History, httpx_mock: HTTPXMock
+) -> None:
+    httpx_mock.add_response(url=SUBMIT_URL, status_code=500)
+    httpx_mock.add_response(url=SUBMIT_URL, is_reusable=True, **refused(status, "no"))
+    request = build_request("a fox")
+    with pytest.raises(SubmissionUnknown):
+        submit(client, history, request, idempotency_key="k1")
+    with pytest.raises(SubmissionUnknown, match="may have created the task"):
+        submit(client, history, request, idempotency_key="k1")
+    [row] = history.list()
+    assert (row.state, row.idempotency_key) == ("unknown", "k1")
+
+
+def test_a_first_send_refused_and_a_resend_refused_for_its_body_let_the_key_go(
+    client: Client, history: History, httpx_mock: HTTPXMock
+) -> None:
+    httpx_mock.add_response(url=SUBMIT_URL, **refused(402, "insufficient balance"))
+    with pytest.raises(Exception, match="402"):
+        submit(client, history, build_request("a fox"), idempotency_key="k1")
+    assert history.list() == []
+    httpx_mock.add_response(url=SUBMIT_URL, status_code=500)
+    httpx_mock.add_response(url=SUBMIT_URL, **refused(400, "prompt refused by moderation"))
+    with pytest.raises(SubmissionUnknown):
+        submit(client, history, build_request("a fox"), idempotency_key="k2")
+    with pytest.raises(Exception, match="moderation"):
+        submit(client, history, build_request("a fox"), idempotency_key="k2")
+    assert history.list() == []
+
+
+def test_the_base64_fallbacks_key_keeps_the_uploaded_body(
+    tmp_path: Path, client: Client, history: History, httpx_mock: HTTPXMock
+) -> None:
+    photo = image(tmp_path / "photo.png")
+    request = build_request("ink it", images=[str(photo)])
+    url = "https://cdn.test/u/1.png"
+    httpx_mock.add_response(url=SUBMIT_URL, **refused(400, "base64 images are not supported"))
+    httpx_mock.add_response(url=UPLOAD_URL, json={"url": url, "created_at": 1_800_000_000})
+    httpx_mock.add_response(url=SUBMIT_URL, status_code=500)  # the fallback's reply is lost
+    httpx_mock.add_response(url=SUBMIT_URL, json=accepted())
+    cache = Cache(tmp_path / "cache.sqlite3", warn=print)
+    sender = ReferenceSender(client, "inline", info=lambda _: None, warn=print, cache=cache)
+    keys: list[str] = []
+    with pytest.raises(SubmissionUnknown):
+        sender.submit(history, request, idempotency_key="k1", before_resend=keys.append)
+    [fallback] = keys
+    # A rerun (batch) sends the fallback's key with the inline request at hand.
+    rerun = ReferenceSender(client, "inline", info=lambda _: None, warn=print, cache=cache)
+    assert rerun.submit(history, request, idempotency_key=fallback) == ["task_1"]
+    bodies = sent(httpx_mock)
+    assert [key for key, _ in bodies] == ["k1", fallback, fallback]
+    assert bodies[1][1] == bodies[2][1]
+    assert json.loads(bodies[2][1])["image_urls"] == [url]
+
+
+def test_resend_sends_each_unknown_submission_and_records_its_task(
+    client: Client, history: History, httpx_mock: HTTPXMock
+) -> None:
+    httpx_mock.add_response(url=SUBMIT_URL, status_code=500)
+    httpx_mock.add_exception(httpx.ReadTimeout("lost"), url=SUBMIT_URL)
+    for key in ("k1", "k2"):
+        with pytest.raises(SubmissionUnknown):
+            submit(client, history, build_request(f"prompt {key}"), idempotency_key=key)
+    httpx_mock.add_response(url=SUBMIT_URL, json=accepted("task_a"))
+    httpx_mock.add_response(url=SUBMIT_URL, **refused(409, "request in progress"))
+    results = list(resend(client, history))
+    assert [(r.key, r.task_ids) for r in results] == [("k1", ("task_a",)), ("k2", ())]
+    assert isinstance(results[1].error, SubmissionUnknown)
+    assert "apimart resend k2" in str(results[1].error.hint)
+    states = {r.idempotency_key: (r.task_id, r.state) for r in history.list()}
+    assert states == {"k1": ("task_a", "submitted"), "k2": (None, "unknown")}
+    [(_, first), *_] = sent(httpx_mock)
+    assert [body for key, body in sent(httpx_mock) if key == "k1"] == [first, first]
+
+
+def test_resend_of_a_key_that_is_not_unknown_is_an_error_of_its_own(
+    client: Client, history: History
+) -> None:
+    [result] = resend(client, history, ["k-gone"])
+    assert isinstance(result.error, TaskError) and "k-gone" in result.error.message
+    with pytest.raises(UsageError, match="Invalid idempotency key"):
+        list(resend(client, history, ["not a key; rm -rf"]))
+    assert list(resend(client, history)) == []
+
+
+def test_a_key_sent_by_an_older_version_without_a_body_is_still_kept_and_bound_now(
+    client: Client, history: History, httpx_mock: HTTPXMock
+) -> None:
+    what = {"base_url": BASE, "prompt": "a fox", "fields": {}, "idempotency_key": "k-old"}
+    history.record_sending(**what)  # as a version that kept no body left it
+    httpx_mock.add_response(url=SUBMIT_URL, **refused(401, "key refused"))
+    with pytest.raises(SubmissionUnknown):
+        submit(client, history, build_request("a fox"), idempotency_key="k-old")
+    [row] = history.list()
+    assert (row.state, row.idempotency_key) == ("unknown", "k-old")
+    assert history.bound_body("k-old") == {"model": "gpt-image-2", "prompt": "a fox"}
