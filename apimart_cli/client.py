@@ -23,6 +23,7 @@ import httpx
 from apimart_cli import __version__
 from apimart_cli.constants import (
     CONNECT_TIMEOUT,
+    GENERATION_PATHS,
     MAX_CONNECTIONS,
     MAX_JSON_REPLY_BYTES,
     READ_TIMEOUT,
@@ -242,7 +243,7 @@ class Client:
         }
         reply = self._call(
             "POST",
-            "/v1/images/generations",
+            GENERATION_PATHS[request.operation],
             headers=headers,
             body=request.iter_body,
             idempotency_key=idempotency_key,

@@ -165,6 +165,14 @@ def _duration(data: Mapping[str, Any]) -> float | None:
     return None
 
 
+def result_summary(task: Task) -> str:
+    """What a completed task made, in a few words: `2 image(s)`, `1 video(s), 4 s`."""
+    text = f"{len(task.images)} {task.kind}(s)"
+    if task.duration is not None:
+        text += f", {task.duration:g} s"
+    return text
+
+
 def _error_message(data: Mapping[str, Any]) -> str | None:
     error = data.get("error")
     if isinstance(error, Mapping):

@@ -5,14 +5,21 @@ Only what it says about each field is checked, before anything is sent: `type`,
 `enum`, `minimum`/`maximum`, `minItems`/`maxItems`, `minLength`/`maxLength`,
 `items`, `required`, and unknown fields where `additionalProperties` is false.
 What the subset cannot judge (`anyOf`, `$ref`...) is left to the service.
+
+The schema's `operation` says what the model makes, and so where it is sent:
+`image_generation` to the images endpoint, `video_generation` to the videos
+endpoint. A model that makes anything else is refused before anything is sent:
+the tool cannot check and save what it would pay for.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from apimart_cli.constants import GENERATION_PATHS, IMAGE_OPERATION
 from apimart_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -41,14 +48,56 @@ def input_schema(reply: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     return schema if isinstance(schema, Mapping) else None
 
 
+@dataclass(frozen=True)
+class ModelSchema:
+    """What `/v1/model-schema` says of a model: what it makes, and its body's schema."""
+
+    operation: str | None  # None where the reply names none
+    input_schema: Mapping[str, Any] | None
+
+    def kept(self) -> dict[str, Any]:
+        """What the cache keeps of it."""
+        return {"operation": self.operation, "input_schema": self.input_schema}
+
+    def checked_operation(self, model: str) -> str:
+        """The operation, where the tool can save what it makes; else a UsageError (exit 2)."""
+        operation = self.operation or IMAGE_OPERATION
+        if operation not in GENERATION_PATHS:
+            raise UsageError(
+                f'The model {model} makes "{operation}", which this tool cannot check and '
+                "save; nothing was sent.",
+                "`apimart models --type image` and `apimart models --type video` list the "
+                "models it can use.",
+            )
+        return operation
+
+
+def model_schema(reply: Mapping[str, Any] | None) -> ModelSchema | None:
+    """The service's `{model, operation, input_schema}` object read; None if it holds nothing."""
+    schema = input_schema(reply)
+    operation = reply.get("operation") if isinstance(reply, Mapping) else None
+    if schema is None and not isinstance(operation, str):
+        return None
+    return ModelSchema(operation if isinstance(operation, str) else None, schema)
+
+
+def fetch_model(client: Client, cache: Cache, model: str) -> ModelSchema | None:
+    """The model's operation and input schema, kept in the cache for a day; None where
+    the service has no schema for it."""
+    found, kept = cache.schema(client.base_url, model)
+    # A kept entry without its operation is from before operations were kept: asked again.
+    if found and (kept is None or "input_schema" in kept):
+        return model_schema(kept)
+    read = model_schema(client.model_schema(model))
+    kept = None if read is None else read.kept()
+    cache.remember_schema(client.base_url, model, kept)
+    return read
+
+
 def fetch_schema(client: Client, cache: Cache, model: str) -> Mapping[str, Any] | None:
     """The model's input schema, kept in the cache for a day; None where the service has none."""
-    found, kept = cache.schema(client.base_url, model)
-    if found:
-        return kept
-    schema = input_schema(client.model_schema(model))
-    cache.remember_schema(client.base_url, model, schema)
-    return schema
+    found = fetch_model(client, cache, model)
+    return None if found is None else found.input_schema
 
 
 def check_body(body: Mapping[str, Any], schema: Mapping[str, Any], model: str) -> None:
@@ -156,11 +205,13 @@ def model_info(client: Client, model: str, *, warn: Callable[[str], None]) -> Ma
 
     if not model.strip():
         raise UsageError("The model name is empty.", "`apimart models` lists them.")
-    schema = input_schema(client.model_schema(model))
-    Cache(warn=warn).remember_schema(client.base_url, model, schema)
-    if schema is None:
+    read = model_schema(client.model_schema(model))
+    kept = None if read is None else read.kept()
+    Cache(warn=warn).remember_schema(client.base_url, model, kept)
+    if read is None or read.input_schema is None:
         raise TaskError(
             f"The service has no input schema for the model {model}.",
             "`apimart models` lists the models it serves.",
         )
-    return schema
+    # The operation goes with it, so that one can see what the model makes.
+    return {**read.input_schema, **({"operation": read.operation} if read.operation else {})}

@@ -46,7 +46,7 @@ def submit(
         "base_url": client.base_url,
         "prompt": request.prompt,
         # The model too, so the history (and the images' provenance) can say what made a task.
-        "fields": {"model": request.model, **request.fields()},
+        "fields": {"model": request.model, **request.fields(), **_operation(request)},
         "idempotency_key": key,
     }
     history.record_sending(**what)
@@ -68,6 +68,14 @@ def submit(
         code = interrupted_code(interrupt)
         raise SubmittedButUnrecorded(task_ids, key, "interrupted", exit_code=code) from None
     return task_ids
+
+
+def _operation(request: GenerationRequest) -> dict[str, str]:
+    """A video's operation, kept with its fields: what the task makes, and where a resend
+    of its key must go. An image's is left out, as it always was."""
+    from apimart_cli.constants import IMAGE_OPERATION
+
+    return {} if request.operation == IMAGE_OPERATION else {"operation": request.operation}
 
 
 def _kept_unknown(

@@ -57,7 +57,7 @@ def test_a_model_prints_its_input_schema(api: str, httpx_mock: HTTPXMock, wrappe
     )
     result = run("models", "flux-2-pro")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == SCHEMA
+    assert json.loads(result.stdout) == {**SCHEMA, "operation": "image_generation"}
 
 
 def test_a_model_without_a_schema_exits_1(api: str, httpx_mock: HTTPXMock) -> None:
