@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apimart_cli import console
+from apimart_cli.constants import VIDEO_OPERATION
 from apimart_cli.errors import HistoryError
 from apimart_cli.models import FINAL_STATES
 
@@ -112,6 +113,20 @@ class TaskRecord:
     def finished(self) -> bool:
         """Whether the task reached a final state (completed, failed or cancelled)."""
         return self.state in FINAL_STATES
+
+    @property
+    def kind(self) -> str:
+        """What the task makes: "video" for a video model's (its operation is kept with
+        its fields), else "image"."""
+        return "video" if self.fields.get("operation") == VIDEO_OPERATION else "image"
+
+    @property
+    def duration(self) -> float | None:
+        """A video's length in seconds, as it was asked for (its `duration` field)."""
+        value = self.fields.get("duration")
+        if self.kind != "video" or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value)
 
     @property
     def saved(self) -> bool:

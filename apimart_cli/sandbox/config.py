@@ -33,6 +33,7 @@ class SandboxConfig:
     image_ttl: float = 86400.0  # seconds from completion until image URLs answer 410
     noise: bool = False  # incompressible images of random pixels, for download benchmarks
     refuse_base64: bool = False  # a data: URI in image_urls is a 400, as the newer service
+    video_bytes: int | None = None  # each video's size (its frames padded); None: a few KiB
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -58,7 +59,7 @@ class SandboxConfig:
         return SandboxConfig(**values)
 
 
-_OPTIONAL = {"estimate_factor", "download_rate", "submit_rate", "poll_rate"}
+_OPTIONAL = {"estimate_factor", "download_rate", "submit_rate", "poll_rate", "video_bytes"}
 
 
 def _same_kind(current: Any, value: Any, name: str) -> bool:
