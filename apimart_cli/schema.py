@@ -198,6 +198,45 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:60] + "…"
 
 
+MODEL_KINDS = ("image", "video")
+# The fields of a `/v1/models` entry that may say what a model makes.
+_KIND_FIELDS = ("operations", "operation", "supported_endpoint_types", "category", "type")
+
+
+def entry_kinds(entry: Mapping[str, Any]) -> set[str]:
+    """What a `/v1/models` entry says its model makes ("image", "video"); empty if it
+    says nothing."""
+    words: list[str] = []
+    for name in _KIND_FIELDS:
+        value = entry.get(name)
+        values = value if isinstance(value, list) else [value]
+        words += [item.lower() for item in values if isinstance(item, str)]
+    return {kind for kind in MODEL_KINDS for word in words if kind in word}
+
+
+def models_of_kind(
+    client: Client, models: Sequence[Mapping[str, Any]], kind: str, *, warn: Callable[[str], None]
+) -> list[Mapping[str, Any]]:
+    """The entries of `models` that make `kind`: by what each entry says, else by its
+    schema's operation (asked once a day per model, as the checks ask)."""
+    from apimart_cli.cache import Cache
+
+    if kind not in MODEL_KINDS:
+        raise UsageError(f"Unknown model type {kind[:40]!r}.", "Give --type image or --type video.")
+    cache: Cache | None = None
+    chosen = []
+    for entry in models:
+        kinds = entry_kinds(entry)
+        if not kinds:
+            cache = cache or Cache(warn=warn)
+            found = fetch_model(client, cache, str(entry["id"]))
+            operation = (found.operation if found else None) or IMAGE_OPERATION
+            kinds = {operation.split("_", 1)[0]}
+        if kind in kinds:
+            chosen.append(entry)
+    return chosen
+
+
 def model_info(client: Client, model: str, *, warn: Callable[[str], None]) -> Mapping[str, Any]:
     """The model's input schema, fetched afresh (and kept for the checks); exit 1 if none."""
     from apimart_cli.cache import Cache
