@@ -117,8 +117,11 @@ class TaskRecord:
     @property
     def kind(self) -> str:
         """What the task makes: "video" for a video model's (its operation is kept with
-        its fields), else "image"."""
-        return "video" if self.fields.get("operation") == VIDEO_OPERATION else "image"
+        its fields) or where its saved files are videos, else "image"."""
+        from apimart_cli.images import VIDEO_EXTENSIONS
+
+        videos = any(Path(name).suffix.lower() in VIDEO_EXTENSIONS.values() for name in self.files)
+        return "video" if videos or self.fields.get("operation") == VIDEO_OPERATION else "image"
 
     @property
     def duration(self) -> float | None:

@@ -518,3 +518,20 @@ def test_forget_sandbox_removes_only_tasks_sent_to_loopback(history: History) ->
     assert history.forget_sandbox() == 3
     assert [r.task_id for r in history.list()] == ["task_real"]
     assert history.forget_sandbox() == 0
+
+
+def test_a_records_kind_comes_from_its_operation_or_its_saved_files() -> None:
+    from apimart_cli.history import TaskRecord
+
+    def record(fields: dict[str, object], files: tuple[str, ...] = ()) -> TaskRecord:
+        return TaskRecord(
+            "task_1", 0.0, 0.0, "https://api.test", "p", fields, "k", "completed", None, files, None
+        )
+
+    video = record({"model": "veo", "operation": "video_generation", "duration": 8})
+    assert (video.kind, video.duration) == ("video", 8.0)
+    # A model with no schema whose result held a video: its file says so.
+    assert record({"model": "m"}, ("/out/task_1_0.MP4",)).kind == "video"
+    image = record({"model": "gpt-image-2", "duration": 8}, ("/out/task_1_0.png",))
+    assert (image.kind, image.duration) == ("image", None)
+    assert record({"operation": "video_generation", "duration": True}).duration is None
