@@ -131,3 +131,43 @@ def test_wait_saves_the_video_and_says_so(api: str, httpx_mock: HTTPXMock, tmp_p
     status = run("history", "--json")
     (record,) = [json.loads(line) for line in status.stdout.splitlines()]
     assert record["fields"]["operation"] == "video_generation"
+
+
+def test_a_model_without_a_schema_whose_result_holds_a_video_has_it_saved(
+    api: str, httpx_mock: HTTPXMock, tmp_path: Path
+) -> None:
+    httpx_mock.add_response(method="GET", url=SCHEMA_URL, status_code=404, json={})
+    httpx_mock.add_response(method="POST", url=f"{API}/v1/images/generations", json=accepted())
+    url = f"{IMAGES}/v/clip"
+    data = {"id": "task_v1", "status": "completed", "result": {"videos": [{"url": url}]}}
+    expect_task(httpx_mock, data)
+    httpx_mock.add_response(
+        method="GET", url=url, content=VIDEO, headers={"Content-Type": "application/octet-stream"}
+    )
+    out = tmp_path / "out"
+    result = run("generate", "x", "--model", MODEL, "--wait", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert (out / "task_v1_0.mp4").read_bytes() == VIDEO
+
+
+def test_status_and_download_of_a_video_task(
+    api: str, httpx_mock: HTTPXMock, tmp_path: Path
+) -> None:
+    url = f"{IMAGES}/v/task_v1.mp4"
+    data = {
+        "id": "task_v1",
+        "status": "completed",
+        "result": {"videos": [{"url": url, "duration": 8}]},
+    }
+    expect_task(httpx_mock, data, reusable=True)
+    status = run("status", "task_v1")
+    assert status.exit_code == 0, status.output
+    assert status.stdout == "task_v1\tcompleted\t\t1 video(s), 8 s\n"
+    httpx_mock.add_response(
+        method="GET", url=url, content=VIDEO, headers={"Content-Type": "video/mp4"}
+    )
+    out = tmp_path / "out"
+    download = run("download", "task_v1", "-o", str(out))
+    assert download.exit_code == 0, download.output
+    assert download.stdout == f"{out / 'task_v1_0.mp4'}\n"
+    assert "1 video saved" in download.stderr
