@@ -321,7 +321,9 @@ class Downloader:
             head = self._check_image(
                 part, image.url, whole=total is None or unchecked, resumed=start > 0
             )
-            if image.kind == "video" or is_video(head):  # a video's extension is its bytes'
+            # A video's extension is its bytes', as is a file labelled with a type
+            # that names none.
+            if image.kind == "video" or is_video(head) or extension is None:
                 extension = media_extension(head)
         except Transient as failure:  # the transfer failed or stalled
             if not resumable:
@@ -350,7 +352,9 @@ class Downloader:
             raise ServiceError(f"The image host answered {status} for {image.url}.")
         content_type = reply.headers.get("content-type", "")
         mime = content_type.split(";", 1)[0].strip().lower()
-        video = image.kind == "video" and mime in VIDEO_CONTENT_TYPES
+        # A video's bytes say what it is: a video type, or a generic one for a result
+        # the service listed as a video.
+        video = mime.startswith("video/") or (image.kind == "video" and mime in VIDEO_CONTENT_TYPES)
         if extension_for(content_type) is None and not video:
             raise ServiceError(
                 f"The image host sent {content_type or 'no content type'}, not an image, "
@@ -406,19 +410,21 @@ class Downloader:
 
         with mmap.mmap(part.handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             head = bytes(data[:64])
-            whole = whole or is_video(head)
+            video = is_video(head)
+            whole = whole or video
             problem = flaw(data, to_the_end=whole)
         if problem is None:
             return head
+        what = "video" if video else "image"
         if problem.short and whole:
             # A length the host announced and met said nothing: only the host's
             # version of the file (ETag, Last-Modified) may let the rest be asked for.
             part.distrust_length()
-            raise _Retry(f"the image was cut short ({problem.reason})")
+            raise _Retry(f"the {what} was cut short ({problem.reason})")
         if resumed:  # the rest did not fit what was there: fetch it all again
             part.restart()
-            raise _Retry(f"the resumed image is broken ({problem.reason}); starting again")
-        raise ServiceError(f"The image host sent a broken image for {url}: {problem.reason}.")
+            raise _Retry(f"the resumed {what} is broken ({problem.reason}); starting again")
+        raise ServiceError(f"The host sent a broken {what} for {url}: {problem.reason}.")
 
 
 def _largest(image: ResultImage) -> int:

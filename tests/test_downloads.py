@@ -1322,3 +1322,12 @@ def test_a_saved_video_is_found_again_and_kept(
     saved = downloader.download(TASK_ID, 0, video())
     assert saved.kept_existing
     assert httpx_mock.get_requests() == []
+
+
+def test_a_video_listed_among_images_is_saved_as_the_video_it_is(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    # A model with no schema may list its video under `images`: its bytes decide.
+    httpx_mock.add_response(url=URL, headers={"Content-Type": "video/mp4"}, content=VIDEO)
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.name == f"{TASK_ID}_0.mp4" and saved.path.read_bytes() == VIDEO
