@@ -75,3 +75,21 @@ def test_a_video_task_serves_a_whole_mp4_and_the_short_fault_cuts_it(sandbox: Sa
     assert short.content == whole.content[: len(whole.content) // 2]
     problem = flaw(short.content, to_the_end=True)
     assert problem is not None and problem.short
+
+
+def test_the_mp4_holds_one_h264_track_that_starts_with_a_whole_picture() -> None:
+    from apimart_cli.sandbox.videos import mp4_video
+
+    video = mp4_video(128, 72, 4, "waves")
+    config = video[video.index(b"avcC") + 4 :]
+    assert config[:4] == bytes([1, 66, 0xC0, 30])  # version 1, Baseline, level 3.0
+    sps_length = int.from_bytes(config[6:8], "big")
+    assert config[8] == 0x67 and config[8 + sps_length + 3] == 0x68  # SPS, then PPS
+    frames = video[video.index(b"mdat") + 4 :]
+    first = int.from_bytes(frames[:4], "big")
+    assert frames[4] == 0x65  # an IDR picture
+    assert frames[4 + first + 4] == 0x41  # then pictures that repeat it
+    assert b"stss" in video and b"\x00\x00\x00\x60" in video  # 96 frames: 4 s at 24
+    assert video[video.index(b"mdhd") + 16 : video.index(b"mdhd") + 24] == (
+        (24_000).to_bytes(4, "big") + (96_000).to_bytes(4, "big")
+    )
