@@ -12,7 +12,7 @@ complete -c apimart -n '__fish_use_subcommand' -a gallery -d 'Write a page of a 
 complete -c apimart -n '__fish_use_subcommand' -a inspect -d 'Show what made each image: its prompt, fields, task, times and cost.'
 complete -c apimart -n '__fish_use_subcommand' -a balance -d 'Show the key\'s remaining and used balance.'
 complete -c apimart -n '__fish_use_subcommand' -a upload -d 'Upload images and print each one\'s URL (valid for 72 hours).'
-complete -c apimart -n '__fish_use_subcommand' -a models -d 'List the service\'s models, one id per line; with MODEL, print its input schema'
+complete -c apimart -n '__fish_use_subcommand' -a models -d 'List the service\'s models, one id per line; with MODEL, print its input schema.'
 complete -c apimart -n '__fish_use_subcommand' -a sizes -d 'Print the size x resolution table of the API.'
 complete -c apimart -n '__fish_use_subcommand' -a sandbox -d 'Run a local stand-in for the API: no key, no network, real PNGs.'
 complete -c apimart -n '__fish_use_subcommand' -a mcp -d 'Serve the commands to AI agents over MCP, on stdin and stdout.'

@@ -31,8 +31,10 @@ def models(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List the service's models, one id per line; with MODEL, print its input schema
-    and its operation (what it makes).
+    """List the service's models, one id per line; with MODEL, print its input schema.
+
+    The schema carries the model's operation: what it makes (image_generation,
+    video_generation). --type keeps the models that make images, or videos.
 
     apimart models --type video
     apimart models gpt-image-2-official | jq .properties.quality
