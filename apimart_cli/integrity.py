@@ -206,11 +206,16 @@ def _gif(data: Bytes, to_the_end: bool) -> Flaw | None:
 # --- ISO-BMFF (MP4, QuickTime): top-level boxes that add up to the file ---------------
 
 _BMFF_NEEDED = (b"ftyp", b"moov", b"mdat")
+# A video has a handful of top-level boxes (a fragmented one, a few per second), a
+# WebM a cluster every few seconds: a file of millions is not one worth walking.
+_MAX_PARTS = 1_000_000
 
 
 def _bmff(data: Bytes, to_the_end: bool) -> Flaw | None:
     size, at, seen = len(data), 0, set()
-    while at < size:
+    for _ in range(_MAX_PARTS):
+        if at >= size:
+            break
         if at + 8 > size:
             return _short(f"the video ends inside a box header at byte {at}")
         length, kind = _be(data, at, 4), _slice(data, at + 4, at + 8)
@@ -233,6 +238,8 @@ def _bmff(data: Bytes, to_the_end: bool) -> Flaw | None:
                 f"the video ends inside its {kind.decode()} box ({size} of {at + length} bytes)"
             )
         at += length
+    else:
+        return _bad(f"the video has more than {_MAX_PARTS} top-level boxes")
     missing = [k.decode() for k in _BMFF_NEEDED if k not in seen]
     if missing:
         # The boxes add up, yet a part is missing: a host that cut the file between
@@ -308,7 +315,9 @@ def _ebml(data: Bytes, to_the_end: bool) -> Flaw | None:
     # to the file, up to one that is itself of unknown size (a cluster), which runs to
     # the end and cannot say more.
     at = start
-    while at < total:
+    for _ in range(_MAX_PARTS):
+        if at >= total:
+            return None
         child = _element(data, at)
         if isinstance(child, Flaw):
             return child
@@ -317,7 +326,7 @@ def _ebml(data: Bytes, to_the_end: bool) -> Flaw | None:
         at = child[1] + child[2]
         if at > total:
             return _short("the video ends inside an element of its segment")
-    return None
+    return _bad(f"the video's segment has more than {_MAX_PARTS} elements")
 
 
 _CHECKS: dict[str, Callable[[Bytes, bool], Flaw | None]] = {

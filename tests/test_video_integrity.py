@@ -100,3 +100,18 @@ def test_extension_and_type_come_from_the_bytes() -> None:
     assert media_extension(WEBM[:64]) == ".webm"
     assert sniff_video(b"<html>not a video</html>") is None
     assert media_extension(b"\x89PNG\r\n\x1a\n") == ".png"
+
+
+def test_a_file_of_millions_of_tiny_boxes_is_refused_not_walked_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from apimart_cli import integrity
+
+    monkeypatch.setattr(integrity, "_MAX_PARTS", 10)
+    many = FTYP + MOOV + box(b"mdat") + box(b"free") * 20
+    problem = flaw(many, to_the_end=True)
+    assert problem is not None and not problem.short and "more than 10" in problem.reason
+    assert flaw(FTYP + MOOV + box(b"mdat") + box(b"free") * 5, to_the_end=True) is None
+    segment = EBML + element(SEGMENT_ID, element(b"\x15\x49\xa9\x66", b"") * 20, unknown=True)
+    problem = flaw(segment, to_the_end=True)
+    assert problem is not None and "more than 10" in problem.reason
