@@ -93,3 +93,12 @@ def test_the_mp4_holds_one_h264_track_that_starts_with_a_whole_picture() -> None
     assert video[video.index(b"mdhd") + 16 : video.index(b"mdhd") + 24] == (
         (24_000).to_bytes(4, "big") + (96_000).to_bytes(4, "big")
     )
+
+
+def test_a_large_video_is_padded_to_its_size_and_still_whole() -> None:
+    from apimart_cli.sandbox.videos import mp4_video
+
+    # Past what one random draw can make (256 MiB): padding of a repeated block.
+    video = mp4_video(128, 72, 1, "big", size=300 * 1024 * 1024)
+    assert len(video) == 300 * 1024 * 1024
+    assert flaw(video, to_the_end=True) is None

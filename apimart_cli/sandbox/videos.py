@@ -19,6 +19,7 @@ import struct
 FRAME_RATE = 24
 TIMESCALE = FRAME_RATE * 1000  # each frame 1,000 ticks: whole seconds are exact
 VIDEO_CACHE_ENTRIES = 4  # a large video (a benchmark's) is hundreds of MB
+_PADDING_BLOCK = 1024 * 1024  # a large file's padding: this many random bytes, repeated
 
 
 def _box(kind: bytes, *parts: bytes) -> bytes:
@@ -237,7 +238,9 @@ def mp4_video(width: int, height: int, seconds: float, seed: str, size: int | No
     first_offset = len(ftyp) + len(_moov(width, height, sizes, 0, avcc)) + 8
     video = ftyp + _moov(width, height, sizes, first_offset, avcc) + _box(b"mdat", *samples)
     if size and size > len(video) + 8:
-        video += _box(b"free", random.Random(digest).randbytes(size - len(video) - 8))
+        padding = size - len(video) - 8
+        block = random.Random(digest).randbytes(min(padding, _PADDING_BLOCK))
+        video += _box(b"free", (block * (padding // len(block) + 1))[:padding])
     return video
 
 
