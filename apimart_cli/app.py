@@ -423,10 +423,17 @@ def upload(
     return uploads()
 
 
-def models(settings: Settings, ui: Ui, *, deadline: Deadline) -> list[dict[str, Any]]:
-    """The service's models."""
+def models(
+    settings: Settings, ui: Ui, *, deadline: Deadline, kind: str | None = None
+) -> list[dict[str, Any]]:
+    """The service's models; with `kind` ("image" or "video"), those that make it."""
+    from apimart_cli.schema import models_of_kind
+
     with make_client(settings, deadline, ui) as client:
-        return [dict(item) for item in client.list_models()]
+        listed = client.list_models()
+        if kind is not None:
+            listed = models_of_kind(client, listed, kind, warn=ui.warn)
+        return [dict(item) for item in listed]
 
 
 def model_schema(settings: Settings, ui: Ui, model: str, *, deadline: Deadline) -> dict[str, Any]:

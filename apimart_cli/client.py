@@ -24,6 +24,7 @@ import httpx
 from apimart_cli import __version__
 from apimart_cli.constants import (
     CONNECT_TIMEOUT,
+    GENERATION_PATHS,
     MAX_CONNECTIONS,
     MAX_JSON_REPLY_BYTES,
     READ_TIMEOUT,
@@ -279,7 +280,7 @@ class Client:
         reply_headers: dict[str, str] = {}
         reply = self._call(
             "POST",
-            "/v1/images/generations",
+            GENERATION_PATHS[request.operation],
             headers=headers,
             body=request.iter_body,
             idempotency_key=idempotency_key,

@@ -65,3 +65,12 @@ DEFAULT_BATCH_NAME = "{task_id}_{index}"  # `--name`: the name `wait` and `downl
 MAX_JSON_REPLY_BYTES = 8 * 1024 * 1024
 # An image larger than this is not an image this API makes.
 MAX_IMAGE_DOWNLOAD_BYTES = 512 * 1024 * 1024
+# A video is larger; past this it is not a result this API makes either.
+MAX_VIDEO_DOWNLOAD_BYTES = 16 * 1024 * 1024 * 1024
+# What a model makes, as its schema's `operation` says, and where it is submitted.
+IMAGE_OPERATION = "image_generation"
+VIDEO_OPERATION = "video_generation"
+GENERATION_PATHS = {
+    IMAGE_OPERATION: "/v1/images/generations",
+    VIDEO_OPERATION: "/v1/videos/generations",
+}

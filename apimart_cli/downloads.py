@@ -31,16 +31,24 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from apimart_cli.constants import MAX_IMAGE_DOWNLOAD_BYTES
+from apimart_cli.constants import MAX_IMAGE_DOWNLOAD_BYTES, MAX_VIDEO_DOWNLOAD_BYTES
 from apimart_cli.errors import ApimartError, ServiceError, TaskError, UsageError, WaitTimeout
-from apimart_cli.images import EXTENSIONS, extension_for, sniff_mime
-from apimart_cli.integrity import flaw
+from apimart_cli.images import (
+    EXTENSIONS,
+    VIDEO_CONTENT_TYPES,
+    VIDEO_EXTENSIONS,
+    extension_for,
+    media_extension,
+    sniff_mime,
+    sniff_video,
+)
+from apimart_cli.integrity import flaw, is_video
 from apimart_cli.models import ResultImage, validate_task_id
 from apimart_cli.retry import RETRYABLE_STATUSES, Transient, parse_retry_after, retrying
 
@@ -102,7 +110,7 @@ def existing_file(folder: Path, stem: str) -> Path | None:
     written through); a folder or anything else that cannot be an image is an
     error naming it, never reported as a saved image.
     """
-    for extension in EXTENSIONS.values():
+    for extension in (*EXTENSIONS.values(), *VIDEO_EXTENSIONS.values()):
         candidate = folder / f"{stem}{extension}"
         try:
             mode = candidate.lstat().st_mode
@@ -304,13 +312,19 @@ class Downloader:
                 if not start:
                     part.begin(served)
                 extension = extension_for(reply.headers.get("content-type"))
-                written = self._copy(reply, part.handle, start, image.url, total, on_progress)
+                written = self._copy(reply, part.handle, start, image, total, on_progress)
             if total is not None and written != total:
                 raise _Retry(f"got {written} of {total} bytes")
             # Without a length, or resumed without the host naming the file's version,
             # the image's own structure is what says it is whole and all of one piece.
             unchecked = bool(start) and known is not None and not known.if_range
-            self._check_image(part, image.url, whole=total is None or unchecked, resumed=start > 0)
+            head = self._check_image(
+                part, image.url, whole=total is None or unchecked, resumed=start > 0
+            )
+            # A video's extension is its bytes', as is a file labelled with a type
+            # that names none.
+            if image.kind == "video" or is_video(head) or extension is None:
+                extension = media_extension(head)
         except Transient as failure:  # the transfer failed or stalled
             if not resumable:
                 part.restart()
@@ -337,7 +351,11 @@ class Downloader:
         if status not in (200, 206):
             raise ServiceError(f"The image host answered {status} for {image.url}.")
         content_type = reply.headers.get("content-type", "")
-        if extension_for(content_type) is None:
+        mime = content_type.split(";", 1)[0].strip().lower()
+        # A video's bytes say what it is: a video type, or a generic one for a result
+        # the service listed as a video.
+        video = mime.startswith("video/") or (image.kind == "video" and mime in VIDEO_CONTENT_TYPES)
+        if extension_for(content_type) is None and not video:
             raise ServiceError(
                 f"The image host sent {content_type or 'no content type'}, not an image, "
                 f"for {image.url}.",
@@ -350,8 +368,8 @@ class Downloader:
                 raise ServiceError(f"The image host sent an unexpected range for {image.url}.")
             start = offset
             total = None if match.group(3) == "*" else int(match.group(3))
-        if total is not None and total > MAX_IMAGE_DOWNLOAD_BYTES:
-            raise ServiceError(f"The image at {image.url} is too large ({total} bytes).")
+        if total is not None and total > _largest(image):
+            raise ServiceError(f"The {image.kind} at {image.url} is too large ({total} bytes).")
         return start, total
 
     def _copy(
@@ -359,23 +377,24 @@ class Downloader:
         reply: Reply,
         handle: IO[bytes],
         start: int,
-        url: str,
+        image: ResultImage,
         total: int | None,
         on_progress: OnProgress | None,
     ) -> int:
         """The body into the part file, each piece written through as it arrives (so a
         run cut short leaves all it got, to resume); the size of the part file."""
+        url, largest = image.url, _largest(image)
         handle.seek(start)
         handle.truncate()
         written = start
         for chunk in reply.body:
-            if written == 0 and sniff_mime(chunk) is None:
-                raise ServiceError(f"The image host sent something that is not an image for {url}.")
-            written += len(chunk)
-            if written > MAX_IMAGE_DOWNLOAD_BYTES:
+            if written == 0 and sniff_mime(chunk) is None and sniff_video(chunk) is None:
                 raise ServiceError(
-                    f"The image at {url} is larger than {MAX_IMAGE_DOWNLOAD_BYTES} bytes."
+                    f"The host sent something that is not an image or a video for {url}."
                 )
+            written += len(chunk)
+            if written > largest:
+                raise ServiceError(f"The {image.kind} at {url} is larger than {largest} bytes.")
             handle.write(chunk)
             handle.flush()
             if on_progress is not None:
@@ -384,20 +403,32 @@ class Downloader:
             raise ServiceError(f"The image host sent an empty body for {url}.")
         return written
 
-    def _check_image(self, part: _Part, url: str, *, whole: bool, resumed: bool) -> None:
-        """The part file is an image: checked to its own end where no length said where."""
+    def _check_image(self, part: _Part, url: str, *, whole: bool, resumed: bool) -> bytes:
+        """The part file is an image, checked to its own end where no length said where,
+        or a video, always checked to its end; its first bytes."""
         import mmap
 
         with mmap.mmap(part.handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            head = bytes(data[:64])
+            video = is_video(head)
+            whole = whole or video
             problem = flaw(data, to_the_end=whole)
         if problem is None:
-            return
+            return head
+        what = "video" if video else "image"
         if problem.short and whole:
-            raise _Retry(f"the image was cut short ({problem.reason})")
+            # A length the host announced and met said nothing: only the host's
+            # version of the file (ETag, Last-Modified) may let the rest be asked for.
+            part.distrust_length()
+            raise _Retry(f"the {what} was cut short ({problem.reason})")
         if resumed:  # the rest did not fit what was there: fetch it all again
             part.restart()
-            raise _Retry(f"the resumed image is broken ({problem.reason}); starting again")
-        raise ServiceError(f"The image host sent a broken image for {url}: {problem.reason}.")
+            raise _Retry(f"the resumed {what} is broken ({problem.reason}); starting again")
+        raise ServiceError(f"The host sent a broken {what} for {url}: {problem.reason}.")
+
+
+def _largest(image: ResultImage) -> int:
+    return MAX_VIDEO_DOWNLOAD_BYTES if image.kind == "video" else MAX_IMAGE_DOWNLOAD_BYTES
 
 
 def _write_data_uri(stem: str, uri: str, handle: IO[bytes]) -> str:
@@ -524,6 +555,17 @@ class _Part:
         if len(text) > _VALIDATOR_MAX_BYTES:
             return None
         return _Validator.loads(text.decode("utf-8", "replace"))
+
+    def distrust_length(self) -> None:
+        """The length remembered for this file was wrong (the file was short of its own
+        end at that length): forget it, and without a version to resume, start again."""
+        known = self.validator()
+        if known is None or known.length is None:
+            return
+        if known.etag or known.last_modified:
+            write_new_file(self._validator_path, replace(known, length=None).dumps().encode())
+        else:
+            self.restart()
 
     def seal(self, *, sync: bool = True) -> None:
         """Complete: with the usual permissions of a new file, and on disk (`sync`)."""

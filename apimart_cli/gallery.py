@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from apimart_cli.history import History, TaskRecord
 
 PAGE_NAME = "index.html"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", *VIDEO_SUFFIXES)
 # `<task_id>_<index>.<ext>`, the name every download gets first.
 _STEM = re.compile(r"^([A-Za-z0-9_-]+)_(\d+)$")
 _ENDED = ("completed", "failed", "cancelled", "unknown")
@@ -220,7 +221,7 @@ overflow:hidden;display:flex;flex-direction:column}
 .shots{display:grid;gap:2px;aspect-ratio:4/3;overflow:hidden;background:var(--thumb);
 grid-template:minmax(0,1fr)/minmax(0,1fr)}
 .shots a{display:block;min-width:0;min-height:0}
-.shots img{display:block;width:100%;height:100%;object-fit:contain}
+.shots img,.shots video{display:block;width:100%;height:100%;object-fit:contain}
 figcaption{padding:12px 14px 14px;display:flex;flex-direction:column;gap:8px}
 .prompt{margin:0;white-space:pre-wrap;overflow-wrap:anywhere;font-weight:500}
 dl{margin:0;display:grid;grid-template-columns:auto 1fr;gap:2px 10px;font-size:12.5px;
@@ -253,7 +254,11 @@ def _cost(value: float | None) -> str:
 def _card(entry: Entry) -> str:
     e = html.escape
     shots = "".join(
-        f'<a href="{e(quote(name))}"><img src="{e(quote(name))}" alt="{e(entry.prompt)}"'
+        # A video plays in place (the browser's own controls: still no script).
+        f'<video controls preload="metadata" src="{e(quote(name))}" title="{e(entry.prompt)}">'
+        f"</video>"
+        if name.lower().endswith(VIDEO_SUFFIXES)
+        else f'<a href="{e(quote(name))}"><img src="{e(quote(name))}" alt="{e(entry.prompt)}"'
         f"{_dimensions(entry, name)}></a>"
         for name in entry.files
     )
@@ -323,7 +328,7 @@ def render(entries: Sequence[Entry], title: str) -> str:
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         # No script, no network: nothing but this file and the images beside it.
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-        "img-src 'self' data:; style-src 'unsafe-inline'\">"
+        "img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'\">"
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
         f"<header><h1>{html.escape(title)}</h1><p>{' · '.join(summary)}</p></header>\n"
         f"<main>\n{cards}\n</main>{empty}\n"

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apimart_cli import secrets
+from apimart_cli.constants import VIDEO_OPERATION
 from apimart_cli.errors import HistoryError
 from apimart_cli.models import FINAL_STATES
 
@@ -135,6 +136,23 @@ class TaskRecord:
     def finished(self) -> bool:
         """Whether the task reached a final state (completed, failed or cancelled)."""
         return self.state in FINAL_STATES
+
+    @property
+    def kind(self) -> str:
+        """What the task makes: "video" for a video model's (its operation is kept with
+        its fields) or where its saved files are videos, else "image"."""
+        from apimart_cli.images import VIDEO_EXTENSIONS
+
+        videos = any(Path(name).suffix.lower() in VIDEO_EXTENSIONS.values() for name in self.files)
+        return "video" if videos or self.fields.get("operation") == VIDEO_OPERATION else "image"
+
+    @property
+    def duration(self) -> float | None:
+        """A video's length in seconds, as it was asked for (its `duration` field)."""
+        value = self.fields.get("duration")
+        if self.kind != "video" or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value)
 
     @property
     def saved(self) -> bool:
@@ -408,6 +426,20 @@ class History:
         except ValueError:
             return None
         return body if isinstance(body, dict) else None
+
+    def bound_operation(self, idempotency_key: str) -> str | None:
+        """The operation recorded with a key's fields (a video's), or None (an image's)."""
+        with _translated(self.path):
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT fields FROM tasks WHERE idempotency_key = ? ORDER BY id LIMIT 1",
+                    (idempotency_key,),
+                )
+                .fetchone()
+            )
+        operation = None if row is None else _fields(row[0]).get("operation")
+        return operation if isinstance(operation, str) else None
 
     def is_unanswered(self, idempotency_key: str) -> bool:
         """Whether the key was sent before and never answered with a task id."""

@@ -30,6 +30,41 @@ def sniff_mime(head: bytes) -> str | None:
     return None
 
 
+# Videos: told from their own bytes too, and saved under the extension those bytes
+# say (the host's content type is often a generic one).
+VIDEO_EXTENSIONS = {
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/webm": ".webm",
+    "video/x-matroska": ".mkv",
+}
+# Content types a video host may label a video with; its bytes then say what it is.
+VIDEO_CONTENT_TYPES = frozenset(
+    {*VIDEO_EXTENSIONS, "application/octet-stream", "binary/octet-stream"}
+)
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+
+
+def sniff_video(head: bytes) -> str | None:
+    """The MIME type of an ISO-BMFF (MP4, QuickTime) or EBML (WebM, Matroska) file
+    from its first bytes, else None. QuickTime and Matroska are told by the brand
+    and the DocType their headers name."""
+    if head[4:8] == b"ftyp":
+        return "video/quicktime" if head[8:12] == b"qt  " else "video/mp4"
+    if head.startswith(_EBML_MAGIC):
+        return "video/x-matroska" if b"matroska" in head[:64] else "video/webm"
+    return None
+
+
+def media_extension(head: bytes) -> str | None:
+    """The extension of an image or a video, from its first bytes."""
+    mime = sniff_mime(head)
+    if mime is not None:
+        return EXTENSIONS[mime]
+    video = sniff_video(head)
+    return None if video is None else VIDEO_EXTENSIONS[video]
+
+
 def extension_for(content_type: str | None) -> str | None:
     """The file extension for a `Content-Type` header value, if it is an image type."""
     if not content_type:

@@ -6,6 +6,12 @@ where it ends: PNG with its IEND chunk (every chunk carrying a CRC), JPEG with
 its end-of-image marker, WebP with the length in its RIFF header, GIF with its
 trailer byte. `flaw` walks that structure; its header alone is checked where the
 length was announced and met.
+
+A video is always walked to its end, announced length or not, since its parts
+are stated up front: an ISO-BMFF file (MP4, QuickTime) is top-level boxes whose
+sizes add up to the file, with `ftyp` first and `moov` and `mdat` among them; a
+WebM or Matroska file is an EBML header and a segment whose size ends with the
+file. Only box and element headers are read, so a large file costs a few reads.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
-from apimart_cli.images import sniff_mime
+from apimart_cli.images import sniff_mime, sniff_video
 
 if TYPE_CHECKING:
     from mmap import mmap
@@ -42,12 +48,17 @@ def _bad(reason: str) -> Flaw:
 
 def flaw(data: Bytes, *, to_the_end: bool) -> Flaw | None:
     """None if `data` is an image (a whole one, with `to_the_end`), else what is wrong."""
-    head = _slice(data, 0, 16)
-    mime = sniff_mime(head)
+    head = _slice(data, 0, 64)
+    mime = sniff_mime(head) or sniff_video(head)
     if mime is None:
-        return _bad("it does not start like a PNG, JPEG, WebP or GIF image")
+        return _bad("it does not start like a PNG, JPEG, WebP or GIF image, or a video")
     check = _CHECKS[mime]
     return check(data, to_the_end)
+
+
+def is_video(head: bytes) -> bool:
+    """Whether `head` starts a video this module checks (always to its end)."""
+    return sniff_video(head) is not None
 
 
 def _slice(data: Bytes, start: int, end: int) -> bytes:
@@ -192,9 +203,139 @@ def _gif(data: Bytes, to_the_end: bool) -> Flaw | None:
                 break
 
 
+# --- ISO-BMFF (MP4, QuickTime): top-level boxes that add up to the file ---------------
+
+_BMFF_NEEDED = (b"ftyp", b"moov", b"mdat")
+# A video has a handful of top-level boxes (a fragmented one, a few per second), a
+# WebM a cluster every few seconds: a file of millions is not one worth walking.
+_MAX_PARTS = 1_000_000
+
+
+def _bmff(data: Bytes, to_the_end: bool) -> Flaw | None:
+    size, at, seen = len(data), 0, set()
+    for _ in range(_MAX_PARTS):
+        if at >= size:
+            break
+        if at + 8 > size:
+            return _short(f"the video ends inside a box header at byte {at}")
+        length, kind = _be(data, at, 4), _slice(data, at + 4, at + 8)
+        if not all(0x20 <= c <= 0x7E for c in kind):
+            return _bad(f"the video has a broken box at byte {at}")
+        header = 8
+        if length == 1:  # a 64-bit size follows the type
+            if at + 16 > size:
+                return _short(f"the video ends inside a box header at byte {at}")
+            length, header = _be(data, at + 8, 8), 16
+        elif length == 0:  # the box runs to the end of the file
+            length = size - at
+        if length < header:
+            return _bad(f"the video's {kind.decode()} box at byte {at} states {length} bytes")
+        if at == 0 and kind != b"ftyp":
+            return _bad("the video does not start with its ftyp box")
+        seen.add(kind)
+        if at + length > size:
+            return _short(
+                f"the video ends inside its {kind.decode()} box ({size} of {at + length} bytes)"
+            )
+        at += length
+    else:
+        return _bad(f"the video has more than {_MAX_PARTS} top-level boxes")
+    missing = [k.decode() for k in _BMFF_NEEDED if k not in seen]
+    if missing:
+        # The boxes add up, yet a part is missing: a host that cut the file between
+        # boxes, or a file that was never a whole video.
+        return _short(f"the video has no {' or '.join(missing)} box")
+    return None
+
+
+# --- EBML (WebM, Matroska): a header element, then a segment that ends with the file ---
+
+_EBML_HEADER, _SEGMENT = 0x1A45DFA3, 0x18538067
+
+
+def _vint(data: Bytes, at: int, *, marker: bool) -> tuple[int, int, bool] | None:
+    """An EBML variable-length integer at `at`: (value, its length in bytes, whether it is
+    the reserved all-ones "unknown size"); None where it runs past the end. `marker`
+    keeps the length marker bit (element IDs do)."""
+    if at >= len(data):
+        return None
+    first = data[at]
+    if first == 0:
+        return (0, 0, False)  # no length marker in the first byte: not a vint
+    width = 9 - first.bit_length()
+    if at + width > len(data):
+        return None
+    value = _be(data, at, width)
+    unknown = value == (1 << (7 * width)) - 1 | (1 << (7 * width))
+    if not marker:
+        value &= (1 << (7 * width)) - 1
+    return value, width, unknown
+
+
+def _element(data: Bytes, at: int) -> tuple[int, int, int | None] | Flaw:
+    """(ID, where its data starts, its data's size or None if unknown) of the element at `at`."""
+    element_id = _vint(data, at, marker=True)
+    if element_id is None:
+        return _short(f"the video ends inside an element header at byte {at}")
+    if element_id[1] == 0 or element_id[1] > 4:
+        return _bad(f"the video has a broken element at byte {at}")
+    size = _vint(data, at + element_id[1], marker=False)
+    if size is None:
+        return _short(f"the video ends inside an element header at byte {at}")
+    if size[1] == 0:
+        return _bad(f"the video has a broken element size at byte {at}")
+    start = at + element_id[1] + size[1]
+    return element_id[0], start, None if size[2] else size[0]
+
+
+def _ebml(data: Bytes, to_the_end: bool) -> Flaw | None:
+    total = len(data)
+    header = _element(data, 0)
+    if isinstance(header, Flaw):
+        return header
+    if header[0] != _EBML_HEADER or header[2] is None:
+        return _bad("the video's EBML header is broken")
+    at = header[1] + header[2]
+    if at > total:
+        return _short("the video ends inside its EBML header")
+    segment = _element(data, at)
+    if isinstance(segment, Flaw):
+        return segment
+    if segment[0] != _SEGMENT:
+        return _bad(f"the video has no segment after its EBML header (byte {at})")
+    start, length = segment[1], segment[2]
+    if length is not None:
+        end = start + length
+        if end > total:
+            return _short(f"the video ends inside its segment ({total} of {end} bytes)")
+        if end < total:
+            return _bad(f"the video has {total - end} bytes after its segment")
+        return None
+    # A segment of unknown size (as a live encoder writes it): its elements must add up
+    # to the file, up to one that is itself of unknown size (a cluster), which runs to
+    # the end and cannot say more.
+    at = start
+    for _ in range(_MAX_PARTS):
+        if at >= total:
+            return None
+        child = _element(data, at)
+        if isinstance(child, Flaw):
+            return child
+        if child[2] is None:
+            return None
+        at = child[1] + child[2]
+        if at > total:
+            return _short("the video ends inside an element of its segment")
+    return _bad(f"the video's segment has more than {_MAX_PARTS} elements")
+
+
 _CHECKS: dict[str, Callable[[Bytes, bool], Flaw | None]] = {
     "image/png": _png,
     "image/jpeg": _jpeg,
     "image/webp": _webp,
     "image/gif": _gif,
+    "video/mp4": _bmff,
+    "video/quicktime": _bmff,
+    "video/webm": _ebml,
+    "video/x-matroska": _ebml,
 }

@@ -51,7 +51,8 @@ if TYPE_CHECKING:
 
 
 INSTRUCTIONS = """\
-Generates images with APIMart's image models (gpt-image-2 by default) and saves
+Generates images with APIMart's image models (gpt-image-2 by default), and videos
+with its video models (`models` with a model shows its operation), and saves
 them to disk. `generate` submits a task, waits for it and returns the saved
 files' paths; a task id is kept in the local history before it is returned, so
 nothing paid for is lost: `history` with `pending` lists what is unfinished and

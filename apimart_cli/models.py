@@ -64,10 +64,12 @@ def validate_task_id(task_id: str) -> str:
 
 @dataclass(frozen=True)
 class ResultImage:
-    """One result image: where to fetch it and when that stops working."""
+    """One result file, an image or a video (`kind`): where to fetch it and when that
+    stops working."""
 
     url: str
     expires_at: int | None = None
+    kind: str = "image"  # or "video", from `result.videos`
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,15 @@ class Task:
     created: int | None = None
     cost: float | None = None
     error_message: str | None = None
+    # Every result file, the images then the videos: each one is saved alike.
     images: tuple[ResultImage, ...] = ()
+    duration: float | None = None  # a video's seconds, where the service says
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def kind(self) -> str:
+        """ "video" if the result holds a video, else "image"."""
+        return "video" if any(item.kind == "video" for item in self.images) else "image"
 
     @property
     def finished(self) -> bool:
@@ -282,20 +291,46 @@ def parse_submission(reply: Any) -> list[str]:
 
 
 def _images(result: Any) -> tuple[ResultImage, ...]:
+    """The result's files: `images`, then `videos` (the same shape: `url` a string or
+    a list, `expires_at`); anything else in it (thumbnails) is not a result file."""
     if not isinstance(result, Mapping):
         return ()
     images = []
-    for item in result.get("images") or ():
-        if not isinstance(item, Mapping):
-            continue
-        urls = item.get("url")
-        if isinstance(urls, str):
-            urls = [urls]
-        expires_at = parse_time(item.get("expires_at"))
-        for url in urls if isinstance(urls, list) else ():
-            if isinstance(url, str) and url:
-                images.append(ResultImage(url, expires_at))
+    for key, kind in (("images", "image"), ("videos", "video")):
+        items = result.get(key)
+        for item in items if isinstance(items, list) else ():
+            if not isinstance(item, Mapping):
+                continue
+            urls = item.get("url")
+            if isinstance(urls, str):
+                urls = [urls]
+            expires_at = parse_time(item.get("expires_at"))
+            for url in urls if isinstance(urls, list) else ():
+                if isinstance(url, str) and url:
+                    images.append(ResultImage(url, expires_at, kind))
     return tuple(images)
+
+
+def _duration(data: Mapping[str, Any]) -> float | None:
+    """A video's length in seconds: the task's, its result's or its first video's."""
+    result = data.get("result")
+    places: list[Any] = [data, result]
+    if isinstance(result, Mapping) and isinstance(result.get("videos"), list):
+        places.extend(result["videos"][:1])
+    for place in places:
+        if isinstance(place, Mapping):
+            seconds = _number(place.get("duration"))
+            if seconds is not None and seconds >= 0:
+                return seconds
+    return None
+
+
+def result_summary(task: Task) -> str:
+    """What a completed task made, in a few words: `2 image(s)`, `1 video(s), 4 s`."""
+    text = f"{len(task.images)} {task.kind}(s)"
+    if task.duration is not None:
+        text += f", {task.duration:g} s"
+    return text
 
 
 def _error_message(data: Mapping[str, Any]) -> str | None:
@@ -337,5 +372,6 @@ def parse_task(reply: Any, task_id: str) -> Task:
         cost=_number(data.get("cost")),
         error_message=_error_message(data),
         images=_images(data.get("result")),
+        duration=_duration(data),
         raw=data,
     )

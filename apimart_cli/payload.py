@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from apimart_cli.constants import (
     DEFAULT_MODEL,
+    IMAGE_OPERATION,
     MAX_IMAGES_PER_TASK,
     MAX_REFERENCE_BYTES,
     MAX_REFERENCES,
@@ -212,6 +213,8 @@ class GenerationRequest:
     official_fallback: bool = False
     params: tuple[tuple[str, object], ...] = ()  # extra fields (--param), sent after the rest
     notes: tuple[str, ...] = ()
+    # What the model makes (its schema's `operation`), which picks the endpoint; not sent.
+    operation: str = IMAGE_OPERATION
 
     def fields(self) -> dict[str, object]:
         """What is sent, except prompt and model, references as summaries (no base64)."""

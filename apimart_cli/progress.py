@@ -327,9 +327,15 @@ def _count(number: int, noun: str) -> str:
 
 def summary_line(outcome: Outcome, *, downloaded: bool = True) -> str:
     """The one line that ends a wait: images saved, tasks failed, cost if reported."""
-    saved = sum(len(paths) for paths in outcome.files.values())
+    from apimart_cli.images import VIDEO_EXTENSIONS
+
+    paths = [path for saved in outcome.files.values() for path in saved]
+    videos = sum(path.suffix.lower() in VIDEO_EXTENSIONS.values() for path in paths)
+    images = len(paths) - videos
+    kinds = [_count(images, "image")] if images or not videos else []
+    kinds += [_count(videos, "video")] if videos else []
     parts = [
-        _count(saved, "image") + " saved"
+        " and ".join(kinds) + " saved"
         if downloaded
         else _count(outcome.completed, "task") + " completed",
         _count(len(outcome.failed), "task") + " failed",

@@ -371,12 +371,28 @@ def inspect(path: Path) -> dict[str, Any]:
         raise UsageError(printable(str(exc))) from None
     except NotPNG:
         stored = None
+        if _is_video(path):
+            raise TaskError(
+                f"{path} is a video: a video carries no provenance in the file.",
+                "`apimart history --json` has what made it (its prompt and fields), and "
+                "`batch --metadata` writes it in a JSON sidecar beside the video.",
+            ) from None
     if stored is None:
         raise TaskError(
             f"{name} has no apimart provenance.",
             "Only PNGs saved by apimart without --no-metadata carry it.",
         )
     return stored
+
+
+def _is_video(path: Path) -> bool:
+    from apimart_cli.images import sniff_video
+
+    try:
+        with path.open("rb") as handle:
+            return sniff_video(handle.read(64)) is not None
+    except OSError:
+        return False
 
 
 def from_history(task_id: str) -> TaskRecord | None:

@@ -291,10 +291,13 @@ class ReferenceSender:
     """Sends generation requests with their references the way the settings say.
 
     `check` checks every request against its model's schema (not gpt-image-2's,
-    which `build_request` checks offline); `prepare` uploads the references of
-    all the requests when `mode` is "upload", each distinct content once, in
-    parallel; `submit` sends one request and, where the service refuses base64
-    references, uploads them and sends it once more, from then on uploading.
+    which `build_request` checks offline) and learns what each model makes (its
+    operation: a model that makes something the tool cannot save is refused);
+    `prepare` uploads the references of all the requests when `mode` is
+    "upload", each distinct content once, in parallel; `submit` sends one
+    request to its operation's endpoint and, where the service refuses base64
+    references, uploads them and sends it once more, from then on uploading. A
+    video model's local references are always uploaded: they go by URL.
 
     The mode "auto" is "inline" until the service refuses base64 once: that refusal
     is remembered for its base URL in the cache for REFUSAL_REMEMBERED_SECONDS, and
@@ -325,6 +328,8 @@ class ReferenceSender:
         self._told = False
         self._auto = mode == "auto"
         self._refused_since: float | None = None
+        self._operations: dict[str, str] = {}  # each checked model's operation
+        self._told_video = False
 
     def send(self, history: History, request: GenerationRequest) -> list[str]:
         """One request checked, its references sent as the mode says, submitted; its ids."""
@@ -335,24 +340,29 @@ class ReferenceSender:
         """Each (label, request) whose model is not gpt-image-2, against its schema:
         a UsageError (exit 2) before anything is sent, naming the label and the field."""
         from apimart_cli.constants import DEFAULT_MODEL
-        from apimart_cli.schema import check_body, fetch_schema
+        from apimart_cli.schema import check_body, fetch_model
 
         schemas: dict[str, Mapping[str, Any] | None] = {}
         for label, request in requests:
             model = request.model
             if model == DEFAULT_MODEL:
                 continue
-            if model not in schemas:
-                schemas[model] = fetch_schema(self.client, self._cache, model)
-                if schemas[model] is None:
-                    self._info(
-                        f"Note: the service has no schema for the model {model}; "
-                        "its requests are sent as given."
-                    )
-            schema = schemas[model]
-            if schema is None:
-                continue
             try:
+                if model not in schemas:
+                    found = fetch_model(self.client, self._cache, model)
+                    schemas[model] = None if found is None else found.input_schema
+                    if found is None:
+                        self._info(
+                            f"Note: the service has no schema for the model {model}; "
+                            "its requests are sent as given, to the images endpoint."
+                        )
+                    else:
+                        operation = found.checked_operation(model)
+                        with self._lock:
+                            self._operations[model] = operation
+                schema = schemas[model]
+                if schema is None:
+                    continue
                 check_body(request.dry_run(), schema, model)
             except UsageError as error:
                 error.message = f"{label}{error.message}" if label else error.message
@@ -361,7 +371,13 @@ class ReferenceSender:
 
     def upload_first(self, requests: Sequence[GenerationRequest]) -> None:
         """With the mode "upload": every distinct reference of `requests` uploaded now, in
-        parallel, so that their submissions (`submit`) find the URLs ready."""
+        parallel, so that their submissions (`submit`) find the URLs ready (a video
+        model's are uploaded whatever the mode)."""
+        from apimart_cli.constants import VIDEO_OPERATION
+
+        with self._lock:
+            videos = {m for m, op in self._operations.items() if op == VIDEO_OPERATION}
+        self._upload(inline_references([r for r in requests if r.model in videos]))
         self._resolve_auto(requests)
         if self.mode == "upload":
             local = inline_references(requests)
@@ -382,12 +398,20 @@ class ReferenceSender:
         `before_resend(key)` hears the new idempotency key before a resubmission
         after a base64 refusal, so that a caller that records keys (`batch`) can.
         """
+        from apimart_cli.constants import IMAGE_OPERATION, VIDEO_OPERATION
         from apimart_cli.submission import bound_request, submit
 
         bound = None if idempotency_key is None else bound_request(history, idempotency_key)
         if bound is not None:  # a key sent before goes with the body it was sent with
             request = bound
         else:
+            with self._lock:
+                operation = self._operations.get(request.model, IMAGE_OPERATION)
+            request = replace(request, operation=operation)
+            if operation == VIDEO_OPERATION and inline_references([request]):
+                self._tell_video_uploads(request.model)
+                self._upload(inline_references([request]))
+                request = self._with_urls(request)
             self._resolve_auto([request])
         if bound is None and self.mode == "upload" and inline_references([request]):
             self._say_remembered()
@@ -439,6 +463,15 @@ class ReferenceSender:
             self._info(
                 f"Uploading local references first: {self.client.base_url} refused base64 "
                 f"references{since} (--refs inline sends them inline)."
+            )
+
+    def _tell_video_uploads(self, model: str) -> None:
+        with self._lock:
+            told, self._told_video = self._told_video, True
+        if not told:
+            self._info(
+                f"Note: {model} makes videos, whose references go by URL: uploading the "
+                "local files first."
             )
 
     def _refused(self, reason: str) -> None:

@@ -5,6 +5,11 @@ Only what it says about each field is checked, before anything is sent: `type`,
 `enum`, `minimum`/`maximum`, `minItems`/`maxItems`, `minLength`/`maxLength`,
 `items`, `required`, and unknown fields where `additionalProperties` is false.
 What the subset cannot judge (`anyOf`, `$ref`...) is left to the service.
+
+The schema's `operation` says what the model makes, and so where it is sent:
+`image_generation` to the images endpoint, `video_generation` to the videos
+endpoint. A model that makes anything else is refused before anything is sent:
+the tool cannot check and save what it would pay for.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from apimart_cli.constants import GENERATION_PATHS, IMAGE_OPERATION
 from apimart_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -42,14 +49,56 @@ def input_schema(reply: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     return schema if isinstance(schema, Mapping) else None
 
 
+@dataclass(frozen=True)
+class ModelSchema:
+    """What `/v1/model-schema` says of a model: what it makes, and its body's schema."""
+
+    operation: str | None  # None where the reply names none
+    input_schema: Mapping[str, Any] | None
+
+    def kept(self) -> dict[str, Any]:
+        """What the cache keeps of it."""
+        return {"operation": self.operation, "input_schema": self.input_schema}
+
+    def checked_operation(self, model: str) -> str:
+        """The operation, where the tool can save what it makes; else a UsageError (exit 2)."""
+        operation = self.operation or IMAGE_OPERATION
+        if operation not in GENERATION_PATHS:
+            raise UsageError(
+                f'The model {model} makes "{operation}", which this tool cannot check and '
+                "save; nothing was sent.",
+                "`apimart models --type image` and `apimart models --type video` list the "
+                "models it can use.",
+            )
+        return operation
+
+
+def model_schema(reply: Mapping[str, Any] | None) -> ModelSchema | None:
+    """The service's `{model, operation, input_schema}` object read; None if it holds nothing."""
+    schema = input_schema(reply)
+    operation = reply.get("operation") if isinstance(reply, Mapping) else None
+    if schema is None and not isinstance(operation, str):
+        return None
+    return ModelSchema(operation if isinstance(operation, str) else None, schema)
+
+
+def fetch_model(client: Client, cache: Cache, model: str) -> ModelSchema | None:
+    """The model's operation and input schema, kept in the cache for a day; None where
+    the service has no schema for it."""
+    found, kept = cache.schema(client.base_url, model)
+    # A kept entry without its operation is from before operations were kept: asked again.
+    if found and (kept is None or "input_schema" in kept):
+        return model_schema(kept)
+    read = model_schema(client.model_schema(model))
+    kept = None if read is None else read.kept()
+    cache.remember_schema(client.base_url, model, kept)
+    return read
+
+
 def fetch_schema(client: Client, cache: Cache, model: str) -> Mapping[str, Any] | None:
     """The model's input schema, kept in the cache for a day; None where the service has none."""
-    found, kept = cache.schema(client.base_url, model)
-    if found:
-        return kept
-    schema = input_schema(client.model_schema(model))
-    cache.remember_schema(client.base_url, model, schema)
-    return schema
+    found = fetch_model(client, cache, model)
+    return None if found is None else found.input_schema
 
 
 def check_body(body: Mapping[str, Any], schema: Mapping[str, Any], model: str) -> None:
@@ -160,7 +209,7 @@ def model_docs(client: Client, model: str, *, warn: Callable[[str], None]) -> Ma
 
     if not model.strip():
         raise UsageError("The model name is empty.", "`apimart models` lists them.")
-    cache = Cache(warn=warn)
+    cache = Cache(warn=warn, deadline=client.deadline)
     kept = cache.note(client.base_url, f"docs:{model}")
     if isinstance(kept, dict):
         return kept
@@ -185,6 +234,45 @@ def printable_markdown(docs: Mapping[str, Any]) -> str:
     return _CONTROL_RE.sub("", str(docs.get("markdown", ""))).rstrip("\n")
 
 
+MODEL_KINDS = ("image", "video")
+# The fields of a `/v1/models` entry that may say what a model makes.
+_KIND_FIELDS = ("operations", "operation", "supported_endpoint_types", "category", "type")
+
+
+def entry_kinds(entry: Mapping[str, Any]) -> set[str]:
+    """What a `/v1/models` entry says its model makes ("image", "video"); empty if it
+    says nothing."""
+    words: list[str] = []
+    for name in _KIND_FIELDS:
+        value = entry.get(name)
+        values = value if isinstance(value, list) else [value]
+        words += [item.lower() for item in values if isinstance(item, str)]
+    return {kind for kind in MODEL_KINDS for word in words if kind in word}
+
+
+def models_of_kind(
+    client: Client, models: Sequence[Mapping[str, Any]], kind: str, *, warn: Callable[[str], None]
+) -> list[Mapping[str, Any]]:
+    """The entries of `models` that make `kind`: by what each entry says, else by its
+    schema's operation (asked once a day per model, as the checks ask)."""
+    from apimart_cli.cache import Cache
+
+    if kind not in MODEL_KINDS:
+        raise UsageError(f"Unknown model type {kind[:40]!r}.", "Give --type image or --type video.")
+    cache: Cache | None = None
+    chosen = []
+    for entry in models:
+        kinds = entry_kinds(entry)
+        if not kinds:
+            cache = cache or Cache(warn=warn, deadline=client.deadline)
+            found = fetch_model(client, cache, str(entry["id"]))
+            operation = (found.operation if found else None) or IMAGE_OPERATION
+            kinds = {operation.split("_", 1)[0]}
+        if kind in kinds:
+            chosen.append(entry)
+    return chosen
+
+
 def model_info(client: Client, model: str, *, warn: Callable[[str], None]) -> Mapping[str, Any]:
     """The model's input schema, fetched afresh (and kept for the checks); exit 1 if none."""
     from apimart_cli.cache import Cache
@@ -192,11 +280,13 @@ def model_info(client: Client, model: str, *, warn: Callable[[str], None]) -> Ma
 
     if not model.strip():
         raise UsageError("The model name is empty.", "`apimart models` lists them.")
-    schema = input_schema(client.model_schema(model))
-    Cache(warn=warn, deadline=client.deadline).remember_schema(client.base_url, model, schema)
-    if schema is None:
+    read = model_schema(client.model_schema(model))
+    kept = None if read is None else read.kept()
+    Cache(warn=warn, deadline=client.deadline).remember_schema(client.base_url, model, kept)
+    if read is None or read.input_schema is None:
         raise TaskError(
             f"The service has no input schema for the model {model}.",
             "`apimart models` lists the models it serves.",
         )
-    return schema
+    # The operation goes with it, so that one can see what the model makes.
+    return {**read.input_schema, **({"operation": read.operation} if read.operation else {})}

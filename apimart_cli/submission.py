@@ -95,8 +95,18 @@ def submit(
 def bound_request(history: History, key: str) -> GenerationRequest | None:
     """The request the history binds to `key` (its files read again and checked against
     their hashes: a UsageError if one changed), or None if no body is bound to it."""
+    from dataclasses import replace
+
+    from apimart_cli.constants import GENERATION_PATHS
+
     body = history.bound_body(key)
-    return None if body is None else request_from_body(body, key)
+    if body is None:
+        return None
+    operation = history.bound_operation(key)  # where the key was sent: it goes there again
+    request = request_from_body(body, key)
+    if operation not in GENERATION_PATHS:
+        return request
+    return replace(request, operation=operation)
 
 
 def _send(
@@ -115,7 +125,7 @@ def _send(
         "base_url": client.base_url,
         "prompt": request.prompt,
         # The model too, so the history (and the images' provenance) can say what made a task.
-        "fields": {"model": request.model, **request.fields()},
+        "fields": {"model": request.model, **request.fields(), **_operation(request)},
         "idempotency_key": key,
     }
     history.record_sending(**what, body=None if bound else stored_body(request))
@@ -199,6 +209,14 @@ def _not_a_refusal(error: ApimartError, key: str) -> SubmissionUnknown:
     return SubmissionUnknown(
         f"{error.message} ({why}); the outcome is unknown.", hint, idempotency_key=key
     )
+
+
+def _operation(request: GenerationRequest) -> dict[str, str]:
+    """A video's operation, kept with its fields: what the task makes, and where a resend
+    of its key must go. An image's is left out, as it always was."""
+    from apimart_cli.constants import IMAGE_OPERATION
+
+    return {} if request.operation == IMAGE_OPERATION else {"operation": request.operation}
 
 
 def _kept_unknown(

@@ -27,7 +27,7 @@ _apimart() {
     for word in "${parts[@]:1}"; do
         if [[ -n $skip ]]; then skip=""; continue; fi
         case "$word" in
-            --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--image|--interval|--latency|--limit|--max-in-flight|--model|--n|--name|--output|--param|--poll-rate|--port|--refs|--resolution|--search|--seed|--since|--size|--state|--submit-rate|--timeout|-i|-n|-o|-r|-s) skip=1 ;;
+            --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--image|--interval|--latency|--limit|--max-in-flight|--model|--n|--name|--output|--param|--poll-rate|--port|--refs|--resolution|--search|--seed|--since|--size|--state|--submit-rate|--timeout|--type|-i|-n|-o|-r|-s) skip=1 ;;
             -*) ;;
             *)
                 if [[ " $(_apimart_subcommands "$path") " == *" $word "* ]]; then
@@ -44,7 +44,7 @@ _apimart() {
         -r) _apimart_values "1k 2k 4k"; return ;;
         --output|-o) COMPREPLY=($(compgen -d -- "$cur")); return ;;
         --image|-i) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--interval|--latency|--limit|--max-in-flight|--model|--n|--name|--param|--poll-rate|--port|--refs|--search|--seed|--since|--state|--submit-rate|--timeout|-n) return ;;
+        --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--interval|--latency|--limit|--max-in-flight|--model|--n|--name|--param|--poll-rate|--port|--refs|--search|--seed|--since|--state|--submit-rate|--timeout|--type|-n) return ;;
     esac
     local words=""
     case "$path" in
@@ -60,7 +60,7 @@ _apimart() {
         "inspect") words="--json --help -h" ;;
         "balance") words="--account --json --timeout --help -h" ;;
         "upload") words="--timeout --json --help -h" ;;
-        "models") words="--timeout --json --docs --help -h" ;;
+        "models") words="--timeout --type --json --docs --help -h" ;;
         "sizes") words="--help -h" ;;
         "sandbox") words="--host --port --duration --estimate-factor --no-estimate --latency --download-rate --submit-rate --poll-rate --failure-rate --fail-word --noise --refuse-base64 --state-synonyms --iso-times --sync-results --strict-idempotency --seed --help -h" ;;
         "mcp") words="--help -h" ;;

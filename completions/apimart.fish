@@ -123,6 +123,7 @@ complete -c apimart -n '__fish_seen_subcommand_from upload' -l json
 complete -c apimart -n '__fish_seen_subcommand_from upload' -l help
 complete -c apimart -n '__fish_seen_subcommand_from upload' -s h
 complete -c apimart -n '__fish_seen_subcommand_from models' -l timeout -x
+complete -c apimart -n '__fish_seen_subcommand_from models' -l type -x
 complete -c apimart -n '__fish_seen_subcommand_from models' -l json
 complete -c apimart -n '__fish_seen_subcommand_from models' -l docs
 complete -c apimart -n '__fish_seen_subcommand_from models' -l help

@@ -26,6 +26,7 @@ from apimart_cli.client import Client
 from apimart_cli.downloads import Downloader, SavedFile, format_time
 from apimart_cli.errors import ApimartError, ExitCode, ServiceError, TaskError, UsageError
 from apimart_cli.models import ResultImage
+from apimart_cli.sandbox.videos import mp4_video
 
 KEY = "sk-live-SECRET0123456789abcdef"
 TASK_ID = "task_01KPQ7J7DWB7QZ3WCEK3YVPBRA"
@@ -1250,3 +1251,83 @@ def test_write_new_file_replaces_a_link_never_writes_through_it(
     assert path.stat().st_mode & 0o777 == mode
     assert victim.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "sidecar.json"]
+
+
+# --- videos: whole by their own structure, resumed -----------------------------------
+
+VIDEO = mp4_video(64, 64, 2, "waves at dusk")
+
+
+def video(url: str = URL) -> ResultImage:
+    return ResultImage(url, None, "video")
+
+
+@pytest.mark.parametrize("content_type", ["video/mp4", "application/octet-stream"])
+def test_a_video_is_saved_under_the_extension_its_bytes_say(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock, content_type: str
+) -> None:
+    httpx_mock.add_response(url=URL, headers={"Content-Type": content_type}, content=VIDEO)
+    saved = downloader.download(TASK_ID, 0, video())
+    assert saved == SavedFile(out / f"{TASK_ID}_0.mp4")
+    assert saved.path.read_bytes() == VIDEO
+    assert files(out) == [saved.path.name]
+    no_authorization(httpx_mock)
+
+
+def test_a_video_cut_short_under_a_length_that_claims_it_whole_is_resumed(
+    downloader: Downloader, out: Path, retries: list[str], httpx_mock: HTTPXMock
+) -> None:
+    # The host announces the short length and sends it all: only the boxes can tell.
+    cut = len(VIDEO) // 2
+    httpx_mock.add_response(
+        url=URL,
+        headers={"Content-Type": "video/mp4", "Content-Length": str(cut), "ETag": ETAG},
+        content=VIDEO[:cut],
+    )
+    add_rest(httpx_mock, VIDEO, cut, if_range=ETAG, etag=ETAG, mime="video/mp4")
+    saved = downloader.download(TASK_ID, 0, video())
+    assert saved.path.read_bytes() == VIDEO
+    assert files(out) == [f"{TASK_ID}_0.mp4"]
+    assert retries and "cut short" in retries[0] and "mdat" in retries[0]
+
+
+def test_a_video_always_cut_short_is_never_saved(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    cut = VIDEO[: len(VIDEO) - 10]
+    httpx_mock.add_response(
+        url=URL, headers={"Content-Type": "video/mp4"}, content=cut, is_reusable=True
+    )
+    with pytest.raises(ServiceError):
+        downloader.download(TASK_ID, 0, video())
+    assert not any(name.endswith(".mp4") for name in files(out))
+
+
+def test_a_page_where_a_video_should_be_is_refused(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    httpx_mock.add_response(url=URL, headers={"Content-Type": "text/html"}, content=b"<html>")
+    with pytest.raises(ServiceError, match="text/html"):
+        downloader.download(TASK_ID, 0, video())
+    httpx_mock.add_response(url=URL, headers={"Content-Type": "video/mp4"}, content=b"<html>" * 100)
+    with pytest.raises(ServiceError, match="not an image or a video"):
+        downloader.download(TASK_ID, 0, video())
+    assert files(out) == []
+
+
+def test_a_saved_video_is_found_again_and_kept(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    (out / f"{TASK_ID}_0.mp4").write_bytes(VIDEO)
+    saved = downloader.download(TASK_ID, 0, video())
+    assert saved.kept_existing
+    assert httpx_mock.get_requests() == []
+
+
+def test_a_video_listed_among_images_is_saved_as_the_video_it_is(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    # A model with no schema may list its video under `images`: its bytes decide.
+    httpx_mock.add_response(url=URL, headers={"Content-Type": "video/mp4"}, content=VIDEO)
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.name == f"{TASK_ID}_0.mp4" and saved.path.read_bytes() == VIDEO

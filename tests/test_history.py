@@ -612,3 +612,20 @@ def test_hostile_values_in_a_row_are_read_as_absent(path: Path, row: dict[str, o
     assert all(isinstance(name, str) for name in record.files)
     assert 0 <= record.created_at <= 253402300799
     assert record.cost is None or isinstance(record.cost, float)
+
+
+def test_a_records_kind_comes_from_its_operation_or_its_saved_files() -> None:
+    from apimart_cli.history import TaskRecord
+
+    def record(fields: dict[str, object], files: tuple[str, ...] = ()) -> TaskRecord:
+        return TaskRecord(
+            "task_1", 0.0, 0.0, "https://api.test", "p", fields, "k", "completed", None, files, None
+        )
+
+    video = record({"model": "veo", "operation": "video_generation", "duration": 8})
+    assert (video.kind, video.duration) == ("video", 8.0)
+    # A model with no schema whose result held a video: its file says so.
+    assert record({"model": "m"}, ("/out/task_1_0.MP4",)).kind == "video"
+    image = record({"model": "gpt-image-2", "duration": 8}, ("/out/task_1_0.png",))
+    assert (image.kind, image.duration) == ("image", None)
+    assert record({"operation": "video_generation", "duration": True}).duration is None

@@ -325,3 +325,39 @@ def test_validate_task_id_never_returns_a_path(text: str) -> None:
     assert "." not in value
     assert not any(char.isspace() for char in value)
     assert value.isascii()
+
+
+def test_result_videos_are_parsed_as_images_are_with_their_kind_and_duration() -> None:
+    from apimart_cli.models import ResultImage, parse_task
+
+    reply = {
+        "data": {
+            "status": "completed",
+            "result": {
+                "videos": [
+                    {"url": ["https://x/v.mp4"], "expires_at": 1_776_000_000, "duration": 4},
+                    {"url": "https://x/w.mp4"},
+                    "not an object",
+                ],
+                "thumbnails": [{"url": "https://x/t.jpg"}],
+            },
+        }
+    }
+    task = parse_task(reply, "task_1")
+    assert task.images == (
+        ResultImage("https://x/v.mp4", 1_776_000_000, "video"),
+        ResultImage("https://x/w.mp4", None, "video"),
+    )
+    assert task.kind == "video"
+    assert task.duration == 4.0
+
+
+def test_a_result_of_images_is_of_the_image_kind_without_a_duration() -> None:
+    from apimart_cli.models import parse_task
+
+    task = parse_task(
+        {"data": {"status": "completed", "result": {"images": [{"url": "https://x/a.png"}]}}},
+        "task_1",
+    )
+    assert task.kind == "image" and task.duration is None
+    assert task.images[0].kind == "image"

@@ -169,6 +169,14 @@ def test_the_summary_line_counts_images_failures_and_cost(
     assert summary_line(outcome, downloaded=False) == "2 tasks completed, 1 task failed, cost 0.06."
 
 
+def test_the_summary_line_counts_videos_apart_from_images() -> None:
+    outcome = Outcome(files={"t1": [Path("a.mp4")]}, completed=1)
+    outcome.costs = {"t1": 0.5}
+    assert summary_line(outcome) == "1 video saved, 0 tasks failed, cost 0.5."
+    outcome.files["t2"] = [Path("b.png"), Path("c.WEBM")]
+    assert summary_line(outcome) == "1 image and 2 videos saved, 0 tasks failed, cost 0.5."
+
+
 def test_under_the_sandbox_no_resume_command_is_given(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -63,6 +63,8 @@ def write_metadata(run: JobRun, task: Task, index: int, path: Path) -> None:
         "fields": run.fields,
         "task_id": task.task_id,
         "index": index,
+        # A video carries no provenance inside it: this file is its record.
+        **({"kind": "video", "duration": task.duration} if task.kind == "video" else {}),
         "cost": task.cost,
         "created": task.raw.get("created"),
         "completed": task.raw.get("completed"),

@@ -39,6 +39,13 @@ def _row(record: "TaskRecord") -> list[str]:
     return [task, when, record.state, prompt, " ".join(record.files), _cost(record.cost), where]
 
 
+def _kind(record: "TaskRecord") -> str:
+    """What a video task's state cell adds: ", video" and its length where known."""
+    if record.kind != "video":
+        return ""
+    return ", video" + ("" if record.duration is None else f" {record.duration:g} s")
+
+
 def _as_json(record: "TaskRecord") -> dict[str, object]:
     found = {"request_id": record.request_id} if record.request_id else {}
     return {
@@ -48,6 +55,8 @@ def _as_json(record: "TaskRecord") -> dict[str, object]:
         "base_url": record.base_url,
         "sandbox": record.sandbox,
         "state": record.state,
+        "kind": record.kind,
+        "duration": record.duration,
         "saved": record.saved,
         "expires_at": record.expires_at,
         "prompt": record.prompt,
@@ -152,8 +161,8 @@ def history(
             Column("cost", right=True),
         ]
         table = [
-            [task, when, f"{state} (sandbox)" if where else state, prompt, files, cost]
-            for task, when, state, prompt, files, cost, where in rows
+            [row[0], row[1], f"{row[2]}{_kind(record)}{' (sandbox)' if row[6] else ''}", *row[3:6]]
+            for record, row in zip(records, rows, strict=True)
         ]
         print_table(columns, table)
     else:

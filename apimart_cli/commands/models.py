@@ -23,6 +23,12 @@ def models(
     timeout: Annotated[
         float, typer.Option("--timeout", min=0.0, help="Seconds for the whole command.")
     ] = DEFAULT_COMMAND_TIMEOUT,
+    kind: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--type", metavar="image|video", help="Only the models that make images, or videos."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     docs: Annotated[
         bool,
@@ -31,19 +37,25 @@ def models(
 ) -> None:
     """List the service's models, one id per line; with MODEL, print its input schema.
 
-    apimart models
+    The schema carries the model's operation: what it makes (image_generation,
+    video_generation). --type keeps the models that make images, or videos.
+
+    apimart models --type video
     apimart models gpt-image-2-official | jq .properties.quality
     apimart models gpt-image-2-official --docs | less
     """
     from apimart_cli import app as use_cases  # here, not at the top: start-up pays for the top
     from apimart_cli.retry import Deadline
+    from apimart_cli.schema import MODEL_KINDS
 
+    if kind is not None and kind not in MODEL_KINDS:
+        raise UsageError(f"Unknown model type {kind[:40]!r}.", "Give --type image or --type video.")
     if docs and model is None:
         raise UsageError("--docs needs a MODEL.", "apimart models MODEL --docs")
     app = state(ctx)
     deadline = Deadline.after(timeout)  # nothing outlasts --timeout
     if model is None:
-        for item in use_cases.models(app.settings(), app.ui(), deadline=deadline):
+        for item in use_cases.models(app.settings(), app.ui(), deadline=deadline, kind=kind):
             console.data_json(item) if as_json else console.data(str(item["id"]))
         return
     if docs:

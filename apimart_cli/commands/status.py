@@ -18,7 +18,9 @@ def _row(task: "Task") -> list[str]:
     progress = "" if task.progress is None else f"{task.progress}%"
     detail = task.error_message or ""
     if task.status == "completed":
-        detail = f"{len(task.images)} image(s)"
+        from apimart_cli.models import result_summary
+
+        detail = result_summary(task)
     return [task.task_id, task.status, progress, detail]
 
 

@@ -43,6 +43,7 @@ class SandboxConfig:
     # key is in flight (`latency` long), a 422 when a key that made a task comes back
     # with another body; the same body gets the original task.
     strict_idempotency: bool = False
+    video_bytes: int | None = None  # each video's size (its frames padded); None: a few KiB
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -68,7 +69,7 @@ class SandboxConfig:
         return SandboxConfig(**values)
 
 
-_OPTIONAL = {"estimate_factor", "download_rate", "submit_rate", "poll_rate"}
+_OPTIONAL = {"estimate_factor", "download_rate", "submit_rate", "poll_rate", "video_bytes"}
 
 
 def _same_kind(current: Any, value: Any, name: str) -> bool:

@@ -11,6 +11,8 @@ Each kind, and the fields it reads:
 - `drop`: the connection closed without a reply.
 - `slow`: the normal reply after `delay` seconds.
 - `truncate`: the normal reply's length announced, `cut` of its body sent, closed.
+- `short`: `cut` of the normal reply's body, sent whole with its own length (a
+  host that serves a file cut short as if it were all there).
 - `unsized`: the normal reply with no Content-Length, `cut` of its body sent, closed.
 - `stall`: the normal reply's length announced, `cut` of its body sent, then
   nothing for `delay` seconds (0: until the client or the sandbox hangs up).
@@ -44,6 +46,7 @@ FAULT_KINDS = frozenset(
         "drop",
         "slow",
         "truncate",
+        "short",
         "after_create",
         "html",
         "content_type",
@@ -81,7 +84,7 @@ class Fault:
     html: bool = False  # "status" with a gateway's HTML page instead of JSON
     delay: float = 0.0  # for "slow" and "stall"
     content_type: str = "text/html"  # for "content_type"
-    cut: float = 0.5  # the share of the body "truncate", "unsized" and "stall" send
+    cut: float = 0.5  # the share of the body "truncate", "short", "unsized" and "stall" send
     size: int = 1024 * 1024  # the bytes "drip" announces
     interval: float = 1.0  # seconds between the bytes of "drip" and "drip_headers"
     rate: float = 1024.0  # bytes per second for "throttle"

@@ -12,13 +12,24 @@ import binascii
 import re
 from typing import Any
 
-from apimart_cli.constants import DEFAULT_MODEL, MAX_IMAGES_PER_TASK, MAX_REFERENCES
+from apimart_cli.constants import (
+    DEFAULT_MODEL,
+    IMAGE_OPERATION,
+    MAX_IMAGES_PER_TASK,
+    MAX_REFERENCES,
+    VIDEO_OPERATION,
+)
 from apimart_cli.errors import UsageError
 from apimart_cli.images import SNIFF_BYTES, image_dimensions
 from apimart_cli.sizes import RATIOS, RESOLUTIONS, parse_size, pixels_for
 
 DEFAULT_PIXELS = (1024, 1024)
-OPERATION = "image_generation"
+OPERATION = IMAGE_OPERATION
+# The sandbox's video model, and one that makes what no client can save (speech).
+VIDEO_MODEL = "veo-3.1-fast"
+SPEECH_MODEL = "sandbox-speech"
+VIDEO_SECONDS = (4, 8)
+VIDEO_PIXELS = {"16:9": (128, 72), "9:16": (72, 128)}
 # The message of the 400 that refuses base64 references (`SandboxConfig.refuse_base64`),
 # in the words of the vendor's upload page.
 BASE64_REFUSED = (
@@ -93,7 +104,31 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 # How long a client may keep a model's docs (`cache_ttl_seconds` of `/v1/model-docs`).
 DOCS_TTL_SECONDS = 3600
+
+SCHEMAS[VIDEO_MODEL] = {
+    "type": "object",
+    "properties": {
+        "model": {"type": "string", "enum": [VIDEO_MODEL]},
+        "prompt": {"type": "string", "maxLength": 4000},
+        "duration": {"type": "integer", "enum": list(VIDEO_SECONDS)},
+        "aspect_ratio": {"type": "string", "enum": list(VIDEO_PIXELS)},
+        "image_urls": {**_IMAGE_URLS, "maxItems": 1},
+    },
+    "required": ["model", "prompt"],
+    "additionalProperties": False,
+}
+SCHEMAS[SPEECH_MODEL] = {
+    "type": "object",
+    "properties": {"model": {"type": "string"}, "prompt": {"type": "string"}},
+    "required": ["model", "prompt"],
+}
+OPERATIONS = {VIDEO_MODEL: VIDEO_OPERATION, SPEECH_MODEL: "speech_generation"}
 MODEL_CREATED = 1_767_225_600  # when the sandbox says its models appeared
+
+
+def operation_of(model: object) -> str:
+    """What a model makes, as its schema says."""
+    return OPERATIONS.get(model, OPERATION) if isinstance(model, str) else OPERATION
 
 
 def models_reply() -> dict[str, Any]:
@@ -106,7 +141,7 @@ def models_reply() -> dict[str, Any]:
                 "object": "model",
                 "created": MODEL_CREATED,
                 "owned_by": "apimart",
-                "operations": [OPERATION],
+                "operations": [operation_of(model)],
             }
             for model in SCHEMAS
         ],
@@ -154,17 +189,24 @@ def schema_reply(model: str) -> dict[str, Any] | None:
     schema = SCHEMAS.get(model)
     if schema is None:
         return None
-    return {"model": model, "operation": OPERATION, "input_schema": schema}
+    return {"model": model, "operation": operation_of(model), "input_schema": schema}
 
 
 # --- Submissions ------------------------------------------------------------------------
 
 
-def validate_submission(body: Any, refuse_base64: bool = False) -> str | None:
-    """What is wrong with a submission's JSON body, in the API's words, or None."""
+def validate_submission(
+    body: Any, refuse_base64: bool = False, operation: str = OPERATION
+) -> str | None:
+    """What is wrong with a submission's JSON body, sent to the endpoint of `operation`,
+    in the API's words, or None."""
     if not isinstance(body, dict):
         return "request body must be a JSON object"
     model = body.get("model")
+    if isinstance(model, str) and model in SCHEMAS and operation_of(model) != operation:
+        return f"unsupported_generation_model: {model} makes {operation_of(model)}, not {operation}"
+    if operation == VIDEO_OPERATION and _has_data_uri(body):
+        return "image_requires_upload: upload reference images and pass their URLs"
     if model == DEFAULT_MODEL:
         problem = _default_model_problem(body)
     elif isinstance(model, str) and model in SCHEMAS:

@@ -14,7 +14,7 @@ from http import HTTPStatus
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
-from apimart_cli.constants import MAX_REFERENCE_BYTES
+from apimart_cli.constants import IMAGE_OPERATION, MAX_REFERENCE_BYTES, VIDEO_OPERATION
 from apimart_cli.images import EXTENSIONS, sniff_mime
 from apimart_cli.sandbox.clock import Clock, SystemClock
 from apimart_cli.sandbox.config import SandboxConfig
@@ -29,6 +29,7 @@ from apimart_cli.sandbox.rules import (
 )
 from apimart_cli.sandbox.server import OriginServer, Reply
 from apimart_cli.sandbox.state import Task, Upload, new_task, new_task_id, task_view
+from apimart_cli.sandbox.videos import cached_video
 
 # How often the serving loops look for a stop request.
 SHUTDOWN_POLL_SECONDS = 0.01
@@ -43,6 +44,7 @@ UPLOAD_TTL = 72 * 3600.0
 MULTIPART_SLACK_BYTES = 64 * 1024
 RECORDED_STRING_CHARS = 1024 * 1024
 SUBMIT_PATH = "/v1/images/generations"
+VIDEO_SUBMIT_PATH = "/v1/videos/generations"
 TASK_PATH_PREFIX = "/v1/tasks/"
 BALANCE_PATHS = ("/v1/balance", "/v1/user/balance")
 UPLOAD_PATH = "/v1/uploads/images"
@@ -66,7 +68,7 @@ ERROR_TYPES = {
 }
 MALFORMED_BODY = b'{"code": 200, "data": {"status": "submi'
 HTML_PAGE = "<html><head><title>{0}</title></head><body><h1>{0}</h1><hr>nginx</body></html>"
-_IMAGE_PATH_RE = re.compile(r"^/f/image/(?:\.\.%2F)*(task_[0-9A-Z]+)_(\d+)\.png$")
+_IMAGE_PATH_RE = re.compile(r"^/f/image/(?:\.\.%2F)*(task_[0-9A-Z]+)_(\d+)\.(?:png|mp4)$")
 _UPLOAD_PATH_RE = re.compile(r"^/f/upload/([0-9a-f]+)/[^/]+$")
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _UNSAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -228,7 +230,7 @@ class Sandbox:
             self._faults.clear()
 
     def submissions(self) -> list[RecordedRequest]:
-        """The POSTs to /v1/images/generations that created tasks."""
+        """The POSTs to /v1/images/generations (or videos) that created tasks."""
         with self._lock:
             return [request for request in self.requests if request.task_id is not None]
 
@@ -412,6 +414,8 @@ class Sandbox:
             return error_reply(fault.status, _fault_message(fault.status))
         if kind == "truncate":
             reply.send = int(size * fault.cut)
+        elif kind == "short":
+            reply.body = reply.body[: int(size * fault.cut)]  # its length announced as whole
         elif kind == "unsized":
             reply.sized, reply.send = False, int(size * fault.cut)
         elif kind == "stall":
@@ -472,7 +476,9 @@ class Sandbox:
             limited = self._rate_limited("submit")
             if limited:
                 return limited
-            problem = validate_submission(record.json, self.config.refuse_base64)
+            videos = urlsplit(record.path).path == VIDEO_SUBMIT_PATH
+            operation = VIDEO_OPERATION if videos else IMAGE_OPERATION
+            problem = validate_submission(record.json, self.config.refuse_base64, operation)
             if problem:
                 return error_reply(400, problem)
             task = new_task(
@@ -590,9 +596,17 @@ class Sandbox:
         if self.clock.monotonic() - task.started >= task.duration + self.config.image_ttl:
             return error_reply(410, "image expired")
         version = task.versions.get(index, 0)
-        noise_seed = f"{self.config.seed}:{task.id}:{index}" if self.config.noise else None
-        data = cached_image(*task.pixels, task.prompt, index, noise_seed, version)
-        reply = _range_reply(data, record.headers, "image/png", *task.image_validators(index))
+        if task.video_seconds is not None:
+            seed = f"{self.config.seed}:{task.id}:{task.prompt}"
+            data = cached_video(
+                *task.pixels, task.video_seconds, seed, self.config.video_bytes, version
+            )
+            content_type = "video/mp4"
+        else:
+            noise_seed = f"{self.config.seed}:{task.id}:{index}" if self.config.noise else None
+            data = cached_image(*task.pixels, task.prompt, index, noise_seed, version)
+            content_type = "image/png"
+        reply = _range_reply(data, record.headers, content_type, *task.image_validators(index))
         reply.rate = self.config.download_rate
         return reply
 
@@ -675,7 +689,7 @@ def _without_credentials(request: dict[str, Any]) -> dict[str, Any]:
 def _api_endpoint(method: str, path: str) -> str | None:
     """Which API endpoint a request is for, or None."""
     if method == "POST":
-        return {SUBMIT_PATH: "submit", UPLOAD_PATH: "upload"}.get(path)
+        return {SUBMIT_PATH: "submit", VIDEO_SUBMIT_PATH: "submit", UPLOAD_PATH: "upload"}.get(path)
     if method != "GET":
         return None
     if path.startswith(TASK_PATH_PREFIX):

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
+from apimart_cli.constants import VIDEO_OPERATION
 from apimart_cli.sandbox.config import SandboxConfig
-from apimart_cli.sandbox.rules import output_pixels
+from apimart_cli.sandbox.rules import VIDEO_PIXELS, operation_of, output_pixels
 
 # Task ids: "task_01K" and 23 Crockford base32 characters, like the service's.
 TASK_ID_PREFIX = "task_01K"
@@ -27,6 +28,8 @@ TASK_ID_RANDOM_CHARS = 23
 SUBMITTED_SHARE = 0.1
 # Made-up prices per image (credits are ten times the cost, as in APIMart's example replies).
 COST_PER_IMAGE = {"1k": 0.05, "2k": 0.08, "4k": 0.12}
+COST_PER_VIDEO_SECOND = 0.1
+DEFAULT_VIDEO_SECONDS = 4
 CREDITS_PER_COST = 10
 # A result URL whose last part tries to climb out of the user's output folder.
 HOSTILE_URL_PREFIX = "..%2F..%2F"
@@ -61,6 +64,11 @@ class Task:
     duration: float  # seconds from submission to the final status
     echo_key: bool = False  # the failure reason echoes the key of whoever asks
     versions: dict[int, int] = field(default_factory=dict)  # image index -> times it changed
+    video_seconds: float | None = None  # a video task's: the length of its one video
+
+    @property
+    def extension(self) -> str:
+        return ".png" if self.video_seconds is None else ".mp4"
 
     def done(self, now: float) -> bool:
         return now - self.started >= self.duration
@@ -91,6 +99,11 @@ def new_task(
     elif failed_by_chance:
         outcome, error = "failed", "The sandbox failed this task at random (failure_rate)."
     cost = round(COST_PER_IMAGE.get(body.get("resolution", "1k"), COST_PER_IMAGE["1k"]) * n, 5)
+    pixels, video_seconds = output_pixels(body), None
+    if operation_of(body.get("model")) == VIDEO_OPERATION:
+        n, video_seconds = 1, float(body.get("duration", DEFAULT_VIDEO_SECONDS))
+        pixels = VIDEO_PIXELS[body.get("aspect_ratio", "16:9")]
+        cost = round(COST_PER_VIDEO_SECOND * video_seconds, 5)
     duration = config.duration
     if isinstance(duration, tuple):
         duration = rng.uniform(*duration)
@@ -98,7 +111,7 @@ def new_task(
         new_task_id(),
         prompt,
         n,
-        output_pixels(body),
+        pixels,
         outcome,
         error,
         cost,
@@ -106,6 +119,7 @@ def new_task(
         wall,
         duration,
         echo_key,
+        video_seconds=video_seconds,
     )
 
 
@@ -159,17 +173,20 @@ def _task_view(
     climb = HOSTILE_URL_PREFIX if config.hostile_word in task.prompt else ""
     images = [
         {
-            "url": [f"{image_base_url}/f/image/{climb}{task.id}_{i}.png"],
+            "url": [f"{image_base_url}/f/image/{climb}{task.id}_{i}{task.extension}"],
             "expires_at": expires_at,
         }
         for i in range(task.n)
     ]
+    result: dict[str, Any] = {"images": images}
+    if task.video_seconds is not None:
+        result = {"videos": [{**video, "duration": task.video_seconds} for video in images]}
     view.update(
         progress=100,
         completed=int(completed),
         actual_time=math.ceil(task.duration),
         credits_cost=round(task.cost * CREDITS_PER_COST, 5),
-        result={"images": images},
+        result=result,
     )
     return view
 

@@ -101,6 +101,8 @@ def test_json() -> None:
         "base_url": API,
         "sandbox": False,
         "state": "failed",
+        "kind": "image",
+        "duration": None,
         "saved": False,
         "expires_at": None,
         "prompt": "a blue whale",

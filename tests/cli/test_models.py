@@ -57,7 +57,7 @@ def test_a_model_prints_its_input_schema(api: str, httpx_mock: HTTPXMock, wrappe
     )
     result = run("models", "flux-2-pro")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == SCHEMA
+    assert json.loads(result.stdout) == {**SCHEMA, "operation": "image_generation"}
 
 
 def test_a_model_without_a_schema_exits_1(api: str, httpx_mock: HTTPXMock) -> None:
@@ -68,3 +68,34 @@ def test_a_model_without_a_schema_exits_1(api: str, httpx_mock: HTTPXMock) -> No
     assert result.exit_code == 1
     assert result.stdout == ""
     assert "no input schema for the model nope" in result.stderr
+
+
+def test_type_filters_by_what_each_entry_says_else_by_its_schema(
+    api: str, httpx_mock: HTTPXMock, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APIMART_DATA_DIR", str(tmp_path / "data"))
+    listed = [
+        {"id": "gpt-image-2", "operations": ["image_generation"]},
+        {"id": "veo-3.1-fast", "supported_endpoint_types": ["video-generation"]},
+        {"id": "mystery"},  # says nothing: its schema is asked, once
+    ]
+    httpx_mock.add_response(
+        method="GET", url=f"{API}/v1/models", json={"data": listed}, is_reusable=True
+    )
+    httpx_mock.add_response(
+        method="GET",
+        url=f"{API}/v1/model-schema?model=mystery",
+        json={"model": "mystery", "operation": "video_generation", "input_schema": SCHEMA},
+    )
+    videos = run("models", "--type", "video")
+    assert videos.exit_code == 0, videos.output
+    assert videos.stdout == "veo-3.1-fast\nmystery\n"
+    images = run("models", "--type", "image")
+    assert images.stdout == "gpt-image-2\n"
+
+
+def test_an_unknown_type_is_refused_with_nothing_sent(api: str, httpx_mock: HTTPXMock) -> None:
+    result = run("models", "--type", "audio")
+    assert result.exit_code == 2
+    assert "'audio'" in result.stderr and "--type image or --type video" in result.stderr
+    assert httpx_mock.get_requests() == []

@@ -303,3 +303,34 @@ def test_an_unknown_outcome_is_resent_with_its_key_and_paid_for_once(
         "submissions": [{"idempotency_key": key, "task_ids": [made.task_id]}]
     }
     assert again.structured_content == {"submissions": []}, "nothing is left unknown"
+
+
+def test_generate_with_a_video_model_saves_the_video_and_refuses_what_it_cannot_save(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    from apimart_cli.integrity import flaw
+    from apimart_cli.sandbox.rules import SPEECH_MODEL, VIDEO_MODEL
+
+    out = tmp_path / "out"
+    video, speech = call(
+        env,
+        tmp_path,
+        tmp_path,
+        (
+            "generate",
+            {
+                "prompt": "waves",
+                "model": VIDEO_MODEL,
+                "params": {"duration": 4},
+                "output_dir": str(out),
+            },
+        ),
+        ("generate", {"prompt": "a song", "model": SPEECH_MODEL, "output_dir": str(out)}),
+    )
+    assert not video.is_error, text(video)
+    (task,) = video.structured_content["tasks"]
+    (path,) = task["files"]
+    assert path.endswith(".mp4") and flaw(Path(path).read_bytes(), to_the_end=True) is None
+    assert speech.is_error
+    error = speech.structured_content["error"]
+    assert error["exit_code"] == 2 and "speech_generation" in error["message"]
