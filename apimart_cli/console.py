@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from typing import TextIO, cast
 
 from apimart_cli.errors import ApimartError, ServiceError
 
 _lock = threading.Lock()
+_started = time.monotonic()  # the command's start, for the one clock progress shows
 _quiet = False
 _verbose = False
 _secrets: frozenset[str] = frozenset()
@@ -26,8 +28,14 @@ MIN_SECRET_CHARS = 8
 
 
 def configure(*, quiet: bool = False, verbose: bool = False) -> None:
-    global _quiet, _verbose, _secrets
+    global _quiet, _verbose, _secrets, _started
     _quiet, _verbose, _secrets = quiet, verbose, frozenset()
+    _started = time.monotonic()
+
+
+def started() -> float:
+    """When the command started (`time.monotonic`): every progress clock counts from it."""
+    return _started
 
 
 def hide(secret: str) -> None:

@@ -457,7 +457,7 @@ class BatchRun:
             if self._closed:  # too late to report: a rerun finds the file
                 return
             if not saved.kept_existing:
-                self._display.message(f"line {run.job.line}: saved {saved.path}")
+                self._display.saved(run.job.line, index, str(saved.path))
             elif saved.path.name not in run.files:  # a file from this job's earlier run is no news
                 self._display.warning(
                     f"line {run.job.line}: kept the existing {saved.path} (--force replaces it)"

@@ -203,7 +203,7 @@ def generate(
             raise
         for task_id in task_ids:
             if wait:
-                console.warn(task_id)  # standard output is for the saved paths
+                console.info(task_id)  # standard output is for the saved paths; -q: nothing
             elif as_json:
                 console.data_json({"task_id": task_id, "status": "submitted"})
             else:
