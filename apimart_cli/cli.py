@@ -45,8 +45,15 @@ def new_app(commands: Iterable[str] = COMMANDS) -> typer.Typer:
         if name == "config":
             app.add_typer(module.app, name=name)
         else:
-            app.command(name)(getattr(module, name))
+            command = getattr(module, name)
+            app.command(name, short_help=_summary(command.__doc__))(command)
     return app
+
+
+def _summary(doc: str | None) -> str:
+    """A command's whole first line, for the list of commands: Click would cut it to
+    fit the 80 columns it formats help to, whatever the terminal's width."""
+    return (doc or "").strip().splitlines()[0]
 
 
 def listing_app() -> typer.Typer:
@@ -58,7 +65,7 @@ def listing_app() -> typer.Typer:
     for name in [*(name for name in COMMANDS if name != "config"), "config"]:
         module = importlib.import_module(f"apimart_cli.commands.{name}")
         summary = module.HELP if name == "config" else getattr(module, name).__doc__
-        app.command(name, help=summary)(_listed)
+        app.command(name, help=summary, short_help=_summary(summary))(_listed)
     return app
 
 

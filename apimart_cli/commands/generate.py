@@ -139,6 +139,7 @@ def generate(
 
     The id is written to the local history before it is printed.
 
+    \b
         apimart generate "a lighthouse at dawn" -s 16:9 -r 2k --wait -o out/
         apimart generate "ink it" -i sketch.png --refs upload
         apimart generate "a fox" --model gpt-image-2-official --param quality=high

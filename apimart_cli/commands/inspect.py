@@ -21,6 +21,7 @@ def inspect(
     Read from the `apimart` iTXt chunk saved in every PNG (unless --no-metadata).
     An image without it exits 1.
 
+    \b
         apimart inspect out/task_01K..._0.png
     """
     from apimart_cli.provenance import inspect as read_provenance

@@ -26,8 +26,9 @@ def models(
 ) -> None:
     """List the service's models, one id per line; with MODEL, print its input schema.
 
-    apimart models
-    apimart models gpt-image-2-official | jq .properties.quality
+    \b
+        apimart models
+        apimart models gpt-image-2-official | jq .properties.quality
     """
     # Imported here, not at the top: every command's start-up pays for the top.
     from apimart_cli.retry import Deadline

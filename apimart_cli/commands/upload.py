@@ -28,6 +28,7 @@ def upload(
     Every file is checked before any is sent. A file uploaded before, whose URL
     still has time to live, is not sent again.
 
+    \b
         apimart upload sketch.png | xargs -I{} apimart generate "ink it" -i {}
     """
     # Imported here, not at the top: every command's start-up pays for the top.
