@@ -618,8 +618,10 @@ def summary_line(outcome: Outcome, *, downloaded: bool = True) -> str:
         _count(saved, "image") + " saved"
         if downloaded
         else _count(outcome.completed, "task") + " completed",
-        _count(len(outcome.failed), "task") + " failed",
+        _count(len(outcome.failed - outcome.not_completed), "task") + " failed",
     ]
+    if outcome.not_completed:
+        parts.append(f"{len(outcome.not_completed)} not completed yet")
     if outcome.timed_out and outcome.unfinished:
         parts.append(f"{len(outcome.unfinished)} unfinished")
     if outcome.costs:

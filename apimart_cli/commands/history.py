@@ -28,7 +28,9 @@ STATES = (
 
 
 def _cost(cost: float | None) -> str:
-    return "" if cost is None else f"{cost:g}"
+    from apimart_cli.tables import cost_text
+
+    return "" if cost is None else cost_text(cost)
 
 
 def _row(record: "TaskRecord") -> list[str]:
@@ -128,7 +130,9 @@ def history(
             "or its reply was lost): look it up by its idempotency key on your APIMart "
             "dashboard before submitting it again."
         )
-    costs = [record.cost for record in records if record.cost is not None]
+    # A sandbox's costs are make-believe: listed, never summed with what was paid.
+    costs = [r.cost for r in records if r.cost is not None and not r.sandbox]
+    sandboxed = sum(record.sandbox for record in records)
     total = sum(costs)
     if as_json:
         for record in records:
@@ -156,19 +160,25 @@ def history(
     else:
         for row in rows:
             console.data("\t".join(row))
-    console.info(_total_line(len(records), len(costs), total))
+    console.info(_total_line(len(records), len(costs), total, sandboxed))
 
 
-def _total_line(listed: int, with_cost: int, total: float) -> str:
+def _total_line(listed: int, with_cost: int, total: float, sandboxed: int = 0) -> str:
+    from apimart_cli.tables import cost_text
+
     tasks = f"{listed} task{'s' * (listed != 1)}"
+    aside = f"; {sandboxed} sent to a sandbox, not counted" if sandboxed else ""
     if not with_cost:
-        return f"{tasks}, no cost reported."
-    unknown = listed - with_cost
+        return f"{tasks}, no cost reported{aside}."
+    unknown = listed - with_cost - sandboxed
     without = f" ({unknown} without a cost reported)" if unknown else ""
-    return f"{tasks}, cost {total:g} in all{without}."
+    return f"{tasks}, cost {cost_text(total)} in all{without}{aside}."
 
 
 def _total_json(listed: int, total: float | None) -> str:
     import json
 
-    return json.dumps({"total": {"tasks": listed, "cost": total}})
+    from apimart_cli.tables import cost_number
+
+    cost = None if total is None else cost_number(total)
+    return json.dumps({"total": {"tasks": listed, "cost": cost}})

@@ -28,12 +28,14 @@ def inspect(
     from apimart_cli.provenance import readable
 
     code, shown = ExitCode.OK, 0
+    errors: list[ApimartError] = []
     for path in images:
         try:
             stored = read_provenance(path)
         except ApimartError as error:
             console.report_error(error)
             code = max(code, error.exit_code)
+            errors.append(error)
             continue
         if as_json:
             console.data_json(stored)
@@ -46,4 +48,13 @@ def inspect(
         width = max((len(label) for label, _ in lines), default=0)
         for label, text in lines:
             console.data(f"  {label.ljust(width)}  {text}")
+    if as_json and errors:  # one error object for the run, as every command prints
+        whole = errors[0] if len(errors) == 1 else None
+        console.error_json(
+            whole
+            or ApimartError(
+                f"{len(errors)} of {len(images)} images could not be read.",
+                exit_code=code,
+            )
+        )
     raise typer.Exit(int(code))

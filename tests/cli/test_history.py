@@ -227,3 +227,19 @@ def test_on_a_narrow_terminal_every_task_id_is_shown_whole(
         assert task_id in result.stdout  # on one line, not cut, not folded
     assert "(sandbox)" in result.stdout
     assert "…" in result.stdout  # the prompt is what gives way
+
+
+def test_totals_follow_the_cost_rule_and_leave_sandbox_costs_out() -> None:
+    for task_id in ("task_01", "task_02", "task_03"):
+        record(task_id)
+    record("task_09", base_url="http://127.0.0.1:8787")
+    with History.open() as history:
+        for task_id in ("task_01", "task_02", "task_03", "task_09"):
+            history.update(task_id, state="completed", cost=0.05)
+
+    result = run("history", "--json")
+    assert json.loads(result.stderr) == {"total": {"tasks": 4, "cost": 0.15}}
+    assert "0.15000000000000002" not in result.stderr
+
+    result = run("history")
+    assert result.stderr == ("4 tasks, cost 0.15 in all; 1 sent to a sandbox, not counted.\n")
