@@ -574,7 +574,7 @@ def make_reporter(*, as_json: bool = False, download: bool = True) -> SilentRepo
 def save_hooks(reporter: SilentReporter | None, *, stamp: bool, preview: bool = False) -> SaveHooks:
     """The steps around each saved image that the settings ask for: the provenance
     chunk in each PNG (`stamp`), and an inline preview drawn above the progress
-    (`preview`, on a terminal that can show one; a --verbose note says why not)."""
+    (`preview`, on a terminal that can show one; else a note says why not)."""
     from apimart_cli.engine import SaveHooks
 
     stamper = None
@@ -588,7 +588,8 @@ def save_hooks(reporter: SilentReporter | None, *, stamp: bool, preview: bool = 
         from apimart_cli.preview import previewer
 
         wanted = not console.is_quiet()
-        shows = previewer(wanted, is_terminal=console.is_terminal(sys.stderr), note=console.debug)
+        # Where it cannot draw, one note says why (previews were asked for).
+        shows = previewer(wanted, is_terminal=console.is_terminal(sys.stderr), note=console.info)
 
     def stamp_part(part: Path, task: Task, index: int) -> None:
         assert stamper is not None

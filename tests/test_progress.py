@@ -321,3 +321,12 @@ def test_costs_follow_one_rule_everywhere() -> None:
         "0.1056",
         "0",
     ]
+
+
+def test_a_preview_that_cannot_be_drawn_says_so_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from apimart_cli.progress import save_hooks
+
+    console.configure()
+    hooks = save_hooks(SilentReporter(), stamp=False, preview=True)
+    assert hooks.after_save is None
+    assert lines(capsys) == ["No inline preview: standard error is not a terminal."]

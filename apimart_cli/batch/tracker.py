@@ -122,9 +122,11 @@ class JobTracker:
         outcomes = [run.outcome() for run in self.runs]
         parts = [f"{outcomes.count(k)} {k}" for k in OUTCOMES if k == "done" or k in outcomes]
         files = sum(len(run.files) for run in self.runs)
+        from apimart_cli.tables import cost_text
+
         cost = sum(run.cost or 0.0 for run in self.runs)
         self.display.message(
             f"Batch: {len(self.runs)} job(s): {', '.join(parts)}; {files} file(s); "
-            f"cost {cost:.2f}; {elapsed:.1f} s."
+            f"cost {cost_text(cost)}; {elapsed:.1f} s."
         )
         return max([self.code, *(run.code for run in self.runs)])

@@ -169,7 +169,8 @@ def generate(
     }
     ignored = [flag for flag, given in only_with_wait.items() if given and not wait]
     if ignored:
-        console.warn(f"Note: {', '.join(ignored)} only apply with --wait; ignored.")
+        verb = "applies" if len(ignored) == 1 else "apply"
+        console.warn(f"Note: {', '.join(ignored)} only {verb} with --wait; ignored.")
     if dry_run:
         console.data_json(request.dry_run(), indent=2)
         return

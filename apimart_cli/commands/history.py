@@ -8,6 +8,7 @@ import typer
 
 from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, open_history
+from apimart_cli.commands.common import state as app_state
 from apimart_cli.commands.options import JsonOpt
 from apimart_cli.errors import UsageError
 
@@ -71,10 +72,13 @@ def _states(given: list[str]) -> list[str]:
 
 @handles_errors
 def history(
+    ctx: typer.Context,
     pending: Annotated[
         bool,
         typer.Option(
-            "--pending", help="Only what `wait --pending` picks up: unfinished, or never saved."
+            "--pending",
+            help="Only what `wait --pending` picks up: unfinished, or never saved, "
+            "sent to the current base URL.",
         ),
     ] = False,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 20,
@@ -120,10 +124,20 @@ def history(
 
     states = _states(state or [])
     after = parse_since(since) if since is not None else None
+    # --pending is exactly what `wait --pending` picks up: the same query, so the two agree.
+    base_url = app_state(ctx).settings().base_url if pending else None
     with open_history() as log:
         records = log.list(
-            pending_only=pending, limit=limit, since=after, search=search, states=states
+            pending_only=pending,
+            limit=limit,
+            since=after,
+            search=search,
+            states=states,
+            base_url=base_url,
         )
+        if pending:
+            others = log.list(pending_only=True, since=after, search=search, states=states)
+            _say_what_else_is_pending([r for r in others if r.base_url != base_url])
     if pending and any(record.task_id is None for record in records):
         console.warn(
             "A submission with no task id may still have created a task (it was cut short, "
@@ -161,6 +175,23 @@ def history(
         for row in rows:
             console.data("\t".join(row))
     console.info(_total_line(len(records), len(costs), total, sandboxed))
+
+
+def _say_what_else_is_pending(others: "list[TaskRecord]") -> None:
+    """The unfinished tasks `wait --pending` leaves out here, and why."""
+    sandboxed = sum(record.sandbox for record in others)
+    if sandboxed:
+        console.info(
+            f"Not listed: {sandboxed} unfinished task(s) sent to a sandbox, which ended "
+            "with it; `apimart history --forget-sandbox` removes them."
+        )
+    urls = sorted({record.base_url for record in others if not record.sandbox})
+    if urls:
+        count = len(others) - sandboxed
+        console.info(
+            f"Not listed: {count} unfinished task(s) sent to {', '.join(urls)}; "
+            "wait for them with `apimart --base-url URL wait --pending`."
+        )
 
 
 def _total_line(listed: int, with_cost: int, total: float, sandboxed: int = 0) -> str:

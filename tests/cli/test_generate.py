@@ -431,7 +431,7 @@ def test_429_is_resent_with_the_same_idempotency_key(api: str, httpx_mock: HTTPX
 
     assert result.exit_code == 0, result.output
     assert result.stdout == "task_01\n"
-    assert result.stderr == "The server answered 429: slow down Retrying in 0.0 s (try 2).\n"
+    assert result.stderr == "The server answered 429: slow down. Retrying in 0.0 s (try 2).\n"
     first, second = idempotency_keys(httpx_mock)
     assert first == second
     [row] = history_rows()

@@ -49,7 +49,7 @@ def test_newest_first_one_line_each_off_a_terminal() -> None:
     assert result.stderr == "4 tasks, cost 0.06 in all (2 without a cost reported).\n"
 
 
-def test_pending_keeps_the_unfinished_ones() -> None:
+def test_pending_keeps_the_unfinished_ones(api: str) -> None:
     fill()
 
     result = run("history", "--pending")
@@ -162,7 +162,7 @@ def test_a_bad_filter_exits_2_naming_it(args: list[str], message: str) -> None:
     assert result.stderr.splitlines()[0] == message
 
 
-def test_pending_includes_completed_tasks_whose_images_were_never_saved() -> None:
+def test_pending_includes_completed_tasks_whose_images_were_never_saved(api: str) -> None:
     record("task_unsaved")
     record("task_saved")
     with History.open() as history:
@@ -243,3 +243,23 @@ def test_totals_follow_the_cost_rule_and_leave_sandbox_costs_out() -> None:
 
     result = run("history")
     assert result.stderr == ("4 tasks, cost 0.15 in all; 1 sent to a sandbox, not counted.\n")
+
+
+def test_pending_lists_what_wait_pending_picks_up_and_says_what_else_there_is(
+    api: str,
+) -> None:
+    record("task_here")
+    record("task_elsewhere", base_url="https://other.example")
+    record("task_sandbox", base_url="http://127.0.0.1:8787")
+
+    result = run("history", "--pending")
+
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == ["task_here"]
+    with History.open() as history:
+        assert history.pending_ids(API) == ["task_here"]  # what `wait --pending` waits for
+    assert result.stderr.splitlines()[:2] == [
+        "Not listed: 1 unfinished task(s) sent to a sandbox, which ended with it; "
+        "`apimart history --forget-sandbox` removes them.",
+        "Not listed: 1 unfinished task(s) sent to https://other.example; "
+        "wait for them with `apimart --base-url URL wait --pending`.",
+    ]
