@@ -9,6 +9,7 @@ command goes on without it, after one warning.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -145,3 +146,25 @@ class Cache:
                 self._warn(
                     f"Warning: the cache {self.path} cannot be used ({exc}); going on without it."
                 )
+
+
+MODELS_FILE = "models.txt"
+
+
+def remember_models(ids: list[str]) -> None:
+    """The service's model ids, one a line, in `models.txt` beside the cache: what the
+    shell completions offer after --model (they cannot read SQLite). Best effort: a
+    folder that cannot be written only leaves the completions with the built-in ids."""
+    import re
+
+    path = default_path().with_name(MODELS_FILE)
+    # Only plain ids: the file is read by shell scripts.
+    text = "".join(f"{i}\n" for i in ids if re.fullmatch(r"[A-Za-z0-9][\w.:/-]{0,127}", i))
+    part = path.with_name(f".{MODELS_FILE}.{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part.write_text(text, encoding="utf-8")
+        part.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            part.unlink()

@@ -38,8 +38,12 @@ def models(
     client = app.client(app.settings(), Deadline.after(timeout))  # nothing outlasts --timeout
     with client:
         if model is None:
-            for item in client.list_models():
+            from apimart_cli.cache import remember_models
+
+            listed = list(client.list_models())
+            for item in listed:
                 console.data_json(item) if as_json else console.data(str(item["id"]))
+            remember_models([str(item["id"]) for item in listed])  # for shell completion
             return
         schema = model_info(client, model, warn=console.warn)
     console.data_json(schema, indent=None if as_json else 2)

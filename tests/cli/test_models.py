@@ -68,3 +68,15 @@ def test_a_model_without_a_schema_exits_1(api: str, httpx_mock: HTTPXMock) -> No
     assert result.exit_code == 1
     assert result.stdout == ""
     assert "no input schema for the model nope" in result.stderr
+
+
+def test_the_listed_ids_are_kept_for_shell_completion(api: str, httpx_mock: HTTPXMock) -> None:
+    from apimart_cli.cache import MODELS_FILE, default_path
+
+    weird = {"id": "$(rm -rf ~)", "object": "model"}  # read by shell scripts: left out
+    httpx_mock.add_response(
+        method="GET", url=f"{API}/v1/models", json={"object": "list", "data": [*MODELS, weird]}
+    )
+    assert run("models").exit_code == 0
+    kept = default_path().with_name(MODELS_FILE).read_text()
+    assert kept == "gpt-image-2\nflux-2-pro\n"
