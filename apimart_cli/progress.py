@@ -303,12 +303,12 @@ def _amounts(received: int, total: int | None) -> str:
 
 
 def _rate(rate: float) -> str:
-    """'147 KiB/s': whole numbers, the rate changes too often for decimals to read."""
-    for unit in ("B", "KiB", "MiB"):
-        if rate < 1024 or unit == "MiB":
+    """'147 KiB/s', '1.2 MiB/s': few digits, the rate changes too often to read more."""
+    for unit in ("B", "KiB"):
+        if rate < 1024:
             return f"{rate:.0f} {unit}/s"
         rate /= 1024
-    return f"{rate:.0f} MiB/s"  # pragma: no cover - the loop always returns
+    return f"{rate:.1f} MiB/s"
 
 
 # How long a task last seen "submitted" is shown so once its time since submission runs
@@ -768,14 +768,31 @@ class RichBatchDisplay(SilentBatchDisplay):
         self._cost = 0.0
         self._lock = threading.Lock()
         clock = _row_columns(8)[-1]  # the command's clock, as on every other display
+
+        class OnlyOnTheBar(BarColumn):  # the second line (downloads, cost) has no bar
+            def render(self, task: Any) -> Any:
+                return "" if task.fields.get("plain") else super().render(task)
+
+        class Count(TextColumn):
+            def render(self, task: Any) -> Any:
+                return "" if task.fields.get("plain") else super().render(task)
+
+        class Clock(type(clock)):  # type: ignore[misc]
+            def render(self, task: Any) -> Any:
+                return "" if task.fields.get("plain") else super().render(task)
+
         self._progress = _progress_on_stderr(
             TextColumn("{task.description}", markup=False, table_column=Column(overflow="fold")),
-            BarColumn(bar_width=8),
-            TextColumn("{task.fields[ended]}/{task.total:.0f}", markup=False),
-            clock,
+            OnlyOnTheBar(bar_width=8),
+            Count("{task.fields[ended]}/{task.total:.0f}", markup=False),
+            Clock(table_column=clock.get_table_column()),
         )
         self._bar = self._progress.add_task(
             self._counts(), total=len(self._stages), ended=0, row=_Row((0, 0), "")
+        )
+        # A second line, while images download or once there is a cost.
+        self._extra = self._progress.add_task(
+            "", total=None, visible=False, plain=True, ended=0, row=_Row((0, 1), "")
         )
 
     def start(self) -> None:
@@ -819,17 +836,23 @@ class RichBatchDisplay(SilentBatchDisplay):
         self._progress.stop()
 
     def _counts(self) -> str:
-        from apimart_cli.tables import cost_text
-
         counts = {stage: 0 for stage in BATCH_STAGES}
         for stage in self._stages.values():
             counts[stage] += 1
-        text = " · ".join(f"{k} {v}" for k, v in counts.items() if v or k in ("done", "queued"))
+        return " · ".join(f"{k} {v}" for k, v in counts.items() if v or k == "done")
+
+    def _downloads(self) -> str:
+        """The second line: the images downloading and their rate, and the cost."""
+        from apimart_cli.tables import cost_text
+
+        parts = []
         if self._transfers:
             rate = sum(rate for _, rate, _ in self._transfers.values())
             count = len(self._transfers)
-            text += f" · {count} image{'s' if count != 1 else ''} downloading, {_rate(rate)}"
-        return text + f" · cost {cost_text(self._cost)}"
+            parts.append(f"{count} image{'s' if count != 1 else ''} downloading, {_rate(rate)}")
+        if self._cost:
+            parts.append(f"cost {cost_text(self._cost)}")
+        return " · ".join(parts)
 
     def _done(self) -> float:
         """How many jobs' worth of work is done: those ended, and a share of the rest."""
@@ -851,6 +874,8 @@ class RichBatchDisplay(SilentBatchDisplay):
         self._progress.update(
             self._bar, description=self._counts(), completed=self._done(), ended=ended
         )
+        extra = self._downloads()
+        self._progress.update(self._extra, description=extra, visible=bool(extra))
 
 
 def make_batch_display(lines: Iterable[int]) -> BatchDisplay:

@@ -191,7 +191,8 @@ def test_the_rich_batch_display_counts_jobs_by_stage_and_the_cost(
     display.job(2, "done")
     display.job(3, "failed")
     display.cost(0.25)
-    assert display._counts() == "queued 0 · submitted 1 · done 1 · failed 1 · cost 0.25"
+    assert display._counts() == "submitted 1 · done 1 · failed 1"
+    assert display._downloads() == "cost 0.25"  # on a line of its own: 80 columns hold both
     display.message("line 2: saved out/[1].png")  # brackets are not markup
     display.close()
     assert "line 2: saved out/[1].png" in capsys.readouterr().err
@@ -215,11 +216,11 @@ def test_the_rich_batch_display_shows_the_images_downloading_until_their_job_end
     display = RichBatchDisplay([1, 2])
     display.transferred(1, 0, 0, 1000)
     display.transferred(2, 0, 0, None)
-    assert " · 2 images downloading, " in display._counts()
+    assert display._downloads().startswith("2 images downloading, ")
     display.job(1, "done")
-    assert " · 1 image downloading, " in display._counts()
+    assert display._downloads().startswith("1 image downloading, ")
     display.job(2, "failed")
-    assert "downloading" not in display._counts()
+    assert display._downloads() == ""
     display.close()
 
 
