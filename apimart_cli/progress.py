@@ -130,7 +130,7 @@ class _TransferNotes:
         totals = [total for _, (_, _, total) in running]
         whole = None if None in totals else sum(t or 0 for t in totals)
         rate = sum(t.rate(now, r) for _, (t, r, _) in running)
-        return f"{len(running)} images {_transfer_text(got, whole, rate)}"
+        return f"{len(running)} images: {_transfer_text(got, whole, rate)}"
 
     def done(self, key: tuple[object, int]) -> None:
         """This image's download is over (saved, or given up)."""

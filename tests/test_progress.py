@@ -281,7 +281,7 @@ def test_many_images_downloading_off_a_terminal_make_one_line_every_few_seconds(
     clock.now += 1
     for line in range(1, 9):
         display.transferred(line, 0, 512 * 1024, 1024 * 1024)
-    assert lines(capsys) == ["8 images downloading 4.0 MiB of 8.0 MiB, 819.2 KiB/s"]
+    assert lines(capsys) == ["8 images: downloading 4.0 MiB of 8.0 MiB, 819.2 KiB/s"]
     display.saved(1, 0, "out/a.png")
     assert lines(capsys) == ["line 1: saved out/a.png"]
 
