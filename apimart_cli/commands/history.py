@@ -148,11 +148,13 @@ def history(
     costs = [r.cost for r in records if r.cost is not None and not r.sandbox]
     sandboxed = sum(record.sandbox for record in records)
     total = sum(costs)
+    # A total of 0 where only a sandbox reported costs; none where nothing did.
+    reported = bool(costs) or any(r.cost is not None for r in records)
     if as_json:
         for record in records:
             console.data_json(_as_json(record))
         if not console.is_quiet():
-            console.warn(_total_json(len(records), total if costs else None))
+            console.warn(_total_json(len(records), total if reported else None))
         return
     rows = [_row(record) for record in records]
     if console.is_terminal(sys.stdout) and rows:
@@ -174,7 +176,7 @@ def history(
     else:
         for row in rows:
             console.data("\t".join(row))
-    console.info(_total_line(len(records), len(costs), total, sandboxed))
+    console.info(_total_line(len(records), len(costs), total, sandboxed, reported))
 
 
 def _say_what_else_is_pending(others: "list[TaskRecord]") -> None:
@@ -194,12 +196,14 @@ def _say_what_else_is_pending(others: "list[TaskRecord]") -> None:
         )
 
 
-def _total_line(listed: int, with_cost: int, total: float, sandboxed: int = 0) -> str:
+def _total_line(
+    listed: int, with_cost: int, total: float, sandboxed: int = 0, reported: bool = False
+) -> str:
     from apimart_cli.tables import cost_text
 
     tasks = f"{listed} task{'s' * (listed != 1)}"
     aside = f"; {sandboxed} sent to a sandbox, not counted" if sandboxed else ""
-    if not with_cost:
+    if not with_cost and not reported:
         return f"{tasks}, no cost reported{aside}."
     unknown = listed - with_cost - sandboxed
     without = f" ({unknown} without a cost reported)" if unknown else ""

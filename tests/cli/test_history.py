@@ -263,3 +263,11 @@ def test_pending_lists_what_wait_pending_picks_up_and_says_what_else_there_is(
         "Not listed: 1 unfinished task(s) sent to https://other.example; "
         "wait for them with `apimart --base-url URL wait --pending`.",
     ]
+
+
+def test_a_history_of_sandbox_tasks_only_totals_0_not_no_cost() -> None:
+    record("task_09", base_url="http://127.0.0.1:8787")
+    with History.open() as history:
+        history.update("task_09", state="completed", cost=0.05)
+    assert run("history").stderr == "1 task, cost 0 in all; 1 sent to a sandbox, not counted.\n"
+    assert json.loads(run("history", "--json").stderr) == {"total": {"tasks": 1, "cost": 0}}
