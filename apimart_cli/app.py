@@ -427,11 +427,14 @@ def models(
     settings: Settings, ui: Ui, *, deadline: Deadline, kind: str | None = None
 ) -> list[dict[str, Any]]:
     """The service's models; with `kind` ("image" or "video"), those that make it."""
+    from apimart_cli.cache import remember_models
     from apimart_cli.schema import models_of_kind
 
     with make_client(settings, deadline, ui) as client:
-        listed = client.list_models()
-        if kind is not None:
+        listed = list(client.list_models())
+        if kind is None:  # the whole list, for the shell completions of --model
+            remember_models([str(item["id"]) for item in listed])
+        else:
             listed = models_of_kind(client, listed, kind, warn=ui.warn)
         return [dict(item) for item in listed]
 
@@ -492,12 +495,19 @@ def history_records(
     since: float | None = None,
     search: str | None = None,
     states: Sequence[str] = (),
+    base_url: str | None = None,
 ) -> list[TaskRecord]:
-    """The tasks submitted from here, newest first, as the filters say."""
+    """The tasks submitted from here, newest first, as the filters say (with `base_url`,
+    only those sent there: with `pending`, what `wait --pending` picks up)."""
     with open_history(ui) as history:
         return list(
             history.list(
-                pending_only=pending, limit=limit, since=since, search=search, states=list(states)
+                pending_only=pending,
+                limit=limit,
+                since=since,
+                search=search,
+                states=list(states),
+                base_url=base_url,
             )
         )
 

@@ -14,6 +14,7 @@ lock ends with the command's deadline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -225,3 +226,25 @@ def _plain_url(value: object) -> bool:
     if not isinstance(value, str) or not value.startswith(("https://", "http://")):
         return False
     return value.isascii() and value.isprintable() and " " not in value
+
+
+MODELS_FILE = "models.txt"
+
+
+def remember_models(ids: list[str]) -> None:
+    """The service's model ids, one a line, in `models.txt` beside the cache: what the
+    shell completions offer after --model (they cannot read SQLite). Best effort: a
+    folder that cannot be written only leaves the completions with the built-in ids."""
+    import re
+
+    path = default_path().with_name(MODELS_FILE)
+    # Only plain ids: the file is read by shell scripts.
+    text = "".join(f"{i}\n" for i in ids if re.fullmatch(r"[A-Za-z0-9][\w.:/-]{0,127}", i))
+    part = path.with_name(f".{MODELS_FILE}.{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part.write_text(text, encoding="utf-8")
+        part.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            part.unlink()

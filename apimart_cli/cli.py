@@ -35,7 +35,10 @@ COMMANDS = (
     "sizes",
     "sandbox",
     "mcp",
+    "completion",
 )
+# The commands that are groups of their own: each module's Typer `app`.
+GROUPS = ("config", "completion")
 
 
 def new_app(commands: Iterable[str] = COMMANDS) -> typer.Typer:
@@ -43,11 +46,18 @@ def new_app(commands: Iterable[str] = COMMANDS) -> typer.Typer:
     app = _bare_app()
     for name in commands:
         module = importlib.import_module(f"apimart_cli.commands.{name}")
-        if name == "config":
+        if name in GROUPS:
             app.add_typer(module.app, name=name)
         else:
-            app.command(name)(getattr(module, name))
+            command = getattr(module, name)
+            app.command(name, short_help=_summary(command.__doc__))(command)
     return app
+
+
+def _summary(doc: str | None) -> str:
+    """A command's whole first line, for the list of commands: Click would cut it to
+    fit the 80 columns it formats help to, whatever the terminal's width."""
+    return (doc or "").strip().splitlines()[0]
 
 
 def listing_app() -> typer.Typer:
@@ -55,11 +65,11 @@ def listing_app() -> typer.Typer:
     name and summary, with none of its options, which Typer would read (fifteen
     signatures) only to list the names. Help for one command is that command's app."""
     app = _bare_app()
-    # As Typer lists the whole app: the commands, then the group (`config`).
-    for name in [*(name for name in COMMANDS if name != "config"), "config"]:
+    # As Typer lists the whole app: the commands, then the groups (`config`...).
+    for name in [*(name for name in COMMANDS if name not in GROUPS), *GROUPS]:
         module = importlib.import_module(f"apimart_cli.commands.{name}")
-        summary = module.HELP if name == "config" else getattr(module, name).__doc__
-        app.command(name, help=summary)(_listed)
+        summary = module.HELP if name in GROUPS else getattr(module, name).__doc__
+        app.command(name, help=summary, short_help=_summary(summary))(_listed)
     return app
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from typing import TextIO, cast
 
 from apimart_cli import secrets
@@ -22,14 +23,21 @@ from apimart_cli.secrets import redact as redact
 from apimart_cli.secrets import redact_data as redact_data
 
 _lock = threading.Lock()
+_started = time.monotonic()  # the command's start, for the one clock progress shows
 _quiet = False
 _verbose = False
 
 
 def configure(*, quiet: bool = False, verbose: bool = False) -> None:
-    global _quiet, _verbose
+    global _quiet, _verbose, _started
     _quiet, _verbose = quiet, verbose
+    _started = time.monotonic()
     secrets.forget()
+
+
+def started() -> float:
+    """When the command started (`time.monotonic`): every progress clock counts from it."""
+    return _started
 
 
 def redacting(stream: TextIO) -> TextIO:

@@ -35,6 +35,7 @@ from apimart_cli.errors import (
     ApimartError,
     ExitCode,
     HistoryError,
+    NotCompleted,
     TaskError,
     WaitTimeout,
     interrupted_code,
@@ -122,6 +123,7 @@ class Outcome:
     files: dict[str, list[Path]] = field(default_factory=dict)  # each task's images on disk
     completed: int = 0  # tasks completed (what --no-download counts)
     failed: set[str] = field(default_factory=set)  # tasks failed, or whose images did not save
+    not_completed: set[str] = field(default_factory=set)  # of those, still running (download)
     costs: dict[str, float] = field(default_factory=dict)  # as the service reported them
 
     def fail(self, code: ExitCode) -> None:
@@ -248,6 +250,8 @@ class Engine:
             self._drain()
             self._reporter.close()
         for task_id, error in polled.errors.items():
+            if isinstance(error, NotCompleted):
+                self.outcome.not_completed.add(task_id)
             self._fail(task_id, error)
         unfinished = self.unfinished()
         self._close()

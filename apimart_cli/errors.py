@@ -156,6 +156,10 @@ class TaskError(ApimartError):
     exit_code = ExitCode.FAILED
 
 
+class NotCompleted(TaskError):
+    """A task asked for its images is still running: not failed, only not done yet."""
+
+
 class WaitTimeout(ApimartError):
     """The command's `--timeout` ran out."""
 

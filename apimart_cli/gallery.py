@@ -248,7 +248,9 @@ def _when(seconds: float | None) -> str:
 
 
 def _cost(value: float | None) -> str:
-    return "—" if value is None else f"{value:g}"
+    from apimart_cli.costs import cost_text
+
+    return "—" if value is None else cost_text(value)
 
 
 def _card(entry: Entry) -> str:
@@ -319,7 +321,7 @@ def render(entries: Sequence[Entry], title: str) -> str:
     if failed:
         summary.append(f"{failed} failed")
     if costs:
-        summary.append(f"cost {sum(costs):g}")
+        summary.append(f"cost {_cost(sum(costs))}")
     cards = "\n".join(_card(entry) for entry in entries)
     empty = "" if entries else "<p>No images yet.</p>"
     return (

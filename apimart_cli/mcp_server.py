@@ -19,23 +19,28 @@ import contextlib
 import functools
 import inspect
 import json
+import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from apimart_cli import __version__, console
 from apimart_cli.constants import DEFAULT_COMMAND_TIMEOUT as COMMAND_TIMEOUT
 from apimart_cli.constants import DEFAULT_WAIT_TIMEOUT as WAIT_TIMEOUT
 from apimart_cli.errors import (
     ApimartError,
+    ExitCode,
     HistoryError,
     UsageError,
 )
@@ -65,19 +70,49 @@ makes it once); never submit such a prompt anew.
 
 class Progress:
     """The engine's reporter for a tool call: it keeps what the agent gets back, and
-    tells the agent how far along the call is (`notify(done, total, message)`)."""
+    tells the agent how far along the call is (`notify(done, total, message)`).
+
+    `done` is a real fraction of the work, in tasks: each task counts its share as
+    it moves (the service's progress, else the time against its estimate, then its
+    downloads' bytes), not only once it ends."""
+
+    # A task's share of the bar once it is completed: the rest is its downloads.
+    WAITED = 0.8
 
     def __init__(self, notify: Callable[[float, float, str], None]) -> None:
         self._notify = notify
         self._lock = threading.Lock()
         self.tasks: dict[str, dict[str, Any]] = {}  # what the agent gets, by task id
         self.errors: dict[str, ApimartError] = {}
+        self._shares: dict[str, float] = {}  # each task's work done, 0-1
+        self._bytes: dict[tuple[str, int], float] = {}  # each image's download, 0-1
+        self._replies: dict[str, Task] = {}  # each task's latest reply
+        self._last_bytes_note = 0.0
 
     def _tell(self, message: str) -> None:
         with self._lock:
-            done = sum(1 for task in self.tasks.values() if task["status"] in FINAL_STATES)
             total = len(self.tasks)
-        self._notify(done, total, console.redact(message))
+            done = 0.0
+            for task_id, task in self.tasks.items():
+                if task["status"] in FINAL_STATES and task["status"] != "completed":
+                    done += 1
+                else:
+                    done += self._shares.get(task_id, 0.0)
+        self._notify(round(min(done, total), 4), total, console.redact(message))
+
+    def _share(self, task: Task) -> float:
+        """How far along a task is (0-1) by its latest reply."""
+        from apimart_cli.progress import waiting_label
+
+        if task.status == "completed":
+            images = [v for (t, _), v in self._bytes.items() if t == task.task_id]
+            got = sum(images) / max(len(task.images), len(images), 1)
+            return min(self.WAITED + (1 - self.WAITED) * got, 0.99)  # 1 once it is finished
+        if task.finished:
+            return 1.0
+        now = time.time()
+        fraction = waiting_label(task, now=now, seen=now)[1]
+        return self.WAITED * (fraction or 0.0)
 
     def _task(self, task_id: str) -> dict[str, Any]:
         return self.tasks.setdefault(task_id, {"task_id": task_id, "status": "submitted"})
@@ -89,20 +124,32 @@ class Progress:
     def update(self, task: Task) -> None:
         with self._lock:
             entry = self._task(task.task_id)
-            changed = entry["status"] != task.status
             entry["status"] = task.status
             if task.cost is not None:
                 entry["cost"] = task.cost
-        if changed or task.progress:
-            progress = f" {task.progress}%" if task.progress else ""
-            self._tell(f"{task.task_id}: {task.status}{progress}")
+            self._shares[task.task_id] = self._share(task)
+            self._replies[task.task_id] = task
+        progress = f" {task.progress}%" if task.progress else ""
+        self._tell(f"{task.task_id}: {task.status}{progress}")
 
     def transferred(self, task_id: str, index: int, received: int, total: int | None) -> None:
-        pass  # a download's bytes: too fine-grained for an agent
+        """A download's bytes move the fraction on: told at most twice a second."""
+        now = time.monotonic()
+        with self._lock:
+            self._bytes[(task_id, index)] = received / total if total else 0.0
+            task = self._replies.get(task_id)
+            if task is not None:
+                self._shares[task_id] = self._share(task)
+            if now - self._last_bytes_note < 0.5:
+                return
+            self._last_bytes_note = now
+        self._tell(f"{task_id}: downloading its images")
 
     def saved(self, task: Task, index: int, saved: SavedFile) -> None:
         with self._lock:
             self._task(task.task_id).setdefault("files", []).append(str(saved.path))
+            self._bytes[(task.task_id, index)] = 1.0
+            self._shares[task.task_id] = self._share(task)
         self._tell(f"{task.task_id}: saved {saved.path}")
 
     def failed(self, task_id: str | None, error: ApimartError) -> None:
@@ -121,6 +168,7 @@ class Progress:
             entry["files"] = [str(path) for path in files]
             if task.error_message:
                 entry["error"] = console.redact(task.error_message)
+            self._shares[task.task_id] = 1.0
         self._tell(f"{task.task_id}: {task.status}")
 
     def image(self, escape: str) -> None:
@@ -156,7 +204,7 @@ class Tools:
     ) -> Settings:
         from apimart_cli.settings import resolve
 
-        return resolve(
+        settings = resolve(
             api_key=self._api_key,
             base_url=self._base_url,
             output_dir=output_dir,
@@ -165,6 +213,13 @@ class Tools:
             info=console.info,  # standard error: the protocol has standard output
             warn=console.warn,
         )
+        source = settings.sources.get("output_dir")
+        if output_dir is None and (source is None or source.kind == "default"):
+            # Not the server's working folder (often `/` for a desktop agent).
+            from dataclasses import replace
+
+            settings = replace(settings, output_dir=default_output_dir())
+        return settings
 
     def _ui(self, notes: list[str] | None = None) -> Ui:
         """Standard error, as for a command; or, where the agent gets them, `notes`."""
@@ -238,11 +293,29 @@ class Tools:
         ids = _checked(task_ids)
         result = app.status(self._settings(), self._ui(), ids, deadline=Deadline.after(timeout))
         tasks: list[dict[str, Any]] = []
-        for task_id, answer in zip(ids, result.answers, strict=True):
+        answers = result.answers
+        failed: list[str] = []
+        worst = ExitCode.OK
+        for task_id, answer in zip(ids, answers, strict=True):
             if isinstance(answer, ApimartError):
                 tasks.append({"task_id": task_id, "error": answer.as_data()})
+                failed.append(task_id)
+                worst = max(worst, answer.exit_code)
             else:
                 tasks.append(dict(answer.raw))
+                if answer.status in ("failed", "cancelled"):
+                    failed.append(task_id)
+                    worst = max(worst, ExitCode.FAILED)
+        if len(failed) == len(ids):  # nothing in the call went well: a failure, as data too
+            what = "could not be queried or failed" if len(ids) > 1 else "could not be queried"
+            if len(ids) == 1 and not isinstance(answers[0], ApimartError):
+                what = f"is {answers[0].status}"
+            error = ApimartError(
+                f"{'Every task' if len(ids) > 1 else 'The task'} {what}.",
+                exit_code=worst,
+                task_ids=failed,
+            )
+            raise _RunFailed(error, {"tasks": tasks})
         return {"tasks": tasks}
 
     def balance(self, *, timeout: float) -> dict[str, Any]:
@@ -301,6 +374,8 @@ class Tools:
             "tasks": [
                 {
                     "task_id": record.task_id,
+                    "base_url": record.base_url,
+                    "sandbox": record.sandbox,
                     "state": record.state,
                     "prompt": record.prompt,
                     "created_at": record.created_at,
@@ -326,6 +401,13 @@ def _ended(
     if error is not None:
         raise _RunFailed(error, result)
     return result
+
+
+def default_output_dir() -> Path:
+    """Where images go without `output_dir` or the setting: the user's pictures folder."""
+    from platformdirs import user_pictures_dir
+
+    return Path(user_pictures_dir()) / "apimart"
 
 
 class _RunFailed(ApimartError):
@@ -354,9 +436,64 @@ def _result(data: dict[str, Any]) -> CallToolResult:
     )
 
 
+# The command line's flags that a tool has as an argument; a hint naming any other
+# flag is about something the tools cannot do, and is left out.
+_ARGUMENTS = {
+    "-i/--image": "`images`",
+    "--image": "`images`",
+    "--param": "`params`",
+    "--refs": "`references`",
+    "-s/--size": "`size`",
+    "--size": "`size`",
+    "-r/--resolution": "`resolution`",
+    "--resolution": "`resolution`",
+    "-n/--n": "`n`",
+    "--model": "`model`",
+    "--timeout": "`timeout`",
+    "-o/--output": "`output_dir`",
+    "--output": "`output_dir`",
+}
+_FLAG = re.compile(r"(?<![\w-])(?:-[a-z]/)?--[a-z][a-z-]*")
+
+
+def for_agents(text: str) -> str:
+    """A message or hint as an agent can act on it: the flags a tool has as arguments
+    named as those arguments, and any sentence about another flag left out."""
+    kept = []
+    for part in re.split(r"(?<=[.;])\s+", text):
+        part = _FLAG.sub(lambda match: _ARGUMENTS.get(match.group(0), match.group(0)), part)
+        if not _FLAG.search(part):
+            kept.append(part)
+    result = " ".join(kept).strip()
+    return result[:-1] + "." if result.endswith(";") else result
+
+
+def _agent_error(error: ApimartError) -> ApimartError:
+    """`error` with its message and hint put as `for_agents` does (the same class kept)."""
+    hint = for_agents(error.hint) if error.hint else None
+    if error.message == for_agents(error.message) and hint == error.hint:
+        return error
+    error.message, error.hint = for_agents(error.message) or error.message, hint or None
+    return error
+
+
+def _argument_error(tool: str, error: ValidationError) -> ApimartError:
+    """Arguments the schema refuses, as every other failure: one error object naming
+    each bad argument and what it takes (never the values, which may be large)."""
+    problems = [
+        f"{'.'.join(str(part) for part in item['loc']) or 'arguments'}: {item['msg']}"
+        for item in error.errors()
+    ]
+    return UsageError(
+        f"Bad arguments to `{tool}`: {'; '.join(problems)}.",
+        "Call it again with the arguments its input schema describes.",
+    )
+
+
 def _failure(error: ApimartError) -> CallToolResult:
     """An error as a person sees it (message, then hint) and as `--json` prints it, with
     what was done all the same (a wait's saved files) where there is any."""
+    error = _agent_error(error)
     lines = [f"Error: {error.message}", *([error.hint] if error.hint else [])]
     data = {"error": error.as_data(), **getattr(error, "result", {})}
     text = console.redact("\n".join(lines))
@@ -384,10 +521,13 @@ async def _call(function: Callable[[], dict[str, Any]]) -> CallToolResult:
 def _notifier(ctx: Context) -> Callable[[float, float, str], None]:
     """Progress notifications from a worker thread (no-ops where the agent asked for none)."""
 
+    # The event loop's token: a download's own thread (not anyio's) can reach it too.
+    token = anyio.lowlevel.current_token()
+
     def notify(done: float, total: float, message: str) -> None:
         # Nothing to tell once the call was cancelled or the session is gone.
         with contextlib.suppress(Exception):
-            anyio.from_thread.run(ctx.report_progress, done, total or None, message)
+            anyio.from_thread.run(ctx.report_progress, done, total or None, message, token=token)
 
     return notify
 
@@ -400,7 +540,7 @@ OutputDir = Annotated[
     str | None,
     Field(
         description="Folder for the images (created if missing). Default: the output_dir "
-        "setting, else the server's working directory."
+        "setting, else apimart in the user's pictures folder."
     ),
 ]
 Timeout = Annotated[
@@ -464,8 +604,31 @@ def _generate_signature() -> inspect.Signature:
     )
 
 
+class _Server(MCPServer):
+    """The SDK's server, with arguments its schema refuses answered as every failure is."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc, UnexpectedToolError) or not isinstance(
+                exc.__cause__, ValidationError
+            ):
+                raise
+            return _failure(_argument_error(name, exc.__cause__))
+
+
 def build_server(tools: Tools) -> MCPServer:
-    server = MCPServer("apimart", version=__version__, instructions=INSTRUCTIONS)
+    server = _Server("apimart", version=__version__, instructions=INSTRUCTIONS)
+
+    def tool(annotations: ToolAnnotations) -> Callable[[Any], Any]:
+        """`server.tool`, described by the function's docstring without its indentation."""
+
+        def register(function: Any) -> Any:
+            description = inspect.cleandoc(function.__doc__ or "")
+            return server.tool(annotations=annotations, description=description)(function)
+
+        return register
 
     async def generate(ctx: Context, **arguments: Any) -> CallToolResult:
         """Generate images from a prompt (and optional reference images); by default wait
@@ -481,15 +644,15 @@ def build_server(tools: Tools) -> MCPServer:
         return await _call(call)
 
     generate.__signature__ = _generate_signature()  # type: ignore[attr-defined]
-    server.tool(annotations=ToolAnnotations(destructive_hint=False, open_world_hint=True))(generate)
+    tool(ToolAnnotations(destructive_hint=False, open_world_hint=True))(generate)
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def status(task_ids: TaskIds, timeout: Timeout = COMMAND_TIMEOUT) -> CallToolResult:
         """The state of tasks (one request each): status, progress, cost, and result URLs
         once completed. An id the service does not know has an `error` instead."""
         return await _call(functools.partial(tools.status, task_ids, timeout=timeout))
 
-    @server.tool(annotations=ToolAnnotations(destructive_hint=False, open_world_hint=True))
+    @tool(ToolAnnotations(destructive_hint=False, open_world_hint=True))
     async def wait(
         task_ids: TaskIds,
         ctx: Context,
@@ -503,7 +666,7 @@ def build_server(tools: Tools) -> MCPServer:
         )
         return await _call(call)
 
-    @server.tool(annotations=ToolAnnotations(destructive_hint=False, open_world_hint=True))
+    @tool(ToolAnnotations(destructive_hint=False, open_world_hint=True))
     async def download(
         task_ids: TaskIds,
         ctx: Context,
@@ -522,12 +685,12 @@ def build_server(tools: Tools) -> MCPServer:
         )
         return await _call(call)
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def balance(timeout: Timeout = COMMAND_TIMEOUT) -> CallToolResult:
         """The API key's remaining and used balance, as the service reports it."""
         return await _call(functools.partial(tools.balance, timeout=timeout))
 
-    @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    @tool(ToolAnnotations(read_only_hint=True, open_world_hint=False))
     async def history(
         limit: Annotated[int, Field(ge=1, le=1000, description="At most this many tasks.")] = 20,
         pending: Annotated[bool, Field(description="Only the unfinished tasks.")] = False,
@@ -539,7 +702,7 @@ def build_server(tools: Tools) -> MCPServer:
         """
         return await _call(functools.partial(tools.history, limit, pending))
 
-    @server.tool(annotations=ToolAnnotations(destructive_hint=False, open_world_hint=True))
+    @tool(ToolAnnotations(destructive_hint=False, open_world_hint=True))
     async def resend(
         keys: Annotated[
             list[str],
@@ -556,7 +719,7 @@ def build_server(tools: Tools) -> MCPServer:
         them to `wait`), or its error; a 409 means try again shortly."""
         return await _call(functools.partial(tools.resend, list(keys), timeout=timeout))
 
-    @server.tool(annotations=ToolAnnotations(destructive_hint=False, open_world_hint=True))
+    @tool(ToolAnnotations(destructive_hint=False, open_world_hint=True))
     async def upload(
         paths: Annotated[
             list[str],
@@ -569,7 +732,7 @@ def build_server(tools: Tools) -> MCPServer:
         uploaded before whose URL still lives is not sent again."""
         return await _call(functools.partial(tools.upload, paths, timeout=timeout))
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def models(
         model: Annotated[
             str | None, Field(description="A model id: return its input schema instead.")

@@ -28,7 +28,11 @@ def open_files(paths: Iterable[Path], *, note: Callable[[str], None]) -> int:
         if done:
             opened += 1
         else:
-            note(f"No viewer found to open {path}; set BROWSER to the program to use.")
+            browser = os.environ.get("BROWSER")
+            if browser:
+                note(f"Could not open {path}: BROWSER is {browser!r}, which could not be run.")
+            else:
+                note(f"No viewer found to open {path}; set BROWSER to the program to use.")
             break  # the next file would find none either
     return opened
 

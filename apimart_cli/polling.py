@@ -27,7 +27,13 @@ from apimart_cli.constants import (
     MAX_POLL_INTERVAL,
     MIN_POLL_INTERVAL,
 )
-from apimart_cli.errors import ApimartError, APIStatusError, TaskError, WaitTimeout
+from apimart_cli.errors import (
+    ApimartError,
+    APIStatusError,
+    NotCompleted,
+    TaskError,
+    WaitTimeout,
+)
 from apimart_cli.models import Task
 from apimart_cli.pacing import Aimd
 from apimart_cli.workers import WorkerPool
@@ -373,7 +379,7 @@ class Schedule:
 
 def _not_finished(task: Task) -> TaskError:
     progress = f" ({task.progress}%)" if task.progress is not None else ""
-    return TaskError(
+    return NotCompleted(
         f"Task {task.task_id} is {task.status}{progress}, not completed.",
         f"Wait for it with `apimart wait {task.task_id}`.",
     )

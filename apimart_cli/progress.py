@@ -37,12 +37,18 @@ def display_mode() -> Literal["silent", "rich", "plain"]:
     return "rich" if console.is_terminal(sys.stderr) else "plain"
 
 
-def _progress_on_stderr(*columns: Any) -> Any:
-    """A rich `Progress` drawn on standard error (not started)."""
+def _progress_on_stderr(*columns: Any, ordered: bool = False) -> Any:
+    """A rich `Progress` drawn on standard error (not started); `ordered`: its rows
+    drawn by their `row.order` field (an image's download right under its task,
+    wherever it was added), not in the order they came."""
     from rich.console import Console  # only here: rich is slow to import
     from rich.progress import Progress
 
-    return Progress(
+    class Ordered(Progress):
+        def get_renderables(self) -> Any:
+            yield self.make_tasks_table(sorted(self.tasks, key=lambda t: t.fields["row"].order))
+
+    return (Ordered if ordered else Progress)(
         *columns,
         console=Console(file=console.redacting(sys.stderr)),
         transient=False,
@@ -89,23 +95,56 @@ def _transfer_text(received: int, total: int | None, rate: float) -> str:
 
 
 class _TransferNotes:
-    """Lines off a terminal for the images downloading: each at most every
-    DOWNLOAD_NOTE_SECONDS, so a long download never looks frozen, nor floods."""
+    """Lines off a terminal for the images downloading: one line for all of them, at
+    most every DOWNLOAD_NOTE_SECONDS, so a long download never looks frozen, and many
+    images downloading at once never flood the log."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._transfers: dict[tuple[object, int], _Transfer] = {}
+        # Each image downloading, by key: its transfer, bytes so far and of how many.
+        self._transfers: dict[tuple[object, int], tuple[_Transfer, int, int | None]] = {}
+        self._names: dict[tuple[object, int], str] = {}
+        self._last_note = 0.0
 
-    def due(self, key: tuple[object, int], received: int, total: int | None) -> str | None:
-        """What to say of this image's download now; None if it was said lately."""
+    def due(
+        self, key: tuple[object, int], name: str, received: int, total: int | None
+    ) -> str | None:
+        """What to say of the downloads now (`name`: this one's, for a line of its own
+        where it is the only one); None if it was said lately."""
         now = self._clock()
         with self._lock:
-            transfer = self._transfers.setdefault(key, _Transfer(now, received))
-            if now - transfer.last_note < DOWNLOAD_NOTE_SECONDS:
+            if not self._transfers:  # the first download after a quiet spell
+                self._last_note = now
+            known = self._transfers.get(key)
+            transfer = known[0] if known else _Transfer(now, received)
+            self._transfers[key], self._names[key] = (transfer, received, total), name
+            if now - self._last_note < DOWNLOAD_NOTE_SECONDS:
                 return None
-            transfer.last_note = now
-        return _transfer_text(received, total, transfer.rate(now, received))
+            self._last_note = now
+            running = list(self._transfers.items())
+        if len(running) == 1:
+            (key, (transfer, received, total)), *_ = running
+            rate = transfer.rate(now, received)
+            return f"{self._names[key]}: {_transfer_text(received, total, rate)}"
+        got = sum(received for _, received, _ in (item for _, item in running))
+        totals = [total for _, (_, _, total) in running]
+        whole = None if None in totals else sum(t or 0 for t in totals)
+        rate = sum(t.rate(now, r) for _, (t, r, _) in running)
+        return f"{len(running)} images: {_transfer_text(got, whole, rate)}"
+
+    def done(self, key: tuple[object, int]) -> None:
+        """This image's download is over (saved, or given up)."""
+        with self._lock:
+            self._transfers.pop(key, None)
+            self._names.pop(key, None)
+
+    def done_with(self, owner: object) -> None:
+        """Every download of `owner` (a task id, a batch line) is over."""
+        with self._lock:
+            for key in [key for key in self._transfers if key[0] == owner]:
+                del self._transfers[key]
+                self._names.pop(key, None)
 
 
 def _describe(task: Task, now: float | None = None) -> str:
@@ -212,12 +251,20 @@ class PlainReporter(SilentReporter):
             self._line(f"{task.task_id}: {_describe(task)}")
 
     def transferred(self, task_id: str, index: int, received: int, total: int | None) -> None:
-        text = self._notes.due((task_id, index), received, total)
+        text = self._notes.due((task_id, index), f"{task_id}: image {index}", received, total)
         if text is not None:
-            self._line(f"{task_id}: image {index}: {text}")
+            self._line(text)
+
+    def saved(self, task: Task, index: int, saved: SavedFile) -> None:
+        self._notes.done((task.task_id, index))
+        super().saved(task, index, saved)
 
     def _saved(self, task_id: str, path: str) -> None:
         self._line(f"{task_id}: saved {path}")
+
+    def finished(self, task: Task, files: Sequence[Path]) -> None:
+        self._notes.done_with(task.task_id)
+        super().finished(task, files)
 
     def tick(self) -> None:
         if self._clock() - self._last_line < HEARTBEAT_SECONDS:
@@ -240,53 +287,257 @@ def _created(task: Task) -> float:
     return float(task.created or 0)
 
 
-class RichReporter(SilentReporter):
-    """A progress bar per task on a terminal: its state, how long it has taken against
-    the service's estimate, then its download's bytes and rate."""
+def clock_text(seconds: float) -> str:
+    """0:01:05: the one clock each line shows, counting from the command's start."""
+    whole = max(int(seconds), 0)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
-    def __init__(self, *, as_json: bool = False, download: bool = True) -> None:
-        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
-        super().__init__(as_json=as_json, download=download)
-        self._lock = threading.Lock()
-        self._progress = _progress_on_stderr(
-            TextColumn("{task.fields[task_id]}", markup=False),
-            BarColumn(),
-            TextColumn("{task.fields[state]}", markup=False),
-            TimeElapsedColumn(),
-        )
-        self._bars: dict[str, Any] = {}
-        self._transfers: dict[tuple[str, int], _Transfer] = {}
-        self._progress.start()
+def _amounts(received: int, total: int | None) -> str:
+    """'1.5 of 12.0 MiB': both in the total's unit, so that the line stays short."""
+    if not total:
+        return human_bytes(received)
+    size, unit = human_bytes(total).split(" ")
+    scale = {"B": 1, "KiB": 1024, "MiB": 1024 * 1024}[unit]
+    done = f"{received / scale:.0f}" if unit == "B" else f"{received / scale:.1f}"
+    return f"{done} of {size} {unit}"
 
-    def added(self, task_id: str) -> None:
-        with self._lock:
-            if task_id not in self._bars:
-                self._bars[task_id] = self._progress.add_task(
-                    "", total=100, task_id=task_id, state="submitted"
-                )
 
-    def update(self, task: Task) -> None:
-        self.added(task.task_id)
-        with self._lock:
-            completed = 100 if task.status == "completed" else task.progress
-            self._progress.update(
-                self._bars[task.task_id], completed=completed, state=_describe(task, time.time())
+def _rate(rate: float) -> str:
+    """'147 KiB/s', '1.2 MiB/s': few digits, the rate changes too often to read more."""
+    for unit in ("B", "KiB"):
+        if rate < 1024:
+            return f"{rate:.0f} {unit}/s"
+        rate /= 1024
+    return f"{rate:.1f} MiB/s"
+
+
+# How long a task last seen "submitted" is shown so once its time since submission runs
+# on: the service starts on a task within seconds, and polls are aimed at its end, so a
+# poll may not catch it processing.
+SUBMITTED_SHOWN_SECONDS = 3.0
+
+
+def waiting_label(task: Task, *, now: float, seen: float) -> tuple[str, float | None]:
+    """A running task's label and bar (0-1; None to pulse) at wall time `now`, from the
+    reply seen at wall time `seen`: moving between polls, timed from the submission.
+
+    Where the service gave an estimate, the time left on it; past it, a revised one
+    (from the progress, else half as long again), marked `now`.
+    """
+    state, progress = task.status, task.progress
+    if not task.known_status:
+        return f"{state} (unknown state; waiting)", None
+    elapsed = None if task.created is None else max(now - task.created, 0.0)
+    estimate = task.estimated_time or None
+    guessed = False  # the percentage is the clock's, not the service's
+    if (
+        state == "submitted"
+        and elapsed is not None
+        and now - seen >= SUBMITTED_SHOWN_SECONDS
+        and elapsed >= SUBMITTED_SHOWN_SECONDS
+    ):
+        state = "processing"
+    # The service's own progress, once it has some, says more than its estimate.
+    seen_elapsed = max(seen - (task.created or seen), 0.0)
+    if estimate and task.progress and 10 <= task.progress < 100 and seen_elapsed > 0:
+        estimate = seen_elapsed * 100 / task.progress
+    if state == "processing" and elapsed is not None and estimate:
+        by_time = min(int(100 * elapsed / estimate), 99)
+        if progress is None or by_time > progress:
+            progress, guessed = by_time, True
+    label = state
+    if state == "processing" and progress is not None:
+        label += f" {'~' if guessed else ''}{progress}%"
+    fraction = None if progress is None else progress / 100
+    if elapsed is None or not estimate:
+        return label, fraction
+    if estimate - elapsed >= 0.5:
+        return f"{label}, ~{estimate - elapsed:.0f} s left", fraction
+    # Past the estimate: revised, half as long again each time it runs out.
+    while estimate - elapsed < 0.5:
+        estimate = max(estimate * 1.5, estimate + 1)
+    return f"{label}, now ~{estimate - elapsed:.0f} s left", fraction
+
+
+class _Row:
+    """One line of the display: a task's wait, or one of its images' download. Drawn
+    at every refresh, so its label and clock move between the events that change it."""
+
+    def __init__(self, order: tuple[int, int], name: str) -> None:
+        self.order, self.name = order, name
+        self.ended: float | None = None  # monotonic; the clock stops there
+        self.fixed: str | None = None  # a label that no longer moves
+        self.fraction: float | None = 0.0  # the bar, 0-1; None to pulse
+
+    def end(self, label: str, fraction: float | None = 1.0) -> None:
+        if self.ended is None:
+            self.ended = time.monotonic()
+        self.fixed, self.fraction = label, fraction
+
+    def label(self) -> str:
+        return self.fixed or ""
+
+    def bar(self) -> float | None:
+        return self.fraction
+
+
+class _TaskRow(_Row):
+    def __init__(self, order: tuple[int, int], name: str) -> None:
+        super().__init__(order, name)
+        self.fixed = "submitted"
+        self.task: Task | None = None
+        self.seen = 0.0  # wall time of the last reply
+
+    def _moving(self) -> tuple[str, float | None] | None:
+        if self.fixed is not None or self.task is None:
+            return None
+        return waiting_label(self.task, now=time.time(), seen=self.seen)
+
+    def label(self) -> str:
+        moving = self._moving()
+        return self.fixed or "" if moving is None else moving[0]
+
+    def bar(self) -> float | None:
+        moving = self._moving()
+        return self.fraction if moving is None else moving[1]
+
+
+class _ImageRow(_Row):
+    def __init__(self, order: tuple[int, int], name: str) -> None:
+        super().__init__(order, name)
+        self.received = 0
+        self.total: int | None = None
+        self.transfer: _Transfer | None = None
+
+    def label(self) -> str:
+        if self.fixed is not None or self.transfer is None:
+            return self.fixed or "downloading"
+        rate = self.transfer.rate(time.monotonic(), self.received)
+        return f"{_amounts(self.received, self.total)}, {_rate(rate)}"
+
+
+def _row_columns(width: int) -> list[Any]:
+    """The columns of a row: its name, a bar, its label and the command's clock.
+
+    Only the label gives way on a narrow terminal (it wraps), never the task id.
+    """
+    from rich.progress import ProgressColumn
+    from rich.progress_bar import ProgressBar
+    from rich.table import Column
+    from rich.text import Text
+
+    class Name(ProgressColumn):
+        def render(self, task: Any) -> Any:
+            return Text(task.fields["row"].name, no_wrap=True)
+
+    class Bar(ProgressColumn):
+        def render(self, task: Any) -> Any:
+            fraction = task.fields["row"].bar()
+            return ProgressBar(
+                total=1.0, completed=fraction or 0.0, width=width, pulse=fraction is None
             )
 
-    def transferred(self, task_id: str, index: int, received: int, total: int | None) -> None:
-        self.added(task_id)
-        now = time.monotonic()
+    class Label(ProgressColumn):
+        def render(self, task: Any) -> Any:
+            return Text(task.fields["row"].label())
+
+    class Clock(ProgressColumn):
+        def render(self, task: Any) -> Any:
+            row = task.fields["row"]
+            now = row.ended if row.ended is not None else time.monotonic()
+            return Text(clock_text(now - console.started()), style="progress.elapsed")
+
+    fixed = Column(no_wrap=True)
+    return [
+        Name(table_column=fixed),
+        Bar(table_column=Column(no_wrap=True, width=width)),
+        Label(table_column=Column(overflow="fold")),
+        Clock(table_column=Column(no_wrap=True, justify="right")),
+    ]
+
+
+class RichReporter(SilentReporter):
+    """A line per task on a terminal: its state, the time left on the service's estimate,
+    and a line under it per image downloading (bytes, rate, then saved). Every line has
+    one clock, the command's, and every label moves between polls."""
+
+    BAR_WIDTH = 8
+
+    def __init__(self, *, as_json: bool = False, download: bool = True) -> None:
+        super().__init__(as_json=as_json, download=download)
+        self._lock = threading.Lock()
+        self._progress = _progress_on_stderr(*_row_columns(self.BAR_WIDTH), ordered=True)
+        self._rows: dict[tuple[str, int], _Row] = {}  # (task id, -1) for the task's line
+        self._order: dict[str, int] = {}
+        self._progress.start()
+
+    def _row(self, task_id: str, index: int = -1) -> _Row:
         with self._lock:
-            transfer = self._transfers.setdefault((task_id, index), _Transfer(now, received))
-            text = _transfer_text(received, total, transfer.rate(now, received))
-            self._progress.update(self._bars[task_id], state=f"image {index}: {text}")
+            row = self._rows.get((task_id, index))
+            if row is None:
+                order = (self._order.setdefault(task_id, len(self._order)), index)
+                if index < 0:
+                    row = _TaskRow(order, task_id)
+                else:
+                    row = _ImageRow(order, f"  image {index}")
+                self._rows[(task_id, index)] = row
+                self._progress.add_task("", total=1, row=row)
+            return row
+
+    def added(self, task_id: str) -> None:
+        self._row(task_id)
+
+    def update(self, task: Task) -> None:
+        row = self._row(task.task_id)
+        assert isinstance(row, _TaskRow)
+        if task.status == "completed":
+            count = len(task.images)
+            what = "image" if count == 1 else "images"
+            # Its clock runs on until its downloads are over (`finished`).
+            row.fixed = f"completed, {count} {what}" if self._download else "completed"
+            row.fraction = 1.0
+            if not self._download:
+                row.end(row.fixed)
+            return
+        if task.finished:
+            row.end(task.status, fraction=row.bar())
+            return
+        row.task, row.seen, row.fixed = task, time.time(), None
+
+    def transferred(self, task_id: str, index: int, received: int, total: int | None) -> None:
+        row = self._row(task_id, index)
+        assert isinstance(row, _ImageRow)
+        if row.transfer is None:
+            row.transfer = _Transfer(time.monotonic(), received)
+        row.received, row.total = received, total
+        row.fraction = received / total if total else None
+
+    def saved(self, task: Task, index: int, saved: SavedFile) -> None:
+        row = self._row(task.task_id, index)
+        size = saved.path.stat().st_size if saved.path.is_file() else None
+        if saved.kept_existing:
+            row.end("kept the existing file")
+        else:
+            row.end("saved" if size is None else f"saved, {human_bytes(size)}")
+        super().saved(task, index, saved)
 
     def _saved(self, task_id: str, path: str) -> None:
-        from rich.text import Text
+        _print_above(self._progress, f"saved {path}")
 
-        # Text, not markup: a path may hold brackets, as in `-o "out[1]"`.
-        self._progress.console.print(Text.assemble(("saved", "green"), f" {path}"), highlight=False)
+    def finished(self, task: Task, files: Sequence[Path]) -> None:
+        row = self._row(task.task_id)
+        if task.status == "completed" and self._download:
+            count = len(files)
+            row.end(f"{count} image{'' if count == 1 else 's'} saved")
+            with self._lock:
+                images = [r for (t, i), r in self._rows.items() if t == task.task_id and i >= 0]
+            for image in images:
+                if image.ended is None:
+                    image.end("not saved", fraction=image.fraction)
+        elif task.status != "completed":
+            row.end(task.status, fraction=row.bar())
+        super().finished(task, files)
 
     def image(self, escape: str) -> None:
         """An inline image's escape sequence, drawn above the bars, then a new line."""
@@ -338,12 +589,16 @@ def summary_line(outcome: Outcome, *, downloaded: bool = True) -> str:
         " and ".join(kinds) + " saved"
         if downloaded
         else _count(outcome.completed, "task") + " completed",
-        _count(len(outcome.failed), "task") + " failed",
+        _count(len(outcome.failed - outcome.not_completed), "task") + " failed",
     ]
+    if outcome.not_completed:
+        parts.append(f"{len(outcome.not_completed)} not completed yet")
     if outcome.timed_out and outcome.unfinished:
         parts.append(f"{len(outcome.unfinished)} unfinished")
     if outcome.costs:
-        parts.append(f"cost {sum(outcome.costs.values()):.4g}")
+        from apimart_cli.costs import cost_text
+
+        parts.append(f"cost {cost_text(sum(outcome.costs.values()))}")
     return ", ".join(parts) + "."
 
 
@@ -400,6 +655,9 @@ class SilentBatchDisplay:
     def job(self, line: int, stage: str, note: str | None = None) -> None:
         pass
 
+    def saved(self, line: int, index: int, path: str) -> None:
+        """An image of the job is saved (its path goes to standard output as data)."""
+
     def transferred(self, line: int, index: int, received: int, total: int | None) -> None:
         pass
 
@@ -427,33 +685,70 @@ class PlainBatchDisplay(SilentBatchDisplay):
         self._notes = _TransferNotes(clock)
 
     def job(self, line: int, stage: str, note: str | None = None) -> None:
+        if stage in ("done", "failed"):
+            self._notes.done_with(line)
         if note:
             console.info(f"line {line}: {note}")
 
     def transferred(self, line: int, index: int, received: int, total: int | None) -> None:
-        text = self._notes.due((line, index), received, total)
+        text = self._notes.due((line, index), f"line {line}: image {index}", received, total)
         if text is not None:
-            console.info(f"line {line}: image {index}: {text}")
+            console.info(text)
+
+    def saved(self, line: int, index: int, path: str) -> None:
+        self._notes.done((line, index))
+        console.info(f"line {line}: saved {path}")
 
     def message(self, text: str) -> None:
         console.info(text)
 
 
+# How far along the bar a job counts at each stage before it ends; a job downloading
+# counts the rest by the bytes it has.
+_STAGE_SHARE = {"queued": 0.0, "submitted": 0.05, "processing": 0.25}
+
+
 class RichBatchDisplay(SilentBatchDisplay):
     """One overall bar on a terminal, with how many jobs are at each stage, the images
-    downloading and their rate, and the cost."""
+    downloading and their rate, the cost, and the command's clock. The bar counts each
+    job's stage and download bytes, so it moves while jobs process, not only as they end."""
 
     def __init__(self, lines: Iterable[int]) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+        from rich.progress import BarColumn, TextColumn
+        from rich.table import Column
 
         self._stages = dict.fromkeys(lines, "queued")
-        self._transfers: dict[tuple[int, int], tuple[_Transfer, float]] = {}  # with its rate
+        # Each image downloading: its transfer, its rate, and its share done (0-1).
+        self._transfers: dict[tuple[int, int], tuple[_Transfer, float, float]] = {}
         self._cost = 0.0
         self._lock = threading.Lock()
+        clock = _row_columns(8)[-1]  # the command's clock, as on every other display
+
+        class OnlyOnTheBar(BarColumn):  # the second line (downloads, cost) has no bar
+            def render(self, task: Any) -> Any:
+                return "" if task.fields.get("plain") else super().render(task)
+
+        class Count(TextColumn):
+            def render(self, task: Any) -> Any:
+                return "" if task.fields.get("plain") else super().render(task)
+
+        class Clock(type(clock)):  # type: ignore[misc]
+            def render(self, task: Any) -> Any:
+                return "" if task.fields.get("plain") else super().render(task)
+
         self._progress = _progress_on_stderr(
-            TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn()
+            TextColumn("{task.description}", markup=False, table_column=Column(overflow="fold")),
+            OnlyOnTheBar(bar_width=8),
+            Count("{task.fields[ended]}/{task.total:.0f}", markup=False),
+            Clock(table_column=clock.get_table_column()),
         )
-        self._bar = self._progress.add_task(self._counts(), total=len(self._stages))
+        self._bar = self._progress.add_task(
+            self._counts(), total=len(self._stages), ended=0, row=_Row((0, 0), "")
+        )
+        # A second line, while images download or once there is a cost.
+        self._extra = self._progress.add_task(
+            "", total=None, visible=False, plain=True, ended=0, row=_Row((0, 1), "")
+        )
 
     def start(self) -> None:
         self._progress.start()
@@ -466,11 +761,19 @@ class RichBatchDisplay(SilentBatchDisplay):
                     del self._transfers[key]
             self._refresh()
 
+    def saved(self, line: int, index: int, path: str) -> None:
+        # On a terminal the path is on standard output already, right above the bar;
+        # said here only where standard output goes elsewhere.
+        if not console.is_terminal(sys.stdout):
+            _print_above(self._progress, f"line {line}: saved {path}")
+
     def transferred(self, line: int, index: int, received: int, total: int | None) -> None:
         now = time.monotonic()
         with self._lock:
-            transfer = self._transfers.get((line, index), (_Transfer(now, received), 0.0))[0]
-            self._transfers[(line, index)] = (transfer, transfer.rate(now, received))
+            known = self._transfers.get((line, index))
+            transfer = known[0] if known else _Transfer(now, received)
+            share = received / total if total else 0.0
+            self._transfers[(line, index)] = (transfer, transfer.rate(now, received), share)
             self._refresh()
 
     def cost(self, total: float) -> None:
@@ -491,18 +794,43 @@ class RichBatchDisplay(SilentBatchDisplay):
         counts = {stage: 0 for stage in BATCH_STAGES}
         for stage in self._stages.values():
             counts[stage] += 1
-        text = " · ".join(f"{k} {v}" for k, v in counts.items())
+        return " · ".join(f"{k} {v}" for k, v in counts.items() if v or k == "done")
+
+    def _downloads(self) -> str:
+        """The second line: the images downloading and their rate, and the cost."""
+        from apimart_cli.costs import cost_text
+
+        parts = []
         if self._transfers:
-            rate = sum(rate for _, rate in self._transfers.values())
+            rate = sum(rate for _, rate, _ in self._transfers.values())
             count = len(self._transfers)
-            text += (
-                f" · {count} image{'s' if count != 1 else ''} downloading, {human_bytes(rate)}/s"
-            )
-        return text + f" · cost {self._cost:.2f}"
+            parts.append(f"{count} image{'s' if count != 1 else ''} downloading, {_rate(rate)}")
+        if self._cost:
+            parts.append(f"cost {cost_text(self._cost)}")
+        return " · ".join(parts)
+
+    def _done(self) -> float:
+        """How many jobs' worth of work is done: those ended, and a share of the rest."""
+        shares: dict[int, list[float]] = {}
+        for (line, _), (_, _, share) in self._transfers.items():
+            shares.setdefault(line, []).append(share)
+        done = 0.0
+        for line, stage in self._stages.items():
+            if stage in ("done", "failed"):
+                done += 1
+            elif line in shares:
+                done += 0.25 + 0.75 * sum(shares[line]) / len(shares[line])
+            else:
+                done += _STAGE_SHARE.get(stage, 0.0)
+        return done
 
     def _refresh(self) -> None:
         ended = sum(stage in ("done", "failed") for stage in self._stages.values())
-        self._progress.update(self._bar, description=self._counts(), completed=ended)
+        self._progress.update(
+            self._bar, description=self._counts(), completed=self._done(), ended=ended
+        )
+        extra = self._downloads()
+        self._progress.update(self._extra, description=extra, visible=bool(extra))
 
 
 def make_batch_display(lines: Iterable[int]) -> BatchDisplay:

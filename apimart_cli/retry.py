@@ -138,5 +138,11 @@ def retrying(
                 # Time, not the service, ran out: the command's timeout (exit 124) applies.
                 raise WaitTimeout(f"Out of time while retrying: {error.message}") from None
             if on_retry is not None:
-                on_retry(f"{error.message} Retrying in {delay:.1f} s (try {tries + 1}).")
+                on_retry(f"{_sentence(error.message)} Retrying in {delay:.1f} s (try {tries + 1}).")
             sleep(delay)
+
+
+def _sentence(message: str) -> str:
+    """`message` ending as a sentence, so that the next one does not run into it."""
+    message = message.rstrip()
+    return message if message.endswith((".", "!", "?", ":")) else message + "."

@@ -11,10 +11,28 @@ _apimart_values() {
     fi
 }
 
+_apimart_models() {
+    # The built-in model ids, and those `apimart models` last listed (models.txt).
+    local file
+    echo "gpt-image-2 gpt-image-2-official"
+    for file in "${APIMART_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/apimart}/models.txt" "$HOME/Library/Application Support/apimart/models.txt"; do
+        [[ -r $file ]] && cat -- "$file"
+    done
+}
+
+_apimart_files() {
+    # File (or, with -d, folder) names, marked as such so that bash adds the slash.
+    compopt -o filenames 2>/dev/null
+    local IFS=$'
+'
+    COMPREPLY=($(compgen "${1:--f}" -- "$cur"))
+}
+
 _apimart_subcommands() {
     case "$1" in
-        "") echo "generate status wait download history resend batch gallery inspect balance upload models sizes sandbox mcp config" ;;
+        "") echo "generate status wait download history resend batch gallery inspect balance upload models sizes sandbox mcp config completion" ;;
         "config") echo "set get unset list path" ;;
+        "completion") echo "install show" ;;
     esac
 }
 
@@ -42,25 +60,34 @@ _apimart() {
         -s) _apimart_values "auto 1:1 3:2 2:3 4:3 3:4 5:4 4:5 16:9 9:16 2:1 1:2 3:1 1:3 21:9 9:21"; return ;;
         --resolution) _apimart_values "1k 2k 4k"; return ;;
         -r) _apimart_values "1k 2k 4k"; return ;;
-        --output|-o) COMPREPLY=($(compgen -d -- "$cur")); return ;;
-        --image|-i) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--interval|--latency|--limit|--max-in-flight|--model|--n|--name|--param|--poll-rate|--port|--refs|--search|--seed|--since|--state|--submit-rate|--timeout|--type|-n) return ;;
+        --state) _apimart_values "submitting submitted pending processing completed failed cancelled unknown"; return ;;
+        --refs) _apimart_values "inline upload"; return ;;
+        --output|-o) _apimart_files -d; return ;;
+        --image|-i) _apimart_files -f; return ;;
+        --model) _apimart_values "$(_apimart_models | tr '
+' ' ')"; return ;;
+        --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--interval|--latency|--limit|--max-in-flight|--n|--name|--param|--poll-rate|--port|--search|--seed|--since|--submit-rate|--timeout|--type|-n) return ;;  # a value only the user knows: nothing, not file names
     esac
-    local words=""
+    local words="" arguments=""
     case "$path" in
-        "") words="generate status wait download history resend batch gallery inspect balance upload models sizes sandbox mcp config --api-key --base-url --verbose -v --quiet -q --sandbox --version --help -h" ;;
+        "") words="generate status wait download history resend batch gallery inspect balance upload models sizes sandbox mcp config completion --api-key --base-url --verbose -v --quiet -q --sandbox --version --help -h" ;;
         "generate") words="--size -s --resolution -r --n -n --force-size --image -i --official-fallback --model --param --refs --wait -w --output -o --timeout --interval --json --dry-run --open --preview --no-metadata --help -h" ;;
         "status") words="--json --timeout --help -h" ;;
         "wait") words="--output -o --timeout --interval --max-in-flight --no-download --json --force --pending --open --preview --no-metadata --help -h" ;;
         "download") words="--output -o --force --open --no-metadata --timeout --help -h" ;;
         "history") words="--pending --limit --since --search --state --forget-sandbox --json --help -h" ;;
         "resend") words="--json --timeout --help -h" ;;
-        "batch") words="--output -o --concurrency --name --metadata --timeout --interval --force --refs --json --open --no-metadata --help -h" ;;
-        "gallery") words="--open --help -h" ;;
-        "inspect") words="--json --help -h" ;;
+        "batch") words="--output -o --concurrency --name --metadata --timeout --interval --force --refs --json --open --no-metadata --help -h"
+            [[ $cur != -* ]] && arguments=files ;;
+        "gallery") words="--open --help -h"
+            [[ $cur != -* ]] && arguments=folders ;;
+        "inspect") words="--json --help -h"
+            [[ $cur != -* ]] && arguments=files ;;
         "balance") words="--account --json --timeout --help -h" ;;
-        "upload") words="--timeout --json --help -h" ;;
-        "models") words="--timeout --type --json --docs --help -h" ;;
+        "upload") words="--timeout --json --help -h"
+            [[ $cur != -* ]] && arguments=files ;;
+        "models") words="--timeout --type --json --docs --help -h"
+            [[ $cur != -* ]] && arguments=models ;;
         "sizes") words="--help -h" ;;
         "sandbox") words="--host --port --duration --estimate-factor --no-estimate --latency --download-rate --submit-rate --poll-rate --failure-rate --fail-word --noise --refuse-base64 --state-synonyms --iso-times --sync-results --strict-idempotency --seed --help -h" ;;
         "mcp") words="--help -h" ;;
@@ -73,8 +100,19 @@ _apimart() {
             [[ $nargs -eq 0 && $cur != -* ]] && words="api_key base_url output_dir references metadata preview" ;;
         "config list") words="--reveal --json --help -h" ;;
         "config path") words="--help -h" ;;
+        "completion") words="install show --help -h" ;;
+        "completion install") words="--help -h"
+            [[ $nargs -eq 0 && $cur != -* ]] && words="bash zsh fish" ;;
+        "completion show") words="--help -h"
+            [[ $nargs -eq 0 && $cur != -* ]] && words="bash zsh fish" ;;
+    esac
+    case "$arguments" in
+        files) _apimart_files -f; return ;;
+        folders) _apimart_files -d; return ;;
+        models) _apimart_values "$(_apimart_models | tr '
+' ' ')"; return ;;
     esac
     COMPREPLY=($(compgen -W "$words" -- "$cur"))
 }
 
-complete -o default -F _apimart apimart
+complete -F _apimart apimart

@@ -2,6 +2,18 @@
 # Install: copy to ~/.config/fish/completions/apimart.fish
 
 complete -c apimart -f
+
+function __apimart_models
+    # The built-in model ids, and those `apimart models` last listed (models.txt).
+    printf '%s\n' gpt-image-2 gpt-image-2-official
+    set -l data $HOME/.local/share/apimart
+    set -q XDG_DATA_HOME; and set data $XDG_DATA_HOME/apimart
+    set -q APIMART_DATA_DIR; and set data $APIMART_DATA_DIR
+    for file in $data/models.txt "$HOME/Library/Application Support/apimart/models.txt"
+        test -r $file; and cat $file
+    end
+end
+
 complete -c apimart -n '__fish_use_subcommand' -a generate -d 'Submit a generation task and print its id.'
 complete -c apimart -n '__fish_use_subcommand' -a status -d 'Show the state of tasks.'
 complete -c apimart -n '__fish_use_subcommand' -a wait -d 'Wait for tasks to finish and save their images.'
@@ -18,6 +30,7 @@ complete -c apimart -n '__fish_use_subcommand' -a sizes -d 'Print the size x res
 complete -c apimart -n '__fish_use_subcommand' -a sandbox -d 'Run a local stand-in for the API: no key, no network, real PNGs.'
 complete -c apimart -n '__fish_use_subcommand' -a mcp -d 'Serve the commands to AI agents over MCP, on stdin and stdout.'
 complete -c apimart -n '__fish_use_subcommand' -a config -d 'See the settings in effect, and store them in the config file.'
+complete -c apimart -n '__fish_use_subcommand' -a completion -d 'Install shell completion for bash, zsh or fish, or print its script.'
 complete -c apimart -n '__fish_use_subcommand' -l api-key -x
 complete -c apimart -n '__fish_use_subcommand' -l base-url -x
 complete -c apimart -n '__fish_use_subcommand' -l verbose
@@ -38,9 +51,9 @@ complete -c apimart -n '__fish_seen_subcommand_from generate' -l force-size
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l image -r -F
 complete -c apimart -n '__fish_seen_subcommand_from generate' -s i -r -F
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l official-fallback
-complete -c apimart -n '__fish_seen_subcommand_from generate' -l model -x
+complete -c apimart -n '__fish_seen_subcommand_from generate' -l model -x -a '(__apimart_models)'
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l param -x
-complete -c apimart -n '__fish_seen_subcommand_from generate' -l refs -x
+complete -c apimart -n '__fish_seen_subcommand_from generate' -l refs -x -a 'inline upload'
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l wait
 complete -c apimart -n '__fish_seen_subcommand_from generate' -s w
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l output -x -a '(__fish_complete_directories)'
@@ -84,7 +97,7 @@ complete -c apimart -n '__fish_seen_subcommand_from history' -l pending
 complete -c apimart -n '__fish_seen_subcommand_from history' -l limit -x
 complete -c apimart -n '__fish_seen_subcommand_from history' -l since -x
 complete -c apimart -n '__fish_seen_subcommand_from history' -l search -x
-complete -c apimart -n '__fish_seen_subcommand_from history' -l state -x
+complete -c apimart -n '__fish_seen_subcommand_from history' -l state -x -a 'submitting submitted pending processing completed failed cancelled unknown'
 complete -c apimart -n '__fish_seen_subcommand_from history' -l forget-sandbox
 complete -c apimart -n '__fish_seen_subcommand_from history' -l json
 complete -c apimart -n '__fish_seen_subcommand_from history' -l help
@@ -101,18 +114,21 @@ complete -c apimart -n '__fish_seen_subcommand_from batch' -l metadata
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l timeout -x
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l interval -x
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l force
-complete -c apimart -n '__fish_seen_subcommand_from batch' -l refs -x
+complete -c apimart -n '__fish_seen_subcommand_from batch' -l refs -x -a 'inline upload'
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l json
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l open
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l no-metadata
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l help
 complete -c apimart -n '__fish_seen_subcommand_from batch' -s h
+complete -c apimart -n '__fish_seen_subcommand_from batch' -F
 complete -c apimart -n '__fish_seen_subcommand_from gallery' -l open
 complete -c apimart -n '__fish_seen_subcommand_from gallery' -l help
 complete -c apimart -n '__fish_seen_subcommand_from gallery' -s h
+complete -c apimart -n '__fish_seen_subcommand_from gallery' -a '(__fish_complete_directories)'
 complete -c apimart -n '__fish_seen_subcommand_from inspect' -l json
 complete -c apimart -n '__fish_seen_subcommand_from inspect' -l help
 complete -c apimart -n '__fish_seen_subcommand_from inspect' -s h
+complete -c apimart -n '__fish_seen_subcommand_from inspect' -F
 complete -c apimart -n '__fish_seen_subcommand_from balance' -l account
 complete -c apimart -n '__fish_seen_subcommand_from balance' -l json
 complete -c apimart -n '__fish_seen_subcommand_from balance' -l timeout -x
@@ -122,12 +138,14 @@ complete -c apimart -n '__fish_seen_subcommand_from upload' -l timeout -x
 complete -c apimart -n '__fish_seen_subcommand_from upload' -l json
 complete -c apimart -n '__fish_seen_subcommand_from upload' -l help
 complete -c apimart -n '__fish_seen_subcommand_from upload' -s h
+complete -c apimart -n '__fish_seen_subcommand_from upload' -F
 complete -c apimart -n '__fish_seen_subcommand_from models' -l timeout -x
 complete -c apimart -n '__fish_seen_subcommand_from models' -l type -x
 complete -c apimart -n '__fish_seen_subcommand_from models' -l json
 complete -c apimart -n '__fish_seen_subcommand_from models' -l docs
 complete -c apimart -n '__fish_seen_subcommand_from models' -l help
 complete -c apimart -n '__fish_seen_subcommand_from models' -s h
+complete -c apimart -n '__fish_seen_subcommand_from models' -a '(__apimart_models)'
 complete -c apimart -n '__fish_seen_subcommand_from sizes' -l help
 complete -c apimart -n '__fish_seen_subcommand_from sizes' -s h
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l host -x
@@ -177,3 +195,13 @@ complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subc
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from list' -s h
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from path' -l help
 complete -c apimart -n '__fish_seen_subcommand_from config; and __fish_seen_subcommand_from path' -s h
+complete -c apimart -n '__fish_seen_subcommand_from completion; and not __fish_seen_subcommand_from install show' -a install -d 'Put the completion where each shell loads it; print each path.'
+complete -c apimart -n '__fish_seen_subcommand_from completion; and not __fish_seen_subcommand_from install show' -a show -d 'Print a shell\'s completion script.'
+complete -c apimart -n '__fish_seen_subcommand_from completion; and not __fish_seen_subcommand_from install show' -l help
+complete -c apimart -n '__fish_seen_subcommand_from completion; and not __fish_seen_subcommand_from install show' -s h
+complete -c apimart -n '__fish_seen_subcommand_from completion; and __fish_seen_subcommand_from install' -l help
+complete -c apimart -n '__fish_seen_subcommand_from completion; and __fish_seen_subcommand_from install' -s h
+complete -c apimart -n '__fish_seen_subcommand_from completion; and __fish_seen_subcommand_from install' -a 'bash zsh fish'
+complete -c apimart -n '__fish_seen_subcommand_from completion; and __fish_seen_subcommand_from show' -l help
+complete -c apimart -n '__fish_seen_subcommand_from completion; and __fish_seen_subcommand_from show' -s h
+complete -c apimart -n '__fish_seen_subcommand_from completion; and __fish_seen_subcommand_from show' -a 'bash zsh fish'

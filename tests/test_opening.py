@@ -58,3 +58,11 @@ def test_no_viewer_is_a_note_not_a_failure(tmp_path: Path) -> None:
     assert notes == [
         f"note: No viewer found to open {tmp_path / 'a.png'}; set BROWSER to the program to use."
     ]
+
+
+def test_a_browser_that_cannot_be_run_is_named(tmp_path: Path) -> None:
+    env = {**clean_env(tmp_path), "BROWSER": "/nonexistent"}
+    result = run(env, tmp_path / "a.png")
+    assert "opened 0" in result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "BROWSER is '/nonexistent'" in notes[0], result.stderr

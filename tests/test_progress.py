@@ -8,6 +8,7 @@ import pytest
 
 from apimart_cli import console
 from apimart_cli.constants import DOWNLOAD_NOTE_SECONDS, HEARTBEAT_SECONDS
+from apimart_cli.costs import cost_number, cost_text
 from apimart_cli.downloads import SavedFile
 from apimart_cli.engine import Outcome
 from apimart_cli.errors import ExitCode, TaskError
@@ -17,9 +18,11 @@ from apimart_cli.progress import (
     PlainReporter,
     RichBatchDisplay,
     SilentReporter,
+    clock_text,
     human_bytes,
     show_ending,
     summary_line,
+    waiting_label,
 )
 
 
@@ -196,9 +199,8 @@ def test_the_rich_batch_display_counts_jobs_by_stage_and_the_cost(
     display.job(2, "done")
     display.job(3, "failed")
     display.cost(0.25)
-    assert display._counts() == (
-        "queued 0 · submitted 1 · processing 0 · done 1 · failed 1 · cost 0.25"
-    )
+    assert display._counts() == "submitted 1 · done 1 · failed 1"
+    assert display._downloads() == "cost 0.25"  # on a line of its own: 80 columns hold both
     display.message("line 2: saved out/[1].png")  # brackets are not markup
     display.close()
     assert "line 2: saved out/[1].png" in capsys.readouterr().err
@@ -222,11 +224,11 @@ def test_the_rich_batch_display_shows_the_images_downloading_until_their_job_end
     display = RichBatchDisplay([1, 2])
     display.transferred(1, 0, 0, 1000)
     display.transferred(2, 0, 0, None)
-    assert " · 2 images downloading, " in display._counts()
+    assert display._downloads().startswith("2 images downloading, ")
     display.job(1, "done")
-    assert " · 1 image downloading, " in display._counts()
+    assert display._downloads().startswith("1 image downloading, ")
     display.job(2, "failed")
-    assert "downloading" not in display._counts()
+    assert display._downloads() == ""
     display.close()
 
 
@@ -272,3 +274,67 @@ def test_a_saved_path_is_said_once_on_a_terminal(
     out, err = capsys.readouterr()
     assert out == "out/task_1_0.png\n"
     assert ("task_1: saved out/task_1_0.png" in err) is noted
+
+
+def test_many_images_downloading_off_a_terminal_make_one_line_every_few_seconds(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    display = PlainBatchDisplay(clock=clock)
+    for line in range(1, 9):
+        display.transferred(line, 0, 0, 1024 * 1024)
+    clock.now += DOWNLOAD_NOTE_SECONDS - 1
+    for line in range(1, 9):
+        display.transferred(line, 0, 512 * 1024, 1024 * 1024)
+    assert lines(capsys) == []
+    clock.now += 1
+    for line in range(1, 9):
+        display.transferred(line, 0, 512 * 1024, 1024 * 1024)
+    assert lines(capsys) == ["8 images: downloading 4.0 MiB of 8.0 MiB, 819.2 KiB/s"]
+    display.saved(1, 0, "out/a.png")
+    assert lines(capsys) == ["line 1: saved out/a.png"]
+
+
+def test_the_waiting_label_moves_between_polls_and_counts_from_the_submission() -> None:
+    task = Task("task_1", "processing", progress=20, created=1000, estimated_time=20)
+    # One reply, seen at 1004: the label moves on with the time all the same.
+    assert waiting_label(task, now=1004, seen=1004) == ("processing 20%, ~16 s left", 0.2)
+    assert waiting_label(task, now=1010, seen=1004) == ("processing ~50%, ~10 s left", 0.5)
+
+
+def test_the_estimate_is_revised_once_it_is_exceeded() -> None:
+    task = Task("task_1", "processing", created=1000, estimated_time=10)
+    assert waiting_label(task, now=1012, seen=1012) == ("processing ~99%, now ~3 s left", 0.99)
+    # The service's own progress says more than its estimate.
+    task = Task("task_1", "processing", progress=50, created=1000, estimated_time=10)
+    assert waiting_label(task, now=1012, seen=1012)[0] == "processing 50%, ~12 s left"
+
+
+def test_a_task_last_seen_submitted_is_shown_processing_as_its_time_runs_on() -> None:
+    task = Task("task_1", "submitted", created=1000, estimated_time=24)
+    assert waiting_label(task, now=1001, seen=1001)[0] == "submitted, ~23 s left"
+    assert waiting_label(task, now=1012, seen=1001)[0] == "processing ~50%, ~12 s left"
+
+
+def test_the_clock_reads_hours_minutes_seconds() -> None:
+    assert clock_text(0) == "0:00:00"
+    assert clock_text(3725.9) == "1:02:05"
+
+
+def test_costs_follow_one_rule_everywhere() -> None:
+    assert cost_text(0.05 + 0.05 + 0.05) == "0.15"
+    assert cost_number(0.05 + 0.05 + 0.05) == 0.15
+    assert [cost_text(c) for c in (0.1, 0.10, 15.0, 0.10555, 0)] == [
+        "0.1",
+        "0.1",
+        "15",
+        "0.1056",
+        "0",
+    ]
+
+
+def test_a_preview_that_cannot_be_drawn_says_so_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from apimart_cli.commands.common import previewer
+
+    console.configure()
+    assert previewer(True) is None  # standard error is captured: no terminal
+    assert lines(capsys) == ["No inline preview: standard error is not a terminal."]

@@ -224,6 +224,34 @@ class BatchRun:
         if any(records.of(job) is not None for job in self._jobs):
             counts = ", ".join(f"{n} {STEP_LABELS[step]}" for step, n in steps.items() if n)
             self._display.message(f"Resuming from {self._manifest.path}: {counts}.")
+            self._say_what_done_jobs_keep()
+
+    def _say_what_done_jobs_keep(self) -> None:
+        """A rerun's --name or --metadata that the jobs done before do not have: said, not
+        silently ignored (their images keep the names and sidecars they were saved with)."""
+        options, ignored = self._options, set[str]()
+        for run in self._tracker.runs:
+            if run.state != "completed" or not run.files or run.task_id is None:
+                continue
+            for index, name in enumerate(run.files):
+                wanted = format_name(
+                    options.name,
+                    task_id=run.task_id,
+                    index=index,
+                    line=run.job.line,
+                    slug=run.job.slug,
+                )
+                if Path(name).stem != wanted:
+                    ignored.add("--name")
+                if options.metadata and not (options.output / name).with_suffix(".json").exists():
+                    ignored.add("--metadata")
+        if ignored:
+            flags = " and ".join(sorted(ignored))
+            verb = "applies" if len(ignored) == 1 else "apply"
+            self._display.message(
+                f"Note: {flags} only {verb} to images not saved yet; the jobs done before "
+                "keep the files they were saved with."
+            )
 
     def _go(self) -> bool:
         """Submit on worker threads while the engine polls here; True if the deadline
@@ -473,7 +501,7 @@ class BatchRun:
             if self._closed:  # too late to report: a rerun finds the file
                 return
             if not saved.kept_existing:
-                self._display.message(f"line {run.job.line}: saved {saved.path}")
+                self._display.saved(run.job.line, index, str(saved.path))
             elif saved.path.name not in run.files:  # a file from this job's earlier run is no news
                 self._display.warning(
                     f"line {run.job.line}: kept the existing {saved.path} (--force replaces it)"

@@ -28,6 +28,7 @@ class BatchDisplay(Protocol):
 
     def start(self) -> None: ...
     def job(self, line: int, stage: str, note: str | None = None) -> None: ...
+    def saved(self, line: int, index: int, path: str) -> None: ...
     def transferred(self, line: int, index: int, received: int, total: int | None) -> None: ...
     def cost(self, total: float) -> None: ...
     def message(self, text: str) -> None: ...
@@ -136,9 +137,11 @@ class JobTracker:
         outcomes = [run.outcome() for run in self.runs]
         parts = [f"{outcomes.count(k)} {k}" for k in OUTCOMES if k == "done" or k in outcomes]
         files = sum(len(run.files) for run in self.runs)
+        from apimart_cli.costs import cost_text
+
         cost = sum(run.cost or 0.0 for run in self.runs)
         self.display.message(
             f"Batch: {len(self.runs)} job(s): {', '.join(parts)}; {files} file(s); "
-            f"cost {cost:.2f}; {elapsed:.1f} s."
+            f"cost {cost_text(cost)}; {elapsed:.1f} s."
         )
         return max([self.code, *(run.code for run in self.runs)])

@@ -20,7 +20,8 @@ def balance(
 ) -> None:
     """Show the key's remaining and used balance.
 
-    apimart balance --json | jq .remain_balance
+    \b
+        apimart balance --json | jq .remain_balance
     """
     from apimart_cli import app as use_cases
     from apimart_cli.retry import Deadline

@@ -79,6 +79,7 @@ def batch(
     same command again resumes: nothing is submitted twice. index.html there
     shows the images with their prompts.
 
+    \b
         apimart batch prompts.txt -o out/ --name '{line}-{slug}-{index}'
     """
     # Imported here, not at the top: every command's start-up pays for the top.

@@ -115,14 +115,15 @@ def open_saved_files(outcome: Outcome) -> None:
 
 
 def previewer(wanted: bool) -> Previewer | None:
-    """`--preview`: what draws each image on standard error, where it can; a --verbose
-    note says why not."""
+    """`--preview`: what draws each image on standard error, where it can; a note says
+    why not."""
     if not wanted:
         return None
     from apimart_cli.preview import previewer
 
     shown = not console.is_quiet()
-    return previewer(shown, is_terminal=console.is_terminal(sys.stderr), note=console.debug)
+    # Where it cannot draw, one note says why (previews were asked for).
+    return previewer(shown, is_terminal=console.is_terminal(sys.stderr), note=console.info)
 
 
 def handles_errors(command: Callable[P, R]) -> Callable[P, R]:

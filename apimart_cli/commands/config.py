@@ -12,7 +12,14 @@ from apimart_cli.constants import SETTING_KEYS
 from apimart_cli.errors import ConfigError, ExitCode, UsageError, interruption
 
 HELP = "See the settings in effect, and store them in the config file."
-app = typer.Typer(help=HELP, no_args_is_help=True)
+_EXAMPLES = """
+
+\b
+    apimart config set api_key        # asks for it, unseen
+    apimart config set output_dir ~/Pictures/apimart
+    apimart config list               # every setting, its value and its source
+"""
+app = typer.Typer(help=HELP + _EXAMPLES, short_help=HELP, no_args_is_help=True)
 
 KeyArg = Annotated[str, typer.Argument(help=f"One of: {', '.join(SETTING_KEYS)}.")]
 RevealOpt = Annotated[bool, typer.Option("--reveal", help="Show the API key unmasked.")]
@@ -22,7 +29,8 @@ def _read_secret(key: str) -> str:
     """A value from a hidden prompt on a terminal, else the first line of standard input."""
     if console.is_terminal(sys.stdin):
         try:
-            value: str = typer.prompt(key, hide_input=True, err=True)
+            label = "API key (typing is hidden)" if key == "api_key" else f"{key} (hidden)"
+            value: str = typer.prompt(label, hide_input=True, err=True)
         except typer.Abort as abort:  # Ctrl-C, SIGTERM (143) or end of input at the prompt
             raise (interruption(abort) or KeyboardInterrupt()) from None
     else:
@@ -30,7 +38,7 @@ def _read_secret(key: str) -> str:
     return value.strip()
 
 
-@app.command("set")
+@app.command("set", short_help="Store a setting.")
 @handles_errors
 def set_(
     ctx: typer.Context,
@@ -97,12 +105,13 @@ def _check_key(ctx: typer.Context, key: str, timeout: float) -> None:
     console.info(f"{in_effect.base_url} accepted the key.")
 
 
-@app.command()
+@app.command(short_help="Print a setting's value in effect (the API key masked).")
 @handles_errors
 def get(ctx: typer.Context, key: KeyArg, reveal: RevealOpt = False) -> None:
     """Print a setting's value in effect (the API key masked unless --reveal).
 
-    apimart config get base_url
+    \b
+        apimart config get base_url
     """
     from apimart_cli import settings
 
@@ -116,12 +125,13 @@ def get(ctx: typer.Context, key: KeyArg, reveal: RevealOpt = False) -> None:
     console.data(item.display(found.value, reveal=reveal))
 
 
-@app.command()
+@app.command(short_help="Remove a setting from the config file.")
 @handles_errors
 def unset(key: KeyArg) -> None:
     """Remove a setting from the config file (also one the tool does not know).
 
-    apimart config unset output_dir
+    \b
+        apimart config unset output_dir
     """
     path = config_file.config_path()
     stored = config_file.load(path)
@@ -135,14 +145,15 @@ def unset(key: KeyArg) -> None:
     console.info(f"Removed {key} from {path}")
 
 
-@app.command("list")
+@app.command("list", short_help="Print every setting in effect and where it came from.")
 @handles_errors
 def list_(ctx: typer.Context, reveal: RevealOpt = False, as_json: JsonOpt = False) -> None:
     """Print every setting's value in effect and where it came from.
 
     The source is the flag, the environment variable, the config file or the default.
 
-    apimart config list
+    \b
+        apimart config list
     """
     from apimart_cli import settings
 
@@ -163,11 +174,12 @@ def list_(ctx: typer.Context, reveal: RevealOpt = False, as_json: JsonOpt = Fals
             console.data(f"{found.setting.key} = {shown or '(not set)'}  ({found.source})")
 
 
-@app.command()
+@app.command(short_help="Print the config file's path.")
 @handles_errors
 def path() -> None:
     """Print the config file's path (set APIMART_CONFIG to use another).
 
-    apimart config path
+    \b
+        apimart config path
     """
     console.data(str(config_file.config_path()))

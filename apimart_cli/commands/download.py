@@ -34,6 +34,7 @@ def download(
     A task that is not completed exits 1 with its state; expired result URLs
     exit 1 with the time they expired. Existing files are kept unless --force.
 
+    \b
         apimart download task_01K... -o out/
     """
     from apimart_cli import app as use_cases

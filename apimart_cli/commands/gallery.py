@@ -30,6 +30,7 @@ def gallery(
     knows it. One self-contained file (no script, nothing from the network)
     that opens from a CI artifact as it is.
 
+    \b
         apimart gallery out/ --open
     """
     from apimart_cli.gallery import build

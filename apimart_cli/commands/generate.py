@@ -139,6 +139,7 @@ def generate(
 
     The id is written to the local history before it is printed.
 
+    \b
         apimart generate "a lighthouse at dawn" -s 16:9 -r 2k --wait -o out/
         apimart generate "ink it" -i sketch.png --refs upload
         apimart generate "a fox" --model gpt-image-2-official --param quality=high
@@ -168,7 +169,8 @@ def generate(
     }
     ignored = [flag for flag, given in only_with_wait.items() if given and not wait]
     if ignored:
-        console.warn(f"Note: {', '.join(ignored)} only apply with --wait; ignored.")
+        verb = "applies" if len(ignored) == 1 else "apply"
+        console.warn(f"Note: {', '.join(ignored)} only {verb} with --wait; ignored.")
     if dry_run:
         console.data_json(request.dry_run(), indent=2)
         return
@@ -199,7 +201,7 @@ def generate(
     def submitted(task_ids: list[str]) -> None:
         for task_id in task_ids:
             if wait:
-                console.warn(task_id)  # standard output is for the saved paths
+                console.info(task_id)  # standard output is for the saved paths; -q: nothing
             elif as_json:
                 console.data_json({"task_id": task_id, "status": "submitted"})
             else:

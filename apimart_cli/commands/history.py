@@ -8,6 +8,7 @@ import typer
 
 from apimart_cli import console
 from apimart_cli.commands.common import handles_errors
+from apimart_cli.commands.common import state as app_state
 from apimart_cli.commands.options import JsonOpt
 from apimart_cli.errors import UsageError
 
@@ -28,7 +29,9 @@ STATES = (
 
 
 def _cost(cost: float | None) -> str:
-    return "" if cost is None else f"{cost:g}"
+    from apimart_cli.costs import cost_text
+
+    return "" if cost is None else cost_text(cost)
 
 
 def _row(record: "TaskRecord") -> list[str]:
@@ -80,10 +83,13 @@ def _states(given: list[str]) -> list[str]:
 
 @handles_errors
 def history(
+    ctx: typer.Context,
     pending: Annotated[
         bool,
         typer.Option(
-            "--pending", help="Only what `wait --pending` picks up: unfinished, or never saved."
+            "--pending",
+            help="Only what `wait --pending` picks up: unfinished, or never saved, "
+            "sent to the current base URL.",
         ),
     ] = False,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 20,
@@ -131,22 +137,39 @@ def history(
 
     states = _states(state or [])
     after = parse_since(since) if since is not None else None
+    # --pending is exactly what `wait --pending` picks up: the same query, so the two agree.
+    base_url = app_state(ctx).settings().base_url if pending else None
     records = use_cases.history_records(
-        terminal_ui(), pending=pending, limit=limit, since=after, search=search, states=states
+        terminal_ui(),
+        pending=pending,
+        limit=limit,
+        since=after,
+        search=search,
+        states=states,
+        base_url=base_url,
     )
+    if pending:
+        others = use_cases.history_records(
+            terminal_ui(), pending=True, since=after, search=search, states=states
+        )
+        _say_what_else_is_pending([r for r in others if r.base_url != base_url])
     if pending and any(record.task_id is None for record in records):
         console.warn(
             "A submission with no task id may still have created a task (it was cut short, "
             "or its reply was lost): `apimart resend KEY` sends it again with its "
             "idempotency key, and the service answers with its task or makes it once."
         )
-    costs = [record.cost for record in records if record.cost is not None]
+    # A sandbox's costs are make-believe: listed, never summed with what was paid.
+    costs = [r.cost for r in records if r.cost is not None and not r.sandbox]
+    sandboxed = sum(record.sandbox for record in records)
     total = sum(costs)
+    # A total of 0 where only a sandbox reported costs; none where nothing did.
+    reported = bool(costs) or any(r.cost is not None for r in records)
     if as_json:
         for record in records:
             console.data_json(_as_json(record))
         if not console.is_quiet():
-            console.warn(_total_json(len(records), total if costs else None))
+            console.warn(_total_json(len(records), total if reported else None))
         return
     rows = [_row(record) for record in records]
     if console.is_terminal(sys.stdout) and rows:
@@ -168,19 +191,44 @@ def history(
     else:
         for row in rows:
             console.data("\t".join(row))
-    console.info(_total_line(len(records), len(costs), total))
+    console.info(_total_line(len(records), len(costs), total, sandboxed, reported))
 
 
-def _total_line(listed: int, with_cost: int, total: float) -> str:
+def _say_what_else_is_pending(others: "list[TaskRecord]") -> None:
+    """The unfinished tasks `wait --pending` leaves out here, and why."""
+    sandboxed = sum(record.sandbox for record in others)
+    if sandboxed:
+        console.info(
+            f"Not listed: {sandboxed} unfinished task(s) sent to a sandbox, which ended "
+            "with it; `apimart history --forget-sandbox` removes them."
+        )
+    urls = sorted({record.base_url for record in others if not record.sandbox})
+    if urls:
+        count = len(others) - sandboxed
+        console.info(
+            f"Not listed: {count} unfinished task(s) sent to {', '.join(urls)}; "
+            "wait for them with `apimart --base-url URL wait --pending`."
+        )
+
+
+def _total_line(
+    listed: int, with_cost: int, total: float, sandboxed: int = 0, reported: bool = False
+) -> str:
+    from apimart_cli.costs import cost_text
+
     tasks = f"{listed} task{'s' * (listed != 1)}"
-    if not with_cost:
-        return f"{tasks}, no cost reported."
-    unknown = listed - with_cost
+    aside = f"; {sandboxed} sent to a sandbox, not counted" if sandboxed else ""
+    if not with_cost and not reported:
+        return f"{tasks}, no cost reported{aside}."
+    unknown = listed - with_cost - sandboxed
     without = f" ({unknown} without a cost reported)" if unknown else ""
-    return f"{tasks}, cost {total:g} in all{without}."
+    return f"{tasks}, cost {cost_text(total)} in all{without}{aside}."
 
 
 def _total_json(listed: int, total: float | None) -> str:
     import json
 
-    return json.dumps({"total": {"tasks": listed, "cost": total}})
+    from apimart_cli.costs import cost_number
+
+    cost = None if total is None else cost_number(total)
+    return json.dumps({"total": {"tasks": listed, "cost": cost}})

@@ -21,18 +21,21 @@ def inspect(
     Read from the `apimart` iTXt chunk saved in every PNG (unless --no-metadata).
     An image without it exits 1.
 
+    \b
         apimart inspect out/task_01K..._0.png
     """
     from apimart_cli.provenance import inspect as read_provenance
     from apimart_cli.provenance import readable
 
     code, shown = ExitCode.OK, 0
+    errors: list[ApimartError] = []
     for path in images:
         try:
             stored = read_provenance(path)
         except ApimartError as error:
             console.report_error(error)
             code = max(code, error.exit_code)
+            errors.append(error)
             continue
         if as_json:
             console.data(_json_line(stored))
@@ -45,6 +48,15 @@ def inspect(
         width = max((len(label) for label, _ in lines), default=0)
         for label, text in lines:
             console.data(f"  {label.ljust(width)}  {text}")
+    if as_json and errors:  # one error object for the run, as every command prints
+        whole = errors[0] if len(errors) == 1 else None
+        console.error_json(
+            whole
+            or ApimartError(
+                f"{len(errors)} of {len(images)} images could not be read.",
+                exit_code=code,
+            )
+        )
     raise typer.Exit(int(code))
 
 

@@ -10,9 +10,11 @@ from apimart_cli.errors import UsageError
 def mcp(ctx: typer.Context) -> None:
     """Serve the commands to AI agents over MCP, on stdin and stdout.
 
-    Needs the mcp extra: pip install 'apimart-cli[mcp]'. Register it with
-    an agent as the command `apimart` with the argument `mcp`:
+    Needs the mcp extra: from a clone, pip install '.[mcp]' (or pipx install
+    '.[mcp]'; into an existing pipx install, pipx inject apimart-cli 'mcp>=2.3,<3').
+    Register it with an agent as the command `apimart` with the argument `mcp`:
 
+    \b
         claude mcp add apimart -- apimart mcp
     """
     try:
@@ -23,7 +25,8 @@ def mcp(ctx: typer.Context) -> None:
             raise
         raise UsageError(
             "`apimart mcp` needs the mcp extra, which is not installed.",
-            "Install it: pip install 'apimart-cli[mcp]'",
+            "Install it from a clone: pip install '.[mcp]' (pipx: pipx install '.[mcp]', "
+            "or pipx inject apimart-cli 'mcp>=2.3,<3').",
         ) from None
     app = state(ctx)
     serve(api_key=app.api_key, base_url=app.base_url, verbose=app.verbose)

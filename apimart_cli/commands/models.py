@@ -40,9 +40,11 @@ def models(
     The schema carries the model's operation: what it makes (image_generation,
     video_generation). --type keeps the models that make images, or videos.
 
-    apimart models --type video
-    apimart models gpt-image-2-official | jq .properties.quality
-    apimart models gpt-image-2-official --docs | less
+    \b
+        apimart models
+        apimart models --type video
+        apimart models gpt-image-2-official | jq .properties.quality
+        apimart models gpt-image-2-official --docs | less
     """
     from apimart_cli import app as use_cases  # here, not at the top: start-up pays for the top
     from apimart_cli.retry import Deadline

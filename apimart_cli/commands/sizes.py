@@ -12,7 +12,8 @@ def _cell(sizes: tuple[tuple[int, int], ...]) -> str:
 def sizes() -> None:
     """Print the size x resolution table of the API.
 
-    apimart sizes | grep 16:9
+    \b
+        apimart sizes | grep 16:9
     """
     from apimart_cli.sizes import PIXELS, RESOLUTIONS
 

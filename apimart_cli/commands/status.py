@@ -36,6 +36,7 @@ def status(
     On a terminal, a table; in a pipe, one tab-separated line per task, the id
     first and the status second; with --json, each task's `data` object.
 
+    \b
         apimart status task_01K... | cut -f2
     """
     from apimart_cli import app as use_cases

@@ -28,6 +28,7 @@ def upload(
     Every file is checked before any is sent. A file uploaded before, whose URL
     still has time to live, is not sent again.
 
+    \b
         apimart upload sketch.png | xargs -I{} apimart generate "ink it" -i {}
     """
     from apimart_cli import app as use_cases  # here, not at the top: start-up pays for the top

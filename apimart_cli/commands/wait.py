@@ -59,6 +59,7 @@ def wait(
     Polls every task at once. Ids piped in are polled as each line arrives,
     so wait works at the end of a pipeline:
 
+    \b
         apimart generate "a red fox" | apimart wait -o out/
     """
     from apimart_cli import app as use_cases

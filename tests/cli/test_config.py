@@ -377,6 +377,7 @@ def test_set_api_key_on_a_terminal_prompts_unseen(
 
     assert result.exit_code == 0, result.output
     assert config.read_text() == f'api_key = "{KEY}"\n'
+    assert result.stderr.startswith("API key (typing is hidden):")  # not a bare `api_key:`
 
 
 def test_a_misplaced_key_under_an_unknown_name_is_never_printed(config: Path) -> None:

@@ -81,6 +81,8 @@ def test_an_unfinished_task_exits_1_naming_its_state(
     assert result.stdout == ""
     assert "task_01: Task task_01 is processing (40%), not completed.\n" in result.stderr
     assert saved(tmp_path / "out") == []
+    # Still running is not failed.
+    assert result.stderr.endswith("0 images saved, 0 tasks failed, 1 not completed yet.\n")
 
 
 def test_a_failed_task_exits_1_with_its_reason(api: str, httpx_mock: HTTPXMock) -> None:

@@ -164,7 +164,7 @@ def test_wait_options_without_wait_are_named_as_ignored(
 
     assert result.exit_code == 0, result.output
     assert result.stdout == "task_1\n"
-    assert result.stderr == f"Note: {named} only apply with --wait; ignored.\n"
+    assert result.stderr == f"Note: {named} only applies with --wait; ignored.\n"
 
 
 def test_timeout_without_wait_bounds_the_submission_and_is_not_called_ignored(

@@ -256,6 +256,20 @@ def test_wait_prints_paths_on_stdout_and_ids_on_stderr(
     assert (row.state, row.files) == ("completed", (str(Path(path).absolute()),))
 
 
+def test_quiet_wait_writes_nothing_to_stderr_on_success(
+    api: str, httpx_mock: HTTPXMock, tmp_path: Path
+) -> None:
+    expect_submit(httpx_mock, body(), ["task_01"])
+    expect_task(httpx_mock, task("task_01", urls=[[f"{IMAGES}/a.png"]]))
+    expect_image(httpx_mock, f"{IMAGES}/a.png")
+
+    result = run("-q", "generate", "a red fox", "--wait", "-o", "out", "--interval", "0.1")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{Path('out') / 'task_01_0.png'}\n"
+    assert result.stderr == ""
+
+
 def test_wait_json_prints_the_task_with_its_files(api: str, httpx_mock: HTTPXMock) -> None:
     expect_submit(httpx_mock, body(), ["task_01"])
     data = task("task_01", urls=[[f"{IMAGES}/a.png"]])
@@ -417,7 +431,7 @@ def test_429_is_resent_with_the_same_idempotency_key(api: str, httpx_mock: HTTPX
 
     assert result.exit_code == 0, result.output
     assert result.stdout == "task_01\n"
-    assert result.stderr == "The server answered 429: slow down Retrying in 0.0 s (try 2).\n"
+    assert result.stderr == "The server answered 429: slow down. Retrying in 0.0 s (try 2).\n"
     first, second = idempotency_keys(httpx_mock)
     assert first == second
     [row] = history_rows()

@@ -50,7 +50,7 @@ def test_newest_first_one_line_each_off_a_terminal() -> None:
     assert result.stderr == "4 tasks, cost 0.06 in all (2 without a cost reported).\n"
 
 
-def test_pending_keeps_the_unfinished_ones() -> None:
+def test_pending_keeps_the_unfinished_ones(api: str) -> None:
     fill()
 
     result = run("history", "--pending")
@@ -165,7 +165,7 @@ def test_a_bad_filter_exits_2_naming_it(args: list[str], message: str) -> None:
     assert result.stderr.splitlines()[0] == message
 
 
-def test_pending_includes_completed_tasks_whose_images_were_never_saved() -> None:
+def test_pending_includes_completed_tasks_whose_images_were_never_saved(api: str) -> None:
     record("task_unsaved")
     record("task_saved")
     with History.open() as history:
@@ -273,3 +273,47 @@ def test_hostile_rows_are_listed_without_an_internal_error(tmp_path: Path) -> No
     gallery = run("gallery", str(tmp_path / "out"))
     assert gallery.exit_code == 0, gallery.output
     assert "a red fox" in (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+
+
+def test_totals_follow_the_cost_rule_and_leave_sandbox_costs_out() -> None:
+    for task_id in ("task_01", "task_02", "task_03"):
+        record(task_id)
+    record("task_09", base_url="http://127.0.0.1:8787")
+    with History.open() as history:
+        for task_id in ("task_01", "task_02", "task_03", "task_09"):
+            history.update(task_id, state="completed", cost=0.05)
+
+    result = run("history", "--json")
+    assert json.loads(result.stderr) == {"total": {"tasks": 4, "cost": 0.15}}
+    assert "0.15000000000000002" not in result.stderr
+
+    result = run("history")
+    assert result.stderr == ("4 tasks, cost 0.15 in all; 1 sent to a sandbox, not counted.\n")
+
+
+def test_pending_lists_what_wait_pending_picks_up_and_says_what_else_there_is(
+    api: str,
+) -> None:
+    record("task_here")
+    record("task_elsewhere", base_url="https://other.example")
+    record("task_sandbox", base_url="http://127.0.0.1:8787")
+
+    result = run("history", "--pending")
+
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == ["task_here"]
+    with History.open() as history:
+        assert history.pending_ids(API) == ["task_here"]  # what `wait --pending` waits for
+    assert result.stderr.splitlines()[:2] == [
+        "Not listed: 1 unfinished task(s) sent to a sandbox, which ended with it; "
+        "`apimart history --forget-sandbox` removes them.",
+        "Not listed: 1 unfinished task(s) sent to https://other.example; "
+        "wait for them with `apimart --base-url URL wait --pending`.",
+    ]
+
+
+def test_a_history_of_sandbox_tasks_only_totals_0_not_no_cost() -> None:
+    record("task_09", base_url="http://127.0.0.1:8787")
+    with History.open() as history:
+        history.update("task_09", state="completed", cost=0.05)
+    assert run("history").stderr == "1 task, cost 0 in all; 1 sent to a sandbox, not counted.\n"
+    assert json.loads(run("history", "--json").stderr) == {"total": {"tasks": 1, "cost": 0}}

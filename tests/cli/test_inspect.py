@@ -201,3 +201,22 @@ def test_a_file_name_with_escapes_is_named_without_them(tmp_path: Path) -> None:
     assert "a?]0;owned?.png has no apimart provenance." in result.stderr
     assert "b?[2J.png\n" in result.stdout
     assert not any(ch in result.stdout + result.stderr for ch in "\x1b\x07")
+
+
+def test_json_ends_with_one_error_object_like_every_command(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.png"
+    plain.write_bytes(PNG)
+    result = run("inspect", "--json", str(plain))
+    assert result.exit_code == 1
+    error = json.loads(result.stderr.splitlines()[-1])["error"]
+    assert error["exit_code"] == 1 and str(plain) in error["message"]
+
+    good = marked(tmp_path / "good.png")
+    result = run("inspect", "--json", str(plain), str(good), str(tmp_path / "nope.png"))
+    assert result.exit_code == 2
+    error = json.loads(result.stderr.splitlines()[-1])["error"]
+    assert error == {
+        "message": "2 of 3 images could not be read.",
+        "exit_code": 2,
+        "retryable": False,
+    }

@@ -99,3 +99,15 @@ def test_an_unknown_type_is_refused_with_nothing_sent(api: str, httpx_mock: HTTP
     assert result.exit_code == 2
     assert "'audio'" in result.stderr and "--type image or --type video" in result.stderr
     assert httpx_mock.get_requests() == []
+
+
+def test_the_listed_ids_are_kept_for_shell_completion(api: str, httpx_mock: HTTPXMock) -> None:
+    from apimart_cli.cache import MODELS_FILE, default_path
+
+    weird = {"id": "$(rm -rf ~)", "object": "model"}  # read by shell scripts: left out
+    httpx_mock.add_response(
+        method="GET", url=f"{API}/v1/models", json={"object": "list", "data": [*MODELS, weird]}
+    )
+    assert run("models").exit_code == 0
+    kept = default_path().with_name(MODELS_FILE).read_text()
+    assert kept == "gpt-image-2\nflux-2-pro\n"

@@ -117,7 +117,7 @@ def test_a_server_error_is_retried(api: str, httpx_mock: HTTPXMock) -> None:
 
     assert result.exit_code == 0, result.output
     assert result.stdout == "task_01\tpending\t\t\n"
-    assert result.stderr == "The server answered 502: bad Retrying in 0.0 s (try 2).\n"
+    assert result.stderr == "The server answered 502: bad. Retrying in 0.0 s (try 2).\n"
 
 
 def test_the_history_learns_the_states(api: str, httpx_mock: HTTPXMock) -> None:

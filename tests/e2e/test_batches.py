@@ -221,6 +221,17 @@ def test_named_files_with_metadata_and_a_rerun_that_sends_nothing(
     assert again.returncode == 0, again.stderr
     assert sorted(again.lines) == sorted(run.lines)
     assert len(posts(sandbox)) == 2
+    assert "only apply" not in again.stderr  # the same options: nothing to say
+    # A rerun with a new --name (and, before, without --metadata) says what it cannot change.
+    other = apimart(
+        "batch", str(jobs), "-o", "out", "--name", "{index}-{slug}", env=env, cwd=tmp_path
+    )
+    assert other.returncode == 0, other.stderr
+    assert (
+        "Note: --name only applies to images not saved yet; the jobs done before keep the "
+        "files they were saved with." in other.stderr
+    )
+    assert sorted(other.lines) == sorted(run.lines)
 
 
 def test_an_unknown_outcome_keeps_its_key_and_a_rerun_gets_its_task_without_paying_twice(

@@ -187,7 +187,7 @@ def test_bad_input_is_refused_before_anything_is_sent(
 def test_an_unknown_task_is_an_error_in_its_place(env: dict[str, str], tmp_path: Path) -> None:
     (result,) = call(env, tmp_path, tmp_path, ("status", {"task_ids": ["task_nope"]}))
 
-    assert not result.is_error
+    assert result.is_error  # every task of the call failed: the call failed
     (task,) = result.structured_content["tasks"]
     assert task["task_id"] == "task_nope" and task["error"]["exit_code"] == 1
 
