@@ -16,28 +16,31 @@ import typer
 from apimart_cli import __version__, console
 from apimart_cli.commands.common import AppState, handles_errors
 
-# The commands, in the order `apimart --help` lists them: each is the function of the
-# same name in its module of apimart_cli.commands (`config`: that module's Typer app).
-COMMANDS = (
-    "generate",
-    "status",
-    "wait",
-    "download",
-    "history",
-    "batch",
-    "gallery",
-    "inspect",
-    "balance",
-    "upload",
-    "models",
-    "config",
-    "sizes",
-    "sandbox",
-    "mcp",
-)
+# The commands, in the order `apimart --help` lists them, each with the summary it lists
+# (the first paragraph of its help): each is the function of the same name in its module
+# of apimart_cli.commands (`config`: that module's Typer app, its summary `HELP`).
+# Listing them from here imports none of their modules (tests/test_startup.py checks
+# each summary against its command's help).
+COMMANDS = {
+    "generate": "Submit a generation task and print its id.",
+    "status": "Show the state of tasks.",
+    "wait": "Wait for tasks to finish and save their images.",
+    "download": "Download the images of completed tasks; print each saved path.",
+    "history": "List the tasks submitted from here, newest first, with a total of their cost.",
+    "batch": "Run many generations from a file of jobs; print each saved path.",
+    "gallery": "Write a page of a folder's images (index.html); print its path.",
+    "inspect": "Show what made each image: its prompt, fields, task, times and cost.",
+    "balance": "Show the key's remaining and used balance.",
+    "upload": "Upload images and print each one's URL (valid for 72 hours).",
+    "models": "List the service's models, one id per line; with MODEL, print its input schema.",
+    "config": "See the settings in effect, and store them in the config file.",
+    "sizes": "Print the size x resolution table of the API.",
+    "sandbox": "Run a local stand-in for the API: no key, no network, real PNGs.",
+    "mcp": "Serve the commands to AI agents over MCP, on stdin and stdout.",
+}
 
 
-def new_app(commands: Iterable[str] = COMMANDS) -> typer.Typer:
+def new_app(commands: Iterable[str] = tuple(COMMANDS)) -> typer.Typer:
     """The `apimart` app with the global options and `commands`."""
     app = _bare_app()
     for name in commands:
@@ -52,13 +55,12 @@ def new_app(commands: Iterable[str] = COMMANDS) -> typer.Typer:
 def listing_app() -> typer.Typer:
     """The app for `apimart --help`, no command or a mistyped one: every command by its
     name and summary, with none of its options, which Typer would read (fifteen
-    signatures) only to list the names. Help for one command is that command's app."""
+    signatures) only to list the names, and none of their modules imported. Help for
+    one command is that command's app."""
     app = _bare_app()
     # As Typer lists the whole app: the commands, then the group (`config`).
     for name in [*(name for name in COMMANDS if name != "config"), "config"]:
-        module = importlib.import_module(f"apimart_cli.commands.{name}")
-        summary = module.HELP if name == "config" else getattr(module, name).__doc__
-        app.command(name, help=summary)(_listed)
+        app.command(name, help=COMMANDS[name])(_listed)
     return app
 
 

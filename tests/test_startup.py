@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from apimart_cli import cli
 from apimart_cli.sandbox import Sandbox, SandboxConfig
 
 HEAVY = (
@@ -116,3 +119,16 @@ def test_keeping_the_cli_out_is_harmless_where_httpx_is_loaded_already() -> None
     lean_httpx.keep_out_cli()  # httpx is imported in this process: nothing to keep out
     lean_httpx.allow_cli()
     assert sys.modules.get("httpx._main", "absent") is before.get("httpx._main", "absent")
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_each_listed_summary_is_the_first_paragraph_of_its_commands_help(name: str) -> None:
+    module = importlib.import_module(f"apimart_cli.commands.{name}")
+    help_text = module.HELP if name == "config" else getattr(module, name).__doc__
+    first_paragraph = inspect.cleandoc(help_text).split("\n\n")[0]
+    assert cli.COMMANDS[name] == " ".join(first_paragraph.split())
+
+
+def test_the_listing_imports_no_command_module() -> None:
+    commands = {m for m in loaded_modules("--help") if m.startswith("apimart_cli.commands.")}
+    assert commands <= {"apimart_cli.commands.common", "apimart_cli.commands.options"}
