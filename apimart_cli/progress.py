@@ -339,10 +339,6 @@ def save_hooks(reporter: SilentReporter | None, *, stamp: bool, preview: bool = 
         wanted = not console.is_quiet()
         shows = previewer(wanted, is_terminal=console.is_terminal(sys.stderr), note=console.debug)
 
-    def stamp_part(part: Path, task: Task, index: int) -> None:
-        assert stamper is not None
-        stamper.stamp(part, task)
-
     def show(path: Path, task: Task, index: int) -> None:
         assert shows is not None and reporter is not None
         escape = shows.escape(path)
@@ -351,7 +347,7 @@ def save_hooks(reporter: SilentReporter | None, *, stamp: bool, preview: bool = 
 
     return SaveHooks(
         completed=None if stamper is None else stamper.prepare,
-        before_rename=None if stamper is None else stamp_part,
+        stamp=None if stamper is None else stamper.chunk,
         after_save=None if shows is None else show,
     )
 
