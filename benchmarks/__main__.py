@@ -14,7 +14,7 @@ import sys
 
 from benchmarks.common import Result
 
-NAMES = ("startup", "wait", "downloads", "references", "batch", "upload", "history")
+NAMES = ("startup", "wait", "downloads", "references", "batch", "upload", "history", "gallery")
 
 
 def main() -> int:

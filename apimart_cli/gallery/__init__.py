@@ -61,7 +61,7 @@ def build(
     provenance; its path and how many images it shows. UsageError if there is no folder.
 
     The history is read by the task ids in the images' names, and its newest
-    rows (at least HISTORY_ROWS, twice the images where there are more) for files
+    rows (HISTORY_ROWS, or as many as the images where there are more) for files
     saved under other names: never all of it.
     """
     from apimart_cli.errors import UsageError
@@ -80,7 +80,7 @@ def build(
             return None
 
     images = images_in(folder)
-    bound = max(HISTORY_ROWS, 2 * len(images))
+    bound = max(HISTORY_ROWS, len(images))
     entries = entries_for_folder(
         folder,
         manifest=manifest_records(folder),

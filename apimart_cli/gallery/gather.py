@@ -148,7 +148,8 @@ def images_in(folder: Path) -> list[str]:
 
 def task_id_of(name: str) -> str | None:
     """The task id in a file name `<task_id>_<index>.<ext>`, if it is one."""
-    found = _STEM.match(Path(name).stem)
+    stem = name.rpartition(".")[0] or name
+    found = _STEM.match(stem)
     return found.group(1) if found else None
 
 
@@ -189,14 +190,18 @@ def entries_for_folder(
         claimed.update(files)
         if entry.task_id:
             tasks.add(entry.task_id)
-    here = folder.resolve()
+    inside = _Inside(folder)
+    read: dict[str, TaskRecord] = {}  # the history's rows already read, by task id
     for task in history_files:
+        if task.task_id:
+            read.setdefault(task.task_id, task)
         if task.task_id in tasks:
             continue
+        # Names as strings: a Path for each recorded file costs ten times as much.
         names = [
-            Path(path).name
+            os.path.basename(path)  # noqa: PTH119
             for path in task.files
-            if Path(path).name in present and _inside(Path(path), folder, here)
+            if os.path.basename(path) in present and inside(path)  # noqa: PTH119
         ]
         names = [name for name in names if name not in claimed]
         if names:
@@ -210,7 +215,7 @@ def entries_for_folder(
         if name not in claimed and task_id and task_id not in tasks:
             by_task.setdefault(task_id, []).append(name)
     for task_id, names in by_task.items():
-        found = history(task_id)
+        found = read.get(task_id) or history(task_id)
         if found is not None:
             entries.append(from_history_record(found, names))
             claimed.update(names)
@@ -223,12 +228,23 @@ def entries_for_folder(
     return newest_first(entries)
 
 
-def _inside(path: Path, folder: Path, resolved: Path) -> bool:
-    parent = path.parent if path.is_absolute() else (Path.cwd() / path).parent
-    try:
-        return parent.resolve() == resolved
-    except OSError:
-        return False
+class _Inside:
+    """Whether a recorded path is in `folder`: each parent folder resolved once."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder.resolve()
+        self._parents: dict[str, bool] = {}
+
+    def __call__(self, path: str) -> bool:
+        parent = os.path.dirname(os.path.join(os.getcwd(), path))  # noqa: PTH109, PTH118, PTH120
+        found = self._parents.get(parent)
+        if found is None:
+            try:
+                found = Path(parent).resolve() == self._folder
+            except OSError:
+                found = False
+            self._parents[parent] = found
+        return found
 
 
 def manifest_records(folder: Path) -> list[dict[str, Any]]:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,8 @@ UNKNOWN_SIZE = (1024, 1024)
 # The header bytes read for an image's size: a PNG's or GIF's is in the first 32, a
 # JPEG's or WebP's may come after its metadata.
 _SHORT_HEAD, _LONG_HEAD = 32, 64 * 1024
+# A file name that needs neither percent-encoding in a URL nor escaping in HTML.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 _CSS = """
 :root{color-scheme:light dark;--bg:#f6f6f4;--card:#fff;--ink:#1d1d1f;--dim:#6b6b70;
@@ -85,19 +88,22 @@ def _cost(value: float | None) -> str:
 
 
 def _url(name: str) -> str:
+    if _PLAIN_NAME.fullmatch(name):  # most names (`<task_id>_<i>.png`): nothing to encode
+        return name
     # A name the file system gave undecodable bytes keeps them, percent-encoded.
     return html.escape(quote(name, errors="surrogateescape"))
 
 
-def _card(entry: Entry) -> str:
+def _card(entry: Entry, sizes: Mapping[str, tuple[int, int]]) -> str:
     e = html.escape
     alt = e(entry.prompt)
+    measured = {name: sizes.get(name) or entry.dimensions.get(name) for name in entry.files}
     shots = "".join(
-        f'<a href="{_url(name)}"><img src="{_url(name)}" alt="{alt}"'
-        f' loading="lazy" decoding="async"{_dimensions(entry, name)}></a>'
-        for name in entry.files
+        f'<a href="{url}"><img src="{url}" alt="{alt}" loading="lazy" decoding="async"'
+        ' width="{}" height="{}"></a>'.format(*(measured[name] or UNKNOWN_SIZE))
+        for name, url in ((name, _url(name)) for name in entry.files)
     )
-    pixels = sorted({f"{w}×{h}" for w, h in entry.dimensions.values()})
+    pixels = sorted({f"{w}×{h}" for w, h in filter(None, measured.values())})
     rows = [
         ("size", e(entry.size or "default") + (f" · {', '.join(pixels)}" if pixels else "")),
         ("resolution", e(entry.resolution or "default")),
@@ -143,14 +149,17 @@ def _layout(count: int) -> str:
     return f' style="grid-template:repeat({rows},minmax(0,1fr))/repeat({columns},minmax(0,1fr))"'
 
 
-def _dimensions(entry: Entry, name: str) -> str:
-    width, height = entry.dimensions.get(name, UNKNOWN_SIZE)
-    return f' width="{width}" height="{height}"'
-
-
-def render(entries: Sequence[Entry], title: str, *, live: bool = False) -> str:
+def render(
+    entries: Sequence[Entry],
+    title: str,
+    *,
+    live: bool = False,
+    sizes: Mapping[str, tuple[int, int]] | None = None,
+) -> str:
     """The page for `entries` (in the order given), titled `title`; `live`: a batch's
-    page while it runs, which reloads itself every REFRESH_SECONDS."""
+    page while it runs, which reloads itself every REFRESH_SECONDS. `sizes`: the
+    images' pixel sizes by name, where not in the entries' own `dimensions`."""
+    sizes = {} if sizes is None else sizes
     images = sum(len(entry.files) for entry in entries)
     failed = sum(entry.failed for entry in entries)
     waiting = sum(entry.in_flight for entry in entries)
@@ -162,7 +171,7 @@ def render(entries: Sequence[Entry], title: str, *, live: bool = False) -> str:
         summary.append(f"{waiting} on the way")
     if costs:
         summary.append(f"cost {sum(costs):g}")
-    cards = "\n".join(_card(entry) for entry in entries)
+    cards = "\n".join(_card(entry, sizes) for entry in entries)
     empty = "" if entries else "<p>No images yet.</p>"
     refresh = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if live else ""
     footer = "Made by apimart. Newest first." + (
@@ -184,37 +193,51 @@ def render(entries: Sequence[Entry], title: str, *, live: bool = False) -> str:
     )
 
 
-def image_size(path: Path) -> tuple[int, int] | None:
+def image_size(path: str | Path) -> tuple[int, int] | None:
     """An image's width and height from its header; None where it cannot be read."""
     from apimart_cli.images import image_dimensions
 
     try:
-        with path.open("rb") as handle:
-            head = handle.read(_SHORT_HEAD)
-            found = image_dimensions(head)
-            if found is None and len(head) == _SHORT_HEAD:
-                found = image_dimensions(head + handle.read(_LONG_HEAD - _SHORT_HEAD))
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None
+    try:
+        head = os.read(descriptor, _SHORT_HEAD)
+        found = image_dimensions(head)
+        if found is None and len(head) == _SHORT_HEAD:
+            found = image_dimensions(head + os.read(descriptor, _LONG_HEAD - _SHORT_HEAD))
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
     return found
+
+
+def measure(
+    folder: Path, entries: Sequence[Entry], known: dict[str, tuple[int, int]] | None = None
+) -> dict[str, tuple[int, int]]:
+    """Each image's pixel size by name, read from its header, so the grid does not jump.
+    `known` caches the sizes between calls (a batch's page is written many times)."""
+    known = {} if known is None else known
+    base = os.fspath(folder)
+    for entry in entries:
+        for name in entry.files:
+            if name not in known:
+                found = image_size(os.path.join(base, name))  # noqa: PTH118 - 10,000 of them
+                if found:
+                    known[name] = found
+    return known
 
 
 def with_dimensions(
     folder: Path, entries: Sequence[Entry], known: dict[str, tuple[int, int]] | None = None
 ) -> list[Entry]:
-    """Entries with each image's pixel size, read from its header, so the grid does not
-    jump. `known` caches the sizes by name between calls."""
-    known = {} if known is None else known
-    result = []
-    for entry in entries:
-        for name in entry.files:
-            if name not in known:
-                found = image_size(folder / name)
-                if found:
-                    known[name] = found
-        sizes = {name: known[name] for name in entry.files if name in known}
-        result.append(replace(entry, dimensions=sizes) if sizes else entry)
-    return result
+    """Entries with each image's pixel size in their `dimensions`."""
+    sizes = measure(folder, entries, known)
+    return [
+        replace(entry, dimensions={name: sizes[name] for name in entry.files if name in sizes})
+        for entry in entries
+    ]
 
 
 def write(
@@ -228,7 +251,8 @@ def write(
 ) -> Path:
     """Write `index.html` in `folder` atomically, never through a link; its path."""
     title = title or f"apimart · {folder.resolve().name or folder}"
-    page = redact(render(with_dimensions(folder, entries, sizes), title, live=live))
+    known = measure(folder, entries, sizes)
+    page = redact(render(entries, title, live=live, sizes=known))
     target = folder / PAGE_NAME
     temporary = folder / f".{PAGE_NAME}.{os.getpid()}.part"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
