@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -199,14 +201,17 @@ def test_the_keeper_writes_a_live_page_at_most_every_interval_then_a_still_one(
 
     page = tmp_path / "index.html"
     keeper.update(records)  # the batch's start: every job, none sent yet
+    keeper.settle()
     first = page.read_text()
     assert '<meta http-equiv="refresh"' in first and first.count(">queued<") == 2
     states[0] = "processing"
     now[0] = 0.5
     keeper.update(records)  # too soon: not written, and the records not even gathered
+    keeper.settle()
     assert page.read_text() == first and len(asked) == 1
     now[0] = 1.2
     keeper.update(records)
+    keeper.settle()
     assert ">processing<" in page.read_text() and "2 on the way" in page.read_text()
     states[:] = ["completed", "failed"]
     saved[0] = ["job0.png"]
@@ -227,10 +232,10 @@ def test_a_batch_page_exists_from_the_start_shows_jobs_in_flight_and_stops_reloa
     pages: list[tuple[bool, list[str]]] = []
 
     class Watching(gallery.Keeper):
-        def _write(self, records: gallery.Records, *, live: bool) -> None:
-            jobs = list(records())
+        def _write(self, records: Iterable[Mapping[str, Any]], *, live: bool) -> None:
+            jobs = list(records)
             pages.append((live, [str(r["state"]) for r in jobs]))
-            super()._write(lambda: jobs, live=live)
+            super()._write(jobs, live=live)
 
     out = tmp_path / "out"
     jobs = parse_jobs(["a fox", "an owl", "a hare"], tmp_path, "jobs.txt")
@@ -253,3 +258,27 @@ def test_a_batch_page_exists_from_the_start_shows_jobs_in_flight_and_stops_reloa
     assert pages[-1] == (False, ["completed"] * 3)
     final = (out / "index.html").read_text()
     assert "refresh" not in final and final.count("<img ") == 3
+
+
+def test_the_batch_never_waits_for_its_live_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    release, writing = threading.Event(), threading.Event()
+    real_write = gallery.write
+
+    def slow_write(*args: Any, **kwargs: Any) -> Path:
+        writing.set()
+        release.wait()
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(gallery, "write", slow_write)
+    keeper = gallery.Keeper(tmp_path, warn=print, every=0.0)
+    records = [{"state": "processing", "prompt": "a fox"}]
+    keeper.update(lambda: records)  # returns while the page is still being written
+    assert writing.wait(10)
+    assert not (tmp_path / "index.html").exists()
+    release.set()
+    keeper.close(lambda: [{"state": "failed", "prompt": "a fox", "error": "no"}])
+    assert "1 failed" in (tmp_path / "index.html").read_text()

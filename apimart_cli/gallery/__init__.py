@@ -8,6 +8,7 @@ batch's page, from the batch's start to its end.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -105,9 +106,12 @@ class Keeper:
     once it has ended (`close`).
 
     While the batch runs the page is rewritten at most once every `every` seconds
-    (the page reloads itself less often than that); `close` always writes it. The
-    pixel sizes of the images are read once each, not at every rewrite. A page
-    that cannot be written is said once and the run goes on.
+    (it reloads itself less often than that), on a thread of its own: the caller
+    only takes a snapshot of the records, under its own lock, and goes on; the
+    page for 1,000 jobs takes tens of milliseconds to render and sync, which the
+    batch's submissions must not wait for. `close` writes the last page itself.
+    The pixel sizes of the images are read once each, not at every rewrite. A
+    page that cannot be written is said once and the run goes on.
     """
 
     def __init__(
@@ -124,26 +128,63 @@ class Keeper:
         self._every, self._clock = every, clock
         self._sizes: dict[str, tuple[int, int]] = {}
         self._broken = False
-        self._written: float | None = None  # when the page was last written
+        self._written: float | None = None  # when a page was last due
         self._closed = False
+        self._changed = threading.Condition()
+        self._pending: list[Mapping[str, Any]] | None = None  # the next page's records
+        self._busy = False  # the writer is writing a page
+        self._writer: threading.Thread | None = None
 
     def update(self, records: Records) -> None:
         """The jobs moved on: the page, if it is due (`records` is asked only then)."""
         now = self._clock()
-        if self._written is not None and now - self._written < self._every:
+        if self._closed or (self._written is not None and now - self._written < self._every):
             return
-        self._write(records, live=not self._closed)
+        self._written = now
+        snapshot = list(records())
+        with self._changed:
+            self._pending = snapshot
+            self._changed.notify_all()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_pages, name="gallery", daemon=True)
+            self._writer.start()
 
     def close(self, records: Records) -> None:
         """The batch has ended: the page as it ends, which no longer reloads itself."""
-        self._closed = True
-        self._write(records, live=False)
+        snapshot = list(records())
+        with self._changed:
+            self._closed, self._pending = True, None
+            self._changed.notify_all()
+            while self._busy:  # a live page being written must not land after this one
+                self._changed.wait()
+        self._write(snapshot, live=False)
 
-    def _write(self, records: Records, *, live: bool) -> None:
+    def settle(self) -> None:
+        """Wait until the page due has been written (for tests)."""
+        with self._changed:
+            while self._busy or self._pending is not None:
+                self._changed.wait()
+
+    def _write_pages(self) -> None:
+        while True:
+            with self._changed:
+                while self._pending is None and not self._closed:
+                    self._changed.wait()
+                if self._closed:
+                    return
+                snapshot, self._pending, self._busy = self._pending, None, True
+            assert snapshot is not None
+            try:
+                self._write(snapshot, live=True)
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
+
+    def _write(self, records: Iterable[Mapping[str, Any]], *, live: bool) -> None:
         if self._broken:
             return
-        self._written = self._clock()
-        entries = [e for e in (from_manifest_record(r, live=True) for r in records()) if e]
+        entries = [e for e in (from_manifest_record(r, live=True) for r in records) if e]
         try:
             write(
                 self.folder,
