@@ -14,7 +14,6 @@ from typing import Annotated, Optional
 import typer
 
 from apimart_cli import __version__, console
-from apimart_cli.commands.common import AppState, handles_errors
 
 # The commands, in the order `apimart --help` lists them, each with the summary it lists
 # (the first paragraph of its help): each is the function of the same name in its module
@@ -42,7 +41,7 @@ COMMANDS = {
 
 def new_app(commands: Iterable[str] = tuple(COMMANDS)) -> typer.Typer:
     """The `apimart` app with the global options and `commands`."""
-    app = _bare_app()
+    app = _bare_app(runs=True)
     for name in commands:
         module = importlib.import_module(f"apimart_cli.commands.{name}")
         if name == "config":
@@ -68,8 +67,10 @@ def _listed() -> None:
     """A command as `listing_app` lists it; never run (a run names it: `app_for`)."""
 
 
-def _bare_app() -> typer.Typer:
-    """The `apimart` app with its global options and no command yet."""
+def _bare_app(*, runs: bool = False) -> typer.Typer:
+    """The `apimart` app with its global options and no command yet. Where it `runs` a
+    command, its global options go through the error funnel; the listing app's never
+    run (help, a usage error), so it does without (and without its import)."""
     app = typer.Typer(
         name="apimart",
         help="Generate images with APIMart's gpt-image-2 from the shell.",
@@ -82,7 +83,12 @@ def _bare_app() -> typer.Typer:
         pretty_exceptions_show_locals=False,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-    app.callback()(main_options)
+    if runs:
+        from apimart_cli.commands.common import handles_errors
+
+        app.callback()(handles_errors(main_options))
+    else:
+        app.callback()(main_options)
     return app
 
 
@@ -92,7 +98,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@handles_errors
 def main_options(
     ctx: typer.Context,
     api_key: Annotated[
@@ -126,6 +131,8 @@ def main_options(
 
     apimart generate "a red fox in the snow" --wait -o out/
     """
+    from apimart_cli.commands.common import AppState
+
     console.configure(quiet=quiet, verbose=verbose)
     state = AppState(api_key=api_key, base_url=base_url, verbose=verbose, quiet=quiet)
     if use_sandbox:
