@@ -150,10 +150,6 @@ def save_hooks(
         stamper = Stamper(__version__, redact=redact)
     shows = previewer if reporter is not None else None
 
-    def stamp_part(part: Path, task: Task, index: int) -> None:
-        assert stamper is not None
-        stamper.stamp(part, task)
-
     def show(path: Path, task: Task, index: int) -> None:
         assert shows is not None and reporter is not None
         escape = shows.escape(path)
@@ -162,7 +158,7 @@ def save_hooks(
 
     return SaveHooks(
         completed=None if stamper is None else stamper.prepare,
-        before_rename=None if stamper is None else stamp_part,
+        stamp=None if stamper is None else stamper.chunk,  # put in as the bytes stream past
         after_save=None if shows is None else show,
     )
 

@@ -14,36 +14,38 @@ from typing import Annotated, Optional
 import typer
 
 from apimart_cli import __version__, console
-from apimart_cli.commands.common import AppState, handles_errors
 
-# The commands, in the order `apimart --help` lists them: each is the function of the
-# same name in its module of apimart_cli.commands (`config`: that module's Typer app).
-COMMANDS = (
-    "generate",
-    "status",
-    "wait",
-    "download",
-    "history",
-    "resend",
-    "batch",
-    "gallery",
-    "inspect",
-    "balance",
-    "upload",
-    "models",
-    "config",
-    "sizes",
-    "sandbox",
-    "mcp",
-    "completion",
-)
-# The commands that are groups of their own: each module's Typer `app`.
+# The commands, in the order `apimart --help` lists them, each with the summary it lists
+# (the first paragraph of its help): each is the function of the same name in its module
+# of apimart_cli.commands (a group: that module's Typer app, its summary `HELP`).
+# Listing them from here imports none of their modules (tests/test_startup.py checks
+# each summary against its command's help).
+COMMANDS = {
+    "generate": "Submit a generation task and print its id.",
+    "status": "Show the state of tasks.",
+    "wait": "Wait for tasks to finish and save their images.",
+    "download": "Download the images of completed tasks; print each saved path.",
+    "history": "List the tasks submitted from here, newest first, with a total of their cost.",
+    "resend": "Resend submissions whose outcome is unknown, with their keys; print task ids.",
+    "batch": "Run many generations from a file of jobs; print each saved path.",
+    "gallery": "Write a page of a folder's images (index.html); print its path.",
+    "inspect": "Show what made each image: its prompt, fields, task, times and cost.",
+    "balance": "Show the key's remaining and used balance.",
+    "upload": "Upload images and print each one's URL (valid for 72 hours).",
+    "models": "List the service's models, one id per line; with MODEL, print its input schema.",
+    "config": "See the settings in effect, and store them in the config file.",
+    "sizes": "Print the size x resolution table of the API.",
+    "sandbox": "Run a local stand-in for the API: no key, no network, real PNGs.",
+    "mcp": "Serve the commands to AI agents over MCP, on stdin and stdout.",
+    "completion": "Install shell completion for bash, zsh or fish, or print its script.",
+}
+# The commands that are groups of their own: each module's Typer `app`, its summary `HELP`.
 GROUPS = ("config", "completion")
 
 
-def new_app(commands: Iterable[str] = COMMANDS) -> typer.Typer:
+def new_app(commands: Iterable[str] = tuple(COMMANDS)) -> typer.Typer:
     """The `apimart` app with the global options and `commands`."""
-    app = _bare_app()
+    app = _bare_app(runs=True)
     for name in commands:
         module = importlib.import_module(f"apimart_cli.commands.{name}")
         if name in GROUPS:
@@ -63,13 +65,13 @@ def _summary(doc: str | None) -> str:
 def listing_app() -> typer.Typer:
     """The app for `apimart --help`, no command or a mistyped one: every command by its
     name and summary, with none of its options, which Typer would read (fifteen
-    signatures) only to list the names. Help for one command is that command's app."""
+    signatures) only to list the names, and none of their modules imported. Help for
+    one command is that command's app."""
     app = _bare_app()
     # As Typer lists the whole app: the commands, then the groups (`config`...).
     for name in [*(name for name in COMMANDS if name not in GROUPS), *GROUPS]:
-        module = importlib.import_module(f"apimart_cli.commands.{name}")
-        summary = module.HELP if name in GROUPS else getattr(module, name).__doc__
-        app.command(name, help=summary, short_help=_summary(summary))(_listed)
+        summary = COMMANDS[name]
+        app.command(name, help=summary, short_help=summary)(_listed)
     return app
 
 
@@ -77,8 +79,10 @@ def _listed() -> None:
     """A command as `listing_app` lists it; never run (a run names it: `app_for`)."""
 
 
-def _bare_app() -> typer.Typer:
-    """The `apimart` app with its global options and no command yet."""
+def _bare_app(*, runs: bool = False) -> typer.Typer:
+    """The `apimart` app with its global options and no command yet. Where it `runs` a
+    command, its global options go through the error funnel; the listing app's never
+    run (help, a usage error), so it does without (and without its import)."""
     app = typer.Typer(
         name="apimart",
         help="Generate images with APIMart's gpt-image-2 from the shell.",
@@ -91,7 +95,12 @@ def _bare_app() -> typer.Typer:
         pretty_exceptions_show_locals=False,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-    app.callback()(main_options)
+    if runs:
+        from apimart_cli.commands.common import handles_errors
+
+        app.callback()(handles_errors(main_options))
+    else:
+        app.callback()(main_options)
     return app
 
 
@@ -101,7 +110,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@handles_errors
 def main_options(
     ctx: typer.Context,
     api_key: Annotated[
@@ -135,6 +143,8 @@ def main_options(
 
     apimart generate "a red fox in the snow" --wait -o out/
     """
+    from apimart_cli.commands.common import AppState
+
     console.configure(quiet=quiet, verbose=verbose)
     state = AppState(api_key=api_key, base_url=base_url, verbose=verbose, quiet=quiet)
     if use_sandbox:

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import httpx
-
-from apimart_cli import __version__
+from apimart_cli import __version__, lean_httpx
 from apimart_cli.constants import (
     CONNECT_TIMEOUT,
     GENERATION_PATHS,
@@ -68,6 +66,11 @@ from apimart_cli.retry import (
 )
 from apimart_cli.settings import is_loopback, no_key_error
 from apimart_cli.workers import Runner
+
+lean_httpx.keep_out_cli()  # httpx's own command-line client: 40 ms, never used
+import httpx  # noqa: E402
+
+lean_httpx.allow_cli()
 
 if TYPE_CHECKING:
     from apimart_cli.payload import GenerationRequest

@@ -12,6 +12,11 @@ not a plain file of ours (a link, a FIFO, a hard link to a file elsewhere) is
 removed, not used. The final name is taken by a rename, which replaces a link
 rather than writing through it.
 
+A PNG that is to carry the provenance chunk (a `Stamp`) gets it as the bytes
+stream past its IHDR, so the image is written once, already stamped; the
+validator file records how long the chunk is, so that a resume asks the host
+for the rest from the right offset.
+
 Each try streams through `Client.stream` (which fails a stalled transfer) and
 the retries go through `retry.retrying`, both bounded by the client's
 deadline; a download the deadline cuts short keeps its part file, flushed as
@@ -23,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -50,6 +56,7 @@ from apimart_cli.images import (
 )
 from apimart_cli.integrity import flaw, is_video
 from apimart_cli.models import ResultImage, validate_task_id
+from apimart_cli.provenance import IHDR_END, is_png_head, is_whole_chunk
 from apimart_cli.retry import RETRYABLE_STATUSES, Transient, parse_retry_after, retrying
 
 if TYPE_CHECKING:
@@ -66,8 +73,21 @@ _NO_FOLLOW = (
 )
 _VALIDATOR_MAX_BYTES = 64 * 1024
 
-# A step run on the verified part file before it takes its final name (see `download`).
-Finish = Callable[[Path], None]
+
+@dataclass(frozen=True)
+class Stamp:
+    """A chunk that goes into a PNG as it is saved, right after its IHDR (the provenance).
+
+    `chunk` is asked for once the image's head has arrived, on the download thread;
+    an image that is not a PNG is saved as served.
+    """
+
+    chunk: Callable[[], bytes]
+
+
+# What `download` does before the name: a step run on the verified part file before it
+# takes its final name, or a `Stamp` put in as the bytes arrive.
+Finish = Callable[[Path], None] | Stamp
 # Told of a download's progress: bytes in the part file so far (a resumed part
 # included), and the full size where the host said it (None where it did not).
 OnProgress = Callable[[int, "int | None"], None]
@@ -203,8 +223,9 @@ class Downloader:
         `finish`, if given, runs on the complete, checked part file just before
         it takes its final name (which stays one atomic rename): it may rewrite
         the file, in place or by renaming another file onto it. If it raises,
-        nothing is saved and the error goes to the caller. `on_progress` hears
-        the bytes as they arrive.
+        nothing is saved and the error goes to the caller. A `Stamp` instead
+        goes into a PNG as it streams past the IHDR: the file is written once.
+        `on_progress` hears the bytes as they arrive (the image's, not the chunk's).
         """
         try:
             return self._download(task_id, index, image, finish, on_progress)
@@ -230,6 +251,8 @@ class Downloader:
         is_data = image.url.startswith("data:")
         if not is_data and image.expires_at is not None and image.expires_at <= self._now():
             raise _expired(task_id, image.expires_at)
+        stamp = finish if isinstance(finish, Stamp) else None
+        after = None if isinstance(finish, Stamp) else finish
         with _Part.open(self.folder, stem) as part:
             _lock(part.handle)
             if not part.still_there():
@@ -238,14 +261,14 @@ class Downloader:
                 return self._download(task_id, index, image, finish, on_progress)
             try:
                 if is_data:
-                    extension = _write_data_uri(stem, image.url, part.handle)
+                    extension = _write_data_uri(stem, image.url, part.handle, stamp)
                 else:
-                    extension = self._fetch_with_retries(image, task_id, part, on_progress)
-                # On disk before it takes its name; where `finish` replaces the file (the
-                # provenance chunk), the replacement is what must be, and `finish` syncs it.
-                part.seal(sync=finish is None)
-                if finish is not None:
-                    finish(part.path)
+                    extension = self._fetch_with_retries(image, task_id, part, on_progress, stamp)
+                # On disk before it takes its name; where `finish` replaces the file,
+                # the replacement is what must be, and `finish` syncs it.
+                part.seal(sync=after is None)
+                if after is not None:
+                    after(part.path)
                     if part.still_there():  # `finish` left the file as it was
                         part.sync()
                 target = self.folder / f"{stem}{extension}"
@@ -262,11 +285,16 @@ class Downloader:
         return SavedFile(target, kept_existing=kept)
 
     def _fetch_with_retries(
-        self, image: ResultImage, task_id: str, part: _Part, on_progress: OnProgress | None
+        self,
+        image: ResultImage,
+        task_id: str,
+        part: _Part,
+        on_progress: OnProgress | None,
+        stamp: Stamp | None,
     ) -> str:
         def attempt() -> str:
             try:
-                return self._fetch(image, task_id, part, on_progress)
+                return self._fetch(image, task_id, part, on_progress, stamp)
             except _Retry as failure:  # the error the user sees if no try succeeds
                 error = ServiceError(
                     f"Downloading {image.url} failed: {failure}",
@@ -279,14 +307,25 @@ class Downloader:
         )
 
     def _fetch(
-        self, image: ResultImage, task_id: str, part: _Part, on_progress: OnProgress | None
+        self,
+        image: ResultImage,
+        task_id: str,
+        part: _Part,
+        on_progress: OnProgress | None,
+        stamp: Stamp | None,
     ) -> str:
         """One try: stream into the part file, resuming it; the extension to save under."""
-        offset = part.size()
-        known = part.validator() if offset else None
-        if offset and (known is None or known.url != image.url):
-            part.restart()  # no way to ask for the rest of that same file: start again
-            offset, known = 0, None
+        size = part.size()
+        known = part.validator() if size else None
+        if size and (
+            known is None or known.url != image.url or not part.holds(known, stamp is not None)
+        ):
+            # No way to ask for the rest of that same file, or the part holds a chunk this
+            # run does not want (or lacks one it does): start again.
+            part.restart()
+            size, known = 0, None
+        # The image's bytes in the part file: all of it but the chunk put in after IHDR.
+        offset = size - (known.inserted or 0) if known is not None else 0
         # Images are compressed already; asking for them as they are keeps ranges simple.
         headers = {"Accept-Encoding": "identity"}
         if known is not None:
@@ -311,8 +350,11 @@ class Downloader:
                     raise _Retry("the image changed since the partial download; starting again")
                 if not start:
                     part.begin(served)
+                else:
+                    assert known is not None  # a range is asked only where one is known
+                    part.resume(known)
                 extension = extension_for(reply.headers.get("content-type"))
-                written = self._copy(reply, part.handle, start, image, total, on_progress)
+                written = self._copy(reply, part, start, image, total, on_progress, stamp)
             if total is not None and written != total:
                 raise _Retry(f"got {written} of {total} bytes")
             # Without a length, or resumed without the host naming the file's version,
@@ -375,26 +417,40 @@ class Downloader:
     def _copy(
         self,
         reply: Reply,
-        handle: IO[bytes],
+        part: _Part,
         start: int,
         image: ResultImage,
         total: int | None,
         on_progress: OnProgress | None,
+        stamp: Stamp | None,
     ) -> int:
         """The body into the part file, each piece written through as it arrives (so a
-        run cut short leaves all it got, to resume); the size of the part file."""
+        run cut short leaves all it got, to resume), with the stamp's chunk put in as
+        the bytes pass the end of a PNG's IHDR; the image's bytes in the part file."""
         url, largest = image.url, _largest(image)
-        handle.seek(start)
+        handle = part.handle
+        handle.seek(start + part.inserted)
         handle.truncate()
         written = start
+        stamping = stamp is not None and start < IHDR_END  # the chunk is still to go in
         for chunk in reply.body:
             if written == 0 and sniff_mime(chunk) is None and sniff_video(chunk) is None:
                 raise ServiceError(
                     f"The host sent something that is not an image or a video for {url}."
                 )
-            written += len(chunk)
+            before, written = written, written + len(chunk)
             if written > largest:
                 raise ServiceError(f"The {image.kind} at {url} is larger than {largest} bytes.")
+            if stamping and written >= IHDR_END:
+                assert stamp is not None
+                stamping = False
+                handle.write(chunk[: IHDR_END - before])
+                chunk = chunk[IHDR_END - before :]
+                handle.flush()
+                head = os.pread(handle.fileno(), IHDR_END, 0)
+                inserted = stamp.chunk() if is_png_head(head) else b""
+                part.record_insertion(len(inserted))  # said before it is there
+                handle.write(inserted)
             handle.write(chunk)
             handle.flush()
             if on_progress is not None:
@@ -431,8 +487,9 @@ def _largest(image: ResultImage) -> int:
     return MAX_VIDEO_DOWNLOAD_BYTES if image.kind == "video" else MAX_IMAGE_DOWNLOAD_BYTES
 
 
-def _write_data_uri(stem: str, uri: str, handle: IO[bytes]) -> str:
-    """A `data:` URI's image written to the part file; the extension to save under."""
+def _write_data_uri(stem: str, uri: str, handle: IO[bytes], stamp: Stamp | None) -> str:
+    """A `data:` URI's image written to the part file (a PNG with the stamp's chunk after
+    its IHDR); the extension to save under."""
     header, _, encoded = uri.partition(",")
     try:
         content = base64.b64decode(encoded, validate=True)
@@ -441,6 +498,8 @@ def _write_data_uri(stem: str, uri: str, handle: IO[bytes]) -> str:
     mime = sniff_mime(content)
     if mime is None or ";base64" not in header or flaw(content, to_the_end=False) is not None:
         raise ServiceError(f"Task result {stem} is a data: URI that is not an image.")
+    if stamp is not None and is_png_head(content[:IHDR_END]):
+        content = content[:IHDR_END] + stamp.chunk() + content[IHDR_END:]
     handle.seek(0)
     handle.truncate()
     handle.write(content)
@@ -453,13 +512,16 @@ class _Validator:
 
     A resume asks for the rest of that version (`If-Range`); a host that names no
     version is resumed only where the length it announced still matches, and
-    the result is then checked to the image's own end.
+    the result is then checked to the image's own end. `inserted` is what the part
+    file holds beyond the host's bytes: the length of the chunk put in after a PNG's
+    IHDR, 0 where a stamping run found no PNG, None where none was to go in.
     """
 
     url: str
     etag: str | None = None
     last_modified: str | None = None
     length: int | None = None
+    inserted: int | None = None
 
     @classmethod
     def of(cls, reply: Reply, url: str, length: int | None) -> _Validator:
@@ -491,6 +553,7 @@ class _Validator:
                 "etag": self.etag,
                 "last_modified": self.last_modified,
                 "length": self.length,
+                "inserted": self.inserted,
             }
         )
 
@@ -499,13 +562,19 @@ class _Validator:
         try:
             fields = json.loads(text)
             found = cls(
-                fields["url"], fields.get("etag"), fields.get("last_modified"), fields.get("length")
+                fields["url"],
+                fields.get("etag"),
+                fields.get("last_modified"),
+                fields.get("length"),
+                fields.get("inserted"),
             )
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
         texts = all(isinstance(v, str | None) for v in (found.etag, found.last_modified))
         length = found.length is None or (type(found.length) is int and found.length > 0)
-        return found if texts and length and isinstance(found.url, str) and found.usable() else None
+        inserted = found.inserted is None or (type(found.inserted) is int and found.inserted >= 0)
+        usable = isinstance(found.url, str) and found.usable()
+        return found if texts and length and inserted and usable else None
 
 
 class _Part:
@@ -516,6 +585,8 @@ class _Part:
         self.path = folder / f".{stem}.part"
         self.handle = handle
         self._validator_path = folder / f".{stem}.validator"
+        self.inserted = 0  # bytes of a chunk put in after IHDR, beyond the host's
+        self._served: _Validator | None = None  # as remembered beside the part file
 
     @classmethod
     @contextlib.contextmanager
@@ -539,12 +610,42 @@ class _Part:
         self.handle.seek(0)
         self.handle.truncate()
         self.forget_validator()
+        self.inserted, self._served = 0, None
 
     def begin(self, served: _Validator) -> None:
         """A download from the start: remember which file, if the host says."""
         self.restart()
         if served.usable():
             write_new_file(self._validator_path, served.dumps().encode())
+            self._served = served
+
+    def resume(self, known: _Validator) -> None:
+        """A download going on from what the part file holds, as `known` describes it."""
+        self.inserted, self._served = known.inserted or 0, known
+
+    def holds(self, known: _Validator, stamped: bool) -> bool:
+        """Whether the part file can be resumed by a run that stamps or not: past the
+        IHDR, a stamping run needs the chunk `known` says is there, whole, and a run
+        that does not stamp needs none to be there."""
+        if self.size() < IHDR_END:
+            return True  # the chunk, if any, is still to go in
+        if not stamped:
+            return not known.inserted
+        if known.inserted is None:
+            return False  # saved by a run that did not stamp
+        if not known.inserted:
+            return True  # a stamping run found it was no PNG
+        found = os.pread(self.handle.fileno(), known.inserted, IHDR_END)
+        return len(found) == known.inserted and is_whole_chunk(found)
+
+    def record_insertion(self, length: int) -> None:
+        """Before a chunk of `length` bytes goes in after IHDR (0: none): remember it
+        beside the part file, so that a resume after a kill knows where the host's
+        bytes go on. Killed before the chunk is whole, the part is not resumed."""
+        self.inserted = length
+        if self._served is not None:
+            self._served = dataclasses.replace(self._served, inserted=length)
+            write_new_file(self._validator_path, self._served.dumps().encode())
 
     def validator(self) -> _Validator | None:
         try:

@@ -103,10 +103,13 @@ class SaveHooks:
     downloads start; then on the download threads `before_rename(part, task, index)` on
     each complete part file before it takes its name (one that replaces the file syncs
     what it puts there: the part file itself is synced only where it was left), and
-    `after_save(path, task, index)` once it has (not for a file that was there already)."""
+    `after_save(path, task, index)` once it has (not for a file that was there already).
+    `stamp(task)`, where given, is the chunk each PNG of the task carries, put in as its
+    bytes stream past the IHDR (the provenance; instead of `before_rename`)."""
 
     completed: Callable[[Task, TaskRecord | None], None] | None = None
     before_rename: Callable[[Path, Task, int], None] | None = None
+    stamp: Callable[[Task], bytes] | None = None
     after_save: Callable[[Path, Task, int], None] | None = None
 
 
@@ -398,13 +401,15 @@ class Engine:
         def progress(received: int, total: int | None) -> None:
             self._reporter.transferred(task.task_id, index, received, total)
 
-        before = self._hooks.before_rename
-        saved = self._save(
-            task,
-            index,
-            progress,
-            None if before is None else lambda part: before(part, task, index),
-        )
+        before, stamp = self._hooks.before_rename, self._hooks.stamp
+        finish: Finish | None = None
+        if stamp is not None:
+            from apimart_cli.downloads import Stamp
+
+            finish = Stamp(lambda: stamp(task))
+        elif before is not None:
+            finish = lambda part: before(part, task, index)  # noqa: E731
+        saved = self._save(task, index, progress, finish)
         if self._hooks.after_save is not None and not saved.kept_existing:
             self._hooks.after_save(saved.path, task, index)
         return saved

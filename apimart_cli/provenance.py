@@ -3,13 +3,14 @@
 A PNG is a signature and a list of chunks (length, type, data, CRC-32). The
 provenance is one `iTXt` chunk with keyword `apimart` whose text is a JSON
 object (`describe`). It goes right after `IHDR`, which the format requires to
-come first; every byte of the server's image data stays as it was sent. The
-chunk is written into a new temporary file beside the download, which then
-replaces it, so a killed run never leaves a half-rewritten image
-(`embed_file`). `read_file` finds the chunk again for `apimart inspect` and
-the gallery, and trusts nothing in it: a chunk or its inflated text larger than
-MAX_PROVENANCE_BYTES is refused, and what is read is sanitised (`sanitised`)
-before anyone uses it.
+come first; every byte of the server's image data stays as it was sent. A
+download gets it as its bytes stream past the IHDR (`Stamper.chunk`, for
+`downloads.Stamp`), so the image is written once; a file already saved can be
+stamped by `embed_file`, through a new file that replaces it, so a killed run
+never leaves a half-rewritten image. `read_file` finds the chunk again for
+`apimart inspect` and the gallery, and trusts nothing in it: a chunk or its
+inflated text larger than MAX_PROVENANCE_BYTES is refused, and what is read is
+sanitised (`sanitised`) before anyone uses it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 KEYWORD = "apimart"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_IHDR_END = len(PNG_SIGNATURE) + 4 + 4 + 13 + 4  # the signature, then IHDR: length, type, data, CRC
+IHDR_END = len(PNG_SIGNATURE) + 4 + 4 + 13 + 4  # the signature, then IHDR: length, type, data, CRC
 # The fields of a request that have their own key in the object; any other is a param.
 _OWN_KEYS = ("size", "resolution", "n")
 _REFERENCE_KEY = "image_urls"
@@ -131,8 +132,27 @@ def itxt_chunk(record: Mapping[str, Any], *, redact: Callable[[str], str] = str)
     return chunk(b"iTXt", data)
 
 
+def is_png_head(head: bytes) -> bool:
+    """Whether `head` (the first IHDR_END bytes) is a PNG's signature and whole IHDR,
+    the place the provenance chunk goes right after."""
+    try:
+        _check_head(head, "the image")
+    except NotPNG:
+        return False
+    return True
+
+
+def is_whole_chunk(data: bytes) -> bool:
+    """Whether `data` is exactly one PNG chunk, its length and CRC-32 agreeing."""
+    if len(data) < 12:
+        return False
+    length = int.from_bytes(data[:4], "big")
+    crc = int.from_bytes(data[-4:], "big")
+    return length == len(data) - 12 and zlib.crc32(data[4:-4]) & 0xFFFFFFFF == crc
+
+
 def _check_head(head: bytes, where: object) -> None:
-    if len(head) < _IHDR_END or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
+    if len(head) < IHDR_END or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
         raise NotPNG(f"{where} is not a PNG")
     if struct.unpack(">I", head[8:12])[0] != 13:
         raise NotPNG(f"{where} has a malformed IHDR chunk")
@@ -140,8 +160,8 @@ def _check_head(head: bytes, where: object) -> None:
 
 def embed(png: bytes, record: Mapping[str, Any], *, redact: Callable[[str], str] = str) -> bytes:
     """`png` with the provenance chunk inserted right after IHDR."""
-    _check_head(png[:_IHDR_END], "the image")
-    return png[:_IHDR_END] + itxt_chunk(record, redact=redact) + png[_IHDR_END:]
+    _check_head(png[:IHDR_END], "the image")
+    return png[:IHDR_END] + itxt_chunk(record, redact=redact) + png[IHDR_END:]
 
 
 def embed_file(
@@ -157,7 +177,7 @@ def embed_file(
     temporary = path.with_name(f"{path.name}.meta")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     with path.open("rb") as source:
-        head = source.read(_IHDR_END)
+        head = source.read(IHDR_END)
         _check_head(head, path)
         temporary.unlink(missing_ok=True)  # a leftover of a killed run (or a planted link)
         descriptor = os.open(temporary, flags, 0o644)
@@ -466,6 +486,10 @@ class Stamper:
             embed_file(path, self.record(task), redact=self._redact)
         except NotPNG:
             return  # JPEG or WebP: saved as served
+
+    def chunk(self, task: Task) -> bytes:
+        """The chunk the task's PNGs carry, for the downloader to put in as they stream."""
+        return itxt_chunk(self.record(task), redact=self._redact)
 
     def step(self, task: Task) -> Callable[[Path], None]:
         """The downloader's last step for this task's images."""

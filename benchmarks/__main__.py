@@ -14,7 +14,17 @@ import sys
 
 from benchmarks.common import Result
 
-NAMES = ("startup", "wait", "downloads", "video", "references", "batch", "upload", "history")
+NAMES = (
+    "startup",
+    "wait",
+    "downloads",
+    "video",
+    "references",
+    "batch",
+    "upload",
+    "history",
+    "gallery",
+)
 
 
 def main() -> int:

@@ -49,10 +49,10 @@ class Scenario:
 
 
 FULL = (
-    Scenario("100 tasks of 8 s, estimates twice too long", 100, 8.0, 2.0, 1.10),
-    Scenario("100 tasks of 8 s, estimates half too short", 100, 8.0, 0.5, 1.10),
-    Scenario("100 tasks of 8 s, no estimates", 100, 8.0, None, 1.10),
-    Scenario("1,000 tasks of 20-30 s", 1000, (20.0, 30.0), 2.0, 1.20, memory=True),
+    Scenario("100 tasks of 8 s, estimates twice too long", 100, 8.0, 2.0, 1.05),
+    Scenario("100 tasks of 8 s, estimates half too short", 100, 8.0, 0.5, 1.05),
+    Scenario("100 tasks of 8 s, no estimates", 100, 8.0, None, 1.05),
+    Scenario("1,000 tasks of 20-30 s", 1000, (20.0, 30.0), 2.0, 1.05, memory=True),
 )
 SMOKE = (
     Scenario("10 tasks of 1 s, estimates twice too long", 10, 1.0, 2.0, 1.5, latency=0.05),

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytest_httpx import HTTPXMock
 
-from apimart_cli import downloads, integrity
+from apimart_cli import downloads, integrity, provenance
 from apimart_cli.client import Client
 from apimart_cli.downloads import Downloader, SavedFile, format_time
 from apimart_cli.errors import ApimartError, ExitCode, ServiceError, TaskError, UsageError
@@ -1331,3 +1331,159 @@ def test_a_video_listed_among_images_is_saved_as_the_video_it_is(
     httpx_mock.add_response(url=URL, headers={"Content-Type": "video/mp4"}, content=VIDEO)
     saved = downloader.download(TASK_ID, 0, image())
     assert saved.path.name == f"{TASK_ID}_0.mp4" and saved.path.read_bytes() == VIDEO
+
+
+# --- the provenance chunk, put in as the bytes stream past IHDR ------------------------
+
+NOTE = provenance.itxt_chunk({"prompt": "a fox"})
+
+
+def stamped(png: bytes) -> bytes:
+    return png[: provenance.IHDR_END] + NOTE + png[provenance.IHDR_END :]
+
+
+def stamp() -> downloads.Stamp:
+    return downloads.Stamp(lambda: NOTE)
+
+
+class Watched(httpx.SyncByteStream):
+    """A body in pieces; before each, `look()` checks the folder as it is."""
+
+    def __init__(self, data: bytes, look: Callable[[], None], piece: int = 64 * 1024) -> None:
+        self.data, self.look, self.piece = data, look, piece
+
+    def __iter__(self) -> Iterator[bytes]:
+        for start in range(0, len(self.data), self.piece):
+            self.look()
+            yield self.data[start : start + self.piece]
+
+
+def test_a_stamped_png_is_written_once_and_named_only_whole_and_stamped(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    final = out / f"{TASK_ID}_0.png"
+    part = out / f".{TASK_ID}_0.part"
+    parts: set[int] = set()
+
+    def look() -> None:
+        assert not final.exists()  # never a half-written or unstamped image under its name
+        assert set(files(out)) <= {part.name, f".{TASK_ID}_0.validator"}  # no second copy
+        if part.exists():
+            parts.add(part.stat().st_ino)
+
+    body = BIG_PNG
+    httpx_mock.add_response(
+        url=URL,
+        headers={"Content-Type": "image/png", "Content-Length": str(len(body)), "ETag": ETAG},
+        stream=Watched(body, look),
+    )
+    saved = downloader.download(TASK_ID, 0, image(), finish=stamp())
+    assert saved.path == final
+    assert final.read_bytes() == stamped(body)
+    assert provenance.read_file(final) == {"prompt": "a fox"}
+    assert parts == {final.stat().st_ino}  # the part file itself took the name
+    assert files(out) == [final.name]
+
+
+def test_a_stamped_download_is_synced_once(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    httpx_mock.add_response(url=URL, headers={"Content-Type": "image/png"}, content=PNG)
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(os.fstat(descriptor).st_ino)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    saved = downloader.download(TASK_ID, 0, image(), finish=stamp())
+    assert synced == [saved.path.stat().st_ino]
+    assert saved.path.read_bytes() == stamped(PNG)
+
+
+def test_a_stamped_download_killed_halfway_resumes_at_the_hosts_offset(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    httpx_mock.add_response(
+        url=URL,
+        headers={"Content-Type": "image/png", "ETag": ETAG, "Content-Length": str(len(BIG_PNG))},
+        stream=Interrupted(BIG_PNG[:300_000]),
+    )
+    with pytest.raises(KeyboardInterrupt):
+        downloader.download(TASK_ID, 0, image(), finish=stamp())
+    part = out / f".{TASK_ID}_0.part"
+    assert part.read_bytes() == stamped(BIG_PNG[:300_000])  # the chunk is in already
+    assert not (out / f"{TASK_ID}_0.png").exists()
+
+    # The host is asked for the rest from its own offset, not the part file's size.
+    add_rest(httpx_mock, BIG_PNG, 300_000, if_range=ETAG)
+    saved = downloader.download(TASK_ID, 0, image(), finish=stamp())
+    assert saved.path.read_bytes() == stamped(BIG_PNG)
+    assert files(out) == [saved.path.name]
+
+
+def test_a_kill_before_the_head_passed_resumes_and_still_stamps(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    httpx_mock.add_response(
+        url=URL,
+        headers={"Content-Type": "image/png", "ETag": ETAG, "Content-Length": str(len(PNG))},
+        stream=Interrupted(PNG[:20]),
+    )
+    with pytest.raises(KeyboardInterrupt):
+        downloader.download(TASK_ID, 0, image(), finish=stamp())
+    add_rest(httpx_mock, PNG, 20, if_range=ETAG)
+    saved = downloader.download(TASK_ID, 0, image(), finish=stamp())
+    assert saved.path.read_bytes() == stamped(PNG)
+
+
+def test_a_part_killed_inside_its_chunk_starts_again(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    # The validator says a chunk went in, but the kill came before all of it was written.
+    head = PNG[: provenance.IHDR_END]
+    (out / f".{TASK_ID}_0.part").write_bytes(head + NOTE[:10])
+    (out / f".{TASK_ID}_0.validator").write_text(
+        json.dumps({"url": URL, "etag": ETAG, "inserted": len(NOTE)})
+    )
+    httpx_mock.add_response(url=URL, headers={"Content-Type": "image/png"}, content=PNG)
+    saved = downloader.download(TASK_ID, 0, image(), finish=stamp())
+    assert "Range" not in httpx_mock.get_requests()[0].headers
+    assert saved.path.read_bytes() == stamped(PNG)
+
+
+@pytest.mark.parametrize("stamping_now", [True, False])
+def test_a_part_saved_the_other_way_is_not_resumed(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock, stamping_now: bool
+) -> None:
+    """A part file without the chunk (a run with --no-metadata) is not finished by a run
+    that stamps, nor one with the chunk by a run that does not: either starts again."""
+    before = PNG[:3000] if stamping_now else stamped(PNG)[:3000]
+    (out / f".{TASK_ID}_0.part").write_bytes(before)
+    inserted = {} if stamping_now else {"inserted": len(NOTE)}
+    (out / f".{TASK_ID}_0.validator").write_text(json.dumps({"url": URL, "etag": ETAG} | inserted))
+    httpx_mock.add_response(url=URL, headers={"Content-Type": "image/png"}, content=PNG)
+    saved = downloader.download(TASK_ID, 0, image(), finish=stamp() if stamping_now else None)
+    assert "Range" not in httpx_mock.get_requests()[0].headers
+    assert saved.path.read_bytes() == (stamped(PNG) if stamping_now else PNG)
+
+
+def test_a_stamped_jpeg_is_saved_as_served_and_resumed(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    jpeg = WHOLE["image/jpeg"]
+    cut = len(jpeg) // 2
+    headers = {"Content-Type": "image/jpeg", "ETag": ETAG, "Content-Length": str(len(jpeg))}
+    httpx_mock.add_response(url=URL, headers=headers, stream=Interrupted(jpeg[:cut]))
+    with pytest.raises(KeyboardInterrupt):
+        downloader.download(TASK_ID, 0, image(), finish=stamp())
+    add_rest(httpx_mock, jpeg, cut, if_range=ETAG, mime="image/jpeg")
+    saved = downloader.download(TASK_ID, 0, image(), finish=stamp())
+    assert saved.path.read_bytes() == jpeg
+
+
+def test_a_stamped_data_uri_png_carries_the_chunk(downloader: Downloader, out: Path) -> None:
+    uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    saved = downloader.download(TASK_ID, 0, image(uri, None), finish=stamp())
+    assert saved.path.read_bytes() == stamped(PNG)

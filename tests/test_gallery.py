@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,3 +119,168 @@ def test_a_failed_job_shows_its_reason_in_place_of_the_picture(tmp_path: Path) -
     page = gallery.write(tmp_path, entries).read_text()
     assert '<div class="missing"><p class="reason">failed: too bright</p></div>' in page
     assert "task task_c failed" not in page
+
+
+# --- a page of any size opens at once -------------------------------------------------------
+
+
+def test_every_image_loads_lazily_with_its_width_and_height(tmp_path: Path) -> None:
+    png(tmp_path / "wide.png", 40, 10)
+    (tmp_path / "broken.png").write_bytes(b"not an image at all")
+    entries = [
+        gallery.Entry("task_a", "fox", ("wide.png", "broken.png"), time=2.0),
+        gallery.Entry("task_b", "owl", ("missing.png",), time=1.0),
+    ]
+    page = gallery.write(tmp_path, entries).read_text("utf-8")
+    tags = re.findall(r"<img [^>]*>", page)
+    assert len(tags) == 3
+    for tag in tags:
+        assert 'loading="lazy"' in tag and 'decoding="async"' in tag
+        assert re.search(r' width="\d+" height="\d+"', tag)
+    assert 'src="wide.png"' in tags[0] and 'width="40" height="10"' in tags[0]
+
+
+def test_the_history_is_read_with_a_bound(tmp_path: Path) -> None:
+    png(tmp_path / "task_x_0.png")
+
+    class Recording:
+        def __init__(self) -> None:
+            self.limits: list[int | None] = []
+
+        def list(self, *, limit: int | None = None) -> list[object]:
+            self.limits.append(limit)
+            return []
+
+        def get(self, task_id: str) -> None:
+            return None
+
+    history = Recording()
+    gallery.build(tmp_path, history)  # type: ignore[arg-type]
+    assert history.limits == [gallery.HISTORY_ROWS]
+
+
+# --- stored values of any shape --------------------------------------------------------------
+
+
+def test_hostile_stored_values_make_a_page_not_a_crash(tmp_path: Path) -> None:
+    png(tmp_path / "one.png")
+    (tmp_path / "\udcff odd.png").write_bytes(gradient_png(4, 4, "x", 0))  # undecodable name
+    records = [
+        {"state": "completed", "files": 5, "fields": "size", "prompt": ["a", "list"]},
+        {"state": "completed", "files": ["one.png", 7], "cost": 10**400, "time": 1e300},
+        {"state": "failed", "error": {"nested": True}, "time": float("nan"), "cost": "free"},
+        {"state": "completed", "files": ["\udcff odd.png"], "prompt": "lone \ud800 surrogate"},
+        {"state": 3, "task_id": ["x"], "submitted_at": -1e20},
+        "not even a record",
+    ]
+    entries = gallery.entries_for_folder(tmp_path, manifest=records)  # type: ignore[arg-type]
+    page = gallery.write(tmp_path, entries).read_text("utf-8")
+    assert "one.png" in page and "%FF%20odd.png" in page
+    live = [gallery.from_manifest_record(r, live=True) for r in records if isinstance(r, dict)]
+    gallery.write(tmp_path, [e for e in live if e], live=True)
+
+
+# --- a batch's page, from its start to its end ----------------------------------------------
+
+
+def test_the_keeper_writes_a_live_page_at_most_every_interval_then_a_still_one(
+    tmp_path: Path,
+) -> None:
+    now = [0.0]
+    keeper = gallery.Keeper(tmp_path, warn=print, every=1.0, clock=lambda: now[0])
+    states = ["queued", "queued"]
+    saved: list[list[str]] = [[], []]
+    asked: list[int] = []
+
+    def records() -> list[dict[str, object]]:
+        asked.append(1)
+        return [
+            {"line": i, "state": state, "prompt": f"job {i}", "files": files}
+            for i, (state, files) in enumerate(zip(states, saved, strict=True))
+        ]
+
+    page = tmp_path / "index.html"
+    keeper.update(records)  # the batch's start: every job, none sent yet
+    keeper.settle()
+    first = page.read_text()
+    assert '<meta http-equiv="refresh"' in first and first.count(">queued<") == 2
+    states[0] = "processing"
+    now[0] = 0.5
+    keeper.update(records)  # too soon: not written, and the records not even gathered
+    keeper.settle()
+    assert page.read_text() == first and len(asked) == 1
+    now[0] = 1.2
+    keeper.update(records)
+    keeper.settle()
+    assert ">processing<" in page.read_text() and "2 on the way" in page.read_text()
+    states[:] = ["completed", "failed"]
+    saved[0] = ["job0.png"]
+    png(tmp_path / "job0.png")
+    keeper.close(records)  # at once, however soon
+    last = page.read_text()
+    assert "refresh" not in last and "on the way" not in last and "1 failed" in last
+
+
+def test_a_batch_page_exists_from_the_start_shows_jobs_in_flight_and_stops_reloading(
+    tmp_path: Path,
+) -> None:
+    from apimart_cli.batch import AimdLimiter, BatchOptions, parse_jobs, run_batch
+    from apimart_cli.client import Client
+    from apimart_cli.progress import PlainBatchDisplay
+    from apimart_cli.retry import Deadline
+    from apimart_cli.sandbox import Sandbox, SandboxConfig
+
+    pages: list[tuple[bool, list[str]]] = []
+
+    class Watching(gallery.Keeper):
+        def _write(self, records: Iterable[Mapping[str, Any]], *, live: bool) -> None:
+            jobs = list(records)
+            pages.append((live, [str(r["state"]) for r in jobs]))
+            super()._write(jobs, live=live)
+
+    out = tmp_path / "out"
+    jobs = parse_jobs(["a fox", "an owl", "a hare"], tmp_path, "jobs.txt")
+    keeper = Watching(out, warn=print, every=0.0)
+    with Sandbox(SandboxConfig(duration=0.3)) as sandbox:
+        client = Client(sandbox.base_url, "sk-test", deadline=Deadline.after(30))
+        options = BatchOptions(output=out, interval=0.05, timeout=30)
+        code = run_batch(
+            jobs,
+            client,
+            AimdLimiter(4),
+            options,
+            lambda: History(tmp_path / "history.sqlite3"),
+            gallery=keeper,
+            display=PlainBatchDisplay(),
+        )
+    assert code == 0
+    assert pages[0] == (True, ["queued", "queued", "queued"])  # before anything was sent
+    in_flight = {"submitting", "submitted", "processing", "pending"}
+    assert any(live and in_flight & set(states) for live, states in pages)
+    assert pages[-1] == (False, ["completed"] * 3)
+    final = (out / "index.html").read_text()
+    assert "refresh" not in final and final.count("<img ") == 3
+
+
+def test_the_batch_never_waits_for_its_live_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    release, writing = threading.Event(), threading.Event()
+    real_write = gallery.write
+
+    def slow_write(*args: Any, **kwargs: Any) -> Path:
+        writing.set()
+        release.wait()
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(gallery, "write", slow_write)
+    keeper = gallery.Keeper(tmp_path, warn=print, every=0.0)
+    records = [{"state": "processing", "prompt": "a fox"}]
+    keeper.update(lambda: records)  # returns while the page is still being written
+    assert writing.wait(10)
+    assert not (tmp_path / "index.html").exists()
+    release.set()
+    keeper.close(lambda: [{"state": "failed", "prompt": "a fox", "error": "no"}])
+    assert "1 failed" in (tmp_path / "index.html").read_text()

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from apimart_cli import cli
+from apimart_cli.sandbox import Sandbox, SandboxConfig
 
 HEAVY = (
     "httpx",
@@ -32,9 +39,9 @@ print(" ".join(sorted(sys.modules)), file=sys.stderr)
 """
 
 
-def loaded_modules(*args: str) -> set[str]:
+def loaded_modules(*args: str, env: dict[str, str] | None = None) -> set[str]:
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True, env=env
     )
     return set(result.stderr.split())
 
@@ -70,3 +77,59 @@ def test_version_matches_the_package() -> None:
         [sys.executable, "-m", "apimart_cli", "--version"], capture_output=True, text=True
     )
     assert result.stdout == f"apimart {__version__}\n"
+
+
+# What a one-line command never uses: rich's console beyond what `status --json` prints
+# (nothing), pygments, and click (Typer carries its own copy, `typer._click`).
+UNUSED_BY_STATUS = ("rich", "pygments", "click", "httpx._main")
+
+
+def test_status_loads_no_rich_pygments_or_click(tmp_path: Path) -> None:
+    with Sandbox(SandboxConfig(duration=0)) as sandbox:
+        env = {
+            **os.environ,
+            "APIMART_API_KEY": "sk-test",
+            "APIMART_BASE_URL": sandbox.base_url,
+            "APIMART_DATA_DIR": str(tmp_path),
+            "APIMART_CONFIG": str(tmp_path / "config.toml"),
+        }
+        modules = loaded_modules("status", "task_unknown_01", "--json", env=env)
+    assert "apimart_cli.client" in modules  # it did reach the service
+    loaded = {m for m in modules if m.split(".")[0] in UNUSED_BY_STATUS or m == "httpx._main"}
+    assert not loaded
+
+
+def test_httpx_is_imported_without_its_command_line_client() -> None:
+    # True whether or not httpx still imports `httpx._main`: the mark is lifted after the
+    # import, and the client can still be imported on purpose.
+    script = (
+        "import sys\n"
+        "import apimart_cli.client, httpx\n"
+        "assert 'httpx._main' not in sys.modules, sys.modules.get('httpx._main')\n"
+        "assert callable(httpx.main)\n"
+        "import httpx._main\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_keeping_the_cli_out_is_harmless_where_httpx_is_loaded_already() -> None:
+    from apimart_cli import lean_httpx
+
+    before = dict(sys.modules)
+    lean_httpx.keep_out_cli()  # httpx is imported in this process: nothing to keep out
+    lean_httpx.allow_cli()
+    assert sys.modules.get("httpx._main", "absent") is before.get("httpx._main", "absent")
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_each_listed_summary_is_the_first_paragraph_of_its_commands_help(name: str) -> None:
+    module = importlib.import_module(f"apimart_cli.commands.{name}")
+    help_text = module.HELP if name in cli.GROUPS else getattr(module, name).__doc__
+    first_paragraph = inspect.cleandoc(help_text).split("\n\n")[0]
+    assert cli.COMMANDS[name] == " ".join(first_paragraph.split())
+
+
+@pytest.mark.parametrize("args", [("--help",), ("--api-key", "x"), ("statsu",), ()])
+def test_the_listing_imports_no_command_module(args: tuple[str, ...]) -> None:
+    modules = loaded_modules(*args)
+    assert not {m for m in modules if m.startswith("apimart_cli.commands")}

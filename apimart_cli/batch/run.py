@@ -188,6 +188,7 @@ class BatchRun:
             self._display.start()
             try:
                 self._plan(records)
+                self._tracker.show()  # the gallery page, from the start
                 if self._references is not None:  # each distinct one once, before any job
                     self._references.upload_first([run.job.request for run in self._queue])
                 timed_out = self._go()
@@ -197,7 +198,9 @@ class BatchRun:
             finally:
                 self._close()
                 self._display.close()
+                self._tracker.show(final=True)  # however it ended: no longer reloading
         self._tracker.finish_rest(timed_out, self._options.timeout)
+        self._tracker.show(final=True)
         self.settled = not timed_out
         return self._tracker.summarise(time.monotonic() - started)
 

@@ -50,7 +50,7 @@ class JobTracker:
         gallery: Keeper | None = None,
     ) -> None:
         self.manifest, self.display = manifest, display
-        self._gallery = gallery  # index.html, rewritten as each job ends
+        self._gallery = gallery  # index.html, rewritten as the jobs move on
         self._output, self._as_json = output, as_json  # for the `--json` objects
         self.runs: list[JobRun] = []
         self.lock = threading.RLock()  # every job's state, and the order of manifest records
@@ -65,6 +65,12 @@ class JobTracker:
     def hint(self, text: str) -> None:
         self._hints.setdefault(text)
 
+    def show(self, *, final: bool = False) -> None:
+        """Every job in its state on the gallery page (`final`: the batch has ended)."""
+        if self._gallery is not None:
+            records = lambda: [run.record() for run in self.runs]  # noqa: E731
+            (self._gallery.close if final else self._gallery.update)(records)
+
     def _record(self, run: JobRun) -> None:
         """The job's record in the manifest; a first failure to write it, said (even -q)."""
         failure = self.manifest.append(run.record())
@@ -77,6 +83,7 @@ class JobTracker:
             run.state = state
             self._record(run)
             self.display.job(run.job.line, run.stage(), state if note == "" else note)
+            self.show()
 
     def end(
         self,
@@ -101,8 +108,7 @@ class JobTracker:
             if record:
                 self._record(run)
             self.display.job(run.job.line, run.stage())
-            if self._gallery is not None:
-                self._gallery.update(done.record() for done in self.runs if done.ended)
+            self.show()
         if error is not None and warn:
             self.display.warning(f"line {run.job.line}: {error.message}")
         if self._as_json:

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from apimart_cli import provenance
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
 from tests.e2e.conftest import API_KEY, COMMAND, apimart, png_size
 
@@ -238,7 +239,13 @@ def test_expired_results_exit_1_naming_the_time(env: dict[str, str], tmp_path: P
     assert final_images(tmp_path / "out") == []
 
 
-def test_download_killed_midway_resumes_byte_identical(env: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("metadata", [False, True])
+def test_download_killed_midway_resumes_byte_identical(
+    env: dict[str, str], tmp_path: Path, metadata: bool
+) -> None:
+    """Killed and run again, the image is the host's, byte for byte (with the provenance
+    chunk after its IHDR where it is stamped: put in by the first run, the rest resumed)."""
+    flags = [] if metadata else ["--no-metadata"]
     with Sandbox(SandboxConfig(duration=0.1, noise=True, download_rate=400_000)) as sandbox:
         task_id = submit_direct(sandbox, size="640x640")  # about 1.2 MB: 3 s at this rate
         data = wait_completed(sandbox, task_id)
@@ -246,7 +253,7 @@ def test_download_killed_midway_resumes_byte_identical(env: dict[str, str], tmp_
         user = {**env, "APIMART_BASE_URL": sandbox.base_url}
         out = tmp_path / "out"
         process = subprocess.Popen(
-            [*COMMAND, "download", task_id, "-o", str(out)],
+            [*COMMAND, "download", task_id, "-o", str(out), *flags],
             env=user,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -260,10 +267,16 @@ def test_download_killed_midway_resumes_byte_identical(env: dict[str, str], tmp_
         process.wait()
         assert part.exists() and final_images(out) == []
         sandbox.configure(download_rate=None)  # the resume need not crawl
-        run = apimart("download", task_id, "-o", str(out), "--no-metadata", env=user)
+        run = apimart("download", task_id, "-o", str(out), *flags, env=user)
     assert run.returncode == 0, run.stderr
     [path] = run.lines
-    assert hashlib.sha256(Path(path).read_bytes()).digest() == hashlib.sha256(expected).digest()
+    saved = Path(path).read_bytes()
+    if metadata:
+        assert provenance.read_file(Path(path)) is not None
+        end = provenance.IHDR_END
+        chunk = 12 + int.from_bytes(saved[end : end + 4], "big")
+        saved = saved[:end] + saved[end + chunk :]
+    assert hashlib.sha256(saved).digest() == hashlib.sha256(expected).digest()
     assert leftovers(out) == []
     assert any("range" in r.headers for r in sandbox.requests if r.origin == "image")
 
