@@ -325,15 +325,18 @@ def batch(
     The run is bounded by `options.timeout`, the uploads before it included."""
     from apimart_cli.batch import AimdLimiter, run_batch
     from apimart_cli.gallery import Keeper
-    from apimart_cli.references import batch_sender
+    from apimart_cli.references import ReferenceSender
     from apimart_cli.retry import Deadline
 
     limiter = AimdLimiter(concurrency)
     deadline = Deadline.after(options.timeout)
     client = make_client(settings, deadline, ui, on_rate_limited=limiter.rate_limited)
-    sender = batch_sender(
-        client, jobs, settings.references, concurrency, info=ui.info, warn=ui.warn
+    sender = ReferenceSender(
+        client, settings.references, concurrency=concurrency, info=ui.info, warn=ui.warn
     )
+    # Every job checked against its model's schema: a bad one exits 2, naming its line,
+    # before anything is sent.
+    sender.check([(f"line {job.line}: ", job.request) for job in jobs])
     gallery = Keeper(settings.output_dir, warn=ui.warn, redact=ui.redact)
     hooks = save_hooks(stamp=settings.metadata, redact=ui.redact)
     # run_batch closes the client only when nothing is on its way: after a timeout or a
@@ -506,6 +509,17 @@ def history_records(
                 base_url=base_url,
             )
         )
+
+
+def gallery(folder: Path, ui: Ui) -> tuple[Path, int]:
+    """`index.html` written in `folder` from its batch manifest, the history (read with
+    a bound) and the images' own provenance; its path and how many images it shows."""
+    from apimart_cli.batch.manifest import Manifest
+    from apimart_cli.gallery import build
+
+    manifest = list(Manifest(folder).read()) if folder.is_dir() else []
+    with optional_history(ui) as history:
+        return build(folder, history, manifest, redact=ui.redact)
 
 
 def forget_sandbox(ui: Ui) -> int:

@@ -28,7 +28,6 @@ from apimart_cli.images import EXTENSIONS
 from apimart_cli.payload import READ_CHUNK_BYTES, Reference, iter_file, resolve_reference
 
 if TYPE_CHECKING:
-    from apimart_cli.batch.jobs import Job
     from apimart_cli.cache import Cache
     from apimart_cli.client import Client
     from apimart_cli.history import History
@@ -511,19 +510,3 @@ class ReferenceSender:
     def _with_urls(self, request: GenerationRequest) -> GenerationRequest:
         with self._lock:
             return with_uploaded(request, dict(self._urls))
-
-
-def batch_sender(
-    client: Client,
-    jobs: Sequence[Job],
-    mode: str,
-    concurrency: int,
-    *,
-    info: Callable[[str], None],
-    warn: Callable[[str], None],
-) -> ReferenceSender:
-    """The sender of a batch's jobs, once every job is checked against its model's
-    schema (a bad one exits 2, naming its line, before anything is sent)."""
-    sender = ReferenceSender(client, mode, concurrency=concurrency, info=info, warn=warn)
-    sender.check([(f"line {job.line}: ", job.request) for job in jobs])
-    return sender

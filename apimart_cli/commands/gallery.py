@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from apimart_cli import console
-from apimart_cli.commands.common import handles_errors, open_history, state
+from apimart_cli.commands.common import handles_errors, state
 
 
 @handles_errors
@@ -33,15 +33,11 @@ def gallery(
     \b
         apimart gallery out/ --open
     """
-    from apimart_cli.gallery import build
+    from apimart_cli import app as use_cases  # here, not at the top: start-up pays for the top
+    from apimart_cli.commands.common import terminal_ui
 
     where = folder if folder is not None else state(ctx).settings().output_dir
-    history = open_history(required=False)
-    try:
-        path, count = build(where, history, redact=console.redact)
-    finally:
-        if history is not None:
-            history.close()
+    path, count = use_cases.gallery(where, terminal_ui())
     if count == 0:
         console.info(f"No images in {where} that the history, a batch or provenance knows.")
     console.data(str(path))

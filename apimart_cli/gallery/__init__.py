@@ -23,7 +23,6 @@ from apimart_cli.gallery.gather import (
     from_manifest_record,
     from_provenance,
     images_in,
-    manifest_records,
     newest_first,
     task_id_of,
 )
@@ -45,7 +44,6 @@ __all__ = [
     "from_manifest_record",
     "from_provenance",
     "images_in",
-    "manifest_records",
     "render",
     "task_id_of",
     "with_dimensions",
@@ -56,10 +54,15 @@ Records = Callable[[], Iterable[Mapping[str, Any]]]
 
 
 def build(
-    folder: Path, history: History | None, *, redact: Callable[[str], str] = str
+    folder: Path,
+    history: History | None,
+    manifest: Iterable[Mapping[str, Any]] = (),
+    *,
+    redact: Callable[[str], str] = str,
 ) -> tuple[Path, int]:
-    """Write the gallery of `folder` from its manifest, the history and the images' own
-    provenance; its path and how many images it shows. UsageError if there is no folder.
+    """Write the gallery of `folder` from its batch manifest's records, the history and
+    the images' own provenance; its path and how many images it shows. UsageError if
+    there is no folder.
 
     The history is read by the task ids in the images' names, and its newest
     rows (HISTORY_ROWS, or as many as the images where there are more) for files
@@ -84,7 +87,7 @@ def build(
     bound = max(HISTORY_ROWS, len(images))
     entries = entries_for_folder(
         folder,
-        manifest=manifest_records(folder),
+        manifest=list(manifest),
         history=history.get if history is not None else lambda task_id: None,
         history_files=history.list(limit=bound) if history is not None else (),
         provenance=own,

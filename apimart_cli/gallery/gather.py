@@ -246,10 +246,3 @@ class _Inside:
                 found = False
             self._parents[parent] = found
         return found
-
-
-def manifest_records(folder: Path) -> list[dict[str, Any]]:
-    """The latest record of each job in the folder's batch manifest, if there is one."""
-    from apimart_cli.batch.manifest import Manifest
-
-    return list(Manifest(folder).read())
