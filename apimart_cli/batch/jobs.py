@@ -82,12 +82,20 @@ class Job:
         return slugify(self.request.prompt)
 
 
-def load_batch(file: Path | None, name_template: str, *, info: Callable[[str], None]) -> list[Job]:
-    """The jobs of FILE (standard input for None or '-'), and names checked for them;
-    `info` hears the notes on their lines (an ignored option...), up to MAX_REPORTED."""
+def load_batch(
+    file: Path | None,
+    name_template: str,
+    *,
+    info: Callable[[str], None],
+    stdin: Callable[[], Iterable[str]] | None = None,
+) -> list[Job]:
+    """The jobs of FILE (standard input for None or '-', its lines from `stdin` where
+    given), and names checked for them; `info` hears the notes on their lines (an
+    ignored option...), up to MAX_REPORTED."""
     if file is None or str(file) == "-":
         try:
-            jobs = parse_jobs(list(sys.stdin), Path.cwd(), "standard input")
+            lines = list(stdin() if stdin is not None else sys.stdin)
+            jobs = parse_jobs(lines, Path.cwd(), "standard input")
         except UnicodeDecodeError:
             raise UsageError("Standard input is not UTF-8 text.") from None
     else:

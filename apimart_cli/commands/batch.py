@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from apimart_cli import console
-from apimart_cli.commands.common import handles_errors, open_history, state
+from apimart_cli.commands.common import handles_errors, open_history, state, stdin_lines
 from apimart_cli.commands.options import (
     DEFAULT_INTERVAL,
     ForceOpt,
@@ -91,10 +91,10 @@ def batch(
     app = state(ctx)
     if file is None and console.is_terminal(sys.stdin):
         raise UsageError("No batch file given.", "apimart batch jobs.txt, or pipe the jobs in.")
-    jobs = load_batch(file, name, info=console.info)
+    deadline = Deadline.after(timeout)  # reading the jobs and the uploads share --timeout
+    jobs = load_batch(file, name, info=console.info, stdin=lambda: stdin_lines(deadline))
     settings = app.settings(output, references=refs, metadata=False if no_metadata else None)
     limiter = AimdLimiter(concurrency)
-    deadline = Deadline.after(timeout)  # the uploads before sending share --timeout
     client = app.client(settings, deadline, on_rate_limited=limiter.rate_limited)
     sender = batch_sender(
         client, jobs, settings.references, concurrency, info=console.info, warn=console.warn

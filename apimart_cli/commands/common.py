@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
+import queue
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -13,7 +16,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar, overload
 import typer
 
 from apimart_cli import console
-from apimart_cli.errors import ApimartError, ExitCode, UsageError, interrupted_code
+from apimart_cli.errors import ApimartError, ExitCode, UsageError, WaitTimeout, interrupted_code
 
 if TYPE_CHECKING:
     from apimart_cli.client import Client
@@ -167,9 +170,88 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
     return run
 
 
-def ids_from_stdin() -> Iterator[str]:
-    """Lines of standard input as they arrive, stripped, blank ones skipped."""
-    for line in sys.stdin:
+class _StdinReader:
+    """Standard input read on a daemon thread, so that whoever waits for it can stop at
+    the command's deadline while the writer keeps the pipe open.
+
+    The descriptor is read directly, not through `sys.stdin`: a thread blocked inside
+    `sys.stdin` holds its buffer's lock, and the interpreter waits for that lock when
+    it exits, which would keep the command alive until the writer closes the pipe.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        threading.Thread(target=self._read, name="stdin", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            try:
+                fd: int | None = sys.stdin.fileno()
+            except (AttributeError, OSError, ValueError):  # a stand-in without a descriptor
+                fd = None
+            if fd is None:
+                for line in sys.stdin:
+                    self._chunks.put(line.encode("utf-8", "surrogateescape"))
+            else:
+                while chunk := os.read(fd, _STDIN_CHUNK_BYTES):
+                    self._chunks.put(chunk)
+        except OSError:
+            pass  # a closed or unreadable input ends like an empty one
+        finally:
+            self._chunks.put(None)
+
+    def chunks(self, deadline: Deadline | None) -> Iterator[bytes]:
+        """The bytes as they arrive, until the end of input; a WaitTimeout if `deadline`
+        comes first."""
+        while True:
+            left = None if deadline is None else deadline.remaining()
+            try:
+                chunk = self._chunks.get(timeout=left)
+            except queue.Empty:
+                raise WaitTimeout(
+                    "Out of time reading standard input: it was still open.",
+                    "Close the input (end the pipe) sooner, or give a longer --timeout.",
+                ) from None
+            if chunk is None:
+                return
+            yield chunk
+
+
+_STDIN_CHUNK_BYTES = 64 * 1024
+
+
+def stdin_lines(deadline: Deadline | None = None, *, strict: bool = True) -> Iterator[str]:
+    """Lines of standard input as they arrive (UTF-8, without their line ends); a
+    WaitTimeout once `deadline` comes with the input still open. Not UTF-8: a
+    UsageError, or (not `strict`) the line with U+FFFD where its bytes were."""
+    pending = bytearray()
+    for chunk in _StdinReader().chunks(deadline):
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", start)) >= 0:
+            yield _decoded(bytes(pending[start:end]), strict)
+            start = end + 1
+        del pending[:start]
+    if pending:
+        yield _decoded(bytes(pending), strict)
+
+
+def stdin_text(deadline: Deadline | None = None) -> str:
+    """All of standard input (a prompt), read until its end or `deadline` (WaitTimeout)."""
+    return _decoded(b"".join(_StdinReader().chunks(deadline)))
+
+
+def _decoded(data: bytes, strict: bool = True) -> str:
+    try:
+        return data.decode("utf-8", "strict" if strict else "replace").removesuffix("\r")
+    except UnicodeDecodeError:
+        raise UsageError("Standard input is not UTF-8 text.") from None
+
+
+def ids_from_stdin(deadline: Deadline | None = None) -> Iterator[str]:
+    """Lines of standard input as they arrive, stripped, blank ones skipped (a line that
+    is not UTF-8 comes through, to be refused as the bad id it is)."""
+    for line in stdin_lines(deadline, strict=False):
         if line.strip():
             yield line.strip()
 
@@ -179,8 +261,9 @@ def wants_stdin(task_ids: list[str] | None) -> bool:
     return not task_ids or task_ids == ["-"]
 
 
-def read_task_ids(task_ids: list[str] | None) -> list[str]:
-    """All the ids, from the arguments or standard input, checked before anything is sent."""
+def read_task_ids(task_ids: list[str] | None, deadline: Deadline | None = None) -> list[str]:
+    """All the ids, from the arguments or standard input, checked before anything is sent;
+    standard input still open at `deadline` is a WaitTimeout (exit 124)."""
     from apimart_cli.models import validate_task_id
 
     if wants_stdin(task_ids):
@@ -188,7 +271,7 @@ def read_task_ids(task_ids: list[str] | None) -> list[str]:
             raise UsageError(
                 "No task ids given.", "Pass them as arguments, or pipe them in, one per line."
             )
-        task_ids = list(ids_from_stdin())
+        task_ids = list(ids_from_stdin(deadline))
         if not task_ids:
             raise UsageError("No task ids on standard input.")
     assert task_ids is not None

@@ -43,7 +43,7 @@ def download(
 
     deadline = Deadline.after(timeout)
     app = state(ctx)
-    ids = read_task_ids(task_ids)
+    ids = read_task_ids(task_ids, deadline)
     settings = app.settings(output, metadata=False if no_metadata else None)
     plan = WaitPlan(deadline, folder=settings.output_dir, force=force, once=True)
     reporter = make_reporter()

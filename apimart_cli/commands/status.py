@@ -40,7 +40,7 @@ def status(
     from apimart_cli.retry import Deadline
 
     deadline = Deadline.after(timeout)
-    ids = read_task_ids(task_ids)
+    ids = read_task_ids(task_ids, deadline)
     app = state(ctx)
     client = app.client(app.settings(), deadline)
     with optional_history() as history:

@@ -1,0 +1,79 @@
+"""`--timeout` holds where the tool waits on something other than the API: standard
+input left open by the command feeding it, and an upload's reply dripping in.
+
+A command here is a real process: the point is that it exits, with exit 124,
+while its input is still open or its upload reply still coming.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from apimart_cli.sandbox import Sandbox
+from tests.e2e.conftest import API_KEY, COMMAND
+from tests.e2e.test_faults import submit_direct
+
+# Far beyond any --timeout given below: a command still running then never ends.
+HUNG = 60.0
+
+
+def run_with_open_stdin(
+    args: list[str], first_line: str, env: dict[str, str], cwd: Path
+) -> tuple[int, str, str]:
+    """Run the command with one line on its standard input, which then stays open; its
+    exit code and output once it exits on its own (it must, before HUNG)."""
+    process = subprocess.Popen(
+        [*COMMAND, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=cwd,
+    )
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    try:
+        process.stdin.write(first_line + "\n")
+        process.stdin.flush()
+        try:
+            code = process.wait(timeout=HUNG)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(f"`apimart {' '.join(args)}` did not end while its input stayed open")
+        stdout, stderr = process.stdout.read(), process.stderr.read()
+    finally:
+        process.stdin.close()
+        process.stdout.close()
+        process.stderr.close()
+    assert API_KEY not in stdout + stderr and "Traceback" not in stderr, stderr
+    return code, stdout, stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["status"], ["download", "-o", "out"], ["wait", "-o", "out"]],
+    ids=["status", "download", "wait"],
+)
+def test_reading_ids_from_an_open_input_ends_at_the_timeout(
+    args: list[str], sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    task_id = submit_direct(sandbox)
+    code, _, stderr = run_with_open_stdin([*args, "--timeout", "3"], task_id, env, tmp_path)
+    assert code == 124, stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["generate", "-"], ["batch", "-", "-o", "out"]], ids=["generate", "batch"]
+)
+def test_a_prompt_or_jobs_from_an_open_input_are_never_sent_after_the_timeout(
+    args: list[str], sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    code, stdout, stderr = run_with_open_stdin([*args, "--timeout", "2"], "a fox", env, tmp_path)
+    assert code == 124, stderr
+    assert "standard input" in stderr
+    assert stdout == ""
+    assert sandbox.submissions() == []
