@@ -7,13 +7,14 @@ while its input is still open or its upload reply still coming.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from apimart_cli.sandbox import Sandbox
-from tests.e2e.conftest import API_KEY, COMMAND
+from apimart_cli.sandbox import Fault, Sandbox
+from tests.e2e.conftest import API_KEY, COMMAND, apimart
 from tests.e2e.test_faults import submit_direct
 
 # Far beyond any --timeout given below: a command still running then never ends.
@@ -77,3 +78,35 @@ def test_a_prompt_or_jobs_from_an_open_input_are_never_sent_after_the_timeout(
     assert "standard input" in stderr
     assert stdout == ""
     assert sandbox.submissions() == []
+
+
+# -- an upload's reply dripping in ---------------------------------------------------------
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    from apimart_cli.sandbox import encode_png
+
+    path = tmp_path / "photo.png"
+    path.write_bytes(encode_png(4, 4, b"".join(b"\x00" + b"\x80" * 12 for _ in range(4))))
+    return path
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["upload", "photo.png"],
+        ["generate", "a fox", "-i", "photo.png", "--refs", "upload"],
+        ["batch", "jobs.txt", "-o", "out", "--refs", "upload"],
+    ],
+    ids=["upload", "generate", "batch"],
+)
+def test_an_upload_reply_dripping_in_ends_at_the_timeout(
+    command: list[str], sandbox: Sandbox, env: dict[str, str], photo: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "jobs.txt").write_text(json.dumps({"prompt": "a fox", "images": ["photo.png"]}))
+    # 1 MB announced, a byte a second: a reply that would take twelve days.
+    sandbox.inject(Fault("drip", method="POST", path="/v1/uploads/images", times=100))
+    run = apimart(*command, "--timeout", "3", env=env, cwd=tmp_path, timeout=HUNG)
+    assert run.returncode == 124, run.stderr
+    assert sandbox.submissions() == []  # nothing paid for without its reference
