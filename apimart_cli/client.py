@@ -380,6 +380,8 @@ class Client:
         """
         if not self._api_key:
             raise no_key_error()
+        if self.deadline.expired():  # nothing starts after the deadline (a queue of queries)
+            raise WaitTimeout("Out of time before the request was sent.")
         url = f"{self.base_url}{path}"
         all_headers = {"Authorization": f"Bearer {self._api_key}", **(headers or {})}
 

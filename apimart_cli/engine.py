@@ -489,6 +489,8 @@ def query_tasks(
     answers: queue.SimpleQueue[tuple[int, Task | BaseException]] = queue.SimpleQueue()
 
     def ask(index: int, task_id: str) -> None:
+        if client.deadline.expired():  # the queue left at the deadline: dropped, not asked
+            return
         try:
             answers.put((index, fetch_task(client, task_id)))
         except ApimartError as error:
@@ -503,7 +505,7 @@ def query_tasks(
         pool.submit(ask, index, task_id)
     pool.close()
     results: dict[int, Task | ApimartError] = {}
-    while len(results) < len(task_ids):
+    while len(results) < len(task_ids) and not client.deadline.expired():
         try:
             index, result = answers.get(timeout=client.deadline.remaining())
         except queue.Empty:
@@ -511,12 +513,12 @@ def query_tasks(
         if not isinstance(result, (Task, ApimartError)):
             raise result
         results[index] = result
-    tasks = [result for result in results.values() if not isinstance(result, ApimartError)]
-    if history is not None:
-        from apimart_cli.history import task_changes
+        # Recorded as each answer comes, while there is time: the history only mirrors
+        # the service, and a hundred thousand writes after the deadline would overrun it.
+        if history is not None and isinstance(result, Task) and not client.deadline.expired():
+            from apimart_cli.history import task_changes
 
-        for task in tasks:
-            history.update(task.task_id, **task_changes(task))
+            history.update(result.task_id, **task_changes(result))
     late = WaitTimeout("Out of time waiting for the service's answer.")
     return [results.get(index, late) for index in range(len(task_ids))]
 

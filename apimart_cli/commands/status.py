@@ -8,7 +8,7 @@ import typer
 from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, optional_history, read_task_ids, state
 from apimart_cli.commands.options import COMMAND_TIMEOUT, JsonOpt, TaskIdsArg, TimeoutOpt
-from apimart_cli.errors import ApimartError, ExitCode
+from apimart_cli.errors import ApimartError, ExitCode, WaitTimeout
 
 if TYPE_CHECKING:
     from apimart_cli.models import Task
@@ -48,16 +48,19 @@ def status(
     tasks = [result for result in results if not isinstance(result, ApimartError)]
     code = ExitCode.OK
     hints: dict[str, None] = {}  # what to do, each said once after the errors
+    errors = []  # written at once: one line at a time, 100,000 lines overran --timeout
     for task_id, result in zip(ids, results, strict=True):
         if isinstance(result, ApimartError):
-            console.warn(f"Error: {task_id}: {result.message}")
             code = max(code, result.exit_code)
+            if isinstance(result, WaitTimeout):
+                continue  # named together below
+            errors.append(f"Error: {task_id}: {result.message}")
             if result.hint:
                 hints.setdefault(result.hint)
-    for hint in hints:
-        console.warn(hint)
+    if errors or hints:
+        console.warn("\n".join([*errors, *hints]))
     if code == ExitCode.TIMEOUT:
-        late = [i for i, r in zip(ids, results, strict=True) if isinstance(r, ApimartError)]
+        late = [i for i, r in zip(ids, results, strict=True) if isinstance(r, WaitTimeout)]
         console.warn(f"Timed out after {timeout:g} s; no answer for: {' '.join(late)}")
         if not app.sandbox:
             console.warn(f"Ask again with: apimart status {' '.join(late)}")
@@ -73,9 +76,8 @@ def status(
 
         columns = [Column("task"), Column("status"), Column("progress", right=True)]
         print_table([*columns, Column("detail", flexible=True)], [_row(task) for task in tasks])
-    else:
-        for task in tasks:
-            console.data("\t".join(_row(task)))
+    elif tasks:
+        console.data("\n".join("\t".join(_row(task)) for task in tasks))
     raise typer.Exit(int(code))
 
 
