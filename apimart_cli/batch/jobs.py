@@ -261,6 +261,9 @@ def check_names(template: str, jobs: Sequence[Job]) -> None:
     for job in jobs:
         stand_in = f"task_{job.line:0{MAX_TASK_ID_CHARS - 5}d}"  # unique, and the longest
         for index in range(job.request.n or 1):
+            # The shortest id too: a width (`{task_id:>80}`) pads it with what no plain
+            # name holds, which the longest, wider than any width that fits, never shows.
+            format_name(template, task_id="t", index=index, line=job.line, slug=job.slug)
             name = format_name(
                 template, task_id=stand_in, index=index, line=job.line, slug=job.slug
             )
