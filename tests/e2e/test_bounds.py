@@ -15,7 +15,7 @@ import pytest
 
 from apimart_cli.sandbox import Fault, Sandbox
 from tests.e2e.conftest import API_KEY, COMMAND, apimart
-from tests.e2e.test_faults import submit_direct
+from tests.e2e.test_faults import history_rows, submit_direct
 
 # Far beyond any --timeout given below: a command still running then never ends.
 HUNG = 60.0
@@ -110,3 +110,21 @@ def test_an_upload_reply_dripping_in_ends_at_the_timeout(
     run = apimart(*command, "--timeout", "3", env=env, cwd=tmp_path, timeout=HUNG)
     assert run.returncode == 124, run.stderr
     assert sandbox.submissions() == []  # nothing paid for without its reference
+
+
+# -- task ids that could not be passed back ------------------------------------------------
+
+
+@pytest.mark.parametrize("task_id", ["-rf", "--help", "-"])
+def test_a_task_id_starting_with_a_dash_is_a_malformed_reply(
+    task_id: str, sandbox: Sandbox, env: dict[str, str], isolated: Path
+) -> None:
+    """An id the tool printed must work as an argument again: `-rf` never would."""
+    sandbox.inject(Fault("task_id", method="POST", path="/v1/images/generations", task_id=task_id))
+    run = apimart("generate", "a fox", env=env)
+    assert run.returncode == 5, run.stderr
+    assert run.stdout == ""
+    assert "sent a task id that cannot be one" in run.stderr
+    assert "-rf" not in run.stderr and "--help" not in run.stderr  # never echoed
+    [row] = history_rows(isolated)
+    assert (row["state"], row["task_id"]) == ("unknown", None)
