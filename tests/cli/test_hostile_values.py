@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pytest_httpx import HTTPXMock
 
-from tests.cli.conftest import api_requests, run
+from tests.cli.conftest import API, PNG, api_requests, run
 
 
 @pytest.mark.parametrize(
@@ -41,3 +43,46 @@ def test_a_param_no_json_field_can_hold_exits_2_with_nothing_sent(
     assert message in result.stderr
     assert len(result.stderr.splitlines()) <= 2
     assert api_requests(httpx_mock) == []
+
+
+# -- hostile upload replies ------------------------------------------------------------------
+
+UPLOAD_URL = f"{API}/v1/uploads/images"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "printed"),
+    [
+        ("created_at", int("9" * 400), "https://cdn.test/a.png"),
+        ("created_at", "9" * 400, "https://cdn.test/a.png"),
+        ("expires_at", -(10**18), "https://cdn.test/a.png"),  # unreadable: from created_at
+        ("url", "https://cdn.test/a.png\nhttps://evil.test/\x1b]0;owned\x07", None),
+        ("url", "https://cdn.test/\x1b[2J.png", None),
+        ("url", "https://cdn.test/a b.png", None),
+    ],
+    ids=["400-digit-created", "400-digit-string", "expired", "newline-osc", "csi", "space"],
+)
+def test_a_hostile_upload_reply_is_read_or_refused_never_printed_raw(
+    api: str,
+    httpx_mock: HTTPXMock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    field: str,
+    value: object,
+    printed: str | None,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.png").write_bytes(PNG)
+    reply: dict[str, object] = {"url": "https://cdn.test/a.png", "created_at": 4_102_444_800}
+    reply[field] = value
+    httpx_mock.add_response(method="POST", url=UPLOAD_URL, json=reply)
+    result = run("upload", "a.png")
+    assert "\x1b" not in result.output and "evil" not in result.output
+    assert "Internal error" not in result.output
+    if field == "url":
+        assert result.exit_code == 5, result.output
+        assert result.stdout == ""
+        assert "a URL that cannot be one" in result.stderr
+    else:
+        assert result.exit_code == 0, result.output
+        assert result.stdout == f"{printed}\n"
