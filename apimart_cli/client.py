@@ -347,6 +347,11 @@ class Client:
             if self.deadline.expired():
                 raise WaitTimeout(f"Out of time downloading {url}.") from None
             raise Transient(ServiceError(_describe(exc))) from None
+        except httpx.TooManyRedirects:  # a loop: the same answer every time
+            raise ServiceError(f"The image host redirected {url} too many times.") from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError, ValueError) as exc:
+            # What `downloads.check_result_url` lets through and httpx still refuses.
+            raise ServiceError(f"The image URL {url} cannot be fetched: {_describe(exc)}") from None
 
     def _transfer(self, reply: httpx.Response) -> Iterator[bytes]:
         """The body as it arrives, failing when it stalls or the deadline comes."""
@@ -479,6 +484,10 @@ class Client:
             )
         error = ServiceError(f"Could not connect to {address}: {_describe(exc)}", hint)
         return error, not (refused and is_loopback(host))
+
+    def carries_key(self, text: str) -> bool:
+        """Whether `text` (a URL the service sent) holds the key: never to be fetched."""
+        return self._api_key is not None and self._api_key != "" and self._api_key in text
 
     def _without_key(self, text: str) -> str:
         """`text` with the key cut out: a server may echo it, and nothing shown may hold it."""

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from apimart_cli.sandbox import Fault, Sandbox
 from tests.e2e.conftest import API_KEY, COMMAND, apimart
+from tests.e2e.hostile import Hostile, Script, hostile_api, json_reply
 from tests.e2e.test_faults import history_rows, submit_direct
 
 # Far beyond any --timeout given below: a command still running then never ends.
@@ -128,3 +133,67 @@ def test_a_task_id_starting_with_a_dash_is_a_malformed_reply(
     assert "-rf" not in run.stderr and "--help" not in run.stderr  # never echoed
     [row] = history_rows(isolated)
     assert (row["state"], row["task_id"]) == ("unknown", None)
+
+
+# -- hostile result URLs ---------------------------------------------------------------------
+
+
+@contextmanager
+def redirect_loop() -> Iterator[str]:
+    """An image host whose every answer is a redirect to itself."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/loop.png"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def completed_with(url: str, expires_at: int = 4_102_444_800) -> Script:
+    data = {"id": "task_1", "status": "completed", "progress": 100}
+    data["result"] = {"images": [{"url": [url], "expires_at": expires_at}]}
+    return lambda path, headers: json_reply({"code": 200, "data": data})
+
+
+@pytest.mark.parametrize(
+    ("url", "expires_at", "code", "message"),
+    [
+        ("http://[::1", None, 5, "cannot be fetched (Invalid IPv6 URL)"),
+        ("https://" + "a" * 300 + ".test/x.png", None, 5, "longer than a host name can be"),
+        ("https://cdn.test/x.png", -(10**18), 1, "out of any calendar's range"),
+        ("https://cdn.test/\x1b]0;owned\x07.png", None, 5, "spaces or control characters"),
+        ("https://cdn.test/x.png?sig=" + API_KEY, None, 5, "holds the API key"),
+        ("loop", None, 5, "redirected"),
+    ],
+    ids=["bracket", "long-label", "expired-1e18", "escape", "key", "redirect-loop"],
+)
+def test_a_hostile_result_url_fails_its_image_clearly(
+    url: str, expires_at: int | None, code: int, message: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    with redirect_loop() as loop:
+        api = Hostile(
+            task=completed_with(loop if url == "loop" else url, expires_at or 4_102_444_800)
+        )
+        with hostile_api(api):
+            user = {**env, "APIMART_BASE_URL": api.base_url}
+            run = apimart("download", "task_1", "-o", "out", env=user, cwd=tmp_path, timeout=HUNG)
+    assert run.returncode == code, run.stderr
+    assert message in run.stderr
+    assert "Internal error" not in run.stderr and "\x1b" not in run.stderr
+    assert run.stdout == ""
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
