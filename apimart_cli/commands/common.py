@@ -158,16 +158,40 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return command(*args, **kwargs)
+            result = command(*args, **kwargs)
         except ApimartError as error:
             console.report_error(error, as_json=bool(kwargs.get("as_json")))
-            raise typer.Exit(int(error.exit_code)) from None
+            raise _exit_after_lost_output(error.exit_code) from None
         except KeyboardInterrupt as interrupt:
             code = interrupted_code(interrupt)
             console.warn("Terminated." if code == ExitCode.TERMINATED else "Interrupted.")
             raise typer.Exit(int(code)) from None
+        except typer.Exit as exiting:
+            raise _exit_after_lost_output(exiting.exit_code) from None
+        if console.lost_output()[0] is not None:
+            raise _exit_after_lost_output(ExitCode.OK)
+        return result
 
     return run
+
+
+def _exit_after_lost_output(code: int) -> typer.Exit:
+    """The command's exit, once what standard output could not carry (a full disk) is
+    named on standard error: the task ids paid for, the paths saved. Exit 1 at least."""
+    failure, lines = console.lost_output()
+    if failure is None:
+        return typer.Exit(code)
+    reason = failure.strerror or type(failure).__name__
+    carried = "".join(f"\n  {line}" for line in lines)
+    console.report_error(
+        ApimartError(
+            f"Could not write to standard output: {reason}."
+            + (f" What it was to carry:{carried}" if carried else ""),
+            "Every task id is in `apimart history`; free some space, then "
+            "`apimart history` or `apimart wait` goes on from there.",
+        )
+    )
+    return typer.Exit(max(int(code), int(ExitCode.FAILED)))
 
 
 class _StdinReader:

@@ -197,3 +197,33 @@ def test_a_hostile_result_url_fails_its_image_clearly(
     assert "Internal error" not in run.stderr and "\x1b" not in run.stderr
     assert run.stdout == ""
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+# -- standard output on a full device --------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    "args", [["generate", "a fox"], ["generate", "a fox", "--wait", "-o", "out"]]
+)
+def test_a_full_standard_output_after_paying_names_what_it_was_to_carry(
+    args: list[str], sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [*COMMAND, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=HUNG,
+        )
+    [task] = sandbox.submissions()
+    assert result.returncode == 1, result.stderr
+    assert "Internal error" not in result.stderr and "internal error" not in result.stderr
+    assert "Could not write to standard output: No space left on device" in result.stderr
+    carried = result.stderr.split("What it was to carry:")[1]
+    assert str(task.task_id) in carried
+    assert "Traceback" not in result.stderr and API_KEY not in result.stderr
