@@ -92,7 +92,9 @@ def batch(
     if file is None and console.is_terminal(sys.stdin):
         raise UsageError("No batch file given.", "apimart batch jobs.txt, or pipe the jobs in.")
     deadline = Deadline.after(timeout)  # reading the jobs and the uploads share --timeout
-    jobs = load_batch(file, name, info=console.info, stdin=lambda: stdin_lines(deadline))
+    jobs = load_batch(
+        file, name, info=console.info, stdin=lambda: stdin_lines(deadline, whole=True)
+    )
     settings = app.settings(output, references=refs, metadata=False if no_metadata else None)
     limiter = AimdLimiter(concurrency)
     client = app.client(settings, deadline, on_rate_limited=limiter.rate_limited)

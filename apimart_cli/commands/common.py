@@ -204,7 +204,8 @@ class _StdinReader:
     """
 
     def __init__(self) -> None:
-        self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        # Bounded: a writer faster than the reader (`yes`) waits, rather than fill memory.
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=_STDIN_QUEUED_CHUNKS)
         threading.Thread(target=self._read, name="stdin", daemon=True).start()
 
     def _read(self) -> None:
@@ -230,6 +231,8 @@ class _StdinReader:
         while True:
             left = None if deadline is None else deadline.remaining()
             try:
+                if left == 0:  # input still coming, however fast, ends at the deadline too
+                    raise queue.Empty
                 chunk = self._chunks.get(timeout=left)
             except queue.Empty:
                 raise WaitTimeout(
@@ -242,15 +245,37 @@ class _StdinReader:
 
 
 _STDIN_CHUNK_BYTES = 64 * 1024
+_STDIN_QUEUED_CHUNKS = 16
 
 
-def stdin_lines(deadline: Deadline | None = None, *, strict: bool = True) -> Iterator[str]:
+# The most of standard input read as a prompt or a jobs file, and the longest line of
+# ids: `yes | apimart generate` must not fill the memory before its deadline. (Ids are
+# kept once each, see `read_task_ids`.)
+MAX_STDIN_TEXT_BYTES = 64 * 1024 * 1024
+
+
+def _too_much(limit: int) -> UsageError:
+    return UsageError(
+        f"Standard input is larger than {limit // (1024 * 1024)} MiB; nothing was sent.",
+        "Is the right command piped in?",
+    )
+
+
+def stdin_lines(
+    deadline: Deadline | None = None, *, strict: bool = True, whole: bool = False
+) -> Iterator[str]:
     """Lines of standard input as they arrive (UTF-8, without their line ends); a
     WaitTimeout once `deadline` comes with the input still open. Not UTF-8: a
-    UsageError, or (not `strict`) the line with U+FFFD where its bytes were."""
+    UsageError, or (not `strict`) the line with U+FFFD where its bytes were. More than
+    MAX_STDIN_TEXT_BYTES in one line, or in all with `whole` (a jobs file, kept whole
+    in memory), is a UsageError."""
     pending = bytearray()
+    total = 0
     for chunk in _StdinReader().chunks(deadline):
         pending += chunk
+        total += len(chunk)
+        if len(pending) > MAX_STDIN_TEXT_BYTES or (whole and total > MAX_STDIN_TEXT_BYTES):
+            raise _too_much(MAX_STDIN_TEXT_BYTES)
         start = 0
         while (end := pending.find(b"\n", start)) >= 0:
             yield _decoded(bytes(pending[start:end]), strict)
@@ -261,8 +286,15 @@ def stdin_lines(deadline: Deadline | None = None, *, strict: bool = True) -> Ite
 
 
 def stdin_text(deadline: Deadline | None = None) -> str:
-    """All of standard input (a prompt), read until its end or `deadline` (WaitTimeout)."""
-    return _decoded(b"".join(_StdinReader().chunks(deadline)))
+    """All of standard input (a prompt), read until its end or `deadline` (WaitTimeout);
+    more than MAX_STDIN_TEXT_BYTES is a UsageError."""
+    chunks, size = [], 0
+    for chunk in _StdinReader().chunks(deadline):
+        size += len(chunk)
+        if size > MAX_STDIN_TEXT_BYTES:
+            raise _too_much(MAX_STDIN_TEXT_BYTES)
+        chunks.append(chunk)
+    return _decoded(b"".join(chunks))
 
 
 def _decoded(data: bytes, strict: bool = True) -> str:
@@ -295,7 +327,8 @@ def read_task_ids(task_ids: list[str] | None, deadline: Deadline | None = None) 
             raise UsageError(
                 "No task ids given.", "Pass them as arguments, or pipe them in, one per line."
             )
-        task_ids = list(ids_from_stdin(deadline))
+        # Each id kept once as it arrives: `yes task_1 | apimart status` holds one.
+        task_ids = list(dict.fromkeys(ids_from_stdin(deadline)))
         if not task_ids:
             raise UsageError("No task ids on standard input.")
     assert task_ids is not None

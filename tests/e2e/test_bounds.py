@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from apimart_cli.sandbox import Fault, Sandbox
-from tests.e2e.conftest import API_KEY, COMMAND, apimart
+from tests.e2e.conftest import API_KEY, COMMAND, apimart, shell
 from tests.e2e.hostile import Hostile, Script, hostile_api, json_reply
 from tests.e2e.test_faults import history_rows, submit_direct
 
@@ -227,3 +227,23 @@ def test_a_full_standard_output_after_paying_names_what_it_was_to_carry(
     carried = result.stderr.split("What it was to carry:")[1]
     assert str(task.task_id) in carried
     assert "Traceback" not in result.stderr and API_KEY not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "code", "message"),
+    [
+        ("yes task_01abc | apimart status --timeout 2", 124, "still open"),
+        ("yes | apimart generate --timeout 60", 2, "larger than 64 MiB"),
+        ("yes 'a fox' | apimart batch - -o out --timeout 60", 2, "larger than 64 MiB"),
+    ],
+    ids=["status", "generate", "batch"],
+)
+def test_an_endless_fast_input_ends_at_the_deadline_or_its_limit(
+    pipeline: str, code: int, message: str, sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A writer faster than the reader neither holds the command past its deadline nor
+    fills the memory: what is read waits for the reader, and is bounded."""
+    run = shell(f"{pipeline}; echo rc=${{PIPESTATUS[1]}} >&2", env=env, cwd=tmp_path, timeout=HUNG)
+    assert f"rc={code}" in run.stderr, run.stderr[-2000:]
+    assert message in run.stderr
+    assert sandbox.submissions() == []
