@@ -218,7 +218,7 @@ class _StdinReader:
                 for line in sys.stdin:
                     self._chunks.put(line.encode("utf-8", "surrogateescape"))
             else:
-                while chunk := os.read(fd, _STDIN_CHUNK_BYTES):
+                while chunk := _read_some(fd):
                     self._chunks.put(chunk)
         except OSError:
             pass  # a closed or unreadable input ends like an empty one
@@ -245,6 +245,20 @@ class _StdinReader:
 
 
 _STDIN_CHUNK_BYTES = 64 * 1024
+
+
+def _read_some(fd: int) -> bytes:
+    """The next bytes of `fd`, b"" at its end; waits where the descriptor was left
+    non-blocking by whoever shares it (EAGAIN is not the end of the input)."""
+    while True:
+        try:
+            return os.read(fd, _STDIN_CHUNK_BYTES)
+        except BlockingIOError:
+            import select
+
+            select.select([fd], [], [])
+
+
 _STDIN_QUEUED_CHUNKS = 16
 
 
