@@ -319,17 +319,19 @@ def batch(
     *,
     concurrency: int,
     display: BatchDisplay,
+    deadline: Deadline | None = None,
 ) -> ExitCode:
     """Every job not done yet sent, waited for and saved, at most `concurrency` in
     flight (fewer while the service answers 429); the exit code (the highest wins).
-    The run is bounded by `options.timeout`, the uploads before it included."""
+    The run is bounded by `deadline` (by default `options.timeout` from now), the uploads
+    before it included."""
     from apimart_cli.batch import AimdLimiter, run_batch
     from apimart_cli.gallery import Keeper
     from apimart_cli.references import ReferenceSender
     from apimart_cli.retry import Deadline
 
     limiter = AimdLimiter(concurrency)
-    deadline = Deadline.after(options.timeout)
+    deadline = deadline or Deadline.after(options.timeout)
     client = make_client(settings, deadline, ui, on_rate_limited=limiter.rate_limited)
     sender = ReferenceSender(
         client, settings.references, concurrency=concurrency, info=ui.info, warn=ui.warn

@@ -5,7 +5,8 @@ project's errors here. One `httpx.Client` serves every thread. The API key goes
 only on API requests, never as a default header, so an image host can never
 receive it. Every API call goes through `retry.retrying` and stops at the
 command's `Deadline`; no API request lasts longer than REQUEST_TIME_LIMIT,
-whatever the server sends, and a download fails when it stalls (STALL_WINDOW).
+whatever the server sends (an upload: its reply, once its body is sent), and a
+download or an upload's body fails when it stalls (STALL_WINDOW).
 """
 
 from __future__ import annotations
@@ -423,6 +424,11 @@ class Client:
             if self.deadline.expired():
                 raise WaitTimeout(f"Out of time downloading {url}.") from None
             raise Transient(ServiceError(_describe(exc))) from None
+        except httpx.TooManyRedirects:  # a loop: the same answer every time
+            raise ServiceError(f"The image host redirected {url} too many times.") from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError, ValueError) as exc:
+            # What `downloads.check_result_url` lets through and httpx still refuses.
+            raise ServiceError(f"The image URL {url} cannot be fetched: {_describe(exc)}") from None
 
     def _transfer(self, reply: httpx.Response) -> Iterator[bytes]:
         """The body as it arrives, failing when it stalls or the deadline comes."""
@@ -459,6 +465,8 @@ class Client:
         """
         if not self._api_key:
             raise no_key_error()
+        if self.deadline.expired():  # nothing starts after the deadline (a queue of queries)
+            raise WaitTimeout("Out of time before the request was sent.")
         url = f"{self.base_url}{path}"
         all_headers = {"Authorization": f"Bearer {self._api_key}", **(headers or {})}
 
@@ -578,6 +586,10 @@ class Client:
         error = ServiceError(f"Could not connect to {address}: {_describe(exc)}", hint)
         return error, not (refused and is_loopback(host))
 
+    def carries_key(self, text: str) -> bool:
+        """Whether `text` (a URL the service sent) holds the key: never to be fetched."""
+        return self._api_key is not None and self._api_key != "" and self._api_key in text
+
     def _without_key(self, text: str) -> str:
         """`text` with the key cut out: a server may echo it, and nothing shown may hold it."""
         return text.replace(self._api_key, "[API key]") if self._api_key else text
@@ -597,28 +609,36 @@ class Client:
 
         httpx's timeouts bound each read, not the whole: a server dripping its headers
         would hold the request for ever. So the exchange runs on a thread of its own,
-        which is abandoned at the limit (an upload, which has no total limit, fails
-        when it stalls instead)."""
+        which is abandoned at the limit. An upload (`transfer`) may take as long as
+        its body needs, failing when the body stalls, but no longer than the deadline,
+        and its reply, once the body is sent, gets REQUEST_TIME_LIMIT as any other."""
         limit = self.deadline.cap(STALL_WINDOW if transfer else REQUEST_TIME_LIMIT)
         timeout = httpx.Timeout(min(READ_TIMEOUT, limit), connect=min(CONNECT_TIMEOUT, limit))
         request = self._http.build_request(
             method, url, params=params, headers=dict(headers), content=content, timeout=timeout
         )
-        if transfer:  # no total limit
-            return self._exchange(request, None)
+        if transfer:
+            reply_limit = self.deadline.cap(REQUEST_TIME_LIMIT)
+            try:
+                return self._runner.run(
+                    self.deadline, lambda: self._exchange(request, reply_limit, transfer=True)
+                )
+            except WaitTimeout:
+                raise _TooSlow("no complete reply before the deadline") from None
         try:
             return self._runner.run(Deadline.after(limit), lambda: self._exchange(request, limit))
         except WaitTimeout:
             raise _TooSlow(f"no complete reply within {limit:.0f} s") from None
 
     def _exchange(
-        self, request: httpx.Request, limit: float | None
+        self, request: httpx.Request, limit: float, *, transfer: bool = False
     ) -> tuple[int, Mapping[str, str], bytes]:
         """`request` sent and its reply read, on the calling thread (see `_send`); a body
-        still coming after `limit` seconds is _TooSlow."""
+        still coming `limit` seconds after the request started (an upload: after its
+        reply started, however long the upload took) is _TooSlow."""
         started = self._clock()
-        ends = float("inf") if limit is None else started + limit
         reply = self._http.send(request, stream=True)
+        ends = (self._clock() if transfer else started) + limit
         try:
             self._trace(request.method, str(reply.url), reply.status_code, started)
             chunks, size = [], 0

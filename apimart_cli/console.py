@@ -84,6 +84,40 @@ def stdout_closed() -> bool:
     return _stdout_closed
 
 
+# Standard output that could not be written (a full disk, `> /dev/full`): why, and the
+# lines it was to carry (task ids, paths), for the command to name on standard error.
+_stdout_lost: OSError | None = None
+_lost_lines: list[str] = []
+MAX_LOST_LINES = 1000
+
+
+def lost_output() -> tuple[OSError | None, list[str]]:
+    """Why standard output failed, if it did, and the first lines it did not carry."""
+    with _lock:
+        return _stdout_lost, list(_lost_lines)
+
+
+def _lose_stdout(exc: OSError, text: str) -> None:
+    """From now on, standard output's lines are kept, not written (under `_lock`)."""
+    global _stdout_lost
+    _stdout_lost = exc
+    _keep_lost(text)
+    # What is still buffered would fail again at exit: it goes nowhere instead.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _keep_lost(text: str) -> None:
+    for line in text.splitlines():
+        if len(_lost_lines) < MAX_LOST_LINES:
+            _lost_lines.append(line)
+
+
 def open_missing_streams() -> None:
     """Stand-ins for standard streams the shell closed (`>&-`, `2>&-`, `<&-`).
 
@@ -110,6 +144,9 @@ def _write(stream: TextIO, text: str) -> None:
             _stdout_closed = True  # the data has nowhere to go, as with a broken pipe
         if stream is sys.stdout and _stdout_closed:
             return
+        if stream is sys.stdout and _stdout_lost is not None:
+            _keep_lost(text)
+            return
         try:
             stream.write(text + "\n")
             stream.flush()
@@ -121,6 +158,10 @@ def _write(stream: TextIO, text: str) -> None:
             os.close(devnull)
             if stream is sys.stdout:
                 _stdout_closed = True
+        except OSError as exc:  # a full disk: what it was to carry is kept, to be named
+            if stream is not sys.stdout:
+                raise
+            _lose_stdout(exc, text)
 
 
 def data(line: str) -> None:

@@ -44,7 +44,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from apimart_cli.constants import MAX_IMAGE_DOWNLOAD_BYTES, MAX_VIDEO_DOWNLOAD_BYTES
-from apimart_cli.errors import ApimartError, ServiceError, TaskError, UsageError, WaitTimeout
+from apimart_cli.errors import (
+    ApimartError,
+    ServiceError,
+    TaskError,
+    UsageError,
+    WaitTimeout,
+    shown,
+)
 from apimart_cli.images import (
     EXTENSIONS,
     VIDEO_CONTENT_TYPES,
@@ -108,7 +115,60 @@ class _Retry(Exception):
 
 
 def format_time(unix_seconds: int) -> str:
-    return datetime.fromtimestamp(unix_seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        moment = datetime.fromtimestamp(unix_seconds, timezone.utc)
+    except (OverflowError, OSError, ValueError):  # -1e18: no calendar holds it
+        return f"{unix_seconds} (a time out of any calendar's range)"
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# A host name is at most 253 characters, each dot-separated label at most 63 (RFC 1035).
+_MAX_HOST_CHARS = 253
+_MAX_LABEL_CHARS = 63
+
+
+def check_result_url(client: Client, task_id: str, index: int, url: str) -> None:
+    """A ServiceError for a result URL that cannot be fetched as it is, before anything
+    is: not http(s), unparsable (`http://[::1`), a host no resolver takes (a label of 300
+    characters), control characters that would reach the terminal in a message, or the
+    API key, which the image host is never sent (the message does not show it)."""
+    from urllib.parse import unquote, urlsplit
+
+    where = f"image {index} of task {task_id}"
+    if client.carries_key(url) or client.carries_key(unquote(url)):
+        raise ServiceError(
+            f"The service sent a result URL for {where} that holds the API key; "
+            "it was not fetched, so the image host never sees the key.",
+            "Tell APIMart's support; the URL is the service's mistake.",
+        )
+    problem = None
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - parsing it is the check: a bad port raises
+    except ValueError as exc:
+        problem = str(exc) or "it cannot be parsed"
+    else:
+        labels = host.rstrip(".").split(".")
+        if parts.scheme.lower() not in ("http", "https"):
+            problem = "it is not http or https"
+        elif not host:
+            problem = "it names no host"
+        elif not all(c.isprintable() and not c.isspace() for c in url):
+            problem = "it holds spaces or control characters"
+        elif len(host) > _MAX_HOST_CHARS or any(len(label) > _MAX_LABEL_CHARS for label in labels):
+            problem = "its host name is longer than a host name can be"
+        else:
+            try:
+                host.encode("idna")
+            except UnicodeError:
+                problem = "its host name cannot be looked up"
+    if problem is not None:
+        raise ServiceError(
+            f"The service sent a result URL for {where} that cannot be fetched ({problem}): "
+            f"{shown(url)}.",
+            "Check the task with `apimart status`; generate the image again if it stays so.",
+        )
 
 
 def _expired(task_id: str, expires_at: int) -> TaskError:
@@ -249,6 +309,8 @@ class Downloader:
         if found is not None and not self._force:
             return SavedFile(found, kept_existing=True)
         is_data = image.url.startswith("data:")
+        if not is_data:
+            check_result_url(self._client, task_id, index, image.url)
         if not is_data and image.expires_at is not None and image.expires_at <= self._now():
             raise _expired(task_id, image.expires_at)
         stamp = finish if isinstance(finish, Stamp) else None

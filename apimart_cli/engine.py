@@ -500,8 +500,22 @@ def query_tasks(
     def ask(task_id: str) -> Task:
         return fetch_task(client, task_id)
 
+    def record(index: int, outcome: tuple[bool, object]) -> None:
+        # Recorded as each answer comes, while there is time: the history only mirrors
+        # the service, and a hundred thousand writes after the deadline would overrun it.
+        ok, task = outcome
+        if history is not None and ok and isinstance(task, Task) and not client.deadline.expired():
+            from apimart_cli.history import task_changes
+
+            history.update(task.task_id, **task_changes(task))
+
     outcomes, _ = map_within(
-        client.deadline, ask, task_ids, workers=MAX_PARALLEL_QUERIES, name="status"
+        client.deadline,
+        ask,
+        task_ids,
+        workers=MAX_PARALLEL_QUERIES,
+        name="status",
+        on_answer=record,
     )
     results: dict[int, Task | ApimartError] = {}
     for index, (ok, value) in outcomes.items():
@@ -509,12 +523,6 @@ def query_tasks(
             results[index] = value
         else:  # a bug: report it, the others are answered all the same
             results[index] = ApimartError(f"Internal error while asking: {value!r}")
-    tasks = [result for result in results.values() if not isinstance(result, ApimartError)]
-    if history is not None:
-        from apimart_cli.history import task_changes
-
-        for task in tasks:
-            history.update(task.task_id, **task_changes(task))
     late = WaitTimeout("Out of time waiting for the service's answer.")
     return [results.get(index, late) for index in range(len(task_ids))]
 

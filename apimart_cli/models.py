@@ -40,13 +40,15 @@ SYNC_RESULT_OBJECT = "generation.result"
 # Codes and types of an error that names a model problem: permanent, whatever the status.
 MODEL_ERROR_CODES = frozenset({"model_not_found", "unsupported_generation_model"})
 
-# Task ids go into a URL path and file names: letters, digits, `_` and `-` only.
+# Task ids go into a URL path and file names, and are printed to be passed back as
+# arguments: letters, digits, `_` and `-` only, and never a `-` first (`-rf`, an option).
 MAX_TASK_ID_CHARS = 128
-_TASK_ID_RE = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_TASK_ID_CHARS}}}")
+_TASK_ID_RE = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_-]{{0,{MAX_TASK_ID_CHARS - 1}}}")
 
 
 def is_task_id(value: object) -> bool:
-    """Whether `value` can be a task id: letters, digits, `_` and `-`, 1 to 128 of them."""
+    """Whether `value` can be a task id: letters, digits, `_` and `-`, 1 to 128 of them,
+    not starting with `-`."""
     # fullmatch, not match with $: "$" also matches before a final newline.
     return isinstance(value, str) and _TASK_ID_RE.fullmatch(value) is not None
 
@@ -57,7 +59,8 @@ def validate_task_id(task_id: str) -> str:
     if not is_task_id(value):
         raise UsageError(
             f"Invalid task id {shown(task_id)}.",
-            "A task id has only letters, digits, '_' and '-', such as task_01KPQ7J7DW...",
+            "A task id has only letters, digits, '_' and '-' (not first), such as "
+            "task_01KPQ7J7DW...",
         )
     return value
 
@@ -145,8 +148,9 @@ def parse_time(value: Any) -> int | None:
         except ValueError:
             return _iso_time(text)
     number = _number(value)
-    if number is None or number <= 0:
+    if number is None or number == 0:  # 0: the field left unset
         return None
+    # Before 1970 is a time all the same (an expiry long past), however far.
     return int(number / 1000 if number >= _MILLISECONDS_FROM else number)
 
 
@@ -282,7 +286,7 @@ def parse_submission(reply: Any) -> list[str]:
         if not is_task_id(task_id):  # never printed or stored: a newline, `../`, a key...
             raise ServiceError(
                 f"The service sent a task id that cannot be one ({len(task_id)} characters, "
-                "not only letters, digits, '_' and '-')."
+                "not only letters, digits, '_' and '-', or '-' first)."
             )
         ids.append(task_id)
     if not ids:

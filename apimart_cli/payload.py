@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
 import stat
@@ -349,13 +350,60 @@ def parse_params(texts: Sequence[str]) -> dict[str, object]:
                 "For example --param quality=high, --param seed=42 or --param style='{\"a\": 1}'.",
             )
         try:
-            value: object = json.loads(raw)
+            value: object = json.loads(raw, parse_constant=_no_constant)
+        except _NotANumber as constant:
+            raise UsageError(
+                f"--param {_quote(key)}: {constant} is not a number JSON can carry.",
+                f"Give a finite number, or a string in quotes: --param {key}='\"{constant}\"'.",
+            ) from None
         except ValueError:
             value = raw
         except RecursionError:  # `[[[[...` too deep to read: no field the API takes
-            raise UsageError(f"--param {key[:40]}: JSON nested too deeply to read.") from None
+            raise UsageError(f"--param {_quote(key)}: JSON nested too deeply to read.") from None
+        _check_param_value(key, value)
         params[key] = value
     return params
+
+
+# No field any model takes nests deeper, or holds a number past 64 bits: beyond them a
+# value is a mistake, and checking or printing it would recurse or overflow.
+MAX_PARAM_DEPTH = 32
+_MAX_PARAM_INT = 2**63
+
+
+class _NotANumber(ValueError):
+    """`NaN`, `Infinity` or `-Infinity`, which Python's JSON reads and no JSON holds."""
+
+
+def _no_constant(name: str) -> object:
+    raise _NotANumber(name)
+
+
+def _check_param_value(key: str, value: object) -> None:
+    """A UsageError for an extra field's value nested too deep, or holding a number out
+    of range (`1e999` reads as infinity; a 400-digit integer fits no field)."""
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_PARAM_DEPTH:
+            raise UsageError(
+                f"The field {_quote(key)} is nested more than {MAX_PARAM_DEPTH} levels deep."
+            )
+        if isinstance(item, dict):
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise UsageError(
+                f"The field {_quote(key)} holds a number too large for JSON to carry.",
+                "Give a finite number.",
+            )
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) >= _MAX_PARAM_INT:
+            raise UsageError(
+                f"The field {_quote(key)} holds an integer ({len(str(abs(item)))} digits) out "
+                "of range for any field.",
+                f"Give a number under 2^63 ({_MAX_PARAM_INT - 1}).",
+            )
 
 
 def _check_params(params: Mapping[str, object]) -> tuple[tuple[str, object], ...]:
@@ -372,6 +420,7 @@ def _check_params(params: Mapping[str, object]) -> tuple[tuple[str, object], ...
                 f"Use {OPTION_FIELDS[key]} instead.",
             )
         _check_utf8(key, f"The field name {_quote(key)}")
+        _check_param_value(key, params[key])  # a jobs file's or an agent's, as --param's
     try:
         json.dumps(dict(params), ensure_ascii=False).encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError) as exc:

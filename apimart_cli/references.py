@@ -41,6 +41,11 @@ _REFUSAL_NOTE = "refuses-base64"
 # give up, so that a task submitted just before the end still finds its reference.
 UPLOAD_LIFETIME_SECONDS = 72 * 3600.0
 UPLOAD_MARGIN_SECONDS = 6 * 3600.0
+# A time in an upload reply, in seconds or milliseconds since 1970, between 1970 and the
+# year 9999; anything else is unreadable (and a 400-digit number would overflow a float).
+_EARLIEST = 0
+_LATEST_MS = 253_402_300_799_000
+MAX_UPLOAD_URL_CHARS = 8192
 _FILE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -140,6 +145,14 @@ def parse_upload(reply: Mapping[str, Any], *, now: float) -> tuple[dict[str, Any
             "The service's reply to an upload has no URL.",
             "Run the command again with -v to see the reply; the file may have been stored.",
         )
+    if len(url) > MAX_UPLOAD_URL_CHARS or not all(c.isprintable() and not c.isspace() for c in url):
+        # Printed as it is (`apimart upload`) and sent as a reference: a newline would make
+        # two lines of output, an escape would reach the terminal.
+        raise ServiceError(
+            f"The service's reply to an upload has a URL that cannot be one ({len(url)} "
+            "characters, with spaces or control characters, or too long).",
+            "The file may have been stored; run the command again to upload it anew.",
+        )
     created = _timestamp(data.get("created_at"))
     # A clock ahead of ours would stretch the URL's life: never later than now.
     created = now if created is None else min(created, now)
@@ -155,6 +168,8 @@ def _timestamp(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
+        if not _EARLIEST <= value <= _LATEST_MS:  # NaN, infinity, 400 digits: unreadable
+            return None
         return value / 1000 if value > 10**11 else float(value)
     if isinstance(value, str) and value.strip():
         text = value.strip()
@@ -164,11 +179,11 @@ def _timestamp(value: object) -> float | None:
             pass
         try:
             parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.timezone.utc)
+            return parsed.timestamp()
+        except (ValueError, OverflowError):  # year 9999 shifted past the end by its zone
             return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.timezone.utc)
-        return parsed.timestamp()
     return None
 
 

@@ -143,19 +143,22 @@ def map_within(
     workers: int,
     name: str,
     stop_after_failure: bool = False,
+    on_answer: Callable[[int, Outcome], None] | None = None,
 ) -> tuple[dict[int, Outcome], bool]:
     """`function` of each item, up to `workers` at a time on daemon threads: each item's
     outcome by its index, as (True, result) or (False, the exception), and whether the
     deadline came first (then the items unanswered are missing; nothing waits past it).
 
-    With `stop_after_failure`, no item starts after one has failed (those missing
-    then were never started). A Ctrl-C raised on a worker is raised here at once.
+    No item starts after the deadline (those still queued then are dropped, not
+    started); with `stop_after_failure`, none after one has failed. `on_answer(index,
+    outcome)` hears each answer on the calling thread as it comes. A Ctrl-C raised on
+    a worker is raised here at once.
     """
     answers: queue.SimpleQueue[tuple[int, Outcome | None]] = queue.SimpleQueue()
     failed = threading.Event()
 
     def work(index: int) -> None:
-        if stop_after_failure and failed.is_set():
+        if deadline.expired() or (stop_after_failure and failed.is_set()):
             answers.put((index, None))
             return
         outcome = _outcome_of(lambda: function(items[index]))
@@ -178,6 +181,8 @@ def map_within(
                 if not ok and not isinstance(value, Exception):
                     raise value
                 done[index] = outcome
+                if on_answer is not None:
+                    on_answer(index, outcome)
         return done, False
     finally:
         pool.close()

@@ -205,7 +205,8 @@ def test_result_ids() -> None:
         ("", None),
         (None, None),
         (True, None),
-        (-5, None),
+        (-5, -5),  # before 1970, long past: an expiry there has passed
+        (0, None),  # the field left unset
         (float("inf"), None),
     ],
 )

@@ -328,3 +328,43 @@ def test_query_tasks_answers_each_id_and_times_out_the_silent_ones(
         release.set()
     assert isinstance(first, Task) and first.status == "processing"
     assert isinstance(second, WaitTimeout) and second.exit_code == ExitCode.TIMEOUT
+
+
+class _CountingClient:
+    """Answers every query at once and counts them; its deadline passes after `answers`."""
+
+    def __init__(self, answers: int) -> None:
+        self.asked = 0
+        self.lock = threading.Lock()
+        self.answers = answers
+        self.deadline = Deadline(1.0, self._clock)
+
+    def _clock(self) -> float:
+        with self.lock:
+            return 2.0 if self.asked >= self.answers else 0.0
+
+    def get_task(self, task_id: str) -> Task:
+        with self.lock:
+            self.asked += 1
+        return Task(task_id=task_id, status="processing", raw={})
+
+
+def test_query_tasks_asks_nothing_and_records_nothing_after_the_deadline(
+    tmp_path: Path,
+) -> None:
+    """100,000 ids cannot hold `status` past its deadline: the queries still queued then
+    are dropped (no request), the answers are recorded only while there is time, and
+    every id left is a timeout."""
+    client = _CountingClient(answers=50)
+    ids = [f"task_{i}" for i in range(100_000)]
+    recorded: list[str] = []
+
+    class _History:
+        def update(self, task_id: str, **changes: object) -> None:
+            recorded.append(task_id)
+
+    results = query_tasks(client, ids, history=_History())  # type: ignore[arg-type]
+    assert client.asked < 50 + 20  # those under way at the deadline, not the 100,000
+    late = [r for r in results if isinstance(r, WaitTimeout)]
+    assert len(late) >= len(ids) - client.asked
+    assert len(recorded) <= 50

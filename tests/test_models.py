@@ -305,6 +305,8 @@ def test_validate_task_id_accepts(text: str, expected: str) -> None:
         "task\x00",
         "٣٤",  # Arabic-Indic digits are not ASCII digits
         "x" * 129,
+        "-rf",  # printed, it could not be passed back as an argument
+        "-",
     ],
 )
 def test_validate_task_id_refuses(text: str) -> None:

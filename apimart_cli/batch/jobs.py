@@ -65,12 +65,20 @@ class Job:
         return slugify(self.request.prompt)
 
 
-def load_batch(file: Path | None, name_template: str, *, info: Callable[[str], None]) -> list[Job]:
-    """The jobs of FILE (standard input for None or '-'), and names checked for them;
-    `info` hears the notes on their lines (an ignored option...), up to MAX_REPORTED."""
+def load_batch(
+    file: Path | None,
+    name_template: str,
+    *,
+    info: Callable[[str], None],
+    stdin: Callable[[], Iterable[str]] | None = None,
+) -> list[Job]:
+    """The jobs of FILE (standard input for None or '-', its lines from `stdin` where
+    given), and names checked for them; `info` hears the notes on their lines (an
+    ignored option...), up to MAX_REPORTED."""
     if file is None or str(file) == "-":
         try:
-            jobs = parse_jobs(list(sys.stdin), Path.cwd(), "standard input")
+            lines = list(stdin() if stdin is not None else sys.stdin)
+            jobs = parse_jobs(lines, Path.cwd(), "standard input")
         except UnicodeDecodeError:
             raise UsageError("Standard input is not UTF-8 text.") from None
     else:
@@ -217,6 +225,9 @@ def check_names(template: str, jobs: Sequence[Job]) -> None:
     for job in jobs:
         stand_in = f"task_{job.line:0{MAX_TASK_ID_CHARS - 5}d}"  # unique, and the longest
         for index in range(job.request.n or 1):
+            # The shortest id too: a width (`{task_id:>80}`) pads it with what no plain
+            # name holds, which the longest, wider than any width that fits, never shows.
+            format_name(template, task_id="t", index=index, line=job.line, slug=job.slug)
             name = format_name(
                 template, task_id=stand_in, index=index, line=job.line, slug=job.slug
             )

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from apimart_cli import console
-from apimart_cli.commands.common import handles_errors, state
+from apimart_cli.commands.common import handles_errors, state, stdin_lines
 from apimart_cli.commands.options import (
     DEFAULT_INTERVAL,
     ForceOpt,
@@ -86,11 +86,15 @@ def batch(
     from apimart_cli import app as use_cases
     from apimart_cli.batch import BatchOptions, load_batch
     from apimart_cli.progress import make_batch_display
+    from apimart_cli.retry import Deadline
 
     app = state(ctx)
     if file is None and console.is_terminal(sys.stdin):
         raise UsageError("No batch file given.", "apimart batch jobs.txt, or pipe the jobs in.")
-    jobs = load_batch(file, name, info=console.info)
+    deadline = Deadline.after(timeout)  # reading the jobs and the uploads share --timeout
+    jobs = load_batch(
+        file, name, info=console.info, stdin=lambda: stdin_lines(deadline, whole=True)
+    )
     settings = app.settings(output, references=refs, metadata=False if no_metadata else None)
     options = BatchOptions(
         output=settings.output_dir,
@@ -108,6 +112,7 @@ def batch(
         options,
         concurrency=concurrency,
         display=make_batch_display(job.line for job in jobs),
+        deadline=deadline,
     )
     if as_json and code != ExitCode.OK:  # each job's own error is in its object on stdout
         ended = ApimartError(

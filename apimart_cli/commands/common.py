@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
+import queue
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,7 +15,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar, overload
 import typer
 
 from apimart_cli import console
-from apimart_cli.errors import ApimartError, ExitCode, UsageError, interrupted_code
+from apimart_cli.errors import ApimartError, ExitCode, UsageError, WaitTimeout, interrupted_code
 
 if TYPE_CHECKING:
     from apimart_cli.app import Ui
@@ -135,21 +138,170 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return command(*args, **kwargs)
+            result = command(*args, **kwargs)
         except ApimartError as error:
             console.report_error(error, as_json=bool(kwargs.get("as_json")))
-            raise typer.Exit(int(error.exit_code)) from None
+            raise _exit_after_lost_output(error.exit_code) from None
         except KeyboardInterrupt as interrupt:
             code = interrupted_code(interrupt)
             console.warn("Terminated." if code == ExitCode.TERMINATED else "Interrupted.")
             raise typer.Exit(int(code)) from None
+        except typer.Exit as exiting:
+            raise _exit_after_lost_output(exiting.exit_code) from None
+        if console.lost_output()[0] is not None:
+            raise _exit_after_lost_output(ExitCode.OK)
+        return result
 
     return run
 
 
-def ids_from_stdin() -> Iterator[str]:
-    """Lines of standard input as they arrive, stripped, blank ones skipped."""
-    for line in sys.stdin:
+def _exit_after_lost_output(code: int) -> typer.Exit:
+    """The command's exit, once what standard output could not carry (a full disk) is
+    named on standard error: the task ids paid for, the paths saved. Exit 1 at least."""
+    failure, lines = console.lost_output()
+    if failure is None:
+        return typer.Exit(code)
+    reason = failure.strerror or type(failure).__name__
+    carried = "".join(f"\n  {line}" for line in lines)
+    console.report_error(
+        ApimartError(
+            f"Could not write to standard output: {reason}."
+            + (f" What it was to carry:{carried}" if carried else ""),
+            "Every task id is in `apimart history`; free some space, then "
+            "`apimart history` or `apimart wait` goes on from there.",
+        )
+    )
+    return typer.Exit(max(int(code), int(ExitCode.FAILED)))
+
+
+class _StdinReader:
+    """Standard input read on a daemon thread, so that whoever waits for it can stop at
+    the command's deadline while the writer keeps the pipe open.
+
+    The descriptor is read directly, not through `sys.stdin`: a thread blocked inside
+    `sys.stdin` holds its buffer's lock, and the interpreter waits for that lock when
+    it exits, which would keep the command alive until the writer closes the pipe.
+    """
+
+    def __init__(self) -> None:
+        # Bounded: a writer faster than the reader (`yes`) waits, rather than fill memory.
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=_STDIN_QUEUED_CHUNKS)
+        threading.Thread(target=self._read, name="stdin", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            try:
+                fd: int | None = sys.stdin.fileno()
+            except (AttributeError, OSError, ValueError):  # a stand-in without a descriptor
+                fd = None
+            if fd is None:
+                for line in sys.stdin:
+                    self._chunks.put(line.encode("utf-8", "surrogateescape"))
+            else:
+                while chunk := _read_some(fd):
+                    self._chunks.put(chunk)
+        except OSError:
+            pass  # a closed or unreadable input ends like an empty one
+        finally:
+            self._chunks.put(None)
+
+    def chunks(self, deadline: Deadline | None) -> Iterator[bytes]:
+        """The bytes as they arrive, until the end of input; a WaitTimeout if `deadline`
+        comes first."""
+        while True:
+            left = None if deadline is None else deadline.remaining()
+            try:
+                if left == 0:  # input still coming, however fast, ends at the deadline too
+                    raise queue.Empty
+                chunk = self._chunks.get(timeout=left)
+            except queue.Empty:
+                raise WaitTimeout(
+                    "Out of time reading standard input: it was still open.",
+                    "Close the input (end the pipe) sooner, or give a longer --timeout.",
+                ) from None
+            if chunk is None:
+                return
+            yield chunk
+
+
+_STDIN_CHUNK_BYTES = 64 * 1024
+
+
+def _read_some(fd: int) -> bytes:
+    """The next bytes of `fd`, b"" at its end; waits where the descriptor was left
+    non-blocking by whoever shares it (EAGAIN is not the end of the input)."""
+    while True:
+        try:
+            return os.read(fd, _STDIN_CHUNK_BYTES)
+        except BlockingIOError:
+            import select
+
+            select.select([fd], [], [])
+
+
+_STDIN_QUEUED_CHUNKS = 16
+
+
+# The most of standard input read as a prompt or a jobs file, and the longest line of
+# ids: `yes | apimart generate` must not fill the memory before its deadline. (Ids are
+# kept once each, see `read_task_ids`.)
+MAX_STDIN_TEXT_BYTES = 64 * 1024 * 1024
+
+
+def _too_much(limit: int) -> UsageError:
+    return UsageError(
+        f"Standard input is larger than {limit // (1024 * 1024)} MiB; nothing was sent.",
+        "Is the right command piped in?",
+    )
+
+
+def stdin_lines(
+    deadline: Deadline | None = None, *, strict: bool = True, whole: bool = False
+) -> Iterator[str]:
+    """Lines of standard input as they arrive (UTF-8, without their line ends); a
+    WaitTimeout once `deadline` comes with the input still open. Not UTF-8: a
+    UsageError, or (not `strict`) the line with U+FFFD where its bytes were. More than
+    MAX_STDIN_TEXT_BYTES in one line, or in all with `whole` (a jobs file, kept whole
+    in memory), is a UsageError."""
+    pending = bytearray()
+    total = 0
+    for chunk in _StdinReader().chunks(deadline):
+        pending += chunk
+        total += len(chunk)
+        if len(pending) > MAX_STDIN_TEXT_BYTES or (whole and total > MAX_STDIN_TEXT_BYTES):
+            raise _too_much(MAX_STDIN_TEXT_BYTES)
+        start = 0
+        while (end := pending.find(b"\n", start)) >= 0:
+            yield _decoded(bytes(pending[start:end]), strict)
+            start = end + 1
+        del pending[:start]
+    if pending:
+        yield _decoded(bytes(pending), strict)
+
+
+def stdin_text(deadline: Deadline | None = None) -> str:
+    """All of standard input (a prompt), read until its end or `deadline` (WaitTimeout);
+    more than MAX_STDIN_TEXT_BYTES is a UsageError."""
+    chunks, size = [], 0
+    for chunk in _StdinReader().chunks(deadline):
+        size += len(chunk)
+        if size > MAX_STDIN_TEXT_BYTES:
+            raise _too_much(MAX_STDIN_TEXT_BYTES)
+        chunks.append(chunk)
+    return _decoded(b"".join(chunks))
+
+
+def _decoded(data: bytes, strict: bool = True) -> str:
+    try:
+        return data.decode("utf-8", "strict" if strict else "replace").removesuffix("\r")
+    except UnicodeDecodeError:
+        raise UsageError("Standard input is not UTF-8 text.") from None
+
+
+def ids_from_stdin(deadline: Deadline | None = None) -> Iterator[str]:
+    """Lines of standard input as they arrive, stripped, blank ones skipped (a line that
+    is not UTF-8 comes through, to be refused as the bad id it is)."""
+    for line in stdin_lines(deadline, strict=False):
         if line.strip():
             yield line.strip()
 
@@ -159,8 +311,9 @@ def wants_stdin(task_ids: list[str] | None) -> bool:
     return not task_ids or task_ids == ["-"]
 
 
-def read_task_ids(task_ids: list[str] | None) -> list[str]:
-    """All the ids, from the arguments or standard input, checked before anything is sent."""
+def read_task_ids(task_ids: list[str] | None, deadline: Deadline | None = None) -> list[str]:
+    """All the ids, from the arguments or standard input, checked before anything is sent;
+    standard input still open at `deadline` is a WaitTimeout (exit 124)."""
     from apimart_cli.models import validate_task_id
 
     if wants_stdin(task_ids):
@@ -168,7 +321,8 @@ def read_task_ids(task_ids: list[str] | None) -> list[str]:
             raise UsageError(
                 "No task ids given.", "Pass them as arguments, or pipe them in, one per line."
             )
-        task_ids = list(ids_from_stdin())
+        # Each id kept once as it arrives: `yes task_1 | apimart status` holds one.
+        task_ids = list(dict.fromkeys(ids_from_stdin(deadline)))
         if not task_ids:
             raise UsageError("No task ids on standard input.")
     assert task_ids is not None

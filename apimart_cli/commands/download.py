@@ -44,7 +44,7 @@ def download(
 
     deadline = Deadline.after(timeout)
     app = state(ctx)
-    ids = read_task_ids(task_ids)
+    ids = read_task_ids(task_ids, deadline)
     settings = app.settings(output, metadata=False if no_metadata else None)
     plan = WaitPlan(deadline, folder=settings.output_dir, force=force, once=True)
     waiting = use_cases.Waiting(plan, make_reporter, stamp=settings.metadata)

@@ -1,12 +1,18 @@
 """`apimart generate`: submit one generation task."""
 
 import sys
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from apimart_cli import console
-from apimart_cli.commands.common import handles_errors, open_saved_files, previewer, state
+from apimart_cli.commands.common import (
+    handles_errors,
+    open_saved_files,
+    previewer,
+    state,
+    stdin_text,
+)
 from apimart_cli.commands.options import (
     COMMAND_TIMEOUT,
     DEFAULT_INTERVAL,
@@ -23,6 +29,9 @@ from apimart_cli.commands.options import (
 from apimart_cli.constants import DEFAULT_MODEL
 from apimart_cli.errors import UsageError
 
+if TYPE_CHECKING:
+    from apimart_cli.retry import Deadline
+
 
 def _complete_size(incomplete: str) -> list[str]:
     from apimart_cli.sizes import SIZE_CHOICES
@@ -36,8 +45,9 @@ def _complete_resolution(incomplete: str) -> list[str]:
     return [value for value in RESOLUTIONS if value.startswith(incomplete)]
 
 
-def read_prompt(prompt: str | None) -> str:
-    """The prompt argument, or standard input for '-' or when it is piped in.
+def read_prompt(prompt: str | None, deadline: "Deadline | None" = None) -> str:
+    """The prompt argument, or standard input for '-' or when it is piped in, read
+    until its end or `deadline` (a WaitTimeout: nothing is sent).
 
     A prompt read from standard input loses its surrounding blank space: the
     newline `echo` adds is not part of what the user asked for.
@@ -48,7 +58,7 @@ def read_prompt(prompt: str | None) -> str:
         raise UsageError(
             "No prompt given.", 'Pass it as an argument: apimart generate "a red fox".'
         )
-    return sys.stdin.read().strip()
+    return stdin_text(deadline).strip()
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -145,10 +155,13 @@ def generate(
         apimart generate "a fox" --model gpt-image-2-official --param quality=high
     """
     from apimart_cli.payload import build_request, parse_params
+    from apimart_cli.retry import Deadline
 
+    seconds = timeout if timeout is not None else WAIT_TIMEOUT if wait else COMMAND_TIMEOUT
+    deadline = Deadline.after(seconds)  # the whole command: reading, submitting, waiting
     app = state(ctx)
     request = build_request(
-        read_prompt(prompt),
+        read_prompt(prompt, deadline),
         model=model,
         size=size,
         resolution=resolution,
@@ -176,10 +189,7 @@ def generate(
         return
     from apimart_cli import app as use_cases
     from apimart_cli.errors import SubmittedButUnrecorded
-    from apimart_cli.retry import Deadline
 
-    seconds = timeout if timeout is not None else WAIT_TIMEOUT if wait else COMMAND_TIMEOUT
-    deadline = Deadline.after(seconds)  # the whole command: the submission and the wait
     settings = app.settings(
         output,
         references=refs,

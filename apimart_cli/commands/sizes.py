@@ -3,12 +3,14 @@
 import sys
 
 from apimart_cli import console
+from apimart_cli.commands.common import handles_errors
 
 
 def _cell(sizes: tuple[tuple[int, int], ...]) -> str:
     return " / ".join(f"{width}x{height}" for width, height in sizes)
 
 
+@handles_errors
 def sizes() -> None:
     """Print the size x resolution table of the API.
 

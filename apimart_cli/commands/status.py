@@ -8,7 +8,7 @@ import typer
 from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, read_task_ids, state
 from apimart_cli.commands.options import COMMAND_TIMEOUT, JsonOpt, TaskIdsArg, TimeoutOpt
-from apimart_cli.errors import ExitCode
+from apimart_cli.errors import ExitCode, WaitTimeout
 
 if TYPE_CHECKING:
     from apimart_cli.models import Task
@@ -43,15 +43,21 @@ def status(
     from apimart_cli.retry import Deadline
 
     deadline = Deadline.after(timeout)
-    ids = read_task_ids(task_ids)
+    ids = read_task_ids(task_ids, deadline)
     app = state(ctx)
     result = use_cases.status(app.settings(), app.ui(), ids, deadline=deadline)
-    for task_id, error in result.errors:
-        console.warn(f"Error: {task_id}: {error.message}")
-    for hint in result.hints:
-        console.warn(hint)
+    # Written at once: one line at a time, 100,000 lines overran --timeout.
+    errors = [
+        f"Error: {task_id}: {error.message}"
+        for task_id, error in result.errors
+        if not isinstance(error, WaitTimeout)  # named together below
+    ]
+    if errors or result.hints:
+        console.warn("\n".join([*errors, *result.hints]))
     if result.exit_code == ExitCode.TIMEOUT:
-        late = " ".join(task_id for task_id, _ in result.errors)
+        late = " ".join(
+            task_id for task_id, error in result.errors if isinstance(error, WaitTimeout)
+        )
         console.warn(f"Timed out after {timeout:g} s; no answer for: {late}")
         if not app.sandbox:
             console.warn(f"Ask again with: apimart status {late}")
@@ -67,7 +73,6 @@ def status(
         columns = [Column("task"), Column("status"), Column("progress", right=True)]
         rows = [_row(task) for task in result.tasks]
         print_table([*columns, Column("detail", flexible=True)], rows)
-    else:
-        for task in result.tasks:
-            console.data("\t".join(_row(task)))
+    elif result.tasks:
+        console.data("\n".join("\t".join(_row(task)) for task in result.tasks))
     raise typer.Exit(int(result.exit_code))

@@ -205,6 +205,16 @@ def test_names_that_would_collide_are_refused_before_sending() -> None:
         assert lines in caught.value.message
 
 
+@pytest.mark.parametrize("template", ["{task_id:>80}{index}", "{task_id:^60}_{index}"])
+def test_a_width_that_pads_a_shorter_id_is_refused_before_sending(template: str) -> None:
+    """The longest id fills any width that fits, so a width is tried on a short id too:
+    the service's ids are shorter than 128, and padding one with spaces is no name."""
+    with pytest.raises(UsageError) as caught:
+        check_names(template, parse("a fox"))
+    assert "not a plain file name" in caught.value.message
+    check_names("{task_id:_>80}{index}", parse("a fox"))  # padding that names can hold
+
+
 def test_move_into_place_keeps_an_existing_file_unless_forced(tmp_path: Path) -> None:
     source, target = tmp_path / "task_1_0.png", tmp_path / "fox.png"
     source.write_bytes(b"new")

@@ -28,7 +28,8 @@ def test_2_bad_input_names_the_value_and_is_not_retryable() -> None:
     assert result.stderr.startswith("Error: Invalid task id 'bad/id'.\n")
     assert error_object(result.stderr) == {
         "message": "Invalid task id 'bad/id'.",
-        "hint": "A task id has only letters, digits, '_' and '-', such as task_01KPQ7J7DW...",
+        "hint": "A task id has only letters, digits, '_' and '-' (not first), "
+        "such as task_01KPQ7J7DW...",
         "exit_code": 2,
         "retryable": False,
     }
