@@ -140,6 +140,16 @@ def test_every_image_loads_lazily_with_its_width_and_height(tmp_path: Path) -> N
     assert 'src="wide.png"' in tags[0] and 'width="40" height="10"' in tags[0]
 
 
+def test_the_summary_counts_videos_apart_from_images(tmp_path: Path) -> None:
+    waves = [gallery.Entry("task_v", "waves", ("task_v_0.mp4",), cost=0.4)]
+    both = [*waves, gallery.Entry("task_a", "fox", ("task_a_0.png", "task_a_1.png"))]
+
+    assert "<p>1 video · cost 0.4</p>" in gallery.write(tmp_path, waves).read_text("utf-8")
+    page = gallery.write(tmp_path, both).read_text("utf-8")
+    assert "<p>2 images · 1 video · cost 0.4</p>" in page
+    assert '<video controls preload="metadata" src="task_v_0.mp4"' in page
+
+
 def test_the_history_is_read_with_a_bound(tmp_path: Path) -> None:
     png(tmp_path / "task_x_0.png")
 

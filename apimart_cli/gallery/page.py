@@ -165,11 +165,15 @@ def render(
     page while it runs, which reloads itself every REFRESH_SECONDS. `sizes`: the
     images' pixel sizes by name, where not in the entries' own `dimensions`."""
     sizes = {} if sizes is None else sizes
-    images = sum(len(entry.files) for entry in entries)
+    files = [name for entry in entries for name in entry.files]
+    videos = sum(name.lower().endswith(VIDEO_SUFFIXES) for name in files)
+    images = len(files) - videos
     failed = sum(entry.failed for entry in entries)
     waiting = sum(entry.in_flight for entry in entries)
     costs = [entry.cost for entry in entries if entry.cost is not None]
-    summary = [f"{images} image{'s' if images != 1 else ''}"]
+    summary = [f"{images} image{'s' if images != 1 else ''}"] if images or not videos else []
+    if videos:
+        summary.append(f"{videos} video{'s' if videos != 1 else ''}")
     if failed:
         summary.append(f"{failed} failed")
     if waiting:
