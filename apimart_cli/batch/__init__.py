@@ -9,9 +9,14 @@
   an added comment are not; the latest record of a job wins.
 - `pacing`: at most `AimdLimiter.limit` submissions in flight, halved by a 429
   (`pacing.Aimd`, the rule the polls follow too).
-- `run`: submit workers `add` each new task to one `engine.Engine`, which polls
-  it and downloads each completed task's images while the rest are polled.
+- `reporter`: the engine's reporter, each task's steps recorded as its job's,
+  each image saved under its `--name`.
+- `run`: one run, planned from the manifest, started and ended: the `submitter`
+  adds each new task to one `engine.Engine`, which polls it and downloads each
+  completed task's images while the rest are polled, telling the `reporter`.
 - `saving`: the files' names (`--name`) and `--metadata` sidecars.
+- `submitter`: the submit workers, at the limiter's pace, each idempotency key
+  recorded before its request is sent.
 - `tracker`: every change of a job, recorded in the manifest and shown through
   the display the command hands in; the run's summary.
 """

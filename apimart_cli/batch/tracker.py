@@ -56,6 +56,7 @@ class JobTracker:
         self.lock = threading.RLock()  # every job's state, and the order of manifest records
         self.code = ExitCode.OK  # for what is no one job's fault
         self._hints: dict[str, None] = {}  # what to do, each said once at the end
+        self.closed = False  # the run is over: what other threads finish late is not recorded
 
     def fail(self, code: ExitCode) -> None:
         """Something went wrong that is no one job's fault."""
