@@ -20,6 +20,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import struct
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -169,29 +170,20 @@ def embed_file(
 ) -> None:
     """Insert the provenance chunk into the PNG at `path`, atomically.
 
-    The new file is written beside it under a name of its own (created anew,
-    never through a link), synced, and then replaces `path`: at every moment
-    `path` is either the image as it was or the image with its chunk.
+    The new file, with the image's mode, replaces it (`safefiles.replacing`): at
+    every moment `path` is either the image as it was or the image with its chunk.
     Raises NotPNG (leaving `path` untouched) if it is not a PNG.
     """
-    temporary = path.with_name(f"{path.name}.meta")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    from apimart_cli import safefiles
+
     with path.open("rb") as source:
         head = source.read(IHDR_END)
         _check_head(head, path)
-        temporary.unlink(missing_ok=True)  # a leftover of a killed run (or a planted link)
-        descriptor = os.open(temporary, flags, 0o644)
-        try:
-            with os.fdopen(descriptor, "wb") as target:
-                target.write(head)
-                target.write(itxt_chunk(record, redact=redact))
-                shutil.copyfileobj(source, target)
-                target.flush()
-                os.fsync(target.fileno())
-            shutil.copymode(path, temporary)
-            temporary.replace(path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        mode = stat.S_IMODE(os.fstat(source.fileno()).st_mode)
+        with safefiles.replacing(path, mode) as target:
+            target.write(head)
+            target.write(itxt_chunk(record, redact=redact))
+            shutil.copyfileobj(source, target)
 
 
 def _chunks(handle: IO[bytes], where: object) -> Iterator[tuple[bytes, int]]:
@@ -231,8 +223,6 @@ def read(handle: IO[bytes], where: object = "the file") -> dict[str, Any] | None
 def read_file(path: Path) -> dict[str, Any] | None:
     """`read` of the file at `path`. Unreadable, at once, if it is not a regular file
     (a FIFO would wait for a writer forever, a device never end)."""
-    import stat
-
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     mode = os.fstat(descriptor).st_mode
     if not stat.S_ISREG(mode):
