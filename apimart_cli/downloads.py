@@ -46,16 +46,18 @@ from apimart_cli.constants import MAX_IMAGE_DOWNLOAD_BYTES, MAX_VIDEO_DOWNLOAD_B
 from apimart_cli.errors import ApimartError, ServiceError, TaskError, UsageError, WaitTimeout
 from apimart_cli.images import (
     EXTENSIONS,
+    IHDR_END,
     VIDEO_CONTENT_TYPES,
     VIDEO_EXTENSIONS,
     extension_for,
+    is_png_head,
+    is_whole_png_chunk,
     media_extension,
     sniff_mime,
     sniff_video,
 )
 from apimart_cli.integrity import flaw, is_video
 from apimart_cli.models import ResultImage, validate_task_id
-from apimart_cli.provenance import IHDR_END, is_png_head, is_whole_chunk
 from apimart_cli.retry import RETRYABLE_STATUSES, Transient, parse_retry_after, retrying
 
 if TYPE_CHECKING:
@@ -606,7 +608,7 @@ class _Part:
         if not known.inserted:
             return True  # a stamping run found it was no PNG
         found = os.pread(self.handle.fileno(), known.inserted, IHDR_END)
-        return len(found) == known.inserted and is_whole_chunk(found)
+        return len(found) == known.inserted and is_whole_png_chunk(found)
 
     def record_insertion(self, length: int) -> None:
         """Before a chunk of `length` bytes goes in after IHDR (0: none): remember it

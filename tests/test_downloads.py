@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytest_httpx import HTTPXMock
 
-from apimart_cli import downloads, integrity, provenance, safefiles
+from apimart_cli import downloads, images, integrity, provenance, safefiles
 from apimart_cli.client import Client
 from apimart_cli.downloads import Downloader, SavedFile, format_time
 from apimart_cli.errors import ApimartError, ExitCode, ServiceError, TaskError, UsageError
@@ -1320,7 +1320,7 @@ NOTE = provenance.itxt_chunk({"prompt": "a fox"})
 
 
 def stamped(png: bytes) -> bytes:
-    return png[: provenance.IHDR_END] + NOTE + png[provenance.IHDR_END :]
+    return png[: images.IHDR_END] + NOTE + png[images.IHDR_END :]
 
 
 def stamp() -> downloads.Stamp:
@@ -1423,7 +1423,7 @@ def test_a_part_killed_inside_its_chunk_starts_again(
     downloader: Downloader, out: Path, httpx_mock: HTTPXMock
 ) -> None:
     # The validator says a chunk went in, but the kill came before all of it was written.
-    head = PNG[: provenance.IHDR_END]
+    head = PNG[: images.IHDR_END]
     (out / f".{TASK_ID}_0.part").write_bytes(head + NOTE[:10])
     (out / f".{TASK_ID}_0.validator").write_text(
         json.dumps({"url": URL, "etag": ETAG, "inserted": len(NOTE)})
