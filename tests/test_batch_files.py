@@ -91,6 +91,7 @@ def test_the_metadata_sidecar_holds_no_key_and_follows_no_link(tmp_path: Path) -
     sidecar = json.loads((tmp_path / "fox.json").read_text())
     assert sidecar["created"] == "[API key]" and sidecar["task_id"] == "task_01"
     assert not (tmp_path / "fox.json").is_symlink()
+    assert (tmp_path / "fox.json").stat().st_mode & 0o777 == 0o600  # private, as the manifest
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         ".fox.json.part",
         "elsewhere.txt",

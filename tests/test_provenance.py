@@ -91,6 +91,35 @@ def test_embed_file_never_writes_through_a_planted_link(tmp_path: Path) -> None:
     assert provenance.read_file(path) == RECORD
 
 
+@pytest.mark.parametrize("mode", [0o600, 0o644, 0o664])
+def test_embed_file_keeps_the_images_mode(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "a.png"
+    path.write_bytes(gradient_png(8, 8, "fox", 0))
+    path.chmod(mode)
+    provenance.embed_file(path, RECORD)
+    assert path.stat().st_mode & 0o777 == mode
+    assert provenance.read_file(path) == RECORD
+
+
+def test_a_failed_embed_leaves_the_image_whole_and_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    path = tmp_path / "a.png"
+    original = gradient_png(8, 8, "fox", 0)
+    path.write_bytes(original)
+
+    def fail(descriptor: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="No space"):
+        provenance.embed_file(path, RECORD)
+    assert path.read_bytes() == original
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
 def test_embed_file_leaves_a_file_that_is_not_a_png_alone(tmp_path: Path) -> None:
     path = tmp_path / "a.jpg"
     path.write_bytes(b"\xff\xd8\xff\xe0not a png")
