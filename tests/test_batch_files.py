@@ -97,3 +97,19 @@ def test_the_metadata_sidecar_holds_no_key_and_follows_no_link(tmp_path: Path) -
         "elsewhere.txt",
         "fox.json",
     ]
+
+
+def test_the_metadata_sidecar_is_on_disk_before_it_takes_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(os.fstat(descriptor).st_ino)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_metadata(a_run(), Task("task_01", "completed"), 0, tmp_path / "fox.png")
+    assert (tmp_path / "fox.json").stat().st_ino in synced
+    assert tmp_path.stat().st_ino in synced  # and its name, in the folder
