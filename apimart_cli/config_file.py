@@ -11,6 +11,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from apimart_cli import safefiles
 from apimart_cli.errors import ConfigError
 
 
@@ -104,7 +105,7 @@ def dumps(settings: Mapping[str, object]) -> str:
 
 
 def save(path: Path, settings: Mapping[str, object]) -> None:
-    """Write the file atomically: a temp file beside it, mode 0600, then rename.
+    """Write the file atomically (`safefiles.write_atomic`), mode 0600.
 
     A config file that is a symbolic link (to a dotfiles repository, say) stays
     one: the file it points to is replaced, the temp file made beside that.
@@ -119,26 +120,13 @@ def save(path: Path, settings: Mapping[str, object]) -> None:
         ) from None
     try:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        import tempfile  # only here: it is slow to import and only `config set` writes
-
-        fd, tmp_name = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=target.parent)
+        # Private from the moment it is made, so the key is never readable by others.
+        safefiles.write_atomic(target, content, mode=0o600)
     except OSError as exc:
         raise ConfigError(
             f"Cannot write the config file {path}: {exc.strerror or exc}",
-            "Check the folder's permissions, or set APIMART_CONFIG to another path.",
+            "Check the folder's permissions and free space, or set APIMART_CONFIG to another path.",
         ) from None
-    tmp = Path(tmp_name)
-    try:
-        # mkstemp already creates the file 0600, so the key is never readable by others.
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(target)
-    except OSError as exc:
-        raise ConfigError(f"Cannot write the config file {path}: {exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def mask(value: str) -> str:

@@ -34,15 +34,14 @@ import json
 import os
 import re
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from functools import cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from apimart_cli import safefiles
 from apimart_cli.constants import MAX_IMAGE_DOWNLOAD_BYTES, MAX_VIDEO_DOWNLOAD_BYTES
 from apimart_cli.errors import (
     ApimartError,
@@ -54,16 +53,18 @@ from apimart_cli.errors import (
 )
 from apimart_cli.images import (
     EXTENSIONS,
+    IHDR_END,
     VIDEO_CONTENT_TYPES,
     VIDEO_EXTENSIONS,
     extension_for,
+    is_png_head,
+    is_whole_png_chunk,
     media_extension,
     sniff_mime,
     sniff_video,
 )
 from apimart_cli.integrity import flaw, is_video
 from apimart_cli.models import ResultImage, validate_task_id
-from apimart_cli.provenance import IHDR_END, is_png_head, is_whole_chunk
 from apimart_cli.retry import RETRYABLE_STATUSES, Transient, parse_retry_after, retrying
 
 if TYPE_CHECKING:
@@ -73,11 +74,6 @@ _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _GONE_STATUSES = frozenset({403, 404, 410})
 _IDENTITY = ("", "identity")
 
-# Opening a name in the output folder: never through a link, never blocking on a
-# FIFO, never inherited by a child process.
-_NO_FOLLOW = (
-    getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-)
 _VALIDATOR_MAX_BYTES = 64 * 1024
 
 
@@ -210,30 +206,6 @@ def existing_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def move_into_place(source: Path, target: Path, *, force: bool) -> bool:
-    """Rename `source` to `target`; False (`source` removed) if `target` exists, unless force.
-
-    Both are renames or links of names: a link at `target` is replaced (with
-    force) or kept, never written through.
-    """
-    if force:
-        source.replace(target)
-        return True
-    try:
-        os.link(source, target, follow_symlinks=False)  # fails if target exists: no race
-    except FileExistsError:
-        source.unlink()
-        return False
-    except OSError:  # no hard links on this file system
-        if os.path.lexists(target):
-            source.unlink()
-            return False
-        source.replace(target)
-        return True
-    source.unlink()
-    return True
-
-
 class Downloader:
     """Downloads a task's images into one folder."""
 
@@ -335,7 +307,7 @@ class Downloader:
                         part.sync()
                 target = self.folder / f"{stem}{extension}"
                 # Renamed only once complete and checked: no partial file under a final name.
-                kept = not move_into_place(part.path, target, force=self._force)
+                kept = not safefiles.move_into_place(part.path, target, force=self._force)
             except WaitTimeout:  # out of time: what arrived stays, for the next run to resume
                 raise
             except Exception:
@@ -678,7 +650,7 @@ class _Part:
         """A download from the start: remember which file, if the host says."""
         self.restart()
         if served.usable():
-            write_new_file(self._validator_path, served.dumps().encode())
+            safefiles.write_atomic(self._validator_path, served.dumps().encode())
             self._served = served
 
     def resume(self, known: _Validator) -> None:
@@ -698,7 +670,7 @@ class _Part:
         if not known.inserted:
             return True  # a stamping run found it was no PNG
         found = os.pread(self.handle.fileno(), known.inserted, IHDR_END)
-        return len(found) == known.inserted and is_whole_chunk(found)
+        return len(found) == known.inserted and is_whole_png_chunk(found)
 
     def record_insertion(self, length: int) -> None:
         """Before a chunk of `length` bytes goes in after IHDR (0: none): remember it
@@ -707,7 +679,7 @@ class _Part:
         self.inserted = length
         if self._served is not None:
             self._served = dataclasses.replace(self._served, inserted=length)
-            write_new_file(self._validator_path, self._served.dumps().encode())
+            safefiles.write_atomic(self._validator_path, self._served.dumps().encode())
 
     def validator(self) -> _Validator | None:
         try:
@@ -726,14 +698,16 @@ class _Part:
         if known is None or known.length is None:
             return
         if known.etag or known.last_modified:
-            write_new_file(self._validator_path, replace(known, length=None).dumps().encode())
+            safefiles.write_atomic(
+                self._validator_path, replace(known, length=None).dumps().encode()
+            )
         else:
             self.restart()
 
     def seal(self, *, sync: bool = True) -> None:
         """Complete: with the usual permissions of a new file, and on disk (`sync`)."""
         self.handle.flush()
-        os.fchmod(self.handle.fileno(), 0o666 & ~_umask())
+        os.fchmod(self.handle.fileno(), safefiles.usual_mode())
         if sync:
             self.sync()
 
@@ -761,10 +735,10 @@ def _open_own_file(path: Path, *, create: bool = True) -> Iterator[IO[bytes]]:
     another user), is removed and a new file made; a folder there is an error.
     Without `create`, such a thing is `_NotOurs` and a missing file FileNotFoundError.
     """
-    flags = os.O_RDWR | _NO_FOLLOW | (os.O_CREAT if create else 0)
+    flags = os.O_RDWR | (os.O_CREAT if create else 0)
     for _ in range(3):
         try:
-            fd = os.open(path, flags, 0o600)
+            fd = safefiles.open_no_follow(path, flags)
         except IsADirectoryError:
             raise _folder_in_the_way(path) from None
         except OSError as exc:
@@ -820,36 +794,6 @@ def _folder_in_the_way(path: Path) -> UsageError:
         f"{path} is a folder, where {what} is to be written.",
         "Move it away, or choose another folder with -o/--output.",
     )
-
-
-def write_new_file(path: Path, content: bytes, *, private: bool = True) -> None:
-    """`content` at `path`, by way of a new file of a name nobody could guess, renamed.
-
-    Never opened through whatever is at `path` (a link there is replaced);
-    private (0600) unless `private` is False (then as the umask says).
-    """
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if not private:
-                os.fchmod(handle.fileno(), 0o666 & ~_umask())
-            handle.write(content)
-        Path(temporary).replace(path)  # replaces a link at `path`, never writes through it
-    except BaseException:
-        _remove(Path(temporary))
-        raise
-
-
-@cache
-def _umask() -> int:
-    """The process's umask, read without changing it (other threads create files)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:

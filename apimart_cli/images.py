@@ -1,8 +1,17 @@
-"""Image types, told from a file's own bytes rather than its name."""
+"""Image formats, told from a file's own bytes rather than its name: types,
+signatures, dimensions, and PNG's chunks (encoded, walked, checked)."""
 
 from __future__ import annotations
 
 import struct
+import zlib
+from collections.abc import Iterator
+from typing import IO
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Where a PNG's IHDR chunk ends (the signature, then its length, type, 13 bytes of data
+# and CRC), the first place another chunk may go.
+IHDR_END = len(PNG_SIGNATURE) + 4 + 4 + 13 + 4
 
 # The reference types the API accepts, and the extension each is saved under.
 EXTENSIONS = {
@@ -19,7 +28,7 @@ SNIFF_BYTES = 64 * 1024
 
 def sniff_mime(head: bytes) -> str | None:
     """The MIME type of PNG, JPEG, WebP or GIF data from its first bytes, else None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+    if head.startswith(PNG_SIGNATURE):
         return "image/png"
     if head.startswith(b"\xff\xd8\xff"):
         return "image/jpeg"
@@ -77,9 +86,8 @@ def image_dimensions(head: bytes) -> tuple[int, int] | None:
     """Width and height read from an image's header, or None where it cannot be read."""
     try:
         mime = sniff_mime(head)
-        if mime == "image/png" and head[12:16] == b"IHDR":
-            width, height = struct.unpack(">II", head[16:24])
-            return width, height
+        if mime == "image/png":
+            return png_dimensions(head)
         if mime == "image/gif":
             width, height = struct.unpack("<HH", head[6:10])
             return width, height
@@ -90,6 +98,14 @@ def image_dimensions(head: bytes) -> tuple[int, int] | None:
     except struct.error:
         return None
     return None
+
+
+def png_dimensions(head: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG's first 24 bytes, or None if it is not a PNG."""
+    if len(head) < 24 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", head[16:24])
+    return (width, height) if width and height else None
 
 
 def _webp_dimensions(head: bytes) -> tuple[int, int] | None:
@@ -127,3 +143,47 @@ def _jpeg_dimensions(head: bytes) -> tuple[int, int] | None:
             return width, height
         offset += 2 + length
     return None
+
+
+# --- PNG: a signature, then chunks of length, type, data and CRC-32; IHDR first -------
+
+
+def png_chunk(chunk_type: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and the CRC-32 of type and data."""
+    crc = zlib.crc32(chunk_type + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + chunk_type + data + struct.pack(">I", crc)
+
+
+def is_whole_png_chunk(data: bytes) -> bool:
+    """Whether `data` is exactly one PNG chunk, its length and CRC-32 agreeing."""
+    if len(data) < 12:
+        return False
+    length = int.from_bytes(data[:4], "big")
+    crc = int.from_bytes(data[-4:], "big")
+    return length == len(data) - 12 and zlib.crc32(data[4:-4]) & 0xFFFFFFFF == crc
+
+
+def is_png_head(head: bytes) -> bool:
+    """Whether `head` (the first IHDR_END bytes) is a PNG's signature and whole IHDR,
+    the place a chunk of the tool's own goes right after."""
+    return (
+        len(head) >= IHDR_END
+        and head.startswith(PNG_SIGNATURE)
+        and head[12:16] == b"IHDR"
+        and struct.unpack(">I", head[8:12])[0] == 13
+    )
+
+
+def png_chunks(handle: IO[bytes]) -> Iterator[tuple[bytes, int]]:
+    """Each chunk's type and length, from a handle just past the PNG's signature; the
+    handle is left at the chunk's data (the walk goes on from there, whatever was read)."""
+    while True:
+        header = handle.read(8)
+        if len(header) < 8:
+            return
+        length, chunk_type = struct.unpack(">I4s", header)
+        position = handle.tell()
+        yield chunk_type, length
+        if chunk_type == b"IEND":
+            return
+        handle.seek(position + length + 4)  # past the data and the CRC

@@ -16,12 +16,11 @@ file. Only box and element headers are read, so a large file costs a few reads.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
-from apimart_cli.images import sniff_mime, sniff_video
+from apimart_cli.images import is_whole_png_chunk, sniff_mime, sniff_video
 
 if TYPE_CHECKING:
     from mmap import mmap
@@ -91,7 +90,7 @@ def _png(data: Bytes, to_the_end: bool) -> Flaw | None:
         end = at + 12 + length
         if end > size:
             return _short(f"the PNG ends inside its {kind.decode()} chunk")
-        if zlib.crc32(_slice(data, at + 4, end - 4)) != _be(data, end - 4, 4):
+        if not is_whole_png_chunk(_slice(data, at, end)):
             return _bad(f"the PNG's {kind.decode()} chunk at byte {at} fails its CRC")
         if kind == b"IEND" or (first and not to_the_end):
             return None

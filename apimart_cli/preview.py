@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import base64
 import os
-import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
+
+from apimart_cli.images import png_dimensions
 
 Protocol = Literal["kitty", "iterm"]
 
@@ -24,7 +25,6 @@ MAX_COLUMNS = 60  # a preview, not a wallpaper
 MIN_COLUMNS = 8
 # A character cell is about twice as tall as it is wide.
 CELL_ASPECT = 2.0
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PREVIEW_BYTES = 32 * 1024 * 1024  # larger files are not worth pushing through a terminal
 
 
@@ -40,14 +40,6 @@ def protocol(env: Mapping[str, str] | None = None) -> Protocol | None:
     if "ghostty" in term:
         return "kitty"
     return None
-
-
-def png_size(head: bytes) -> tuple[int, int] | None:
-    """Width and height from a PNG's first 24 bytes, or None if it is not a PNG."""
-    if len(head) < 24 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", head[16:24])
-    return (width, height) if width and height else None
 
 
 def cells(size: tuple[int, int] | None, columns: int, rows: int) -> tuple[int, int | None]:
@@ -113,7 +105,7 @@ def escape(
         data = path.read_bytes()
     except OSError:
         return None
-    size = png_size(data[:24])
+    size = png_dimensions(data[:24])
     if kind == "kitty":
         if size is None:  # kitty's protocol takes PNG; anything else would need decoding
             return None

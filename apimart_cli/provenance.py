@@ -20,19 +20,20 @@ import math
 import os
 import re
 import shutil
+import stat
 import struct
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from apimart_cli.images import IHDR_END, PNG_SIGNATURE, png_chunk, png_chunks
 
 if TYPE_CHECKING:
     from apimart_cli.history import TaskRecord
     from apimart_cli.models import Task
 
 KEYWORD = "apimart"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-IHDR_END = len(PNG_SIGNATURE) + 4 + 4 + 13 + 4  # the signature, then IHDR: length, type, data, CRC
 # The fields of a request that have their own key in the object; any other is a param.
 _OWN_KEYS = ("size", "resolution", "n")
 _REFERENCE_KEY = "image_urls"
@@ -115,12 +116,6 @@ def _reference(item: object) -> str:
     return f"(a data: URI{', ' + mime if mime else ''}{size})"
 
 
-def chunk(chunk_type: bytes, data: bytes) -> bytes:
-    """One PNG chunk: length, type, data and the CRC-32 of type and data."""
-    crc = zlib.crc32(chunk_type + data) & 0xFFFFFFFF
-    return struct.pack(">I", len(data)) + chunk_type + data + struct.pack(">I", crc)
-
-
 def itxt_chunk(record: Mapping[str, Any], *, redact: Callable[[str], str] = str) -> bytes:
     """The `iTXt` chunk holding `record` as JSON: keyword, no compression, no language."""
     from apimart_cli.secrets import redact_data
@@ -129,26 +124,7 @@ def itxt_chunk(record: Mapping[str, Any], *, redact: Callable[[str], str] = str)
     keyword = KEYWORD.encode("latin-1")
     # keyword \0, compression flag and method (0, 0), language tag \0, translated keyword \0
     data = keyword + b"\x00\x00\x00" + b"\x00" + b"\x00" + text.encode("utf-8")
-    return chunk(b"iTXt", data)
-
-
-def is_png_head(head: bytes) -> bool:
-    """Whether `head` (the first IHDR_END bytes) is a PNG's signature and whole IHDR,
-    the place the provenance chunk goes right after."""
-    try:
-        _check_head(head, "the image")
-    except NotPNG:
-        return False
-    return True
-
-
-def is_whole_chunk(data: bytes) -> bool:
-    """Whether `data` is exactly one PNG chunk, its length and CRC-32 agreeing."""
-    if len(data) < 12:
-        return False
-    length = int.from_bytes(data[:4], "big")
-    crc = int.from_bytes(data[-4:], "big")
-    return length == len(data) - 12 and zlib.crc32(data[4:-4]) & 0xFFFFFFFF == crc
+    return png_chunk(b"iTXt", data)
 
 
 def _check_head(head: bytes, where: object) -> None:
@@ -169,52 +145,29 @@ def embed_file(
 ) -> None:
     """Insert the provenance chunk into the PNG at `path`, atomically.
 
-    The new file is written beside it under a name of its own (created anew,
-    never through a link), synced, and then replaces `path`: at every moment
-    `path` is either the image as it was or the image with its chunk.
+    The new file, with the image's mode, replaces it (`safefiles.replacing`): at
+    every moment `path` is either the image as it was or the image with its chunk.
     Raises NotPNG (leaving `path` untouched) if it is not a PNG.
     """
-    temporary = path.with_name(f"{path.name}.meta")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    from apimart_cli import safefiles
+
     with path.open("rb") as source:
         head = source.read(IHDR_END)
         _check_head(head, path)
-        temporary.unlink(missing_ok=True)  # a leftover of a killed run (or a planted link)
-        descriptor = os.open(temporary, flags, 0o644)
-        try:
-            with os.fdopen(descriptor, "wb") as target:
-                target.write(head)
-                target.write(itxt_chunk(record, redact=redact))
-                shutil.copyfileobj(source, target)
-                target.flush()
-                os.fsync(target.fileno())
-            shutil.copymode(path, temporary)
-            temporary.replace(path)
-        finally:
-            temporary.unlink(missing_ok=True)
-
-
-def _chunks(handle: IO[bytes], where: object) -> Iterator[tuple[bytes, int]]:
-    """Each chunk's type and length, the handle left at its data."""
-    if handle.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
-        raise NotPNG(f"{where} is not a PNG")
-    while True:
-        header = handle.read(8)
-        if len(header) < 8:
-            return
-        length, chunk_type = struct.unpack(">I4s", header)
-        position = handle.tell()
-        yield chunk_type, length
-        if chunk_type == b"IEND":
-            return
-        handle.seek(position + length + 4)  # past the data and the CRC
+        mode = stat.S_IMODE(os.fstat(source.fileno()).st_mode)
+        with safefiles.replacing(path, mode) as target:
+            target.write(head)
+            target.write(itxt_chunk(record, redact=redact))
+            shutil.copyfileobj(source, target)
 
 
 def read(handle: IO[bytes], where: object = "the file") -> dict[str, Any] | None:
     """The provenance object in a PNG, sanitised, or None if it has none (or none that can
     be read). NotPNG if it is no PNG; Unreadable if its chunk is too large."""
     keyword = KEYWORD.encode("latin-1") + b"\x00"
-    for chunk_type, length in _chunks(handle, where):
+    if handle.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+        raise NotPNG(f"{where} is not a PNG")
+    for chunk_type, length in png_chunks(handle):
         if chunk_type != b"iTXt":
             continue
         if length > MAX_PROVENANCE_BYTES:  # read only enough to tell whose it is
@@ -231,8 +184,6 @@ def read(handle: IO[bytes], where: object = "the file") -> dict[str, Any] | None
 def read_file(path: Path) -> dict[str, Any] | None:
     """`read` of the file at `path`. Unreadable, at once, if it is not a regular file
     (a FIFO would wait for a writer forever, a device never end)."""
-    import stat
-
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     mode = os.fstat(descriptor).st_mode
     if not stat.S_ISREG(mode):

@@ -91,8 +91,25 @@ def test_the_metadata_sidecar_holds_no_key_and_follows_no_link(tmp_path: Path) -
     sidecar = json.loads((tmp_path / "fox.json").read_text())
     assert sidecar["created"] == "[API key]" and sidecar["task_id"] == "task_01"
     assert not (tmp_path / "fox.json").is_symlink()
+    assert (tmp_path / "fox.json").stat().st_mode & 0o777 == 0o600  # private, as the manifest
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         ".fox.json.part",
         "elsewhere.txt",
         "fox.json",
     ]
+
+
+def test_the_metadata_sidecar_is_on_disk_before_it_takes_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(os.fstat(descriptor).st_ino)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_metadata(a_run(), Task("task_01", "completed"), 0, tmp_path / "fox.png")
+    assert (tmp_path / "fox.json").stat().st_ino in synced
+    assert tmp_path.stat().st_ino in synced  # and its name, in the folder

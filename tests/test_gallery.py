@@ -98,6 +98,19 @@ def test_write_is_atomic_replaces_a_planted_link_and_leaves_no_temp(tmp_path: Pa
     assert sorted(os.listdir(tmp_path)) == ["index.html", "victim.html"]
 
 
+def test_the_page_is_made_readable_as_the_umask_says_not_private(tmp_path: Path) -> None:
+    from apimart_cli import safefiles
+
+    old = os.umask(0o027)
+    safefiles.umask.cache_clear()
+    try:
+        path = gallery.write(tmp_path, [])
+    finally:
+        os.umask(old)
+        safefiles.umask.cache_clear()
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
 def test_write_redacts(tmp_path: Path) -> None:
     entries = [gallery.Entry("t", "sk-live-secret-value", ())]
     page = gallery.write(tmp_path, entries, redact=lambda s: s.replace("sk-live-secret-value", "X"))

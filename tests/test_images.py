@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apimart_cli.images import extension_for, image_dimensions, sniff_mime
+from apimart_cli.images import (
+    IHDR_END,
+    PNG_SIGNATURE,
+    extension_for,
+    image_dimensions,
+    is_png_head,
+    is_whole_png_chunk,
+    png_chunk,
+    png_chunks,
+    png_dimensions,
+    sniff_mime,
+)
+from apimart_cli.sandbox import gradient_png
 
 
 def png(width: int, height: int) -> bytes:
@@ -195,3 +209,62 @@ def test_sniff_mime_goes_by_the_signature_whatever_follows(tail: bytes) -> None:
 def test_image_dimensions_never_raise(data: bytes) -> None:
     dimensions = image_dimensions(data)
     assert dimensions is None or all(side >= 0 for side in dimensions)
+
+
+# --- PNG: dimensions, chunks encoded, checked and walked ----------------------------
+
+
+def test_png_dimensions_from_the_header() -> None:
+    assert png_dimensions(gradient_png(300, 200, "x", 0)[:24]) == (300, 200)
+    assert png_dimensions(png(0, 10)) is None  # no picture to keep the proportions of
+    assert png_dimensions(b"\xff\xd8\xff" + b"\x00" * 21) is None
+    assert png_dimensions(png(5, 6)[:23]) is None
+    assert png_dimensions(b"") is None
+
+
+def test_a_png_chunk_is_whole_only_with_its_length_and_crc() -> None:
+    chunk = png_chunk(b"tEXt", b"Comment\x00hello")
+    assert chunk[4:8] == b"tEXt" and len(chunk) == 12 + len(b"Comment\x00hello")
+    assert is_whole_png_chunk(chunk)
+    assert is_whole_png_chunk(png_chunk(b"IEND", b""))
+    assert not is_whole_png_chunk(chunk[:-1])
+    assert not is_whole_png_chunk(chunk[:-1] + bytes([chunk[-1] ^ 1]))  # its CRC
+    assert not is_whole_png_chunk(chunk[:8] + b"c" + chunk[9:])  # its data
+    assert not is_whole_png_chunk(b"")
+
+
+def test_a_png_head_is_its_signature_and_a_whole_ihdr() -> None:
+    whole = gradient_png(8, 8, "x", 0)
+    assert is_png_head(whole[:IHDR_END])
+    assert not is_png_head(whole[: IHDR_END - 1])
+    assert not is_png_head(b"\x00" + whole[1:IHDR_END])
+    assert not is_png_head(whole[:8] + b"\x00\x00\x00\x0c" + whole[12:IHDR_END])
+
+
+def test_png_chunks_walks_every_chunk_to_iend_from_past_the_signature() -> None:
+    data = gradient_png(4, 4, "x", 0)
+    marked = data[:IHDR_END] + png_chunk(b"iTXt", b"k\x00\x00\x00\x00\x00v") + data[IHDR_END:]
+    handle = io.BytesIO(marked + b"trailing bytes after IEND")
+    assert handle.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+    walked = [(kind, length, handle.read(length)) for kind, length in png_chunks(handle)]
+    assert [kind for kind, _, _ in walked] == [b"IHDR", b"iTXt", b"IDAT", b"IEND"]
+    assert walked[1][2] == b"k\x00\x00\x00\x00\x00v"
+    assert all(len(data) == length for _, length, data in walked)
+
+
+def test_png_chunks_stops_where_the_file_is_cut() -> None:
+    data = gradient_png(4, 4, "x", 0)
+    handle = io.BytesIO(data[: IHDR_END + 5])
+    handle.read(len(PNG_SIGNATURE))
+    assert [kind for kind, _ in png_chunks(handle)] == [b"IHDR"]
+
+
+def test_png_is_known_in_one_module() -> None:
+    """The signature and the chunk's CRC are images.py's alone: every other module asks it."""
+    package = Path(__file__).resolve().parent.parent / "apimart_cli"
+    knowing = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if any(mark in path.read_text(encoding="utf-8") for mark in (r"\x89PNG", "zlib.crc32"))
+    )
+    assert knowing == ["images.py"]

@@ -31,12 +31,6 @@ def test_protocol_from_the_environment(env: dict[str, str], expected: str | None
     assert preview.protocol(env) == expected
 
 
-def test_png_size_from_the_header() -> None:
-    assert preview.png_size(gradient_png(300, 200, "x", 0)[:24]) == (300, 200)
-    assert preview.png_size(b"\xff\xd8\xff" + b"\x00" * 21) is None
-    assert preview.png_size(b"") is None
-
-
 @pytest.mark.parametrize(
     ("size", "columns", "rows", "expected"),
     [

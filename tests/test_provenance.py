@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from apimart_cli import provenance
+from apimart_cli import images, provenance
 from apimart_cli.sandbox import gradient_png
 
 RECORD = {"task_id": "task_1", "prompt": "a fox « ü »", "cost": 0.05}
@@ -18,7 +18,7 @@ RECORD = {"task_id": "task_1", "prompt": "a fox « ü »", "cost": 0.05}
 
 def chunks(png: bytes) -> list[tuple[bytes, bytes]]:
     """Every chunk's type and data, each CRC checked."""
-    assert png.startswith(provenance.PNG_SIGNATURE)
+    assert png.startswith(images.PNG_SIGNATURE)
     found, position = [], 8
     while position < len(png):
         (length,) = struct.unpack(">I", png[position : position + 4])
@@ -53,13 +53,13 @@ def test_read_finds_it_again_and_none_where_there_is_none() -> None:
 def test_read_understands_a_compressed_itxt() -> None:
     original = gradient_png(16, 16, "fox", 0)
     text = zlib.compress(json.dumps(RECORD).encode())
-    marked = original[:33] + provenance.chunk(b"iTXt", b"apimart\x00\x01\x00\x00\x00" + text)
+    marked = original[:33] + images.png_chunk(b"iTXt", b"apimart\x00\x01\x00\x00\x00" + text)
     assert provenance.read(io.BytesIO(marked + original[33:])) == RECORD
 
 
 def test_other_itxt_chunks_are_not_taken_for_it() -> None:
     original = gradient_png(16, 16, "fox", 0)
-    other = provenance.chunk(b"iTXt", b"Comment\x00\x00\x00\x00\x00{}")
+    other = images.png_chunk(b"iTXt", b"Comment\x00\x00\x00\x00\x00{}")
     assert provenance.read(io.BytesIO(original[:33] + other + original[33:])) is None
 
 
@@ -89,6 +89,35 @@ def test_embed_file_never_writes_through_a_planted_link(tmp_path: Path) -> None:
     provenance.embed_file(path, RECORD)
     assert victim.read_text() == "keep"
     assert provenance.read_file(path) == RECORD
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o644, 0o664])
+def test_embed_file_keeps_the_images_mode(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "a.png"
+    path.write_bytes(gradient_png(8, 8, "fox", 0))
+    path.chmod(mode)
+    provenance.embed_file(path, RECORD)
+    assert path.stat().st_mode & 0o777 == mode
+    assert provenance.read_file(path) == RECORD
+
+
+def test_a_failed_embed_leaves_the_image_whole_and_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    path = tmp_path / "a.png"
+    original = gradient_png(8, 8, "fox", 0)
+    path.write_bytes(original)
+
+    def fail(descriptor: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="No space"):
+        provenance.embed_file(path, RECORD)
+    assert path.read_bytes() == original
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
 
 
 def test_embed_file_leaves_a_file_that_is_not_a_png_alone(tmp_path: Path) -> None:

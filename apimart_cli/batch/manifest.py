@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from apimart_cli import secrets
 from apimart_cli.errors import ExitCode, UsageError
+from apimart_cli.safefiles import open_no_follow
 
 if TYPE_CHECKING:
     from apimart_cli.batch.jobs import Job
@@ -80,7 +81,7 @@ class Manifest:
         its name, and refused (exit 2, nothing sent) while another run holds it.
         """
         try:
-            fd = os.open(self.path, _OPEN_FLAGS, 0o600)
+            fd = open_no_follow(self.path, _OPEN_FLAGS)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise UsageError(
@@ -137,8 +138,8 @@ class Manifest:
             self._file = None
 
 
-# Appending, created private, never through a symbolic link at the name.
-_OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+# Appending, created private (never through a symbolic link at the name: `open_no_follow`).
+_OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT
 
 
 def _check_own_file(path: Path, fd: int) -> None:

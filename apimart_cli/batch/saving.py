@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from apimart_cli import secrets
-from apimart_cli.downloads import existing_file, move_into_place, write_new_file
+from apimart_cli.downloads import existing_file
+from apimart_cli.safefiles import move_into_place, write_atomic
 
 if TYPE_CHECKING:
     from apimart_cli.batch.manifest import JobRun
@@ -71,7 +72,7 @@ def write_metadata(run: JobRun, task: Task, index: int, path: Path) -> None:
         "submitted_at": run.submitted_at,
         "saved_at": time.time(),
     }
-    # The service's values may echo the key; the file is made anew, never written
-    # through a link someone planted at a name it would use.
+    # The service's values may echo the key; the file is private, made anew and
+    # never written through a link someone planted at a name it would use.
     text = json.dumps(secrets.redact_data(meta), ensure_ascii=False, indent=2) + "\n"
-    write_new_file(path.with_suffix(".json"), text.encode("utf-8"))
+    write_atomic(path.with_suffix(".json"), text.encode("utf-8"))

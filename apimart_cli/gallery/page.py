@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
+from apimart_cli import safefiles
 from apimart_cli.gallery.gather import VIDEO_SUFFIXES, Entry
 
 PAGE_NAME = "index.html"
@@ -265,18 +266,8 @@ def write(
 
     page = hidden(redact(render(entries, title, live=live, sizes=known)))
     target = folder / PAGE_NAME
-    temporary = folder / f".{PAGE_NAME}.{os.getpid()}.part"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    temporary.unlink(missing_ok=True)
-    try:
-        descriptor = os.open(temporary, flags, 0o644)
-        # A stored text with a lone surrogate is written as "?", not a crash.
-        with os.fdopen(descriptor, "w", encoding="utf-8", errors="replace") as handle:
-            handle.write(page)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # os.replace swaps the name itself: a link planted at index.html is replaced, not followed.
-        temporary.replace(target)
-    finally:
-        temporary.unlink(missing_ok=True)
+    # A stored text with a lone surrogate is written as "?", not a crash.
+    content = page.encode("utf-8", errors="replace")
+    # The name itself is replaced: a link planted at index.html is not followed.
+    safefiles.write_atomic(target, content, mode=safefiles.usual_mode(0o644))
     return target

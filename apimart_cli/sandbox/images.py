@@ -8,7 +8,8 @@ import random
 import struct
 import zlib
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from apimart_cli.images import PNG_SIGNATURE, png_chunk
+
 # PNG: a low zlib level keeps a 4k image well under a second to make.
 PNG_ZLIB_LEVEL = 1
 IMAGE_CACHE_ENTRIES = 16  # a 4k noise image is 25 MB
@@ -17,16 +18,12 @@ IMAGE_CACHE_ENTRIES = 16  # a 4k noise image is 25 MB
 def encode_png(width: int, height: int, scanlines: bytes, level: int = PNG_ZLIB_LEVEL) -> bytes:
     """A PNG (8-bit RGB) from raw scanlines, each a filter byte then width * 3 bytes."""
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
     return (
         PNG_SIGNATURE
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(scanlines, level))
-        + chunk(b"IEND", b"")
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(scanlines, level))
+        + png_chunk(b"IEND", b"")
     )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from apimart_cli import provenance
+from apimart_cli.images import png_chunk
 from tests.cli.conftest import PNG, run
 
 STORED = {
@@ -92,7 +93,7 @@ def test_a_missing_file_exits_2(tmp_path: Path) -> None:
 
 def with_chunk(path: Path, data: bytes, *, length: int | None = None) -> Path:
     """PNG with one more iTXt chunk after IHDR, its length field as given (a lie, maybe)."""
-    chunk = provenance.chunk(b"iTXt", data)
+    chunk = png_chunk(b"iTXt", data)
     if length is not None:
         chunk = struct.pack(">I", length) + chunk[4:]
     path.write_bytes(PNG[:33] + chunk + PNG[33:])
