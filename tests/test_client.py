@@ -28,6 +28,7 @@ from apimart_cli.errors import (
 from apimart_cli.payload import GenerationRequest, build_request
 from apimart_cli.retry import Deadline, Transient
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
+from tests.helpers.clocks import FakeClock
 from tests.helpers.waiting import returns
 
 KEY = "sk-live-SECRET0123456789abcdef"
@@ -528,25 +529,10 @@ def test_balance_success_false_without_a_message(client: Client, httpx_mock: HTT
 # --- deadlines, limits ------------------------------------------------------------------
 
 
-class FakeTime:
-    """A clock that only moves when the client sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 def test_deadline_stops_retries_that_would_wait_past_it(httpx_mock: HTTPXMock) -> None:
-    fake = FakeTime()
-    deadline = Deadline(fake.now + 5.0, fake.clock)
-    with Client(BASE, KEY, deadline=deadline, sleep=fake.sleep, clock=fake.clock) as api:
+    fake = FakeClock(1000.0)
+    deadline = Deadline(fake.time + 5.0, fake)
+    with Client(BASE, KEY, deadline=deadline, sleep=fake.sleep, clock=fake) as api:
         httpx_mock.add_response(url=TASK_URL, status_code=429, headers={"Retry-After": "10"})
         error = fails(ApimartError, api.get_task, TASK_ID)
     assert error.exit_code == ExitCode.TIMEOUT  # time ran out, not the service
@@ -555,9 +541,9 @@ def test_deadline_stops_retries_that_would_wait_past_it(httpx_mock: HTTPXMock) -
 
 
 def test_deadline_allows_retries_that_fit(httpx_mock: HTTPXMock) -> None:
-    fake = FakeTime()
-    deadline = Deadline(fake.now + 5.0, fake.clock)
-    with Client(BASE, KEY, deadline=deadline, sleep=fake.sleep, clock=fake.clock) as api:
+    fake = FakeClock(1000.0)
+    deadline = Deadline(fake.time + 5.0, fake)
+    with Client(BASE, KEY, deadline=deadline, sleep=fake.sleep, clock=fake) as api:
         httpx_mock.add_response(url=TASK_URL, status_code=429, headers={"Retry-After": "2"})
         httpx_mock.add_response(url=TASK_URL, json=PROCESSING)
         assert api.get_task(TASK_ID).status == "processing"
@@ -566,16 +552,16 @@ def test_deadline_allows_retries_that_fit(httpx_mock: HTTPXMock) -> None:
 
 def test_deadline_bounds_the_backoff_too(httpx_mock: HTTPXMock) -> None:
     """No sleep runs past the deadline and no try is sent after it."""
-    fake = FakeTime()
-    deadline = Deadline(fake.now + 1.6, fake.clock)
-    with Client(BASE, KEY, deadline=deadline, sleep=fake.sleep, clock=fake.clock) as api:
+    fake = FakeClock(1000.0)
+    deadline = Deadline(fake.time + 1.6, fake)
+    with Client(BASE, KEY, deadline=deadline, sleep=fake.sleep, clock=fake) as api:
         # Waits of at most 0.5 s and 1 s fit; the third (1 to 2 s) would end past it.
         for _ in range(3):
             httpx_mock.add_response(url=TASK_URL, status_code=500)
         error = fails(ApimartError, api.get_task, TASK_ID)
     assert error.exit_code == ExitCode.TIMEOUT
     assert len(fake.slept) == 2
-    assert fake.now < 1000.0 + 1.6
+    assert fake.time < 1000.0 + 1.6
 
 
 def test_oversize_reply_is_refused(

@@ -13,6 +13,7 @@ import pytest
 from apimart_cli import gallery, provenance
 from apimart_cli.history import History
 from apimart_cli.sandbox import gradient_png
+from tests.helpers.clocks import FakeClock
 
 
 def png(path: Path, width: int = 32, height: int = 16) -> Path:
@@ -186,8 +187,8 @@ def test_hostile_stored_values_make_a_page_not_a_crash(tmp_path: Path) -> None:
 def test_the_keeper_writes_a_live_page_at_most_every_interval_then_a_still_one(
     tmp_path: Path,
 ) -> None:
-    now = [0.0]
-    keeper = gallery.Keeper(tmp_path, warn=print, every=1.0, clock=lambda: now[0])
+    clock = FakeClock(0.0)
+    keeper = gallery.Keeper(tmp_path, warn=print, every=1.0, clock=clock)
     states = ["queued", "queued"]
     saved: list[list[str]] = [[], []]
     asked: list[int] = []
@@ -205,11 +206,11 @@ def test_the_keeper_writes_a_live_page_at_most_every_interval_then_a_still_one(
     first = page.read_text()
     assert '<meta http-equiv="refresh"' in first and first.count(">queued<") == 2
     states[0] = "processing"
-    now[0] = 0.5
+    clock.time = 0.5
     keeper.update(records)  # too soon: not written, and the records not even gathered
     keeper.settle()
     assert page.read_text() == first and len(asked) == 1
-    now[0] = 1.2
+    clock.time = 1.2
     keeper.update(records)
     keeper.settle()
     assert ">processing<" in page.read_text() and "2 on the way" in page.read_text()

@@ -27,6 +27,7 @@ from apimart_cli.references import (
     upload_files,
     with_uploaded,
 )
+from tests.helpers.clocks import FakeClock
 
 KEY = "sk-live-UPLOAD0123456789abcdef"
 BASE = "https://api.test"
@@ -277,14 +278,14 @@ def test_a_refused_upload_is_not_resent(
 
 
 def test_the_cache_is_private_and_remembers_until_expiry(tmp_path: Path) -> None:
-    now = [NOW]
-    cache = Cache(tmp_path / "data" / "cache.sqlite3", clock=lambda: now[0])
+    clock = FakeClock(NOW)
+    cache = Cache(tmp_path / "data" / "cache.sqlite3", clock=clock)
     assert cache.upload(BASE, "abc") is None
     cache.remember_upload(BASE, "abc", uploaded(), NOW + 100)
     assert stat.S_IMODE(os.stat(cache.path).st_mode) == 0o600
     assert cache.upload(BASE, "abc") == uploaded()
     assert cache.upload("https://other.test", "abc") is None  # another service: another upload
-    now[0] = NOW + 100
+    clock.time = NOW + 100
     assert cache.upload(BASE, "abc") is None
 
 

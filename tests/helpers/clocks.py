@@ -10,16 +10,22 @@ Event = TypeVar("Event")
 
 class FakeClock:
     """A clock to hand in where the code takes one: call it, or call `now()`, for the
-    time; set or add to `time` to move it."""
+    time; set or add to `time` to move it; hand in `sleep` and read back `slept`."""
 
     def __init__(self, start: float = 100.0) -> None:
         self.time = start
+        self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.time
 
     def now(self) -> float:
         return self.time
+
+    def sleep(self, seconds: float) -> None:
+        """A sleep that passes at once on the machine and in full on this clock."""
+        self.slept.append(seconds)
+        self.time += seconds
 
     def wait(self, events: queue.Queue[Event], timeout: float | None) -> Event | None:
         """A loop's wait for its next event: one that comes at once is returned; when none
