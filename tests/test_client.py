@@ -29,6 +29,7 @@ from apimart_cli.payload import GenerationRequest, build_request
 from apimart_cli.retry import Deadline, Transient
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
 from tests.helpers.clocks import FakeClock
+from tests.helpers.images import png_head
 from tests.helpers.waiting import returns
 
 KEY = "sk-live-SECRET0123456789abcdef"
@@ -41,7 +42,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 SUBMITTED = {"code": 200, "data": [{"status": "submitted", "task_id": TASK_ID}]}
 PROCESSING = {"code": 200, "data": {"id": TASK_ID, "status": "processing", "progress": 30}}
 HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
-PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
+PNG = png_head(1, 1)
 
 
 @dataclass

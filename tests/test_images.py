@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import struct
-import zlib
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from apimart_cli.images import extension_for, image_dimensions, sniff_mime
-
-
-def png(width: int, height: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + struct.pack(">I", len(ihdr))
-        + chunk
-        + struct.pack(">I", zlib.crc32(chunk))
-    )
+from tests.helpers.images import png_head
 
 
 def gif(width: int, height: int, version: bytes = b"89a") -> bytes:
@@ -61,7 +50,7 @@ def webp_vp8l(width: int, height: int) -> bytes:
 @pytest.mark.parametrize(
     ("head", "mime"),
     [
-        (png(1, 1), "image/png"),
+        (png_head(1, 1), "image/png"),
         (b"\x89PNG\r\n\x1a\n", "image/png"),
         (jpeg(1, 1), "image/jpeg"),
         (b"\xff\xd8\xff\xe1\x00\x10Exif", "image/jpeg"),
@@ -90,9 +79,9 @@ def test_sniff_mime(head: bytes, mime: str | None) -> None:
 @pytest.mark.parametrize(
     ("head", "size"),
     [
-        (png(1, 1), (1, 1)),
-        (png(1881, 836), (1881, 836)),
-        (png(3840, 2160), (3840, 2160)),
+        (png_head(1, 1), (1, 1)),
+        (png_head(1881, 836), (1881, 836)),
+        (png_head(3840, 2160), (3840, 2160)),
         (gif(1, 1), (1, 1)),
         (gif(640, 480, b"87a"), (640, 480)),
         (jpeg(1536, 864), (1536, 864)),
@@ -133,8 +122,8 @@ def test_image_dimensions_ignores_the_vp8_scale_bits() -> None:
     [
         b"",
         b"not an image at all",
-        png(10, 10)[:20],
-        png(10, 10)[:8] + b"\x00\x00\x00\x0dIDAT" + b"\x00" * 13,  # no IHDR first
+        png_head(10, 10)[:20],
+        png_head(10, 10)[:8] + b"\x00\x00\x00\x0dIDAT" + b"\x00" * 13,  # no IHDR first
         gif(10, 10)[:8],
         jpeg(10, 10)[:27],  # cut inside the frame header
         b"\xff\xd8\xff\xe0\x00\x10JFIF",  # no frame header

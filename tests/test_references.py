@@ -28,14 +28,13 @@ from apimart_cli.references import (
     with_uploaded,
 )
 from tests.helpers.clocks import FakeClock
+from tests.helpers.images import png_head
 
 KEY = "sk-live-UPLOAD0123456789abcdef"
 BASE = "https://api.test"
 UPLOAD_URL = f"{BASE}/v1/uploads/images"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-PNG_HEAD = (
-    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
-)
+PNG_HEAD = png_head(1, 1)
 NOW = 1_800_000_000.0
 
 
