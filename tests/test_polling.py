@@ -28,7 +28,7 @@ from apimart_cli.polling import (
     spread,
 )
 from tests.helpers.clocks import FakeClock
-from tests.polling_sim import SimTask, simulate
+from tests.helpers.polling_sim import SimTask, simulate
 
 Script = Sequence["Task | ApimartError"]
 
