@@ -14,6 +14,7 @@ from apimart_cli import cache as cache_module
 from apimart_cli import secrets
 from apimart_cli.cache import Cache
 from apimart_cli.retry import Deadline
+from tests.helpers.clocks import FakeClock
 
 BASE = "https://api.test"
 KEY = "sk-cache-Zq81LmX0vT4w"
@@ -102,13 +103,13 @@ def test_waiting_for_a_lock_ends_with_the_deadline(
         return connect(*args, **kwargs)
 
     monkeypatch.setattr(cache_module.sqlite3, "connect", recording)
-    now = [0.0]
-    deadline = Deadline.after(1.5, clock=lambda: now[0])
+    clock = FakeClock(0.0)
+    deadline = Deadline.after(1.5, clock=clock)
     cache = Cache(tmp_path / "cache.sqlite3", clock=lambda: NOW, deadline=deadline)
     cache.upload(BASE, "abc")
-    now[0] = 1.4
+    clock.time = 1.4
     cache.upload(BASE, "abc")
-    now[0] = 50.0
+    clock.time = 50.0
     cache.upload(BASE, "abc")
     assert timeouts == [1.5, 0.5, 0.5]  # at least half a second, to let a brief lock pass
     Cache(tmp_path / "other.sqlite3").upload(BASE, "abc")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from apimart_cli.commands.history import STATES
-from tests.terminal import Terminal
+from tests.helpers.terminal import Terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 BASH_COMPLETION = ROOT / "completions" / "apimart.bash"

@@ -27,6 +27,7 @@ from apimart_cli.downloads import Downloader, SavedFile, format_time
 from apimart_cli.errors import ApimartError, ExitCode, ServiceError, TaskError, UsageError
 from apimart_cli.models import ResultImage
 from apimart_cli.sandbox.videos import mp4_video
+from tests.helpers.images import png_of_size
 
 KEY = "sk-live-SECRET0123456789abcdef"
 TASK_ID = "task_01KPQ7J7DWB7QZ3WCEK3YVPBRA"
@@ -37,14 +38,8 @@ ETAG = '"9f2c-v1"'
 LAST_MODIFIED = "Tue, 21 Apr 2026 05:00:00 GMT"
 
 
-def _png(size: int) -> bytes:
-    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0)
-    head = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
-    return head + random.Random(size).randbytes(size - len(head))
-
-
-PNG = _png(5000)
-BIG_PNG = _png(600_000)  # more than two 256 KiB chunks
+PNG = png_of_size(5000)
+BIG_PNG = png_of_size(600_000)  # more than two 256 KiB chunks
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + b"\x00" * 200
 
 
@@ -634,7 +629,7 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
     )
 
 
-def whole_png(width: int = 40, height: int = 30, seed: int = 1) -> bytes:
+def wholepng_of_size(width: int = 40, height: int = 30, seed: int = 1) -> bytes:
     """A real PNG: signature, IHDR, IDAT (noise, so that it is not tiny), IEND."""
     rows = random.Random(seed).randbytes(height * (1 + width * 3))
     rows = b"".join(
@@ -692,7 +687,7 @@ def whole_gif(seed: int = 1) -> bytes:
 
 
 WHOLE = {
-    "image/png": whole_png(),
+    "image/png": wholepng_of_size(),
     "image/jpeg": whole_jpeg(thumbnail=whole_jpeg(seed=2)),
     "image/webp": whole_webp(),
     "image/gif": whole_gif(),
@@ -727,7 +722,7 @@ def test_a_cut_right_after_a_jpeg_thumbnail_is_short() -> None:
     [
         (b"\x89PNG\r\n\x1a\n" + random.Random(3).randbytes(2000), "IHDR"),
         (PNG[:29] + bytes([PNG[29] ^ 1]) + PNG[30:], "CRC"),  # IHDR's CRC no longer matches
-        (whole_png()[:60] + b"\x00" * 8 + whole_png()[68:], "CRC"),  # damage in IDAT
+        (wholepng_of_size()[:60] + b"\x00" * 8 + wholepng_of_size()[68:], "CRC"),  # damage in IDAT
     ],
 )
 def test_broken_png_structure_is_found(body: bytes, reason: str) -> None:
@@ -810,7 +805,7 @@ def test_a_gzip_encoded_image_cut_short_starts_again_without_a_range(
 # --- resuming only the same file ----------------------------------------------------------
 
 
-OLD_IMAGE, NEW_IMAGE = whole_png(320, 320, seed=1), whole_png(320, 320, seed=2)
+OLD_IMAGE, NEW_IMAGE = wholepng_of_size(320, 320, seed=1), wholepng_of_size(320, 320, seed=2)
 CHUNK = 256 * 1024  # what a dropped connection leaves in the part file
 
 

@@ -13,15 +13,12 @@ import pytest
 from apimart_cli import gallery, provenance
 from apimart_cli.history import History
 from apimart_cli.sandbox import gradient_png
-
-
-def png(path: Path, width: int = 32, height: int = 16) -> Path:
-    path.write_bytes(gradient_png(width, height, path.name, 0))
-    return path
+from tests.helpers.clocks import FakeClock
+from tests.helpers.images import write_png
 
 
 def test_manifest_records_give_done_and_failed_jobs_newest_first(tmp_path: Path) -> None:
-    png(tmp_path / "one.png")
+    write_png(tmp_path / "one.png")
     records = [
         {"line": 1, "state": "completed", "prompt": "old fox", "task_id": "task_a",
          "files": ["one.png"], "cost": 0.05, "fields": {"size": "1:1"}, "time": 100.0},
@@ -44,9 +41,9 @@ def test_manifest_records_give_done_and_failed_jobs_newest_first(tmp_path: Path)
 def test_history_knows_files_by_path_and_by_task_id(tmp_path: Path) -> None:
     folder = tmp_path / "out"
     folder.mkdir()
-    png(folder / "task_x_0.png")
-    png(folder / "renamed.png")
-    png(folder / "stranger.png")
+    write_png(folder / "task_x_0.png")
+    write_png(folder / "renamed.png")
+    write_png(folder / "stranger.png")
     with History(tmp_path / "h.sqlite3") as history:
         for task_id, prompt in (("task_x", "by its name"), ("task_y", "by its path")):
             history.record_submission(
@@ -64,14 +61,14 @@ def test_history_knows_files_by_path_and_by_task_id(tmp_path: Path) -> None:
 
 
 def test_an_image_with_provenance_speaks_for_itself(tmp_path: Path) -> None:
-    path = png(tmp_path / "t_0.png")
+    path = write_png(tmp_path / "t_0.png")
     provenance.embed_file(path, {"task_id": "t", "prompt": "self-described", "completed": 5})
     entries = gallery.entries_for_folder(tmp_path, provenance=provenance.read_file)
     assert [(e.task_id, e.prompt, e.time) for e in entries] == [("t", "self-described", 5.0)]
 
 
 def test_the_page_escapes_prompts_and_loads_nothing_but_the_images(tmp_path: Path) -> None:
-    png(tmp_path / "a b#1.png", 300, 200)
+    write_png(tmp_path / "a b#1.png", 300, 200)
     evil = '<script>alert("x")</script> & <img src=http://evil.example/x.png>'
     entries = [
         gallery.Entry("task_a", evil, ("a b#1.png",), "3:2", "1k", 0.05, 1_700_000_000.0),
@@ -138,7 +135,7 @@ def test_a_failed_job_shows_its_reason_in_place_of_the_picture(tmp_path: Path) -
 
 
 def test_every_image_loads_lazily_with_its_width_and_height(tmp_path: Path) -> None:
-    png(tmp_path / "wide.png", 40, 10)
+    write_png(tmp_path / "wide.png", 40, 10)
     (tmp_path / "broken.png").write_bytes(b"not an image at all")
     entries = [
         gallery.Entry("task_a", "fox", ("wide.png", "broken.png"), time=2.0),
@@ -164,7 +161,7 @@ def test_the_summary_counts_videos_apart_from_images(tmp_path: Path) -> None:
 
 
 def test_the_history_is_read_with_a_bound(tmp_path: Path) -> None:
-    png(tmp_path / "task_x_0.png")
+    write_png(tmp_path / "task_x_0.png")
 
     class Recording:
         def __init__(self) -> None:
@@ -186,7 +183,7 @@ def test_the_history_is_read_with_a_bound(tmp_path: Path) -> None:
 
 
 def test_hostile_stored_values_make_a_page_not_a_crash(tmp_path: Path) -> None:
-    png(tmp_path / "one.png")
+    write_png(tmp_path / "one.png")
     (tmp_path / "\udcff odd.png").write_bytes(gradient_png(4, 4, "x", 0))  # undecodable name
     records = [
         {"state": "completed", "files": 5, "fields": "size", "prompt": ["a", "list"]},
@@ -209,8 +206,8 @@ def test_hostile_stored_values_make_a_page_not_a_crash(tmp_path: Path) -> None:
 def test_the_keeper_writes_a_live_page_at_most_every_interval_then_a_still_one(
     tmp_path: Path,
 ) -> None:
-    now = [0.0]
-    keeper = gallery.Keeper(tmp_path, warn=print, every=1.0, clock=lambda: now[0])
+    clock = FakeClock(0.0)
+    keeper = gallery.Keeper(tmp_path, warn=print, every=1.0, clock=clock)
     states = ["queued", "queued"]
     saved: list[list[str]] = [[], []]
     asked: list[int] = []
@@ -228,17 +225,17 @@ def test_the_keeper_writes_a_live_page_at_most_every_interval_then_a_still_one(
     first = page.read_text()
     assert '<meta http-equiv="refresh"' in first and first.count(">queued<") == 2
     states[0] = "processing"
-    now[0] = 0.5
+    clock.time = 0.5
     keeper.update(records)  # too soon: not written, and the records not even gathered
     keeper.settle()
     assert page.read_text() == first and len(asked) == 1
-    now[0] = 1.2
+    clock.time = 1.2
     keeper.update(records)
     keeper.settle()
     assert ">processing<" in page.read_text() and "2 on the way" in page.read_text()
     states[:] = ["completed", "failed"]
     saved[0] = ["job0.png"]
-    png(tmp_path / "job0.png")
+    write_png(tmp_path / "job0.png")
     keeper.close(records)  # at once, however soon
     last = page.read_text()
     assert "refresh" not in last and "on the way" not in last and "1 failed" in last

@@ -13,6 +13,7 @@ import pytest
 
 from apimart_cli.errors import ExitCode, HistoryError
 from apimart_cli.history import SCHEMA_VERSION, History, default_path
+from tests.helpers.clocks import FakeClock
 
 BASE = "https://api.apimart.ai"
 SANDBOX = "http://127.0.0.1:8787"
@@ -526,16 +527,16 @@ def test_forget_sandbox_removes_only_tasks_sent_to_loopback(history: History) ->
 def test_waiting_for_a_lock_ends_with_the_deadline(path: Path) -> None:
     from apimart_cli.retry import Deadline
 
-    now = [0.0]
-    with History.open(path, deadline=Deadline.after(2.0, clock=lambda: now[0])) as history:
+    clock = FakeClock(0.0)
+    with History.open(path, deadline=Deadline.after(2.0, clock=clock)) as history:
 
         def busy_ms() -> int:
             return int(history._connection().execute("PRAGMA busy_timeout").fetchone()[0])
 
         assert busy_ms() == 2000
-        now[0] = 1.5
+        clock.time = 1.5
         assert busy_ms() == 500
-        now[0] = 99.0
+        clock.time = 99.0
         assert busy_ms() == 500  # at least half a second, to let a brief lock pass
     with History.open(path) as history:
         assert history._connection().execute("PRAGMA busy_timeout").fetchone()[0] == 10_000

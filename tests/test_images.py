@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 from pathlib import Path
 
 import pytest
@@ -24,17 +23,7 @@ from apimart_cli.images import (
     sniff_mime,
 )
 from apimart_cli.sandbox import gradient_png
-
-
-def png(width: int, height: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + struct.pack(">I", len(ihdr))
-        + chunk
-        + struct.pack(">I", zlib.crc32(chunk))
-    )
+from tests.helpers.images import png_head
 
 
 def gif(width: int, height: int, version: bytes = b"89a") -> bytes:
@@ -75,7 +64,7 @@ def webp_vp8l(width: int, height: int) -> bytes:
 @pytest.mark.parametrize(
     ("head", "mime"),
     [
-        (png(1, 1), "image/png"),
+        (png_head(1, 1), "image/png"),
         (b"\x89PNG\r\n\x1a\n", "image/png"),
         (jpeg(1, 1), "image/jpeg"),
         (b"\xff\xd8\xff\xe1\x00\x10Exif", "image/jpeg"),
@@ -104,9 +93,9 @@ def test_sniff_mime(head: bytes, mime: str | None) -> None:
 @pytest.mark.parametrize(
     ("head", "size"),
     [
-        (png(1, 1), (1, 1)),
-        (png(1881, 836), (1881, 836)),
-        (png(3840, 2160), (3840, 2160)),
+        (png_head(1, 1), (1, 1)),
+        (png_head(1881, 836), (1881, 836)),
+        (png_head(3840, 2160), (3840, 2160)),
         (gif(1, 1), (1, 1)),
         (gif(640, 480, b"87a"), (640, 480)),
         (jpeg(1536, 864), (1536, 864)),
@@ -147,8 +136,8 @@ def test_image_dimensions_ignores_the_vp8_scale_bits() -> None:
     [
         b"",
         b"not an image at all",
-        png(10, 10)[:20],
-        png(10, 10)[:8] + b"\x00\x00\x00\x0dIDAT" + b"\x00" * 13,  # no IHDR first
+        png_head(10, 10)[:20],
+        png_head(10, 10)[:8] + b"\x00\x00\x00\x0dIDAT" + b"\x00" * 13,  # no IHDR first
         gif(10, 10)[:8],
         jpeg(10, 10)[:27],  # cut inside the frame header
         b"\xff\xd8\xff\xe0\x00\x10JFIF",  # no frame header
@@ -216,9 +205,9 @@ def test_image_dimensions_never_raise(data: bytes) -> None:
 
 def test_png_dimensions_from_the_header() -> None:
     assert png_dimensions(gradient_png(300, 200, "x", 0)[:24]) == (300, 200)
-    assert png_dimensions(png(0, 10)) is None  # no picture to keep the proportions of
+    assert png_dimensions(png_head(0, 10)) is None  # no picture to keep the proportions of
     assert png_dimensions(b"\xff\xd8\xff" + b"\x00" * 21) is None
-    assert png_dimensions(png(5, 6)[:23]) is None
+    assert png_dimensions(png_head(5, 6)[:23]) is None
     assert png_dimensions(b"") is None
 
 

@@ -19,14 +19,13 @@ from apimart_cli.history import History
 from apimart_cli.payload import build_request
 from apimart_cli.references import ReferenceSender
 from apimart_cli.submission import request_from_body, resend, stored_body, submit
+from tests.helpers.images import png_head
 
 KEY = "sk-live-SUBMIT0123456789abcdef"
 BASE = "https://api.test"
 SUBMIT_URL = f"{BASE}/v1/images/generations"
 UPLOAD_URL = f"{BASE}/v1/uploads/images"
-PNG_HEAD = (
-    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
-)
+PNG_HEAD = png_head(1, 1)
 
 
 def image(path: Path, fill: bytes = b"x", size: int = 300) -> Path:

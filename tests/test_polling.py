@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 import random
 import threading
 import time
@@ -17,7 +16,6 @@ from apimart_cli.polling import (
     GUESS,
     LEARNED,
     PACE,
-    Event,
     InFlight,
     Learned,
     Poller,
@@ -29,27 +27,8 @@ from apimart_cli.polling import (
     progress_window,
     spread,
 )
-from tests.polling_sim import SimTask, simulate
-
-
-class FakeClock:
-    """Fake time that moves only when the loop would wait with nothing to do."""
-
-    def __init__(self) -> None:
-        self.time = 1000.0
-
-    def now(self) -> float:
-        return self.time
-
-    def wait(self, events: queue.Queue[Event], timeout: float | None) -> Event | None:
-        if timeout is None:  # only a poll or an id can wake the loop: they come quickly
-            return events.get(timeout=10)
-        try:
-            return events.get(timeout=0.05)
-        except queue.Empty:
-            self.time += timeout
-            return None
-
+from tests.helpers.clocks import FakeClock
+from tests.helpers.polling_sim import SimTask, simulate
 
 Script = Sequence["Task | ApimartError"]
 
@@ -122,7 +101,7 @@ WALL_NOW = 1_800_000_000.0  # the wall clock when the fake clock starts
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 # --- forecasting rules ---------------------------------------------------------------
@@ -426,7 +405,7 @@ def test_a_task_with_no_hints_is_polled_at_half_its_age(clock: FakeClock) -> Non
 def test_an_id_the_history_describes_is_aimed_at_its_kinds_durations(known: bool) -> None:
     """Submitted 40 s ago, of a kind that takes about 60 s, no estimate: from what the
     history says the poller aims at its end; knowing nothing, it polls as it ages."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     added_at = clock.time
     done_at = added_at + 20.0
     polled: list[float] = []

@@ -24,14 +24,7 @@ from apimart_cli.progress import (
     summary_line,
     waiting_label,
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers.clocks import FakeClock
 
 
 @pytest.fixture
@@ -66,10 +59,10 @@ def test_the_heartbeat_comes_only_after_a_quiet_spell_and_says_how_long_against_
     reporter = PlainReporter(clock=clock)
     reporter.update(Task("task_1", "processing", created=1_000_000, estimated_time=60))
     capsys.readouterr()
-    clock.now += HEARTBEAT_SECONDS - 1
+    clock.time += HEARTBEAT_SECONDS - 1
     reporter.tick()
     assert lines(capsys) == []
-    clock.now += 1
+    clock.time += 1
     reporter.tick()
     assert lines(capsys) == ["still waiting for 1 task(s); task_1: processing, 45 s of about 60 s"]
     reporter.tick()  # not again until another quiet spell
@@ -82,7 +75,7 @@ def test_no_heartbeat_once_every_task_has_ended(
     reporter = PlainReporter(clock=clock)
     reporter.update(Task("task_1", "failed"))
     capsys.readouterr()
-    clock.now += HEARTBEAT_SECONDS * 3
+    clock.time += HEARTBEAT_SECONDS * 3
     reporter.tick()
     assert lines(capsys) == []
 
@@ -92,12 +85,12 @@ def test_a_long_download_says_its_bytes_and_rate_every_few_seconds(
 ) -> None:
     reporter = PlainReporter(clock=clock)
     reporter.transferred("task_1", 0, 0, 4 * 1024 * 1024)
-    clock.now += 1
+    clock.time += 1
     reporter.transferred("task_1", 0, 100 * 1024, 4 * 1024 * 1024)
     assert lines(capsys) == []  # a quick download says nothing
-    clock.now += DOWNLOAD_NOTE_SECONDS
+    clock.time += DOWNLOAD_NOTE_SECONDS
     reporter.transferred("task_1", 0, 600 * 1024, 4 * 1024 * 1024)
-    clock.now += 1
+    clock.time += 1
     reporter.transferred("task_1", 0, 700 * 1024, 4 * 1024 * 1024)  # too soon for another
     assert lines(capsys) == ["task_1: image 0: downloading 600.0 KiB of 4.0 MiB, 100.0 KiB/s"]
 
@@ -107,7 +100,7 @@ def test_a_download_of_unknown_size_says_its_bytes(
 ) -> None:
     reporter = PlainReporter(clock=clock)
     reporter.transferred("task_1", 1, 0, None)
-    clock.now += DOWNLOAD_NOTE_SECONDS
+    clock.time += DOWNLOAD_NOTE_SECONDS
     reporter.transferred("task_1", 1, 5000, None)
     assert lines(capsys) == ["task_1: image 1: downloading 4.9 KiB, 1000 B/s"]
 
@@ -211,10 +204,10 @@ def test_a_batch_off_a_terminal_says_a_long_downloads_bytes_every_few_seconds(
 ) -> None:
     display = PlainBatchDisplay(clock=clock)
     display.transferred(3, 0, 0, 4 * 1024 * 1024)
-    clock.now += 1
+    clock.time += 1
     display.transferred(3, 0, 100 * 1024, 4 * 1024 * 1024)
     assert lines(capsys) == []  # a quick download says nothing
-    clock.now += DOWNLOAD_NOTE_SECONDS
+    clock.time += DOWNLOAD_NOTE_SECONDS
     display.transferred(3, 0, 600 * 1024, 4 * 1024 * 1024)
     display.transferred(3, 0, 700 * 1024, 4 * 1024 * 1024)  # too soon for another
     assert lines(capsys) == ["line 3: image 0: downloading 600.0 KiB of 4.0 MiB, 100.0 KiB/s"]
@@ -282,11 +275,11 @@ def test_many_images_downloading_off_a_terminal_make_one_line_every_few_seconds(
     display = PlainBatchDisplay(clock=clock)
     for line in range(1, 9):
         display.transferred(line, 0, 0, 1024 * 1024)
-    clock.now += DOWNLOAD_NOTE_SECONDS - 1
+    clock.time += DOWNLOAD_NOTE_SECONDS - 1
     for line in range(1, 9):
         display.transferred(line, 0, 512 * 1024, 1024 * 1024)
     assert lines(capsys) == []
-    clock.now += 1
+    clock.time += 1
     for line in range(1, 9):
         display.transferred(line, 0, 512 * 1024, 1024 * 1024)
     assert lines(capsys) == ["8 images: downloading 4.0 MiB of 8.0 MiB, 819.2 KiB/s"]

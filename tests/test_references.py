@@ -27,14 +27,14 @@ from apimart_cli.references import (
     upload_files,
     with_uploaded,
 )
+from tests.helpers.clocks import FakeClock
+from tests.helpers.images import png_head
 
 KEY = "sk-live-UPLOAD0123456789abcdef"
 BASE = "https://api.test"
 UPLOAD_URL = f"{BASE}/v1/uploads/images"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-PNG_HEAD = (
-    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
-)
+PNG_HEAD = png_head(1, 1)
 NOW = 1_800_000_000.0
 
 
@@ -277,14 +277,14 @@ def test_a_refused_upload_is_not_resent(
 
 
 def test_the_cache_is_private_and_remembers_until_expiry(tmp_path: Path) -> None:
-    now = [NOW]
-    cache = Cache(tmp_path / "data" / "cache.sqlite3", clock=lambda: now[0])
+    clock = FakeClock(NOW)
+    cache = Cache(tmp_path / "data" / "cache.sqlite3", clock=clock)
     assert cache.upload(BASE, "abc") is None
     cache.remember_upload(BASE, "abc", uploaded(), NOW + 100)
     assert stat.S_IMODE(os.stat(cache.path).st_mode) == 0o600
     assert cache.upload(BASE, "abc") == uploaded()
     assert cache.upload("https://other.test", "abc") is None  # another service: another upload
-    now[0] = NOW + 100
+    clock.time = NOW + 100
     assert cache.upload(BASE, "abc") is None
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import struct
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +12,7 @@ import httpx
 import pytest
 
 from apimart_cli.sandbox import Fault, ManualClock, Sandbox, SandboxConfig
+from tests.helpers.images import chunks
 
 KEY = "sk-test-secret-0123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -77,20 +76,6 @@ def read_until_closed(connection: socket.socket, body: bytes) -> bytes:
     while chunk := connection.recv(65536):
         body += chunk
     return body
-
-
-def png_chunks(data: bytes) -> list[bytes]:
-    """The chunk types of a well-formed PNG (checking each CRC)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    offset, kinds = 8, []
-    while offset < len(data):
-        (length,) = struct.unpack(">I", data[offset : offset + 4])
-        kind, payload = data[offset + 4 : offset + 8], data[offset + 8 : offset + 8 + length]
-        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
-        assert crc == zlib.crc32(kind + payload)
-        kinds.append(kind)
-        offset += 12 + length
-    return kinds
 
 
 # An API that announces a large body and drips it
@@ -285,7 +270,7 @@ def test_swap_changes_the_image_for_good(api: Api) -> None:
     assert after.content != before.content
     assert after.headers["ETag"] != before.headers["ETag"]
     assert after.headers["Last-Modified"] != before.headers["Last-Modified"]
-    assert png_chunks(after.content)[-1] == b"IEND"
+    assert chunks(after.content)[-1][0] == b"IEND"
     assert (resumed.status_code, resumed.content) == (200, after.content)  # If-Range protects
     stitched = before.content[:100] + blind.content  # a resume without it stitches two images
     assert blind.status_code == 206 and stitched not in (before.content, after.content)

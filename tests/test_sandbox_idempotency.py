@@ -5,7 +5,6 @@ original task for the same body."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
+from tests.helpers.waiting import wait_until
 
 AUTH = {"Authorization": "Bearer sk-test-secret"}
 SUBMIT = "/v1/images/generations"
@@ -39,13 +39,6 @@ def post(client: httpx.Client, key: str, prompt: str = "a fox") -> httpx.Respons
     return client.post(SUBMIT, json=body(prompt), headers={"Idempotency-Key": key})
 
 
-def until(condition: Any) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, "condition never met"
-        time.sleep(0.01)
-
-
 def test_a_key_in_flight_is_409_then_its_task_is_replayed_and_another_body_is_422(
     sandbox: Sandbox, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -56,7 +49,7 @@ def test_a_key_in_flight_is_409_then_its_task_is_replayed_and_another_body_is_42
     first: list[httpx.Response] = []
     sender = threading.Thread(target=lambda: first.append(post(client, "k1")))
     sender.start()
-    until(lambda: any(r.path == SUBMIT for r in sandbox.requests))
+    wait_until(lambda: any(r.path == SUBMIT for r in sandbox.requests))
 
     in_flight = post(client, "k1")
 

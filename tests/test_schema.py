@@ -12,6 +12,7 @@ from apimart_cli.cache import Cache
 from apimart_cli.client import Client
 from apimart_cli.errors import ExitCode, UsageError
 from apimart_cli.schema import check_body, fetch_schema, input_schema
+from tests.helpers.clocks import FakeClock
 
 BASE = "https://api.test"
 KEY = "sk-schema-0123456789"
@@ -148,14 +149,14 @@ def test_the_schema_is_fetched_once_a_day(
         match_headers={"Authorization": f"Bearer {KEY}"},
         json={"code": 200, "data": obj} if wrapped else obj,
     )
-    now = [1_800_000_000.0]
-    cache = Cache(tmp_path / "cache.sqlite3", clock=lambda: now[0])
+    clock = FakeClock(1_800_000_000.0)
+    cache = Cache(tmp_path / "cache.sqlite3", clock=clock)
     with Client(BASE, KEY) as client:
         assert fetch_schema(client, cache, "m-1") == SCHEMA
-        now[0] += 23 * 3600
+        clock.time += 23 * 3600
         assert fetch_schema(client, cache, "m-1") == SCHEMA  # from the cache
         assert len(httpx_mock.get_requests()) == 1
-        now[0] += 2 * 3600  # more than a day: asked again
+        clock.time += 2 * 3600  # more than a day: asked again
         httpx_mock.add_response(
             method="GET", url=f"{BASE}/v1/model-schema?model=m-1", status_code=404
         )

@@ -10,16 +10,9 @@ from apimart_cli.batch import (
     AimdLimiter,
 )
 from apimart_cli.constants import RATE_LIMIT_PAUSE
+from tests.helpers.clocks import FakeClock
 
 # -- the AIMD limiter ---------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def take(limiter: AimdLimiter, count: int) -> None:
@@ -29,7 +22,7 @@ def take(limiter: AimdLimiter, count: int) -> None:
 
 
 def test_limiter_allows_up_to_its_ceiling_in_flight() -> None:
-    limiter = AimdLimiter(4, clock=Clock())
+    limiter = AimdLimiter(4, clock=FakeClock())
     take(limiter, 4)
     assert limiter.delay() is None  # wait for one to end
     limiter.release(accepted=True)
@@ -37,7 +30,7 @@ def test_limiter_allows_up_to_its_ceiling_in_flight() -> None:
 
 
 def test_a_429_halves_the_limit_and_pauses_for_retry_after() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = AimdLimiter(8, clock=clock)
     take(limiter, 8)
     limiter.rate_limited(2.0)
@@ -45,40 +38,40 @@ def test_a_429_halves_the_limit_and_pauses_for_retry_after() -> None:
     for _ in range(5):
         limiter.release(accepted=False)
     assert limiter.delay() == pytest.approx(2.0)
-    clock.now += 2.0
+    clock.time += 2.0
     assert limiter.delay() == 0
     take(limiter, 1)
     assert limiter.delay() is None  # 4 in flight again
 
 
 def test_many_429s_in_one_pause_halve_once() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = AimdLimiter(8, clock=clock)
     for _ in range(4):
         limiter.rate_limited(1.0)
-        clock.now += 0.1
+        clock.time += 0.1
     assert limiter.limit == 4
-    clock.now += 1.0
+    clock.time += 1.0
     limiter.rate_limited(None)
     assert limiter.limit == 2
     assert limiter.delay() == pytest.approx(RATE_LIMIT_PAUSE)
 
 
 def test_the_limit_never_falls_below_one() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = AimdLimiter(2, clock=clock)
     for _ in range(5):
         limiter.rate_limited(0.0)
-        clock.now += 0.01
+        clock.time += 0.01
     assert limiter.limit == 1
     assert limiter.delay() == 0
 
 
 def test_a_run_of_successes_adds_one_back_up_to_the_ceiling() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = AimdLimiter(4, clock=clock)
     limiter.rate_limited(0.0)
-    clock.now += 0.01
+    clock.time += 0.01
     limiter.rate_limited(0.0)
     assert limiter.limit == 1
     limits = []
@@ -91,12 +84,12 @@ def test_a_run_of_successes_adds_one_back_up_to_the_ceiling() -> None:
 
 
 def test_a_429_resets_the_run_of_successes() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = AimdLimiter(4, clock=clock)
     limiter.rate_limited(0.0)  # limit 2
     take(limiter, 1)
     limiter.release(accepted=True)
-    clock.now += 0.01
+    clock.time += 0.01
     limiter.rate_limited(0.0)  # limit 1, streak back to 0
     take(limiter, 1)
     limiter.release(accepted=False)  # a failure is no success, nor a slowdown
@@ -104,7 +97,7 @@ def test_a_429_resets_the_run_of_successes() -> None:
 
 
 def test_the_limiter_says_when_it_slows_down() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = AimdLimiter(4, clock=clock)
     changes: list[tuple[int, float]] = []
     limiter.on_change = lambda limit, pause: changes.append((limit, pause))

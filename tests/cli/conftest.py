@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import struct
 import uuid
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,29 +22,13 @@ from typer.testing import CliRunner, Result
 
 from apimart_cli.cli import app
 from apimart_cli.history import History, TaskRecord
+from tests.helpers.images import png
 
 API = "https://api.test"
 KEY = "sk-cli-7Q4vZp9XkW2mT8rL"  # distinctive, so a leak is easy to spot
 AUTH = {"Authorization": f"Bearer {KEY}"}
 SUBMIT_URL = f"{API}/v1/images/generations"
 IMAGES = "https://img.test"
-
-
-def png(width: int = 2, height: int = 1) -> bytes:
-    """A small, valid PNG (signature, IHDR, one IDAT, IEND)."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + payload))
-        return struct.pack(">I", len(payload)) + kind + payload + crc
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
 
 
 PNG = png()

@@ -13,8 +13,8 @@ import pytest
 from apimart_cli.history import History
 from apimart_cli.sandbox import Fault, ManualClock, Sandbox, SandboxConfig
 from tests.cli.conftest import KEY, run
+from tests.helpers.records import SUBMIT, posts
 
-SUBMIT = "/v1/images/generations"
 TASKS = "/v1/tasks/"
 
 
@@ -24,10 +24,6 @@ def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
         monkeypatch.setenv("APIMART_API_KEY", KEY)
         monkeypatch.setenv("APIMART_BASE_URL", server.base_url)
         yield server
-
-
-def posts(sandbox: Sandbox) -> int:
-    return sum(1 for r in sandbox.requests if r.method == "POST" and r.path == SUBMIT)
 
 
 def rows() -> list[dict[str, object]]:
@@ -49,7 +45,7 @@ def test_a_submit_refused_inside_a_200_created_nothing(sandbox: Sandbox, shape: 
     assert result.stdout == ""
     assert "Bad Request (sandbox fault, inside a 200)" in result.stderr
     assert "may have been created" not in result.stderr
-    assert posts(sandbox) == 1  # not resent
+    assert len(posts(sandbox)) == 1  # not resent
     assert rows() == []  # refused: no unknown submission kept
 
 
@@ -64,7 +60,7 @@ def test_a_submit_failing_with_500_inside_a_200_is_unknown_with_its_key(sandbox:
     (row,) = rows()
     assert row["state"] == "unknown"
     assert error["idempotency_key"] == row["idempotency_key"]
-    assert posts(sandbox) == 1
+    assert len(posts(sandbox)) == 1
 
 
 def test_a_poll_answered_with_an_error_inside_a_200_is_that_error(sandbox: Sandbox) -> None:
@@ -89,7 +85,7 @@ def test_a_model_error_under_a_503_is_not_resent_and_names_the_model(sandbox: Sa
 
     assert result.exit_code == 1, result.output
     assert "the model gpt-image-2" in result.stderr
-    assert posts(sandbox) == 1
+    assert len(posts(sandbox)) == 1
     assert rows() == []
 
 

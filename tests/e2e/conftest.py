@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from apimart_cli.sandbox import Sandbox, SandboxConfig
+from tests.helpers.images import png_size as png_size  # the e2e tests' own name for it
 
 API_KEY = "sk-e2e-secret-key-0123456789abcdef"
 # The same tests, with the installed console script where there is one.
@@ -96,10 +97,3 @@ def shell(
     assert API_KEY not in result.stdout and API_KEY not in result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     return Run(result.returncode, result.stdout, result.stderr)
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    """Width and height of a PNG file, after checking it is one."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")

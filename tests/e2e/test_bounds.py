@@ -19,8 +19,8 @@ import pytest
 
 from apimart_cli.sandbox import Fault, Sandbox
 from tests.e2e.conftest import API_KEY, COMMAND, apimart, shell
-from tests.e2e.hostile import Hostile, Script, hostile_api, json_reply
 from tests.e2e.test_faults import history_rows, submit_direct
+from tests.helpers.scripted import Script, Scripted, json_reply, scripted_api
 
 # Far beyond any --timeout given below: a command still running then never ends.
 HUNG = 60.0
@@ -186,10 +186,10 @@ def test_a_hostile_result_url_fails_its_image_clearly(
     url: str, expires_at: int | None, code: int, message: str, env: dict[str, str], tmp_path: Path
 ) -> None:
     with redirect_loop() as loop:
-        api = Hostile(
+        api = Scripted(
             task=completed_with(loop if url == "loop" else url, expires_at or 4_102_444_800)
         )
-        with hostile_api(api):
+        with scripted_api(api):
             user = {**env, "APIMART_BASE_URL": api.base_url}
             run = apimart("download", "task_1", "-o", "out", env=user, cwd=tmp_path, timeout=HUNG)
     assert run.returncode == code, run.stderr

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,9 @@ import pytest
 
 from apimart_cli.sandbox import Fault, RecordedRequest, Sandbox, SandboxConfig
 from tests.e2e.conftest import COMMAND, apimart
-from tests.e2e.test_faults import final_images, submit_direct, wait_completed
+from tests.e2e.test_faults import final_images
+from tests.helpers.records import submit_direct, wait_completed
+from tests.helpers.waiting import wait_until
 
 
 @pytest.fixture
@@ -117,11 +118,10 @@ def slow_image(env: dict[str, str]) -> Iterator[tuple[Sandbox, str, dict[str, st
 
 
 def wait_for_bytes(part: Path, at_least: int) -> None:
-    for _ in range(500):
-        if part.exists() and part.stat().st_size >= at_least:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{part} never reached {at_least} bytes")
+    wait_until(
+        lambda: part.exists() and part.stat().st_size >= at_least,
+        what=f"{part} reaching {at_least} bytes",
+    )
 
 
 def test_sigterm_during_a_download_leaves_the_part_file_to_resume(

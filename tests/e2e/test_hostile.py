@@ -15,7 +15,6 @@ import select
 import signal
 import sqlite3
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,34 +22,16 @@ import pytest
 
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
 from tests.e2e.conftest import API_KEY, COMMAND, apimart, shell
-from tests.e2e.hostile import NESTED, Hostile, hostile_api, json_reply, key_of, submitted
+from tests.helpers.records import SUBMIT, history_rows, posts, submit_direct, wait_completed
+from tests.helpers.scripted import Scripted, json_reply, key_of, scripted_api
+from tests.helpers.waiting import wait_until as until
 
-SUBMIT = "/v1/images/generations"
 MANIFEST = "batch-manifest.jsonl"
 
 
-def until(condition: Callable[[], object], timeout: float = 20) -> None:
-    """Wait for `condition` to hold (polled), or fail the test."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("the condition never held")
-        time.sleep(0.02)
-
-
-def posts(sandbox: Sandbox) -> list[str]:
+def keys(sandbox: Sandbox) -> list[str]:
     """The idempotency keys of the submissions that reached the sandbox."""
-    return [
-        r.headers.get("idempotency-key", "")
-        for r in sandbox.requests
-        if r.method == "POST" and r.path == SUBMIT
-    ]
-
-
-def history_rows(home: Path) -> list[sqlite3.Row]:
-    with sqlite3.connect(home / "data" / "history.sqlite3") as db:
-        db.row_factory = sqlite3.Row
-        return db.execute("SELECT * FROM tasks ORDER BY id").fetchall()
+    return [r.headers.get("idempotency-key", "") for r in posts(sandbox)]
 
 
 def start(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[str]:
@@ -84,7 +65,7 @@ def test_a_signal_mid_submission_exits_with_the_key_recorded(
     process.send_signal(sig)
     stdout, stderr = finish(process)
     assert process.returncode == (143 if sig == signal.SIGTERM else 130), stderr
-    [key] = posts(sandbox)
+    [key] = keys(sandbox)
     assert key in stderr and stdout == ""
     [row] = history_rows(isolated)
     assert (row["state"], row["idempotency_key"], row["task_id"]) == ("unknown", key, None)
@@ -100,7 +81,7 @@ def test_kill_9_mid_submission_leaves_the_key_in_the_history(
     until(lambda: posts(sandbox))
     process.kill()
     process.wait()
-    [key] = posts(sandbox)
+    [key] = keys(sandbox)
     [row] = history_rows(isolated)
     assert (row["state"], row["idempotency_key"]) == ("submitting", key)
     waited = apimart("wait", "--pending", env=env)
@@ -110,8 +91,8 @@ def test_kill_9_mid_submission_leaves_the_key_in_the_history(
 def test_an_unknown_outcome_reaches_the_user_when_the_history_is_locked(
     env: dict[str, str], isolated: Path
 ) -> None:
-    api = Hostile(hold=True, submit=lambda path, headers: json_reply({"error": "boom"}, 500))
-    with hostile_api(api):
+    api = Scripted(hold=True, submit=lambda path, headers: json_reply({"error": "boom"}, 500))
+    with scripted_api(api):
         process = start("generate", "a fox", env={**env, "APIMART_BASE_URL": api.base_url})
         assert api.received.wait(20)
         with sqlite3.connect(isolated / "data" / "history.sqlite3", timeout=0) as db:
@@ -127,49 +108,20 @@ def test_an_unknown_outcome_reaches_the_user_when_the_history_is_locked(
     assert (row["state"], row["idempotency_key"]) == ("submitting", key)
 
 
-@pytest.mark.parametrize(
-    "reply",
-    [
-        lambda path, headers: (200, NESTED),
-        lambda path, headers: submitted("task_1\ntask_2"),
-        lambda path, headers: submitted("../../etc/passwd"),
-        lambda path, headers: submitted("x" * 5000),
-        lambda path, headers: submitted(key_of(headers)),
-    ],
-    ids=["nested-json", "newline", "climbing", "huge", "the-key"],
-)
-def test_a_reply_that_cannot_be_understood_is_kept_as_unknown(
-    env: dict[str, str], isolated: Path, reply: Callable[[str, dict[str, str]], object]
-) -> None:
-    api = Hostile(submit=reply)  # type: ignore[arg-type]
-    with hostile_api(api):
-        run = apimart("generate", "a fox", env={**env, "APIMART_BASE_URL": api.base_url})
-    [post] = api.posts()  # never resent
-    key = post.headers["idempotency-key"]
-    assert run.returncode == 5, run.stderr
-    assert run.stdout == "" and key in run.stderr and len(run.stderr) < 1000
-    [row] = history_rows(isolated)
-    assert (row["state"], row["idempotency_key"], row["task_id"]) == ("unknown", key, None)
-    assert API_KEY not in json.dumps(dict(row))
-
-
-@pytest.mark.parametrize("command", [["status", "task_01abc"], ["balance"]])
+@pytest.mark.parametrize("command", [["status", "TASK"], ["balance"]])
 def test_status_and_balance_replies_nested_too_deep_are_retried_not_a_crash(
-    env: dict[str, str], command: list[str]
+    sandbox: Sandbox, env: dict[str, str], command: list[str]
 ) -> None:
     """Exit 5 once every try got one: tests/cli/test_exit_codes.py (without the backoff)."""
-    replies = iter([(200, NESTED)])
-
-    def reply(path: str, headers: dict[str, str]) -> tuple[int, bytes]:
-        done = {"status": "completed", "progress": 100, "created": 1, "result": {}}
-        return next(replies, json_reply({"code": 200, "data": done}))
-
-    api = Hostile(task=reply, balance=reply)
-    with hostile_api(api):
-        run = apimart(*command, env={**env, "APIMART_BASE_URL": api.base_url})
+    task_id = submit_direct(sandbox)
+    wait_completed(sandbox, task_id)
+    path = "/v1/balance" if command == ["balance"] else f"/v1/tasks/{task_id}"
+    sandbox.inject(Fault("nested", path=path))
+    before = len(sandbox.requests)
+    run = apimart(*[task_id if word == "TASK" else word for word in command], env=env)
     assert run.returncode == 0, run.stderr
     assert "nested too deeply" in run.stderr and "internal error" not in run.stderr
-    assert len(api.seen) == 2
+    assert [r.path.split("?")[0] for r in sandbox.requests[before:]] == [path] * 2
 
 
 def test_generate_wait_into_a_file_exits_2_before_sending(
@@ -233,8 +185,8 @@ def test_a_key_echoed_in_a_failure_reason_is_written_nowhere(
     env: dict[str, str], isolated: Path, tmp_path: Path
 ) -> None:
     (tmp_path / "jobs.txt").write_text("a fox\n")
-    api = Hostile(task=failing_with_the_key)
-    with hostile_api(api):
+    api = Scripted(task=failing_with_the_key)
+    with scripted_api(api):
         user = {**env, "APIMART_BASE_URL": api.base_url}
         run = apimart("batch", "jobs.txt", "-o", "out", "--json", env=user, cwd=tmp_path)
     assert run.returncode == 1, run.stderr
@@ -246,8 +198,8 @@ def test_a_key_echoed_in_a_failure_reason_is_written_nowhere(
 
 def test_a_key_with_a_backslash_is_hidden_in_json_output(env: dict[str, str]) -> None:
     key = 'sk-back\\slash"quote-0123456789'
-    api = Hostile(task=failing_with_the_key)
-    with hostile_api(api):
+    api = Scripted(task=failing_with_the_key)
+    with scripted_api(api):
         user = {**env, "APIMART_BASE_URL": api.base_url, "APIMART_API_KEY": key}
         run = apimart("wait", "task_01abc", "--json", env=user)
     assert run.returncode == 1, run.stderr
@@ -290,8 +242,8 @@ def test_the_status_table_on_a_terminal_hides_the_key_in_every_column(
         data = {"id": "task_01abc", "status": key, "progress": 5, "error": {"message": key}}
         return json_reply({"code": 200, "data": data})
 
-    api = Hostile(task=echoing)
-    with hostile_api(api):
+    api = Scripted(task=echoing)
+    with scripted_api(api):
         user = {**env, "APIMART_BASE_URL": api.base_url, "COLUMNS": "200"}
         seen = on_a_terminal([*COMMAND, "status", "task_01abc"], user, lambda pid: None)
     assert "task_01abc" in seen and "[API key]" in seen
@@ -411,8 +363,8 @@ def test_a_hostile_failure_reason_cannot_drive_the_terminal_or_flood_it(
         data = {"id": "../other", "status": "failed", "error": {"message": reason}}
         return json_reply({"code": 200, "data": data})
 
-    api = Hostile(task=failing)
-    with hostile_api(api):
+    api = Scripted(task=failing)
+    with scripted_api(api):
         user = {**env, "APIMART_BASE_URL": api.base_url}
         waited = apimart("wait", "task_01abc", env=user)
         status = apimart("status", "task_01abc", env=user)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import API_KEY, COMMAND
+from tests.helpers.images import png
 
 mcp = pytest.importorskip("mcp", reason="the mcp extra is not installed")
 anyio = pytest.importorskip("anyio")
@@ -212,7 +213,7 @@ def test_upload_then_generate_from_the_url_and_a_second_model_with_a_param(
     from tests.e2e.conftest import png_size
 
     reference = tmp_path / "sketch.png"
-    reference.write_bytes(png_bytes())
+    reference.write_bytes(png(64, 64))
 
     models, schema, uploaded = call(
         env,
@@ -261,7 +262,7 @@ def test_references_upload_sends_a_local_file_by_url(
     env: dict[str, str], sandbox: Any, tmp_path: Path
 ) -> None:
     reference = tmp_path / "sketch.png"
-    reference.write_bytes(png_bytes())
+    reference.write_bytes(png(64, 64))
 
     (result,) = call(
         env,
@@ -276,12 +277,6 @@ def test_references_upload_sends_a_local_file_by_url(
     assert not result.is_error, text(result)
     (url,) = sandbox.submissions()[-1].json["image_urls"]
     assert url.startswith("http") and len(sandbox.uploads) == 1
-
-
-def png_bytes() -> bytes:
-    from apimart_cli.sandbox import gradient_png
-
-    return gradient_png(64, 64, "a sketch", 0)
 
 
 def test_an_unknown_outcome_is_resent_with_its_key_and_paid_for_once(

@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from apimart_cli.sandbox import Sandbox, SandboxConfig
 from tests.e2e.conftest import API_KEY, apimart, png_size, shell
-
-
-def _wait_until_completed(sandbox: Sandbox, task_id: str) -> None:
-    """Until the sandbox says the task is completed (asked directly, not through apimart)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        reply = httpx.get(
-            f"{sandbox.base_url}/v1/tasks/{task_id}", headers={"Authorization": "Bearer x"}
-        )
-        if reply.json()["data"]["status"] == "completed":
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{task_id} did not complete")
+from tests.helpers.records import wait_completed
 
 
 def test_status_seeing_a_task_completed_does_not_hide_its_unsaved_images(
@@ -32,7 +18,7 @@ def test_status_seeing_a_task_completed_does_not_hide_its_unsaved_images(
 ) -> None:
     # The README's own pipeline: look at what is pending, then resume it.
     task_id = apimart("generate", "a fox", "--size", "1:1", env=env).stdout.strip()
-    _wait_until_completed(sandbox, task_id)
+    wait_completed(sandbox, task_id)
     looked = shell("apimart history --pending | cut -f1 | apimart status", env=env)
     assert looked.returncode == 0, looked.stderr
     assert looked.stdout.split("\t")[:2] == [task_id, "completed"]

@@ -6,40 +6,20 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sqlite3
 import subprocess
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig, encode_png
 from tests.e2e.conftest import API_KEY, COMMAND, apimart, png_size, shell
+from tests.helpers.records import history_rows
+from tests.helpers.waiting import wait_until
 
 SUBMIT = "/v1/images/generations"
 MANIFEST = "batch-manifest.jsonl"
-
-
-def until(condition: Callable[[], object], timeout: float = 30, *, must: bool = True) -> None:
-    """Wait for `condition` to hold (polled), or fail the test (`must`), else go on."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            if not must:
-                return
-            raise AssertionError("the condition never held")
-        time.sleep(0.02)
-
-
-def history_rows(home: Path) -> list[sqlite3.Row]:
-    with sqlite3.connect(home / "data" / "history.sqlite3") as db:
-        db.row_factory = sqlite3.Row
-        rows = db.execute("SELECT * FROM tasks ORDER BY id").fetchall()
-    db.close()
-    return rows
 
 
 def in_flight(sandbox: Sandbox) -> bool:
@@ -164,13 +144,13 @@ def test_random_kills_of_a_batch_pay_once_per_job_and_the_history_holds_every_on
             # After a kill with submissions left in flight, this run resends their keys
             # while the service still works on them: the gate opens once it has met a 409.
             if gate.shut_now:  # (a loaded machine may be slow to get there: then it opens)
-                until(
+                wait_until(
                     lambda: conflicts() > met or gate.held >= 3 or process.poll() is not None,  # noqa: B023
                     must=False,
                 )
                 gate.open()
             wanted = before + rng.randint(1, 3)  # signalled once this many are on their way
-            until(
+            wait_until(
                 lambda: (sending() >= wanted and in_flight(sandbox)) or process.poll() is not None  # noqa: B023
             )
             twice = sig != signal.SIGKILL and rng.random() < 0.6
@@ -193,7 +173,7 @@ def test_random_kills_of_a_batch_pay_once_per_job_and_the_history_holds_every_on
         gate.open()
         # Runs to the end: a job left unknown (a 409) is sent again with its key next time.
         for _ in range(4):
-            until(lambda: not in_flight(sandbox))
+            wait_until(lambda: not in_flight(sandbox))
             final = apimart(*argv, env=user, cwd=tmp_path, timeout=120)
             said.append(f"-- to the end, exit {final.returncode}:\n{final.stderr}")
             if final.returncode == 0:

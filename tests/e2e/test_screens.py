@@ -13,7 +13,7 @@ import pytest
 
 from apimart_cli.sandbox import Sandbox, SandboxConfig
 from tests.e2e.conftest import COMMAND
-from tests.terminal import WIDTH, Terminal
+from tests.helpers.terminal import WIDTH, Terminal
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 

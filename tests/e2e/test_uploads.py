@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from apimart_cli.models import parse_submission
-from apimart_cli.sandbox import RecordedRequest, Sandbox
+from apimart_cli.sandbox import Sandbox
 from tests.e2e.conftest import API_KEY, apimart, png_size
+from tests.helpers.records import posts
 
 MIB = 1024 * 1024
 
@@ -27,13 +28,6 @@ def photo(tmp_path: Path) -> Path:
     )
     path.write_bytes(encode_png(48, 32, rows))
     return path
-
-
-def posts(sandbox: Sandbox) -> list[RecordedRequest]:
-    """Every POST to the generation endpoint, whether it made a task or not."""
-    return [
-        r for r in sandbox.requests if r.method == "POST" and r.path == "/v1/images/generations"
-    ]
 
 
 def submissions_image_urls(sandbox: Sandbox) -> list[list[str]]:

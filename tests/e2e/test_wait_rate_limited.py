@@ -6,7 +6,7 @@ from pathlib import Path
 
 from apimart_cli.sandbox import Fault, Sandbox
 from tests.e2e.conftest import apimart, png_size
-from tests.e2e.test_faults import TASKS, submit_direct
+from tests.helpers.records import TASKS, submit_direct
 
 
 def test_polls_rate_limited_past_their_retries_never_fail_the_wait(

@@ -1,7 +1,7 @@
-"""A small API on 127.0.0.1 that answers what a test scripts: for the replies the
-sandbox has no switch for (a task id that cannot be one, a reply nested too deep
-to parse, the caller's own key echoed back), and for holding a request until the
-test has done something (locked the history, sent a signal).
+"""A small API on 127.0.0.1 that answers what a test scripts: for what the sandbox's
+faults cannot do, such as a task whose fields the test writes (a failure reason that
+echoes the caller's key or drives the terminal), or a submission held open until the
+test has done something (locked the history) and then let go.
 """
 
 from __future__ import annotations
@@ -18,16 +18,9 @@ Reply = tuple[int, bytes]
 # A reply from the request's path and headers (lower-case names).
 Script = Callable[[str, dict[str, str]], Reply]
 
-# A reply the JSON parser cannot take: deeper than Python's recursion limit.
-NESTED = b'{"code": 200, "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-
 
 def json_reply(value: Any, status: int = 200) -> Reply:
     return status, json.dumps(value).encode()
-
-
-def submitted(task_id: object) -> Reply:
-    return json_reply({"code": 200, "data": [{"status": "submitted", "task_id": task_id}]})
 
 
 def key_of(headers: dict[str, str]) -> str:
@@ -42,10 +35,12 @@ class Seen:
 
 
 @dataclass
-class Hostile:
+class Scripted:
     """The scripted API. `hold` (if set) keeps each POST open until `release` is set."""
 
-    submit: Script = lambda path, headers: submitted("task_01HOSTILE")
+    submit: Script = lambda path, headers: json_reply(
+        {"code": 200, "data": [{"status": "submitted", "task_id": "task_01SCRIPTED"}]}
+    )
     task: Script = lambda path, headers: json_reply({"code": 200, "data": {}})
     balance: Script = lambda path, headers: json_reply({"success": True})
     hold: bool = False
@@ -70,7 +65,7 @@ class Hostile:
 
 
 @contextmanager
-def hostile_api(api: Hostile) -> Iterator[Hostile]:
+def scripted_api(api: Scripted) -> Iterator[Scripted]:
     """Serve `api` on a free port of 127.0.0.1 for the `with` block."""
 
     class Handler(BaseHTTPRequestHandler):

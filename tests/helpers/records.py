@@ -1,0 +1,57 @@
+"""What a run left behind: the requests the sandbox saw and the rows the history kept;
+and the sandbox driven directly, not through apimart."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from apimart_cli.sandbox import RecordedRequest, Sandbox
+from tests.helpers.waiting import wait_until
+
+SUBMIT = "/v1/images/generations"
+TASKS = "/v1/tasks/"
+
+
+def posts(sandbox: Sandbox) -> list[RecordedRequest]:
+    """Every POST to the generation endpoint that reached the sandbox, accepted or not."""
+    return [r for r in sandbox.requests if r.method == "POST" and r.path == SUBMIT]
+
+
+def history_rows(home: Path) -> list[sqlite3.Row]:
+    """Every row of the history in `home`, oldest first."""
+    db = sqlite3.connect(home / "data" / "history.sqlite3")
+    try:
+        db.row_factory = sqlite3.Row
+        return db.execute("SELECT * FROM tasks ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def submit_direct(sandbox: Sandbox, prompt: str = "a fox", **fields: object) -> str:
+    """A task made in the sandbox without apimart; its id."""
+    reply = httpx.post(
+        f"{sandbox.base_url}{SUBMIT}",
+        json={"model": "gpt-image-2", "prompt": prompt, **fields},
+        headers={"Authorization": "Bearer x"},
+    )
+    return str(reply.json()["data"][0]["task_id"])
+
+
+def task_data(sandbox: Sandbox, task_id: str) -> dict[str, Any]:
+    """The sandbox's reply about a task (asked directly, not through apimart)."""
+    reply = httpx.get(f"{sandbox.base_url}{TASKS}{task_id}", headers={"Authorization": "Bearer x"})
+    data: dict[str, Any] = reply.json()["data"]
+    return data
+
+
+def wait_completed(sandbox: Sandbox, task_id: str) -> dict[str, Any]:
+    """Once the sandbox says the task is completed: its reply."""
+    wait_until(
+        lambda: task_data(sandbox, task_id)["status"] == "completed",
+        what=f"{task_id} completing",
+    )
+    return task_data(sandbox, task_id)
