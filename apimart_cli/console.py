@@ -12,10 +12,12 @@ import os
 import sys
 import threading
 import time
-from typing import TextIO, cast
+from typing import TYPE_CHECKING, TextIO, cast
 
 from apimart_cli import secrets
-from apimart_cli.errors import ApimartError, ServiceError
+
+if TYPE_CHECKING:  # only an error's report needs them: `--help` does without
+    from apimart_cli.errors import ApimartError
 
 # The secrets live in `secrets`; the display's callers keep these names.
 from apimart_cli.secrets import hide as hide
@@ -131,6 +133,8 @@ def data(line: str) -> None:
 def data_json(value: object, *, indent: int | None = None) -> None:
     """One JSON value as output: on one line, unless `indent` asks for a readable one."""
     import json  # here, not at the top: most commands print no JSON
+
+    from apimart_cli.errors import ServiceError
 
     try:
         text = json.dumps(redact_data(value), ensure_ascii=False, indent=indent)
