@@ -6,8 +6,6 @@ worker threads never interleave. With `progress` and `tables`, the display
 layer: the only modules that know rich.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 import threading
@@ -160,7 +158,7 @@ def debug(message: str) -> None:
         _write(sys.stderr, message)
 
 
-def report_error(error: ApimartError, *, as_json: bool = False) -> None:
+def report_error(error: "ApimartError", *, as_json: bool = False) -> None:
     """The one way an error reaches the user: what happened, then what to do.
 
     With `as_json` (a command's `--json`), the same error follows as one JSON
@@ -176,7 +174,7 @@ def report_error(error: ApimartError, *, as_json: bool = False) -> None:
         error_json(error)
 
 
-def error_json(error: ApimartError) -> None:
+def error_json(error: "ApimartError") -> None:
     """The error as one JSON object on a line of standard error (`--json`)."""
     import json  # here, not at the top: most commands print no JSON
 
