@@ -58,6 +58,12 @@ def test_help_loads_nothing_heavy(args: tuple[str, ...]) -> None:
     assert not loaded_modules(*args) & set(HEAVY)
 
 
+def test_help_loads_neither_the_errors_nor_the_future_module() -> None:
+    # A clean exit has no error to report or interruption to translate; nothing else on
+    # the listing's path imports `__future__`, so none of its modules may need it.
+    assert not loaded_modules("--help") & {"apimart_cli.errors", "__future__"}
+
+
 def test_a_command_loads_its_own_module_and_no_other_commands() -> None:
     commands = {
         m for m in loaded_modules("status", "--help") if m.startswith("apimart_cli.commands.")
