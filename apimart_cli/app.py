@@ -393,7 +393,7 @@ class Statuses:
 
 def status(settings: Settings, ui: Ui, task_ids: Sequence[str], *, deadline: Deadline) -> Statuses:
     """Each task asked once, at once, and recorded in the history."""
-    from apimart_cli.engine import query_tasks
+    from apimart_cli.queries import query_tasks
 
     client = make_client(settings, deadline, ui)
     with optional_history(ui, deadline) as history:

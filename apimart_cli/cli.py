@@ -257,8 +257,6 @@ def main() -> None:
     import signal
     import sys
 
-    from apimart_cli.errors import ExitCode, interrupted_code, interruption
-
     console.open_missing_streams()  # `apimart ... >&-`: a closed stream is not a crash
     signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -266,8 +264,12 @@ def main() -> None:
     except SystemExit as exiting:
         if console.stdout_closed():
             raise SystemExit(EXIT_BROKEN_PIPE) from None
+        if not exiting.code:  # done (`--help` too): nothing to translate, nothing to import
+            raise
         if exiting.code == 2:  # a usage error: perhaps an option in the wrong place
             _hint_global_option(sys.argv[1:])
+        from apimart_cli.errors import ExitCode, interrupted_code, interruption
+
         interrupt = interruption(exiting)  # one that escaped a command: Typer made it 130
         if exiting.code == ExitCode.INTERRUPTED and interrupt is not None:
             raise SystemExit(int(interrupted_code(interrupt))) from None

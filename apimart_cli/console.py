@@ -6,16 +6,16 @@ worker threads never interleave. With `progress` and `tables`, the display
 layer: the only modules that know rich.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 import threading
 import time
-from typing import TextIO, cast
+from typing import TYPE_CHECKING, TextIO, cast
 
 from apimart_cli import secrets
-from apimart_cli.errors import ApimartError, ServiceError
+
+if TYPE_CHECKING:  # only an error's report needs them: `--help` does without
+    from apimart_cli.errors import ApimartError
 
 # The secrets live in `secrets`; the display's callers keep these names.
 from apimart_cli.secrets import hide as hide
@@ -173,6 +173,8 @@ def data_json(value: object, *, indent: int | None = None) -> None:
     """One JSON value as output: on one line, unless `indent` asks for a readable one."""
     import json  # here, not at the top: most commands print no JSON
 
+    from apimart_cli.errors import ServiceError
+
     try:
         text = json.dumps(redact_data(value), ensure_ascii=False, indent=indent)
     except RecursionError:  # a reply nested just short of what the parser refuses
@@ -197,7 +199,7 @@ def debug(message: str) -> None:
         _write(sys.stderr, message)
 
 
-def report_error(error: ApimartError, *, as_json: bool = False) -> None:
+def report_error(error: "ApimartError", *, as_json: bool = False) -> None:
     """The one way an error reaches the user: what happened, then what to do.
 
     With `as_json` (a command's `--json`), the same error follows as one JSON
@@ -213,7 +215,7 @@ def report_error(error: ApimartError, *, as_json: bool = False) -> None:
         error_json(error)
 
 
-def error_json(error: ApimartError) -> None:
+def error_json(error: "ApimartError") -> None:
     """The error as one JSON object on a line of standard error (`--json`)."""
     import json  # here, not at the top: most commands print no JSON
 

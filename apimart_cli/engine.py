@@ -21,7 +21,7 @@ import queue
 import shlex
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,7 +29,6 @@ from apimart_cli.constants import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_POLL_INTERVAL,
     DOWNLOAD_WORKERS,
-    MAX_PARALLEL_QUERIES,
 )
 from apimart_cli.errors import (
     ApimartError,
@@ -41,6 +40,8 @@ from apimart_cli.errors import (
     interrupted_code,
 )
 from apimart_cli.models import Task
+from apimart_cli.queries import fetch_task
+from apimart_cli.queries import query_tasks as query_tasks  # `status`'s, kept apart from here
 from apimart_cli.workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -480,51 +481,6 @@ def _learned(history: History | None) -> Learned | None:
         return history.learned()
     except HistoryError:  # the history only helps here; the wait goes on without it
         return None
-
-
-def fetch_task(client: Client, task_id: str) -> Task:
-    """The task's state, under the id it was polled by, whatever id the reply gives:
-    files are named and states recorded by the id the user has."""
-    task = client.get_task(task_id)
-    return task if task.task_id == task_id else replace(task, task_id=task_id)
-
-
-def query_tasks(
-    client: Client, task_ids: Sequence[str], *, history: History | None = None
-) -> list[Task | ApimartError]:
-    """`status`: each task's state (or the error in its way), asked at once, at most
-    MAX_PARALLEL_QUERIES at a time, and recorded in the history. An id with no answer
-    by the client's deadline gets a WaitTimeout (exit 124); nothing waits past it."""
-    from apimart_cli.workers import map_within
-
-    def ask(task_id: str) -> Task:
-        return fetch_task(client, task_id)
-
-    def record(index: int, outcome: tuple[bool, object]) -> None:
-        # Recorded as each answer comes, while there is time: the history only mirrors
-        # the service, and a hundred thousand writes after the deadline would overrun it.
-        ok, task = outcome
-        if history is not None and ok and isinstance(task, Task) and not client.deadline.expired():
-            from apimart_cli.history import task_changes
-
-            history.update(task.task_id, **task_changes(task))
-
-    outcomes, _ = map_within(
-        client.deadline,
-        ask,
-        task_ids,
-        workers=MAX_PARALLEL_QUERIES,
-        name="status",
-        on_answer=record,
-    )
-    results: dict[int, Task | ApimartError] = {}
-    for index, (ok, value) in outcomes.items():
-        if ok or isinstance(value, ApimartError):
-            results[index] = value
-        else:  # a bug: report it, the others are answered all the same
-            results[index] = ApimartError(f"Internal error while asking: {value!r}")
-    late = WaitTimeout("Out of time waiting for the service's answer.")
-    return [results.get(index, late) for index in range(len(task_ids))]
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ long enough prefix of it is hidden as well. This module imports nothing of the
 tool's, so any module may use it.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 
 _secrets: frozenset[str] = frozenset()

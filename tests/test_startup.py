@@ -7,7 +7,6 @@ import inspect
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -59,6 +58,12 @@ def test_help_loads_nothing_heavy(args: tuple[str, ...]) -> None:
     assert not loaded_modules(*args) & set(HEAVY)
 
 
+def test_help_loads_neither_the_errors_nor_the_future_module() -> None:
+    # A clean exit has no error to report or interruption to translate; nothing else on
+    # the listing's path imports `__future__`, so none of its modules may need it.
+    assert not loaded_modules("--help") & {"apimart_cli.errors", "__future__"}
+
+
 def test_a_command_loads_its_own_module_and_no_other_commands() -> None:
     commands = {
         m for m in loaded_modules("status", "--help") if m.startswith("apimart_cli.commands.")
@@ -82,20 +87,56 @@ def test_version_matches_the_package() -> None:
 # What a one-line command never uses: rich's console beyond what `status --json` prints
 # (nothing), pygments, and click (Typer carries its own copy, `typer._click`).
 UNUSED_BY_STATUS = ("rich", "pygments", "click", "httpx._main")
+# What one question to the service and one row of the history need none of: the engine
+# (waits, downloads) and its poller, the sandbox, the folders' look-up (both folders are
+# given), submissions, and what only those import.
+NOT_FOR_ONE_QUERY = (
+    "apimart_cli.engine",
+    "apimart_cli.polling",
+    "apimart_cli.downloads",
+    "apimart_cli.submission",
+    "apimart_cli.payload",
+    "apimart_cli.sandbox",
+    "platformdirs",
+    "tomllib",
+    "shlex",
+    "asyncio",
+)
 
 
-def test_status_loads_no_rich_pygments_or_click(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def status_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """What `apimart status ID --json` loads, asking a sandbox about a task it knows
+    and recording the answer in a history that holds the task."""
+    data = tmp_path_factory.mktemp("data")
     with Sandbox(SandboxConfig(duration=0)) as sandbox:
         env = {
             **os.environ,
             "APIMART_API_KEY": "sk-test",
             "APIMART_BASE_URL": sandbox.base_url,
-            "APIMART_DATA_DIR": str(tmp_path),
-            "APIMART_CONFIG": str(tmp_path / "config.toml"),
+            "APIMART_DATA_DIR": str(data),
+            "APIMART_CONFIG": str(data / "config.toml"),
         }
-        modules = loaded_modules("status", "task_unknown_01", "--json", env=env)
-    assert "apimart_cli.client" in modules  # it did reach the service
-    loaded = {m for m in modules if m.split(".")[0] in UNUSED_BY_STATUS or m == "httpx._main"}
+        generated = subprocess.run(
+            [sys.executable, "-m", "apimart_cli", "generate", "a fox"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        modules = loaded_modules("status", generated.stdout.strip(), "--json", env=env)
+    return modules
+
+
+def test_status_loads_no_rich_pygments_or_click(status_modules: set[str]) -> None:
+    assert "apimart_cli.client" in status_modules  # it did reach the service
+    loaded = {m for m in status_modules if m.split(".")[0] in UNUSED_BY_STATUS}
+    assert not loaded
+
+
+def test_status_loads_neither_the_engine_nor_the_sandbox(status_modules: set[str]) -> None:
+    assert "apimart_cli.history" in status_modules  # the answer is still recorded
+    loaded = status_modules & set(NOT_FOR_ONE_QUERY)
     assert not loaded
 
 
