@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from apimart_cli import safefiles
 from apimart_cli.errors import UsageError
 
 SHELLS = ("bash", "zsh", "fish")
@@ -49,9 +50,8 @@ def install(shell: str, env: dict[str, str] | None = None) -> tuple[Path, str | 
     do, if anything (zsh: the folder on $fpath before compinit)."""
     target = install_path(shell, env)
     target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(f".{target.name}.part")
-    part.write_bytes(script_path(shell).read_bytes())
-    part.replace(target)
+    # Created anew beside it and renamed over it: a link planted there is not followed.
+    safefiles.write_atomic(target, script_path(shell).read_bytes(), safefiles.usual_mode())
     if shell != "zsh":
         return target, None
     env = dict(os.environ) if env is None else env

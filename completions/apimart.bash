@@ -61,12 +61,13 @@ _apimart() {
         --resolution) _apimart_values "1k 2k 4k"; return ;;
         -r) _apimart_values "1k 2k 4k"; return ;;
         --state) _apimart_values "submitting submitted pending processing completed failed cancelled unknown"; return ;;
-        --refs) _apimart_values "inline upload"; return ;;
+        --refs) _apimart_values "auto inline upload"; return ;;
+        --type) _apimart_values "image video"; return ;;
         --output|-o) _apimart_files -d; return ;;
         --image|-i) _apimart_files -f; return ;;
         --model) _apimart_values "$(_apimart_models | tr '
 ' ' ')"; return ;;
-        --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--interval|--latency|--limit|--max-in-flight|--n|--name|--param|--poll-rate|--port|--search|--seed|--since|--submit-rate|--timeout|--type|-n) return ;;  # a value only the user knows: nothing, not file names
+        --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--interval|--latency|--limit|--max-in-flight|--n|--name|--param|--poll-rate|--port|--search|--seed|--since|--submit-rate|--timeout|-n) return ;;  # a value only the user knows: nothing, not file names
     esac
     local words="" arguments=""
     case "$path" in

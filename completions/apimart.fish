@@ -53,7 +53,7 @@ complete -c apimart -n '__fish_seen_subcommand_from generate' -s i -r -F
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l official-fallback
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l model -x -a '(__apimart_models)'
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l param -x
-complete -c apimart -n '__fish_seen_subcommand_from generate' -l refs -x -a 'inline upload'
+complete -c apimart -n '__fish_seen_subcommand_from generate' -l refs -x -a 'auto inline upload'
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l wait
 complete -c apimart -n '__fish_seen_subcommand_from generate' -s w
 complete -c apimart -n '__fish_seen_subcommand_from generate' -l output -x -a '(__fish_complete_directories)'
@@ -114,7 +114,7 @@ complete -c apimart -n '__fish_seen_subcommand_from batch' -l metadata
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l timeout -x
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l interval -x
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l force
-complete -c apimart -n '__fish_seen_subcommand_from batch' -l refs -x -a 'inline upload'
+complete -c apimart -n '__fish_seen_subcommand_from batch' -l refs -x -a 'auto inline upload'
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l json
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l open
 complete -c apimart -n '__fish_seen_subcommand_from batch' -l no-metadata
@@ -140,7 +140,7 @@ complete -c apimart -n '__fish_seen_subcommand_from upload' -l help
 complete -c apimart -n '__fish_seen_subcommand_from upload' -s h
 complete -c apimart -n '__fish_seen_subcommand_from upload' -F
 complete -c apimart -n '__fish_seen_subcommand_from models' -l timeout -x
-complete -c apimart -n '__fish_seen_subcommand_from models' -l type -x
+complete -c apimart -n '__fish_seen_subcommand_from models' -l type -x -a 'image video'
 complete -c apimart -n '__fish_seen_subcommand_from models' -l json
 complete -c apimart -n '__fish_seen_subcommand_from models' -l docs
 complete -c apimart -n '__fish_seen_subcommand_from models' -l help

@@ -23,7 +23,8 @@ from apimart_cli.cli import app
 from apimart_cli.commands.history import STATES
 from apimart_cli.completion import SHELLS
 from apimart_cli.constants import DEFAULT_MODEL
-from apimart_cli.settings import KEYS
+from apimart_cli.schema import MODEL_KINDS
+from apimart_cli.settings import KEYS, REFERENCE_MODES
 from apimart_cli.sizes import RESOLUTIONS, SIZE_CHOICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,8 @@ VALUES = {
     "--resolution": RESOLUTIONS,
     "-r": RESOLUTIONS,
     "--state": STATES,
-    "--refs": ("inline", "upload"),
+    "--refs": REFERENCE_MODES,
+    "--type": MODEL_KINDS,
 }
 DIRECTORY_OPTIONS = ("--output", "-o")
 FILE_OPTIONS = ("--image", "-i")

@@ -159,7 +159,8 @@ def test_bash_offers_files_where_files_go_and_never_after_a_free_value(
     assert bash_in("apimart history --search ", work) == []  # not file names
     assert bash_in("apimart generate --model ", work) == sorted(MODELS)
     assert bash_in("apimart models ", work) == sorted(MODELS)
-    assert bash_in("apimart batch j --refs ", work) == ["inline", "upload"]
+    assert bash_in("apimart batch j --refs ", work) == ["auto", "inline", "upload"]
+    assert bash_in("apimart models --type ", work) == ["image", "video"]
 
 
 MODELS = ["gpt-image-2", "gpt-image-2-official", "gemini-3.1-flash-image-preview"]
@@ -250,3 +251,24 @@ def test_bash_completes_from_where_the_install_put_it(home: dict[str, str], tmp_
     typed(shell, home, work, "apimart inspect ", "a.png", "b.png", "out/")
     typed(shell, home, work, "apimart history --state ", "submitting", "cancelled")
     typed(shell, home, work, "apimart generate --model ", "gemini-3.1-flash-image-preview")
+
+
+def test_install_writes_through_no_link_planted_beside_or_at_its_path(tmp_path: Path) -> None:
+    from apimart_cli.completion import install as install_script
+    from apimart_cli.completion import install_path
+
+    env = {"HOME": str(tmp_path / "home")}
+    target = install_path("bash", env)
+    target.parent.mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    target.symlink_to(victim)
+    (target.parent / f".{target.name}.part").symlink_to(victim)  # a temporary's old name
+
+    path, _ = install_script("bash", env)
+
+    assert path == target and not target.is_symlink()
+    assert victim.read_text() == "keep me"
+    assert target.read_bytes() == (ROOT / "completions" / "apimart.bash").read_bytes()
+    left = sorted(p.name for p in target.parent.iterdir())
+    assert left == [f".{target.name}.part", target.name]  # no temporary file of its own left
