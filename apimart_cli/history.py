@@ -423,7 +423,7 @@ class History:
             return None
         try:
             body = json.loads(row[0])
-        except ValueError:
+        except (ValueError, TypeError, RecursionError):  # another program wrote the row
             return None
         return body if isinstance(body, dict) else None
 

@@ -249,7 +249,7 @@ def _bmff(data: Bytes, to_the_end: bool) -> Flaw | None:
 
 # --- EBML (WebM, Matroska): a header element, then a segment that ends with the file ---
 
-_EBML_HEADER, _SEGMENT = 0x1A45DFA3, 0x18538067
+_EBML_HEADER, _SEGMENT, _CLUSTER = 0x1A45DFA3, 0x18538067, 0x1F43B675
 
 
 def _vint(data: Bytes, at: int, *, marker: bool) -> tuple[int, int, bool] | None:
@@ -309,23 +309,34 @@ def _ebml(data: Bytes, to_the_end: bool) -> Flaw | None:
             return _short(f"the video ends inside its segment ({total} of {end} bytes)")
         if end < total:
             return _bad(f"the video has {total - end} bytes after its segment")
-        return None
-    # A segment of unknown size (as a live encoder writes it): its elements must add up
-    # to the file, up to one that is itself of unknown size (a cluster), which runs to
-    # the end and cannot say more.
-    at = start
+    return _segment_children(data, start, total, known_size=length is not None)
+
+
+def _segment_children(data: Bytes, at: int, end: int, *, known_size: bool) -> Flaw | None:
+    """The segment's elements must add up to its end, up to one of unknown size (a
+    live encoder's cluster, which runs to the end and cannot say more), and hold a
+    cluster: a segment of headers alone has no picture in it (a file cut before its
+    first cluster, or one that never had any)."""
+    clusters = False
     for _ in range(_MAX_PARTS):
-        if at >= total:
-            return None
+        if at >= end:
+            break
         child = _element(data, at)
         if isinstance(child, Flaw):
             return child
+        clusters = clusters or child[0] == _CLUSTER
         if child[2] is None:
-            return None
+            break
         at = child[1] + child[2]
-        if at > total:
-            return _short("the video ends inside an element of its segment")
-    return _bad(f"the video's segment has more than {_MAX_PARTS} elements")
+        if at > end:
+            reason = "the video ends inside an element of its segment"
+            return _bad(reason) if known_size else _short(reason)
+    else:
+        return _bad(f"the video's segment has more than {_MAX_PARTS} elements")
+    if not clusters:
+        reason = "the video's segment holds no cluster"
+        return _bad(reason) if known_size else _short(reason)
+    return None
 
 
 _CHECKS: dict[str, Callable[[Bytes, bool], Flaw | None]] = {

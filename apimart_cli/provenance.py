@@ -344,7 +344,7 @@ def inspect(path: Path) -> dict[str, Any]:
         stored = None
         if _is_video(path):
             raise TaskError(
-                f"{path} is a video: a video carries no provenance in the file.",
+                f"{name} is a video: a video carries no provenance in the file.",
                 "`apimart history --json` has what made it (its prompt and fields), and "
                 "`batch --metadata` writes it in a JSON sidecar beside the video.",
             ) from None

@@ -49,6 +49,15 @@ MAX_UPLOAD_URL_CHARS = 8192
 _FILE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
+def _plausible_time(value: object) -> bool:
+    """Whether a time read back from the cache (another program may have written it)
+    is a moment in the past worth naming: a finite Unix time after 1970, not ahead of
+    now (1e300, NaN or a 400-digit number would fail to make a date)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return 0 < value <= time.time() + 86_400
+
+
 @dataclass(frozen=True)
 class Upload:
     """One image to upload: a multipart body with the single field `file`, streamed."""
@@ -462,7 +471,7 @@ class ReferenceSender:
         with self._lock:
             if self.mode == "auto":
                 self.mode = "upload" if refused is not None else "inline"
-                if isinstance(refused, (int, float)) and not isinstance(refused, bool):
+                if _plausible_time(refused):
                     self._refused_since = float(refused)
 
     def _say_remembered(self) -> None:

@@ -178,13 +178,17 @@ def _proves_nothing_made(error: ApimartError, *, resending: bool) -> bool:
     A 409 or 422 never does: the key is known to the service. A first send refused
     made nothing. A resend refused for the key, the balance or the pace says nothing
     of what the earlier sends made; refused for its body (a 400), it does: a service
-    that had made a task under the key would have answered with it.
+    that had made a task under the key would have answered with it. Nor does a
+    resend that got no refusal at all (the deadline came while retrying), or whose
+    refusal came with a 5xx (a model the service cannot use now, under a load status).
     """
     status = getattr(error, "status_code", None)
     if status in _KEY_CONFLICTS:
         return False
     if not resending:
         return True
+    if not isinstance(status, int) or not 400 <= status < 500:
+        return False
     return status not in _NOT_ABOUT_THE_KEY and not isinstance(error, SubmissionUnknown)
 
 
@@ -206,8 +210,12 @@ def _not_a_refusal(error: ApimartError, key: str) -> SubmissionUnknown:
         )
     elif status != 409:
         hint = f"{hint} {resend_hint(key)}"
+    stop = error.exit_code if error.exit_code in _STOPS else None  # the deadline's 124 stays
     return SubmissionUnknown(
-        f"{error.message} ({why}); the outcome is unknown.", hint, idempotency_key=key
+        f"{error.message} ({why}); the outcome is unknown.",
+        hint,
+        idempotency_key=key,
+        exit_code=stop,
     )
 
 

@@ -615,6 +615,24 @@ def test_hostile_values_in_a_row_are_read_as_absent(path: Path, row: dict[str, o
     assert record.cost is None or isinstance(record.cost, float)
 
 
+@pytest.mark.parametrize(
+    "body", ["[" * 5000 + "]" * 5000, 5, b"\x00\xff", "[1, 2]"], ids=["deep", "int", "blob", "list"]
+)
+def test_a_bound_body_that_cannot_be_read_is_none_never_an_error(path: Path, body: object) -> None:
+    import sqlite3
+
+    with History.open(path) as history:
+        history.record_sending(
+            base_url=BASE, prompt="p", fields={}, idempotency_key="k", body={"prompt": "p"}
+        )
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE tasks SET body = ?", (body,))
+    conn.close()
+
+    with History.open(path) as history:
+        assert history.bound_body("k") is None
+
+
 def test_a_records_kind_comes_from_its_operation_or_its_saved_files() -> None:
     from apimart_cli.history import TaskRecord
 

@@ -137,6 +137,42 @@ def test_a_resend_refused_for_the_key_or_balance_keeps_the_key(
     assert (row.state, row.idempotency_key) == ("unknown", "k1")
 
 
+def test_a_resend_out_of_time_while_retrying_keeps_the_key(
+    history: History, httpx_mock: HTTPXMock
+) -> None:
+    from apimart_cli.retry import Deadline
+
+    httpx_mock.add_response(url=SUBMIT_URL, status_code=500)
+    # Asked to wait longer than the time left: the resend ends without any refusal.
+    httpx_mock.add_response(
+        url=SUBMIT_URL, headers={"Retry-After": "3600"}, **refused(429, "slow down")
+    )
+    request = build_request("a fox")
+    with Client(BASE, KEY, sleep=lambda _: None, deadline=Deadline.after(30)) as client:
+        with pytest.raises(SubmissionUnknown):
+            submit(client, history, request, idempotency_key="k1")
+        with pytest.raises(SubmissionUnknown) as caught:
+            submit(client, history, request, idempotency_key="k1")
+    assert caught.value.exit_code == ExitCode.TIMEOUT
+    [row] = history.list()
+    assert (row.state, row.idempotency_key) == ("unknown", "k1")
+
+
+def test_a_resend_refused_for_its_model_under_a_5xx_keeps_the_key(
+    client: Client, history: History, httpx_mock: HTTPXMock
+) -> None:
+    httpx_mock.add_response(url=SUBMIT_URL, status_code=500)
+    model_gone = {"error": {"code": "model_not_found", "message": "no such model"}}
+    httpx_mock.add_response(url=SUBMIT_URL, status_code=503, json=model_gone)
+    request = build_request("a fox")
+    with pytest.raises(SubmissionUnknown):
+        submit(client, history, request, idempotency_key="k1")
+    with pytest.raises(SubmissionUnknown, match="may have created the task"):
+        submit(client, history, request, idempotency_key="k1")
+    [row] = history.list()
+    assert (row.state, row.idempotency_key) == ("unknown", "k1")
+
+
 def test_a_first_send_refused_and_a_resend_refused_for_its_body_let_the_key_go(
     client: Client, history: History, httpx_mock: HTTPXMock
 ) -> None:

@@ -94,6 +94,23 @@ def test_webm_needs_its_header_and_a_segment_that_ends_with_the_file(
     assert (problem is None) is whole, problem
 
 
+INFO = element(b"\x15\x49\xa9\x66", b"\0" * 8)
+
+
+@pytest.mark.parametrize(
+    ("data", "short"),
+    [
+        (EBML + element(SEGMENT_ID, b"", unknown=True), True),  # headers, then nothing
+        (EBML + element(SEGMENT_ID, INFO, unknown=True), True),  # cut before its first cluster
+        (EBML + element(SEGMENT_ID, INFO), False),  # a whole segment that never had one
+        (EBML + element(SEGMENT_ID, INFO[:-4] + CLUSTER), False),  # its parts overrun it
+    ],
+)
+def test_a_webm_segment_without_a_cluster_is_never_whole(data: bytes, short: bool) -> None:
+    problem = flaw(data, to_the_end=True)
+    assert problem is not None and problem.short is short, problem
+
+
 def test_extension_and_type_come_from_the_bytes() -> None:
     assert media_extension(mp4_video(64, 64, 1, "x")[:64]) == ".mp4"
     assert media_extension(box(b"ftyp", b"qt  \0\0\0\0qt  ")[:64]) == ".mov"

@@ -5,6 +5,7 @@ ISO times, synchronous results, replays)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -211,6 +212,27 @@ def test_refs_auto_remembers_a_base64_refusal_for_later_commands(
     assert inline.exit_code == 0, inline.output
     assert submitted_bodies(sandbox)[3:] == [["data:"]]
     assert "Uploading" not in inline.stderr
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [1e300, -1e300, float("nan"), float("inf"), 10**400, -1],
+    ids=["1e300", "-1e300", "nan", "inf", "400 digits", "-1"],
+)
+def test_refs_auto_with_a_hostile_refusal_time_in_the_cache_still_uploads(
+    sandbox: Sandbox, ref: Path, planted: float
+) -> None:
+    from apimart_cli.cache import Cache
+
+    # Another program (or a damaged file) left a refusal whose time makes no date.
+    Cache().remember_note(sandbox.base_url, "refuses-base64", planted, time.time() + 3600)
+
+    result = run("generate", "a fox", "-i", str(ref))
+
+    assert result.exit_code == 0, result.output
+    assert "Uploading local references first" in result.stderr
+    assert " on " not in result.stderr.splitlines()[0]  # no date made up from it
+    assert submitted_bodies(sandbox) == [["http:"]]
 
 
 def test_refs_auto_without_a_refusal_sends_inline(sandbox: Sandbox, ref: Path) -> None:

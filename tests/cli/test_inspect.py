@@ -204,6 +204,19 @@ def test_a_file_name_with_escapes_is_named_without_them(tmp_path: Path) -> None:
     assert not any(ch in result.stdout + result.stderr for ch in "\x1b\x07")
 
 
+def test_a_video_whose_name_holds_escapes_is_named_without_them(tmp_path: Path) -> None:
+    from apimart_cli.sandbox.videos import mp4_video
+
+    video = tmp_path / "v\x1b]0;owned\x07.mp4"
+    video.write_bytes(mp4_video(64, 64, 1, "waves"))
+
+    result = run("inspect", str(video))
+
+    assert result.exit_code == 1
+    assert "v?]0;owned?.mp4 is a video" in result.stderr
+    assert not any(ch in result.stdout + result.stderr for ch in "\x1b\x07")
+
+
 def test_json_ends_with_one_error_object_like_every_command(tmp_path: Path) -> None:
     plain = tmp_path / "plain.png"
     plain.write_bytes(PNG)
