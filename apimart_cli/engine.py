@@ -349,7 +349,9 @@ class Engine:
             self._reporter.finished(task, [])
             return
         if not task.images:
-            self._fail(task.task_id, TaskError(f"Task {task.task_id} completed with no images."))
+            self._fail(
+                task.task_id, TaskError(f"Task {task.task_id} completed with no images or videos.")
+            )
             return
         if self._hooks.completed is not None:
             self._hooks.completed(task, self._history_record(task.task_id))

@@ -138,7 +138,7 @@ def test_the_polled_id_names_the_file_and_the_record_whatever_the_reply_says(
         ({"status": "failed", "error": {"message": "moderation"}}, False, None),
         ({"status": "cancelled"}, False, None),
         ({"status": "processing", "progress": 40}, True, "is processing (40%), not completed"),
-        ({"status": "completed"}, False, "completed with no images"),
+        ({"status": "completed"}, False, "completed with no images or videos"),
     ],
     ids=["failed", "cancelled", "unfinished-once", "no-images"],
 )
