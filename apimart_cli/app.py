@@ -25,15 +25,15 @@ if TYPE_CHECKING:
     from apimart_cli.batch.run import BatchOptions
     from apimart_cli.batch.tracker import BatchDisplay
     from apimart_cli.client import Client
+    from apimart_cli.deadline import Deadline
     from apimart_cli.downloads import Downloader
     from apimart_cli.engine import Outcome, Reporter, SaveHooks, WaitPlan
     from apimart_cli.history import History, TaskRecord
-    from apimart_cli.models import Task
     from apimart_cli.payload import GenerationRequest
     from apimart_cli.preview import Previewer
-    from apimart_cli.retry import Deadline
     from apimart_cli.settings import Settings
     from apimart_cli.submission import Resent
+    from apimart_cli.tasks import Task
 
     class WaitReporter(Reporter, Protocol):
         """The engine's reporter, which can also draw an inline preview (or ignore it)."""
@@ -326,9 +326,9 @@ def batch(
     The run is bounded by `deadline` (by default `options.timeout` from now), the uploads
     before it included."""
     from apimart_cli.batch import AimdLimiter, run_batch
+    from apimart_cli.deadline import Deadline
     from apimart_cli.gallery import Keeper
     from apimart_cli.references import ReferenceSender
-    from apimart_cli.retry import Deadline
 
     limiter = AimdLimiter(concurrency)
     deadline = deadline or Deadline.after(options.timeout)

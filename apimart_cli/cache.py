@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from apimart_cli import secrets
 
 if TYPE_CHECKING:
-    from apimart_cli.retry import Deadline
+    from apimart_cli.deadline import Deadline
 
 FILE_NAME = "cache.sqlite3"
 # The longest wait for another process's lock. Short: every write is a few rows, and the

@@ -32,6 +32,7 @@ from apimart_cli.constants import (
     STALL_WINDOW,
     USER_AGENT_PRODUCT,
 )
+from apimart_cli.deadline import Deadline
 from apimart_cli.errors import (
     ApimartError,
     APIStatusError,
@@ -47,7 +48,15 @@ from apimart_cli.errors import (
     TaskError,
     WaitTimeout,
 )
-from apimart_cli.models import (
+from apimart_cli.retry import (
+    RETRYABLE_STATUSES,
+    SAFE_TO_RESEND_SUBMIT,
+    Transient,
+    parse_retry_after,
+    retrying,
+)
+from apimart_cli.settings import is_loopback, no_key_error
+from apimart_cli.tasks import (
     ReplyError,
     Submitted,
     Task,
@@ -57,15 +66,6 @@ from apimart_cli.models import (
     reply_error,
     validate_task_id,
 )
-from apimart_cli.retry import (
-    RETRYABLE_STATUSES,
-    SAFE_TO_RESEND_SUBMIT,
-    Deadline,
-    Transient,
-    parse_retry_after,
-    retrying,
-)
-from apimart_cli.settings import is_loopback, no_key_error
 from apimart_cli.workers import Runner
 
 lean_httpx.keep_out_cli()  # httpx's own command-line client: 40 ms, never used

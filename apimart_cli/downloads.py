@@ -64,8 +64,8 @@ from apimart_cli.images import (
     sniff_video,
 )
 from apimart_cli.integrity import flaw, is_video
-from apimart_cli.models import ResultImage, validate_task_id
 from apimart_cli.retry import RETRYABLE_STATUSES, Transient, parse_retry_after, retrying
+from apimart_cli.tasks import ResultImage, validate_task_id
 
 if TYPE_CHECKING:
     from apimart_cli.client import Client, Reply

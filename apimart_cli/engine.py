@@ -39,17 +39,17 @@ from apimart_cli.errors import (
     WaitTimeout,
     interrupted_code,
 )
-from apimart_cli.models import Task
 from apimart_cli.queries import fetch_task
 from apimart_cli.queries import query_tasks as query_tasks  # `status`'s, kept apart from here
+from apimart_cli.tasks import Task
 from apimart_cli.workers import WorkerPool
 
 if TYPE_CHECKING:
     from apimart_cli.client import Client
+    from apimart_cli.deadline import Deadline
     from apimart_cli.downloads import Downloader, Finish, OnProgress, SavedFile
     from apimart_cli.history import History, TaskRecord
     from apimart_cli.polling import Learned
-    from apimart_cli.retry import Deadline
 
 # How long the calling thread sleeps at most while downloads finish, between ticks.
 _TICK_SECONDS = 0.5
@@ -293,7 +293,7 @@ class Engine:
 
     def _read(self, stream: Iterable[str]) -> None:
         """Feed ids to the poller as their lines arrive; a bad line is reported, not fatal."""
-        from apimart_cli.models import validate_task_id
+        from apimart_cli.tasks import validate_task_id
 
         try:
             for line in stream:

@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING, Any
 from apimart_cli import secrets
 from apimart_cli.constants import VIDEO_OPERATION
 from apimart_cli.errors import HistoryError
-from apimart_cli.models import FINAL_STATES
+from apimart_cli.tasks import FINAL_STATES
 
 if TYPE_CHECKING:
-    from apimart_cli.models import Task
+    from apimart_cli.deadline import Deadline
     from apimart_cli.polling import Learned
-    from apimart_cli.retry import Deadline
+    from apimart_cli.tasks import Task
 
 __all__ = [
     "FINAL_STATES",

@@ -45,14 +45,14 @@ from apimart_cli.errors import (
     UsageError,
 )
 from apimart_cli.fields import BY_NAME, FIELDS
-from apimart_cli.models import FINAL_STATES
+from apimart_cli.tasks import FINAL_STATES
 
 if TYPE_CHECKING:
     from apimart_cli.app import Ui
     from apimart_cli.downloads import SavedFile
     from apimart_cli.engine import Outcome
-    from apimart_cli.models import Task
     from apimart_cli.settings import Settings
+    from apimart_cli.tasks import Task
 
 
 INSTRUCTIONS = """\
@@ -244,9 +244,9 @@ class Tools:
     ) -> dict[str, Any]:
         """`fields` are the request's, as `fields.FIELDS` names them."""
         from apimart_cli import app
+        from apimart_cli.deadline import Deadline
         from apimart_cli.engine import WaitPlan
         from apimart_cli.payload import request_from
-        from apimart_cli.retry import Deadline
 
         request = request_from(fields)
         notes = list(request.notes)
@@ -275,8 +275,8 @@ class Tools:
         notify: Callable[[float, float, str], None],
     ) -> dict[str, Any]:
         from apimart_cli import app
+        from apimart_cli.deadline import Deadline
         from apimart_cli.engine import WaitPlan
-        from apimart_cli.retry import Deadline
 
         ids = _checked(task_ids)
         settings = self._settings(output_dir)
@@ -288,7 +288,7 @@ class Tools:
 
     def status(self, task_ids: list[str], *, timeout: float) -> dict[str, Any]:
         from apimart_cli import app
-        from apimart_cli.retry import Deadline
+        from apimart_cli.deadline import Deadline
 
         ids = _checked(task_ids)
         result = app.status(self._settings(), self._ui(), ids, deadline=Deadline.after(timeout))
@@ -320,13 +320,13 @@ class Tools:
 
     def balance(self, *, timeout: float) -> dict[str, Any]:
         from apimart_cli import app
-        from apimart_cli.retry import Deadline
+        from apimart_cli.deadline import Deadline
 
         return app.balance(self._settings(), self._ui(), deadline=Deadline.after(timeout))
 
     def upload(self, paths: list[str], *, timeout: float) -> dict[str, Any]:
         from apimart_cli import app
-        from apimart_cli.retry import Deadline
+        from apimart_cli.deadline import Deadline
 
         notes: list[str] = []
         deadline = Deadline.after(timeout)
@@ -335,7 +335,7 @@ class Tools:
 
     def models(self, model: str | None, *, timeout: float, docs: bool = False) -> dict[str, Any]:
         from apimart_cli import app
-        from apimart_cli.retry import Deadline
+        from apimart_cli.deadline import Deadline
 
         notes: list[str] = []
         deadline = Deadline.after(timeout)
@@ -349,7 +349,7 @@ class Tools:
 
     def resend(self, keys: list[str], *, timeout: float) -> dict[str, Any]:
         from apimart_cli import app
-        from apimart_cli.retry import Deadline
+        from apimart_cli.deadline import Deadline
 
         # A bad key: nothing sent.
         deadline = Deadline.after(timeout)
@@ -421,7 +421,7 @@ class _RunFailed(ApimartError):
 
 
 def _checked(task_ids: list[str]) -> list[str]:
-    from apimart_cli.models import validate_task_id
+    from apimart_cli.tasks import validate_task_id
 
     if not task_ids:
         raise UsageError("No task ids given.", "Pass the ids `generate` returned.")

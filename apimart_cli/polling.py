@@ -34,8 +34,8 @@ from apimart_cli.errors import (
     TaskError,
     WaitTimeout,
 )
-from apimart_cli.models import Task
 from apimart_cli.pacing import Aimd
+from apimart_cli.tasks import Task
 from apimart_cli.workers import WorkerPool
 
 # A completion is noticed within this share of the task's duration.

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from apimart_cli.downloads import SavedFile
     from apimart_cli.engine import Outcome
     from apimart_cli.errors import ApimartError, HistoryError
-    from apimart_cli.models import Task
+    from apimart_cli.tasks import Task
 
 
 def display_mode() -> Literal["silent", "rich", "plain"]:

@@ -31,7 +31,7 @@ from apimart_cli.images import IHDR_END, PNG_SIGNATURE, png_chunk, png_chunks
 
 if TYPE_CHECKING:
     from apimart_cli.history import TaskRecord
-    from apimart_cli.models import Task
+    from apimart_cli.tasks import Task
 
 KEYWORD = "apimart"
 # The fields of a request that have their own key in the object; any other is a param.

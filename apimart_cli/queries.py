@@ -17,7 +17,7 @@ from apimart_cli.errors import ApimartError, WaitTimeout
 if TYPE_CHECKING:
     from apimart_cli.client import Client
     from apimart_cli.history import History
-    from apimart_cli.models import Task
+    from apimart_cli.tasks import Task
 
 
 def fetch_task(client: Client, task_id: str) -> Task:

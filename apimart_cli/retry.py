@@ -18,6 +18,7 @@ from apimart_cli.constants import (
     RETRY_MAX_ATTEMPTS,
     RETRY_MAX_DELAY,
 )
+from apimart_cli.deadline import Deadline
 from apimart_cli.errors import ApimartError, WaitTimeout
 
 # Statuses after which the server cannot have accepted a submission (a paid POST).
@@ -67,42 +68,6 @@ def attempts_left(attempt: int) -> bool:
 
 
 T = TypeVar("T")
-
-
-class Deadline:
-    """When the whole command must end (`--timeout`), on a monotonic clock.
-
-    A value handed to everything that waits: the poll loop, every retry, every
-    request and download. `Deadline.none()` never comes.
-    """
-
-    def __init__(self, at: float | None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.at = at
-        self._clock = clock
-
-    @classmethod
-    def after(cls, seconds: float | None, clock: Callable[[], float] = time.monotonic) -> Deadline:
-        return cls(None if seconds is None else clock() + seconds, clock)
-
-    @classmethod
-    def none(cls) -> Deadline:
-        return cls(None)
-
-    def remaining(self) -> float | None:
-        """Seconds left (never below 0), or None without a deadline."""
-        return None if self.at is None else max(self.at - self._clock(), 0.0)
-
-    def expired(self) -> bool:
-        return self.at is not None and self._clock() >= self.at
-
-    def cap(self, seconds: float) -> float:
-        """`seconds`, or what is left of the time if that is less."""
-        left = self.remaining()
-        return seconds if left is None else min(seconds, left)
-
-    def allows(self, delay: float) -> bool:
-        """True if waiting `delay` seconds still ends before the deadline."""
-        return self.at is None or self._clock() + delay < self.at
 
 
 class Transient(Exception):

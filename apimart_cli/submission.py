@@ -36,8 +36,8 @@ from apimart_cli.errors import (
 if TYPE_CHECKING:
     from apimart_cli.client import Client
     from apimart_cli.history import History
-    from apimart_cli.models import Submitted
     from apimart_cli.payload import GenerationRequest, Reference
+    from apimart_cli.tasks import Submitted
 
 # Statuses that never prove a key made nothing: 409, the first request with the key is
 # still being processed; 422, the key came back with another body (the draft's rule).

@@ -19,7 +19,7 @@ from apimart_cli.constants import REQUEST_THREAD_IDLE_SECONDS
 from apimart_cli.errors import WaitTimeout
 
 if TYPE_CHECKING:
-    from apimart_cli.retry import Deadline
+    from apimart_cli.deadline import Deadline
 
 Job = tuple[Callable[..., Any], tuple[Any, ...]]
 T = TypeVar("T")

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from apimart_cli import app
+from apimart_cli.deadline import Deadline
 from apimart_cli.downloads import Downloader
 from apimart_cli.engine import WaitPlan
 from apimart_cli.payload import build_request
 from apimart_cli.progress import SilentReporter
-from apimart_cli.retry import Deadline
 from apimart_cli.sandbox import Sandbox, SandboxConfig
 from apimart_cli.settings import resolve
 

@@ -14,7 +14,7 @@ from apimart_cli.batch.jobs import parse_line
 from apimart_cli.batch.manifest import MANIFEST_NAME, JobRun, Manifest
 from apimart_cli.batch.saving import write_metadata
 from apimart_cli.errors import UsageError
-from apimart_cli.models import Task
+from apimart_cli.tasks import Task
 
 KEY = 'sk-batch\\files"0123456789'
 

@@ -13,7 +13,7 @@ import pytest
 from apimart_cli import cache as cache_module
 from apimart_cli import secrets
 from apimart_cli.cache import Cache
-from apimart_cli.retry import Deadline
+from apimart_cli.deadline import Deadline
 from tests.helpers.clocks import FakeClock
 
 BASE = "https://api.test"

@@ -14,6 +14,7 @@ from pytest_httpx import HTTPXMock
 
 from apimart_cli import client as client_module
 from apimart_cli.client import Client, make_status_error
+from apimart_cli.deadline import Deadline
 from apimart_cli.errors import (
     ApimartError,
     APIStatusError,
@@ -26,7 +27,7 @@ from apimart_cli.errors import (
     WaitTimeout,
 )
 from apimart_cli.payload import GenerationRequest, build_request
-from apimart_cli.retry import Deadline, Transient
+from apimart_cli.retry import Transient
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
 from tests.helpers.clocks import FakeClock
 from tests.helpers.images import png_head

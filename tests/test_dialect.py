@@ -19,8 +19,8 @@ from apimart_cli.errors import (
     SubmissionUnknown,
     TaskError,
 )
-from apimart_cli.models import is_result_id, parse_task, parse_time, reply_error, result_id
 from apimart_cli.payload import build_request
+from apimart_cli.tasks import is_result_id, parse_task, parse_time, reply_error, result_id
 
 KEY = "sk-live-SECRET0123456789abcdef"
 BASE = "https://api.test"

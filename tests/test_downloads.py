@@ -25,8 +25,8 @@ from apimart_cli import downloads, images, integrity, provenance, safefiles
 from apimart_cli.client import Client
 from apimart_cli.downloads import Downloader, SavedFile, format_time
 from apimart_cli.errors import ApimartError, ExitCode, ServiceError, TaskError, UsageError
-from apimart_cli.models import ResultImage
 from apimart_cli.sandbox.videos import mp4_video
+from apimart_cli.tasks import ResultImage
 from tests.helpers.images import png_of_size
 
 KEY = "sk-live-SECRET0123456789abcdef"

@@ -14,12 +14,12 @@ from cli.conftest import PNG  # tests/ is on the path, as for every conftest
 from pytest_httpx import HTTPXMock
 
 from apimart_cli.client import Client
+from apimart_cli.deadline import Deadline
 from apimart_cli.downloads import SavedFile
 from apimart_cli.engine import Engine, Outcome, SaveHooks, WaitPlan, query_tasks, wait_for_tasks
 from apimart_cli.errors import ApimartError, ExitCode, HistoryError, WaitTimeout
 from apimart_cli.history import History, TaskRecord
-from apimart_cli.models import Task
-from apimart_cli.retry import Deadline
+from apimart_cli.tasks import Task
 
 API = "https://api.test"
 IMAGES = "https://img.test"

@@ -246,8 +246,8 @@ def test_a_batch_page_exists_from_the_start_shows_jobs_in_flight_and_stops_reloa
 ) -> None:
     from apimart_cli.batch import AimdLimiter, BatchOptions, parse_jobs, run_batch
     from apimart_cli.client import Client
+    from apimart_cli.deadline import Deadline
     from apimart_cli.progress import PlainBatchDisplay
-    from apimart_cli.retry import Deadline
     from apimart_cli.sandbox import Sandbox, SandboxConfig
 
     pages: list[tuple[bool, list[str]]] = []

@@ -314,7 +314,7 @@ def test_a_completed_task_with_no_known_expiry_is_not_resurrected(history: Histo
 
 def test_task_changes_say_what_a_poll_tells() -> None:
     from apimart_cli.history import task_changes
-    from apimart_cli.models import ResultImage, Task
+    from apimart_cli.tasks import ResultImage, Task
 
     done = Task(
         "task_1",
@@ -349,8 +349,8 @@ def test_learned_says_how_right_estimates_were_and_how_long_each_kind_took(
     history: History,
 ) -> None:
     from apimart_cli.history import task_changes
-    from apimart_cli.models import Task
     from apimart_cli.polling import Learned
+    from apimart_cli.tasks import Task
 
     assert history.learned() == Learned()
     sizes = {"t1": "1:1", "t2": "1:1", "t3": "16:9", "t4": "1:1", "t5": "1:1"}
@@ -525,7 +525,7 @@ def test_forget_sandbox_removes_only_tasks_sent_to_loopback(history: History) ->
 
 
 def test_waiting_for_a_lock_ends_with_the_deadline(path: Path) -> None:
-    from apimart_cli.retry import Deadline
+    from apimart_cli.deadline import Deadline
 
     clock = FakeClock(0.0)
     with History.open(path, deadline=Deadline.after(2.0, clock=clock)) as history:
@@ -547,7 +547,7 @@ def test_waiting_for_a_lock_ends_with_the_deadline(path: Path) -> None:
 def test_a_failed_update_of_a_mirror_is_told_once_and_not_raised(path: Path) -> None:
     import sqlite3
 
-    from apimart_cli.retry import Deadline
+    from apimart_cli.deadline import Deadline
 
     with History.open(path) as history:
         history.record_submission(

@@ -140,7 +140,7 @@ def test_a_resend_refused_for_the_key_or_balance_keeps_the_key(
 def test_a_resend_out_of_time_while_retrying_keeps_the_key(
     history: History, httpx_mock: HTTPXMock
 ) -> None:
-    from apimart_cli.retry import Deadline
+    from apimart_cli.deadline import Deadline
 
     httpx_mock.add_response(url=SUBMIT_URL, status_code=500)
     # Asked to wait longer than the time left: the resend ends without any refusal.

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import pytest
 
 from apimart_cli.errors import ApimartError, ExitCode, RateLimitedError, ServiceError, TaskError
-from apimart_cli.models import Task
 from apimart_cli.polling import (
     GUESS,
     LEARNED,
@@ -27,6 +26,7 @@ from apimart_cli.polling import (
     progress_window,
     spread,
 )
+from apimart_cli.tasks import Task
 from tests.helpers.clocks import FakeClock
 from tests.helpers.polling_sim import SimTask, simulate
 

@@ -12,7 +12,6 @@ from apimart_cli.costs import cost_number, cost_text
 from apimart_cli.downloads import SavedFile
 from apimart_cli.engine import Outcome
 from apimart_cli.errors import ExitCode, TaskError
-from apimart_cli.models import Task
 from apimart_cli.progress import (
     PlainBatchDisplay,
     PlainReporter,
@@ -24,6 +23,7 @@ from apimart_cli.progress import (
     summary_line,
     waiting_label,
 )
+from apimart_cli.tasks import Task
 from tests.helpers.clocks import FakeClock
 
 

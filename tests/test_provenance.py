@@ -185,7 +185,7 @@ def test_describe_lists_fields_params_and_references_without_data() -> None:
 
 def test_stamper_describes_each_task_once_from_its_history_record(tmp_path: Path) -> None:
     from apimart_cli.history import TaskRecord
-    from apimart_cli.models import parse_task
+    from apimart_cli.tasks import parse_task
 
     asked: list[str] = []
 
@@ -221,7 +221,7 @@ def test_stamper_describes_each_task_once_from_its_history_record(tmp_path: Path
 
 def test_a_prepared_task_needs_no_lookup(tmp_path: Path) -> None:
     from apimart_cli.history import TaskRecord
-    from apimart_cli.models import parse_task
+    from apimart_cli.tasks import parse_task
 
     def lookup(task_id: str) -> TaskRecord | None:
         raise AssertionError("prepared: no lookup")

@@ -16,9 +16,9 @@ from apimart_cli.errors import (
     Terminated,
 )
 from apimart_cli.history import History
-from apimart_cli.models import Submitted
 from apimart_cli.payload import build_request
 from apimart_cli.submission import submit
+from apimart_cli.tasks import Submitted
 
 BASE = "https://api.example"
 

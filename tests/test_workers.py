@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
+from apimart_cli.deadline import Deadline
 from apimart_cli.errors import WaitTimeout
-from apimart_cli.retry import Deadline
 from apimart_cli.workers import Runner, map_within
 
 

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from apimart_cli.errors import UsageError, clipped, shown
 from apimart_cli.fields import check_types
-from apimart_cli.models import MAX_TASK_ID_CHARS
 from apimart_cli.payload import request_from
+from apimart_cli.tasks import MAX_TASK_ID_CHARS
 
 if TYPE_CHECKING:
     from apimart_cli.payload import GenerationRequest

@@ -27,7 +27,7 @@ from apimart_cli.safefiles import open_no_follow
 
 if TYPE_CHECKING:
     from apimart_cli.batch.jobs import Job
-    from apimart_cli.models import Task
+    from apimart_cli.tasks import Task
 
 MANIFEST_NAME = "batch-manifest.jsonl"
 OUTCOMES = ("done", "failed", "unknown", "unfinished", "not sent")

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from apimart_cli.batch.tracker import JobTracker
     from apimart_cli.downloads import Downloader, Finish, OnProgress
     from apimart_cli.engine import Engine
-    from apimart_cli.models import Task
+    from apimart_cli.tasks import Task
 
 
 class BatchReporter:

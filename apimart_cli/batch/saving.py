@@ -19,7 +19,7 @@ from apimart_cli.safefiles import move_into_place, write_atomic
 if TYPE_CHECKING:
     from apimart_cli.batch.manifest import JobRun
     from apimart_cli.downloads import Downloader, Finish, OnProgress
-    from apimart_cli.models import Task
+    from apimart_cli.tasks import Task
 
 
 def save_image(

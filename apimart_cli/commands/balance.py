@@ -24,7 +24,7 @@ def balance(
         apimart balance --json | jq .remain_balance
     """
     from apimart_cli import app as use_cases
-    from apimart_cli.retry import Deadline
+    from apimart_cli.deadline import Deadline
 
     app = state(ctx)
     deadline = Deadline.after(timeout)  # it ends by the deadline

@@ -85,8 +85,8 @@ def batch(
     # Imported here, not at the top: every command's start-up pays for the top.
     from apimart_cli import app as use_cases
     from apimart_cli.batch import BatchOptions, load_batch
+    from apimart_cli.deadline import Deadline
     from apimart_cli.progress import make_batch_display
-    from apimart_cli.retry import Deadline
 
     app = state(ctx)
     if file is None and console.is_terminal(sys.stdin):

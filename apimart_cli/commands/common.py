@@ -19,10 +19,10 @@ from apimart_cli.errors import ApimartError, ExitCode, UsageError, WaitTimeout, 
 
 if TYPE_CHECKING:
     from apimart_cli.app import Ui
+    from apimart_cli.deadline import Deadline
     from apimart_cli.engine import Outcome
     from apimart_cli.history import History
     from apimart_cli.preview import Previewer
-    from apimart_cli.retry import Deadline
     from apimart_cli.settings import Settings
 
 P = ParamSpec("P")
@@ -314,7 +314,7 @@ def wants_stdin(task_ids: list[str] | None) -> bool:
 def read_task_ids(task_ids: list[str] | None, deadline: Deadline | None = None) -> list[str]:
     """All the ids, from the arguments or standard input, checked before anything is sent;
     standard input still open at `deadline` is a WaitTimeout (exit 124)."""
-    from apimart_cli.models import validate_task_id
+    from apimart_cli.tasks import validate_task_id
 
     if wants_stdin(task_ids):
         if console.is_terminal(sys.stdin):

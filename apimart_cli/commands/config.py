@@ -86,8 +86,8 @@ def _check_key(ctx: typer.Context, key: str, timeout: float) -> None:
     from dataclasses import replace
 
     from apimart_cli.app import balance
+    from apimart_cli.deadline import Deadline
     from apimart_cli.errors import ApimartError, AuthError
-    from apimart_cli.retry import Deadline
 
     app_state = state(ctx)
     in_effect = replace(app_state.settings(), api_key=key)

@@ -38,9 +38,9 @@ def download(
         apimart download task_01K... -o out/
     """
     from apimart_cli import app as use_cases
+    from apimart_cli.deadline import Deadline
     from apimart_cli.engine import WaitPlan
     from apimart_cli.progress import make_reporter, show_ending
-    from apimart_cli.retry import Deadline
 
     deadline = Deadline.after(timeout)
     app = state(ctx)

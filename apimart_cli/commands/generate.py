@@ -30,7 +30,7 @@ from apimart_cli.constants import DEFAULT_MODEL
 from apimart_cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from apimart_cli.retry import Deadline
+    from apimart_cli.deadline import Deadline
 
 
 def _complete_size(incomplete: str) -> list[str]:
@@ -154,8 +154,8 @@ def generate(
         apimart generate "ink it" -i sketch.png --refs upload
         apimart generate "a fox" --model gpt-image-2-official --param quality=high
     """
+    from apimart_cli.deadline import Deadline
     from apimart_cli.payload import build_request, parse_params
-    from apimart_cli.retry import Deadline
 
     seconds = timeout if timeout is not None else WAIT_TIMEOUT if wait else COMMAND_TIMEOUT
     deadline = Deadline.after(seconds)  # the whole command: reading, submitting, waiting

@@ -47,7 +47,7 @@ def models(
         apimart models gpt-image-2-official --docs | less
     """
     from apimart_cli import app as use_cases  # here, not at the top: start-up pays for the top
-    from apimart_cli.retry import Deadline
+    from apimart_cli.deadline import Deadline
     from apimart_cli.schema import MODEL_KINDS
 
     if kind is not None and kind not in MODEL_KINDS:

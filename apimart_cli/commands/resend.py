@@ -33,7 +33,7 @@ def resend(
         apimart resend | apimart wait -o out/
     """
     from apimart_cli import app as use_cases  # here, not at the top: start-up pays for the top
-    from apimart_cli.retry import Deadline
+    from apimart_cli.deadline import Deadline
 
     app = state(ctx)
     settings = app.settings()

@@ -11,14 +11,14 @@ from apimart_cli.commands.options import COMMAND_TIMEOUT, JsonOpt, TaskIdsArg, T
 from apimart_cli.errors import ExitCode, WaitTimeout
 
 if TYPE_CHECKING:
-    from apimart_cli.models import Task
+    from apimart_cli.tasks import Task
 
 
 def _row(task: "Task") -> list[str]:
     progress = "" if task.progress is None else f"{task.progress}%"
     detail = task.error_message or ""
     if task.status == "completed":
-        from apimart_cli.models import result_summary
+        from apimart_cli.tasks import result_summary
 
         detail = result_summary(task)
     return [task.task_id, task.status, progress, detail]
@@ -40,7 +40,7 @@ def status(
         apimart status task_01K... | cut -f2
     """
     from apimart_cli import app as use_cases
-    from apimart_cli.retry import Deadline
+    from apimart_cli.deadline import Deadline
 
     deadline = Deadline.after(timeout)
     ids = read_task_ids(task_ids, deadline)

@@ -32,7 +32,7 @@ def upload(
         apimart upload sketch.png | xargs -I{} apimart generate "ink it" -i {}
     """
     from apimart_cli import app as use_cases  # here, not at the top: start-up pays for the top
-    from apimart_cli.retry import Deadline
+    from apimart_cli.deadline import Deadline
 
     app = state(ctx)
     deadline = Deadline.after(timeout)  # nothing outlasts --timeout

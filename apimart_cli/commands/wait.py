@@ -63,10 +63,10 @@ def wait(
         apimart generate "a red fox" | apimart wait -o out/
     """
     from apimart_cli import app as use_cases
+    from apimart_cli.deadline import Deadline
     from apimart_cli.engine import WaitPlan
-    from apimart_cli.models import validate_task_id
     from apimart_cli.progress import make_reporter, show_ending
-    from apimart_cli.retry import Deadline
+    from apimart_cli.tasks import validate_task_id
 
     deadline = Deadline.after(timeout)
     app = state(ctx)

@@ -18,12 +18,12 @@ from apimart_cli.batch import (
     run_batch,
 )
 from apimart_cli.client import Client
+from apimart_cli.deadline import Deadline
 from apimart_cli.errors import ExitCode, HistoryError
 from apimart_cli.history import History
-from apimart_cli.models import Task
 from apimart_cli.progress import PlainBatchDisplay
-from apimart_cli.retry import Deadline
 from apimart_cli.sandbox import Sandbox, SandboxConfig
+from apimart_cli.tasks import Task
 
 from .conftest import parse
 

@@ -17,7 +17,7 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from apimart_cli.history import History
-from apimart_cli.models import parse_submitted, parse_task, reply_error
+from apimart_cli.tasks import parse_submitted, parse_task, reply_error
 from tests.cli.conftest import API, SUBMIT_URL, run
 
 CORPUS = Path(__file__).parent.parent / "fixtures" / "replies"

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from apimart_cli.models import parse_submission
 from apimart_cli.sandbox import Sandbox
+from apimart_cli.tasks import parse_submission
 from tests.e2e.conftest import API_KEY, apimart, png_size
 from tests.helpers.records import posts
 

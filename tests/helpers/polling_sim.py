@@ -12,8 +12,8 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
-from apimart_cli.models import Task
 from apimart_cli.polling import Learned, Schedule
+from apimart_cli.tasks import Task
 
 WALL = 1_800_000_000.0  # the wall clock at simulated time 0
 

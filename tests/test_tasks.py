@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from apimart_cli.errors import ExitCode, ServiceError, UsageError
-from apimart_cli.models import (
+from apimart_cli.tasks import (
     ResultImage,
     Task,
     parse_submission,
@@ -330,7 +330,7 @@ def test_validate_task_id_never_returns_a_path(text: str) -> None:
 
 
 def test_result_videos_are_parsed_as_images_are_with_their_kind_and_duration() -> None:
-    from apimart_cli.models import ResultImage, parse_task
+    from apimart_cli.tasks import ResultImage, parse_task
 
     reply = {
         "data": {
@@ -355,7 +355,7 @@ def test_result_videos_are_parsed_as_images_are_with_their_kind_and_duration() -
 
 
 def test_a_result_of_images_is_of_the_image_kind_without_a_duration() -> None:
-    from apimart_cli.models import parse_task
+    from apimart_cli.tasks import parse_task
 
     task = parse_task(
         {"data": {"status": "completed", "result": {"images": [{"url": "https://x/a.png"}]}}},
