@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, overload
 
@@ -368,11 +369,13 @@ class Statuses:
     exit_code: ExitCode = ExitCode.OK
     hints: list[str] = field(default_factory=list)  # what to do, each once
 
-    @property
+    # Worked out once: after a deadline a hundred thousand answers are gone through, and
+    # every pass over them is time past the --timeout.
+    @cached_property
     def tasks(self) -> list[Task]:
         return [answer for answer in self.answers if not isinstance(answer, ApimartError)]
 
-    @property
+    @cached_property
     def errors(self) -> list[tuple[str, ApimartError]]:
         pairs = zip(self.task_ids, self.answers, strict=True)
         return [(task_id, answer) for task_id, answer in pairs if isinstance(answer, ApimartError)]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from apimart_cli.constants import REQUEST_THREAD_IDLE_SECONDS
-from apimart_cli.errors import WaitTimeout
+from apimart_cli.errors import ApimartError, WaitTimeout
 
 if TYPE_CHECKING:
     from apimart_cli.deadline import Deadline
@@ -94,6 +94,10 @@ def _stop() -> None:
 def _outcome_of(function: Callable[[], Any]) -> Outcome:
     try:
         return True, function()
+    except ApimartError as error:  # a message for the user: its frames are of no use
+        # Dropped, so that a hundred thousand answers do not keep a hundred thousand
+        # stacks of frames alive (memory, and time to free them at exit).
+        return False, error.with_traceback(None)
     except BaseException as exc:  # handed to the caller, who raises it
         return False, exc
 
