@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from apimart_cli.errors import ServiceError, UsageError, clipped, shown
+from apimart_cli.errors import ServiceError, UsageError, clipped, printable, shown
 
 FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 KNOWN_UNFINISHED_STATES = frozenset({"submitted", "pending", "processing"})
@@ -349,15 +349,13 @@ def _error_message(data: Mapping[str, Any]) -> str | None:
 
 # The most of a server's message that is shown: a reason is a sentence, not a megabyte.
 MAX_SERVER_TEXT = 500
-_LINE_BREAKS_RE = re.compile(r"[\t\n\v\f\r]+")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def server_text(text: str) -> str:
     """A message from the service, fit to print on one line: no line breaks, no control
     characters (an escape sequence would drive the user's terminal), at most
     MAX_SERVER_TEXT characters."""
-    return clipped(_CONTROL_RE.sub("?", _LINE_BREAKS_RE.sub(" ", text)), MAX_SERVER_TEXT)
+    return clipped(printable(text), MAX_SERVER_TEXT)
 
 
 def parse_task(reply: Any, task_id: str) -> Task:
