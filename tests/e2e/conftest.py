@@ -6,29 +6,19 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from apimart_cli.sandbox import Sandbox, SandboxConfig
+from tests.helpers.commands import API_KEY as API_KEY
+from tests.helpers.commands import Run as Run
+from tests.helpers.commands import checked, user_environment
 from tests.helpers.images import png_size as png_size  # the e2e tests' own name for it
 
-API_KEY = "sk-e2e-secret-key-0123456789abcdef"
 # The same tests, with the installed console script where there is one.
 _SCRIPT = Path(sys.executable).with_name("apimart")
 COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "apimart_cli"]
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def lines(self) -> list[str]:
-        return self.stdout.splitlines()
 
 
 @pytest.fixture
@@ -40,18 +30,7 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture
 def env(sandbox: Sandbox, isolated: Path) -> dict[str, str]:
     """The environment of a user pointed at the sandbox, with their own config and history."""
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("APIMART_") and key != "NO_COLOR"
-    }
-    environment.update(
-        APIMART_API_KEY=API_KEY,
-        APIMART_BASE_URL=sandbox.base_url,
-        APIMART_CONFIG=str(isolated / "config.toml"),
-        APIMART_DATA_DIR=str(isolated / "data"),
-    )
-    return environment
+    return user_environment(sandbox.base_url, isolated)
 
 
 def apimart(
@@ -72,9 +51,7 @@ def apimart(
         cwd=cwd,
         stdin=None if input is not None else subprocess.DEVNULL,
     )
-    assert API_KEY not in result.stdout and API_KEY not in result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    return Run(result.returncode, result.stdout, result.stderr)
+    return checked(Run(result.returncode, result.stdout, result.stderr))
 
 
 def shell(
@@ -94,6 +71,24 @@ def shell(
         cwd=cwd,
         stdin=subprocess.DEVNULL,
     )
-    assert API_KEY not in result.stdout and API_KEY not in result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    return Run(result.returncode, result.stdout, result.stderr)
+    return checked(Run(result.returncode, result.stdout, result.stderr))
+
+
+def start(*args: str, env: Mapping[str, str], cwd: Path | None = None) -> subprocess.Popen[str]:
+    """The real command started, its output piped: for a test that signals it midway."""
+    return subprocess.Popen(
+        [*COMMAND, *args],
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """What a started command printed, once it ended: no key and no traceback in it."""
+    stdout, stderr = process.communicate(timeout=30)
+    checked(Run(process.returncode, stdout, stderr))
+    return stdout, stderr

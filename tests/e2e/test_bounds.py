@@ -19,7 +19,7 @@ import pytest
 
 from apimart_cli.sandbox import Fault, Sandbox
 from tests.e2e.conftest import API_KEY, COMMAND, apimart, shell
-from tests.e2e.test_faults import history_rows, submit_direct
+from tests.helpers.records import history_rows, submit_direct
 from tests.helpers.scripted import Script, Scripted, json_reply, scripted_api
 
 # Far beyond any --timeout given below: a command still running then never ends.

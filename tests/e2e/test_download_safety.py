@@ -21,8 +21,7 @@ import pytest
 
 from apimart_cli.sandbox import Fault, RecordedRequest, Sandbox, SandboxConfig
 from tests.e2e.conftest import COMMAND, apimart
-from tests.e2e.test_faults import final_images
-from tests.helpers.records import submit_direct, wait_completed
+from tests.helpers.records import final_images, submit_direct, wait_completed
 from tests.helpers.waiting import wait_until
 
 

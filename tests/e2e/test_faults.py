@@ -24,21 +24,14 @@ from tests.e2e.conftest import API_KEY, COMMAND, apimart, png_size
 from tests.helpers.records import (
     SUBMIT,
     TASKS,
+    final_images,
     history_rows,
+    leftovers,
     posts,
     submit_direct,
     wait_completed,
 )
 from tests.helpers.waiting import wait_until
-
-
-def final_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("*") if not p.name.startswith("."))
-
-
-def leftovers(folder: Path) -> list[Path]:
-    return sorted(folder.glob(".*.part")) if folder.exists() else []
-
 
 # -- submissions: resent only where the server cannot have accepted them ---------------
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
-from tests.e2e.conftest import API_KEY, COMMAND, apimart, shell
+from tests.e2e.conftest import API_KEY, COMMAND, apimart, finish, shell, start
 from tests.helpers.records import SUBMIT, history_rows, posts, submit_direct, wait_completed
 from tests.helpers.scripted import Scripted, json_reply, key_of, scripted_api
 from tests.helpers.waiting import wait_until as until
@@ -32,24 +32,6 @@ MANIFEST = "batch-manifest.jsonl"
 def keys(sandbox: Sandbox) -> list[str]:
     """The idempotency keys of the submissions that reached the sandbox."""
     return [r.headers.get("idempotency-key", "") for r in posts(sandbox)]
-
-
-def start(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*COMMAND, *args],
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(process: subprocess.Popen[str]) -> tuple[str, str]:
-    stdout, stderr = process.communicate(timeout=30)
-    assert "Traceback" not in stderr and API_KEY not in stdout + stderr, stderr
-    return stdout, stderr
 
 
 # -- a paid task is never lost ---------------------------------------------------------------

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from apimart_cli.sandbox import Fault, Sandbox
-from tests.e2e.conftest import apimart
-from tests.e2e.test_hostile import SUBMIT, finish, start, until
+from tests.e2e.conftest import apimart, finish, start
+from tests.helpers.records import SUBMIT
+from tests.helpers.waiting import wait_until as until
 
 
 def error_of(stderr: str, returncode: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pytest
 
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
 from tests.e2e.conftest import Run, apimart
-from tests.e2e.test_faults import leftovers, submit_direct, wait_completed
+from tests.helpers.records import leftovers, submit_direct, wait_completed
 
 SIZE = "640x640"  # a noise image of about 1.2 MB: minutes at the slow rate
 SLOW_RATE = 20_000  # bytes a second: above the stall threshold, far below the image

@@ -16,6 +16,16 @@ SUBMIT = "/v1/images/generations"
 TASKS = "/v1/tasks/"
 
 
+def final_images(folder: Path) -> list[Path]:
+    """The files in `folder` under a final name (not hidden, as a part being written is)."""
+    return sorted(p for p in folder.glob("*") if not p.name.startswith("."))
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """The parts of downloads left unfinished in `folder`."""
+    return sorted(folder.glob(".*.part")) if folder.exists() else []
+
+
 def posts(sandbox: Sandbox) -> list[RecordedRequest]:
     """Every POST to the generation endpoint that reached the sandbox, accepted or not."""
     return [r for r in sandbox.requests if r.method == "POST" and r.path == SUBMIT]
