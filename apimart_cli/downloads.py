@@ -288,7 +288,8 @@ class Downloader:
         stamp = finish if isinstance(finish, Stamp) else None
         after = None if isinstance(finish, Stamp) else finish
         with _Part.open(self.folder, stem) as part:
-            _lock(part.handle)
+            # Two runs into one folder never write the same part file at once.
+            safefiles.lock(part.handle.fileno())
             if not part.still_there():
                 # Another run held the lock, then renamed its part file into place or
                 # removed it: what this handle holds is no longer the part file.
@@ -803,12 +804,3 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     return parse_retry_after(headers.get("retry-after"))
-
-
-def _lock(handle: IO[bytes]) -> None:
-    """Keep two runs into one folder from writing the same part file at once."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        return
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)

@@ -15,6 +15,8 @@ same guarantees:
   failure the temporary file is removed and the old file is left as it was.
 - `move_into_place`: a finished file renamed to its name, never replacing one
   already there unless told to.
+- `lock`: an open file locked against other processes for as long as it is open,
+  waiting for another holder or saying at once that there is one.
 """
 
 from __future__ import annotations
@@ -132,6 +134,21 @@ def move_into_place(source: Path, target: Path, *, force: bool) -> bool:
         source.replace(target)
         return True
     source.unlink()
+    return True
+
+
+def lock(fd: int, *, wait: bool = True) -> bool:
+    """Lock the open file `fd` against other processes (an advisory, exclusive lock held
+    until it is closed), waiting for another holder to let go; with `wait=False`, False
+    at once if another process holds it. Where the platform has no such lock, True."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock to take
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
     return True
 
 

@@ -511,17 +511,17 @@ def test_prepare_refuses_a_file(client: Client, tmp_path: Path) -> None:
 def _other_run_while_locking(
     monkeypatch: pytest.MonkeyPatch, part: Path, action: Callable[[Path], None]
 ) -> None:
-    """Make the first `_lock` wait for another run that then does `action` to the part file."""
-    real_lock = downloads._lock
+    """Make the first lock wait for another run that then does `action` to the part file."""
+    real_lock = safefiles.lock
     calls: list[None] = []
 
-    def lock(handle: IO[bytes]) -> None:
+    def lock(fd: int, *, wait: bool = True) -> bool:
         if not calls:
             calls.append(None)
             action(part)
-        real_lock(handle)
+        return real_lock(fd, wait=wait)
 
-    monkeypatch.setattr(downloads, "_lock", lock)
+    monkeypatch.setattr(safefiles, "lock", lock)
 
 
 def test_image_finished_by_another_run_while_waiting_for_the_lock(

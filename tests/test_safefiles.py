@@ -6,12 +6,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from apimart_cli import safefiles
+from tests.helpers.waiting import HANG_GUARD
 
 
 @pytest.fixture
@@ -228,3 +230,27 @@ def test_move_into_place_keeps_a_link_at_the_target_unless_forced(
     assert safefiles.move_into_place(source, target, force=True)
     assert not target.is_symlink() and target.read_bytes() == b"image"
     assert victim.read_bytes() == b"precious"
+
+
+def test_a_lock_is_held_until_its_file_is_closed_and_a_second_holder_waits(
+    folder: Path,
+) -> None:
+    # flock locks an open file description: two opens contend as two processes would.
+    path = folder / "part"
+    path.write_bytes(b"")
+    first, second = os.open(path, os.O_RDWR), os.open(path, os.O_RDWR)
+    try:
+        assert safefiles.lock(first, wait=False)
+        assert not safefiles.lock(second, wait=False), "a second holder was let in"
+        taken = threading.Event()
+        waiter = threading.Thread(target=lambda: (safefiles.lock(second), taken.set()))
+        waiter.start()
+        assert not taken.wait(0.2), "a waiting lock was given while the first was held"
+        os.close(first)
+        first = -1
+        waiter.join(HANG_GUARD)
+        assert taken.is_set(), "the lock was not given once its holder closed the file"
+    finally:
+        for fd in (first, second):
+            if fd >= 0:
+                os.close(fd)

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from apimart_cli import secrets
+from apimart_cli import safefiles, secrets
 from apimart_cli.errors import ExitCode, UsageError
-from apimart_cli.safefiles import open_no_follow
 
 if TYPE_CHECKING:
     from apimart_cli.batch.jobs import Job
@@ -81,7 +80,7 @@ class Manifest:
         its name, and refused (exit 2, nothing sent) while another run holds it.
         """
         try:
-            fd = open_no_follow(self.path, _OPEN_FLAGS)
+            fd = safefiles.open_no_follow(self.path, _OPEN_FLAGS)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise UsageError(
@@ -158,13 +157,7 @@ def _check_own_file(path: Path, fd: int) -> None:
 
 def _lock_for_this_run(folder: Path, fd: int) -> None:
     """Hold the manifest's lock for the run; UsageError at once if another run holds it."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no lock to take
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not safefiles.lock(fd, wait=False):
         raise UsageError(
             f"Another `apimart batch` is running into {folder}; nothing was sent.",
             "Wait for it to finish and run this again (it resumes from the manifest), "
