@@ -119,7 +119,7 @@ def test_two_batches_into_one_folder_never_pay_twice(
     sandbox: Sandbox, env: dict[str, str], tmp_path: Path
 ) -> None:
     (tmp_path / "jobs.txt").write_text("a fox\nan owl\n")
-    sandbox.inject(Fault("slow", method="POST", path=SUBMIT, delay=2))
+    sandbox.inject(Fault("slow", method="POST", path=SUBMIT, delay=1))
     first = start("batch", "jobs.txt", "-o", "out", "--concurrency", "1", env=env, cwd=tmp_path)
     until(lambda: posts(sandbox))  # the first run is sending
     second = apimart("batch", "jobs.txt", "-o", "out", env=env, cwd=tmp_path)
