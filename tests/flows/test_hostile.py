@@ -31,7 +31,7 @@ MANIFEST = "batch-manifest.jsonl"
 def test_an_unknown_outcome_reaches_the_user_when_the_history_is_locked(
     env: dict[str, str], isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # How long a write waits for another writer's lock: the same refusal, sooner.
+    # A write waits for another writer's lock at its shortest: the same refusal, sooner.
     monkeypatch.setattr(history, "BUSY_TIMEOUT_SECONDS", history.MIN_BUSY_SECONDS)
     holders: list[sqlite3.Connection] = []
 
