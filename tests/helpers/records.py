@@ -65,3 +65,14 @@ def wait_completed(sandbox: Sandbox, task_id: str) -> dict[str, Any]:
         what=f"{task_id} completing",
     )
     return task_data(sandbox, task_id)
+
+
+def image_of(sandbox: Sandbox, task_id: str) -> bytes:
+    """The bytes of a completed task's first image, fetched directly from the sandbox."""
+    data = wait_completed(sandbox, task_id)
+    return httpx.get(data["result"]["images"][0]["url"][0]).content
+
+
+def everything_in(folder: Path) -> list[str]:
+    """The name of every file in `folder`, hidden ones too, sorted."""
+    return sorted(path.name for path in folder.iterdir())
