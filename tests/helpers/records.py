@@ -65,3 +65,16 @@ def wait_completed(sandbox: Sandbox, task_id: str) -> dict[str, Any]:
         what=f"{task_id} completing",
     )
     return task_data(sandbox, task_id)
+
+
+def error_of(stderr: str, returncode: int) -> dict[str, Any]:
+    """A `--json` run's error object: the last line of standard error, and the only JSON
+    on it; its exit code must be the run's."""
+    import json
+
+    lines = stderr.splitlines()
+    assert [line for line in lines if line.startswith("{")] == [lines[-1]], stderr
+    error = json.loads(lines[-1])["error"]
+    assert error["exit_code"] == returncode, stderr
+    assert error["message"] and isinstance(error["retryable"], bool)
+    return dict(error)
