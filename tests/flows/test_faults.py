@@ -355,7 +355,7 @@ def test_a_retry_after_longer_than_the_time_left_is_a_timeout_not_a_failure(
 ) -> None:
     task_id = submit_direct(sandbox)
     sandbox.inject(Fault("status", path=TASKS, status=503, retry_after=str(int(ENDLESS))))
-    run = apimart("wait", task_id, "--timeout", "1", "-o", "out", env=env, cwd=tmp_path)
+    run = apimart("wait", task_id, "--timeout", "2", "-o", "out", env=env, cwd=tmp_path)
     assert run.returncode == 124, run.stderr
     assert f"apimart wait -o out {task_id}" in run.stderr
     polls = [r for r in sandbox.requests if r.path.startswith(TASKS + task_id)]
@@ -367,7 +367,7 @@ def test_timeout_is_not_held_up_by_a_request_in_flight(
 ) -> None:
     task_id = submit_direct(sandbox)
     sandbox.inject(Fault("slow", path=TASKS, delay=ENDLESS))
-    run = apimart("wait", task_id, "--timeout", "1", "-o", "out", env=env, cwd=tmp_path)
+    run = apimart("wait", task_id, "--timeout", "2", "-o", "out", env=env, cwd=tmp_path)
     assert run.returncode == 124, run.stderr
     assert task_id in run.stderr
     [poll] = [r for r in sandbox.requests if r.path.startswith(TASKS + task_id)]

@@ -84,7 +84,7 @@ def test_124_names_the_unfinished_tasks_and_how_to_resume(
 ) -> None:
     sandbox.configure(duration=600)
 
-    run = apimart("generate", "a fox", "--wait", "--timeout", "1", "--json", env=env, cwd=tmp_path)
+    run = apimart("generate", "a fox", "--wait", "--timeout", "2", "--json", env=env, cwd=tmp_path)
 
     assert run.returncode == 124, run.stderr
     error = error_of(run.stderr, 124)
