@@ -76,3 +76,16 @@ def image_of(sandbox: Sandbox, task_id: str) -> bytes:
 def everything_in(folder: Path) -> list[str]:
     """The name of every file in `folder`, hidden ones too, sorted."""
     return sorted(path.name for path in folder.iterdir())
+
+
+def error_of(stderr: str, returncode: int) -> dict[str, Any]:
+    """A `--json` run's error object: the last line of standard error, and the only JSON
+    on it; its exit code must be the run's."""
+    import json
+
+    lines = stderr.splitlines()
+    assert [line for line in lines if line.startswith("{")] == [lines[-1]], stderr
+    error = json.loads(lines[-1])["error"]
+    assert error["exit_code"] == returncode, stderr
+    assert error["message"] and isinstance(error["retryable"], bool)
+    return dict(error)

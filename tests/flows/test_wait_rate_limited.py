@@ -1,11 +1,13 @@
-"""End-to-end: waiting holds up when the service rate limits its status requests."""
+"""Waiting holds up when the service rate limits its status requests: the command against
+the sandbox, in this process."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from apimart_cli.sandbox import Fault, Sandbox
-from tests.e2e.conftest import apimart, png_size
+from tests.helpers.commands import run as apimart
+from tests.helpers.images import png_size
 from tests.helpers.records import TASKS, submit_direct
 
 
