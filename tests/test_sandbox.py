@@ -645,7 +645,6 @@ def test_a_burst_of_new_connections_is_served() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     with Sandbox(SandboxConfig(duration=1, latency=0.2)) as server:
-
         host, port = server.base_url.removeprefix("http://").split(":")
 
         def submit(i: int) -> int:
