@@ -260,7 +260,7 @@ def main() -> None:
     console.open_missing_streams()  # `apimart ... >&-`: a closed stream is not a crash
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        app_for(sys.argv[1:])()
+        app_for(sys.argv[1:])(prog_name="apimart")  # also as `python -m apimart_cli`
     except SystemExit as exiting:
         if console.stdout_closed():
             raise SystemExit(EXIT_BROKEN_PIPE) from None

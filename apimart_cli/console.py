@@ -119,14 +119,19 @@ def _keep_lost(text: str) -> None:
 
 
 def open_missing_streams() -> None:
-    """Stand-ins for standard streams the shell closed (`>&-`, `2>&-`, `<&-`).
+    """At the start of a run: stand-ins for standard streams the shell closed (`>&-`,
+    `2>&-`, `<&-`).
 
     Python then has None for them, and the first write would crash. A closed
     standard output is treated like a reader that went away (exit 141 once
     something was to be written there); closed standard input reads as empty;
     what was for a closed standard error is lost, as it would be anyway.
     """
-    global _stdout_missing
+    global _stdout_missing, _stdout_closed, _stdout_lost
+    with _lock:  # a run starts with nothing lost: an earlier run in this process is over
+        _stdout_missing = _stdout_closed = False
+        _stdout_lost = None
+        _lost_lines.clear()
     if sys.stdin is None:
         sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - for the whole run
     if sys.stderr is None:
