@@ -14,7 +14,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
 from apimart_cli import provenance
@@ -23,6 +22,7 @@ from tests.e2e.conftest import API_KEY, COMMAND
 from tests.helpers.commands import run as apimart
 from tests.helpers.records import (
     TASKS,
+    direct,
     final_images,
     history_rows,
     leftovers,
@@ -80,7 +80,7 @@ def test_download_killed_midway_resumes_byte_identical(
         process.wait()
         assert part.exists() and final_images(out) == []
         sandbox.configure(download_rate=None)  # the resume need not crawl, nor this copy
-        expected = httpx.get(data["result"]["images"][0]["url"][0]).content  # type: ignore[index]
+        expected = direct.get(data["result"]["images"][0]["url"][0]).content  # type: ignore[index]
         run = apimart("download", task_id, "-o", str(out), *flags, env=user)
     assert run.returncode == 0, run.stderr
     [path] = run.lines

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
@@ -22,6 +21,7 @@ from tests.helpers.images import png_size
 from tests.helpers.records import (
     SUBMIT,
     TASKS,
+    direct,
     final_images,
     history_rows,
     leftovers,
@@ -145,7 +145,7 @@ def test_truncated_download_is_resumed_and_complete(env: dict[str, str], tmp_pat
     with Sandbox(SandboxConfig(duration=0.1, noise=True)) as sandbox:
         task_id = submit_direct(sandbox, size="640x640")  # 1.2 MB: the first half is written
         data = wait_completed(sandbox, task_id)
-        expected = httpx.get(data["result"]["images"][0]["url"][0]).content  # type: ignore[index]
+        expected = direct.get(data["result"]["images"][0]["url"][0]).content  # type: ignore[index]
         sandbox.inject(Fault("truncate", path="/f/", times=1))
         user = {**env, "APIMART_BASE_URL": sandbox.base_url}
         # --no-metadata: the file must be byte for byte what the host sent

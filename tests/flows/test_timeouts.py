@@ -14,13 +14,12 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
 from tests.helpers.commands import Run
 from tests.helpers.commands import run as apimart
-from tests.helpers.records import leftovers, submit_direct, wait_completed
+from tests.helpers.records import direct, leftovers, submit_direct, wait_completed
 
 SIZE = "640x640"  # a noise image of about 1.2 MB: minutes at the slow rate
 SLOW_RATE = 20_000  # bytes a second: above the stall threshold, far below the image
@@ -37,7 +36,7 @@ def slow_host() -> Iterator[Sandbox]:
 
 def image_bytes(sandbox: Sandbox, task_id: str) -> bytes:
     data = wait_completed(sandbox, task_id)
-    return httpx.get(data["result"]["images"][0]["url"][0]).content  # type: ignore[index]
+    return direct.get(data["result"]["images"][0]["url"][0]).content  # type: ignore[index]
 
 
 def final_images(folder: Path) -> list[Path]:
