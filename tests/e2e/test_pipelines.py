@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
+from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig, SystemClock
 from tests.e2e.conftest import API_KEY, COMMAND, png_size, shell
 from tests.helpers.commands import run as apimart_here
+from tests.helpers.waiting import wait_until
 
 
 def test_generate_piped_into_wait_saves_images(env: dict[str, str], tmp_path: Path) -> None:
@@ -105,14 +108,41 @@ def test_paths_stay_on_stdout_while_bars_draw_on_a_terminal(
     assert API_KEY.encode() not in screen
 
 
+class _HeldUntil:
+    """The sandbox's time, real, except that a slow reply is held until `released()`
+    holds (or the hang guard passes), however long its fault says."""
+
+    def __init__(self, released: Callable[[], bool]) -> None:
+        self._real, self._released = SystemClock(), released
+
+    def monotonic(self) -> float:
+        return self._real.monotonic()
+
+    def time(self) -> float:
+        return self._real.time()
+
+    def advance(self, seconds: float) -> None:
+        self._real.advance(seconds)
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            wait_until(self._released, what="the reader going away", must=False)
+
+
 def test_a_reader_that_goes_away_early_ends_in_141_with_every_image_saved(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    run = shell(
-        'apimart generate "a fox" -n 3 --wait -o out | (read -r first; echo "$first")',
-        env=env,
-        cwd=tmp_path,
-    )
+    gone = tmp_path / "reader-gone"
+    with Sandbox(SandboxConfig(duration=0.6), clock=_HeldUntil(gone.exists)) as sandbox:
+        # Two of the three images are held until the reader has gone, so the paths they
+        # print meet a pipe with no reader, however loaded the machine.
+        sandbox.inject(Fault("slow", path="/f/", times=2, delay=1.0))
+        run = shell(
+            'apimart generate "a fox" -n 3 --wait -o out'
+            ' | (read -r first; echo "$first"; exec 0<&-; : > reader-gone)',
+            env={**env, "APIMART_BASE_URL": sandbox.base_url},
+            cwd=tmp_path,
+        )
     assert run.returncode == 141, run.stderr  # pipefail: apimart's own status
     assert len(run.lines) == 1
     assert len(list((tmp_path / "out").glob("*.png"))) == 3
