@@ -30,6 +30,8 @@ CHROMIUM = next(
 
 
 def test_open_hands_each_saved_image_to_browser(env: dict[str, str], tmp_path: Path) -> None:
+    """The viewer is a process the command starts, on the command's own descriptors: only
+    a process of its own shows that the viewer's chatter stays off its standard output."""
     browser, log = browser_recorder(tmp_path)
     made = apimart(
         "generate", "a fox", "-n", "2", "--wait", "-o", "out", "--open",
