@@ -69,7 +69,7 @@ def plain_words(command: str) -> list[str] | None:
             quote = "" if char == '"' else quote
         elif char in "'\"":
             quote = char
-        elif char == "#" and (index == 0 or command[index - 1].isspace()):
+        elif char == "#" and (index == 0 or command[index - 1] in " \t"):
             command = command[:index]  # a comment, to the end of the line
             break
         elif char in _SHELL:
