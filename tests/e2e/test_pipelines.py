@@ -1,14 +1,18 @@
-"""The README's pipelines, run for real against the sandbox."""
+"""The README's pipelines, run for real against the sandbox: what takes processes of
+their own (a shell pipeline, a terminal, a reader that goes away, the sandbox command
+as a server). The one-command flows beside them are in `tests/flows/test_pipelines.py`."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from apimart_cli.sandbox import Sandbox
-from tests.e2e.conftest import API_KEY, COMMAND, apimart, png_size, shell
+from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig, SystemClock
+from tests.e2e.conftest import API_KEY, COMMAND, png_size, shell
+from tests.helpers.commands import run as apimart_here
+from tests.helpers.waiting import wait_until
 
 
 def test_generate_piped_into_wait_saves_images(env: dict[str, str], tmp_path: Path) -> None:
@@ -42,39 +46,8 @@ def test_generate_json_parsed_and_fanned_out_with_xargs(
     )
 
 
-def test_generate_wait_prints_paths_and_sends_ids_to_stderr(
-    env: dict[str, str], tmp_path: Path
-) -> None:
-    run = apimart("generate", "a lighthouse", "--wait", "-o", "out", env=env, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr
-    [path] = run.lines
-    assert png_size(tmp_path / path) == (1024, 1024)
-    task_id = Path(path).name.rsplit("_", 1)[0]
-    assert task_id in run.stderr
-
-
-def test_global_sandbox_flag_needs_no_key(env: dict[str, str], tmp_path: Path) -> None:
-    no_key = {
-        k: v for k, v in env.items() if not k.startswith("APIMART_API") and k != "APIMART_BASE_URL"
-    }
-    run = apimart(
-        "--sandbox",
-        "generate",
-        "a lighthouse at dawn",
-        "-s",
-        "3:2",
-        "--wait",
-        "-o",
-        "out",
-        env=no_key,
-        cwd=tmp_path,
-    )
-    assert run.returncode == 0, run.stderr
-    [path] = run.lines
-    assert png_size(tmp_path / path) == (1536, 1024)
-
-
 def test_sandbox_command_as_its_own_process(env: dict[str, str], tmp_path: Path) -> None:
+    """The server is the process here; the command that uses it may run in this one."""
     server = subprocess.Popen(
         [*COMMAND, "sandbox", "--port", "0", "--duration", "0.5"],
         stdout=subprocess.PIPE,
@@ -87,7 +60,9 @@ def test_sandbox_command_as_its_own_process(env: dict[str, str], tmp_path: Path)
         base_url = server.stdout.readline().strip()
         assert base_url.startswith("http://127.0.0.1:")
         user = {**env, "APIMART_BASE_URL": base_url, "APIMART_API_KEY": "anything"}
-        run = apimart("generate", "an owl", "--wait", "-o", "out", "--json", env=user, cwd=tmp_path)
+        run = apimart_here(
+            "generate", "an owl", "--wait", "-o", "out", "--json", env=user, cwd=tmp_path
+        )
         assert run.returncode == 0, run.stderr
         [line] = run.lines
         data = json.loads(line)
@@ -96,36 +71,6 @@ def test_sandbox_command_as_its_own_process(env: dict[str, str], tmp_path: Path)
     finally:
         server.terminate()
         server.wait(timeout=10)
-
-
-def test_image_host_never_receives_the_key(
-    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
-) -> None:
-    run = apimart("generate", "a fox", "--wait", "-o", "out", env=env, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr
-    image_requests = [r for r in sandbox.requests if r.origin == "image"]
-    api_requests = [r for r in sandbox.requests if r.origin == "api"]
-    assert image_requests and api_requests
-    assert all("authorization" not in r.headers for r in image_requests)
-    assert all(r.headers.get("authorization") == f"Bearer {API_KEY}" for r in api_requests)
-
-
-def test_help_and_version_work_without_settings(env: dict[str, str]) -> None:
-    assert apimart("--version", env=env).stdout.startswith("apimart ")
-    run = apimart("--help", env=env)
-    for command in (
-        "generate",
-        "status",
-        "wait",
-        "download",
-        "balance",
-        "config",
-        "history",
-        "sizes",
-        "sandbox",
-    ):
-        assert command in run.stdout
-    assert sys.executable  # the same interpreter runs the command
 
 
 def test_paths_stay_on_stdout_while_bars_draw_on_a_terminal(
@@ -163,16 +108,41 @@ def test_paths_stay_on_stdout_while_bars_draw_on_a_terminal(
     assert API_KEY.encode() not in screen
 
 
+class _HeldUntil:
+    """The sandbox's time, real, except that a slow reply is held until `released()`
+    holds (or the hang guard passes), however long its fault says."""
+
+    def __init__(self, released: Callable[[], bool]) -> None:
+        self._real, self._released = SystemClock(), released
+
+    def monotonic(self) -> float:
+        return self._real.monotonic()
+
+    def time(self) -> float:
+        return self._real.time()
+
+    def advance(self, seconds: float) -> None:
+        self._real.advance(seconds)
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            wait_until(self._released, what="the reader going away", must=False)
+
+
 def test_a_reader_that_goes_away_early_ends_in_141_with_every_image_saved(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    from tests.e2e.conftest import shell
-
-    run = shell(
-        'apimart generate "a fox" -n 3 --wait -o out | (read -r first; echo "$first")',
-        env=env,
-        cwd=tmp_path,
-    )
+    gone = tmp_path / "reader-gone"
+    with Sandbox(SandboxConfig(duration=0.6), clock=_HeldUntil(gone.exists)) as sandbox:
+        # Two of the three images are held until the reader has gone, so the paths they
+        # print meet a pipe with no reader, however loaded the machine.
+        sandbox.inject(Fault("slow", path="/f/", times=2, delay=1.0))
+        run = shell(
+            'apimart generate "a fox" -n 3 --wait -o out'
+            ' | (read -r first; echo "$first"; exec 0<&-; : > reader-gone)',
+            env={**env, "APIMART_BASE_URL": sandbox.base_url},
+            cwd=tmp_path,
+        )
     assert run.returncode == 141, run.stderr  # pipefail: apimart's own status
     assert len(run.lines) == 1
     assert len(list((tmp_path / "out").glob("*.png"))) == 3

@@ -1,4 +1,5 @@
-"""Videos end to end: the real command against the sandbox's video model."""
+"""Videos: the command against the sandbox's video model, from the request to the
+saved file, the history and the gallery."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from apimart_cli.integrity import flaw
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
 from apimart_cli.sandbox.rules import SPEECH_MODEL, VIDEO_MODEL
 from apimart_cli.sandbox.videos import mp4_video
-from tests.e2e.conftest import apimart
+from tests.helpers.commands import run as apimart
 
 VIDEOS = "/v1/videos/generations"
 

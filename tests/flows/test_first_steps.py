@@ -1,4 +1,5 @@
-"""A newcomer's first mistakes, with the real command: each one says what to do."""
+"""A newcomer's first mistakes, with the command against the sandbox: each one says what
+to do."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import socket
 from pathlib import Path
 
 from apimart_cli.sandbox import Sandbox
-from tests.e2e.conftest import apimart
+from tests.helpers.commands import API_KEY
+from tests.helpers.commands import run as apimart
 
 
 def test_a_global_option_after_the_command_says_where_it_goes(env: dict[str, str]) -> None:
@@ -53,8 +55,6 @@ def test_a_ratio_typed_as_pixels_is_refused_and_a_v1_base_url_works(
 def test_config_set_api_key_is_checked_and_list_names_each_source(
     sandbox: Sandbox, env: dict[str, str], isolated: Path
 ) -> None:
-    from tests.e2e.conftest import API_KEY
-
     without_key = {k: v for k, v in env.items() if k != "APIMART_API_KEY"}
 
     stored = apimart("config", "set", "api_key", env=without_key, input=f"{API_KEY}\n")

@@ -1,4 +1,5 @@
-"""End-to-end: uploads, references sent as URLs, the base64 refusal, other models."""
+"""Uploads, references sent as URLs, the base64 refusal, other models: the command
+against the sandbox."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 
 from apimart_cli.sandbox import Sandbox
 from apimart_cli.tasks import parse_submission
-from tests.e2e.conftest import API_KEY, apimart, png_size
+from tests.helpers.commands import API_KEY
+from tests.helpers.commands import run as apimart
+from tests.helpers.images import png_size
 from tests.helpers.records import posts
 
 MIB = 1024 * 1024
