@@ -89,8 +89,8 @@ def test_ctrl_c_records_what_was_sent_and_a_rerun_finishes(
         _, stderr = process.communicate(timeout=30)
         assert process.returncode == 130, stderr
         assert "Run the same command again" in stderr and "Traceback" not in stderr
-        sandbox.advance(3600)  # the tasks sent end; those sent from now on take a moment
-        sandbox.configure(duration=0.6)
+        sandbox.advance(3600)  # the tasks sent end; those sent from now on, in a moment
+        sandbox.configure(duration=0.6, submit_rate=None)  # the rerun need not be slowed
         run = apimart("batch", str(jobs), "-o", str(out), "--interval", "0.2", env=user)
     assert run.returncode == 0, run.stderr
     assert created(sandbox) == dict.fromkeys(prompts, 1)
