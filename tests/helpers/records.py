@@ -151,9 +151,6 @@ class Gate:
     def shut_now(self) -> bool:
         return not self._open.is_set()
 
-    def shut(self) -> None:
-        self._open.clear()
-
     def shut_on_one_working(self) -> bool:
         """Shut, if a submission is in its working seconds (it then stays in flight)."""
         with self._lock:
