@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +27,36 @@ def slow_sandbox() -> Iterator[Sandbox]:
     config = SandboxConfig(duration=4.0, download_rate=400_000, noise=True)
     with Sandbox(config) as server:
         yield server
+
+
+class Valve:
+    """The sandbox's throttled downloads, held where they are while the valve is shut;
+    once it opens, the rest of each flows at once. A test watches a download move for as
+    long as it needs, on a machine however slow, and waits no longer than that."""
+
+    def __init__(self, sandbox: Sandbox, *, shut: bool = False) -> None:
+        self._shut = shut
+        self._open = threading.Event()
+        real = sandbox.pause
+
+        def pause(seconds: float | None) -> bool:
+            if seconds is None or seconds <= 0:  # not a download's: as it was
+                return real(seconds)
+            if self._open.is_set():
+                return real(0)
+            if not self._shut:
+                return real(seconds)
+            while not self._open.wait(0.05) and real(0):  # until open, or the sandbox stops
+                pass
+            return real(0)
+
+        sandbox.pause = pause  # type: ignore[method-assign]
+
+    def shut(self) -> None:
+        self._shut = True
+
+    def open(self) -> None:
+        self._open.set()
 
 
 @pytest.fixture
@@ -66,8 +97,9 @@ def _row(screen: list[str], start: str) -> str | None:
 
 
 def test_a_wait_and_its_downloads_on_an_80_column_terminal(
-    run_in_terminal: Callable[..., Terminal], tmp_path: Path
+    run_in_terminal: Callable[..., Terminal], slow_sandbox: Sandbox, tmp_path: Path
 ) -> None:
+    valve = Valve(slow_sandbox)
     terminal = run_in_terminal("generate", "a fox", "-n", "2", "--wait", "-o", "out")
 
     # While it waits: the label moves between polls, each line has one clock.
@@ -87,6 +119,7 @@ def test_a_wait_and_its_downloads_on_an_80_column_terminal(
     screen = terminal.until(
         lambda s: sum(bool(re.search(r"image \d .* of .* MiB, \d+ KiB/s", line)) for line in s) == 2
     )
+    valve.shut()  # the downloads go no further until the clock is seen to run
     downloading = [line for line in screen if line.lstrip().startswith("image")]
     assert all(len(CLOCK.findall(line)) == 1 and len(line) <= WIDTH for line in downloading)
     first = CLOCK.findall(downloading[0])[0]
@@ -96,6 +129,7 @@ def test_a_wait_and_its_downloads_on_an_80_column_terminal(
             for line in s
         )
     )
+    valve.open()
 
     # Saved: the saved state replaces the downloading line, and nothing was cut.
     assert terminal.exit_code() == 0
@@ -111,8 +145,11 @@ def test_a_wait_and_its_downloads_on_an_80_column_terminal(
 
 
 def test_a_batch_on_a_terminal_prints_each_path_once_and_its_clock_runs(
-    run_in_terminal: Callable[..., Terminal], tmp_path: Path
+    run_in_terminal: Callable[..., Terminal], slow_sandbox: Sandbox, tmp_path: Path
 ) -> None:
+    # The jobs end at once but for their downloads, held until the clock is seen to run.
+    slow_sandbox.configure(duration=0.6)
+    valve = Valve(slow_sandbox, shut=True)
     (tmp_path / "jobs.txt").write_text("a fox\nan owl\n")
     terminal = run_in_terminal("batch", "jobs.txt", "-o", "out")
     clocks: set[str] = set()
@@ -122,6 +159,7 @@ def test_a_batch_on_a_terminal_prints_each_path_once_and_its_clock_runs(
         return len(clocks) >= 2
 
     terminal.until(ticking)  # the bar's clock runs while the jobs process
+    valve.open()
     assert terminal.exit_code(timeout=120) == 0
     screen = terminal.screen()
     paths = [line for line in screen if "out/" in line]

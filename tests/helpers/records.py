@@ -3,13 +3,16 @@ and the sandbox driven directly, not through apimart."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from apimart_cli.sandbox import RecordedRequest, Sandbox
+from apimart_cli.sandbox import Fault, RecordedRequest, Sandbox
 from tests.helpers.waiting import wait_until
 
 SUBMIT = "/v1/images/generations"
@@ -86,11 +89,101 @@ def everything_in(folder: Path) -> list[str]:
 def error_of(stderr: str, returncode: int) -> dict[str, Any]:
     """A `--json` run's error object: the last line of standard error, and the only JSON
     on it; its exit code must be the run's."""
-    import json
-
     lines = stderr.splitlines()
     assert [line for line in lines if line.startswith("{")] == [lines[-1]], stderr
     error = json.loads(lines[-1])["error"]
     assert error["exit_code"] == returncode, stderr
     assert error["message"] and isinstance(error["retryable"], bool)
     return dict(error)
+
+
+# A batch's jobs file and what the batch left: its manifest, its images, its tasks.
+
+MANIFEST = "batch-manifest.jsonl"
+
+
+def write_jobs(folder: Path, *lines: str | dict[str, Any]) -> Path:
+    """`folder/jobs.txt` with `lines`, each a line as it is or a job as JSON."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "jobs.txt"
+    text = [line if isinstance(line, str) else json.dumps(line) for line in lines]
+    path.write_text("\n".join(text) + "\n")
+    return path
+
+
+def created(sandbox: Sandbox) -> Counter[str]:
+    """How many tasks the server made for each prompt (a resent key makes none)."""
+    return Counter(r.json["prompt"] for r in sandbox.submissions())
+
+
+def png_names(folder: Path) -> list[str]:
+    """The names of the PNG files in `folder`, sorted."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix == ".png")
+
+
+def latest_records(folder: Path) -> dict[int, dict[str, Any]]:
+    """The last record of each job line in the batch manifest in `folder`."""
+    records = {}
+    for line in (folder / MANIFEST).read_text().splitlines():
+        record = json.loads(line)
+        records[record["line"]] = record
+    return records
+
+
+def latest_states(folder: Path) -> dict[int, str]:
+    """The state each job line was last recorded in."""
+    return {line: record["state"] for line, record in latest_records(folder).items()}
+
+
+class Gate:
+    """The sandbox's next `times` submissions held in flight for as long as a test wants:
+    each stays `working` seconds, then for as long as the gate is shut. A request cut off
+    by a kill stays in flight there, so that a run after it meets its key (409, strictly
+    held); and a test knows that what it waits for cannot have ended meanwhile."""
+
+    HELD = 99.0  # the delay of the "slow" fault that the gate turns into its own wait
+
+    def __init__(
+        self, sandbox: Sandbox, *, working: float = 0.0, shut: bool = False, times: int = 10**6
+    ) -> None:
+        self._open = threading.Event()
+        if not shut:
+            self._open.set()
+        self._lock = threading.Lock()
+        self.working = 0  # submissions in their `working` seconds
+        self.held = 0  # submissions waiting at the shut gate
+        real = sandbox.pause
+
+        def pause(seconds: float | None) -> bool:
+            if seconds != self.HELD:
+                return real(seconds)
+            with self._lock:
+                self.working += 1
+            going = real(working)
+            with self._lock:
+                self.working -= 1
+                if self._open.is_set() or not going:
+                    return going
+                self.held += 1
+            while not self._open.wait(0.05) and real(0):  # until open, or the sandbox stops
+                pass
+            with self._lock:
+                self.held -= 1
+            return real(0)
+
+        sandbox.pause = pause  # type: ignore[method-assign]
+        sandbox.inject(Fault("slow", method="POST", path=SUBMIT, delay=self.HELD, times=times))
+
+    @property
+    def shut_now(self) -> bool:
+        return not self._open.is_set()
+
+    def shut_on_one_working(self) -> bool:
+        """Shut, if a submission is in its working seconds (it then stays in flight)."""
+        with self._lock:
+            if self.working:
+                self._open.clear()
+            return self.working > 0
+
+    def open(self) -> None:
+        self._open.set()
