@@ -20,7 +20,7 @@ import pytest
 from pytest_httpx import HTTPXMock
 from typer.testing import CliRunner, Result
 
-from apimart_cli.cli import app
+from apimart_cli.cli import app_for
 from apimart_cli.history import History, TaskRecord
 from tests.helpers.images import png
 
@@ -53,7 +53,7 @@ def run(
     Whatever happens, no traceback and no unhandled exception reach the user,
     and the API key is never printed (unless the test asks for it, as `--reveal`).
     """
-    result = CliRunner().invoke(app, list(args), input=input)
+    result = CliRunner().invoke(app_for(list(args)), list(args), input=input, prog_name="apimart")
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError(f"unhandled {result.exception!r}\n{result.output}")
     assert "Traceback" not in result.output
