@@ -5,32 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-import pytest
-
-from apimart_cli.sandbox import Sandbox, SandboxConfig
 from tests.helpers.commands import API_KEY as API_KEY
 from tests.helpers.commands import Run as Run
-from tests.helpers.commands import checked, user_environment
+from tests.helpers.commands import checked
+from tests.helpers.commands import env as env
+from tests.helpers.commands import sandbox as sandbox
 from tests.helpers.images import png_size as png_size  # the e2e tests' own name for it
 
 # The same tests, with the installed console script where there is one.
 _SCRIPT = Path(sys.executable).with_name("apimart")
 COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "apimart_cli"]
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(SandboxConfig(duration=0.6)) as server:
-        yield server
-
-
-@pytest.fixture
-def env(sandbox: Sandbox, isolated: Path) -> dict[str, str]:
-    """The environment of a user pointed at the sandbox, with their own config and history."""
-    return user_environment(sandbox.base_url, isolated)
 
 
 def apimart(

@@ -5,34 +5,18 @@ standard input and output, started as an agent starts it, is in `tests/e2e/test_
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager, redirect_stderr
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers.commands import API_KEY
+from tests.helpers.commands import API_KEY, as_the_user
 from tests.helpers.images import png
 
 mcp = pytest.importorskip("mcp", reason="the mcp extra is not installed")
 anyio = pytest.importorskip("anyio")
-
-
-@contextmanager
-def as_the_user(env: Mapping[str, str], cwd: Path) -> Iterator[None]:
-    """This process's environment exactly `env`, its folder `cwd`; both put back after."""
-    saved_environ, saved_cwd = dict(os.environ), os.getcwd()
-    os.environ.clear()
-    os.environ.update(env)
-    os.chdir(cwd)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved_environ)
-        os.chdir(saved_cwd)
 
 
 @asynccontextmanager
