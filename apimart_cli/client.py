@@ -16,8 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from apimart_cli import __version__, lean_httpx
@@ -126,8 +125,7 @@ class _TooSlow(Exception):
     """A request that outlasted REQUEST_TIME_LIMIT, or a transfer that stalled."""
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     """A streamed reply: its status, its headers (any case), and its body as it arrives.
 
     Iterating `body` raises `retry.Transient` when the transfer fails or stalls,

@@ -29,9 +29,8 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from apimart_cli import secrets
 from apimart_cli.constants import VIDEO_OPERATION
@@ -112,8 +111,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 _FINAL = tuple(sorted(FINAL_STATES))  # bound to the three ? of "state NOT IN (?, ?, ?)"
 
 
-@dataclass(frozen=True)
-class TaskRecord:
+class TaskRecord(NamedTuple):
     """One row of the history: a submitted task, or a submission whose outcome is unknown."""
 
     task_id: str | None  # None when the submission's outcome is unknown (no id came back)
