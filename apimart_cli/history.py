@@ -330,10 +330,17 @@ class History:
                 writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
-    def _write(self) -> Iterator[_Writer]:
-        """One short write transaction, committed on exit; errors become ``HistoryError``."""
+    def _write(self, *, durable: bool = True) -> Iterator[_Writer]:
+        """One short write transaction, committed on exit; errors become ``HistoryError``.
+
+        A `durable` one is on the disk when it is committed (a submission's record,
+        before the request leaves). Another (what the service said of a task, which it
+        says again) is on the disk by the next checkpoint, at the latest when the
+        history is closed: a killed process loses neither, a power cut may lose the
+        other (WAL with synchronous=NORMAL), and the commit waits for no disk."""
         with _translated(self.path):
             conn = self._connection()
+            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             try:
                 # Take the write lock now, waiting up to the timeout. Inside the try: a
                 # Ctrl-C that comes while it waits is raised as soon as it returns, and
@@ -608,7 +615,8 @@ class History:
             row = self._connection().execute(_UPDATE_READS, (task_id,)).fetchone()
         if row is None or _updated(row, given, paths, now) is None:
             return
-        with self._write() as conn:
+        # The service's word alone is asked again if lost; the images saved are not.
+        with self._write(durable=bool(paths)) as conn:
             row = conn.execute(_UPDATE_READS, (task_id,)).fetchone()  # again, under the lock
             changed = None if row is None else _updated(row, given, paths, now)
             if changed is None:
