@@ -29,8 +29,9 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from apimart_cli import secrets
 from apimart_cli.constants import VIDEO_OPERATION
@@ -111,7 +112,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 _FINAL = tuple(sorted(FINAL_STATES))  # bound to the three ? of "state NOT IN (?, ?, ?)"
 
 
-class TaskRecord(NamedTuple):
+@dataclass(frozen=True)
+class TaskRecord:
     """One row of the history: a submitted task, or a submission whose outcome is unknown."""
 
     task_id: str | None  # None when the submission's outcome is unknown (no id came back)

@@ -180,10 +180,12 @@ def test_status_takes_the_certificates_the_environment_names(status_modules: set
 
 # Each dataclass costs its import a third of a millisecond or more (its methods are
 # written and compiled when it is created): a record `status` loads is a NamedTuple or a
-# plain class, except these, which `dataclasses.replace` copies.
+# plain class, except these, which are copied with `dataclasses.replace` or read as a
+# mapping of their fields (`vars`).
 STATUS_DATACLASSES = {
     "apimart_cli.tasks.Task",
     "apimart_cli.settings.Settings",
+    "apimart_cli.history.TaskRecord",
     "apimart_cli.commands.common.AppState",
 }
 
