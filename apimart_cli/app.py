@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, overload
 
 from apimart_cli.errors import ApimartError, ExitCode
 
@@ -45,8 +44,7 @@ if TYPE_CHECKING:
 Say = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class Ui:
+class Ui(NamedTuple):
     """Where a use-case's words go, handed in by its caller: `info` and `warn` (standard
     error for the command line), `debug` (each request, under --verbose; None: not
     wanted), and the secret registry: `hide` a value no line may show, `redact` a line."""
@@ -167,8 +165,7 @@ def save_hooks(
 # -- submitting and waiting ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Waiting:
+class Waiting(NamedTuple):
     """How a wait goes, beyond its plan: what makes the engine's reporter (made when
     the wait starts, as it may take over the screen), whether the images are stamped
     (`stamp`), and the preview the caller's display can draw."""
@@ -179,12 +176,12 @@ class Waiting:
     previewer: Previewer | None = None
 
 
-@dataclass
 class Generated:
     """A submission: its task ids, and how the wait went (None: not waited for)."""
 
-    task_ids: list[str]
-    outcome: Outcome | None = None
+    def __init__(self, task_ids: list[str], outcome: Outcome | None = None) -> None:
+        self.task_ids = task_ids
+        self.outcome = outcome
 
 
 def generate(
@@ -360,14 +357,14 @@ def batch(
 # -- asking ----------------------------------------------------------------------------------
 
 
-@dataclass
 class Statuses:
     """`status`: each task's state or the error in its way, in the order asked."""
 
-    task_ids: list[str]
-    answers: list[Task | ApimartError]
-    exit_code: ExitCode = ExitCode.OK
-    hints: list[str] = field(default_factory=list)  # what to do, each once
+    def __init__(self, task_ids: list[str], answers: list[Task | ApimartError]) -> None:
+        self.task_ids = task_ids
+        self.answers = answers
+        self.exit_code = ExitCode.OK
+        self.hints: list[str] = []  # what to do, each once
 
     # Worked out once: after a deadline a hundred thousand answers are gone through, and
     # every pass over them is time past the --timeout.

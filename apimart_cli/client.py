@@ -16,8 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from apimart_cli import __version__, lean_httpx
@@ -126,8 +125,7 @@ class _TooSlow(Exception):
     """A request that outlasted REQUEST_TIME_LIMIT, or a transfer that stalled."""
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     """A streamed reply: its status, its headers (any case), and its body as it arrives.
 
     Iterating `body` raises `retry.Transient` when the transfer fails or stalls,
@@ -242,15 +240,19 @@ class Client:
         self._runner = Runner("request")  # each API exchange, bounded (see `_send`)
         self._results: dict[str, Task] = {}  # synchronous results, by the id made for them
         self._results_lock = threading.Lock()
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        loopback = is_loopback(urlsplit(self.base_url).hostname or "")
         self._http = httpx.Client(
             timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            limits=limits,
             headers={"User-Agent": f"{USER_AGENT_PRODUCT}/{__version__}"},
             # HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE... are honoured, as curl and gh do,
-            # except for a loopback base URL (a sandbox): no proxy stands in front of it.
-            trust_env=not is_loopback(urlsplit(self.base_url).hostname or ""),
+            # except the proxies for a loopback base URL (a sandbox): no proxy stands in
+            # front of it. A transport given here is one httpx puts no proxy before; it
+            # still takes its certificates from SSL_CERT_FILE or SSL_CERT_DIR.
+            transport=httpx.HTTPTransport(limits=limits) if loopback else None,
         )
 
     def __enter__(self) -> Client:

@@ -332,10 +332,17 @@ class History:
                 writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
-    def _write(self) -> Iterator[_Writer]:
-        """One short write transaction, committed on exit; errors become ``HistoryError``."""
+    def _write(self, *, durable: bool = True) -> Iterator[_Writer]:
+        """One short write transaction, committed on exit; errors become ``HistoryError``.
+
+        A `durable` one is on the disk when it is committed (a submission's record,
+        before the request leaves). Another (what the service said of a task, which it
+        says again) is on the disk by the next checkpoint, at the latest when the
+        history is closed: a killed process loses neither, a power cut may lose the
+        other (WAL with synchronous=NORMAL), and the commit waits for no disk."""
         with _translated(self.path):
             conn = self._connection()
+            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             try:
                 # Take the write lock now, waiting up to the timeout. Inside the try: a
                 # Ctrl-C that comes while it waits is raised as soon as it returns, and
@@ -563,8 +570,10 @@ class History:
         order, as absolute paths). Once the files number the task's ``images``
         (or any are given while that number is unknown), the task counts as
         saved. A task id not in the history (one submitted elsewhere) is ignored:
-        the history holds what was submitted from here. With `on_failure`, a
-        failure is told to it once, and later updates are skipped.
+        the history holds what was submitted from here. An update that changes
+        nothing writes nothing (``updated_at`` is when the record last changed).
+        With `on_failure`, a failure is told to it once, and later updates are
+        skipped.
         """
         if self._failed:
             return
@@ -591,18 +600,30 @@ class History:
         actual_time: float | None,
     ) -> None:
         now = time.time()
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT files, images, saved_at FROM tasks WHERE task_id = ?", (task_id,)
-            ).fetchone()
-            if row is None:
+        given = {
+            "state": state,
+            "cost": cost,
+            "error": error,
+            "images": images,
+            "expires_at": expires_at,
+            "estimated_time": estimated_time,
+            "actual_time": actual_time,
+        }
+        paths = [str(Path(f).absolute()) for f in files]
+        # Read first, without the write lock: most updates (a status asked again, a poll of
+        # a task still as it was) change nothing, and writing them would take the lock and
+        # sync the disk for nothing.
+        with _translated(self.path):
+            row = self._connection().execute(_UPDATE_READS, (task_id,)).fetchone()
+        if row is None or _updated(row, given, paths, now) is None:
+            return
+        # The service's word alone is asked again if lost; the images saved are not.
+        with self._write(durable=bool(paths)) as conn:
+            row = conn.execute(_UPDATE_READS, (task_id,)).fetchone()  # again, under the lock
+            changed = None if row is None else _updated(row, given, paths, now)
+            if changed is None:
                 return
-            known = _files(row["files"])
-            merged = list(dict.fromkeys([*known, *(str(Path(f).absolute()) for f in files)]))
-            count = images if images is not None else _count(row["images"])
-            saved_at = _time(row["saved_at"])
-            if saved_at is None and merged and (count is None or len(merged) >= count):
-                saved_at = now
+            files_json, saved_at = changed
             conn.execute(
                 "UPDATE tasks SET updated_at = ?, state = coalesce(?, state),"
                 " cost = coalesce(?, cost), error = coalesce(?, error), files = ?,"
@@ -614,7 +635,7 @@ class History:
                     state,
                     cost,
                     error,
-                    json.dumps(merged),
+                    files_json,
                     images,
                     expires_at,
                     estimated_time,
@@ -786,6 +807,35 @@ def _enable_wal(conn: sqlite3.Connection, seconds: float) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+# What an update reads of a row: what it merges, and the values it may set.
+_UPDATE_READS = (
+    "SELECT files, saved_at, state, cost, error, images, expires_at, estimated_time,"
+    " actual_time FROM tasks WHERE task_id = ?"
+)
+
+
+def _updated(
+    row: sqlite3.Row, given: Mapping[str, object], paths: Sequence[str], now: float
+) -> tuple[str, float | None] | None:
+    """The files (as JSON) and saved time a row has after an update of the `given`
+    values (by column; None: left as it is) and saved `paths`; None if the update
+    changes nothing in it."""
+    known = _files(row["files"])
+    merged = list(dict.fromkeys([*known, *paths]))
+    images = given["images"]
+    count = images if isinstance(images, int) else _count(row["images"])
+    saved_at = _time(row["saved_at"])
+    if saved_at is None and merged and (count is None or len(merged) >= count):
+        saved_at = now
+    unchanged = (
+        merged == known
+        and saved_at == _time(row["saved_at"])
+        # As _Writer writes them: a secret in an error is cut out.
+        and all(v is None or secrets.redact_data(v) == row[k] for k, v in given.items())
+    )
+    return None if unchanged else (json.dumps(merged), saved_at)
 
 
 class _Writer:

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from apimart_cli import config_file, secrets
@@ -36,8 +37,7 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     """One row of the settings table."""
 
     key: str  # the config key, and the attribute of ``Settings``
@@ -141,8 +141,7 @@ def resembles(key: str) -> str | None:
     return close[0] if close else None
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     """Where a setting's value came from."""
 
     kind: str  # flag, env, file or default
@@ -152,8 +151,7 @@ class Source:
         return {"file": "config file", "default": "default"}.get(self.kind, self.name)
 
 
-@dataclass(frozen=True)
-class InEffect:
+class InEffect(NamedTuple):
     """One setting's value in effect, and its source."""
 
     setting: Setting
@@ -163,6 +161,8 @@ class InEffect:
 
 @dataclass(frozen=True)
 class Settings:
+    """The settings in effect (`resolve`): what the commands use."""
+
     api_key: str | None
     base_url: str
     output_dir: Path

@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from apimart_cli.errors import ServiceError, UsageError, clipped, printable, shown
 
@@ -65,8 +65,7 @@ def validate_task_id(task_id: str) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class ResultImage:
+class ResultImage(NamedTuple):
     """One result file, an image or a video (`kind`): where to fetch it and when that
     stops working."""
 
@@ -172,8 +171,7 @@ def normal_status(status: str) -> str:
     return STATE_SYNONYMS.get(lowered, lowered)
 
 
-@dataclass(frozen=True)
-class ReplyError:
+class ReplyError(NamedTuple):
     """An error a reply carries whatever its HTTP status: the status it means, the
     server's message, and its code and type where it gave them."""
 
@@ -228,8 +226,7 @@ def _text(value: Any) -> str | None:
     return server_text(value) if isinstance(value, str) and value.strip() else None
 
 
-@dataclass(frozen=True)
-class Submitted:
+class Submitted(NamedTuple):
     """What a submit reply says: the task ids it created, or the finished result of a
     model that answers at once (`result`, under an id made for it), whether it was a
     replay of an earlier request with the same key, and the reply's `request_id`."""

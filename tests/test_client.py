@@ -685,19 +685,32 @@ def test_base_url_trailing_slash(httpx_mock: HTTPXMock) -> None:
 
 
 @pytest.mark.parametrize(
-    ("base_url", "uses_environment"),
+    "base_url",
     [
-        ("https://api.apimart.ai", True),
-        ("http://127.0.0.1:8787", False),
-        ("http://localhost:8787", False),
-        ("http://[::1]:8787", False),
+        "https://api.apimart.ai",
+        "http://127.0.0.1:8787",
+        "http://localhost:8787",
+        "http://[::1]:8787",
     ],
 )
-def test_proxies_from_the_environment_except_for_a_loopback_sandbox(
-    base_url: str, uses_environment: bool
-) -> None:
+def test_certificates_from_the_environment_for_any_base_url(base_url: str) -> None:
+    # SSL_CERT_FILE and SSL_CERT_DIR hold for a sandbox's image hosts as for any other.
     with Client(base_url, KEY) as api:
-        assert api._http.trust_env is uses_environment
+        assert api._http.trust_env
+
+
+def test_proxies_from_the_environment_but_never_before_a_loopback_sandbox(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with Sandbox(SandboxConfig(duration=0)) as sandbox, Client(sandbox.base_url, KEY) as api:
+        assert api.balance()  # straight to the sandbox, not through the proxy
+    with Client("https://api.apimart.ai", KEY) as api:
+        proxied = api._http._transport_for_url(httpx.URL("https://api.apimart.ai/v1/balance"))
+        assert proxied is not api._http._transport  # the proxy's transport
 
 
 # --- time limits: a dripping server cannot hold a request -------------------------------

@@ -569,6 +569,37 @@ def test_a_failed_update_of_a_mirror_is_told_once_and_not_raised(path: Path) -> 
     assert len(failures) == 1 and "locked" in failures[0].message
 
 
+def test_an_update_that_changes_nothing_writes_nothing(path: Path) -> None:
+    # `status` asked again, a poll of a task as it was: not even another process's
+    # write lock holds them up, and the record is as it was.
+    import sqlite3
+
+    from apimart_cli.deadline import Deadline
+
+    done = {"state": "completed", "cost": 0.05, "images": 1, "expires_at": LATER}
+    timed = {"estimated_time": 8.0, "actual_time": 7.5}
+    with History.open(path) as history:
+        submit(history, "task_1")
+        submit(history, "task_2")
+        history.update("task_1", files=["a.png"], **done, **timed)
+        history.update("task_2", state="failed", error="moderation")
+        before = history.list()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing, for as long as it likes
+    try:
+        with History.open(path, deadline=Deadline.after(0.0)) as history:
+            history.update("task_1", files=["a.png"], **done, **timed)
+            history.update("task_1", state="completed")  # what is not given is left as it is
+            history.update("task_2", state="failed", error="moderation")
+            history.update("task_3", state="failed")  # not in the history
+            assert history.list() == before
+            with pytest.raises(HistoryError, match="locked"):  # a change is written
+                history.update("task_1", cost=0.06)
+    finally:
+        holder.rollback()
+        holder.close()
+
+
 def test_a_history_from_a_newer_version_is_refused_naming_its_version(path: Path) -> None:
     import sqlite3
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import certifi
 import pytest
 
 from apimart_cli import cli
@@ -37,12 +38,33 @@ except SystemExit:
 print(" ".join(sorted(sys.modules)), file=sys.stderr)
 """
 
+# The same run, then the dataclasses defined by the package's modules it loaded.
+DATACLASS_PROBE = (
+    PROBE
+    + """
+import dataclasses
+made = {
+    f"{name}.{cls}"
+    for name, module in list(sys.modules.items())
+    if name.startswith("apimart_cli")
+    for cls, value in vars(module).items()
+    if isinstance(value, type) and value.__module__ == name and dataclasses.is_dataclass(value)
+}
+print(" ".join(sorted(made)), file=sys.stderr)
+"""
+)
+
 
 def loaded_modules(*args: str, env: dict[str, str] | None = None) -> set[str]:
+    return set(_probe(PROBE, args, env)[-1].split())
+
+
+def _probe(script: str, args: tuple[str, ...], env: dict[str, str] | None) -> list[str]:
+    """The lines a probe script printed on standard error after running `apimart args`."""
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True, env=env
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True, env=env
     )
-    return set(result.stderr.split())
+    return result.stderr.splitlines()
 
 
 def test_version_loads_neither_typer_nor_anything_heavy() -> None:
@@ -105,9 +127,10 @@ NOT_FOR_ONE_QUERY = (
 
 
 @pytest.fixture(scope="module")
-def status_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+def status_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[set[str], set[str]]:
     """What `apimart status ID --json` loads, asking a sandbox about a task it knows
-    and recording the answer in a history that holds the task."""
+    and recording the answer in a history that holds the task: the modules, and the
+    dataclasses their import created."""
     data = tmp_path_factory.mktemp("data")
     with Sandbox(SandboxConfig(duration=0)) as sandbox:
         env = {
@@ -116,6 +139,8 @@ def status_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
             "APIMART_BASE_URL": sandbox.base_url,
             "APIMART_DATA_DIR": str(data),
             "APIMART_CONFIG": str(data / "config.toml"),
+            # The certificates named, as on many machines (and the floor's script reads).
+            "SSL_CERT_FILE": certifi.where(),
         }
         generated = subprocess.run(
             [sys.executable, "-m", "apimart_cli", "generate", "a fox"],
@@ -124,8 +149,15 @@ def status_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
             check=True,
             env=env,
         )
-        modules = loaded_modules("status", generated.stdout.strip(), "--json", env=env)
-    return modules
+        *_, modules, made = _probe(
+            DATACLASS_PROBE, ("status", generated.stdout.strip(), "--json"), env
+        )
+    return set(modules.split()), set(made.split())
+
+
+@pytest.fixture(scope="module")
+def status_modules(status_run: tuple[set[str], set[str]]) -> set[str]:
+    return status_run[0]
 
 
 def test_status_loads_no_rich_pygments_or_click(status_modules: set[str]) -> None:
@@ -138,6 +170,30 @@ def test_status_loads_neither_the_engine_nor_the_sandbox(status_modules: set[str
     assert "apimart_cli.history" in status_modules  # the answer is still recorded
     loaded = status_modules & set(NOT_FOR_ONE_QUERY)
     assert not loaded
+
+
+def test_status_takes_the_certificates_the_environment_names(status_modules: set[str]) -> None:
+    # Even for a sandbox on loopback: looking certifi's bundle up loads zipfile and
+    # importlib's resource readers, for a bundle that is then not read.
+    assert not status_modules & {"zipfile", "importlib.resources.readers"}
+
+
+# Each dataclass costs its import a third of a millisecond or more (its methods are
+# written and compiled when it is created): a record `status` loads is a NamedTuple or a
+# plain class, except these, which are copied with `dataclasses.replace` or read as a
+# mapping of their fields (`vars`).
+STATUS_DATACLASSES = {
+    "apimart_cli.tasks.Task",
+    "apimart_cli.settings.Settings",
+    "apimart_cli.history.TaskRecord",
+    "apimart_cli.commands.common.AppState",
+}
+
+
+def test_status_creates_no_other_dataclass(status_run: tuple[set[str], set[str]]) -> None:
+    _, made = status_run
+    assert "apimart_cli.tasks.Task" in made  # the probe does see them
+    assert made <= STATUS_DATACLASSES
 
 
 def test_httpx_is_imported_without_its_command_line_client() -> None:
