@@ -243,7 +243,9 @@ class BatchRun:
         outcome = self._engine.run()
         if outcome.interrupted:
             raise Terminated if outcome.exit_code == ExitCode.TERMINATED else KeyboardInterrupt
-        return outcome.timed_out
+        # The deadline may cut a submission off, ending the engine's input, a moment before
+        # the engine (on this thread) sees it: out of time all the same.
+        return outcome.timed_out or self._submitter.cut_off
 
     def _close(self) -> None:
         """The run is over: send nothing more, and record nothing more from other threads."""

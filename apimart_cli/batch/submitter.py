@@ -64,6 +64,7 @@ class Submitter:
         self._references = references  # references uploaded, and the base64 refusal handled
         self.queue: deque[JobRun] = deque()  # the jobs to send, in order
         self._sending = True
+        self.cut_off = False  # the deadline ended a submission on its way
         self._thread: threading.Thread | None = None
         limiter.on_change = self._slowed
 
@@ -196,6 +197,7 @@ class Submitter:
             if self._tracker.closed or isinstance(error, SubmissionTimedOut):
                 # Out of time on its way: the record keeps "submitting" and the key, so a
                 # rerun sends it with that key and the service makes no second task.
+                self.cut_off = self.cut_off or isinstance(error, SubmissionTimedOut)
                 return
             if isinstance(error, HistoryError) or error.exit_code in _STOP_SENDING:
                 self.stop()

@@ -19,7 +19,7 @@ from apimart_cli.batch import (
 )
 from apimart_cli.client import Client
 from apimart_cli.deadline import Deadline
-from apimart_cli.errors import ExitCode, HistoryError
+from apimart_cli.errors import ExitCode, HistoryError, SubmissionTimedOut
 from apimart_cli.history import History
 from apimart_cli.progress import PlainBatchDisplay
 from apimart_cli.sandbox import Sandbox, SandboxConfig
@@ -182,3 +182,23 @@ def test_a_manifest_that_cannot_record_a_key_sends_nothing_under_it(
     monkeypatch.setattr(Manifest, "open", real_open)
     assert run_jobs(sandbox, tmp_path, "a fox\nan owl") == ExitCode.OK
     assert len(sandbox.submissions()) == 2 and len(saved(tmp_path)) == 2
+
+
+class CutOffOnItsWay(Client):
+    """Each submission cut off by the deadline, as the client says it is when the deadline
+    ends a request, before the engine, on another thread, has seen the deadline itself."""
+
+    def submit_reply(self, request: Any, idempotency_key: str) -> Any:
+        raise SubmissionTimedOut("Out of time on its way.", idempotency_key=idempotency_key)
+
+
+def test_a_submission_the_deadline_cut_off_is_a_timeout_with_how_to_resume(
+    sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = CutOffOnItsWay(sandbox.base_url, "sk-test", deadline=Deadline.after(30))
+    code = run_jobs(sandbox, tmp_path, "a fox", client=client)
+    err = capsys.readouterr().err
+    assert code == ExitCode.TIMEOUT, err
+    assert "with 1 job(s) unfinished. Run the same command again to resume." in err
+    [record] = latest_records(tmp_path)
+    assert record["state"] == "submitting" and record["idempotency_key"]  # resent with it
