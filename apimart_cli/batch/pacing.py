@@ -104,8 +104,12 @@ class Allowance:
 
     def accepted(self, sent: float) -> None:
         """A submission sent at `sent` was accepted: it took its share of the allowance
-        then, and counts towards the rate learned between the refusals around it."""
+        then, and counts towards the rate learned between the refusals around it (one
+        sent before the last refusal and answered after it, too: the rate is learned
+        again)."""
         bisect.insort(self._accepted, sent)
+        if self._refusals and sent < self._refusals[-1]:
+            self._estimate()
 
     def refused(self, now: float, resent_at: float) -> None:
         """A 429: the request is sent again at `resent_at` (the pause's end), taking its
@@ -136,6 +140,12 @@ class Allowance:
         while len(self._refusals) > 2 and now - self._refusals[0] > WINDOW:
             self._refusals.popleft()
             del self._accepted[: bisect.bisect_left(self._accepted, self._refusals[0])]
+        self._estimate()
+
+    def _estimate(self) -> None:
+        """The rate (and burst) from the refusals and acceptances known so far."""
+        if self._first_refusal is None:
+            return
         times = list(self._refusals)
         spans = [
             (self.accepted_between(earlier, later), later - earlier)

@@ -339,3 +339,14 @@ def test_the_last_submissions_go_at_once_when_the_allowance_left_covers_them() -
     covered = math.floor(allowance.left(12.0) - SPARE)
     assert allowance.delay(12.0, remaining=covered) == 0  # ...but these are the last
     assert allowance.delay(12.0, remaining=covered + 1) > 0
+
+
+def test_an_acceptance_answered_after_the_refusal_it_preceded_corrects_the_rate() -> None:
+    allowance = Allowance()
+    allowance.refused(0.0, resent_at=1.0)
+    for i in range(20):
+        allowance.accepted(1.0 + i / 20)
+    allowance.refused(2.0, resent_at=3.0)
+    assert allowance.rate == pytest.approx(19 / 2)
+    allowance.accepted(1.99)  # sent before the refusal, its answer read after
+    assert allowance.rate == pytest.approx(20 / 2)
