@@ -63,11 +63,13 @@ class Allowance:
         self.burst = 0.0
         self._doubt = 0.0  # how far short of the rate the learned one may be, as a fraction
         self._margin, self._probe = margin, probe
-        self._refusals: deque[float] = deque(maxlen=REFUSALS)  # when, the first of each pause
-        self._accepted: list[float] = []  # when each accepted submission was sent, in order
+        self._refusals: deque[float] = deque()  # when, the first refusal of each pause
+        # Accepted submissions, by when they were sent: before the first refusal, and
+        # from each refusal of `_refusals` until the next.
+        self._before_first = 0
+        self._accepted: deque[int] = deque()
         self._first_start: float | None = None
         self._first_refusal: float | None = None
-        self._first_burst: tuple[int, float] | None = None  # (accepted, in seconds)
         self._next = float("-inf")  # when the next submission may start by the pace
         self._left, self._left_at = 0.0, float("-inf")  # the allowance left, as of when
         self._pause_end = float("-inf")  # the end of the pause after the last refusal
@@ -107,8 +109,13 @@ class Allowance:
         then, and counts towards the rate learned between the refusals around it (one
         sent before the last refusal and answered after it, too: the rate is learned
         again)."""
-        bisect.insort(self._accepted, sent)
-        if self._refusals and sent < self._refusals[-1]:
+        after = bisect.bisect_right(self._refusals, sent)
+        if after == 0:
+            if self._first_refusal is None or sent < self._first_refusal:
+                self._before_first += 1
+            return  # else sent before the refusals kept: forgotten
+        self._accepted[after - 1] += 1
+        if after < len(self._refusals):
             self._estimate()
 
     def refused(self, now: float, resent_at: float) -> None:
@@ -137,41 +144,44 @@ class Allowance:
         if self._first_refusal is None:
             self._first_refusal = now
         self._refusals.append(now)
-        while len(self._refusals) > 2 and now - self._refusals[0] > WINDOW:
+        self._accepted.append(0)
+        while len(self._refusals) > 2 and (
+            now - self._refusals[0] > WINDOW or len(self._refusals) > REFUSALS
+        ):
             self._refusals.popleft()
-            del self._accepted[: bisect.bisect_left(self._accepted, self._refusals[0])]
+            self._accepted.popleft()
         self._estimate()
 
     def _estimate(self) -> None:
         """The rate (and burst) from the refusals and acceptances known so far."""
         if self._first_refusal is None:
             return
-        times = list(self._refusals)
+        times, counts = list(self._refusals), list(self._accepted)
         spans = [
-            (self.accepted_between(earlier, later), later - earlier)
-            for i, earlier in enumerate(times)
-            for later in times[i + 1 :]
-            if later > earlier
+            (sum(counts[i:j]), times[j] - times[i])
+            for i in range(len(times))
+            for j in range(i + 1, len(times))
+            if times[j] > times[i]
         ]
         spans = [(count, seconds) for count, seconds in spans if count > 1]
         if not spans:
             return
         count, seconds = max(spans, key=lambda span: (span[0] - 1) / span[1])
         self.rate, self._doubt = (count - 1) / seconds, DOUBT / count
-        if self._first_burst is None and self._first_start is not None:
-            sent = self.accepted_between(float("-inf"), self._first_refusal)
-            self._first_burst = sent, self._first_refusal - self._first_start
-        if self._first_burst is not None:
+        if self._first_start is not None:
             # The burst: what was accepted of those sent before the first refusal, beyond
             # the rate's share of that time.
-            sent, spent = self._first_burst
-            self.burst = max(0.0, sent - self.rate * spent)
+            spent = self._first_refusal - self._first_start
+            self.burst = max(0.0, self._before_first - self.rate * spent)
 
     def accepted_between(self, earlier: float, later: float) -> int:
-        """How many accepted submissions were sent from `earlier` until before `later`."""
-        return bisect.bisect_left(self._accepted, later) - bisect.bisect_left(
-            self._accepted, earlier
-        )
+        """How many accepted submissions were sent from the refusal at `earlier` (or from
+        the start: -inf) until the one at `later`, as far as the refusals kept go."""
+        count = self._before_first if earlier == float("-inf") else 0
+        for when, accepted in zip(self._refusals, self._accepted, strict=True):
+            if earlier <= when < later:
+                count += accepted
+        return count
 
     def _take(self, now: float) -> None:
         self._left, self._left_at = self.left(now) - 1, now

@@ -11,7 +11,7 @@ import pytest
 from apimart_cli.batch import (
     AimdLimiter,
 )
-from apimart_cli.batch.pacing import CATCH_UP, SPARE, Allowance
+from apimart_cli.batch.pacing import CATCH_UP, REFUSALS, SPARE, Allowance
 from apimart_cli.constants import RATE_LIMIT_PAUSE
 from apimart_cli.sandbox.rules import TokenBucket
 from tests.helpers.clocks import FakeClock
@@ -350,3 +350,13 @@ def test_an_acceptance_answered_after_the_refusal_it_preceded_corrects_the_rate(
     assert allowance.rate == pytest.approx(19 / 2)
     allowance.accepted(1.99)  # sent before the refusal, its answer read after
     assert allowance.rate == pytest.approx(20 / 2)
+
+
+def test_what_is_kept_to_learn_from_stays_bounded_however_long_the_batch() -> None:
+    allowance = Allowance()
+    for second in range(1000):
+        for i in range(20):
+            allowance.accepted(second + i / 20)
+        allowance.refused(second + 1.0, resent_at=second + 2.0)
+    assert len(allowance._refusals) == len(allowance._accepted) == REFUSALS
+    assert allowance.rate == pytest.approx((20 * (REFUSALS - 1) - 1) / (REFUSALS - 1))
