@@ -24,12 +24,18 @@ from apimart_cli.pacing import Aimd
 
 # Submissions are spaced to the rate learned, this much faster (and by DOUBT submissions
 # more over the time it was learned in, which it may be short of: one at each end, and
-# what went unused at the end of a pause), and faster still by PROBE a second since the
-# last refusal: the service's rate may rise. Too slow a pace loses the allowance all
-# along; too fast, one pause now and then, found by the next refusal.
+# what went unused at the end of a pause); the excess doubles every PROBE seconds since
+# the last refusal, as the service's rate may have risen. Too slow a pace loses the
+# allowance all along; too fast, one pause now and then, found by the next refusal.
 MARGIN = 0.01
 DOUBT = 4
-PROBE = 0.001
+PROBE = 8.0
+# A service whose allowance banks less than this is not paced: there is little to lose
+# in a pause, and refusals find its rate as well as a pace could.
+BURST = 2.0
+# A rate is learned only from at least this many submissions accepted between two
+# refusals: fewer say too little (the pace is then the limit in flight's alone).
+LEAST = 10
 # How far the pace may catch up after a submission started late (a busy machine), or
 # after a pause: at most this many seconds' worth at once.
 CATCH_UP = 0.25
@@ -75,11 +81,12 @@ class Allowance:
         self._pause_end = float("-inf")  # the end of the pause after the last refusal
 
     def pace(self, now: float) -> float | None:
-        """Submissions a second from now on, or None: as fast as they can go."""
-        if self.rate is None:
+        """Submissions a second from now on, or None: as fast as they can go (nothing
+        learned yet, or an allowance with no burst to lose in a pause)."""
+        if self.rate is None or self.burst < BURST:
             return None
         since = now - self._refusals[-1]
-        return self.rate * (1 + self._margin + self._doubt) * (1 + self._probe * since)
+        return self.rate * (1 + (self._margin + self._doubt) * 2 ** (since / self._probe))
 
     def left(self, now: float) -> float:
         """The allowance left now, as learned (0 while the rate is not known)."""
@@ -163,7 +170,7 @@ class Allowance:
             for j in range(i + 1, len(times))
             if times[j] > times[i]
         ]
-        spans = [(count, seconds) for count, seconds in spans if count > 1]
+        spans = [(count, seconds) for count, seconds in spans if count >= LEAST]
         if not spans:
             return
         count, seconds = max(spans, key=lambda span: (span[0] - 1) / span[1])

@@ -202,6 +202,12 @@ def test_a_slower_service_is_followed_as_closely() -> None:
     assert refused <= 8
 
 
+def test_a_service_with_no_burst_is_followed_as_closely() -> None:
+    # 0.5 a second, one at a time: the first can go at once, the 50th 98 s later.
+    last, _ = run_batch(50, 0.5, step=0.05)
+    assert 98.0 <= last <= 98.0 * 1.02
+
+
 def test_the_rate_is_learned_between_refusals_by_when_submissions_were_sent() -> None:
     clock = FakeClock(0.0)
     limiter = AimdLimiter(4, clock=clock)
@@ -284,9 +290,17 @@ def test_a_stretch_the_client_fell_behind_in_does_not_lower_the_rate() -> None:
     assert allowance.rate == pytest.approx(20.0)
 
 
-def test_the_pace_spaces_submissions_a_little_faster_than_the_rate() -> None:
-    allowance = Allowance(margin=0.01, probe=0.0)
+def burst_then_refused(allowance: Allowance, count: int = 20) -> None:
+    """`count` accepted at once, then the first refusal, at 0."""
+    allowance.started(-0.01)
+    for _ in range(count):
+        allowance.accepted(-0.01)
     allowance.refused(0.0, resent_at=1.0)
+
+
+def test_the_pace_spaces_submissions_a_little_faster_than_the_rate() -> None:
+    allowance = Allowance(margin=0.01, probe=math.inf)
+    burst_then_refused(allowance)
     for i in range(400):
         allowance.accepted(1.0 + i / 20)
     allowance.refused(21.0, resent_at=22.0)  # 400 in 21 s: at least 399 / 21 a second
@@ -305,8 +319,8 @@ def test_the_pace_spaces_submissions_a_little_faster_than_the_rate() -> None:
 
 
 def test_the_pace_catches_up_a_late_start_only_so_far() -> None:
-    allowance = Allowance(margin=0.0, probe=0.0)
-    allowance.refused(0.0, resent_at=1.0)
+    allowance = Allowance(margin=0.0, probe=math.inf)
+    burst_then_refused(allowance)
     for i in range(101):
         allowance.accepted(i / 10)
     allowance.refused(10.0, resent_at=11.0)
@@ -321,7 +335,7 @@ def test_the_pace_catches_up_a_late_start_only_so_far() -> None:
 
 
 def test_the_last_submissions_go_at_once_when_the_allowance_left_covers_them() -> None:
-    allowance = Allowance(margin=0.0, probe=0.0)
+    allowance = Allowance(margin=0.0, probe=math.inf)
     allowance.started(-0.01)
     for _ in range(20):
         allowance.accepted(-0.01)  # a burst of 20
@@ -360,3 +374,29 @@ def test_what_is_kept_to_learn_from_stays_bounded_however_long_the_batch() -> No
         allowance.refused(second + 1.0, resent_at=second + 2.0)
     assert len(allowance._refusals) == len(allowance._accepted) == REFUSALS
     assert allowance.rate == pytest.approx((20 * (REFUSALS - 1) - 1) / (REFUSALS - 1))
+
+
+def test_the_pace_grows_ever_faster_while_nothing_is_refused() -> None:
+    allowance = Allowance(margin=0.01, probe=8.0)
+    burst_then_refused(allowance)
+    for i in range(400):
+        allowance.accepted(1.0 + i / 20)
+    allowance.refused(21.0, resent_at=22.0)
+    rate, excess = allowance.rate, 0.01 + 4 / 400
+    assert rate is not None
+    assert allowance.pace(21.0) == pytest.approx(rate * (1 + excess))
+    assert allowance.pace(29.0) == pytest.approx(rate * (1 + 2 * excess))  # the service's
+    assert allowance.pace(45.0) == pytest.approx(rate * (1 + 8 * excess))  # may have risen
+
+
+def test_an_allowance_with_no_burst_is_not_paced() -> None:
+    # Nothing banks in a pause, so there is nothing a pace could save; refusals find the rate.
+    allowance = Allowance()
+    burst_then_refused(allowance, count=1)
+    for i in range(40):
+        allowance.accepted(1.0 + i / 2)
+    allowance.refused(21.0, resent_at=22.0)
+    assert allowance.rate is not None and allowance.burst < 2
+    assert allowance.pace(22.0) is None
+    allowance.started(22.0)
+    assert allowance.delay(22.0) == 0
