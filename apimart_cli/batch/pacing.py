@@ -30,6 +30,7 @@ from apimart_cli.pacing import Aimd
 MARGIN = 0.01
 DOUBT = 4
 PROBE = 8.0
+MOST_DOUBLINGS = 32  # by then the pace is no limit at all (and 2 ** n stays a float)
 # A service whose allowance banks less than this is not paced: there is little to lose
 # in a pause, and refusals find its rate as well as a pace could.
 BURST = 2.0
@@ -85,8 +86,8 @@ class Allowance:
         learned yet, or an allowance with no burst to lose in a pause)."""
         if self.rate is None or self.burst < BURST:
             return None
-        since = now - self._refusals[-1]
-        return self.rate * (1 + (self._margin + self._doubt) * 2 ** (since / self._probe))
+        doublings = min((now - self._refusals[-1]) / self._probe, MOST_DOUBLINGS)
+        return self.rate * (1 + (self._margin + self._doubt) * 2**doublings)
 
     def left(self, now: float) -> float:
         """The allowance left now, as learned (0 while the rate is not known)."""

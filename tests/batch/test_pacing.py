@@ -387,6 +387,8 @@ def test_the_pace_grows_ever_faster_while_nothing_is_refused() -> None:
     assert allowance.pace(21.0) == pytest.approx(rate * (1 + excess))
     assert allowance.pace(29.0) == pytest.approx(rate * (1 + 2 * excess))  # the service's
     assert allowance.pace(45.0) == pytest.approx(rate * (1 + 8 * excess))  # may have risen
+    allowance.started(21.0 + 86400 * 365)  # a year on: no limit at all, and no overflow
+    assert allowance.delay(21.0 + 86400 * 365) == 0
 
 
 def test_an_allowance_with_no_burst_is_not_paced() -> None:
