@@ -263,8 +263,11 @@ class AimdLimiter:
     def accepted(self) -> None:
         """The service accepted the submission this thread sent (said as soon as its reply
         is read, before it is recorded)."""
+        sent = getattr(self._sending, "sent", None)
+        if sent is None:
+            return  # not a thread that acquired a slot: nothing to learn from
         with self._cond:
-            self._allowance.accepted(self._sending.sent)
+            self._allowance.accepted(sent)
 
     def release(self, *, accepted: bool) -> None:
         """A submission ended; an accepted one counts towards raising the limit."""
