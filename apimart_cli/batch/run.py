@@ -174,8 +174,8 @@ class BatchRun:
                 self._close()
                 self._display.close()
                 self._tracker.show(final=True)  # however it ended: no longer reloading
-        self._tracker.finish_rest(timed_out, self._options.timeout)
-        self._tracker.show(final=True)
+        if self._tracker.finish_rest(timed_out, self._options.timeout):
+            self._tracker.show(final=True)  # again, with the jobs it just ended
         self.settled = not timed_out
         return self._tracker.summarise(time.monotonic() - started)
 

@@ -99,6 +99,7 @@ class Submitter:
         self._limiter.close()
 
     def _send_all(self, on_done: Callable[[], None]) -> None:
+        self._limiter.expect(len(self.queue))
         count = min(self._limiter.ceiling, len(self.queue))
         workers = [
             threading.Thread(target=self._send_worker, name=f"submit-{i}", daemon=True)
@@ -167,6 +168,7 @@ class Submitter:
         except ApimartError as error:
             self._refused(run, error)
             return False
+        self._limiter.accepted()  # on this thread, which acquired its slot
         with self._lock:
             if self._tracker.closed:  # too late: the record keeps "submitting" and the key
                 return True

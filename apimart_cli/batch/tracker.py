@@ -115,8 +115,9 @@ class JobTracker:
         if self._as_json:
             self.display.output(json.dumps(run.result(self._output), ensure_ascii=False))
 
-    def finish_rest(self, timed_out: bool, timeout: float) -> None:
-        """Jobs still open: unsent (sending stopped), or unfinished when the wait timed out."""
+    def finish_rest(self, timed_out: bool, timeout: float) -> int:
+        """Jobs still open: unsent (sending stopped), or unfinished when the wait timed out.
+        How many there were."""
         rest = [run for run in self.runs if not run.ended]
         for run in rest:
             unsent = run.state == "queued"
@@ -136,6 +137,7 @@ class JobTracker:
             )
         if self.manifest.failed:
             self.fail(ExitCode.FAILED)
+        return len(rest)
 
     def summarise(self, elapsed: float) -> ExitCode:
         """Say what to do, then how it went; the run's exit code (the highest wins)."""

@@ -202,3 +202,46 @@ def test_a_submission_the_deadline_cut_off_is_a_timeout_with_how_to_resume(
     assert "with 1 job(s) unfinished. Run the same command again to resume." in err
     [record] = latest_records(tmp_path)
     assert record["state"] == "submitting" and record["idempotency_key"]  # resent with it
+
+
+# -- the gallery page at the end -------------------------------------------------------------
+
+
+def run_watched(folder: Path, duration: float, timeout: float) -> list[tuple[bool, list[str]]]:
+    """A batch of two with its gallery page: each page written (live or final, each job's
+    state and error)."""
+    from collections.abc import Iterable, Mapping
+
+    from apimart_cli import gallery
+
+    pages: list[tuple[bool, list[str]]] = []
+
+    class Watching(gallery.Keeper):
+        def _write(self, records: Iterable[Mapping[str, Any]], *, live: bool) -> None:
+            jobs = list(records)
+            pages.append((live, [f"{r['state']}: {r.get('error')}" for r in jobs]))
+            super()._write(jobs, live=live)
+
+    out = folder / "out"
+    with Sandbox(SandboxConfig(duration=duration)) as server:
+        run_batch(
+            parse("a fox\nan owl\n"),
+            Client(server.base_url, "sk-test", deadline=Deadline.after(timeout)),
+            AimdLimiter(4),
+            BatchOptions(output=out, interval=0.05, timeout=timeout),
+            lambda: History(folder / "history.sqlite3"),
+            gallery=Watching(out, warn=print, every=3600.0),
+            display=PlainBatchDisplay(),
+        )
+    return pages
+
+
+def test_a_batch_that_ends_writes_its_final_page_once(tmp_path: Path) -> None:
+    pages = run_watched(tmp_path, duration=0.2, timeout=30)
+    assert [page for page in pages if not page[0]] == [(False, ["completed: None"] * 2)]
+
+
+def test_a_batch_that_times_out_ends_its_page_with_the_unfinished_jobs(tmp_path: Path) -> None:
+    pages = run_watched(tmp_path, duration=30.0, timeout=1.0)
+    unfinished = "submitted: unfinished when the wait timed out"
+    assert pages[-1] == (False, [unfinished, unfinished])
