@@ -7,9 +7,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
+from tests.helpers import needs_mcp
 
-pytest.importorskip("mcp", reason="the mcp extra is not installed")
+pytestmark = needs_mcp
 
 KEY = "sk-mcp-log-4Rt8Wq2Zx9Lp"
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-pytest.importorskip("mcp", reason="the mcp extra is not installed")
-
-import anyio
-from mcp import Client
-
-from apimart_cli.mcp_server import Tools, build_server, for_agents
 from apimart_cli.sandbox import Sandbox, SandboxConfig
+from tests.helpers import needs_mcp
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+
+pytestmark = needs_mcp
 
 KEY = "sk-mcp-test-0123456789"
 
@@ -29,7 +29,10 @@ def sandbox() -> Iterator[Sandbox]:
 def calls(
     sandbox: Sandbox, *requests: tuple[str, dict[str, Any]], progress: list[Any]
 ) -> list[Any]:
-    server = build_server(Tools(api_key=KEY, base_url=sandbox.base_url))
+    import anyio
+    from mcp import Client
+
+    server = serving(sandbox)
 
     async def main() -> list[Any]:
         async def heard(done: float, total: float | None, message: str | None) -> None:
@@ -42,6 +45,12 @@ def calls(
             ]
 
     return anyio.run(main)
+
+
+def serving(sandbox: Sandbox) -> MCPServer:
+    from apimart_cli.mcp_server import Tools, build_server
+
+    return build_server(Tools(api_key=KEY, base_url=sandbox.base_url))
 
 
 def test_progress_notifications_carry_a_real_fraction_as_the_work_moves(
@@ -84,13 +93,18 @@ def test_hints_name_the_tools_arguments_not_flags_they_lack(sandbox: Sandbox) ->
     assert result.is_error
     error = result.structured_content["error"]
     assert "--" not in error["message"] + error.get("hint", ""), error
+    from apimart_cli.mcp_server import for_agents
+
     assert for_agents("Use --param quality=high; --force-size sends it.") == (
         "Use `params` quality=high."
     )
 
 
 def test_descriptions_have_no_docstring_indentation(sandbox: Sandbox) -> None:
-    server = build_server(Tools(api_key=KEY, base_url=sandbox.base_url))
+    import anyio
+    from mcp import Client
+
+    server = serving(sandbox)
 
     async def main() -> Any:
         async with Client(server) as client:

@@ -9,10 +9,11 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from apimart_cli.errors import ApimartError
+from tests.helpers import needs_mcp
 
 from .conftest import API, AUTH, KEY
 
-pytest.importorskip("mcp", reason="the mcp extra is not installed")
+pytestmark = needs_mcp
 
 
 def test_a_retry_is_told_on_standard_error(

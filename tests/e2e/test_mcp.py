@@ -9,17 +9,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
+import anyio
 
 from tests.e2e.conftest import API_KEY, COMMAND
+from tests.helpers import needs_mcp
 
-mcp = pytest.importorskip("mcp", reason="the mcp extra is not installed")
-anyio = pytest.importorskip("anyio")
+pytestmark = needs_mcp
 
 
 @asynccontextmanager
 async def connected(env: Mapping[str, str], cwd: Path, errlog: Any) -> AsyncIterator[Any]:
     """A client session with `apimart mcp`, started as an agent starts it."""
+    import mcp
+
     params = mcp.StdioServerParameters(
         command=COMMAND[0], args=[*COMMAND[1:], "mcp"], env=dict(env), cwd=str(cwd)
     )

@@ -10,19 +10,21 @@ from contextlib import asynccontextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
 
-import pytest
+import anyio
 
+from tests.helpers import needs_mcp
 from tests.helpers.commands import API_KEY, as_the_user
 from tests.helpers.images import png
 
-mcp = pytest.importorskip("mcp", reason="the mcp extra is not installed")
-anyio = pytest.importorskip("anyio")
+pytestmark = needs_mcp
 
 
 @asynccontextmanager
 async def connected(env: Mapping[str, str], cwd: Path, errlog: Any) -> AsyncIterator[Any]:
     """A client session with the server `apimart mcp` serves (no flags: the environment
     and the config file name the key and the service), its standard error to `errlog`."""
+    import mcp
+
     from apimart_cli.mcp_server import Tools, build_server
 
     with as_the_user(env, cwd), redirect_stderr(errlog):

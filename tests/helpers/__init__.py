@@ -6,3 +6,11 @@ driven directly), `scripted` (an API for the replies the sandbox's faults cannot
 `terminal` (a real terminal in tmux), `readme` (the README's command lines),
 `viewers` (a fresh look for image viewers) and `polling_sim` (a simulation of waiting on
 many tasks)."""
+
+from importlib.util import find_spec
+
+import pytest
+
+# The tests of the MCP server, skipped without the mcp extra. Found, not imported: a
+# worker that runs none of them does not pay mcp's half-second import at collection.
+needs_mcp = pytest.mark.skipif(find_spec("mcp") is None, reason="the mcp extra is not installed")
