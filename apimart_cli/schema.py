@@ -95,12 +95,6 @@ def fetch_model(client: Client, cache: Cache, model: str) -> ModelSchema | None:
     return read
 
 
-def fetch_schema(client: Client, cache: Cache, model: str) -> Mapping[str, Any] | None:
-    """The model's input schema, kept in the cache for a day; None where the service has none."""
-    found = fetch_model(client, cache, model)
-    return None if found is None else found.input_schema
-
-
 def check_body(body: Mapping[str, Any], schema: Mapping[str, Any], model: str) -> None:
     """Raise a UsageError (exit 2) naming the first field `schema` refuses, and what it takes."""
     properties = schema.get("properties")

@@ -11,7 +11,7 @@ from pytest_httpx import HTTPXMock
 from apimart_cli.cache import Cache
 from apimart_cli.client import Client
 from apimart_cli.errors import ExitCode, UsageError
-from apimart_cli.schema import check_body, fetch_schema, input_schema
+from apimart_cli.schema import check_body, fetch_model, input_schema
 from tests.helpers.clocks import FakeClock
 
 BASE = "https://api.test"
@@ -151,15 +151,20 @@ def test_the_schema_is_fetched_once_a_day(
     )
     clock = FakeClock(1_800_000_000.0)
     cache = Cache(tmp_path / "cache.sqlite3", clock=clock)
+
+    def fetch_schema(client: Client) -> object:
+        found = fetch_model(client, cache, "m-1")
+        return None if found is None else found.input_schema
+
     with Client(BASE, KEY) as client:
-        assert fetch_schema(client, cache, "m-1") == SCHEMA
+        assert fetch_schema(client) == SCHEMA
         clock.time += 23 * 3600
-        assert fetch_schema(client, cache, "m-1") == SCHEMA  # from the cache
+        assert fetch_schema(client) == SCHEMA  # from the cache
         assert len(httpx_mock.get_requests()) == 1
         clock.time += 2 * 3600  # more than a day: asked again
         httpx_mock.add_response(
             method="GET", url=f"{BASE}/v1/model-schema?model=m-1", status_code=404
         )
-        assert fetch_schema(client, cache, "m-1") is None
-        assert fetch_schema(client, cache, "m-1") is None  # "none" is remembered too
+        assert fetch_schema(client) is None
+        assert fetch_schema(client) is None  # "none" is remembered too
     assert len(httpx_mock.get_requests()) == 2
