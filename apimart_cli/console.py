@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, TextIO, cast
+from typing import TYPE_CHECKING, TextIO
 
 from apimart_cli import secrets
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # only an error's report needs them: `--help` does without
 from apimart_cli.secrets import hide as hide
 from apimart_cli.secrets import redact as redact
 from apimart_cli.secrets import redact_data as redact_data
+from apimart_cli.secrets import redacting as redacting
 
 _lock = threading.Lock()
 _started = time.monotonic()  # the command's start, for the one clock progress shows
@@ -38,23 +39,6 @@ def configure(*, quiet: bool = False, verbose: bool = False) -> None:
 def started() -> float:
     """When the command started (`time.monotonic`): every progress clock counts from it."""
     return _started
-
-
-def redacting(stream: TextIO) -> TextIO:
-    """`stream`, every write to it redacted: for what rich draws (tables, progress),
-    which does not pass through `data` or `info`."""
-    return cast(TextIO, _Redacting(stream))
-
-
-class _Redacting:
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        return self._stream.write(redact(text))
-
-    def __getattr__(self, name: str) -> object:  # isatty, fileno, flush, encoding...
-        return getattr(self._stream, name)
 
 
 def is_quiet() -> bool:

@@ -35,7 +35,7 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
 
-from apimart_cli import __version__, console
+from apimart_cli import __version__, secrets
 from apimart_cli.constants import DEFAULT_COMMAND_TIMEOUT as COMMAND_TIMEOUT
 from apimart_cli.constants import DEFAULT_WAIT_TIMEOUT as WAIT_TIMEOUT
 from apimart_cli.errors import (
@@ -45,7 +45,7 @@ from apimart_cli.errors import (
     UsageError,
 )
 from apimart_cli.fields import BY_NAME, FIELDS
-from apimart_cli.tasks import FINAL_STATES
+from apimart_cli.tasks import FINAL_STATES, waiting_label
 
 if TYPE_CHECKING:
     from apimart_cli.app import Ui
@@ -98,12 +98,10 @@ class Progress:
                     done += 1
                 else:
                     done += self._shares.get(task_id, 0.0)
-        self._notify(round(min(done, total), 4), total, console.redact(message))
+        self._notify(round(min(done, total), 4), total, secrets.redact(message))
 
     def _share(self, task: Task) -> float:
         """How far along a task is (0-1) by its latest reply."""
-        from apimart_cli.progress import waiting_label
-
         if task.status == "completed":
             images = [v for (t, _), v in self._bytes.items() if t == task.task_id]
             got = sum(images) / max(len(task.images), len(images), 1)
@@ -156,7 +154,7 @@ class Progress:
         if task_id is not None:
             with self._lock:
                 self.errors.setdefault(task_id, error)
-                self._task(task_id)["error"] = console.redact(error.message)
+                self._task(task_id)["error"] = secrets.redact(error.message)
 
     def history_failed(self, error: HistoryError) -> None:
         self._tell(f"Warning: {error.message} The history is not updated further.")
@@ -167,7 +165,7 @@ class Progress:
             entry["status"] = task.status
             entry["files"] = [str(path) for path in files]
             if task.error_message:
-                entry["error"] = console.redact(task.error_message)
+                entry["error"] = secrets.redact(task.error_message)
             self._shares[task.task_id] = 1.0
         self._tell(f"{task.task_id}: {task.status}")
 
@@ -190,11 +188,22 @@ class Tools:
     """
 
     def __init__(
-        self, *, api_key: str | None = None, base_url: str | None = None, verbose: bool = False
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        info: Callable[[str], None] | None = None,
+        warn: Callable[[str], None] | None = None,
+        debug: Callable[[str], None] | None = None,
     ) -> None:
+        """`info`, `warn` and `debug` (None: no trace) write to standard error, the
+        protocol having standard output: the `apimart mcp` command hands in its own;
+        by default, each line redacted."""
         self._api_key = api_key
         self._base_url = base_url
-        self._verbose = verbose
+        self._info = info or _to_stderr
+        self._warn = warn or _to_stderr
+        self._debug = debug
 
     def _settings(
         self,
@@ -210,8 +219,8 @@ class Tools:
             output_dir=output_dir,
             references=references,
             metadata=metadata,
-            info=console.info,  # standard error: the protocol has standard output
-            warn=console.warn,
+            info=self._info,
+            warn=self._warn,
         )
         source = settings.sources.get("output_dir")
         if output_dir is None and (source is None or source.kind == "default"):
@@ -225,11 +234,9 @@ class Tools:
         """Standard error, as for a command; or, where the agent gets them, `notes`."""
         from apimart_cli.app import Ui
 
-        info = console.info if notes is None else notes.append
-        warn = console.warn if notes is None else notes.append
-        return Ui(
-            info, warn, console.hide, console.redact, console.debug if self._verbose else None
-        )
+        info = self._info if notes is None else notes.append
+        warn = self._warn if notes is None else notes.append
+        return Ui(info, warn, secrets.hide, secrets.redact, self._debug)
 
     def generate(
         self,
@@ -403,6 +410,13 @@ def _ended(
     return result
 
 
+def _to_stderr(message: str) -> None:
+    """A line on standard error, redacted."""
+    import sys
+
+    print(secrets.redact(message), file=sys.stderr, flush=True)
+
+
 def default_output_dir() -> Path:
     """Where images go without `output_dir` or the setting: the user's pictures folder."""
     from platformdirs import user_pictures_dir
@@ -430,7 +444,7 @@ def _checked(task_ids: list[str]) -> list[str]:
 
 def _result(data: dict[str, Any]) -> CallToolResult:
     """A tool's reply: the object as structured content, and as JSON text for older clients."""
-    text = console.redact(json.dumps(data, ensure_ascii=False, indent=2))
+    text = secrets.redact(json.dumps(data, ensure_ascii=False, indent=2))
     return CallToolResult(
         content=[TextContent(type="text", text=text)], structured_content=json.loads(text)
     )
@@ -496,8 +510,8 @@ def _failure(error: ApimartError) -> CallToolResult:
     error = _agent_error(error)
     lines = [f"Error: {error.message}", *([error.hint] if error.hint else [])]
     data = {"error": error.as_data(), **getattr(error, "result", {})}
-    text = console.redact("\n".join(lines))
-    structured = json.loads(console.redact(json.dumps(data, ensure_ascii=False)))
+    text = secrets.redact("\n".join(lines))
+    structured = json.loads(secrets.redact(json.dumps(data, ensure_ascii=False)))
     return CallToolResult(
         content=[TextContent(type="text", text=text)], structured_content=structured, is_error=True
     )
@@ -754,11 +768,9 @@ def build_server(tools: Tools) -> MCPServer:
     return server
 
 
-def serve(
-    *, api_key: str | None = None, base_url: str | None = None, verbose: bool = False
-) -> None:
+def serve(tools: Tools) -> None:
     """Serve until the client closes standard input."""
-    server = build_server(Tools(api_key=api_key, base_url=base_url, verbose=verbose))
+    server = build_server(tools)
     quiet_logging()  # after the SDK's own set-up, which turns on INFO
     server.run("stdio")
 
@@ -776,7 +788,7 @@ def quiet_logging() -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handler = logging.StreamHandler(console.redacting(sys.stderr))
+    handler = logging.StreamHandler(secrets.redacting(sys.stderr))
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.WARNING)

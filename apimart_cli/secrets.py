@@ -9,6 +9,7 @@ tool's, so any module may use it.
 """
 
 from collections.abc import Mapping
+from typing import TextIO, cast
 
 _secrets: frozenset[str] = frozenset()
 HIDDEN = "[API key]"
@@ -98,3 +99,20 @@ def redact_data(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [redact_data(item) for item in value]
     return value
+
+
+def redacting(stream: TextIO) -> TextIO:
+    """`stream`, every write to it redacted: for what is written without passing through
+    `redact` (rich's tables and progress, the log records of the MCP server)."""
+    return cast(TextIO, _Redacting(stream))
+
+
+class _Redacting:
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(redact(text))
+
+    def __getattr__(self, name: str) -> object:  # isatty, fileno, flush, encoding...
+        return getattr(self._stream, name)

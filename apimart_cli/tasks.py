@@ -374,3 +374,51 @@ def parse_task(reply: Any, task_id: str) -> Task:
         duration=_duration(data),
         raw=data,
     )
+
+
+# How long a task last seen "submitted" is shown so once its time since submission runs
+# on: the service starts on a task within seconds, and polls are aimed at its end, so a
+# poll may not catch it processing.
+SUBMITTED_SHOWN_SECONDS = 3.0
+
+
+def waiting_label(task: Task, *, now: float, seen: float) -> tuple[str, float | None]:
+    """A running task's label and bar (0-1; None to pulse) at wall time `now`, from the
+    reply seen at wall time `seen`: moving between polls, timed from the submission.
+
+    Where the service gave an estimate, the time left on it; past it, a revised one
+    (from the progress, else half as long again), marked `now`.
+    """
+    state, progress = task.status, task.progress
+    if not task.known_status:
+        return f"{state} (unknown state; waiting)", None
+    elapsed = None if task.created is None else max(now - task.created, 0.0)
+    estimate = task.estimated_time or None
+    guessed = False  # the percentage is the clock's, not the service's
+    if (
+        state == "submitted"
+        and elapsed is not None
+        and now - seen >= SUBMITTED_SHOWN_SECONDS
+        and elapsed >= SUBMITTED_SHOWN_SECONDS
+    ):
+        state = "processing"
+    # The service's own progress, once it has some, says more than its estimate.
+    seen_elapsed = max(seen - (task.created or seen), 0.0)
+    if estimate and task.progress and 10 <= task.progress < 100 and seen_elapsed > 0:
+        estimate = seen_elapsed * 100 / task.progress
+    if state == "processing" and elapsed is not None and estimate:
+        by_time = min(int(100 * elapsed / estimate), 99)
+        if progress is None or by_time > progress:
+            progress, guessed = by_time, True
+    label = state
+    if state == "processing" and progress is not None:
+        label += f" {'~' if guessed else ''}{progress}%"
+    fraction = None if progress is None else progress / 100
+    if elapsed is None or not estimate:
+        return label, fraction
+    if estimate - elapsed >= 0.5:
+        return f"{label}, ~{estimate - elapsed:.0f} s left", fraction
+    # Past the estimate: revised, half as long again each time it runs out.
+    while estimate - elapsed < 0.5:
+        estimate = max(estimate * 1.5, estimate + 1)
+    return f"{label}, now ~{estimate - elapsed:.0f} s left", fraction

@@ -25,7 +25,7 @@ def run(self, transport):  # stands in for serving: log as the SDK and httpx do
 MCPServer.run = run
 from apimart_cli import mcp_server, secrets
 secrets.hide("{KEY}")
-mcp_server.serve()
+mcp_server.serve(mcp_server.Tools())
 """
 
 

@@ -2,6 +2,7 @@
 
 import typer
 
+from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, state
 from apimart_cli.errors import UsageError
 
@@ -19,7 +20,7 @@ def mcp(ctx: typer.Context) -> None:
     """
     try:
         # Only here: the SDK (and pydantic under it) is an optional extra, and heavy.
-        from apimart_cli.mcp_server import serve
+        from apimart_cli.mcp_server import Tools, serve
     except ImportError as error:
         if not (error.name or "").startswith(("mcp", "pydantic", "anyio")):
             raise
@@ -29,4 +30,14 @@ def mcp(ctx: typer.Context) -> None:
             "or pipx inject apimart-cli 'mcp>=2.3,<3').",
         ) from None
     app = state(ctx)
-    serve(api_key=app.api_key, base_url=app.base_url, verbose=app.verbose)
+    # Its notes on standard error as any command's: --quiet and --verbose hold.
+    debug = console.debug if app.verbose else None
+    serve(
+        Tools(
+            api_key=app.api_key,
+            base_url=app.base_url,
+            info=console.info,
+            warn=console.warn,
+            debug=debug,
+        )
+    )
