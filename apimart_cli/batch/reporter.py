@@ -47,6 +47,7 @@ class BatchReporter:
         self.engine: Engine | None = None  # set once made: it is made with this reporter
         self._by_task: dict[str, JobRun] = {}  # by the id polled (the submission's)
         self._history_broken = False  # a write failed: said once, not tried again
+        self._cost: float | None = None  # the jobs' total, from the first change on
 
     def watch(self, run: JobRun) -> None:
         """Hand the job's task to the engine, to poll and download."""
@@ -100,8 +101,12 @@ class BatchReporter:
     def update(self, task: Task) -> None:
         run = self._by_task[task.task_id]
         if task.cost is not None and task.cost != run.cost:
+            # Kept as a running total: summing every job on each change took O(jobs²).
+            if self._cost is None:
+                self._cost = sum(r.cost or 0.0 for r in self._tracker.runs)
+            self._cost += task.cost - (run.cost or 0.0)
             run.cost = task.cost
-            self._display.cost(sum(r.cost or 0.0 for r in self._tracker.runs))
+            self._display.cost(self._cost)
         if task.status == "completed" and task.images:  # its downloads start now
             run.task, run.pending, run.saved = task, len(task.images), {}
             self._tracker.update(run, "completed")

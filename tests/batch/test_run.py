@@ -23,6 +23,7 @@ from apimart_cli.errors import ExitCode, HistoryError, SubmissionTimedOut
 from apimart_cli.history import History
 from apimart_cli.progress import PlainBatchDisplay
 from apimart_cli.sandbox import Sandbox, SandboxConfig
+from apimart_cli.sandbox.state import COST_PER_IMAGE
 from apimart_cli.tasks import Task
 
 from .conftest import parse
@@ -245,3 +246,32 @@ def test_a_batch_that_times_out_ends_its_page_with_the_unfinished_jobs(tmp_path:
     pages = run_watched(tmp_path, duration=30.0, timeout=1.0)
     unfinished = "submitted: unfinished when the wait timed out"
     assert pages[-1] == (False, [unfinished, unfinished])
+
+
+class CostDisplay(PlainBatchDisplay):
+    """The plain display, remembering each total cost it is told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.totals: list[float] = []
+
+    def cost(self, total: float) -> None:
+        self.totals.append(total)
+
+
+def test_the_total_cost_counts_each_job_once_with_those_of_the_earlier_run(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    options = BatchOptions(output=tmp_path / "out", interval=0.05, timeout=30)
+
+    def run(text: str, display: CostDisplay) -> ExitCode:
+        client = Client(sandbox.base_url, "sk-test", deadline=Deadline.after(30))
+        history = lambda: History(tmp_path / "history.sqlite3")  # noqa: E731
+        return run_batch(parse(text), client, AimdLimiter(4), options, history, display=display)
+
+    first, second = CostDisplay(), CostDisplay()
+    assert run("a fox\nan owl", first) == ExitCode.OK
+    assert first.totals[-1] == pytest.approx(2 * COST_PER_IMAGE["1k"])
+    # The rerun polls only the new job; the two done before still count.
+    assert run("a fox\nan owl\na bear", second) == ExitCode.OK
+    assert second.totals == [pytest.approx(3 * COST_PER_IMAGE["1k"])]
