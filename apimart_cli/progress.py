@@ -78,12 +78,11 @@ def human_bytes(count: float) -> str:
 
 
 class _Transfer:
-    """One image downloading: when it started, and when it was last told of."""
+    """One image downloading: when it started, and how much it had then."""
 
     def __init__(self, now: float, received: int) -> None:
         self.started = now
         self.first = received  # a resumed download starts past 0
-        self.last_note = now
 
     def rate(self, now: float, received: int) -> float:
         elapsed = now - self.started
