@@ -772,7 +772,10 @@ def _open_own_file(path: Path, *, create: bool = True) -> Iterator[IO[bytes]]:
         except IsADirectoryError:
             raise _folder_in_the_way(path) from None
         except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.EMLINK, errno.ENXIO):
+            # A link (ELOOP, EMLINK), a socket (ENXIO), or a file this user may not open
+            # (EACCES: another user's): none of them ours.
+            theirs = exc.errno == errno.EACCES and os.path.lexists(path)
+            if exc.errno not in (errno.ELOOP, errno.EMLINK, errno.ENXIO) and not theirs:
                 raise
         else:
             info = os.fstat(fd)
@@ -801,8 +804,8 @@ def _remove_planted(path: Path) -> None:
         _remove(path)
     except OSError as exc:
         raise UsageError(
-            f"{named(path)} is a link or a special file that cannot be removed: "
-            f"{exc.strerror or exc}",
+            f"{named(path)} is a link, a special file or another user's file that cannot "
+            f"be removed: {exc.strerror or exc}",
             "Remove it, then download again.",
         ) from None
 

@@ -1041,6 +1041,39 @@ def test_a_hard_link_at_the_part_file_is_not_written_into(
     assert victim.read_bytes() == b"precious"
 
 
+@pytest.mark.parametrize("planted", ["part", "validator"])
+def test_a_file_of_another_user_at_a_working_name_is_replaced_not_a_failure(
+    downloader: Downloader,
+    out: Path,
+    httpx_mock: HTTPXMock,
+    monkeypatch: pytest.MonkeyPatch,
+    planted: str,
+) -> None:
+    # Another user's file, which this one may not open (EACCES; the tests may run as
+    # root, who may open anything, so the refusal is made here), is no file of ours:
+    # removed like a planted link, and the download goes on.
+    theirs = out / f".{TASK_ID}_0.{planted}"
+    theirs.write_bytes(b"theirs")
+    real_open = safefiles.open_no_follow
+
+    def open_no_follow(path: Path, flags: int, mode: int = safefiles.PRIVATE) -> int:
+        try:
+            foreign = Path(path).read_bytes() == b"theirs"
+        except OSError:
+            foreign = False
+        if foreign:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(safefiles, "open_no_follow", open_no_follow)
+    if planted == "validator":  # beside a part file a killed run left
+        (out / f".{TASK_ID}_0.part").write_bytes(PNG[:100])
+    plain_png_reply(httpx_mock)
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == PNG
+    assert files(out) == [saved.path.name]
+
+
 def test_a_fifo_at_the_part_file_is_removed_not_read(
     downloader: Downloader, out: Path, httpx_mock: HTTPXMock
 ) -> None:
