@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from apimart_cli import safefiles
-from apimart_cli.errors import ConfigError
+from apimart_cli.errors import ConfigError, printable
 
 
 def config_path() -> Path:
@@ -31,9 +31,14 @@ def load(path: Path) -> dict[str, object]:
         text = _read_regular(path)
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(
-            f"Cannot read the config file {path}: {exc}", "Fix or remove the file."
+            f"Cannot read the config file {_named(path)}: {exc.strerror or exc}",
+            "Fix or remove the file.",
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"Cannot read the config file {_named(path)}: {exc}", "Fix or remove the file."
         ) from None
     # Imported only once there is a file to parse: start-up time.
     if sys.version_info >= (3, 11):
@@ -47,15 +52,21 @@ def load(path: Path) -> dict[str, object]:
         last_line = max(1, len(text.rstrip().splitlines()))
         detail = str(exc).replace("(at end of document)", f"(at the end of line {last_line})")
         raise ConfigError(
-            f"The config file {path} is not valid TOML: {detail}",
+            f"The config file {_named(path)} is not valid TOML: {detail}",
             "Fix that line, or remove the file and use `apimart config set`.",
         ) from None
     except RecursionError:  # `key = [[[[...`: the reader's own stack gives out
         raise ConfigError(
-            f"The config file {path} is not valid TOML: a value nested too deeply to read.",
+            f"The config file {_named(path)} is not valid TOML: a value nested too deeply to read.",
             "Fix that value, or remove the file and use `apimart config set`.",
         ) from None
     return dict(data)
+
+
+def _named(path: Path) -> str:
+    """The file's path for a message: an escape sequence or a line break in it (the
+    path may come from APIMART_CONFIG) never reaches the terminal as it is."""
+    return printable(str(path))
 
 
 def _read_regular(path: Path) -> str:
@@ -67,7 +78,7 @@ def _read_regular(path: Path) -> str:
     if not stat.S_ISREG(os.fstat(descriptor).st_mode):
         os.close(descriptor)
         raise ConfigError(
-            f"The config file {path} is not a regular file.",
+            f"The config file {_named(path)} is not a regular file.",
             "Remove it, or set APIMART_CONFIG to a file.",
         )
     with os.fdopen(descriptor, "rb") as handle:
@@ -115,7 +126,7 @@ def save(path: Path, settings: Mapping[str, object]) -> None:
         content = dumps(settings).encode("utf-8")
     except UnicodeEncodeError:  # e.g. undecodable bytes from the command line
         raise ConfigError(
-            f"Cannot write the config file {path}: a value is not valid UTF-8 text.",
+            f"Cannot write the config file {_named(path)}: a value is not valid UTF-8 text.",
             "Give the value again as plain text.",
         ) from None
     try:
@@ -124,7 +135,7 @@ def save(path: Path, settings: Mapping[str, object]) -> None:
         safefiles.write_atomic(target, content, mode=0o600)
     except OSError as exc:
         raise ConfigError(
-            f"Cannot write the config file {path}: {exc.strerror or exc}",
+            f"Cannot write the config file {_named(path)}: {exc.strerror or exc}",
             "Check the folder's permissions and free space, or set APIMART_CONFIG to another path.",
         ) from None
 

@@ -49,6 +49,7 @@ from apimart_cli.errors import (
     TaskError,
     UsageError,
     WaitTimeout,
+    printable,
     shown,
 )
 from apimart_cli.images import (
@@ -194,16 +195,42 @@ def existing_file(folder: Path, stem: str) -> Path | None:
             continue
         if candidate.is_dir():
             raise UsageError(
-                f"{candidate} is a folder, where an image is to be saved.",
+                f"{named(candidate)} is a folder, where an image is to be saved.",
                 "Move it away, or choose another folder with -o/--output.",
             )
         if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
             raise UsageError(
-                f"{candidate} is not a regular file, where an image is to be saved.",
+                f"{named(candidate)} is not a regular file, where an image is to be saved.",
                 "Move it away, or choose another folder with -o/--output.",
             )
         return candidate
     return None
+
+
+def named(path: Path | str) -> str:
+    """A path for a message: its line breaks and control characters (an escape sequence
+    in a folder's name) never reach the terminal as they are."""
+    return printable(os.fspath(path))
+
+
+def _not_a_folder(folder: Path) -> UsageError:
+    """The output folder cannot be made: what is in the way, at which of its names."""
+    in_the_way = folder
+    for name in (folder, *folder.parents):
+        if os.path.lexists(name) and not name.is_dir():
+            in_the_way = name
+            break
+    if in_the_way.is_symlink():
+        what = "a link to nothing" if not in_the_way.exists() else "a link to a file"
+    elif in_the_way.exists():
+        what = "a file"
+    else:  # gone meanwhile
+        what = "not a folder"
+    where = "" if in_the_way == folder else f"Cannot use {named(folder)} as the output folder: "
+    return UsageError(
+        f"{where}{named(in_the_way)} is {what}, not a folder.",
+        "Choose another folder with -o/--output.",
+    )
 
 
 class Downloader:
@@ -230,14 +257,16 @@ class Downloader:
         """Create the output folder; UsageError (nothing sent yet) if it cannot hold images."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise _not_a_folder(self.folder) from None
         except OSError as exc:
             raise UsageError(
-                f"Cannot create the output folder {self.folder}: {exc.strerror or exc}",
+                f"Cannot create the output folder {named(self.folder)}: {exc.strerror or exc}",
                 "Choose another folder with -o/--output.",
             ) from None
         if not os.access(self.folder, os.W_OK | os.X_OK):
             raise UsageError(
-                f"Cannot write to the output folder {self.folder}: permission denied.",
+                f"Cannot write to the output folder {named(self.folder)}: permission denied.",
                 "Choose another folder with -o/--output.",
             )
 
@@ -264,7 +293,7 @@ class Downloader:
         except OSError as exc:  # the disk, not the service: a full disk, a folder in the way
             where = exc.filename or self.folder
             raise ApimartError(
-                f"Cannot write {where}: {exc.strerror or exc}",
+                f"Cannot write {named(where)}: {exc.strerror or exc}",
                 "Check the output folder's permissions and free space, then download again.",
             ) from None
 
@@ -743,7 +772,10 @@ def _open_own_file(path: Path, *, create: bool = True) -> Iterator[IO[bytes]]:
         except IsADirectoryError:
             raise _folder_in_the_way(path) from None
         except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.EMLINK, errno.ENXIO):
+            # A link (ELOOP, EMLINK), a socket (ENXIO), or a file this user may not open
+            # (EACCES: another user's): none of them ours.
+            theirs = exc.errno == errno.EACCES and os.path.lexists(path)
+            if exc.errno not in (errno.ELOOP, errno.EMLINK, errno.ENXIO) and not theirs:
                 raise
         else:
             info = os.fstat(fd)
@@ -756,7 +788,7 @@ def _open_own_file(path: Path, *, create: bool = True) -> Iterator[IO[bytes]]:
             raise _NotOurs(path)
         _remove_planted(path)
     raise UsageError(
-        f"Something keeps replacing {path} with a link or a special file.",
+        f"Something keeps replacing {named(path)} with a link or a special file.",
         "Make sure no other program writes into the output folder, then download again.",
     )
 
@@ -772,7 +804,8 @@ def _remove_planted(path: Path) -> None:
         _remove(path)
     except OSError as exc:
         raise UsageError(
-            f"{path} is a link or a special file that cannot be removed: {exc.strerror or exc}",
+            f"{named(path)} is a link, a special file or another user's file that cannot "
+            f"be removed: {exc.strerror or exc}",
             "Remove it, then download again.",
         ) from None
 
@@ -792,7 +825,7 @@ def _remove(path: Path) -> None:
 def _folder_in_the_way(path: Path) -> UsageError:
     what = "a partial download" if path.suffix == ".part" else "a file of the download"
     return UsageError(
-        f"{path} is a folder, where {what} is to be written.",
+        f"{named(path)} is a folder, where {what} is to be written.",
         "Move it away, or choose another folder with -o/--output.",
     )
 

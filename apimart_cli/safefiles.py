@@ -125,7 +125,7 @@ def move_into_place(source: Path, target: Path, *, force: bool) -> bool:
     try:
         os.link(source, target, follow_symlinks=False)  # fails if target exists: no race
     except FileExistsError:
-        source.unlink()
+        source.unlink(missing_ok=True)
         return False
     except OSError:  # no hard links on this file system
         if os.path.lexists(target):
@@ -133,7 +133,9 @@ def move_into_place(source: Path, target: Path, *, force: bool) -> bool:
             return False
         source.replace(target)
         return True
-    source.unlink()
+    # Linked, `source` has two names until this unlink: another run that opens it then
+    # may take it for a planted hard link and remove it. The file is in place either way.
+    source.unlink(missing_ok=True)
     return True
 
 

@@ -290,3 +290,24 @@ def test_a_config_file_that_is_no_file_is_refused_at_once(path: Path, kind: str)
     with pytest.raises(ConfigError) as caught:
         load(path)
     assert caught.value.message == f"The config file {path} is not a regular file."
+
+
+def test_a_config_path_with_escapes_reaches_no_message_raw(tmp_path: Path) -> None:
+    # APIMART_CONFIG may name any path: an escape sequence or a line break in it must
+    # not drive the terminal or forge a line when an error names the file.
+    folder = tmp_path / "c\x1b]0;title\x07\x1b[31mred\nsecond line"
+    folder.mkdir()
+    (folder / "bad.toml").write_text("key = [\n")
+    (folder / "file").write_text("")
+    errors = []
+    for attempt in (
+        lambda: load(folder / "bad.toml"),
+        lambda: load(folder / "file" / "config.toml"),
+        lambda: save(folder / "file" / "config.toml", {"output_dir": "x"}),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            attempt()
+        errors.append(caught.value.message)
+    for message in errors:
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in message), message
+        assert "second line" in message

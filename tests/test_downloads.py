@@ -505,6 +505,95 @@ def test_prepare_refuses_a_file(client: Client, tmp_path: Path) -> None:
     assert caught.value.exit_code == ExitCode.USAGE
 
 
+def _hole(tmp_path: Path) -> Path:
+    """A link to nothing."""
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere" / "x")
+    return link
+
+
+def _file(tmp_path: Path) -> Path:
+    (tmp_path / "file").write_text("")
+    return tmp_path / "file"
+
+
+@pytest.mark.parametrize(
+    ("blocker", "under", "said"),
+    [
+        (_file, False, "is a file"),
+        (_file, True, "is a file"),
+        (_hole, False, "is a link to nothing"),
+        (_hole, True, "is a link to nothing"),
+    ],
+)
+def test_prepare_names_what_is_in_the_way_of_the_folder(
+    client: Client,
+    tmp_path: Path,
+    blocker: Callable[[Path], Path],
+    under: bool,
+    said: str,
+) -> None:
+    # Not "File exists" or "Not a directory": what is at which name, and nothing made.
+    in_the_way = blocker(tmp_path)
+    folder = in_the_way / "out" if under else in_the_way
+    with pytest.raises(UsageError) as caught:
+        Downloader(client, folder).prepare()
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert f"{in_the_way} {said}" in caught.value.message
+    assert not (tmp_path / "nowhere").exists()
+
+
+HOSTILE_NAME = "e\x1b]0;title\x07\x1b[31mred\x9b2J\nsecond line\r"
+
+
+def _no_controls(text: str) -> None:
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text), repr(text)
+
+
+def test_a_folder_name_with_escapes_reaches_no_message_raw(client: Client, tmp_path: Path) -> None:
+    # An output folder from a script or a file name can hold anything a name can:
+    # a message about it must not drive the terminal or forge a line of its own.
+    (tmp_path / HOSTILE_NAME).write_text("")
+    with pytest.raises(UsageError) as caught:
+        Downloader(client, tmp_path / HOSTILE_NAME).prepare()
+    _no_controls(caught.value.message)
+    assert "second line" in caught.value.message
+
+
+def test_an_image_name_in_a_hostile_folder_reaches_no_message_raw(
+    client: Client, tmp_path: Path, delays: list[float], retries: list[str]
+) -> None:
+    out = tmp_path / HOSTILE_NAME
+    downloader = make_downloader(client, out, delays, retries)
+    (out / f"{TASK_ID}_0.png").mkdir()
+    (out / f".{TASK_ID}_1.part").mkdir()
+    for index in (0, 1):
+        with pytest.raises(UsageError) as caught:
+            downloader.download(TASK_ID, index, image())
+        _no_controls(caught.value.message)
+
+
+def test_a_disk_error_in_a_hostile_folder_reaches_no_message_raw(
+    client: Client,
+    tmp_path: Path,
+    delays: list[float],
+    retries: list[str],
+    httpx_mock: HTTPXMock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / HOSTILE_NAME
+    downloader = make_downloader(client, out, delays, retries)
+
+    def full(*args: object, **kwargs: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "x"))
+
+    monkeypatch.setattr(safefiles, "open_no_follow", full)
+    with pytest.raises(ApimartError) as caught:
+        downloader.download(TASK_ID, 0, image())
+    _no_controls(caught.value.message)
+    assert "No space left on device" in caught.value.message
+
+
 # --- two runs into one folder ----------------------------------------------------------
 
 
@@ -950,6 +1039,39 @@ def test_a_hard_link_at_the_part_file_is_not_written_into(
     saved = downloader.download(TASK_ID, 0, image())
     assert saved.path.read_bytes() == PNG
     assert victim.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("planted", ["part", "validator"])
+def test_a_file_of_another_user_at_a_working_name_is_replaced_not_a_failure(
+    downloader: Downloader,
+    out: Path,
+    httpx_mock: HTTPXMock,
+    monkeypatch: pytest.MonkeyPatch,
+    planted: str,
+) -> None:
+    # Another user's file, which this one may not open (EACCES; the tests may run as
+    # root, who may open anything, so the refusal is made here), is no file of ours:
+    # removed like a planted link, and the download goes on.
+    theirs = out / f".{TASK_ID}_0.{planted}"
+    theirs.write_bytes(b"theirs")
+    real_open = safefiles.open_no_follow
+
+    def open_no_follow(path: Path, flags: int, mode: int = safefiles.PRIVATE) -> int:
+        try:
+            foreign = Path(path).read_bytes() == b"theirs"
+        except OSError:
+            foreign = False
+        if foreign:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(safefiles, "open_no_follow", open_no_follow)
+    if planted == "validator":  # beside a part file a killed run left
+        (out / f".{TASK_ID}_0.part").write_bytes(PNG[:100])
+    plain_png_reply(httpx_mock)
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == PNG
+    assert files(out) == [saved.path.name]
 
 
 def test_a_fifo_at_the_part_file_is_removed_not_read(

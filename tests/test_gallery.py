@@ -304,3 +304,65 @@ def test_the_batch_never_waits_for_its_live_page(
     release.set()
     keeper.close(lambda: [{"state": "failed", "prompt": "a fox", "error": "no"}])
     assert "1 failed" in (tmp_path / "index.html").read_text()
+
+
+# -- a page the tool did not make ------------------------------------------------------------
+
+
+def test_a_page_the_tool_did_not_make_is_never_replaced(tmp_path: Path) -> None:
+    # `-o .` in a web project, or `apimart gallery site/`: the folder's own index.html
+    # stays as it is; `gallery` says so (exit 2) and writes nothing.
+    from apimart_cli.errors import ExitCode, UsageError
+
+    own = tmp_path / "index.html"
+    own.write_text("<h1>my own site</h1>\n")
+    write_png(tmp_path / "task_01K_0.png")
+    with pytest.raises(gallery.ForeignPage):
+        gallery.write(tmp_path, [])
+    with pytest.raises(UsageError) as caught:
+        gallery.build(tmp_path, None)
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert f"{own} is a page apimart did not make" in caught.value.message
+    assert own.read_text() == "<h1>my own site</h1>\n"
+    assert sorted(os.listdir(tmp_path)) == ["index.html", "task_01K_0.png"]
+
+
+def test_a_page_the_tool_made_is_replaced_whichever_version_made_it(tmp_path: Path) -> None:
+    ours = gallery.write(tmp_path, [])
+    assert 'name="generator" content="apimart"' in ours.read_text()
+    gallery.write(tmp_path, [])  # its own page, again
+    # A page from before the mark in its head: known by its footer.
+    old = re.sub(r'<meta name="generator"[^>]*>', "", ours.read_text())
+    ours.write_text(old.replace("<main>", "<main>" + " " * 10_000))  # a page of many images
+    gallery.write(tmp_path, [])
+    assert 'name="generator" content="apimart"' in ours.read_text()
+
+
+def test_a_batch_keeps_a_page_it_did_not_make_and_says_so_once(tmp_path: Path) -> None:
+    own = tmp_path / "index.html"
+    own.write_text("<h1>my own site</h1>\n")
+    warned: list[str] = []
+    keeper = gallery.Keeper(tmp_path, warn=warned.append, every=1.0, clock=FakeClock(0.0))
+    records = [{"line": 1, "state": "queued", "prompt": "a fox", "files": []}]
+    keeper.update(lambda: records)
+    keeper.settle()
+    keeper.close(lambda: records)
+    assert own.read_text() == "<h1>my own site</h1>\n"
+    assert len(warned) == 1 and "is a page apimart did not make" in warned[0]
+
+
+def test_a_folder_at_the_page_name_is_named_and_no_name_reaches_the_terminal_raw(
+    tmp_path: Path,
+) -> None:
+    from apimart_cli.errors import UsageError
+
+    folder = tmp_path / "e\x1b]0;title\x07\x1b[31mred\nsecond line"
+    (folder / "index.html").mkdir(parents=True)
+    messages = []
+    for where in (folder, folder / "missing"):
+        with pytest.raises(UsageError) as caught:
+            gallery.build(where, None)
+        messages.append(caught.value.message)
+    assert "index.html is a folder" in messages[0]
+    for message in messages:
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in message), message

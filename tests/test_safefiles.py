@@ -232,6 +232,26 @@ def test_move_into_place_keeps_a_link_at_the_target_unless_forced(
     assert victim.read_bytes() == b"precious"
 
 
+def test_a_move_whose_source_another_run_removed_after_the_link_is_done(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Between the link to the final name and the source's unlink, the source has two
+    # names: a second run opening it then takes it for a planted hard link and removes
+    # it. The image is in place all the same: that is a move done, not an error.
+    target, source = folder / "image.png", folder / ".part"
+    source.write_bytes(b"image")
+    real_link = os.link
+
+    def link_then_removed(src: Path, dst: Path, **kwargs: bool) -> None:
+        real_link(src, dst, **kwargs)
+        os.unlink(src)  # the other run
+
+    monkeypatch.setattr(os, "link", link_then_removed)
+    assert safefiles.move_into_place(source, target, force=False)
+    assert target.read_bytes() == b"image"
+    assert not source.exists()
+
+
 def test_a_lock_is_held_until_its_file_is_closed_and_a_second_holder_waits(
     folder: Path,
 ) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from apimart_cli.errors import printable
 from apimart_cli.gallery.gather import (
     HISTORY_ROWS,
     IMAGE_SUFFIXES,
@@ -26,7 +27,14 @@ from apimart_cli.gallery.gather import (
     newest_first,
     task_id_of,
 )
-from apimart_cli.gallery.page import PAGE_NAME, REFRESH_SECONDS, render, with_dimensions, write
+from apimart_cli.gallery.page import (
+    PAGE_NAME,
+    REFRESH_SECONDS,
+    ForeignPage,
+    render,
+    with_dimensions,
+    write,
+)
 
 if TYPE_CHECKING:
     from apimart_cli.history import History
@@ -37,6 +45,7 @@ __all__ = [
     "PAGE_NAME",
     "REFRESH_SECONDS",
     "Entry",
+    "ForeignPage",
     "Keeper",
     "build",
     "entries_for_folder",
@@ -71,9 +80,10 @@ def build(
     from apimart_cli.errors import UsageError
     from apimart_cli.provenance import NotPNG, read_file
 
+    name = printable(str(folder))  # a folder's name may hold an escape sequence
     if not folder.is_dir():
         raise UsageError(
-            f"No folder {folder}." if not folder.exists() else f"{folder} is not a folder.",
+            f"No folder {name}." if not folder.exists() else f"{name} is not a folder.",
             "Name the folder of images: apimart gallery out/",
         )
 
@@ -95,9 +105,20 @@ def build(
     )
     try:
         path = write(folder, entries, redact=redact)
+    except ForeignPage as exc:
+        raise UsageError(
+            f"{printable(str(exc.path))} is a page apimart did not make; it is kept.",
+            "Move it away to make the gallery there, or keep the images in a folder of their own.",
+        ) from None
+    except IsADirectoryError:
+        raise UsageError(
+            f"{printable(str(folder / PAGE_NAME))} is a folder, where the gallery is to be "
+            "written.",
+            "Move it away, or name another folder.",
+        ) from None
     except OSError as exc:
         raise UsageError(
-            f"Cannot write the gallery in {folder}: {exc.strerror or exc}",
+            f"Cannot write the gallery in {name}: {exc.strerror or exc}",
             "Check the folder's permissions and free space.",
         ) from None
     return path, sum(len(entry.files) for entry in entries)
@@ -196,9 +217,15 @@ class Keeper:
                 sizes=self._sizes,
                 live=live,
             )
+        except ForeignPage as exc:
+            self._broken = True
+            self._warn(
+                f"Warning: {printable(str(exc.path))} is a page apimart did not make; it is "
+                "kept, and this batch writes no gallery."
+            )
         except OSError as exc:
             self._broken = True
             self._warn(
-                f"Warning: cannot write {self.folder / PAGE_NAME}: {exc.strerror or exc}. "
-                "`apimart gallery` can make it later."
+                f"Warning: cannot write {printable(str(self.folder / PAGE_NAME))}: "
+                f"{exc.strerror or exc}. `apimart gallery` can make it later."
             )

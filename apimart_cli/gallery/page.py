@@ -7,7 +7,8 @@ with their reason; newest first. Every image loads lazily and decodes off the
 main thread, with its width and height from its header, so a page of ten
 thousand full-size images opens at once and does not jump as they arrive. A
 batch's page, while the batch runs, also shows the jobs on their way and reloads
-itself (`live`). `write` puts the page in place atomically, never through a link.
+itself (`live`). `write` puts the page in place atomically, never through a link,
+and never over an `index.html` it did not write (the folder's own page).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ from apimart_cli import safefiles
 from apimart_cli.gallery.gather import VIDEO_SUFFIXES, Entry
 
 PAGE_NAME = "index.html"
+# What marks a page as this tool's, near its start (and, on pages from before the mark,
+# the footer at its end): any other `index.html` is the user's, and is never replaced.
+_MARK = '<meta name="generator" content="apimart">'
+_OLD_MARK = "<footer>Made by apimart."
+_MARK_WITHIN = 4096  # bytes read at each end of a page to find its mark
 # How often a batch's page reloads itself while the batch runs (seconds).
 REFRESH_SECONDS = 3
 # The pixel size given for an image whose header cannot be read: the API's default.
@@ -189,7 +195,7 @@ def render(
     )
     return (
         "<!doctype html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
+        f'<html lang="en"><head><meta charset="utf-8">{_MARK}'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"{refresh}"
         # No script, no network: nothing but this file and the images beside it.
@@ -250,6 +256,39 @@ def with_dimensions(
     ]
 
 
+class ForeignPage(Exception):
+    """An `index.html` this tool did not write sits where the page goes: it is kept."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} is a page apimart did not make")
+        self.path = path
+
+
+def _foreign(path: Path) -> bool:
+    """Whether `path` holds a file that is not a page this tool wrote, read never
+    through a link (a link there is replaced by the rename, not read)."""
+    import errno
+    import stat
+
+    try:
+        descriptor = safefiles.open_no_follow(path, os.O_RDONLY)
+    except OSError as exc:
+        if exc.errno == errno.EISDIR:
+            raise
+        return False  # nothing there, or a link: the rename replaces it
+    try:
+        info = os.fstat(descriptor)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        if not stat.S_ISREG(info.st_mode):
+            return False  # a FIFO or socket planted there: replaced, never read
+        head = os.pread(descriptor, _MARK_WITHIN, 0)
+        tail = os.pread(descriptor, _MARK_WITHIN, max(0, info.st_size - _MARK_WITHIN))
+    finally:
+        os.close(descriptor)
+    return _MARK.encode() not in head and _OLD_MARK.encode() not in tail
+
+
 def write(
     folder: Path,
     entries: Sequence[Entry],
@@ -259,13 +298,18 @@ def write(
     sizes: dict[str, tuple[int, int]] | None = None,
     live: bool = False,
 ) -> Path:
-    """Write `index.html` in `folder` atomically, never through a link; its path."""
+    """Write `index.html` in `folder` atomically, never through a link; its path.
+
+    ForeignPage, with nothing written, where an `index.html` that this tool did not
+    write is there: a folder's own page is never replaced by the gallery."""
+    target = folder / PAGE_NAME
+    if _foreign(target):
+        raise ForeignPage(target)
     title = title or f"apimart · {folder.resolve().name or folder}"
     known = measure(folder, entries, sizes)
     from apimart_cli.secrets import redact as hidden
 
     page = hidden(redact(render(entries, title, live=live, sizes=known)))
-    target = folder / PAGE_NAME
     # A stored text with a lone surrogate is written as "?", not a crash.
     content = page.encode("utf-8", errors="replace")
     # The name itself is replaced: a link planted at index.html is not followed.
