@@ -18,7 +18,6 @@ next run resumes.
 from __future__ import annotations
 
 import queue
-import shlex
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -541,25 +540,3 @@ def wait_for_tasks(
     if not (outcome.timed_out or outcome.interrupted):
         client.close()
     return outcome
-
-
-def resume_hint(
-    task_ids: Sequence[str],
-    output: Path | None,
-    *,
-    base_url: str | None = None,
-    download: bool = True,
-    as_json: bool = False,
-) -> str:
-    """The command that picks up where an interrupted wait stopped, ready to paste."""
-    words = ["apimart"]
-    if base_url:
-        words += ["--base-url", base_url]
-    words.append("wait")
-    if output is not None and str(output) != ".":
-        words += ["-o", str(output)]
-    if not download:
-        words.append("--no-download")
-    if as_json:
-        words.append("--json")
-    return " ".join(shlex.quote(word) for word in [*words, *task_ids])

@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import os
 import queue
+import shlex
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar, overload
@@ -79,11 +80,60 @@ class AppState:
         tasks end with the command."""
         if self.sandbox:
             return None
-        from apimart_cli.engine import resume_hint
-
         return functools.partial(
-            resume_hint, output=output, base_url=self.base_url, download=download, as_json=as_json
+            resume_command,
+            output=output,
+            base_url=self.base_url,
+            download=download,
+            as_json=as_json,
         )
+
+
+def resume_command(
+    task_ids: Sequence[str],
+    output: Path | None,
+    *,
+    base_url: str | None = None,
+    download: bool = True,
+    as_json: bool = False,
+) -> str:
+    """The command that picks up where an interrupted wait stopped, ready to paste."""
+    words = ["apimart"]
+    if base_url:
+        words += ["--base-url", base_url]
+    words.append("wait")
+    if output is not None and str(output) != ".":
+        words += ["-o", str(output)]
+    if not download:
+        words.append("--no-download")
+    if as_json:
+        words.append("--json")
+    return " ".join(shell_word(word) for word in [*words, *task_ids])
+
+
+def shell_word(word: str) -> str:
+    """`word` quoted for a POSIX shell (`shlex.quote`); one that holds a control
+    character (a line break, an escape) as bash and zsh's `$'...'`, each such character
+    written as its escape: the command stays one line, and nothing in it can drive the
+    terminal it is shown on."""
+    if word.isprintable():
+        return shlex.quote(word)
+    return "$'" + "".join(_escaped(char) for char in word) + "'"
+
+
+def _escaped(char: str) -> str:
+    if char in "\\'":
+        return "\\" + char
+    if char.isprintable():
+        return char
+    code = ord(char)
+    return (
+        f"\\x{code:02x}"
+        if code < 0x100
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )
 
 
 def state(ctx: typer.Context) -> AppState:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -451,10 +453,28 @@ def test_the_resume_command_can_be_pasted(api: str, httpx_mock: HTTPXMock) -> No
 def test_the_resume_command_keeps_what_the_wait_was_told(
     options: dict[str, object], expected: str
 ) -> None:
-    from apimart_cli.engine import resume_hint
+    from apimart_cli.commands.common import resume_command
 
     output = options.pop("output", None)
-    assert resume_hint(["t1", "t2"], output, **options) == expected  # type: ignore[arg-type]
+    assert resume_command(["t1", "t2"], output, **options) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_a_resume_command_with_control_characters_is_one_line_a_shell_reads_back(
+    shell: str,
+) -> None:
+    from apimart_cli.commands.common import resume_command
+
+    if shutil.which(shell) is None:
+        pytest.skip(f"no {shell}")
+    folder = "out\x1b]0;PWNED\x07\x1b[31mred\nline2 it's \\ \u2028 \u202e é"
+    command = resume_command(["t1"], Path(folder))
+
+    assert command.isprintable()  # no escape reaches the terminal, no line break
+    # The shell reads the words back as they were: printf in place of apimart.
+    script = command.replace("apimart", "printf '%s\\0'", 1)
+    read_back = subprocess.run([shell, "-c", script], capture_output=True, check=True).stdout
+    assert read_back.decode().split("\0")[:-1] == ["wait", "-o", folder, "t1"]
 
 
 def test_nothing_on_standard_input_is_an_error_and_nothing_is_sent(
