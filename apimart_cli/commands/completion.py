@@ -37,6 +37,10 @@ def install(
     bash: bash-completion's folder in the user's data folder; fish: its completions
     folder; zsh: ~/.zfunc/_apimart (with a note if ~/.zshrc does not put ~/.zfunc
     on $fpath).
+
+    \b
+        apimart completion install            # bash, zsh and fish
+        apimart completion install fish
     """
     from apimart_cli.completion import SHELLS
     from apimart_cli.completion import install as install_script
@@ -51,7 +55,12 @@ def install(
 @app.command(short_help="Print a shell's completion script.")
 @handles_errors
 def show(shell: ShellArg) -> None:
-    """Print a shell's completion script."""
+    """Print a shell's completion script.
+
+    \b
+        apimart completion show bash > /etc/bash_completion.d/apimart
+        eval "$(apimart completion show bash)"
+    """
     from apimart_cli.completion import script_path
 
     console.data(script_path(shell).read_text(encoding="utf-8").rstrip("\n"))

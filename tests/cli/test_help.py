@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.cli.conftest import run
@@ -32,6 +34,29 @@ def test_each_example_is_a_line_of_its_own(
     assert all(line.count("apimart ") <= 1 for line in lines if line.startswith("apimart ")), (
         result.stdout
     )
+
+
+def _every_command() -> list[list[str]]:
+    import typer.main
+
+    from apimart_cli.cli import COMMANDS, GROUPS, whole_app
+
+    commands = [[name] for name in COMMANDS if name not in GROUPS]
+    group = typer.main.get_group(whole_app())
+    for name in GROUPS:
+        subcommands = group.commands[name].commands  # type: ignore[attr-defined]
+        commands += [[name, subcommand] for subcommand in subcommands]
+    return commands
+
+
+@pytest.mark.parametrize("command", _every_command(), ids=" ".join)
+def test_every_command_has_an_example_in_its_help(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.exit_code == 0, result.output
+    # An example: a command line of its own, indented, before the options.
+    description = result.stdout.split("Options")[0].splitlines()[1:]
+    examples = [line for line in description if re.match(r"\s+(\S+ )*apimart \w", line)]
+    assert examples, result.stdout
 
 
 @pytest.mark.parametrize("columns", ["80", "200"])
