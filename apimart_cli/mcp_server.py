@@ -344,6 +344,8 @@ class Tools:
         from apimart_cli import app
         from apimart_cli.deadline import Deadline
 
+        if docs and model is None:
+            raise UsageError("`docs` needs a `model`: the id of the model to document.")
         notes: list[str] = []
         deadline = Deadline.after(timeout)
         if model is None:
@@ -760,9 +762,9 @@ def build_server(tools: Tools) -> MCPServer:
         ] = False,
         timeout: Timeout = COMMAND_TIMEOUT,
     ) -> CallToolResult:
-        """The service's image models; with `model`, the JSON schema of the fields it
-        accepts (pass extra ones to `generate` as `params`), or with `docs` its
-        documentation."""
+        """The service's models (of images, videos and more); with `model`, the JSON
+        schema of the fields it accepts (pass extra ones to `generate` as `params`), or
+        with `docs` its documentation."""
         return await _call(functools.partial(tools.models, model, timeout=timeout, docs=docs))
 
     return server

@@ -135,17 +135,20 @@ def test_generate_without_wait_then_wait_then_download(env: dict[str, str], tmp_
 def test_bad_input_is_refused_before_anything_is_sent(
     env: dict[str, str], sandbox: Any, tmp_path: Path
 ) -> None:
-    size, ids = call(
+    size, ids, docs = call(
         env,
         tmp_path,
         tmp_path,
         ("generate", {"prompt": "a fox", "size": "7:5"}),
         ("status", {"task_ids": ["../etc"]}),
+        ("models", {"docs": True}),  # docs of which model?
     )
 
     assert size.is_error and size.structured_content["error"]["exit_code"] == 2
     assert "7:5" in text(size)
     assert ids.is_error and ids.structured_content["error"]["exit_code"] == 2
+    assert docs.is_error and docs.structured_content["error"]["exit_code"] == 2
+    assert "`docs` needs a `model`" in text(docs)
     assert sandbox.submissions() == []
 
 
