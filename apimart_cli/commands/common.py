@@ -191,21 +191,28 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
             result = command(*args, **kwargs)
         except ApimartError as error:
             console.report_error(error, as_json=bool(kwargs.get("as_json")))
-            raise _exit_after_lost_output(error.exit_code) from None
+            raise _exit_after_lost_output(error.exit_code, paid) from None
         except KeyboardInterrupt as interrupt:
             code = interrupted_code(interrupt)
             console.warn("Terminated." if code == ExitCode.TERMINATED else "Interrupted.")
             raise typer.Exit(int(code)) from None
         except typer.Exit as exiting:
-            raise _exit_after_lost_output(exiting.exit_code) from None
+            raise _exit_after_lost_output(exiting.exit_code, paid) from None
         if console.lost_output()[0] is not None:
-            raise _exit_after_lost_output(ExitCode.OK)
+            raise _exit_after_lost_output(ExitCode.OK, paid)
         return result
+
+    paid = command.__name__ in PAYING_COMMANDS
 
     return run
 
 
-def _exit_after_lost_output(code: int) -> typer.Exit:
+# The commands that submit or save what was paid for: a run whose output was lost
+# points to the history, which has every task id.
+PAYING_COMMANDS = frozenset({"generate", "wait", "download", "resend", "batch"})
+
+
+def _exit_after_lost_output(code: int, paid: bool) -> typer.Exit:
     """The command's exit, once what standard output could not carry (a full disk) is
     named on standard error: the task ids paid for, the paths saved. Exit 1 at least."""
     failure, lines = console.lost_output()
@@ -218,7 +225,9 @@ def _exit_after_lost_output(code: int) -> typer.Exit:
             f"Could not write to standard output: {reason}."
             + (f" What it was to carry:{carried}" if carried else ""),
             "Every task id is in `apimart history`; free some space, then "
-            "`apimart history` or `apimart wait` goes on from there.",
+            "`apimart history` or `apimart wait` goes on from there."
+            if paid
+            else "Free some space, then run the command again.",
         )
     )
     return typer.Exit(max(int(code), int(ExitCode.FAILED)))

@@ -112,6 +112,27 @@ def test_a_full_standard_output_after_paying_names_what_it_was_to_carry(
     assert "Traceback" not in result.stderr and API_KEY not in result.stderr
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_standard_output_of_a_command_that_pays_for_nothing_says_run_it_again(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [*COMMAND, "sizes"],
+            stdin=subprocess.DEVNULL,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=HUNG,
+        )
+    assert result.returncode == 1, result.stderr
+    assert "Could not write to standard output: No space left on device" in result.stderr
+    assert "Free some space, then run the command again." in result.stderr
+    assert "history" not in result.stderr  # no task was paid for
+
+
 @pytest.mark.parametrize(
     ("pipeline", "code", "message"),
     [
