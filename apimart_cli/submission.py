@@ -82,6 +82,9 @@ def submit(
     """
     if idempotency_key is None:
         return _send(client, history, request, str(uuid.uuid4()), resending=False, note=note)
+    answered = already_answered(history, idempotency_key)
+    if answered:
+        return answered
     bound = bound_request(history, idempotency_key)
     if bound is not None:
         key = idempotency_key
@@ -90,6 +93,16 @@ def submit(
     # a key that may have made a task.
     resending = history.is_unanswered(idempotency_key)
     return _send(client, history, request, idempotency_key, resending=resending, note=note)
+
+
+def already_answered(history: History, key: str) -> list[str]:
+    """The task ids the history holds for `key` (none: never answered here), its rows
+    without an id let go. A key with its answer is never sent again: a service that no
+    longer holds the key would make a second task of it."""
+    task_ids = history.answered(key)
+    if task_ids:
+        _forget(history, key)
+    return task_ids
 
 
 def bound_request(history: History, key: str) -> GenerationRequest | None:
@@ -398,6 +411,10 @@ def resend(client: Client, history: History, keys: Sequence[str] = ()) -> Iterat
             yield Resent(key, error=_not_unknown(client.base_url, key))
     for key in found:
         try:
+            answered = already_answered(history, key)  # by another send of it, meanwhile
+            if answered:
+                yield Resent(key, tuple(answered))
+                continue
             request = bound_request(history, key)
             if request is None:
                 raise SubmissionUnknown(

@@ -234,6 +234,32 @@ def test_resend_sends_each_unknown_submission_and_records_its_task(
     assert [body for key, body in sent(httpx_mock) if key == "k1"] == [first, first]
 
 
+def test_a_key_the_history_has_answered_is_never_sent_again(
+    client: Client, history: History, httpx_mock: HTTPXMock
+) -> None:
+    # The key was answered (by `apimart resend`, or by a run killed before its caller
+    # heard), yet its caller still holds it as unknown, or an earlier version left an
+    # id-less row of it beside its task. A service that no longer holds the key would
+    # make a second task of it: the history's answer is given, and nothing is sent.
+    what = {"base_url": BASE, "prompt": "a fox", "fields": {}, "idempotency_key": "k1"}
+    history.record_sending(**what, body={"model": "gpt-image-2", "prompt": "a fox"})
+    history.record_submission("task_1", **what)
+    with history._write() as conn:  # as an earlier version left it
+        conn.execute(
+            "INSERT INTO tasks (task_id, created_at, updated_at, base_url, prompt, fields,"
+            " idempotency_key, state) VALUES (NULL, 1, 1, ?, 'a fox', '{}', 'k1', 'unknown')",
+            (BASE,),
+        )
+
+    assert [(r.key, r.task_ids, r.error) for r in resend(client, history)] == [
+        ("k1", ("task_1",), None)
+    ]
+    assert list(resend(client, history)) == []
+    assert submit(client, history, build_request("a fox"), idempotency_key="k1") == ["task_1"]
+    assert sent(httpx_mock) == []
+    assert [(r.task_id, r.state) for r in history.list()] == [("task_1", "submitted")]
+
+
 def test_resend_of_a_key_that_is_not_unknown_is_an_error_of_its_own(
     client: Client, history: History
 ) -> None:
