@@ -476,6 +476,19 @@ class History:
             )
         return [row[0] for row in rows]
 
+    def sent_to(self, idempotency_key: str) -> str | None:
+        """The base URL `idempotency_key` was first sent to (None: never sent from here)."""
+        with _translated(self.path):
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT base_url FROM tasks WHERE idempotency_key = ? ORDER BY id LIMIT 1",
+                    (idempotency_key,),
+                )
+                .fetchone()
+            )
+        return None if row is None else _text(row[0])
+
     def unknown_submissions(
         self, base_url: str, keys: Sequence[str] = ()
     ) -> builtins.list[TaskRecord]:

@@ -155,7 +155,7 @@ class Submitter:
         try:
             # A key answered before (by `apimart resend`, or in a run killed before its
             # manifest heard) is never sent again: its task ids are in the history.
-            task_ids = already_answered(history, run.key)
+            task_ids = already_answered(self._client, history, run.key)
             if task_ids:
                 pass
             elif self._references is None:
