@@ -461,6 +461,34 @@ class History:
             )
         return row is not None
 
+    def answered(self, idempotency_key: str) -> builtins.list[str]:
+        """The task ids the service answered `idempotency_key` with, in the order they came
+        (none: the key was never answered here)."""
+        with _translated(self.path):
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT task_id FROM tasks WHERE idempotency_key = ? AND task_id IS NOT NULL"
+                    " ORDER BY id",
+                    (idempotency_key,),
+                )
+                .fetchall()
+            )
+        return [row[0] for row in rows]
+
+    def sent_to(self, idempotency_key: str) -> str | None:
+        """The base URL `idempotency_key` was first sent to (None: never sent from here)."""
+        with _translated(self.path):
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT base_url FROM tasks WHERE idempotency_key = ? ORDER BY id LIMIT 1",
+                    (idempotency_key,),
+                )
+                .fetchone()
+            )
+        return None if row is None else _text(row[0])
+
     def unknown_submissions(
         self, base_url: str, keys: Sequence[str] = ()
     ) -> builtins.list[TaskRecord]:
@@ -504,6 +532,7 @@ class History:
                         "UPDATE tasks SET state = ?, updated_at = ? WHERE task_id = ?",
                         (state, now, task_id),
                     )
+                _drop_unanswered(conn, idempotency_key)
                 return
             filled = conn.execute(
                 "UPDATE tasks SET task_id = ?, updated_at = ?, base_url = ?, prompt = ?,"
@@ -517,6 +546,7 @@ class History:
                     " fields, idempotency_key, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (task_id, now, now, base_url, prompt, _dumps(fields), idempotency_key, state),
                 )
+            _drop_unanswered(conn, idempotency_key)
 
     def record_request_id(self, task_id: str, request_id: str) -> None:
         """Keep the request id the submit reply carried for this task."""
@@ -534,10 +564,19 @@ class History:
     ) -> None:
         """Record a submission whose outcome is unknown (state ``unknown``, no task id).
 
-        Another unknown try with the same idempotency key updates that row instead.
+        Another unknown try with the same idempotency key updates that row instead. A key
+        already answered with a task id (another send of it, at the same time, got the
+        answer first) is not made unknown again: every later `resend` would send it.
         """
         now = time.time()
         with self._write() as conn:
+            answered = conn.execute(
+                "SELECT 1 FROM tasks WHERE idempotency_key = ? AND task_id IS NOT NULL LIMIT 1",
+                (idempotency_key,),
+            ).fetchone()
+            if answered is not None:
+                _drop_unanswered(conn, idempotency_key)
+                return
             updated = conn.execute(
                 "UPDATE tasks SET updated_at = ?, error = ?, state = 'unknown'"
                 " WHERE idempotency_key = ? AND task_id IS NULL",
@@ -789,6 +828,15 @@ class History:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _drop_unanswered(conn: _Writer, idempotency_key: str) -> None:
+    """The key has its answer: a row of it still without a task id (another send of the
+    key, cut short after this one was answered) is no unknown outcome, and would have
+    `resend` send the key again."""
+    conn.execute(
+        "DELETE FROM tasks WHERE idempotency_key = ? AND task_id IS NULL", (idempotency_key,)
+    )
 
 
 def _enable_wal(conn: sqlite3.Connection, seconds: float) -> None:

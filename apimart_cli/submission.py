@@ -82,6 +82,9 @@ def submit(
     """
     if idempotency_key is None:
         return _send(client, history, request, str(uuid.uuid4()), resending=False, note=note)
+    answered = already_answered(client, history, idempotency_key)
+    if answered:
+        return answered
     bound = bound_request(history, idempotency_key)
     if bound is not None:
         key = idempotency_key
@@ -90,6 +93,42 @@ def submit(
     # a key that may have made a task.
     resending = history.is_unanswered(idempotency_key)
     return _send(client, history, request, idempotency_key, resending=resending, note=note)
+
+
+def already_answered(client: Client, history: History, key: str) -> list[str]:
+    """The task ids the history holds for `key` (none: never answered here), its rows
+    without an id let go. A key with its answer is never sent again: a service that no
+    longer holds the key would make a second task of it.
+
+    Nor is a key first sent to another service (a batch run again with another base
+    URL): what it made is there, and this one would make it again. A SubmissionUnknown
+    says where to resend it; a sandbox's key (loopback, which bills nothing) goes on.
+    """
+    elsewhere = history.sent_to(key)
+    if elsewhere is not None and elsewhere != client.base_url and not _sandbox(elsewhere):
+        raise SubmissionUnknown(
+            f"Idempotency key {key} was first sent to {elsewhere}, not {client.base_url}; "
+            "the task it may have made is there, so it is not sent here.",
+            f"`apimart --base-url {elsewhere} resend {key}` sends it there again safely "
+            "(or run the batch again with that --base-url).",
+            idempotency_key=key,
+        )
+    task_ids = history.answered(key)
+    if task_ids:
+        _forget(history, key)
+    return task_ids
+
+
+def _sandbox(base_url: str) -> bool:
+    """Whether `base_url` is a sandbox's (a loopback host)."""
+    from urllib.parse import urlsplit
+
+    from apimart_cli.settings import is_loopback
+
+    try:
+        return is_loopback(urlsplit(base_url).hostname or "")
+    except ValueError:
+        return False
 
 
 def bound_request(history: History, key: str) -> GenerationRequest | None:
@@ -398,6 +437,10 @@ def resend(client: Client, history: History, keys: Sequence[str] = ()) -> Iterat
             yield Resent(key, error=_not_unknown(client.base_url, key))
     for key in found:
         try:
+            answered = already_answered(client, history, key)  # by another send, meanwhile
+            if answered:
+                yield Resent(key, tuple(answered))
+                continue
             request = bound_request(history, key)
             if request is None:
                 raise SubmissionUnknown(

@@ -131,6 +131,37 @@ def test_unknown_submission_is_filled_in_by_its_idempotency_key(history: History
     assert [r.task_id for r in history.list()] == ["task_2", "task_1"]
 
 
+def test_a_key_answered_meanwhile_is_not_made_unknown_again(history: History) -> None:
+    # Two sends of one key race (a `resend` while the first `generate` waits): one gets
+    # the task id, then the other is interrupted. The key has its answer: no row may say
+    # its outcome is unknown, or every later `resend` would send it once more.
+    what = {"base_url": BASE, "prompt": "a fox", "fields": {}, "idempotency_key": "key-1"}
+    history.record_sending(**what, body={"model": "gpt-image-2", "prompt": "a fox"})
+    submit(history, "task_1", key="key-1")
+    history.record_unknown(**what, error="Interrupted while submitting")
+
+    assert [(r.task_id, r.state) for r in history.list()] == [("task_1", "submitted")]
+    assert history.unknown_submissions(BASE) == []
+
+
+def test_an_answer_clears_an_unknown_row_its_key_was_left_with(history: History) -> None:
+    # A history written before the rule above may hold such a row beside the task: the
+    # answer, given again, takes it away.
+    submit(history, "task_1", key="key-1")
+    with history._write() as conn:  # as an earlier version left it
+        conn.execute(
+            "INSERT INTO tasks (task_id, created_at, updated_at, base_url, prompt, fields,"
+            " idempotency_key, state) VALUES (NULL, 1, 1, ?, 'a fox', '{}', 'key-1', 'unknown')",
+            (BASE,),
+        )
+    assert len(history.unknown_submissions(BASE)) == 1
+    submit(history, "task_1", key="key-1")
+
+    assert [(r.task_id, r.state) for r in history.list()] == [("task_1", "submitted")]
+    assert history.answered("key-1") == ["task_1"]
+    assert history.answered("key-2") == []
+
+
 def test_a_recorded_task_keeps_its_row(history: History) -> None:
     submit(history, "task_1")
     history.record_submission(

@@ -234,6 +234,65 @@ def test_resend_sends_each_unknown_submission_and_records_its_task(
     assert [body for key, body in sent(httpx_mock) if key == "k1"] == [first, first]
 
 
+def test_a_key_the_history_has_answered_is_never_sent_again(
+    client: Client, history: History, httpx_mock: HTTPXMock
+) -> None:
+    # The key was answered (by `apimart resend`, or by a run killed before its caller
+    # heard), yet its caller still holds it as unknown, or an earlier version left an
+    # id-less row of it beside its task. A service that no longer holds the key would
+    # make a second task of it: the history's answer is given, and nothing is sent.
+    what = {"base_url": BASE, "prompt": "a fox", "fields": {}, "idempotency_key": "k1"}
+    history.record_sending(**what, body={"model": "gpt-image-2", "prompt": "a fox"})
+    history.record_submission("task_1", **what)
+    with history._write() as conn:  # as an earlier version left it
+        conn.execute(
+            "INSERT INTO tasks (task_id, created_at, updated_at, base_url, prompt, fields,"
+            " idempotency_key, state) VALUES (NULL, 1, 1, ?, 'a fox', '{}', 'k1', 'unknown')",
+            (BASE,),
+        )
+
+    assert [(r.key, r.task_ids, r.error) for r in resend(client, history)] == [
+        ("k1", ("task_1",), None)
+    ]
+    assert list(resend(client, history)) == []
+    assert submit(client, history, build_request("a fox"), idempotency_key="k1") == ["task_1"]
+    assert sent(httpx_mock) == []
+    assert [(r.task_id, r.state) for r in history.list()] == [("task_1", "submitted")]
+
+
+def test_a_key_first_sent_to_another_service_is_not_sent_to_this_one(
+    client: Client, history: History, httpx_mock: HTTPXMock
+) -> None:
+    # A batch rerun with another --base-url (a relay, say): the task the key may have
+    # made is at the first service, which this one cannot answer for. Sent here, it
+    # would be made twice, and the first lost from the history.
+    other = "https://relay.test"
+    httpx_mock.add_response(url=f"{other}/v1/images/generations", status_code=500)
+    with Client(other, KEY, sleep=lambda _: None) as relay, pytest.raises(SubmissionUnknown):
+        submit(relay, history, build_request("a fox"), idempotency_key="k1")
+
+    with pytest.raises(SubmissionUnknown) as caught:
+        submit(client, history, build_request("a fox"), idempotency_key="k1")
+
+    assert other in caught.value.message and BASE in caught.value.message
+    assert f"apimart --base-url {other} resend k1" in str(caught.value.hint)
+    assert sent(httpx_mock) == []
+    [row] = history.list()
+    assert (row.task_id, row.state, row.base_url) == (None, "unknown", other)
+
+
+def test_a_key_first_sent_to_a_sandbox_may_go_to_the_service(
+    client: Client, history: History, httpx_mock: HTTPXMock
+) -> None:
+    # A sandbox (loopback) bills nothing, and ends with its command: its keys go on.
+    what = {"prompt": "a fox", "fields": {}, "idempotency_key": "k1"}
+    body = {"model": "gpt-image-2", "prompt": "a fox"}
+    history.record_sending(base_url="http://127.0.0.1:8787", **what, body=body)
+    httpx_mock.add_response(url=SUBMIT_URL, json=accepted())
+    assert submit(client, history, build_request("a fox"), idempotency_key="k1") == ["task_1"]
+    assert [key for key, _ in sent(httpx_mock)] == ["k1"]
+
+
 def test_resend_of_a_key_that_is_not_unknown_is_an_error_of_its_own(
     client: Client, history: History
 ) -> None:

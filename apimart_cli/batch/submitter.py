@@ -25,7 +25,7 @@ from apimart_cli.errors import (
     SubmissionUnknown,
     SubmittedButUnrecorded,
 )
-from apimart_cli.submission import BoundBodyChanged, submit
+from apimart_cli.submission import BoundBodyChanged, already_answered, submit
 
 if TYPE_CHECKING:
     from apimart_cli.batch.manifest import JobRun
@@ -153,7 +153,12 @@ class Submitter:
                 run.state = "queued"  # resend with it, and the service would make a second task
                 return False
         try:
-            if self._references is None:
+            # A key answered before (by `apimart resend`, or in a run killed before its
+            # manifest heard) is never sent again: its task ids are in the history.
+            task_ids = already_answered(self._client, history, run.key)
+            if task_ids:
+                pass
+            elif self._references is None:
                 task_ids = submit(self._client, history, run.job.request, idempotency_key=run.key)
             else:
                 task_ids = self._references.submit(

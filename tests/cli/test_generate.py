@@ -559,3 +559,52 @@ def test_ids_the_history_could_not_record_are_still_given_to_the_user(
     assert result.stdout == "task_01\ntask_02\n"  # the pipeline still gets what was paid for
     assert "Created task_01 task_02, but could not record it in the history" in result.stderr
     assert "apimart wait ID" in result.stderr
+
+
+def test_a_signal_once_the_id_is_recorded_and_before_it_is_printed_still_gives_it(
+    api: str, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM lands as the recorded ids come back up to be printed: they are paid for and
+    # in the history, and `generate | apimart wait` must get them all the same.
+    from apimart_cli import submission
+    from apimart_cli.errors import Terminated
+
+    expect_submit(httpx_mock, body("a red fox"), ["task_01"])
+    send = submission._send
+
+    def then_terminated(*args: object, **kwargs: object) -> list[str]:
+        send(*args, **kwargs)  # type: ignore[arg-type]
+        raise Terminated
+
+    monkeypatch.setattr(submission, "_send", then_terminated)
+
+    result = run("generate", "a red fox")
+
+    assert result.exit_code == 143, result.output
+    assert result.stdout == "task_01\n"
+    assert "task_01" in result.stderr and "could not record" not in result.stderr
+    [row] = history_rows()
+    assert (row.task_id, row.state) == ("task_01", "submitted")
+
+
+def test_a_signal_after_the_key_is_recorded_and_before_it_is_sent_names_the_key(
+    api: str, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apimart_cli.errors import Terminated
+
+    record = History.record_sending
+
+    def then_terminated(self: History, **what: object) -> None:
+        record(self, **what)  # type: ignore[arg-type]
+        raise Terminated
+
+    monkeypatch.setattr(History, "record_sending", then_terminated)
+
+    result = run("generate", "a red fox")
+
+    assert result.exit_code == 143, result.output
+    assert result.stdout == ""
+    [row] = history_rows()
+    assert (row.task_id, row.state) == (None, "submitting")
+    assert f"apimart resend {row.idempotency_key}" in result.stderr
+    assert httpx_mock.get_requests() == []

@@ -189,6 +189,26 @@ def test_an_unknown_outcome_keeps_its_key_and_a_rerun_gets_its_task_without_payi
     assert len(keys) == 4 and len(set(keys)) == 3  # line 1 sent again with its own key
 
 
+def test_a_job_whose_key_resend_answered_is_not_sent_again_by_a_rerun(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    sandbox.inject(Fault("after_create", method="POST", path=SUBMIT, status=500))
+    jobs = write_jobs(tmp_path, "a fox")
+    run = apimart("batch", str(jobs), "-o", "out", env=env, cwd=tmp_path)
+    assert run.returncode == 5
+    resent = apimart("resend", env=env, cwd=tmp_path)
+    assert resent.returncode == 0, resent.stderr
+    [task_id] = resent.lines
+
+    again = apimart("batch", str(jobs), "-o", "out", "--interval", "0.1", env=env, cwd=tmp_path)
+
+    assert again.returncode == 0, again.stderr
+    assert [Path(line).name for line in again.lines] == [f"{task_id}_0.png"]
+    # The key had its answer: sent again, a service that no longer held it would make a
+    # second task.
+    assert len(posts(sandbox)) == 2 and created(sandbox) == {"a fox": 1}
+
+
 def test_a_missing_file_of_a_completed_job_is_downloaded_again(
     sandbox: Sandbox, env: dict[str, str], tmp_path: Path
 ) -> None:
