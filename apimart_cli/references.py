@@ -354,11 +354,6 @@ class ReferenceSender:
         self._operations: dict[str, str] = {}  # each checked model's operation
         self._told_video = False
 
-    def send(self, history: History, request: GenerationRequest) -> list[str]:
-        """One request checked, its references sent as the mode says, submitted; its ids."""
-        self.check([("", request)])
-        return self.submit(history, request)
-
     def check(self, requests: Sequence[tuple[str, GenerationRequest]]) -> None:
         """Each (label, request) whose model is not gpt-image-2, against its schema:
         a UsageError (exit 2) before anything is sent, naming the label and the field."""

@@ -138,6 +138,18 @@ class Submitter:
                 return None
             return self.queue.popleft()
 
+    def _send(self, history: History, run: JobRun) -> list[str]:
+        """Submit the job's request under its key, its references sent as the mode says."""
+        assert run.key is not None
+        if self._references is None:
+            return submit(self._client, history, run.job.request, idempotency_key=run.key)
+        return self._references.submit(
+            history,
+            run.job.request,
+            idempotency_key=run.key,
+            before_resend=lambda key: self._resending(run, key),
+        )
+
     def _submit(self, history: History, run: JobRun) -> bool:
         """Send one job, its key recorded first; True if the service took it."""
         # The key goes into the "submitting" record before the request is sent, so that a
@@ -155,18 +167,7 @@ class Submitter:
         try:
             # A key answered before (by `apimart resend`, or in a run killed before its
             # manifest heard) is never sent again: its task ids are in the history.
-            task_ids = already_answered(self._client, history, run.key)
-            if task_ids:
-                pass
-            elif self._references is None:
-                task_ids = submit(self._client, history, run.job.request, idempotency_key=run.key)
-            else:
-                task_ids = self._references.submit(
-                    history,
-                    run.job.request,
-                    idempotency_key=run.key,
-                    before_resend=lambda key: self._resending(run, key),
-                )
+            task_ids = already_answered(self._client, history, run.key) or self._send(history, run)
         except SubmittedButUnrecorded as error:  # taken and paid for: wait for it all the same
             self._reporter.history_unwritable(error.message)
             task_ids = list(error.task_ids)
