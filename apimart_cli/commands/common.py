@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import queue
-import shlex
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -117,6 +116,8 @@ def shell_word(word: str) -> str:
     written as its escape: the command stays one line, and nothing in it can drive the
     terminal it is shown on."""
     if word.isprintable():
+        import shlex  # here: only an interrupted wait needs it, and not `status`
+
         return shlex.quote(word)
     return "$'" + "".join(_escaped(char) for char in word) + "'"
 
