@@ -174,14 +174,9 @@ class TaskRecord:
     @property
     def sandbox(self) -> bool:
         """Whether the task went to a sandbox (a loopback base URL): it ended with it."""
-        from urllib.parse import urlsplit
+        from apimart_cli.settings import is_sandbox_url
 
-        from apimart_cli.settings import is_loopback
-
-        try:
-            return is_loopback(urlsplit(self.base_url).hostname or "")
-        except ValueError:
-            return False
+        return is_sandbox_url(self.base_url)
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -795,19 +790,11 @@ class History:
 
     def forget_sandbox(self) -> int:
         """Remove every task sent to a sandbox (a loopback base URL); how many were removed."""
-        from urllib.parse import urlsplit
-
-        from apimart_cli.settings import is_loopback
-
-        def loopback(url: str) -> bool:
-            try:
-                return is_loopback(urlsplit(url).hostname or "")
-            except ValueError:
-                return False
+        from apimart_cli.settings import is_sandbox_url
 
         with self._write() as conn:
             urls = [row[0] for row in conn.execute("SELECT DISTINCT base_url FROM tasks")]
-            sandboxes = [url for url in urls if loopback(url)]
+            sandboxes = [url for url in urls if is_sandbox_url(url)]
             if not sandboxes:
                 return 0
             marks = ", ".join("?" * len(sandboxes))

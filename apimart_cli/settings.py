@@ -341,6 +341,15 @@ def _without_v1(url: str, info: Say | None) -> str:
 _noted: set[tuple[str, str]] = set()
 
 
+def is_sandbox_url(base_url: str) -> bool:
+    """Whether `base_url` names this machine: a sandbox's, whose tasks end with it and
+    bill nothing."""
+    try:
+        return is_loopback(urlsplit(base_url).hostname or "")
+    except ValueError:
+        return False
+
+
 def is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True

@@ -32,6 +32,7 @@ from apimart_cli.errors import (
     UsageError,
     interrupted_code,
 )
+from apimart_cli.settings import is_sandbox_url
 
 if TYPE_CHECKING:
     from apimart_cli.client import Client
@@ -102,10 +103,13 @@ def already_answered(client: Client, history: History, key: str) -> list[str]:
 
     Nor is a key first sent to another service (a batch run again with another base
     URL): what it made is there, and this one would make it again. A SubmissionUnknown
-    says where to resend it; a sandbox's key (loopback, which bills nothing) goes on.
+    says where to resend it. A sandbox's key (loopback, which bills nothing) goes on,
+    and what the sandbox answered is no answer here.
     """
     elsewhere = history.sent_to(key)
-    if elsewhere is not None and elsewhere != client.base_url and not _sandbox(elsewhere):
+    if elsewhere is not None and elsewhere != client.base_url:
+        if is_sandbox_url(elsewhere):
+            return []
         raise SubmissionUnknown(
             f"Idempotency key {key} was first sent to {elsewhere}, not {client.base_url}; "
             "the task it may have made is there, so it is not sent here.",
@@ -117,18 +121,6 @@ def already_answered(client: Client, history: History, key: str) -> list[str]:
     if task_ids:
         _forget(history, key)
     return task_ids
-
-
-def _sandbox(base_url: str) -> bool:
-    """Whether `base_url` is a sandbox's (a loopback host)."""
-    from urllib.parse import urlsplit
-
-    from apimart_cli.settings import is_loopback
-
-    try:
-        return is_loopback(urlsplit(base_url).hostname or "")
-    except ValueError:
-        return False
 
 
 def bound_request(history: History, key: str) -> GenerationRequest | None:

@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from apimart_cli import safefiles, secrets
 from apimart_cli.errors import ExitCode, UsageError
+from apimart_cli.settings import is_sandbox_url
 
 if TYPE_CHECKING:
     from apimart_cli.batch.jobs import Job
@@ -166,7 +167,7 @@ def _lock_for_this_run(folder: Path, fd: int) -> None:
 
 
 # What each key of a record must be to be believed; any other value is read as absent.
-_TEXTS = ("digest", "state", "prompt", "idempotency_key", "task_id", "error")
+_TEXTS = ("digest", "state", "prompt", "idempotency_key", "task_id", "error", "base_url")
 _NUMBERS = ("cost", "submitted_at", "time")
 _INTEGERS = ("line", "occurrence")
 _LATEST = 253402300799  # the end of year 9999: a later time is no date
@@ -253,6 +254,7 @@ class JobRun:
 
     job: Job
     fields: dict[str, object]  # the request's fields, references without base64
+    base_url: str | None = None  # the service the job is sent to in this run
     state: str = "queued"  # queued, submitting, a task status, or unknown
     key: str | None = None  # the idempotency key of the current submission
     task_id: str | None = None
@@ -280,6 +282,7 @@ class JobRun:
             "cost": self.cost,
             "error": self.error,
             "submitted_at": self.submitted_at,
+            "base_url": self.base_url,
             "time": time.time(),
         }
 
@@ -333,9 +336,15 @@ def resume_step(record: Mapping[str, Any] | None, folder: Path) -> str:
 _KEPT_KEY = ("submitting", "unknown")
 
 
-def resumed(job: Job, record: Mapping[str, Any] | None, folder: Path) -> tuple[JobRun, str]:
-    """The job's run, picked up from its latest record, and what to do with it next."""
-    run = JobRun(job, job.request.fields())
+def resumed(
+    job: Job, record: Mapping[str, Any] | None, folder: Path, base_url: str | None = None
+) -> tuple[JobRun, str]:
+    """The job's run against `base_url`, picked up from its latest record, and what to do
+    with it next. A record of a sandbox, in a run against another service, is no record:
+    the sandbox's pictures are not what this service would make (nor did it bill them)."""
+    run = JobRun(job, job.request.fields(), base_url=base_url)
+    if record is not None and _made_by_another_sandbox(record, base_url):
+        record = None
     step = resume_step(record, folder)
     if record is None or (step == "send" and record.get("state") not in _KEPT_KEY):
         return run, step
@@ -345,3 +354,8 @@ def resumed(job: Job, record: Mapping[str, Any] | None, folder: Path) -> tuple[J
         run.files, run.cost = list(record.get("files") or []), record.get("cost")
         run.submitted_at = record.get("submitted_at")
     return run, step
+
+
+def _made_by_another_sandbox(record: Mapping[str, Any], base_url: str | None) -> bool:
+    made_at = record.get("base_url")
+    return isinstance(made_at, str) and made_at != base_url and is_sandbox_url(made_at)

@@ -106,6 +106,7 @@ def run_batch(
         reporter=reporter,
         downloader=downloader,
         engine=engine,
+        base_url=client.base_url,
     )
     try:
         return batch.run()
@@ -138,9 +139,12 @@ class BatchRun:
         reporter: BatchReporter,
         downloader: Downloader,
         engine: Callable[[History], Engine],
+        base_url: str,
     ) -> None:
-        """`engine` makes the engine once the history is open (it writes to it)."""
+        """`engine` makes the engine once the history is open (it writes to it);
+        `base_url` is the service's, which each job's record names."""
         self._jobs, self._options, self._open_history = jobs, options, open_history
+        self._base_url = base_url
         self._tracker, self._submitter, self._reporter = tracker, submitter, reporter
         self._manifest, self._display = tracker.manifest, tracker.display
         self._downloader, self._make_engine = downloader, engine
@@ -184,7 +188,7 @@ class BatchRun:
         steps = dict.fromkeys(STEP_LABELS, 0)
         for job in self._jobs:
             record = records.of(job)
-            run, step = resumed(job, record, self._options.output)
+            run, step = resumed(job, record, self._options.output, self._base_url)
             self._tracker.runs.append(run)
             steps[step] += 1
             moved = record is not None and record.get("line") != job.line  # recorded anew

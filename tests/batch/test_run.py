@@ -275,3 +275,17 @@ def test_the_total_cost_counts_each_job_once_with_those_of_the_earlier_run(
     # The rerun polls only the new job; the two done before still count.
     assert run("a fox\nan owl\na bear", second) == ExitCode.OK
     assert second.totals == [pytest.approx(3 * COST_PER_IMAGE["1k"])]
+
+
+def test_jobs_a_sandbox_made_are_made_again_against_another_service(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # A sandbox's pictures are no result of the service: a run against it sends the job.
+    assert run_jobs(sandbox, tmp_path, "a fox\nan owl") == ExitCode.OK
+    with Sandbox(SandboxConfig(duration=0.2)) as service:
+        assert run_jobs(service, tmp_path, "a fox\nan owl") == ExitCode.OK
+        assert len(service.submissions()) == 2
+        assert len(saved(tmp_path)) == 4  # the sandbox's stay, beside the new ones
+        assert run_jobs(service, tmp_path, "a fox\nan owl") == ExitCode.OK
+        assert len(service.submissions()) == 2  # done against it: nothing sent again
+    assert {r["base_url"] for r in latest_records(tmp_path)} == {service.base_url}
