@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
-from apimart_cli import __version__, lean_httpx
+from apimart_cli import __version__, lean_httpx, secrets
 from apimart_cli.constants import (
     CONNECT_TIMEOUT,
     GENERATION_PATHS,
@@ -296,7 +296,7 @@ class Client:
         replayed = reply_headers.get("idempotency-replayed", "").strip().lower() == "true"
         try:
             submitted = parse_submitted(reply, idempotency_key, replayed=replayed)
-            if self._api_key and any(self._api_key in task_id for task_id in submitted.task_ids):
+            if any(self.carries_key(task_id) for task_id in submitted.task_ids):
                 raise ServiceError("The service sent the API key as a task id.")
         except ServiceError as error:  # a 2xx without usable ids: the task may still exist
             raise self._unknown(error, idempotency_key) from None
@@ -589,12 +589,16 @@ class Client:
         return error, not (refused and is_loopback(host))
 
     def carries_key(self, text: str) -> bool:
-        """Whether `text` (a URL the service sent) holds the key: never to be fetched."""
-        return self._api_key is not None and self._api_key != "" and self._api_key in text
+        """Whether `text` (a URL or an id the service sent) holds the key, in any form
+        (URL-encoded, base64) or any part `secrets` hides: never to be fetched or used."""
+        if not self._api_key:
+            return False
+        return self._api_key in text or secrets.holds(text, self._api_key)
 
     def _without_key(self, text: str) -> str:
         """`text` with the key cut out: a server may echo it, and nothing shown may hold it."""
-        return text.replace(self._api_key, "[API key]") if self._api_key else text
+        text = text.replace(self._api_key, secrets.HIDDEN) if self._api_key else text
+        return secrets.redact(text)
 
     def _send(
         self,

@@ -8,6 +8,7 @@ split in two, so any long enough part of it is hidden as well. This module impor
 tool's, so any module may use it.
 """
 
+import functools
 from collections.abc import Mapping
 from typing import TextIO, cast
 
@@ -98,6 +99,17 @@ def _anchors_of(forms: frozenset[str]) -> dict[str, tuple[tuple[str, int], ...]]
 def holds_secret(text: str) -> bool:
     """Whether `text` holds any part of a hidden secret that `redact` would cut out."""
     return any(anchor in text for anchor in _anchors)
+
+
+def holds(text: str, secret: str) -> bool:
+    """Whether `text` holds `secret`, or any part of it `redact` would cut out once hidden:
+    for a URL the service sent, never to be fetched, or an id never to be used."""
+    return len(secret) >= MIN_SECRET_CHARS and any(anchor in text for anchor in _parts(secret))
+
+
+@functools.lru_cache(maxsize=4)
+def _parts(secret: str) -> frozenset[str]:
+    return frozenset(_anchors_of(encoded_forms(secret)))
 
 
 def redact(text: str) -> str:
