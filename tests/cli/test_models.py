@@ -128,3 +128,16 @@ def test_a_model_id_that_echoes_the_key_is_never_kept_for_completion(
     assert KEY[4:12] not in result.stdout
     kept = default_path().with_name(MODELS_FILE).read_text()
     assert kept == "gpt-image-2\nflux-2-pro\n"
+
+
+def test_a_model_id_with_escape_sequences_is_printed_without_them(
+    api: str, httpx_mock: HTTPXMock
+) -> None:
+    hostile = {"id": "gpt\x1b[2J\x1b]0;owned\x07\x9b31m\nnext"}
+    httpx_mock.add_response(
+        method="GET", url=f"{API}/v1/models", json={"object": "list", "data": [hostile]}
+    )
+    result = run("models")
+    assert result.exit_code == 0
+    assert not any(char in result.stdout for char in "\x1b\x07\x9b")
+    assert len(result.stdout.splitlines()) == 1
