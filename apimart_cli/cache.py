@@ -238,8 +238,10 @@ def remember_models(ids: list[str]) -> None:
     import re
 
     path = default_path().with_name(MODELS_FILE)
-    # Only plain ids: the file is read by shell scripts.
-    text = "".join(f"{i}\n" for i in ids if re.fullmatch(r"[A-Za-z0-9][\w.:/-]{0,127}", i))
+    # Only plain ids: the file is read by shell scripts. Never one that holds the key (a
+    # service echoing it): this is no file of the key's.
+    plain = [i for i in ids if re.fullmatch(r"[A-Za-z0-9][\w.:/-]{0,127}", i)]
+    text = "".join(f"{i}\n" for i in plain if not secrets.holds_secret(i))
     part = path.with_name(f".{MODELS_FILE}.{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

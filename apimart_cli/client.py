@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
-from apimart_cli import __version__, lean_httpx
+from apimart_cli import __version__, lean_httpx, secrets
 from apimart_cli.constants import (
     CONNECT_TIMEOUT,
     GENERATION_PATHS,
@@ -46,6 +46,8 @@ from apimart_cli.errors import (
     SubmissionUnknown,
     TaskError,
     WaitTimeout,
+    clipped,
+    printable,
 )
 from apimart_cli.retry import (
     RETRYABLE_STATUSES,
@@ -296,7 +298,7 @@ class Client:
         replayed = reply_headers.get("idempotency-replayed", "").strip().lower() == "true"
         try:
             submitted = parse_submitted(reply, idempotency_key, replayed=replayed)
-            if self._api_key and any(self._api_key in task_id for task_id in submitted.task_ids):
+            if any(self.carries_key(task_id) for task_id in submitted.task_ids):
                 raise ServiceError("The service sent the API key as a task id.")
         except ServiceError as error:  # a 2xx without usable ids: the task may still exist
             raise self._unknown(error, idempotency_key) from None
@@ -512,6 +514,8 @@ class Client:
                 method, url, params, headers, body() if body else None, transfer=transfer
             )
             in_body = None
+            if 300 <= status < 400:
+                raise self._redirected(status, headers_in, is_submit, idempotency_key)
             if status < 400:
                 payload = self._json(content)
                 in_body = reply_error(payload, status)
@@ -552,6 +556,31 @@ class Client:
             raise failure
         raise Transient(failure, retry_after)
 
+    def _redirected(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        is_submit: bool,
+        idempotency_key: str | None,
+    ) -> ApimartError:
+        """The error for a redirect, never followed: the key would go with it, perhaps to
+        another address. No passing fault either (an http:// base URL the service moves
+        to https://, a proxy): the base URL is what is wrong, so it is not retried."""
+        location = headers.get("location") or "nowhere said"
+        shown_location = self._without_key(clipped(printable(location), 200))
+        failure = ServiceError(
+            f"The server answered with a redirect ({status}) to {shown_location}, not "
+            "followed: the key is not sent on.",
+            f"Check the base URL {self.base_url} (from "
+            f"{self._base_url_source or 'the settings'}): set it to where the redirect "
+            "points if that is the service.",
+        )
+        if not is_submit:
+            return failure
+        if idempotency_key is None:
+            return _maybe_stored(failure)
+        return self._unknown(failure, idempotency_key)
+
     def _out_of_time(self, is_submit: bool, idempotency_key: str | None) -> ApimartError | None:
         """The error for a request cut short by the command's deadline, if it was."""
         if not self.deadline.expired():
@@ -589,12 +618,16 @@ class Client:
         return error, not (refused and is_loopback(host))
 
     def carries_key(self, text: str) -> bool:
-        """Whether `text` (a URL the service sent) holds the key: never to be fetched."""
-        return self._api_key is not None and self._api_key != "" and self._api_key in text
+        """Whether `text` (a URL or an id the service sent) holds the key, in any form
+        (URL-encoded, base64) or any part `secrets` hides: never to be fetched or used."""
+        if not self._api_key:
+            return False
+        return self._api_key in text or secrets.holds(text, self._api_key)
 
     def _without_key(self, text: str) -> str:
         """`text` with the key cut out: a server may echo it, and nothing shown may hold it."""
-        return text.replace(self._api_key, "[API key]") if self._api_key else text
+        text = text.replace(self._api_key, secrets.HIDDEN) if self._api_key else text
+        return secrets.redact(text)
 
     def _send(
         self,
@@ -669,7 +702,7 @@ class Client:
 
     def _unknown(self, failure: ApimartError, idempotency_key: str | None) -> SubmissionUnknown:
         return SubmissionUnknown(
-            f"{failure.message} The task may have been created; it was not sent again.",
+            f"{_sentence(failure.message)} The task may have been created; it was not sent again.",
             _unknown_hint(idempotency_key),
             idempotency_key=idempotency_key or "",
         )
@@ -694,7 +727,9 @@ def _unknown_hint(idempotency_key: str | None) -> str:
 
 def _maybe_stored(failure: ApimartError) -> ApimartError:
     """An upload whose outcome is unknown: it may be stored, and it is not sent again."""
-    failure.message = f"{failure.message} The file may have been stored; it was not sent again."
+    failure.message = (
+        f"{_sentence(failure.message)} The file may have been stored; it was not sent again."
+    )
     failure.args = (failure.message,)
     failure.hint = "Uploads are not billed: run the command again to upload it anew."
     return failure
@@ -715,6 +750,12 @@ def _refused(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _sentence(message: str) -> str:
+    """`message` ending as a sentence, so that the next one does not run into it."""
+    message = message.rstrip()
+    return message if message.endswith((".", "!", "?")) else message + "."
 
 
 def _describe(exc: BaseException) -> str:

@@ -630,6 +630,68 @@ def test_key_echoed_by_the_server_is_never_shown(
     assert len(rec.retries) == 1  # the rec fixture checks every retry line
 
 
+def _base64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        KEY,
+        _base64(f"Bearer {KEY}"),  # the Authorization header, echoed encoded
+        _base64(KEY),
+        KEY[6:],  # the key without its first characters
+        KEY[:12],
+    ],
+)
+def test_a_url_holding_the_key_in_any_form_carries_it(client: Client, form: str) -> None:
+    """Such a result URL is never fetched: the image host would receive the key."""
+    assert client.carries_key(f"https://img.test/f/a.png?token={form}")
+    assert not client.carries_key("https://img.test/f/a.png?token=abc")
+
+
+def test_a_task_id_holding_part_of_the_key_is_never_taken(
+    client: Client, httpx_mock: HTTPXMock, fox: GenerationRequest
+) -> None:
+    """A cut key as an id would be printed as `task_[API key]`, an id no one can use, and
+    name its files with the key."""
+    expect_submit(httpx_mock, fox, json={"code": 200, "data": [{"task_id": f"task_{KEY[5:]}"}]})
+    error = fails(SubmissionUnknown, client.submit, fox, IDEMPOTENCY_KEY)
+    assert "API key as a task id" in error.message
+    assert KEY[5:] not in error.message
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_never_followed_nor_retried_and_names_where_it_points(
+    client: Client, rec: Recorder, httpx_mock: HTTPXMock, status: int
+) -> None:
+    """The key must not follow a redirect to another address, and a redirect is no
+    passing fault: the base URL is what is wrong, and the message says where it points
+    (the key cut out, where the server put it in the Location)."""
+    elsewhere = f"https://other.test:8443/v1/balance?k={KEY}"
+    httpx_mock.add_response(
+        url=f"{BASE}/v1/balance", status_code=status, headers={"Location": elsewhere}
+    )
+    error = fails(ServiceError, client.balance)
+    assert error.exit_code == ExitCode.SERVICE
+    assert f"redirect ({status}) to https://other.test:8443/v1/balance?k=[API key]" in error.message
+    assert error.hint and "base URL" in error.hint
+    assert len(httpx_mock.get_requests()) == 1  # not followed, not retried
+    assert rec.retries == []
+
+
+def test_a_redirected_submission_is_not_followed_nor_resent(
+    client: Client, httpx_mock: HTTPXMock, fox: GenerationRequest
+) -> None:
+    expect_submit(httpx_mock, fox, status_code=307, headers={"Location": "https://other.test/"})
+    error = fails(SubmissionUnknown, client.submit, fox, IDEMPOTENCY_KEY)
+    assert "redirect (307) to https://other.test/" in error.message
+    assert "the key is not sent on. The task may" in error.message  # sentences kept apart
+    assert len(httpx_mock.get_requests()) == 1
+
+
 def test_log_lines_carry_method_url_and_status(
     client: Client, rec: Recorder, httpx_mock: HTTPXMock, fox: GenerationRequest
 ) -> None:

@@ -32,6 +32,42 @@ def test_a_long_prefix_of_the_key_is_hidden_and_a_short_one_is_not() -> None:
     assert secrets.redact(f"just {KEY[:7]}") == f"just {KEY[:7]}"
 
 
+def test_the_key_in_base64_is_hidden_whatever_comes_before_it() -> None:
+    """A server may echo the Authorization header it got, base64-encoded (`Bearer KEY`),
+    or the key alone, in either alphabet: the key sits at any offset of the encoding."""
+    import base64
+
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        for before in ("", "Bearer ", "x", "xy", "Basic: "):
+            encoded = encode(f"{before}{KEY} and more".encode()).decode()
+            redacted = secrets.redact(f"header {encoded} echoed")
+            assert "[API key]" in redacted, (before, redacted)
+            # Nothing of the key's own encoding is left but its edges, which other text shares.
+            core = encode(KEY.encode()).decode()[4:-4]
+            assert core[:8] not in redacted
+
+
+def test_the_key_cut_at_the_front_or_split_across_fields_is_hidden() -> None:
+    """A key shown without its first characters, or in two halves (`{"a": half, "b": rest}`),
+    leaks the part that is left unless any long enough run of it is hidden."""
+    assert secrets.redact(f"key ends {KEY[5:]}.") == "key ends [API key]."
+    assert secrets.redact(f"tail {KEY[-8:]}") == "tail [API key]"
+    half = len(KEY) // 2
+    assert secrets.redact(f'{{"a": "{KEY[:half]}", "b": "{KEY[half:]}"}}').count("[API key]") == 2
+    middle = KEY[3:14]  # 11 characters from the middle
+    assert secrets.redact(f"mid {middle} mid") == "mid [API key] mid"
+    assert secrets.redact(f"short {KEY[3:10]}") == f"short {KEY[3:10]}"  # 7: no secret
+
+
+def test_a_url_encoding_in_lower_case_hex_is_hidden() -> None:
+    import re
+    from urllib.parse import quote
+
+    lower = re.sub(r"%[0-9A-F]{2}", lambda escape: escape[0].lower(), quote(KEY, safe=""))
+    assert lower != quote(KEY, safe="")
+    assert secrets.redact(f"?k={lower}") == "?k=[API key]"
+
+
 def test_the_longest_form_at_a_place_is_hidden_whole() -> None:
     import json
 

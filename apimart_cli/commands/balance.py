@@ -36,9 +36,17 @@ def balance(
     unlimited = remain == -1 or reply.get("unlimited_quota") is True
     # The unit only where the service names one: a bare number is never given a currency.
     named = next((reply[k] for k in ("currency", "unit") if isinstance(reply.get(k), str)), "")
-    unit = f" {named.strip()}" if named.strip() else ""
-    console.data(f"remaining\t{'unlimited' if unlimited else f'{remain}{unit}'}")
-    console.data(f"used\t{reply.get('used_balance')}{unit}")
+    unit = f" {_shown(named.strip())}" if named.strip() else ""
+    console.data(f"remaining\t{'unlimited' if unlimited else f'{_shown(remain)}{unit}'}")
+    console.data(f"used\t{_shown(reply.get('used_balance'))}{unit}")
     for key in ("remain_credits", "used_credits"):
         if key in reply:
-            console.data(f"{key.replace('_', ' ')}\t{reply[key]}")
+            console.data(f"{key.replace('_', ' ')}\t{_shown(reply[key])}")
+
+
+def _shown(value: object) -> str:
+    """A value of the reply for the terminal: the service's text can carry escape
+    sequences and line breaks, never printed as they are."""
+    from apimart_cli.errors import clipped, printable
+
+    return clipped(printable(str(value)), 100)

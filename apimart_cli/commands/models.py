@@ -10,7 +10,7 @@ from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, state
 from apimart_cli.commands.options import JsonOpt
 from apimart_cli.constants import DEFAULT_COMMAND_TIMEOUT
-from apimart_cli.errors import UsageError
+from apimart_cli.errors import UsageError, printable
 
 
 @handles_errors
@@ -58,7 +58,7 @@ def models(
     deadline = Deadline.after(timeout)  # nothing outlasts --timeout
     if model is None:
         for item in use_cases.models(app.settings(), app.ui(), deadline=deadline, kind=kind):
-            console.data_json(item) if as_json else console.data(str(item["id"]))
+            console.data_json(item) if as_json else console.data(printable(str(item["id"])))
         return
     if docs:
         from apimart_cli.schema import printable_markdown

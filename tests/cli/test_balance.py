@@ -118,3 +118,29 @@ def test_key_from_the_config_file(httpx_mock: HTTPXMock) -> None:
 
     assert result.exit_code == 0, result.output
     assert result.stdout == "remaining\t10.5\nused\t2.3\n"
+
+
+ESCAPES = "\x1b[2J\x1b]0;owned\x07\x9b31m\nline"
+
+
+def test_escape_sequences_in_the_reply_never_reach_the_terminal(
+    api: str, httpx_mock: HTTPXMock
+) -> None:
+    """A balance, unit or credit that is text (a hostile or broken service) is printed
+    without its control characters: it cannot clear the screen or retitle the window."""
+    expect_balance(
+        httpx_mock,
+        {
+            **BALANCE,
+            "remain_balance": ESCAPES,
+            "used_balance": ESCAPES,
+            "currency": ESCAPES,
+            "used_credits": ESCAPES,
+        },
+    )
+
+    result = run("balance")
+
+    assert result.exit_code == 0, result.output
+    assert not any(char in result.stdout for char in "\x1b\x07\x9b")
+    assert len(result.stdout.splitlines()) == 3  # a line break sent cannot add lines

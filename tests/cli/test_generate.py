@@ -466,7 +466,7 @@ def test_500_after_submit_is_not_resent_and_is_recorded_as_unknown(
     assert result.stdout == ""
     [key] = idempotency_keys(httpx_mock)
     assert result.stderr == (
-        "Error: The server answered 500: internal error "
+        "Error: The server answered 500: internal error. "
         "The task may have been created; it was not sent again.\n"
         f"Idempotency key {key}: `apimart resend {key}` sends it again safely; the "
         "service answers with the task it made, or makes it once.\n"

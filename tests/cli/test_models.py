@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pytest_httpx import HTTPXMock
 
-from tests.cli.conftest import API, AUTH, run
+from tests.cli.conftest import API, AUTH, KEY, run
 
 MODELS = [{"id": "gpt-image-2", "object": "model"}, {"id": "flux-2-pro", "object": "model"}]
 SCHEMA = {"type": "object", "properties": {"prompt": {"type": "string"}}}
@@ -111,3 +111,33 @@ def test_the_listed_ids_are_kept_for_shell_completion(api: str, httpx_mock: HTTP
     assert run("models").exit_code == 0
     kept = default_path().with_name(MODELS_FILE).read_text()
     assert kept == "gpt-image-2\nflux-2-pro\n"
+
+
+def test_a_model_id_that_echoes_the_key_is_never_kept_for_completion(
+    api: str, httpx_mock: HTTPXMock
+) -> None:
+    """`models.txt` is no home of the key: an id holding it, whole or in part, is left out."""
+    from apimart_cli.cache import MODELS_FILE, default_path
+
+    echoed = [{"id": KEY}, {"id": f"m-{KEY[4:]}"}]
+    httpx_mock.add_response(
+        method="GET", url=f"{API}/v1/models", json={"object": "list", "data": [*MODELS, *echoed]}
+    )
+    result = run("models")
+    assert result.exit_code == 0
+    assert KEY[4:12] not in result.stdout
+    kept = default_path().with_name(MODELS_FILE).read_text()
+    assert kept == "gpt-image-2\nflux-2-pro\n"
+
+
+def test_a_model_id_with_escape_sequences_is_printed_without_them(
+    api: str, httpx_mock: HTTPXMock
+) -> None:
+    hostile = {"id": "gpt\x1b[2J\x1b]0;owned\x07\x9b31m\nnext"}
+    httpx_mock.add_response(
+        method="GET", url=f"{API}/v1/models", json={"object": "list", "data": [hostile]}
+    )
+    result = run("models")
+    assert result.exit_code == 0
+    assert not any(char in result.stdout for char in "\x1b\x07\x9b")
+    assert len(result.stdout.splitlines()) == 1

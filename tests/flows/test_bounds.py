@@ -7,6 +7,7 @@ output, a pipeline), it is in tests/e2e/test_bounds.py.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -106,6 +107,10 @@ def redirect_loop() -> Iterator[str]:
         server.server_close()
 
 
+# The Authorization header the service got, echoed back base64-encoded.
+BEARER_BASE64 = base64.b64encode(f"Bearer {API_KEY}".encode()).decode()
+
+
 def completed_with(url: str, expires_at: int = 4_102_444_800) -> Script:
     data = {"id": "task_1", "status": "completed", "progress": 100}
     data["result"] = {"images": [{"url": [url], "expires_at": expires_at}]}
@@ -120,9 +125,10 @@ def completed_with(url: str, expires_at: int = 4_102_444_800) -> Script:
         ("https://cdn.test/x.png", -(10**18), 1, "out of any calendar's range"),
         ("https://cdn.test/\x1b]0;owned\x07.png", None, 5, "spaces or control characters"),
         ("https://cdn.test/x.png?sig=" + API_KEY, None, 5, "holds the API key"),
+        ("https://cdn.test/x.png?auth=" + BEARER_BASE64, None, 5, "holds the API key"),
         ("loop", None, 5, "redirected"),
     ],
-    ids=["bracket", "long-label", "expired-1e18", "escape", "key", "redirect-loop"],
+    ids=["bracket", "long-label", "expired-1e18", "escape", "key", "key-base64", "redirect-loop"],
 )
 def test_a_hostile_result_url_fails_its_image_clearly(
     url: str, expires_at: int | None, code: int, message: str, env: dict[str, str], tmp_path: Path
