@@ -174,18 +174,26 @@ def data_json(value: object, *, indent: int | None = None) -> None:
 def info(message: str) -> None:
     """A message for people, silenced by --quiet."""
     if not _quiet:
-        _write(sys.stderr, message)
+        _say(message)
 
 
 def warn(message: str) -> None:
     """Something the user must know even with --quiet."""
-    _write(sys.stderr, message)
+    _say(message)
 
 
 def debug(message: str) -> None:
     """A --verbose trace line."""
     if _verbose:
-        _write(sys.stderr, message)
+        _say(message)
+
+
+def _say(message: str, *, prefix: str = "") -> None:
+    """A message on standard error, with no control character but its line breaks: a
+    path or a name from the service in it cannot drive the terminal."""
+    from apimart_cli.errors import terminal_safe
+
+    _write(sys.stderr, prefix + terminal_safe(message))
 
 
 def report_error(error: "ApimartError", *, as_json: bool = False) -> None:
@@ -194,12 +202,9 @@ def report_error(error: "ApimartError", *, as_json: bool = False) -> None:
     With `as_json` (a command's `--json`), the same error follows as one JSON
     object on a line of its own, for programs that read standard error.
     """
-    lines = [f"Error: {error.message}"]
-    if error.hint:
-        lines.append(error.hint)
-    if use_color(sys.stderr):
-        lines[0] = f"\x1b[1;31mError:\x1b[0m {error.message}"
-    _write(sys.stderr, "\n".join(lines))
+    text = "\n".join([error.message, *([error.hint] if error.hint else [])])
+    prefix = "\x1b[1;31mError:\x1b[0m " if use_color(sys.stderr) else "Error: "
+    _say(text, prefix=prefix)
     if as_json:
         error_json(error)
 

@@ -81,6 +81,16 @@ def printable(text: str) -> str:
     return _CONTROLS.sub("?", _LINE_BREAKS.sub(" ", text))
 
 
+# Every control character but the line break and the tab.
+_CONTROLS_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(message: str) -> str:
+    """A message of the tool's, its lines kept, with every other control character as
+    `?`: what it quotes (a path, a name the service sent) cannot drive the terminal."""
+    return _CONTROLS_BUT_LINES.sub("?", message)
+
+
 class ApimartError(Exception):
     """An error the user sees as a message, a hint and an exit code."""
 

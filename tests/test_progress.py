@@ -130,6 +130,22 @@ def test_the_data_goes_to_standard_output_even_when_silent(
     ]
 
 
+def test_a_path_with_escapes_reaches_standard_error_as_plain_text(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = Path("out\x1b]0;owned\x07\x1b[2J\x9b31m")
+    reporter = PlainReporter(clock=clock)
+    task = Task("task_1", "completed")
+    reporter.saved(task, 0, SavedFile(folder / "task_1_0.png"))
+    reporter.saved(task, 1, SavedFile(folder / "task_1_1.png", kept_existing=True))
+    console.report_error(TaskError(f"Cannot write {folder}/x.png.", "Try\nagain."))
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == str(folder / "task_1_0.png")  # data: as it is
+    assert not any(char in captured.err for char in "\x1b\x07\x9b"), captured.err
+    assert "task_1: saved out?]0;owned??[2J?31m/task_1_0.png" in captured.err
+    assert "Error: Cannot write out?]0;owned??[2J?31m/x.png.\nTry\nagain." in captured.err
+
+
 def test_no_download_prints_each_completed_id_and_json_prints_each_task(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
