@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, overload
 from apimart_cli.errors import ApimartError, ExitCode
 
 if TYPE_CHECKING:
+    from apimart_cli.batch import BatchEnding
     from apimart_cli.batch.jobs import Job
     from apimart_cli.batch.run import BatchOptions
     from apimart_cli.batch.tracker import BatchDisplay
@@ -360,9 +361,9 @@ def batch(
     concurrency: int,
     display: BatchDisplay,
     deadline: Deadline | None = None,
-) -> ExitCode:
+) -> BatchEnding:
     """Every job not done yet sent, waited for and saved, at most `concurrency` in
-    flight (fewer while the service answers 429); the exit code (the highest wins).
+    flight (fewer while the service answers 429); how the run ended.
     The run is bounded by `deadline` (by default `options.timeout` from now), the uploads
     before it included."""
     from apimart_cli.batch import AimdLimiter, run_batch

@@ -272,7 +272,7 @@ def test_a_batch_page_exists_from_the_start_shows_jobs_in_flight_and_stops_reloa
             lambda: History(tmp_path / "history.sqlite3"),
             gallery=keeper,
             display=PlainBatchDisplay(),
-        )
+        ).code
     assert code == 0
     assert pages[0] == (True, ["queued", "queued", "queued"])  # before anything was sent
     in_flight = {"submitting", "submitted", "processing", "pending"}

@@ -32,13 +32,14 @@ from apimart_cli.batch.jobs import (
 )
 from apimart_cli.batch.manifest import MANIFEST_NAME, Manifest, Records, resume_step
 from apimart_cli.batch.pacing import AimdLimiter
-from apimart_cli.batch.run import BatchOptions, run_batch
+from apimart_cli.batch.run import BatchEnding, BatchOptions, run_batch
 from apimart_cli.safefiles import move_into_place
 
 __all__ = [
     "MANIFEST_NAME",
     "MAX_REPORTED",
     "AimdLimiter",
+    "BatchEnding",
     "BatchOptions",
     "Job",
     "Manifest",

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from apimart_cli.batch.jobs import format_name
 from apimart_cli.batch.manifest import STEP_LABELS, JobRun, Manifest, Records, resumed
@@ -50,6 +50,14 @@ class BatchOptions:
     as_json: bool = False
 
 
+class BatchEnding(NamedTuple):
+    """How a run ended: its exit code (the highest wins), and the tasks it leaves failed,
+    unfinished or unknown (for `--json`'s error object)."""
+
+    code: ExitCode
+    task_ids: list[str]
+
+
 def run_batch(
     jobs: Sequence[Job],
     client: Client,
@@ -61,8 +69,8 @@ def run_batch(
     hooks: SaveHooks | None = None,
     gallery: Keeper | None = None,
     display: BatchDisplay,
-) -> ExitCode:
-    """Send, wait for and download every job not done yet; the exit code (the highest wins).
+) -> BatchEnding:
+    """Send, wait for and download every job not done yet; how the run ended.
 
     `hooks` are the engine's steps around each image (the provenance chunk);
     `gallery` keeps index.html as each job ends; `display` is what the user sees.
@@ -151,7 +159,7 @@ class BatchRun:
         self._engine: Engine | None = None
         self.settled = False  # the run ended with nothing left on its way
 
-    def run(self) -> ExitCode:
+    def run(self) -> BatchEnding:
         started = time.monotonic()
         self._downloader.prepare()
         self._manifest.open()  # first: it locks the folder against a second batch
@@ -160,7 +168,7 @@ class BatchRun:
         finally:
             self._manifest.close()
 
-    def _run(self, started: float) -> ExitCode:
+    def _run(self, started: float) -> BatchEnding:
         with self._open_history() as history:
             history.check_writable()  # before anything is sent, as `generate` does
             records = self._manifest.read()
@@ -173,7 +181,7 @@ class BatchRun:
                 timed_out = self._go()
             except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM
                 self._interrupted()
-                return interrupted_code(interrupt)
+                return BatchEnding(interrupted_code(interrupt), self._tracker.left_task_ids())
             finally:
                 self._close()
                 self._display.close()
@@ -181,7 +189,8 @@ class BatchRun:
         if self._tracker.finish_rest(timed_out, self._options.timeout):
             self._tracker.show(final=True)  # again, with the jobs it just ended
         self.settled = not timed_out
-        return self._tracker.summarise(time.monotonic() - started)
+        code = self._tracker.summarise(time.monotonic() - started)
+        return BatchEnding(code, self._tracker.left_task_ids())
 
     def _plan(self, records: Records) -> None:
         """Sort the jobs by what the manifest says of them: send, wait, done or unknown."""

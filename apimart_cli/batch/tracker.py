@@ -139,6 +139,10 @@ class JobTracker:
             self.fail(ExitCode.FAILED)
         return len(rest)
 
+    def left_task_ids(self) -> list[str]:
+        """The tasks of the jobs not done: failed, unfinished or unknown."""
+        return [run.task_id for run in self.runs if run.task_id and run.outcome() != "done"]
+
     def summarise(self, elapsed: float) -> ExitCode:
         """Say what to do, then how it went; the run's exit code (the highest wins)."""
         for hint in self._hints:

@@ -105,7 +105,7 @@ def batch(
         metadata=metadata,
         as_json=as_json,
     )
-    code = use_cases.batch(
+    code, left = use_cases.batch(
         jobs,
         settings,
         app.ui(),
@@ -120,6 +120,7 @@ def batch(
             "Each job's object on standard output says how it ended; "
             "run the same command again to resume.",
             exit_code=code,
+            task_ids=left,
         )
         console.error_json(ended)
     if open_page:

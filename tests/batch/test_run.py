@@ -52,7 +52,7 @@ def run_jobs(
         options,
         lambda: history(folder / "history.sqlite3"),
         display=PlainBatchDisplay(),
-    )
+    ).code
 
 
 def saved(folder: Path) -> list[str]:
@@ -267,7 +267,8 @@ def test_the_total_cost_counts_each_job_once_with_those_of_the_earlier_run(
     def run(text: str, display: CostDisplay) -> ExitCode:
         client = Client(sandbox.base_url, "sk-test", deadline=Deadline.after(30))
         history = lambda: History(tmp_path / "history.sqlite3")  # noqa: E731
-        return run_batch(parse(text), client, AimdLimiter(4), options, history, display=display)
+        ending = run_batch(parse(text), client, AimdLimiter(4), options, history, display=display)
+        return ending.code
 
     first, second = CostDisplay(), CostDisplay()
     assert run("a fox\nan owl", first) == ExitCode.OK

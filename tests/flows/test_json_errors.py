@@ -9,6 +9,7 @@ resume or look at, or the idempotency key of a submission whose outcome is unkno
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from apimart_cli.sandbox import Fault, Sandbox
@@ -39,7 +40,9 @@ def test_1_a_batch_with_a_failed_job(env: dict[str, str], tmp_path: Path) -> Non
     run = apimart("batch", "jobs.txt", "-o", "out", "--json", env=env, cwd=tmp_path)
 
     assert run.returncode == 1, run.stderr
-    error_of(run.stderr, 1)
+    jobs = [json.loads(line) for line in run.stdout.splitlines()]
+    [failed] = [job["task_id"] for job in jobs if job["status"] == "failed"]
+    assert error_of(run.stderr, 1)["task_ids"] == [failed]  # the job done is not named
 
 
 def test_2_bad_input(env: dict[str, str]) -> None:
