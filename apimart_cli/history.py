@@ -314,8 +314,8 @@ class History:
             raise HistoryError(
                 f"The task history {self.path} was written by a newer version of apimart"
                 f" (its format is {found}; this version reads up to {SCHEMA_VERSION}).",
-                "Upgrade apimart (pip install -U apimart-cli), or set APIMART_DATA_DIR"
-                " to another folder.",
+                "Install the newer apimart again (from its clone: pip install ., or pipx"
+                " install --force .), or set APIMART_DATA_DIR to another folder.",
             )
         if found < SCHEMA_VERSION:
             with self._write() as writer:

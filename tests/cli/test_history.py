@@ -248,6 +248,8 @@ def test_a_history_from_a_newer_version_stops_generate_before_anything_is_sent(
     assert result.exit_code == 2
     assert result.stdout == ""
     assert "written by a newer version of apimart (its format is 42;" in result.stderr
+    # The package is installed from a clone, never from the Python Package Index.
+    assert "pip install ." in result.stderr and "-U apimart-cli" not in result.stderr
     assert httpx_mock.get_requests() == []
 
 
