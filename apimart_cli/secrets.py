@@ -23,6 +23,8 @@ MIN_SECRET_CHARS = 8
 # characters from anywhere in it holds one, so a key split across two fields, or shown
 # without its first characters, leaks no such run either.
 ANCHOR_STEP = 4
+# A text holding more parts of a secret than this is withheld whole (see `redact`).
+MAX_PARTS = 1000
 # Each anchor, and the forms (with the offset in each) it was taken from.
 _anchors: dict[str, tuple[tuple[str, int], ...]] = {}
 
@@ -124,6 +126,10 @@ def redact(text: str) -> str:
     # stops early would leave the rest.
     for form in sorted(_secrets, key=len, reverse=True):
         text = text.replace(form, HIDDEN)
+    # Each part left costs a look around it: a text made of thousands of them (a hostile
+    # reply of 8 MiB of the key's tail took 5 s) is withheld whole, counted at C speed.
+    if sum(text.count(anchor) for anchor in anchors) > MAX_PARTS:
+        return f"[withheld: {len(text)} characters holding parts of the API key]"
     runs: list[tuple[int, int]] = []
     for anchor, places in anchors.items():
         at = text.find(anchor)

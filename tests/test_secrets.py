@@ -59,6 +59,16 @@ def test_the_key_cut_at_the_front_or_split_across_fields_is_hidden() -> None:
     assert secrets.redact(f"short {KEY[3:10]}") == f"short {KEY[3:10]}"  # 7: no secret
 
 
+def test_a_text_made_of_thousands_of_parts_of_the_key_is_withheld_whole() -> None:
+    """Each part of the key left after the whole forms costs a look around it: a reply of
+    megabytes of the key's tail would hold the command for seconds past --timeout."""
+    flood = f"{KEY[4:]} " * (secrets.MAX_PARTS + 1)
+    redacted = secrets.redact(flood)
+    assert redacted == f"[withheld: {len(flood)} characters holding parts of the API key]"
+    # A few parts are each hidden where they are, the rest of the text kept.
+    assert secrets.redact(f"a {KEY[4:]} b {KEY[4:]} c") == "a [API key] b [API key] c"
+
+
 def test_a_url_encoding_in_lower_case_hex_is_hidden() -> None:
     import re
     from urllib.parse import quote
