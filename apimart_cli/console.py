@@ -123,6 +123,18 @@ def open_missing_streams() -> None:
     if sys.stdout is None:
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
         _stdout_missing = True
+    _never_unencodable(sys.stdout)
+
+
+def _never_unencodable(stream: TextIO) -> None:
+    """What a stream's encoding cannot carry is written anyway, never an internal error:
+    a path with bytes that are not UTF-8 (`-o $'\\xff'`, kept by Python as surrogates)
+    as those very bytes, as the shell gave them; on a stream that is not UTF-8
+    (PYTHONIOENCODING=ascii), any other character as its backslash escape."""
+    if getattr(stream, "errors", None) != "strict" or not hasattr(stream, "reconfigure"):
+        return
+    utf8 = (getattr(stream, "encoding", "") or "").lower().replace("-", "") == "utf8"
+    stream.reconfigure(errors="surrogateescape" if utf8 else "backslashreplace")
 
 
 def _write(stream: TextIO, text: str) -> None:

@@ -133,6 +133,31 @@ def test_a_full_standard_output_of_a_command_that_pays_for_nothing_says_run_it_a
     assert "history" not in result.stderr  # no task was paid for
 
 
+@pytest.mark.parametrize("encoding", ["utf-8:strict", "ascii"])
+def test_a_path_the_output_encoding_cannot_carry_is_written_never_an_internal_error(
+    encoding: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A folder named with bytes that are not UTF-8 (`-o $'\\xff'`), on a standard output
+    that refuses what it cannot encode (a UTF-8 locale's default; PYTHONIOENCODING)."""
+    folder = b"out\xff\xc3\xa9"  # not UTF-8, then an "é"
+    result = subprocess.run(
+        [*COMMAND, "--sandbox", "generate", "a fox", "--wait", "-o", folder],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env={**env, "PYTHONIOENCODING": encoding},
+        cwd=tmp_path,
+        timeout=HUNG,
+    )
+    assert result.returncode == 0, result.stderr
+    [path] = result.stdout.splitlines()
+    [saved] = (tmp_path / folder.decode(errors="surrogateescape")).iterdir()
+    if encoding == "ascii":  # what ASCII cannot carry, as its escape
+        assert path == b"out\\udcff\\xe9/" + saved.name.encode()
+    else:  # the very bytes the shell gave
+        assert path == folder + b"/" + saved.name.encode()
+    assert b"internal error" not in result.stderr.lower()
+
+
 @pytest.mark.parametrize(
     ("pipeline", "code", "message"),
     [
