@@ -350,6 +350,17 @@ class History:
                     conn.rollback()
                 raise
 
+    def _read(self, sql: str, params: Sequence[object] = ()) -> builtins.list[sqlite3.Row]:
+        """The rows `sql` selects, outside any write (its errors as a HistoryError)."""
+        with _translated(self.path):
+            return self._connection().execute(sql, params).fetchall()
+
+    def _read_one(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Row | None:
+        """The first row `sql` selects, or None."""
+        with _translated(self.path):
+            row: sqlite3.Row | None = self._connection().execute(sql, params).fetchone()
+            return row
+
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             raise sqlite3.ProgrammingError("the history is closed")
@@ -411,16 +422,11 @@ class History:
 
     def bound_body(self, idempotency_key: str) -> dict[str, Any] | None:
         """The body bound to a key (`record_sending`), or None if none is recorded."""
-        with _translated(self.path):
-            row = (
-                self._connection()
-                .execute(
-                    "SELECT body FROM tasks WHERE idempotency_key = ? AND body IS NOT NULL"
-                    " ORDER BY id LIMIT 1",
-                    (idempotency_key,),
-                )
-                .fetchone()
-            )
+        row = self._read_one(
+            "SELECT body FROM tasks WHERE idempotency_key = ? AND body IS NOT NULL"
+            " ORDER BY id LIMIT 1",
+            (idempotency_key,),
+        )
         if row is None:
             return None
         try:
@@ -431,57 +437,37 @@ class History:
 
     def bound_operation(self, idempotency_key: str) -> str | None:
         """The operation recorded with a key's fields (a video's), or None (an image's)."""
-        with _translated(self.path):
-            row = (
-                self._connection()
-                .execute(
-                    "SELECT fields FROM tasks WHERE idempotency_key = ? ORDER BY id LIMIT 1",
-                    (idempotency_key,),
-                )
-                .fetchone()
-            )
+        row = self._read_one(
+            "SELECT fields FROM tasks WHERE idempotency_key = ? ORDER BY id LIMIT 1",
+            (idempotency_key,),
+        )
         operation = None if row is None else _fields(row[0]).get("operation")
         return operation if isinstance(operation, str) else None
 
     def is_unanswered(self, idempotency_key: str) -> bool:
         """Whether the key was sent before and never answered with a task id."""
-        with _translated(self.path):
-            row = (
-                self._connection()
-                .execute(
-                    "SELECT 1 FROM tasks WHERE idempotency_key = ? AND task_id IS NULL LIMIT 1",
-                    (idempotency_key,),
-                )
-                .fetchone()
-            )
-        return row is not None
+        found = self._read_one(
+            "SELECT 1 FROM tasks WHERE idempotency_key = ? AND task_id IS NULL LIMIT 1",
+            (idempotency_key,),
+        )
+        return found is not None
 
     def answered(self, idempotency_key: str) -> builtins.list[str]:
         """The task ids the service answered `idempotency_key` with, in the order they came
         (none: the key was never answered here)."""
-        with _translated(self.path):
-            rows = (
-                self._connection()
-                .execute(
-                    "SELECT task_id FROM tasks WHERE idempotency_key = ? AND task_id IS NOT NULL"
-                    " ORDER BY id",
-                    (idempotency_key,),
-                )
-                .fetchall()
-            )
+        rows = self._read(
+            "SELECT task_id FROM tasks WHERE idempotency_key = ? AND task_id IS NOT NULL"
+            " ORDER BY id",
+            (idempotency_key,),
+        )
         return [row[0] for row in rows]
 
     def sent_to(self, idempotency_key: str) -> str | None:
         """The base URL `idempotency_key` was first sent to (None: never sent from here)."""
-        with _translated(self.path):
-            row = (
-                self._connection()
-                .execute(
-                    "SELECT base_url FROM tasks WHERE idempotency_key = ? ORDER BY id LIMIT 1",
-                    (idempotency_key,),
-                )
-                .fetchone()
-            )
+        row = self._read_one(
+            "SELECT base_url FROM tasks WHERE idempotency_key = ? ORDER BY id LIMIT 1",
+            (idempotency_key,),
+        )
         return None if row is None else _text(row[0])
 
     def unknown_submissions(
@@ -498,8 +484,7 @@ class History:
             sql += f" AND idempotency_key IN ({', '.join('?' * len(keys))})"
             params += list(keys)
         sql += " ORDER BY created_at, id"
-        with _translated(self.path):
-            return [_record(row) for row in self._connection().execute(sql, params)]
+        return [_record(row) for row in self._read(sql, params)]
 
     def record_submission(
         self,
@@ -647,8 +632,7 @@ class History:
         # Read first, without the write lock: most updates (a status asked again, a poll of
         # a task still as it was) change nothing, and writing them would take the lock and
         # sync the disk for nothing.
-        with _translated(self.path):
-            row = self._connection().execute(_UPDATE_READS, (task_id,)).fetchone()
+        row = self._read_one(_UPDATE_READS, (task_id,))
         if row is None or _updated(row, given, paths, now) is None:
             return
         # The service's word alone is asked again if lost; the images saved are not.
@@ -681,13 +665,8 @@ class History:
 
     def get(self, task_id: str) -> TaskRecord | None:
         """The record of one task, or None if it is not in the history."""
-        with _translated(self.path):
-            row = (
-                self._connection()
-                .execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
-                .fetchone()
-            )
-            return None if row is None else _record(row)
+        row = self._read_one("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
+        return None if row is None else _record(row)
 
     def list(
         self,
@@ -716,8 +695,7 @@ class History:
         # Only the fixed terms of _filters are formatted in; every value is a parameter.
         sql = f"SELECT * FROM tasks{where} ORDER BY created_at DESC, id DESC LIMIT ?"  # noqa: S608
         params.append(-1 if limit is None else max(limit, 0))  # LIMIT -1: no limit
-        with _translated(self.path):
-            return [_record(row) for row in self._connection().execute(sql, params)]
+        return [_record(row) for row in self._read(sql, params)]
 
     @staticmethod
     def _filters(
@@ -762,8 +740,7 @@ class History:
             "SELECT estimated_time, actual_time, fields FROM tasks WHERE state = 'completed'"
             " AND actual_time > 0 ORDER BY created_at DESC, id DESC LIMIT ?"
         )
-        with _translated(self.path):
-            rows = self._connection().execute(sql, (max(limit, 0),)).fetchall()
+        rows = self._read(sql, (max(limit, 0),))
         ratios: list[float] = []
         durations: dict[str, list[float]] = {}
         for estimated, actual, fields in reversed(rows):  # oldest first, as they happened
@@ -785,8 +762,7 @@ class History:
             f"SELECT task_id FROM tasks{where}"  # noqa: S608 - fixed terms, values as parameters
             " AND task_id IS NOT NULL ORDER BY created_at, id"
         )
-        with _translated(self.path):
-            return [row[0] for row in self._connection().execute(sql, params)]
+        return [row[0] for row in self._read(sql, params)]
 
     def forget_sandbox(self) -> int:
         """Remove every task sent to a sandbox (a loopback base URL); how many were removed."""
