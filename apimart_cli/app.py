@@ -200,7 +200,10 @@ def generate(
     references sent as `settings.references` says, and with `waiting` the output
     folder. Each id is in the history before `on_submitted` hears it.
     """
+    import uuid
+
     from apimart_cli.references import ReferenceSender
+    from apimart_cli.submission import interrupted_outside
 
     client = make_client(settings, deadline, ui)
     try:
@@ -210,8 +213,6 @@ def generate(
     except BaseException:
         client.close()
         raise
-    import uuid
-
     key = str(uuid.uuid4())  # known here, so that a signal on the way back finds its record
     with history:
         try:
@@ -219,7 +220,7 @@ def generate(
             task_ids = sender.submit(history, request, idempotency_key=key)
         except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM outside the request
             client.close()
-            raise _interrupted(history, key, interrupt) from None
+            raise interrupted_outside(history, key, interrupt) from None
         except BaseException:
             client.close()
             raise
@@ -229,41 +230,6 @@ def generate(
             return Generated(task_ids)
         outcome = _wait(client, waiting, ui, task_ids, None, history, downloader)
     return Generated(task_ids, outcome)
-
-
-def _interrupted(history: History, key: str, interrupt: KeyboardInterrupt) -> BaseException:
-    """What a Ctrl-C or SIGTERM that came outside the request itself means for `key`
-    (the request's own is an unknown outcome already): its task ids, recorded on the way
-    back and not yet given, are given all the same; its record, written before a request
-    that never left, is named for `resend`; else the interruption as it is."""
-    from apimart_cli.errors import (
-        HistoryError,
-        SubmissionUnknown,
-        SubmittedButUnrecorded,
-        interrupted_code,
-    )
-    from apimart_cli.submission import resend_hint
-
-    code = interrupted_code(interrupt)
-    try:
-        task_ids, sent = history.answered(key), history.sent_to(key) is not None
-    except (HistoryError, KeyboardInterrupt):
-        return interrupt
-    how = "Terminated" if code == ExitCode.TERMINATED else "Interrupted"
-    if task_ids:
-        given = SubmittedButUnrecorded(task_ids, key, "", exit_code=code)
-        given.message = f"{how} once {' '.join(task_ids)} had been created and recorded."
-        given.hint = "`apimart wait ID` (or `apimart wait --pending`) fetches the images."
-        given.args = (given.message,)
-        return given
-    if sent:
-        return SubmissionUnknown(
-            f"{how} while submitting; the task may have been created.",
-            resend_hint(key),
-            idempotency_key=key,
-            exit_code=code,
-        )
-    return interrupt
 
 
 def wait(

@@ -185,8 +185,7 @@ def _send(
     except HistoryError as error:  # paid for: the ids must reach the user somehow
         raise SubmittedButUnrecorded(task_ids, key, error.message) from None
     except KeyboardInterrupt as interrupt:  # a signal between the reply and the record
-        code = interrupted_code(interrupt)
-        raise SubmittedButUnrecorded(task_ids, key, "interrupted", exit_code=code) from None
+        raise interrupted_outside(history, key, interrupt, task_ids) from None
     if note is not None:
         _tell(note, submitted, key)
     return task_ids
@@ -296,6 +295,33 @@ def _interrupted(key: str, interrupt: KeyboardInterrupt) -> SubmissionUnknown:
         idempotency_key=key,
         exit_code=code,
     )
+
+
+def interrupted_outside(
+    history: History, key: str, interrupt: KeyboardInterrupt, task_ids: Sequence[str] = ()
+) -> BaseException:
+    """What a Ctrl-C or SIGTERM that came outside the request itself means for `key` (one
+    during it is an unknown outcome), as the history says: the task ids recorded under
+    it, given all the same; else `task_ids` (the reply's, come back) as not recorded; else
+    its record, written before a request that never left, named for `resend`; else the
+    interruption as it is."""
+    code = interrupted_code(interrupt)
+    how = "Terminated" if code == ExitCode.TERMINATED else "Interrupted"
+    try:
+        recorded, sent = history.answered(key), history.sent_to(key) is not None
+    except (HistoryError, KeyboardInterrupt):
+        recorded, sent = [], False
+    if recorded and set(recorded) >= set(task_ids):
+        given = SubmittedButUnrecorded(recorded, key, "", exit_code=code)
+        given.message = f"{how} once {' '.join(recorded)} had been created and recorded."
+        given.hint = "`apimart wait ID` (or `apimart wait --pending`) fetches the images."
+        given.args = (given.message,)
+        return given
+    if task_ids:
+        return SubmittedButUnrecorded(list(task_ids), key, how.lower(), exit_code=code)
+    if sent:
+        return _interrupted(key, interrupt)
+    return interrupt
 
 
 # -- the body bound to a key ---------------------------------------------------------------

@@ -587,6 +587,30 @@ def test_a_signal_once_the_id_is_recorded_and_before_it_is_printed_still_gives_i
     assert (row.task_id, row.state) == ("task_01", "submitted")
 
 
+def test_a_signal_once_the_task_is_recorded_says_it_was_recorded(
+    api: str, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM lands just after the history committed the task: it was recorded, and
+    # the message must not say it could not be.
+    from apimart_cli.errors import Terminated
+
+    expect_submit(httpx_mock, body("a red fox"), ["task_01"])
+    record = History.record_submission
+
+    def then_terminated(self: History, task_id: str, **what: object) -> None:
+        record(self, task_id, **what)  # type: ignore[arg-type]
+        raise Terminated
+
+    monkeypatch.setattr(History, "record_submission", then_terminated)
+
+    result = run("generate", "a red fox")
+
+    assert result.exit_code == 143, result.output
+    assert result.stdout == "task_01\n"
+    assert "Terminated once task_01 had been created and recorded." in result.stderr
+    assert "could not record" not in result.stderr
+
+
 def test_a_signal_after_the_key_is_recorded_and_before_it_is_sent_names_the_key(
     api: str, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
