@@ -184,7 +184,7 @@ def make_status_error(
     whatever the status: it names `model`, and is never taken for load."""
     said = in_body or _reply_error(status_code, body)
     status = said.status if in_body else status_code
-    message = said.message or ("no reason given" if in_body else f"HTTP {status}")
+    message = said.message or ("no reason given" if in_body else _phrase(status))
     answered = f"{status}" if in_body is None else f"200 with an error (code {status})"
     if said.names_model:
         which = f"the model {model}" if model else "the model asked for"
@@ -206,6 +206,16 @@ def make_status_error(
         request_id=headers.get("x-request-id"),
         retry_after=parse_retry_after(headers.get("retry-after")),
     )
+
+
+def _phrase(status: int) -> str:
+    """A status's standard name (`Bad Gateway`), for a reply that gives no reason of its own."""
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "no reason given"
 
 
 class Client:

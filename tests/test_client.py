@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,7 @@ def test_make_status_error_exit_codes(status: int, exit_code: ExitCode) -> None:
     error = make_status_error(status, {}, b"")
     assert error.status_code == status
     assert error.exit_code == exit_code
-    assert error.message == f"The server answered {status}: HTTP {status}"
+    assert error.message == f"The server answered {status}: {HTTPStatus(status).phrase}"
     if exit_code != ExitCode.FAILED or status == 400:
         assert error.hint
 
@@ -153,18 +154,24 @@ def test_make_status_error_exit_codes(status: int, exit_code: ExitCode) -> None:
         (b'{"error": {"code": 500}, "message": "outer"}', "outer"),
         (b'{"error": "just a string"}', "just a string"),
         (b'{"code": 502, "msg": "bad gateway upstream"}', "bad gateway upstream"),
-        (b'{"error": 42}', "HTTP 502"),
-        (b'{"error": {"message": ""}}', "HTTP 502"),
-        (b"[1, 2]", "HTTP 502"),
-        (b"null", "HTTP 502"),
-        (HTML_502, "HTTP 502"),
-        (b"", "HTTP 502"),
-        (b"\xff\xfe not utf-8", "HTTP 502"),
+        (b'{"error": 42}', "Bad Gateway"),
+        (b'{"error": {"message": ""}}', "Bad Gateway"),
+        (b"[1, 2]", "Bad Gateway"),
+        (b"null", "Bad Gateway"),
+        (HTML_502, "Bad Gateway"),
+        (b"", "Bad Gateway"),
+        (b"\xff\xfe not utf-8", "Bad Gateway"),
     ],
 )
 def test_make_status_error_message(body: bytes, message: str) -> None:
     error = make_status_error(502, {}, body)
     assert error.message == f"The server answered 502: {message}"
+
+
+def test_a_status_with_no_name_and_no_reason_says_so() -> None:
+    assert (
+        make_status_error(599, {}, b"<html>").message == "The server answered 599: no reason given"
+    )
 
 
 def test_make_status_error_headers() -> None:

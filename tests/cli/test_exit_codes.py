@@ -124,9 +124,10 @@ def test_5_the_service_fails_after_six_tries(api: str, httpx_mock: HTTPXMock) ->
     assert result.stdout == ""
     *retries, error, hint = result.stderr.splitlines()
     assert retries == [
-        f"The server answered 503: HTTP 503. Retrying in 0.0 s (try {n})." for n in range(2, 7)
+        f"The server answered 503: Service Unavailable. Retrying in 0.0 s (try {n})."
+        for n in range(2, 7)
     ]
-    assert error == "Error: task_01: The server answered 503: HTTP 503"
+    assert error == "Error: task_01: The server answered 503: Service Unavailable"
     assert hint == "The service is having trouble; try again in a few minutes."
 
 

@@ -200,7 +200,7 @@ def test_a_task_whose_query_fails_is_named(api: str, httpx_mock: HTTPXMock) -> N
     assert result.exit_code == 5, result.output
     assert result.stdout == "task_01\tpending\t\t\n"
     assert result.stderr.splitlines()[-2:] == [
-        "Error: task_02: The server answered 500: HTTP 500",
+        "Error: task_02: The server answered 500: Internal Server Error",
         "The service is having trouble; try again in a few minutes.",
     ]
 
