@@ -11,6 +11,7 @@ that write to the terminal; the only ones that know rich.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -32,10 +33,15 @@ if TYPE_CHECKING:
 
 
 def display_mode() -> Literal["silent", "rich", "plain"]:
-    """Silent with --quiet, rich bars on a terminal, else plain lines."""
+    """Silent with --quiet, rich bars on a terminal, else plain lines.
+
+    A terminal that cannot move its cursor (TERM=dumb, as in an editor's shell) gets
+    the plain lines too: rich would draw its bars there only once, at the very end.
+    """
     if console.is_quiet():
         return "silent"
-    return "rich" if console.is_terminal(sys.stderr) else "plain"
+    dumb = os.environ.get("TERM") in ("dumb", "unknown")
+    return "rich" if console.is_terminal(sys.stderr) and not dumb else "plain"
 
 
 def _progress_on_stderr(*columns: Any, ordered: bool = False) -> Any:

@@ -18,6 +18,7 @@ from apimart_cli.progress import (
     RichBatchDisplay,
     SilentReporter,
     clock_text,
+    display_mode,
     human_bytes,
     show_ending,
     summary_line,
@@ -347,3 +348,14 @@ def test_a_preview_that_cannot_be_drawn_says_so_once(capsys: pytest.CaptureFixtu
     console.configure()
     assert previewer(True) is None  # standard error is captured: no terminal
     assert lines(capsys) == ["No inline preview: standard error is not a terminal."]
+
+
+@pytest.mark.parametrize(("term", "mode"), [("xterm-256color", "rich"), ("dumb", "plain")])
+def test_a_dumb_terminal_gets_the_plain_lines(
+    monkeypatch: pytest.MonkeyPatch, term: str, mode: str
+) -> None:
+    """A terminal that cannot move the cursor (TERM=dumb) would show no bars until the
+    end: rich draws only the last frame there. It gets a line per change instead."""
+    monkeypatch.setattr(console, "is_terminal", lambda stream: True)
+    monkeypatch.setenv("TERM", term)
+    assert display_mode() == mode
