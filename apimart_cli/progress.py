@@ -11,6 +11,7 @@ that write to the terminal; the only ones that know rich.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -32,24 +33,29 @@ if TYPE_CHECKING:
 
 
 def display_mode() -> Literal["silent", "rich", "plain"]:
-    """Silent with --quiet, rich bars on a terminal, else plain lines."""
+    """Silent with --quiet, rich bars on a terminal, else plain lines.
+
+    A terminal that cannot move its cursor (TERM=dumb, as in an editor's shell) gets
+    the plain lines too: rich would draw its bars there only once, at the very end.
+    """
     if console.is_quiet():
         return "silent"
-    return "rich" if console.is_terminal(sys.stderr) else "plain"
+    dumb = os.environ.get("TERM") in ("dumb", "unknown")
+    return "rich" if console.is_terminal(sys.stderr) and not dumb else "plain"
 
 
-def _progress_on_stderr(*columns: Any, ordered: bool = False) -> Any:
-    """A rich `Progress` drawn on standard error (not started); `ordered`: its rows
-    drawn by their `row.order` field (an image's download right under its task,
-    wherever it was added), not in the order they came."""
+def _progress_on_stderr(*columns: Any, view: Callable[[], Any] | None = None) -> Any:
+    """A rich `Progress` drawn on standard error (not started); with `view`, what it
+    draws is what `view()` returns, not a table of its own tasks."""
     from rich.console import Console  # only here: rich is slow to import
     from rich.progress import Progress
 
-    class Ordered(Progress):
+    class Viewed(Progress):
         def get_renderables(self) -> Any:
-            yield self.make_tasks_table(sorted(self.tasks, key=lambda t: t.fields["row"].order))
+            assert view is not None
+            yield view()
 
-    return (Ordered if ordered else Progress)(
+    return (Progress if view is None else Viewed)(
         *columns,
         console=Console(file=console.redacting(sys.stderr)),
         transient=False,
@@ -369,44 +375,161 @@ class _ImageRow(_Row):
         return f"{_amounts(self.received, self.total)}, {_rate(rate)}"
 
 
-def _row_columns(width: int) -> list[Any]:
-    """The columns of a row: its name, a bar, its label and the command's clock.
-
-    Only the label gives way on a narrow terminal (it wraps), never the task id.
-    """
+def _clock_column() -> Any:
+    """A rich column with the command's clock, stopped where its row ended."""
     from rich.progress import ProgressColumn
-    from rich.progress_bar import ProgressBar
     from rich.table import Column
-    from rich.text import Text
-
-    class Name(ProgressColumn):
-        def render(self, task: Any) -> Any:
-            return Text(task.fields["row"].name, no_wrap=True)
-
-    class Bar(ProgressColumn):
-        def render(self, task: Any) -> Any:
-            fraction = task.fields["row"].bar()
-            return ProgressBar(
-                total=1.0, completed=fraction or 0.0, width=width, pulse=fraction is None
-            )
-
-    class Label(ProgressColumn):
-        def render(self, task: Any) -> Any:
-            return Text(task.fields["row"].label())
 
     class Clock(ProgressColumn):
         def render(self, task: Any) -> Any:
-            row = task.fields["row"]
-            now = row.ended if row.ended is not None else time.monotonic()
-            return Text(clock_text(now - console.started()), style="progress.elapsed")
+            return _clock_text(_row_clock(task.fields["row"]))
 
-    fixed = Column(no_wrap=True)
-    return [
-        Name(table_column=fixed),
-        Bar(table_column=Column(no_wrap=True, width=width)),
-        Label(table_column=Column(overflow="fold")),
-        Clock(table_column=Column(no_wrap=True, justify="right")),
-    ]
+    return Clock(table_column=Column(no_wrap=True, justify="right"))
+
+
+def _clock_text(clock: str) -> Any:
+    from rich.text import Text
+
+    return Text(clock, style="progress.elapsed")
+
+
+def _row_clock(row: _Row) -> str:
+    now = row.ended if row.ended is not None else time.monotonic()
+    return clock_text(now - console.started())
+
+
+# The narrowest label a row keeps beside its name, bar and clock; on a terminal too narrow
+# for it, each row takes two lines: its name and clock, then its bar and label.
+MIN_LABEL_WIDTH = 26
+BAR_WIDTH = 8
+
+
+class _RowsView:
+    """The rows of a `RichReporter`, fitted to the terminal as it is at each refresh.
+
+    Wide enough: a line a row, its name, bar, label (wrapping if it must) and clock.
+    Narrower: two lines a row, so the label never shrinks to a column of letters and
+    the task id is never cut. Taller than the terminal (which would hide the rows below
+    behind an ellipsis): the tasks that have ended give way to one line that counts
+    them, then the last rows to one that counts what is not shown. The final frame
+    (`final`) shows every row, wherever it ends.
+    """
+
+    def __init__(self, rows: Callable[[], list[_Row]]) -> None:
+        self._rows = rows
+        self.final = False
+
+    def __rich_console__(self, rich_console: Any, options: Any) -> Any:
+        from rich.segment import Segment
+
+        rows = sorted(self._rows(), key=lambda row: row.order)
+        width = options.max_width
+        clocks = {id(row): _row_clock(row) for row in rows}
+        clock_width = max((len(text) for text in clocks.values()), default=7)
+        name_width = max((len(row.name) for row in rows), default=0)
+        room = width - name_width - BAR_WIDTH - clock_width - 3
+        wide = room >= MIN_LABEL_WIDTH
+        # The clocks line up right after the longest label, not at the far edge: a line
+        # no longer than it must be is less often re-wrapped by a terminal made narrower.
+        labels = {id(row): row.label() for row in rows}
+        label_width = min(room, max((len(text) for text in labels.values()), default=0))
+
+        def lines(renderable: Any) -> list[list[Any]]:
+            rendered: list[list[Any]] = rich_console.render_lines(renderable, options, pad=False)
+            return rendered
+
+        def draw(row: _Row) -> Any:
+            label, clock = labels[id(row)], clocks[id(row)]
+            if wide:
+                return self._line(row, label, clock, name_width, label_width)
+            return self._two_lines(row, label, clock, width)
+
+        drawn = [(row, lines(draw(row))) for row in rows]
+        shown = drawn if self.final else self._fit(drawn, options.size.height, lines)
+        for row_lines in (row_lines for _, row_lines in shown):
+            for line in row_lines:
+                yield from line
+                yield Segment.line()
+
+    @staticmethod
+    def _bar(row: _Row) -> Any:
+        from rich.progress_bar import ProgressBar
+
+        fraction = row.bar()
+        return ProgressBar(
+            total=1.0, completed=fraction or 0.0, width=BAR_WIDTH, pulse=fraction is None
+        )
+
+    @classmethod
+    def _line(cls, row: _Row, label: str, clock: str, name_width: int, label_width: int) -> Any:
+        from rich.table import Table
+        from rich.text import Text
+
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=name_width, no_wrap=True)
+        grid.add_column(width=BAR_WIDTH, no_wrap=True)
+        grid.add_column(width=label_width, overflow="fold")
+        grid.add_column(no_wrap=True, justify="right")
+        grid.add_row(Text(row.name), cls._bar(row), Text(label), _clock_text(clock))
+        return grid
+
+    @classmethod
+    def _two_lines(cls, row: _Row, label: str, clock: str, width: int) -> Any:
+        """The name (folded on a terminal narrower than an id, never cut) and the clock
+        at the right; under it, indented, the bar and the label."""
+        from rich.console import Group
+        from rich.padding import Padding
+        from rich.table import Table
+        from rich.text import Text
+
+        head = Table.grid(padding=(0, 1))
+        head.add_column(width=max(width - len(clock) - 1, 1), overflow="fold")
+        head.add_column(no_wrap=True, justify="right")
+        head.add_row(Text(row.name), _clock_text(clock))
+        indent = len(row.name) - len(row.name.lstrip()) + 2
+        body = Table.grid(padding=(0, 1))
+        body.add_column(width=BAR_WIDTH, no_wrap=True)
+        body.add_column(width=max(width - indent - BAR_WIDTH - 1, 1), overflow="fold")
+        body.add_row(cls._bar(row), Text(label))
+        return Group(head, Padding(body, (0, 0, 0, indent)))
+
+    @staticmethod
+    def _fit(
+        drawn: list[tuple[_Row, list[Any]]],
+        height: int,
+        lines: Callable[[Any], list[Any]],
+    ) -> list[tuple[_Row | None, list[Any]]]:
+        """The rows that fit in `height` lines, with a line for what gave way."""
+        from rich.text import Text
+
+        shown: list[tuple[_Row | None, list[Any]]] = list(drawn)
+        if sum(len(row_lines) for _, row_lines in drawn) <= height:
+            return shown
+        # A task's group: its line and its images' lines. Over: every line of it ended.
+        groups: dict[int, list[tuple[_Row, list[Any]]]] = {}
+        for row, row_lines in drawn:
+            groups.setdefault(row.order[0], []).append((row, row_lines))
+        over = [k for k, group in groups.items() if all(r.ended is not None for r, _ in group)]
+        head: list[tuple[_Row | None, list[Any]]] = []
+        if over:
+            head = [(None, lines(Text(f"{_count(len(over), 'task')} ended, listed at the end")))]
+        rest = [item for key, group in groups.items() if key not in over for item in group]
+        if sum(len(row_lines) for _, row_lines in [*head, *rest]) <= height:
+            return [*head, *rest]
+        budget = height - sum(len(row_lines) for _, row_lines in head) - 1
+        kept: list[tuple[_Row | None, list[Any]]] = []
+        for row, row_lines in rest:
+            if len(row_lines) > budget:
+                break
+            kept.append((row, row_lines))
+            budget -= len(row_lines)
+        hidden = rest[len(kept) :]
+        tasks = sum(isinstance(row, _TaskRow) for row, _ in hidden)
+        images = len(hidden) - tasks
+        more = [_count(tasks, "more task")] if tasks else []
+        more += [_count(images, "more image")] if images else []
+        tail = (None, lines(Text("… " + ", ".join(more) + " not shown")))
+        return [*head, *kept, tail]
 
 
 class RichReporter(SilentReporter):
@@ -414,15 +537,18 @@ class RichReporter(SilentReporter):
     and a line under it per image downloading (bytes, rate, then saved). Every line has
     one clock, the command's, and every label moves between polls."""
 
-    BAR_WIDTH = 8
-
     def __init__(self, *, as_json: bool = False, download: bool = True) -> None:
         super().__init__(as_json=as_json, download=download)
         self._lock = threading.Lock()
-        self._progress = _progress_on_stderr(*_row_columns(self.BAR_WIDTH), ordered=True)
         self._rows: dict[tuple[str, int], _Row] = {}  # (task id, -1) for the task's line
         self._order: dict[str, int] = {}
+        self._view = _RowsView(self._all_rows)
+        self._progress = _progress_on_stderr(view=lambda: self._view)
         self._progress.start()
+
+    def _all_rows(self) -> list[_Row]:
+        with self._lock:
+            return list(self._rows.values())
 
     def _row(self, task_id: str, index: int = -1) -> _Row:
         with self._lock:
@@ -434,7 +560,6 @@ class RichReporter(SilentReporter):
                 else:
                     row = _ImageRow(order, f"  image {index}")
                 self._rows[(task_id, index)] = row
-                self._progress.add_task("", total=1, row=row)
             return row
 
     def added(self, task_id: str) -> None:
@@ -496,6 +621,7 @@ class RichReporter(SilentReporter):
         self._progress.console.print(_Escape(escape), highlight=False)
 
     def close(self) -> None:
+        self._view.final = True  # the last frame shows every row, however tall
         self._progress.stop()
 
 
@@ -674,7 +800,7 @@ class RichBatchDisplay(SilentBatchDisplay):
         self._transfers: dict[tuple[int, int], tuple[_Transfer, float, float]] = {}
         self._cost = 0.0
         self._lock = threading.Lock()
-        clock = _row_columns(8)[-1]  # the command's clock, as on every other display
+        clock = _clock_column()  # the command's clock, as on every other display
 
         class OnlyOnTheBar(BarColumn):  # the second line (downloads, cost) has no bar
             def render(self, task: Any) -> Any:

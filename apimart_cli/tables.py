@@ -9,8 +9,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from apimart_cli import console
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 MIN_FLEXIBLE_WIDTH = 12  # a prompt or path column narrower than this says nothing
 
@@ -60,15 +64,38 @@ def widths(columns: Sequence[Column], rows: Sequence[Sequence[str]], room: int) 
     return result
 
 
+def cramped(
+    columns: Sequence[Column], rows: Sequence[Sequence[str]], fitted: Sequence[int]
+) -> bool:
+    """Whether a table of ``fitted`` widths says too little to be read: its first column
+    (the ids) no longer whole on a line, or a flexible one (a prompt, paths) cut down
+    below MIN_FLEXIBLE_WIDTH, where a path wraps a few letters a line."""
+    natural = [
+        max([len(column.header), *(len(row[index]) for row in rows)])
+        for index, column in enumerate(columns)
+    ]
+    if fitted and fitted[0] < natural[0]:
+        return True
+    return any(
+        column.flexible and width < min(MIN_FLEXIBLE_WIDTH, natural[index])
+        for index, (column, width) in enumerate(zip(columns, fitted, strict=True))
+    )
+
+
 def print_table(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> None:
-    """Draw ``rows`` under ``columns`` on standard output, fitted to the terminal."""
+    """Draw ``rows`` under ``columns`` on standard output, fitted to the terminal; on one
+    too narrow for the table, each row as a record, a line per column."""
     from rich.console import Console  # only here: rich is slow to import
     from rich.table import Table
     from rich.text import Text
 
     out = Console(no_color=not console.use_color(sys.stdout))
+    fitted = widths(columns, rows, out.width)
+    if cramped(columns, rows, fitted):
+        _print_records(out, columns, rows)
+        return
     table = Table()
-    for column, width in zip(columns, widths(columns, rows, out.width), strict=True):
+    for column, width in zip(columns, fitted, strict=True):
         cut = column.flexible and not column.wrap
         table.add_column(
             column.header,
@@ -81,3 +108,22 @@ def print_table(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> Non
         # Text, not markup: a prompt's [brackets] are shown as typed.
         table.add_row(*(Text(console.redact(cell)) for cell in row))
     out.print(table)
+
+
+def _print_records(out: Console, columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> None:
+    """Each row as its own block: a line per column, its header then its value (a prompt
+    on one line, cut with an ellipsis; anything else whole, wrapped), a blank line between."""
+    from rich.table import Table
+    from rich.text import Text
+
+    for number, row in enumerate(rows):
+        record = Table.grid(padding=(0, 2))
+        record.add_column(no_wrap=True, style="bold")
+        record.add_column(overflow="fold")
+        for column, cell in zip(columns, row, strict=True):
+            cut = column.flexible and not column.wrap
+            value = Text(console.redact(cell), no_wrap=cut, overflow="ellipsis" if cut else "fold")
+            record.add_row(Text(column.header), value)
+        if number:
+            out.print()
+        out.print(record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,10 @@ from apimart_cli.progress import (
     PlainBatchDisplay,
     PlainReporter,
     RichBatchDisplay,
+    RichReporter,
     SilentReporter,
     clock_text,
+    display_mode,
     human_bytes,
     show_ending,
     summary_line,
@@ -25,6 +28,8 @@ from apimart_cli.progress import (
 )
 from apimart_cli.tasks import Task
 from tests.helpers.clocks import FakeClock
+
+CLOCK = re.compile(r"\b\d+:\d\d:\d\d\b")
 
 
 @pytest.fixture
@@ -347,3 +352,85 @@ def test_a_preview_that_cannot_be_drawn_says_so_once(capsys: pytest.CaptureFixtu
     console.configure()
     assert previewer(True) is None  # standard error is captured: no terminal
     assert lines(capsys) == ["No inline preview: standard error is not a terminal."]
+
+
+@pytest.mark.parametrize(("term", "mode"), [("xterm-256color", "rich"), ("dumb", "plain")])
+def test_a_dumb_terminal_gets_the_plain_lines(
+    monkeypatch: pytest.MonkeyPatch, term: str, mode: str
+) -> None:
+    """A terminal that cannot move the cursor (TERM=dumb) would show no bars until the
+    end: rich draws only the last frame there. It gets a line per change instead."""
+    monkeypatch.setattr(console, "is_terminal", lambda stream: True)
+    monkeypatch.setenv("TERM", term)
+    assert display_mode() == mode
+
+
+def _screen(reporter: RichReporter, width: int, height: int) -> list[str]:
+    """What the reporter's display draws on a terminal `width` by `height`."""
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    screen = Console(file=out, width=width, height=height, color_system=None)
+    screen.print(reporter._progress.get_renderable())
+    return [line.rstrip() for line in out.getvalue().splitlines()]
+
+
+def _waiting(reporter: RichReporter, task_id: str) -> None:
+    import time
+
+    reporter.added(task_id)
+    task = Task(task_id, "processing", progress=40, created=time.time() - 5, estimated_time=20)
+    reporter.update(task)
+
+
+TASK_IDS = [f"task_01K0KDYPRFDYYVPG062FBBJ9{n:02d}" for n in range(20)]
+
+
+@pytest.mark.parametrize("width", [40, 50, 60])
+def test_on_a_narrow_terminal_each_row_keeps_its_whole_id_and_label(width: int) -> None:
+    """At 50 columns the label was folded a letter a line; at 40 it was gone, the id cut
+    with an ellipsis and the clock too. Now each row takes two lines, nothing cut."""
+    reporter = RichReporter()
+    _waiting(reporter, TASK_IDS[0])
+    reporter.transferred(TASK_IDS[0], 0, 1024 * 1024, 3 * 1024 * 1024)
+    screen = _screen(reporter, width, 24)
+    reporter.close()
+    assert all(len(line) <= width and "…" not in line for line in screen), screen
+    assert len(screen) == 4, screen
+    assert screen[0].startswith(TASK_IDS[0]) and CLOCK.search(screen[0]), screen
+    assert screen[1].lstrip(" ━╸╺").startswith("processing 40%, ~"), screen
+    assert screen[2].startswith("  image 0 ") and CLOCK.search(screen[2]), screen
+    assert screen[3].endswith("1.0 of 3.0 MiB, 0 B/s"), screen
+
+
+def test_on_an_80_column_terminal_a_row_is_one_line() -> None:
+    reporter = RichReporter()
+    _waiting(reporter, TASK_IDS[0])
+    screen = _screen(reporter, 80, 24)
+    reporter.close()
+    assert len(screen) == 1 and screen[0].startswith(TASK_IDS[0] + " "), screen
+    assert "processing 40%" in screen[0] and CLOCK.search(screen[0]), screen
+
+
+def test_more_rows_than_the_terminal_has_lines_leave_the_ended_ones_out_until_the_end(
+    tmp_path: Path,
+) -> None:
+    """20 tasks on 10 lines: rich cut the display at the bottom with '...', hiding the
+    tasks still running under those that had ended. The ended ones give way to a line
+    that counts them, then the last rows to one that counts the rest; the final frame
+    lists every task."""
+    reporter = RichReporter(download=False)
+    for task_id in TASK_IDS:
+        _waiting(reporter, task_id)
+    for task_id in TASK_IDS[:5]:  # ended: make room for those still running
+        reporter.update(Task(task_id, "completed"))
+    screen = _screen(reporter, 80, 10)
+    assert len(screen) == 10, screen
+    assert screen[0] == "5 tasks ended, listed at the end"
+    assert [line.split()[0] for line in screen[1:9]] == TASK_IDS[5:13]
+    assert screen[9] == "… 7 more tasks not shown"
+    reporter.close()
+    final = _screen(reporter, 80, 10)
+    assert [line.split()[0] for line in final] == TASK_IDS
