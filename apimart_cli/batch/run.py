@@ -174,6 +174,7 @@ class BatchRun:
             records = self._manifest.read()
             self._engine = self._reporter.engine = self._make_engine(history)
             self._display.start()
+            interrupted: KeyboardInterrupt | None = None
             try:
                 self._plan(records)
                 self._tracker.show()  # the gallery page, from the start
@@ -181,11 +182,16 @@ class BatchRun:
                 timed_out = self._go()
             except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM
                 self._interrupted()
-                return BatchEnding(interrupted_code(interrupt), self._tracker.left_task_ids())
+                interrupted = interrupt
             finally:
                 self._close()
                 self._display.close()
                 self._tracker.show(final=True)  # however it ended: no longer reloading
+            if interrupted is not None:  # said under the display's last frame
+                self._display.warning(
+                    "Interrupted. Run the same command again to resume where it stopped."
+                )
+                return BatchEnding(interrupted_code(interrupted), self._tracker.left_task_ids())
         if self._tracker.finish_rest(timed_out, self._options.timeout):
             self._tracker.show(final=True)  # again, with the jobs it just ended
         self.settled = not timed_out
@@ -286,7 +292,6 @@ class BatchRun:
                     "same idempotency keys, so the service makes no second task."
                 )
         self._close()
-        self._display.warning("Interrupted. Run the same command again to resume where it stopped.")
 
 
 def _still_unknown(run: JobRun) -> SubmissionUnknown:

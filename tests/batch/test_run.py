@@ -290,3 +290,41 @@ def test_jobs_a_sandbox_made_are_made_again_against_another_service(
         assert run_jobs(service, tmp_path, "a fox\nan owl") == ExitCode.OK
         assert len(service.submissions()) == 2  # done against it: nothing sent again
     assert {r["base_url"] for r in latest_records(tmp_path)} == {service.base_url}
+
+
+class OrderedDisplay(PlainBatchDisplay):
+    """The plain display, remembering when it closed among the warnings it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: list[str] = []
+
+    def warning(self, text: str) -> None:
+        self.said.append(text)
+
+    def close(self) -> None:
+        self.said.append("(closed)")
+
+
+def test_an_interrupted_batch_says_how_to_resume_under_its_last_frame(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apimart_cli.batch.run import BatchRun
+    from apimart_cli.errors import Terminated
+
+    def terminated(self: BatchRun) -> bool:
+        raise Terminated
+
+    monkeypatch.setattr(BatchRun, "_go", terminated)
+    display = OrderedDisplay()
+    options = BatchOptions(output=tmp_path / "out", interval=0.05, timeout=30)
+    client = Client(sandbox.base_url, "sk-test", deadline=Deadline.after(30))
+    history = lambda: History(tmp_path / "history.sqlite3")  # noqa: E731
+
+    ending = run_batch(parse("a fox"), client, AimdLimiter(4), options, history, display=display)
+
+    assert ending.code == ExitCode.TERMINATED
+    assert display.said[-2:] == [
+        "(closed)",
+        "Interrupted. Run the same command again to resume where it stopped.",
+    ]
