@@ -39,10 +39,14 @@ from apimart_cli import __version__, secrets
 from apimart_cli.constants import DEFAULT_COMMAND_TIMEOUT as COMMAND_TIMEOUT
 from apimart_cli.constants import DEFAULT_WAIT_TIMEOUT as WAIT_TIMEOUT
 from apimart_cli.errors import (
+    MAX_SHOWN_CHARS,
     ApimartError,
     ExitCode,
     HistoryError,
     UsageError,
+    clipped,
+    printable,
+    shown,
 )
 from apimart_cli.fields import BY_NAME, FIELDS
 from apimart_cli.tasks import FINAL_STATES, waiting_label
@@ -506,6 +510,18 @@ def _argument_error(tool: str, error: ValidationError) -> ApimartError:
     )
 
 
+def _unknown_arguments(tool: str, unknown: list[str], taken: list[str]) -> ApimartError:
+    """Arguments the tool does not have: each named (cut short, no control character),
+    with the ones it takes."""
+    problems = [f"{clipped(printable(name), MAX_SHOWN_CHARS)}: not an argument" for name in unknown]
+    if len(problems) > 10:
+        problems[10:] = [f"and {len(problems) - 10} more"]
+    return UsageError(
+        f"Bad arguments to `{tool}`: {'; '.join(problems)}. It takes {', '.join(taken)}.",
+        "Call it again with the arguments its input schema describes.",
+    )
+
+
 def _failure(error: ApimartError) -> CallToolResult:
     """An error as a person sees it (message, then hint) and as `--json` prints it, with
     what was done all the same (a wait's saved files) where there is any."""
@@ -621,9 +637,31 @@ def _generate_signature() -> inspect.Signature:
 
 
 class _Server(MCPServer):
-    """The SDK's server, with arguments its schema refuses answered as every failure is."""
+    """The SDK's server, with arguments its schema refuses answered as every failure is.
+
+    The schemas take no other arguments than theirs (`additionalProperties` false): the
+    SDK would drop one it does not know, and `generate` pay for a task made without it
+    (a misspelt `size`, an invented `aspect_ratio`)."""
+
+    async def list_tools(self) -> Any:
+        tools = await super().list_tools()
+        for tool in tools:
+            tool.input_schema["additionalProperties"] = False
+        return tools
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        schemas = {tool.name: tool.input_schema for tool in await self.list_tools()}
+        if name not in schemas:
+            return _failure(
+                UsageError(
+                    f"No tool named {shown(name)}.",
+                    f"The tools: {', '.join(f'`{tool}`' for tool in schemas)}.",
+                )
+            )
+        taken = schemas[name].get("properties", {})
+        unknown = [argument for argument in arguments if argument not in taken]
+        if unknown:
+            return _failure(_unknown_arguments(name, unknown, list(taken)))
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:

@@ -296,3 +296,47 @@ def test_generate_with_a_video_model_saves_the_video_and_refuses_what_it_cannot_
     assert speech.is_error
     error = speech.structured_content["error"]
     assert error["exit_code"] == 2 and "speech_generation" in error["message"]
+
+
+def test_an_argument_the_tool_does_not_take_is_refused_before_anything_is_sent(
+    env: dict[str, str], sandbox: Any, tmp_path: Path
+) -> None:
+    # A misspelt or invented argument would otherwise be dropped, and the task paid for
+    # made without it (16:9 asked for, a square made).
+    generate, history = call(
+        env,
+        tmp_path,
+        tmp_path,
+        ("generate", {"prompt": "a fox", "aspect_ratio": "16:9", "wait": False}),
+        ("history", {"limit": 5, "pending": True, "state": "failed"}),
+    )
+
+    for result, tool, name in (
+        (generate, "generate", "aspect_ratio"),
+        (history, "history", "state"),
+    ):
+        assert result.is_error
+        error = result.structured_content["error"]
+        assert error["exit_code"] == 2 and error["retryable"] is False
+        assert error["message"].startswith(f"Bad arguments to `{tool}`: {name}: ")
+    assert "size" in generate.structured_content["error"]["message"], "names what it takes"
+    assert sandbox.submissions() == []
+
+
+def test_the_input_schemas_take_no_other_arguments(env: dict[str, str], tmp_path: Path) -> None:
+    async def main() -> Any:
+        with (tmp_path / "err.log").open("w") as errlog:
+            async with connected(env, tmp_path, errlog) as session:
+                return await session.list_tools()
+
+    for tool in anyio.run(main).tools:
+        assert tool.input_schema.get("additionalProperties") is False, tool.name
+
+
+def test_an_unknown_tool_is_the_same_error_object(env: dict[str, str], tmp_path: Path) -> None:
+    (result,) = call(env, tmp_path, tmp_path, ("generate_image", {"prompt": "a fox"}))
+
+    assert result.is_error
+    error = result.structured_content["error"]
+    assert error["exit_code"] == 2 and error["retryable"] is False
+    assert "generate_image" in error["message"] and "generate" in error.get("hint", "")
