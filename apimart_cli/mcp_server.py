@@ -217,6 +217,8 @@ class Tools:
     ) -> Settings:
         from apimart_cli.settings import resolve
 
+        if output_dir is not None:
+            _check_folder(output_dir)
         settings = resolve(
             api_key=self._api_key,
             base_url=self._base_url,
@@ -428,6 +430,35 @@ def default_output_dir() -> Path:
     from platformdirs import user_pictures_dir
 
     return Path(user_pictures_dir()) / "apimart"
+
+
+# C0 and C1 control characters and DEL: never in a folder an agent means.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _check_folder(output_dir: str) -> None:
+    """An `output_dir` argument the server can take as the agent means it, else UsageError
+    (nothing sent): absolute (a relative one would be the server's own working folder's,
+    which the agent does not know, often `/`), with no control character (a NUL the
+    system refuses, an escape sequence, a line break)."""
+    if _CONTROL.search(output_dir):
+        raise UsageError(
+            f"The output_dir {shown(output_dir)} has a control character.",
+            "Give the folder's absolute path, without control characters.",
+        )
+    try:
+        folder = Path(output_dir).expanduser()
+    except RuntimeError:  # ~name of no user here
+        raise UsageError(
+            f"The output_dir {shown(output_dir)} starts with the home folder of no user here.",
+            "Give the folder's absolute path.",
+        ) from None
+    if not folder.is_absolute():
+        raise UsageError(
+            f"The output_dir {shown(output_dir)} is not an absolute path: it would be taken "
+            "from the server's own working folder, which is not the agent's.",
+            "Give the folder's absolute path (or one under ~), or leave `output_dir` out.",
+        )
 
 
 class _RunFailed(ApimartError):

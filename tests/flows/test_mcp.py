@@ -340,3 +340,35 @@ def test_an_unknown_tool_is_the_same_error_object(env: dict[str, str], tmp_path:
     error = result.structured_content["error"]
     assert error["exit_code"] == 2 and error["retryable"] is False
     assert "generate_image" in error["message"] and "generate" in error.get("hint", "")
+
+
+def test_an_output_dir_the_agent_cannot_mean_is_refused_before_anything_is_sent(
+    env: dict[str, str], sandbox: Any, tmp_path: Path
+) -> None:
+    # Relative to the server's own working folder, which the agent does not know (often
+    # `/`); or with a control character (a NUL the system refuses, an escape sequence).
+    cwd = tmp_path / "server"
+    cwd.mkdir()
+    folders = ["out", "../../../etc/x", "", ".", str(tmp_path / "a\x00b"), str(tmp_path / "a\nb")]
+    folders += [str(tmp_path / "a\x1b[31mb"), "~no-such-user-here/out"]
+
+    results = call(
+        env,
+        cwd,
+        tmp_path,
+        *(("generate", {"prompt": "a fox", "output_dir": folder}) for folder in folders),
+        ("wait", {"task_ids": ["task_x"], "output_dir": "out"}),
+        ("download", {"task_ids": ["task_x"], "output_dir": "out"}),
+    )
+
+    for folder, result in zip([*folders, "out", "out"], results, strict=True):
+        assert result.is_error, folder
+        error = result.structured_content["error"]
+        assert error["exit_code"] == 2, (folder, error)
+        assert "Internal error" not in error["message"]
+    assert "absolute" in results[0].structured_content["error"]["message"]
+    assert sandbox.requests == [], "nothing sent"
+    assert list(cwd.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "mcp-stderr.log",
+        "server",
+    ]
