@@ -595,9 +595,16 @@ def _notifier(ctx: Context) -> Callable[[float, float, str], None]:
     return notify
 
 
+# The most items of a list argument: each is a request (or a file read), and an agent
+# that gathers more than `history` lists at once has made a mistake.
+MAX_ITEMS = 1000
 TaskIds = Annotated[
     list[str],
-    Field(min_length=1, description="Task ids, as `generate` returned them (task_...)."),
+    Field(
+        min_length=1,
+        max_length=MAX_ITEMS,
+        description=f"Task ids, as `generate` returned them (task_...); at most {MAX_ITEMS}.",
+    ),
 ]
 OutputDir = Annotated[
     str | None,
@@ -792,8 +799,10 @@ def build_server(tools: Tools) -> MCPServer:
         keys: Annotated[
             list[str],
             Field(
+                max_length=MAX_ITEMS,
                 description="Idempotency keys of submissions whose outcome is unknown "
-                "(from an error's idempotency_key, or `history`); empty: all of them."
+                f"(from an error's idempotency_key, or `history`); empty: all of them; at "
+                f"most {MAX_ITEMS}.",
             ),
         ] = [],  # noqa: B006 - the protocol's default, never mutated
         timeout: Timeout = COMMAND_TIMEOUT,
@@ -808,7 +817,12 @@ def build_server(tools: Tools) -> MCPServer:
     async def upload(
         paths: Annotated[
             list[str],
-            Field(min_length=1, description="Local PNG, JPEG, WebP or GIF files, 20 MiB at most."),
+            Field(
+                min_length=1,
+                max_length=MAX_ITEMS,
+                description="Local PNG, JPEG, WebP or GIF files, 20 MiB at most each; at most "
+                f"{MAX_ITEMS} files.",
+            ),
         ],
         timeout: Timeout = COMMAND_TIMEOUT,
     ) -> CallToolResult:

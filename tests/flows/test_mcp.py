@@ -372,3 +372,28 @@ def test_an_output_dir_the_agent_cannot_mean_is_refused_before_anything_is_sent(
         "mcp-stderr.log",
         "server",
     ]
+
+
+def test_too_many_task_ids_are_refused_before_anything_is_sent(
+    env: dict[str, str], sandbox: Any, tmp_path: Path
+) -> None:
+    ids = [f"task_{index:026d}" for index in range(10_000)]
+    keys = [f"00000000-0000-4000-8000-{index:012d}" for index in range(10_000)]
+
+    results = call(
+        env,
+        tmp_path,
+        tmp_path,
+        ("status", {"task_ids": ids}),
+        ("wait", {"task_ids": ids, "output_dir": str(tmp_path / "out")}),
+        ("download", {"task_ids": ids, "output_dir": str(tmp_path / "out")}),
+        ("resend", {"keys": keys}),
+        ("upload", {"paths": [str(tmp_path / f"{index}.png") for index in range(10_000)]}),
+    )
+
+    for result in results:
+        assert result.is_error
+        error = result.structured_content["error"]
+        assert error["exit_code"] == 2 and "at most 1000" in error["message"], error
+        assert len(result.model_dump_json()) < 2000, "the ids are not echoed back"
+    assert sandbox.requests == [], "nothing sent"
