@@ -392,7 +392,9 @@ class Tools:
                     "base_url": record.base_url,
                     "sandbox": record.sandbox,
                     "state": record.state,
-                    "prompt": record.prompt,
+                    # A prompt may be megabytes (the API states no limit): each call
+                    # would hand it all back.
+                    "prompt": clipped(record.prompt, MAX_PROMPT_CHARS),
                     "created_at": record.created_at,
                     "cost": record.cost,
                     "files": list(record.files),
@@ -402,6 +404,10 @@ class Tools:
                 for record in records
             ]
         }
+
+
+# The most characters of a prompt `history` quotes.
+MAX_PROMPT_CHARS = 2000
 
 
 def _ended(

@@ -397,3 +397,24 @@ def test_too_many_task_ids_are_refused_before_anything_is_sent(
         assert error["exit_code"] == 2 and "at most 1000" in error["message"], error
         assert len(result.model_dump_json()) < 2000, "the ids are not echoed back"
     assert sandbox.requests == [], "nothing sent"
+
+
+def test_history_quotes_a_huge_prompt_cut_short(env: dict[str, str], tmp_path: Path) -> None:
+    # The API states no limit on a prompt; a megabyte one is sent and kept whole, but
+    # each `history` call would hand it back (twice: as text and as data) to the agent.
+    prompt = "a fox " * 200_000
+
+    submitted, history = call(
+        env,
+        tmp_path,
+        tmp_path,
+        ("generate", {"prompt": prompt, "wait": False}),
+        ("history", {}),
+    )
+
+    assert not submitted.is_error, text(submitted)
+    assert len(history.model_dump_json()) < 20_000
+    [task] = history.structured_content["tasks"]
+    assert (
+        task["prompt"].startswith("a fox a fox") and f"({len(prompt)} characters)" in task["prompt"]
+    )
