@@ -39,10 +39,14 @@ from apimart_cli import __version__, secrets
 from apimart_cli.constants import DEFAULT_COMMAND_TIMEOUT as COMMAND_TIMEOUT
 from apimart_cli.constants import DEFAULT_WAIT_TIMEOUT as WAIT_TIMEOUT
 from apimart_cli.errors import (
+    MAX_SHOWN_CHARS,
     ApimartError,
     ExitCode,
     HistoryError,
     UsageError,
+    clipped,
+    printable,
+    shown,
 )
 from apimart_cli.fields import BY_NAME, FIELDS
 from apimart_cli.tasks import FINAL_STATES, waiting_label
@@ -213,6 +217,8 @@ class Tools:
     ) -> Settings:
         from apimart_cli.settings import resolve
 
+        if output_dir is not None:
+            _check_folder(output_dir)
         settings = resolve(
             api_key=self._api_key,
             base_url=self._base_url,
@@ -386,7 +392,9 @@ class Tools:
                     "base_url": record.base_url,
                     "sandbox": record.sandbox,
                     "state": record.state,
-                    "prompt": record.prompt,
+                    # A prompt may be megabytes (the API states no limit): each call
+                    # would hand it all back.
+                    "prompt": clipped(record.prompt, MAX_PROMPT_CHARS),
                     "created_at": record.created_at,
                     "cost": record.cost,
                     "files": list(record.files),
@@ -396,6 +404,10 @@ class Tools:
                 for record in records
             ]
         }
+
+
+# The most characters of a prompt `history` quotes.
+MAX_PROMPT_CHARS = 2000
 
 
 def _ended(
@@ -424,6 +436,35 @@ def default_output_dir() -> Path:
     from platformdirs import user_pictures_dir
 
     return Path(user_pictures_dir()) / "apimart"
+
+
+# C0 and C1 control characters and DEL: never in a folder an agent means.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _check_folder(output_dir: str) -> None:
+    """An `output_dir` argument the server can take as the agent means it, else UsageError
+    (nothing sent): absolute (a relative one would be the server's own working folder's,
+    which the agent does not know, often `/`), with no control character (a NUL the
+    system refuses, an escape sequence, a line break)."""
+    if _CONTROL.search(output_dir):
+        raise UsageError(
+            f"The output_dir {shown(output_dir)} has a control character.",
+            "Give the folder's absolute path, without control characters.",
+        )
+    try:
+        folder = Path(output_dir).expanduser()
+    except RuntimeError:  # ~name of no user here
+        raise UsageError(
+            f"The output_dir {shown(output_dir)} starts with the home folder of no user here.",
+            "Give the folder's absolute path.",
+        ) from None
+    if not folder.is_absolute():
+        raise UsageError(
+            f"The output_dir {shown(output_dir)} is not an absolute path: it would be taken "
+            "from the server's own working folder, which is not the agent's.",
+            "Give the folder's absolute path (or one under ~), or leave `output_dir` out.",
+        )
 
 
 class _RunFailed(ApimartError):
@@ -506,6 +547,18 @@ def _argument_error(tool: str, error: ValidationError) -> ApimartError:
     )
 
 
+def _unknown_arguments(tool: str, unknown: list[str], taken: list[str]) -> ApimartError:
+    """Arguments the tool does not have: each named (cut short, no control character),
+    with the ones it takes."""
+    problems = [f"{clipped(printable(name), MAX_SHOWN_CHARS)}: not an argument" for name in unknown]
+    if len(problems) > 10:
+        problems[10:] = [f"and {len(problems) - 10} more"]
+    return UsageError(
+        f"Bad arguments to `{tool}`: {'; '.join(problems)}. It takes {', '.join(taken)}.",
+        "Call it again with the arguments its input schema describes.",
+    )
+
+
 def _failure(error: ApimartError) -> CallToolResult:
     """An error as a person sees it (message, then hint) and as `--json` prints it, with
     what was done all the same (a wait's saved files) where there is any."""
@@ -548,9 +601,16 @@ def _notifier(ctx: Context) -> Callable[[float, float, str], None]:
     return notify
 
 
+# The most items of a list argument: each is a request (or a file read), and an agent
+# that gathers more than `history` lists at once has made a mistake.
+MAX_ITEMS = 1000
 TaskIds = Annotated[
     list[str],
-    Field(min_length=1, description="Task ids, as `generate` returned them (task_...)."),
+    Field(
+        min_length=1,
+        max_length=MAX_ITEMS,
+        description=f"Task ids, as `generate` returned them (task_...); at most {MAX_ITEMS}.",
+    ),
 ]
 OutputDir = Annotated[
     str | None,
@@ -621,9 +681,31 @@ def _generate_signature() -> inspect.Signature:
 
 
 class _Server(MCPServer):
-    """The SDK's server, with arguments its schema refuses answered as every failure is."""
+    """The SDK's server, with arguments its schema refuses answered as every failure is.
+
+    The schemas take no other arguments than theirs (`additionalProperties` false): the
+    SDK would drop one it does not know, and `generate` pay for a task made without it
+    (a misspelt `size`, an invented `aspect_ratio`)."""
+
+    async def list_tools(self) -> Any:
+        tools = await super().list_tools()
+        for tool in tools:
+            tool.input_schema["additionalProperties"] = False
+        return tools
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        schemas = {tool.name: tool.input_schema for tool in await self.list_tools()}
+        if name not in schemas:
+            return _failure(
+                UsageError(
+                    f"No tool named {shown(name)}.",
+                    f"The tools: {', '.join(f'`{tool}`' for tool in schemas)}.",
+                )
+            )
+        taken = schemas[name].get("properties", {})
+        unknown = [argument for argument in arguments if argument not in taken]
+        if unknown:
+            return _failure(_unknown_arguments(name, unknown, list(taken)))
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -723,8 +805,10 @@ def build_server(tools: Tools) -> MCPServer:
         keys: Annotated[
             list[str],
             Field(
+                max_length=MAX_ITEMS,
                 description="Idempotency keys of submissions whose outcome is unknown "
-                "(from an error's idempotency_key, or `history`); empty: all of them."
+                f"(from an error's idempotency_key, or `history`); empty: all of them; at "
+                f"most {MAX_ITEMS}.",
             ),
         ] = [],  # noqa: B006 - the protocol's default, never mutated
         timeout: Timeout = COMMAND_TIMEOUT,
@@ -739,7 +823,12 @@ def build_server(tools: Tools) -> MCPServer:
     async def upload(
         paths: Annotated[
             list[str],
-            Field(min_length=1, description="Local PNG, JPEG, WebP or GIF files, 20 MiB at most."),
+            Field(
+                min_length=1,
+                max_length=MAX_ITEMS,
+                description="Local PNG, JPEG, WebP or GIF files, 20 MiB at most each; at most "
+                f"{MAX_ITEMS} files.",
+            ),
         ],
         timeout: Timeout = COMMAND_TIMEOUT,
     ) -> CallToolResult:

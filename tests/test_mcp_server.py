@@ -135,3 +135,35 @@ def test_history_says_which_base_url_each_task_went_to(sandbox: Sandbox) -> None
     )
     [task] = history.structured_content["tasks"]
     assert task["base_url"] == sandbox.base_url and task["sandbox"] is True
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "mcp",  # the extra not installed
+        "mcp.server.mcpserver",  # an mcp too old to have it
+        "starlette",  # a module the SDK needs, gone from a broken install
+    ],
+)
+def test_without_the_sdk_or_what_it_needs_it_says_what_to_install(missing: str) -> None:
+    import sys
+
+    from typer.testing import CliRunner
+
+    from apimart_cli.cli import app_for
+
+    saved = dict(sys.modules)
+    try:
+        for name in list(sys.modules):
+            if name == "apimart_cli.mcp_server" or name.split(".")[0] in ("mcp", "starlette"):
+                del sys.modules[name]
+        sys.modules[missing] = None  # type: ignore[assignment]  # `import` of it fails
+        result = CliRunner().invoke(app_for(["mcp"]), ["mcp"], prog_name="apimart")
+    finally:
+        sys.modules.clear()
+        sys.modules.update(saved)
+
+    assert result.exit_code == 2, result.output
+    assert "needs the mcp extra" in result.stderr and "internal error" not in result.stderr
+    assert "mcp>=2.3,<3" in result.stderr
+    assert "Traceback" not in result.output

@@ -22,10 +22,14 @@ def mcp(ctx: typer.Context) -> None:
         # Only here: the SDK (and pydantic under it) is an optional extra, and heavy.
         from apimart_cli.mcp_server import Tools, serve
     except ImportError as error:
-        if not (error.name or "").startswith(("mcp", "pydantic", "anyio")):
+        # Not only the SDK itself: any module it needs (starlette, ...) missing from a
+        # broken install, or an SDK too old to have `mcp.server.mcpserver`.
+        module = error.name
+        if module is None or module.split(".")[0] == "apimart_cli":
             raise
+        missing = "" if module == "mcp" else f" (or not whole: no module {module})"
         raise UsageError(
-            "`apimart mcp` needs the mcp extra, which is not installed.",
+            f"`apimart mcp` needs the mcp extra, which is not installed{missing}.",
             "Install it from a clone: pip install '.[mcp]' (pipx: pipx install '.[mcp]', "
             "or pipx inject apimart-cli 'mcp>=2.3,<3').",
         ) from None

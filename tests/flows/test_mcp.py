@@ -296,3 +296,125 @@ def test_generate_with_a_video_model_saves_the_video_and_refuses_what_it_cannot_
     assert speech.is_error
     error = speech.structured_content["error"]
     assert error["exit_code"] == 2 and "speech_generation" in error["message"]
+
+
+def test_an_argument_the_tool_does_not_take_is_refused_before_anything_is_sent(
+    env: dict[str, str], sandbox: Any, tmp_path: Path
+) -> None:
+    # A misspelt or invented argument would otherwise be dropped, and the task paid for
+    # made without it (16:9 asked for, a square made).
+    generate, history = call(
+        env,
+        tmp_path,
+        tmp_path,
+        ("generate", {"prompt": "a fox", "aspect_ratio": "16:9", "wait": False}),
+        ("history", {"limit": 5, "pending": True, "state": "failed"}),
+    )
+
+    for result, tool, name in (
+        (generate, "generate", "aspect_ratio"),
+        (history, "history", "state"),
+    ):
+        assert result.is_error
+        error = result.structured_content["error"]
+        assert error["exit_code"] == 2 and error["retryable"] is False
+        assert error["message"].startswith(f"Bad arguments to `{tool}`: {name}: ")
+    assert "size" in generate.structured_content["error"]["message"], "names what it takes"
+    assert sandbox.submissions() == []
+
+
+def test_the_input_schemas_take_no_other_arguments(env: dict[str, str], tmp_path: Path) -> None:
+    async def main() -> Any:
+        with (tmp_path / "err.log").open("w") as errlog:
+            async with connected(env, tmp_path, errlog) as session:
+                return await session.list_tools()
+
+    for tool in anyio.run(main).tools:
+        assert tool.input_schema.get("additionalProperties") is False, tool.name
+
+
+def test_an_unknown_tool_is_the_same_error_object(env: dict[str, str], tmp_path: Path) -> None:
+    (result,) = call(env, tmp_path, tmp_path, ("generate_image", {"prompt": "a fox"}))
+
+    assert result.is_error
+    error = result.structured_content["error"]
+    assert error["exit_code"] == 2 and error["retryable"] is False
+    assert "generate_image" in error["message"] and "generate" in error.get("hint", "")
+
+
+def test_an_output_dir_the_agent_cannot_mean_is_refused_before_anything_is_sent(
+    env: dict[str, str], sandbox: Any, tmp_path: Path
+) -> None:
+    # Relative to the server's own working folder, which the agent does not know (often
+    # `/`); or with a control character (a NUL the system refuses, an escape sequence).
+    cwd = tmp_path / "server"
+    cwd.mkdir()
+    folders = ["out", "../../../etc/x", "", ".", str(tmp_path / "a\x00b"), str(tmp_path / "a\nb")]
+    folders += [str(tmp_path / "a\x1b[31mb"), "~no-such-user-here/out"]
+
+    results = call(
+        env,
+        cwd,
+        tmp_path,
+        *(("generate", {"prompt": "a fox", "output_dir": folder}) for folder in folders),
+        ("wait", {"task_ids": ["task_x"], "output_dir": "out"}),
+        ("download", {"task_ids": ["task_x"], "output_dir": "out"}),
+    )
+
+    for folder, result in zip([*folders, "out", "out"], results, strict=True):
+        assert result.is_error, folder
+        error = result.structured_content["error"]
+        assert error["exit_code"] == 2, (folder, error)
+        assert "Internal error" not in error["message"]
+    assert "absolute" in results[0].structured_content["error"]["message"]
+    assert sandbox.requests == [], "nothing sent"
+    assert list(cwd.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "mcp-stderr.log",
+        "server",
+    ]
+
+
+def test_too_many_task_ids_are_refused_before_anything_is_sent(
+    env: dict[str, str], sandbox: Any, tmp_path: Path
+) -> None:
+    ids = [f"task_{index:026d}" for index in range(10_000)]
+    keys = [f"00000000-0000-4000-8000-{index:012d}" for index in range(10_000)]
+
+    results = call(
+        env,
+        tmp_path,
+        tmp_path,
+        ("status", {"task_ids": ids}),
+        ("wait", {"task_ids": ids, "output_dir": str(tmp_path / "out")}),
+        ("download", {"task_ids": ids, "output_dir": str(tmp_path / "out")}),
+        ("resend", {"keys": keys}),
+        ("upload", {"paths": [str(tmp_path / f"{index}.png") for index in range(10_000)]}),
+    )
+
+    for result in results:
+        assert result.is_error
+        error = result.structured_content["error"]
+        assert error["exit_code"] == 2 and "at most 1000" in error["message"], error
+        assert len(result.model_dump_json()) < 2000, "the ids are not echoed back"
+    assert sandbox.requests == [], "nothing sent"
+
+
+def test_history_quotes_a_huge_prompt_cut_short(env: dict[str, str], tmp_path: Path) -> None:
+    # The API states no limit on a prompt; a megabyte one is sent and kept whole, but
+    # each `history` call would hand it back (twice: as text and as data) to the agent.
+    prompt = "a fox " * 200_000
+
+    submitted, history = call(
+        env,
+        tmp_path,
+        tmp_path,
+        ("generate", {"prompt": prompt, "wait": False}),
+        ("history", {}),
+    )
+
+    assert not submitted.is_error, text(submitted)
+    assert len(history.model_dump_json()) < 20_000
+    [task] = history.structured_content["tasks"]
+    assert (
+        task["prompt"].startswith("a fox a fox") and f"({len(prompt)} characters)" in task["prompt"]
+    )
