@@ -193,6 +193,44 @@ def test_a_reply_without_a_url_is_a_service_error(reply: dict[str, Any]) -> None
         parse_upload(reply, now=NOW)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://cdn.test/sk-upload-Hq27NcV0pL3x/1.png",
+        "https://cdn.test/1.png?token=sk-upload-Hq27NcV0pL3x",
+        "https://cdn.test/1.png?token=sk%2Dupload%2DHq27NcV0pL3x",
+    ],
+)
+def test_a_url_that_holds_the_key_is_refused_never_printed_or_sent(url: str) -> None:
+    from apimart_cli import secrets
+
+    secrets.hide("sk-upload-Hq27NcV0pL3x")
+    with pytest.raises(ServiceError, match="holds the API key") as caught:
+        parse_upload(uploaded(url=url), now=NOW)
+    assert "Hq27NcV0pL3x" not in caught.value.message
+
+
+@pytest.mark.parametrize("url", ["http:///a.png", "https://", "https://:443/a.png", "http://[::1"])
+def test_a_url_without_a_host_is_refused(url: str) -> None:
+    with pytest.raises(ServiceError, match="has a URL that cannot be one"):
+        parse_upload(uploaded(url=url), now=NOW)
+
+
+def test_a_field_of_the_reply_nested_too_deep_is_left_out_and_the_rest_kept() -> None:
+    """A reply field nested just short of what the parser refuses: the upload's URL is
+    still used, and its object can be printed (`upload --json`) and remembered."""
+    import json
+
+    deep: list[Any] = []
+    for _ in range(5_000):
+        deep = [deep]
+    obj, _ = parse_upload(uploaded(extra=deep, note={"a": [1]}), now=NOW)
+    assert obj["url"] == "https://cdn.test/u/1.png"
+    assert "extra" not in obj
+    assert obj["note"] == {"a": [1]}
+    json.dumps(obj)
+
+
 # -- the client ------------------------------------------------------------------------------
 
 
