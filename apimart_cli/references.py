@@ -105,8 +105,21 @@ class Upload:
             for start in range(0, len(self.data), READ_CHUNK_BYTES):
                 yield self.data[start : start + READ_CHUNK_BYTES]
         else:
-            assert self.reference.path is not None
-            yield from iter_file(self.reference.path, self.size)
+            path = self.reference.path
+            assert path is not None
+            # The URL is remembered under the SHA-256 read before: other bytes of the same
+            # length are refused before the last of them goes out (no whole body is sent).
+            digest, sent = hashlib.sha256(), 0
+            for chunk in iter_file(path, self.size):
+                digest.update(chunk)
+                sent += len(chunk)
+                if sent == self.size and digest.hexdigest() != self.sha256:
+                    raise UsageError(
+                        f"Reference image {path} changed while being sent (its content is "
+                        "not what was read before).",
+                        "Leave the file alone until the command finishes, then run it again.",
+                    )
+                yield chunk
         yield self._tail()
 
 

@@ -113,6 +113,20 @@ def test_a_file_that_changes_while_sent_is_refused(tmp_path: Path) -> None:
         multipart(upload)
 
 
+def test_a_file_rewritten_to_the_same_size_before_it_is_sent_is_refused(tmp_path: Path) -> None:
+    """Its URL is remembered under the SHA-256 read first: other bytes sent under it
+    would hand a later command's file the wrong picture. The last of the file never
+    goes out, so the service never holds a whole body."""
+    path = image(tmp_path / "a.png", 3 * READ_CHUNK_BYTES + 7)
+    upload = prepare_upload(resolve_reference(str(path)))
+    path.write_bytes(PNG_HEAD + b"y" * (3 * READ_CHUNK_BYTES + 7 - len(PNG_HEAD)))
+    sent: list[bytes] = []
+    with pytest.raises(UsageError, match="changed while being sent"):
+        for chunk in upload.iter_body():
+            sent.append(chunk)
+    assert sum(len(chunk) for chunk in sent[1:]) < 3 * READ_CHUNK_BYTES + 7
+
+
 def test_a_data_uri_is_uploaded_from_its_bytes() -> None:
     import base64
 
