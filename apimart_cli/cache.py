@@ -109,12 +109,13 @@ class Cache:
     def remember_upload(
         self, base_url: str, sha256: str, reply: Mapping[str, Any], expires_at: float
     ) -> None:
-        kept = secrets.redact_data(dict(reply))
-        assert isinstance(kept, dict)
+        text = _encoded(dict(reply))
+        if text is None:
+            return  # not kept: the file is uploaded again next time
         self._execute(
             "INSERT OR REPLACE INTO uploads (base_url, sha256, url, reply, expires_at) "
             "VALUES (?, ?, ?, ?, ?)",
-            (base_url, sha256, str(kept["url"]), json.dumps(kept), expires_at),
+            (base_url, sha256, str(json.loads(text)["url"]), text, expires_at),
         )
 
     # -- model schemas ------------------------------------------------------------
@@ -133,15 +134,13 @@ class Cache:
         return (False, None) if schema is None else (True, schema)
 
     def remember_schema(self, base_url: str, model: str, schema: Mapping[str, Any] | None) -> None:
+        text = None if schema is None else _encoded(dict(schema))
+        if schema is not None and text is None:
+            return  # not kept: asked for again next time
         self._execute(
             "INSERT OR REPLACE INTO schemas (base_url, model, schema, fetched_at) "
             "VALUES (?, ?, ?, ?)",
-            (
-                base_url,
-                model,
-                None if schema is None else json.dumps(secrets.redact_data(dict(schema))),
-                self._clock(),
-            ),
+            (base_url, model, text, self._clock()),
         )
 
     # -- notes ------------------------------------------------------------------------
@@ -156,9 +155,12 @@ class Cache:
 
     def remember_note(self, base_url: str, name: str, value: Any, expires_at: float) -> None:
         """Note `value` (JSON) under `name` for this service until `expires_at` (Unix time)."""
+        text = _encoded(value)
+        if text is None:
+            return
         self._execute(
             "INSERT OR REPLACE INTO notes (base_url, name, value, expires_at) VALUES (?, ?, ?, ?)",
-            (base_url, name, json.dumps(secrets.redact_data(value)), expires_at),
+            (base_url, name, text, expires_at),
         )
 
     # -- SQLite -------------------------------------------------------------------
@@ -203,6 +205,16 @@ class Cache:
                 self._warn(
                     f"Warning: the cache {self.path} cannot be used ({exc}); going on without it."
                 )
+
+
+def _encoded(value: object) -> str | None:
+    """`value` as the JSON text to keep, redacted; None for a value nested too deeply to
+    redact or encode (a reply just short of what the parser refuses): such a value is
+    not kept, since the cache only saves work."""
+    try:
+        return json.dumps(secrets.redact_data(value))
+    except RecursionError:
+        return None
 
 
 def _json(text: object) -> Any:

@@ -16,6 +16,9 @@ file. Only box and element headers are read, so a large file costs a few reads.
 
 from __future__ import annotations
 
+import struct
+import sys
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
@@ -212,6 +215,8 @@ _MAX_PARTS = 1_000_000
 
 def _bmff(data: Bytes, to_the_end: bool) -> Flaw | None:
     size, at, seen = len(data), 0, set()
+    moov: tuple[int, int] | None = None  # where its boxes start and where it ends
+    runs_to_the_end = False
     for _ in range(_MAX_PARTS):
         if at >= size:
             break
@@ -226,12 +231,14 @@ def _bmff(data: Bytes, to_the_end: bool) -> Flaw | None:
                 return _short(f"the video ends inside a box header at byte {at}")
             length, header = _be(data, at + 8, 8), 16
         elif length == 0:  # the box runs to the end of the file
-            length = size - at
+            length, runs_to_the_end = size - at, True
         if length < header:
             return _bad(f"the video's {kind.decode()} box at byte {at} states {length} bytes")
         if at == 0 and kind != b"ftyp":
             return _bad("the video does not start with its ftyp box")
         seen.add(kind)
+        if kind == b"moov":
+            moov = (at + header, at + length)
         if at + length > size:
             return _short(
                 f"the video ends inside its {kind.decode()} box ({size} of {at + length} bytes)"
@@ -244,7 +251,106 @@ def _bmff(data: Bytes, to_the_end: bool) -> Flaw | None:
         # The boxes add up, yet a part is missing: a host that cut the file between
         # boxes, or a file that was never a whole video.
         return _short(f"the video has no {' or '.join(missing)} box")
+    if runs_to_the_end and moov is not None:
+        # A box of size 0 ends wherever the file does, cut short or not: the sample
+        # tables say where the last frame ends.
+        end = _samples_end(data, *moov)
+        if end is not None and end > size:
+            return _short(f"the video ends before its last sample ({size} of {end} bytes)")
     return None
+
+
+def _boxes(data: Bytes, start: int, end: int) -> dict[bytes, list[tuple[int, int]]]:
+    """The boxes between `start` and `end` by type: where each one's body starts and
+    where it ends. Stops at anything that does not fit."""
+    found: dict[bytes, list[tuple[int, int]]] = {}
+    at = start
+    for _ in range(_MAX_PARTS):
+        if at + 8 > end:
+            break
+        length, kind, header = _be(data, at, 4), _slice(data, at + 4, at + 8), 8
+        if length == 1:
+            length, header = _be(data, at + 8, 8), 16
+        elif length == 0:
+            length = end - at
+        if length < header or at + length > end:
+            break
+        found.setdefault(kind, []).append((at + header, at + length))
+        at += length
+    return found
+
+
+def _box(data: Bytes, within: tuple[int, int], *path: bytes) -> tuple[int, int] | None:
+    for kind in path:
+        boxes = _boxes(data, *within).get(kind)
+        if not boxes:
+            return None
+        within = boxes[0]
+    return within
+
+
+# The most samples one track's tables are read for: a day of video at 60 frames a second.
+_MAX_SAMPLES = 6_000_000
+
+
+def _samples_end(data: Bytes, start: int, end: int) -> int | None:
+    """Where the last byte of any track's samples lies, from moov's sample tables (the
+    chunk offsets, samples per chunk and sample sizes); None where the tables cannot
+    be read (a fragmented file's samples live in its moof boxes)."""
+    furthest = None
+    for trak in _boxes(data, start, end).get(b"trak", []):
+        tables = _box(data, trak, b"mdia", b"minf", b"stbl")
+        track_end = None if tables is None else _track_end(data, tables)
+        if track_end is not None:
+            furthest = max(furthest or 0, track_end)
+    return furthest
+
+
+def _uints(data: Bytes, at: int, count: int, width: int) -> array[int]:
+    """`count` big-endian unsigned integers of `width` bytes from `at`, kept compactly."""
+    values = array("I" if width == 4 else "Q", _slice(data, at, at + width * count))
+    if sys.byteorder == "little":
+        values.byteswap()
+    return values
+
+
+def _track_end(data: Bytes, tables: tuple[int, int]) -> int | None:
+    boxes = _boxes(data, *tables)
+    stsz, stsc = boxes.get(b"stsz"), boxes.get(b"stsc")
+    offsets_box, width = (boxes.get(b"stco"), 4) if b"stco" in boxes else (boxes.get(b"co64"), 8)
+    if not stsz or not stsc or not offsets_box:
+        return None
+    (sz_start, sz_end), (sc_start, sc_end) = stsz[0], stsc[0]
+    (co_start, co_end) = offsets_box[0]
+    if sz_start + 12 > sz_end or sc_start + 8 > sc_end or co_start + 8 > co_end:
+        return None
+    uniform, count = _be(data, sz_start + 4, 4), _be(data, sz_start + 8, 4)
+    runs, chunks = _be(data, sc_start + 4, 4), _be(data, co_start + 4, 4)
+    if (
+        count > _MAX_SAMPLES
+        or chunks > _MAX_SAMPLES
+        or (not uniform and sz_start + 12 + 4 * count > sz_end)
+        or sc_start + 8 + 12 * runs > sc_end
+        or co_start + 8 + width * chunks > co_end
+    ):
+        return None
+    sizes = None if uniform else _uints(data, sz_start + 12, count, 4)
+    offsets = _uints(data, co_start + 8, chunks, width)
+    table = list(struct.iter_unpack(">III", _slice(data, sc_start + 8, sc_start + 8 + 12 * runs)))
+    furthest, sample = 0, 0
+    for index, (first, per_chunk, _) in enumerate(table):
+        last = table[index + 1][0] - 1 if index + 1 < len(table) else chunks
+        if first < 1 or last > chunks:
+            return None
+        for chunk in range(first, last + 1):
+            taken = min(per_chunk, count - sample)
+            if taken > 0:
+                length = uniform * taken if sizes is None else sum(sizes[sample : sample + taken])
+                furthest = max(furthest, offsets[chunk - 1] + length)
+            sample += taken
+            if sample >= count:
+                return furthest
+    return furthest
 
 
 # --- EBML (WebM, Matroska): a header element, then a segment that ends with the file ---

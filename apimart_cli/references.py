@@ -46,6 +46,7 @@ UPLOAD_MARGIN_SECONDS = 6 * 3600.0
 _EARLIEST = 0
 _LATEST_MS = 253_402_300_799_000
 MAX_UPLOAD_URL_CHARS = 8192
+MAX_REPLY_FIELD_DEPTH = 32  # the depth of a field of the upload's reply that is kept
 _FILE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -104,8 +105,21 @@ class Upload:
             for start in range(0, len(self.data), READ_CHUNK_BYTES):
                 yield self.data[start : start + READ_CHUNK_BYTES]
         else:
-            assert self.reference.path is not None
-            yield from iter_file(self.reference.path, self.size)
+            path = self.reference.path
+            assert path is not None
+            # The URL is remembered under the SHA-256 read before: other bytes of the same
+            # length are refused before the last of them goes out (no whole body is sent).
+            digest, sent = hashlib.sha256(), 0
+            for chunk in iter_file(path, self.size):
+                digest.update(chunk)
+                sent += len(chunk)
+                if sent == self.size and digest.hexdigest() != self.sha256:
+                    raise UsageError(
+                        f"Reference image {path} changed while being sent (its content is "
+                        "not what was read before).",
+                        "Leave the file alone until the command finishes, then run it again.",
+                    )
+                yield chunk
         yield self._tail()
 
 
@@ -154,12 +168,26 @@ def parse_upload(reply: Mapping[str, Any], *, now: float) -> tuple[dict[str, Any
             "The service's reply to an upload has no URL.",
             "Run the command again with -v to see the reply; the file may have been stored.",
         )
-    if len(url) > MAX_UPLOAD_URL_CHARS or not all(c.isprintable() and not c.isspace() for c in url):
+    from urllib.parse import unquote
+
+    from apimart_cli import secrets
+
+    if secrets.holds_secret(url) or secrets.holds_secret(unquote(url)):
+        # It would be printed, kept and sent as a reference: the key in plain sight.
+        raise ServiceError(
+            "The service's reply to an upload has a URL that holds the API key; it is not used.",
+            "Tell APIMart's support; the file may have been stored.",
+        )
+    if (
+        len(url) > MAX_UPLOAD_URL_CHARS
+        or not all(c.isprintable() and not c.isspace() for c in url)
+        or not _names_a_host(url)
+    ):
         # Printed as it is (`apimart upload`) and sent as a reference: a newline would make
         # two lines of output, an escape would reach the terminal.
         raise ServiceError(
             f"The service's reply to an upload has a URL that cannot be one ({len(url)} "
-            "characters, with spaces or control characters, or too long).",
+            "characters: no host, spaces or control characters, or too long).",
             "The file may have been stored; run the command again to upload it anew.",
         )
     created = _timestamp(data.get("created_at"))
@@ -169,7 +197,22 @@ def parse_upload(reply: Mapping[str, Any], *, now: float) -> tuple[dict[str, Any
     stated = _timestamp(data.get("expires_at"))
     if stated is not None:
         expires = min(expires, stated)
-    return {**data, "url": url}, expires - UPLOAD_MARGIN_SECONDS
+    from apimart_cli.history import json_depth
+
+    # A field nested too deeply to print or keep (a reply just short of what the parser
+    # refuses) is left out: the URL is what the upload is for.
+    kept = {k: v for k, v in data.items() if json_depth(v) < MAX_REPLY_FIELD_DEPTH}
+    return {**kept, "url": url}, expires - UPLOAD_MARGIN_SECONDS
+
+
+def _names_a_host(url: str) -> bool:
+    """Whether `url` parses and names a host to fetch it from (`http:///a.png` does not)."""
+    from urllib.parse import urlsplit
+
+    try:
+        return bool(urlsplit(url).hostname)
+    except ValueError:  # `http://[::1`
+        return False
 
 
 def _timestamp(value: object) -> float | None:

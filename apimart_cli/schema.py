@@ -65,8 +65,8 @@ class ModelSchema:
         operation = self.operation or IMAGE_OPERATION
         if operation not in GENERATION_PATHS:
             raise UsageError(
-                f'The model {model} makes "{operation}", which this tool cannot check and '
-                "save; nothing was sent.",
+                f"The model {model} makes {_show(operation)}, which this tool cannot check "
+                "and save; nothing was sent.",
                 "`apimart models --type image` and `apimart models --type video` list the "
                 "models it can use.",
             )
@@ -103,11 +103,11 @@ def check_body(body: Mapping[str, Any], schema: Mapping[str, Any], model: str) -
     required = schema.get("required")
     for name in required if isinstance(required, list) else ():
         if isinstance(name, str) and name not in body:
-            raise UsageError(f'The model {model} requires the field "{name}".', hint)
+            raise UsageError(f"The model {model} requires the field {_show(name)}.", hint)
     if schema.get("additionalProperties") is False:
         for name in body:
             if name not in properties and name not in _ALWAYS_SENT:
-                known = ", ".join(sorted(properties)) or "none listed"
+                known = _listed([_show(str(key))[1:-1] for key in sorted(properties)])
                 raise UsageError(
                     f'The model {model} takes no field "{name}" (its fields: {known}).', hint
                 )
@@ -128,7 +128,7 @@ def _problem(value: Any, rule: Mapping[str, Any]) -> str | None:
         return f"must be {names} (got {_show(value)})"
     enum = rule.get("enum")
     if isinstance(enum, list) and enum and value not in enum:
-        return f"must be one of {', '.join(_show(item) for item in enum)} (got {_show(value)})"
+        return f"must be one of {_listed([_show(item) for item in enum])} (got {_show(value)})"
     if _is_number(value):
         low, high = rule.get("minimum"), rule.get("maximum")
         if (_is_number(low) and value < low) or (_is_number(high) and value > high):
@@ -186,6 +186,20 @@ def _is_type(value: Any, name: object) -> bool:
     if name == "null":
         return value is None
     return True  # a type this check does not know: the service judges it
+
+
+# How many of a schema's fields or allowed values a message names (the service's schema
+# may list thousands): the rest are counted.
+_NAMED_ITEMS = 10
+
+
+def _listed(items: Sequence[str]) -> str:
+    """The first items, comma-separated, and how many more there are."""
+    if not items:
+        return "none listed"
+    shown = ", ".join(items[:_NAMED_ITEMS])
+    rest = len(items) - _NAMED_ITEMS
+    return f"{shown} and {rest} more" if rest > 0 else shown
 
 
 def _show(value: Any) -> str:

@@ -114,3 +114,26 @@ def test_waiting_for_a_lock_ends_with_the_deadline(
     assert timeouts == [1.5, 0.5, 0.5]  # at least half a second, to let a brief lock pass
     Cache(tmp_path / "other.sqlite3").upload(BASE, "abc")
     assert timeouts[-1] == cache_module.BUSY_TIMEOUT_SECONDS == 2.0  # it only saves work
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_reply_nested_too_deep_to_keep_is_not_kept_and_raises_nothing(tmp_path: Path) -> None:
+    """A schema, an upload reply or model docs nested just short of what the parser
+    refuses: the cache only saves work, so it keeps nothing, and says nothing."""
+    warnings: list[str] = []
+    cache = Cache(tmp_path / "cache.sqlite3", warn=warnings.append, clock=lambda: NOW)
+    deep = _nested(5_000)
+    cache.remember_schema(BASE, "m", {"type": "object", "properties": {"x": {"enum": deep}}})
+    cache.remember_upload(BASE, "abc", {"url": URL, "extra": deep}, NOW + 100)
+    cache.remember_note(BASE, "docs:m", {"markdown": "# m", "extra": deep}, NOW + 100)
+
+    assert cache.schema(BASE, "m") == (False, None)
+    assert cache.upload(BASE, "abc") is None
+    assert cache.note(BASE, "docs:m") is None
+    assert warnings == []

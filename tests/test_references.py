@@ -113,6 +113,20 @@ def test_a_file_that_changes_while_sent_is_refused(tmp_path: Path) -> None:
         multipart(upload)
 
 
+def test_a_file_rewritten_to_the_same_size_before_it_is_sent_is_refused(tmp_path: Path) -> None:
+    """Its URL is remembered under the SHA-256 read first: other bytes sent under it
+    would hand a later command's file the wrong picture. The last of the file never
+    goes out, so the service never holds a whole body."""
+    path = image(tmp_path / "a.png", 3 * READ_CHUNK_BYTES + 7)
+    upload = prepare_upload(resolve_reference(str(path)))
+    path.write_bytes(PNG_HEAD + b"y" * (3 * READ_CHUNK_BYTES + 7 - len(PNG_HEAD)))
+    sent: list[bytes] = []
+    with pytest.raises(UsageError, match="changed while being sent"):
+        for chunk in upload.iter_body():
+            sent.append(chunk)
+    assert sum(len(chunk) for chunk in sent[1:]) < 3 * READ_CHUNK_BYTES + 7
+
+
 def test_a_data_uri_is_uploaded_from_its_bytes() -> None:
     import base64
 
@@ -191,6 +205,44 @@ def test_an_earlier_expires_at_in_the_reply_wins() -> None:
 def test_a_reply_without_a_url_is_a_service_error(reply: dict[str, Any]) -> None:
     with pytest.raises(ServiceError, match="has no URL"):
         parse_upload(reply, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://cdn.test/sk-upload-Hq27NcV0pL3x/1.png",
+        "https://cdn.test/1.png?token=sk-upload-Hq27NcV0pL3x",
+        "https://cdn.test/1.png?token=sk%2Dupload%2DHq27NcV0pL3x",
+    ],
+)
+def test_a_url_that_holds_the_key_is_refused_never_printed_or_sent(url: str) -> None:
+    from apimart_cli import secrets
+
+    secrets.hide("sk-upload-Hq27NcV0pL3x")
+    with pytest.raises(ServiceError, match="holds the API key") as caught:
+        parse_upload(uploaded(url=url), now=NOW)
+    assert "Hq27NcV0pL3x" not in caught.value.message
+
+
+@pytest.mark.parametrize("url", ["http:///a.png", "https://", "https://:443/a.png", "http://[::1"])
+def test_a_url_without_a_host_is_refused(url: str) -> None:
+    with pytest.raises(ServiceError, match="has a URL that cannot be one"):
+        parse_upload(uploaded(url=url), now=NOW)
+
+
+def test_a_field_of_the_reply_nested_too_deep_is_left_out_and_the_rest_kept() -> None:
+    """A reply field nested just short of what the parser refuses: the upload's URL is
+    still used, and its object can be printed (`upload --json`) and remembered."""
+    import json
+
+    deep: list[Any] = []
+    for _ in range(5_000):
+        deep = [deep]
+    obj, _ = parse_upload(uploaded(extra=deep, note={"a": [1]}), now=NOW)
+    assert obj["url"] == "https://cdn.test/u/1.png"
+    assert "extra" not in obj
+    assert obj["note"] == {"a": [1]}
+    json.dumps(obj)
 
 
 # -- the client ------------------------------------------------------------------------------

@@ -168,3 +168,34 @@ def test_the_schema_is_fetched_once_a_day(
         assert fetch_schema(client) is None
         assert fetch_schema(client) is None  # "none" is remembered too
     assert len(httpx_mock.get_requests()) == 2
+
+
+HOSTILE_LONG = 1_000
+
+
+@pytest.mark.parametrize(
+    ("schema", "sent"),
+    [
+        ({"properties": {"d": {"enum": list(range(100_000))}}}, {"d": -1}),
+        (
+            {"properties": {f"f{i:06d}": {} for i in range(50_000)}, "additionalProperties": False},
+            {"other": 1},
+        ),
+        ({"properties": {}, "required": ["r" * 100_000]}, {}),
+        ({"properties": {"d": {"enum": ["e" * 100_000] * 50}}}, {"d": 1}),
+    ],
+    ids=["huge-enum", "huge-properties", "huge-required-name", "huge-items"],
+)
+def test_a_hostile_schema_cannot_flood_the_message(schema: dict[str, Any], sent: Any) -> None:
+    """A schema from the service with 100,000 allowed values, 50,000 fields or names a
+    megabyte long: the message names a few of them and says how many more."""
+    with pytest.raises(UsageError) as caught:
+        check_body({"model": "m-1", **sent}, {"type": "object", **schema}, "m-1")
+    assert len(caught.value.message) < HOSTILE_LONG
+
+
+def test_a_long_list_of_values_names_the_first_and_counts_the_rest() -> None:
+    with pytest.raises(UsageError) as caught:
+        check_body(body(d=-1), {"properties": {"d": {"enum": list(range(1000))}}}, "m-1")
+    assert "must be one of 0, 1, 2" in caught.value.message
+    assert "and 990 more" in caught.value.message

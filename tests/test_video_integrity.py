@@ -111,6 +111,33 @@ def test_a_webm_segment_without_a_cluster_is_never_whole(data: bytes, short: boo
     assert problem is not None and problem.short is short, problem
 
 
+def _mdat_to_the_end(video: bytes) -> bytes:
+    """The video with its mdat's size set to 0: the box runs to the end of the file."""
+    at = video.index(b"mdat") - 4
+    return video[:at] + struct.pack(">I", 0) + video[at + 4 :]
+
+
+def test_an_mdat_that_runs_to_the_end_is_whole_only_with_every_sample_in_the_file() -> None:
+    """A box of size 0 says nothing of where the file ends, so a host that cut it short
+    (announcing the length it sent) leaves boxes that add up: the sample tables in
+    moov, which say where each frame lies, are what show the file is short."""
+    video = _mdat_to_the_end(mp4_video(64, 64, 1, "waves"))
+    assert flaw(video, to_the_end=True) is None
+    mdat = video.index(b"mdat") + 4
+    for end in (mdat + 1, (mdat + len(video)) // 2, len(video) - 1):
+        problem = flaw(video[:end], to_the_end=True)
+        assert problem is not None and problem.short, end
+
+
+def test_sample_tables_that_cannot_be_read_leave_the_boxes_to_judge() -> None:
+    """Broken or missing tables (a fragmented file keeps its samples in moof boxes) are
+    no reason to refuse a file whose boxes add up."""
+    tables = box(b"stbl", box(b"stsz", b"\0" * 8 + struct.pack(">I", 10**9)) + box(b"stco"))
+    moov = box(b"moov", box(b"trak", box(b"mdia", box(b"minf", tables))))
+    video = FTYP + moov + struct.pack(">I", 0) + b"mdat" + b"x" * 50
+    assert flaw(video, to_the_end=True) is None
+
+
 def test_extension_and_type_come_from_the_bytes() -> None:
     assert media_extension(mp4_video(64, 64, 1, "x")[:64]) == ".mp4"
     assert media_extension(box(b"ftyp", b"qt  \0\0\0\0qt  ")[:64]) == ".mov"
