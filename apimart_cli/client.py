@@ -434,15 +434,16 @@ class Client:
             ) as reply:
                 self._trace("GET", url, reply.status_code, started)
                 yield Reply(reply.status_code, reply.headers, self._transfer(reply))
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError, ValueError) as exc:
+            # What `downloads.check_result_url` lets through and httpx still refuses, or a
+            # redirect to such a URL (`file:///etc/passwd`): the same answer every time.
+            raise ServiceError(f"The image URL {url} cannot be fetched: {_describe(exc)}") from None
         except (httpx.TransportError, httpx.DecodingError, _TooSlow) as exc:
             if self.deadline.expired():
                 raise WaitTimeout(f"Out of time downloading {url}.") from None
             raise Transient(ServiceError(_describe(exc))) from None
         except httpx.TooManyRedirects:  # a loop: the same answer every time
             raise ServiceError(f"The image host redirected {url} too many times.") from None
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError, ValueError) as exc:
-            # What `downloads.check_result_url` lets through and httpx still refuses.
-            raise ServiceError(f"The image URL {url} cannot be fetched: {_describe(exc)}") from None
 
     def _transfer(self, reply: httpx.Response) -> Iterator[bytes]:
         """The body as it arrives, failing when it stalls or the deadline comes."""

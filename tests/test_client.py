@@ -746,6 +746,24 @@ def test_stream_follows_redirects_without_authorization(
     assert len(httpx_mock.get_requests()) == 2
 
 
+def test_a_redirect_to_a_url_that_cannot_be_fetched_fails_at_once() -> None:
+    # Not a passing network fault: retried, it would be refused the same way every time.
+    from tests.helpers.scripted import Scripted, scripted_api
+
+    to_a_file = Scripted(
+        balance=lambda path, headers: (302, b"", {"Location": "file:///etc/passwd"})
+    )
+    with (
+        scripted_api(to_a_file) as api,
+        Client(api.base_url, KEY) as client,
+        pytest.raises(ServiceError) as caught,
+        client.stream(f"{api.base_url}/a.png"),
+    ):
+        pass
+    assert not isinstance(caught.value, Transient)
+    assert "cannot be fetched" in caught.value.message
+
+
 def test_base_url_trailing_slash(httpx_mock: HTTPXMock) -> None:
     httpx_mock.add_response(url=TASK_URL, json=PROCESSING)
     with Client(BASE + "/", KEY) as api:

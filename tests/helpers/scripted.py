@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Reply = tuple[int, bytes]
+Reply = tuple[int, bytes] | tuple[int, bytes, dict[str, str]]  # with headers of its own
 # A reply from the request's path and headers (lower-case names).
 Script = Callable[[str, dict[str, str]], Reply]
 
@@ -42,7 +42,7 @@ class Scripted:
         {"code": 200, "data": [{"status": "submitted", "task_id": "task_01SCRIPTED"}]}
     )
     task: Script = lambda path, headers: json_reply({"code": 200, "data": {}})
-    balance: Script = lambda path, headers: json_reply({"success": True})
+    balance: Script = lambda path, headers: json_reply({"success": True})  # and any other GET
     hold: bool = False
     received: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
@@ -75,8 +75,10 @@ def scripted_api(api: Scripted) -> Iterator[Scripted]:
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length)
             headers = {name.lower(): value for name, value in self.headers.items()}
-            status, body = api.reply(self.command, self.path, headers)
+            status, body, *more = api.reply(self.command, self.path, headers)
             self.send_response(status)
+            for name, value in (more[0] if more else {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
