@@ -470,10 +470,13 @@ class Downloader:
         start, total = 0, _int_header(reply.headers, "content-length")
         if status == 206:
             match = _CONTENT_RANGE_RE.fullmatch(reply.headers.get("content-range", ""))
-            if not offset or not match or int(match.group(1)) != offset:
+            first, last, size = match.groups() if match else ("", "", "")
+            whole = first == "0" and size != "*" and int(last) == int(size) - 1
+            if not whole and (not offset or not match or int(first) != offset):
                 raise ServiceError(f"The image host sent an unexpected range for {image.url}.")
-            start = offset
-            total = None if match.group(3) == "*" else int(match.group(3))
+            # The whole file after all (`bytes 0-N/N+1`) is written from the start.
+            start = 0 if whole else offset
+            total = None if size == "*" else int(size)
         if total is not None and total > _largest(image):
             raise ServiceError(f"The {image.kind} at {image.url} is too large ({total} bytes).")
         return start, total

@@ -324,12 +324,29 @@ def test_range_reply_for_the_wrong_offset_is_refused(
     httpx_mock.add_response(
         url=URL,
         status_code=206,
-        headers={"Content-Type": "image/png", "Content-Range": f"bytes 0-4999/{len(PNG)}"},
-        content=PNG,
+        headers={"Content-Type": "image/png", "Content-Range": f"bytes 1000-4999/{len(PNG)}"},
+        content=PNG[1000:],
     )
     with pytest.raises(ServiceError):
         downloader.download(TASK_ID, 0, image())
     assert files(out) == []
+
+
+def test_a_range_reply_holding_the_whole_image_starts_again_with_it(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock
+) -> None:
+    # Asked for the rest, the host sent every byte (`bytes 0-4999/5000`): that is the image.
+    (out / f".{TASK_ID}_0.part").write_bytes(PNG[:3000])
+    remember_validator(out)
+    httpx_mock.add_response(
+        url=URL,
+        status_code=206,
+        headers={"Content-Type": "image/png", "Content-Range": f"bytes 0-4999/{len(PNG)}"},
+        content=PNG,
+    )
+    saved = downloader.download(TASK_ID, 0, image())
+    assert saved.path.read_bytes() == PNG
+    assert files(out) == [f"{TASK_ID}_0.png"]
 
 
 def test_server_errors_are_retried_then_fail(
