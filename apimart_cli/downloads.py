@@ -463,8 +463,8 @@ class Downloader:
         video = mime.startswith("video/") or (image.kind == "video" and mime in VIDEO_CONTENT_TYPES)
         if extension_for(content_type) is None and not video:
             raise ServiceError(
-                f"The image host sent {content_type or 'no content type'}, not an image, "
-                f"for {image.url}.",
+                f"The {image.kind} host sent {content_type or 'no content type'}, not "
+                f"{'a video' if image.kind == 'video' else 'an image'}, for {image.url}.",
                 "The URL may have expired or been replaced; check the task with `apimart status`.",
             )
         start, total = 0, _int_header(reply.headers, "content-length")

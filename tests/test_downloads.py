@@ -1422,7 +1422,7 @@ def test_a_page_where_a_video_should_be_is_refused(
     downloader: Downloader, out: Path, httpx_mock: HTTPXMock
 ) -> None:
     httpx_mock.add_response(url=URL, headers={"Content-Type": "text/html"}, content=b"<html>")
-    with pytest.raises(ServiceError, match="text/html"):
+    with pytest.raises(ServiceError, match="The video host sent text/html, not a video"):
         downloader.download(TASK_ID, 0, video())
     httpx_mock.add_response(url=URL, headers={"Content-Type": "video/mp4"}, content=b"<html>" * 100)
     with pytest.raises(ServiceError, match="not an image or a video"):
