@@ -239,14 +239,17 @@ def _send_throttled(
     pause: Callable[..., bool],
     now: Callable[[], float],
 ) -> None:
-    """Write data in chunks, pausing to hold `rate` bytes/second when one is set."""
+    """Write data in chunks, pausing to hold `rate` bytes/second when one is set: each
+    chunk goes out once its last byte is due, so the last one ends the transfer at
+    len(data) / rate, never before."""
     if not rate:
         write(data)
         return
     chunk = max(1, min(DOWNLOAD_CHUNK_BYTES, int(rate / 10)))
     started = now()
     for offset in range(0, len(data), chunk):
-        write(data[offset : offset + chunk])
-        ahead = (offset + chunk) / rate - (now() - started)
+        piece = data[offset : offset + chunk]
+        ahead = (offset + len(piece)) / rate - (now() - started)
         if ahead > 0 and not pause(ahead):
             return
+        write(piece)
