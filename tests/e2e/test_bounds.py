@@ -85,6 +85,23 @@ def test_a_prompt_or_jobs_from_an_open_input_are_never_sent_after_the_timeout(
 # -- standard output on a full device --------------------------------------------------------
 
 
+def into_a_full_disk(
+    args: list[str], env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """`apimart ARGS` with its standard output on /dev/full, which refuses every write."""
+    with open("/dev/full", "w") as full:
+        return subprocess.run(
+            [*COMMAND, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=cwd,
+            timeout=HUNG,
+        )
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 @pytest.mark.parametrize(
     "args", [["generate", "a fox"], ["generate", "a fox", "--wait", "-o", "out"]]
@@ -92,17 +109,7 @@ def test_a_prompt_or_jobs_from_an_open_input_are_never_sent_after_the_timeout(
 def test_a_full_standard_output_after_paying_names_what_it_was_to_carry(
     args: list[str], sandbox: Sandbox, env: dict[str, str], tmp_path: Path
 ) -> None:
-    with open("/dev/full", "w") as full:
-        result = subprocess.run(
-            [*COMMAND, *args],
-            stdin=subprocess.DEVNULL,
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=HUNG,
-        )
+    result = into_a_full_disk(args, env, tmp_path)
     [task] = sandbox.submissions()
     assert result.returncode == 1, result.stderr
     assert "Internal error" not in result.stderr and "internal error" not in result.stderr
@@ -116,17 +123,7 @@ def test_a_full_standard_output_after_paying_names_what_it_was_to_carry(
 def test_a_full_standard_output_of_a_command_that_pays_for_nothing_says_run_it_again(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    with open("/dev/full", "w") as full:
-        result = subprocess.run(
-            [*COMMAND, "sizes"],
-            stdin=subprocess.DEVNULL,
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=HUNG,
-        )
+    result = into_a_full_disk(["sizes"], env, tmp_path)
     assert result.returncode == 1, result.stderr
     assert "Could not write to standard output: No space left on device" in result.stderr
     assert "Free some space, then run the command again." in result.stderr
