@@ -8,7 +8,7 @@ import typer
 
 from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, state
-from apimart_cli.commands.options import JsonOpt
+from apimart_cli.commands.options import MAX_SECONDS, JsonOpt, a_number
 from apimart_cli.constants import DEFAULT_COMMAND_TIMEOUT
 from apimart_cli.errors import UsageError, printable
 
@@ -21,7 +21,14 @@ def models(
         typer.Argument(help="A model id: print its input schema.", show_default=False),
     ] = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.0, help="Seconds for the whole command.")
+        float,
+        typer.Option(
+            "--timeout",
+            min=0.0,
+            max=MAX_SECONDS,
+            callback=a_number,
+            help="Seconds for the whole command.",
+        ),
     ] = DEFAULT_COMMAND_TIMEOUT,
     kind: Annotated[
         Optional[str],  # noqa: UP045
