@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pytest_httpx import HTTPXMock
 
-from tests.cli.conftest import PNG, api_requests, run
+from tests.cli.conftest import PNG, api_requests, record, run
 
 # Every command that takes --timeout (and --interval), as a user would call it.
 TIMED = [
@@ -56,3 +56,21 @@ def test_an_interval_that_is_no_number_of_seconds_exits_2_with_nothing_sent(
     assert result.exit_code == 2, result.output
     assert "--interval" in result.stderr
     assert api_requests(httpx_mock) == []
+
+
+@pytest.mark.parametrize("value", ["257", "100000", str(10**30)])
+def test_max_in_flight_past_its_limit_exits_2_with_nothing_sent(
+    api: str, httpx_mock: HTTPXMock, value: str
+) -> None:
+    # Each slot was a thread started up front: 10**30 of them hung the command.
+    result = run("wait", "task_1", "--max-in-flight", value)
+    assert result.exit_code == 2, result.output
+    assert "--max-in-flight" in result.stderr and "256" in result.stderr
+    assert api_requests(httpx_mock) == []
+
+
+def test_a_history_limit_past_any_integer_lists_everything() -> None:
+    record("task_1")
+    result = run("history", "--limit", str(10**30))
+    assert result.exit_code == 0, result.output
+    assert "task_1" in result.stdout
