@@ -61,6 +61,10 @@ def models(
         raise UsageError(f"Unknown model type {kind[:40]!r}.", "Give --type image or --type video.")
     if docs and model is None:
         raise UsageError("--docs needs a MODEL.", "apimart models MODEL --docs")
+    if model is not None and model.strip():
+        from apimart_cli.payload import check_model
+
+        check_model(model)  # a name with control characters, or of a megabyte, is not sent
     app = state(ctx)
     deadline = Deadline.after(timeout)  # nothing outlasts --timeout
     if model is None:
