@@ -210,7 +210,9 @@ def in_effect(
     found: dict[str, InEffect] = {}
     for item in SETTINGS:
         flag = flags.get(item.key)
-        if flag is not None and flag != "":
+        # Blank counts as not given (as '' does): `--api-key "   "` leaves the key of the
+        # environment or the file in effect, not none at all.
+        if flag is not None and (not isinstance(flag, str) or flag.strip()):
             name = item.flag or item.key
             # The user typed it just now: a message need not say where it came from.
             found[item.key] = InEffect(item, item.parse(flag, info=info), Source("flag", name))
@@ -376,6 +378,8 @@ def check_base_url(url: str, info: Say | None = None) -> str:
         parts.port  # noqa: B018 - a bad port raises here rather than as a traceback later
     except ValueError:  # e.g. `http://[::1` or a port that is not 0-65535
         raise invalid from None
+    if not url.strip().isprintable() or " " in url.strip():  # `https://a b`: no host has one
+        raise invalid
     if (parts.scheme == "https" and host) or (parts.scheme == "http" and is_loopback(host)):
         return _without_v1(url.strip().rstrip("/"), info)
     if parts.scheme == "http" and host:
