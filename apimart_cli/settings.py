@@ -181,11 +181,7 @@ class Settings:
         if not self.api_key:
             raise no_key_error()
         secrets.hide(self.api_key)
-        if not (self.api_key.isascii() and self.api_key.isprintable() and " " not in self.api_key):
-            raise UsageError(
-                "The API key has spaces or characters that cannot be sent in a header.",
-                "Copy it again from https://apimart.ai/keys: `apimart config set api_key`.",
-            )
+        check_sendable_key(self.api_key)
         return self.api_key
 
     def source(self, key: str) -> str:
@@ -194,6 +190,16 @@ class Settings:
         if found is None or found.kind == "default":
             return "the default"
         return f"the config file {found.name}" if found.kind == "file" else found.name
+
+
+def check_sendable_key(key: str) -> None:
+    """A UsageError for a key that cannot go in a header: spaces, control or non-ASCII
+    characters (never shown: it is a secret, or most of one)."""
+    if not (key.isascii() and key.isprintable() and " " not in key):
+        raise UsageError(
+            "The API key has spaces or characters that cannot be sent in a header.",
+            "Copy it again from https://apimart.ai/keys: `apimart config set api_key`.",
+        )
 
 
 def no_key_error() -> AuthError:
