@@ -14,6 +14,10 @@ from pathlib import Path
 from apimart_cli import safefiles
 from apimart_cli.errors import ConfigError, printable
 
+# The largest config file read: six settings take a few hundred bytes, and a file of
+# 100 MB (a log written to the wrong name) would be read whole by every command.
+MAX_CONFIG_BYTES = 1024 * 1024
+
 
 def config_path() -> Path:
     """`$APIMART_CONFIG`, else `config.toml` in the user's config folder."""
@@ -82,7 +86,14 @@ def _read_regular(path: Path) -> str:
             "Remove it, or set APIMART_CONFIG to a file.",
         )
     with os.fdopen(descriptor, "rb") as handle:
-        return handle.read().decode("utf-8")
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"The config file {_named(path)} is over {MAX_CONFIG_BYTES // (1024 * 1024)} MiB;"
+            " no config file of apimart is.",
+            "Fix or remove the file, or set APIMART_CONFIG to another one.",
+        )
+    return data.decode("utf-8")
 
 
 def _toml_value(key: str, value: object) -> str:

@@ -42,6 +42,11 @@ READ_CHUNK_BYTES = 3 * 64 * 1024
 SUMMARY_CHARS = 16
 # The longest piece of a user's value quoted back in an error message.
 QUOTE_CHARS = 60
+# The longest file name shown as typed in an error message (a longer one is quoted, cut).
+NAME_CHARS = 400
+# The longest model name: ids run to some 40 characters; a longer one is a mistake,
+# and one of a megabyte does not fit in the query that asks for its schema.
+MAX_MODEL_CHARS = 200
 
 # What comes before the comma of a data URI we accept (the types the API takes).
 _DATA_HEADER_RE = re.compile(r"data:(image/(?:png|jpeg|webp|gif));base64", re.IGNORECASE)
@@ -124,6 +129,11 @@ def _url_reference(text: str) -> Reference:
         )
     if not parts.netloc:
         raise UsageError(f"Reference URL {_quote(text)} has no host.", _IMAGE_HINT)
+    if not text.isprintable() or any(char.isspace() for char in text):
+        raise UsageError(
+            f"Reference URL {_quote(text)} has spaces or control characters.",
+            "Percent-encode them (a space is %20), or give the file's path.",
+        )
     return Reference(text, "url")
 
 
@@ -149,26 +159,27 @@ def _data_reference(text: str) -> Reference:
 
 def _file_reference(text: str) -> Reference:
     """A local file: it must exist, be readable, fit the limit and be an image by its bytes."""
+    name = _name(text)
     try:
         path = Path(text).expanduser()
         info = path.stat()
     except (FileNotFoundError, NotADirectoryError, RuntimeError) as exc:
-        raise UsageError(f"Reference image not found: {text}", _IMAGE_HINT) from exc
+        raise UsageError(f"Reference image not found: {name}", _IMAGE_HINT) from exc
     except (OSError, ValueError) as exc:
-        raise _unreadable(text, exc) from exc
+        raise _unreadable(name, exc) from exc
     if stat.S_ISDIR(info.st_mode):
-        raise UsageError(f"Reference image {text} is a directory.", _IMAGE_HINT)
+        raise UsageError(f"Reference image {name} is a directory.", _IMAGE_HINT)
     if not stat.S_ISREG(info.st_mode):
-        raise UsageError(f"Reference image {text} is not a regular file.", _IMAGE_HINT)
-    _check_image_size(info.st_size, f"Reference image {text}")
+        raise UsageError(f"Reference image {name} is not a regular file.", _IMAGE_HINT)
+    _check_image_size(info.st_size, f"Reference image {name}")
     try:
         with path.open("rb") as file:
             mime = sniff_mime(file.read(SNIFF_BYTES))
     except OSError as exc:
-        raise _unreadable(text, exc) from exc
+        raise _unreadable(name, exc) from exc
     if mime is None:
         raise UsageError(
-            f"Reference image {text} is not a PNG, JPEG, WebP or GIF image (judged by its bytes).",
+            f"Reference image {name} is not a PNG, JPEG, WebP or GIF image (judged by its bytes).",
             "Convert it to PNG or JPEG, or give an http(s):// URL.",
         )
     return Reference(text, "file", path=path, mime=mime, size=info.st_size)
@@ -296,8 +307,7 @@ def build_request(
     if not prompt.strip():
         raise UsageError("The prompt is empty.", "Give the prompt as an argument or on stdin.")
     _check_utf8(prompt, "The prompt")
-    if not model.strip():
-        raise UsageError("The model name is empty.", f"Leave it out to use {DEFAULT_MODEL}.")
+    check_model(model)
     notes: list[str] = []
     size_value = None
     resolution_value = resolution
@@ -328,6 +338,17 @@ def build_request(
         params=_check_params(params or {}),
         notes=tuple(notes),
     )
+
+
+def check_model(model: str) -> None:
+    """A UsageError for a model name no service has: empty, too long to send in a
+    query, or holding spaces or control characters."""
+    if not model.strip():
+        raise UsageError("The model name is empty.", f"Leave it out to use {DEFAULT_MODEL}.")
+    if len(model) > MAX_MODEL_CHARS or not model.isprintable() or " " in model:
+        raise UsageError(
+            f"Invalid model name {_quote(model)}.", "`apimart models` lists the service's models."
+        )
 
 
 def request_from(fields: Mapping[str, object]) -> GenerationRequest:
@@ -508,6 +529,12 @@ def _json_string(text: str) -> bytes:
 
 def _mib(size: int) -> str:
     return f"{size / MIB:.1f} MiB ({size} bytes)"
+
+
+def _name(text: str) -> str:
+    """A file name for an error message: as typed where it is plain, else quoted (its
+    line breaks, escapes and direction marks shown as such) and cut short."""
+    return text if text.isprintable() and len(text) <= NAME_CHARS else _quote(text)
 
 
 def _quote(text: str) -> str:

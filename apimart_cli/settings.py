@@ -181,11 +181,7 @@ class Settings:
         if not self.api_key:
             raise no_key_error()
         secrets.hide(self.api_key)
-        if not (self.api_key.isascii() and self.api_key.isprintable() and " " not in self.api_key):
-            raise UsageError(
-                "The API key has spaces or characters that cannot be sent in a header.",
-                "Copy it again from https://apimart.ai/keys: `apimart config set api_key`.",
-            )
+        check_sendable_key(self.api_key)
         return self.api_key
 
     def source(self, key: str) -> str:
@@ -194,6 +190,16 @@ class Settings:
         if found is None or found.kind == "default":
             return "the default"
         return f"the config file {found.name}" if found.kind == "file" else found.name
+
+
+def check_sendable_key(key: str) -> None:
+    """A UsageError for a key that cannot go in a header: spaces, control or non-ASCII
+    characters (never shown: it is a secret, or most of one)."""
+    if not (key.isascii() and key.isprintable() and " " not in key):
+        raise UsageError(
+            "The API key has spaces or characters that cannot be sent in a header.",
+            "Copy it again from https://apimart.ai/keys: `apimart config set api_key`.",
+        )
 
 
 def no_key_error() -> AuthError:
@@ -210,7 +216,9 @@ def in_effect(
     found: dict[str, InEffect] = {}
     for item in SETTINGS:
         flag = flags.get(item.key)
-        if flag is not None and flag != "":
+        # Blank counts as not given (as '' does): `--api-key "   "` leaves the key of the
+        # environment or the file in effect, not none at all.
+        if flag is not None and (not isinstance(flag, str) or flag.strip()):
             name = item.flag or item.key
             # The user typed it just now: a message need not say where it came from.
             found[item.key] = InEffect(item, item.parse(flag, info=info), Source("flag", name))
@@ -376,6 +384,8 @@ def check_base_url(url: str, info: Say | None = None) -> str:
         parts.port  # noqa: B018 - a bad port raises here rather than as a traceback later
     except ValueError:  # e.g. `http://[::1` or a port that is not 0-65535
         raise invalid from None
+    if not url.strip().isprintable() or " " in url.strip():  # `https://a b`: no host has one
+        raise invalid
     if (parts.scheme == "https" and host) or (parts.scheme == "http" and is_loopback(host)):
         return _without_v1(url.strip().rstrip("/"), info)
     if parts.scheme == "http" and host:

@@ -174,6 +174,17 @@ def test_undecodable_file_is_a_config_error(path: Path) -> None:
     assert str(path) in caught.value.message
 
 
+def test_a_file_of_100_mb_is_a_config_error_not_read_whole(path: Path) -> None:
+    path.parent.mkdir()
+    with path.open("w") as file:
+        file.write('base_url = "https://api.apimart.ai"\n')
+        file.truncate(100 * 1024 * 1024)  # sparse: NULs after the first line
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(path) in caught.value.message
+    assert "over 1 MiB" in caught.value.message
+
+
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     folder = tmp_path / "config.toml"
     folder.mkdir()  # a folder where the file should be

@@ -112,6 +112,18 @@ def test_empty_values_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.output_dir == Path(".")
 
 
+def test_blank_flags_count_as_unset_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A blank flag was "given" with no value: the environment's key and URL were passed
+    # over for no key at all (exit 3) and the default URL.
+    monkeypatch.setenv("APIMART_API_KEY", "sk-env")
+    monkeypatch.setenv("APIMART_BASE_URL", "https://env.test")
+    settings = resolve(api_key="   ", base_url=" \t ", output_dir="  ", references=" ")
+    assert settings.api_key == "sk-env"
+    assert settings.base_url == "https://env.test"
+    assert settings.output_dir == Path(".")
+    assert settings.sources["api_key"].kind == "env"
+
+
 def test_defaults_without_any_source() -> None:
     assert not config_file.config_path().exists()
     assert resolve() == Settings(
@@ -333,6 +345,10 @@ def test_check_base_url_refuses_plain_http_off_loopback(url: str) -> None:
         "https://[not-an-ip]/",
         "https://api.apimart.ai:99999",
         "https://api.apimart.ai:port",
+        "https://a b",  # was accepted, and requests went to `https://a%20b`
+        "https://api.apimart.ai\t/",
+        "https://api.apimart.ai/\x1b[2J",
+        "https://api.\u202eapimart.ai",
     ],
 )
 def test_check_base_url_refuses_garbage(url: str) -> None:

@@ -72,6 +72,7 @@ def set_(
         raise UsageError(f"No value given for {key}.")
     if item.secret:
         console.hide(str(parsed))
+        settings.check_sendable_key(str(parsed))  # never stored, to fail every command after
     if item.key == "api_key" and not no_check:
         _check_key(ctx, str(parsed), timeout)
     path = config_file.config_path()

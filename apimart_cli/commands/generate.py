@@ -16,6 +16,7 @@ from apimart_cli.commands.common import (
 from apimart_cli.commands.options import (
     COMMAND_TIMEOUT,
     DEFAULT_INTERVAL,
+    MAX_SECONDS,
     WAIT_TIMEOUT,
     IntervalOpt,
     JsonOpt,
@@ -25,6 +26,7 @@ from apimart_cli.commands.options import (
     ParamOpt,
     PreviewOpt,
     RefsOpt,
+    a_number,
 )
 from apimart_cli.constants import DEFAULT_MODEL
 from apimart_cli.errors import UsageError
@@ -131,6 +133,8 @@ def generate(
         typer.Option(
             "--timeout",
             min=0.0,
+            max=MAX_SECONDS,
+            callback=a_number,
             help="Seconds for the whole command; then it stops and exits 124. "
             f"[default: {COMMAND_TIMEOUT:g}; {WAIT_TIMEOUT:g} with --wait]",
             show_default=False,

@@ -81,6 +81,11 @@ def _states(given: list[str]) -> list[str]:
     return list(dict.fromkeys(states))
 
 
+# SQLite's largest integer: a --limit past it (a 30-digit number) means "all", and as
+# given it would not fit the query.
+_MOST_ROWS = 2**63 - 1
+
+
 @handles_errors
 def history(
     ctx: typer.Context,
@@ -142,7 +147,7 @@ def history(
     records = use_cases.history_records(
         terminal_ui(),
         pending=pending,
-        limit=limit,
+        limit=min(limit, _MOST_ROWS),
         since=after,
         search=search,
         states=states,

@@ -8,7 +8,7 @@ import typer
 
 from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, state
-from apimart_cli.commands.options import JsonOpt
+from apimart_cli.commands.options import MAX_SECONDS, JsonOpt, a_number
 from apimart_cli.constants import DEFAULT_COMMAND_TIMEOUT
 from apimart_cli.errors import UsageError, printable
 
@@ -21,7 +21,14 @@ def models(
         typer.Argument(help="A model id: print its input schema.", show_default=False),
     ] = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.0, help="Seconds for the whole command.")
+        float,
+        typer.Option(
+            "--timeout",
+            min=0.0,
+            max=MAX_SECONDS,
+            callback=a_number,
+            help="Seconds for the whole command.",
+        ),
     ] = DEFAULT_COMMAND_TIMEOUT,
     kind: Annotated[
         Optional[str],  # noqa: UP045
@@ -54,6 +61,10 @@ def models(
         raise UsageError(f"Unknown model type {kind[:40]!r}.", "Give --type image or --type video.")
     if docs and model is None:
         raise UsageError("--docs needs a MODEL.", "apimart models MODEL --docs")
+    if model is not None and model.strip():
+        from apimart_cli.payload import check_model
+
+        check_model(model)  # a name with control characters, or of a megabyte, is not sent
     app = state(ctx)
     deadline = Deadline.after(timeout)  # nothing outlasts --timeout
     if model is None:

@@ -1,5 +1,6 @@
 """Option and argument types shared by several commands."""
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -31,16 +32,37 @@ OutputOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON, one object per line.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite images that already exist.")]
+# The most seconds a --timeout or --interval takes: 30 days. A longer one is a slip of
+# the keyboard, and one past the platform's limit for a wait (`inf`, `1e308`) would end
+# the command in an OverflowError, after its first requests, rather than here.
+MAX_SECONDS = 30 * 24 * 3600.0
+
+
+def a_number(value: float | None) -> float | None:
+    """A callback for a float option: refuse `nan`, which passes any min and max."""
+    if value is not None and math.isnan(value):
+        raise typer.BadParameter(f"{value} is not a number of seconds.")
+    return value
+
+
 TimeoutOpt = Annotated[
     float,
     typer.Option(
-        "--timeout", min=0.0, help="Seconds for the whole command; then it stops and exits 124."
+        "--timeout",
+        min=0.0,
+        max=MAX_SECONDS,
+        callback=a_number,
+        help="Seconds for the whole command; then it stops and exits 124.",
     ),
 ]
 IntervalOpt = Annotated[
     float,
     typer.Option(
-        "--interval", min=0.1, help="Seconds between the first polls; later ones back off."
+        "--interval",
+        min=0.1,
+        max=MAX_SECONDS,
+        callback=a_number,
+        help="Seconds between the first polls; later ones back off.",
     ),
 ]
 

@@ -8,7 +8,7 @@ import typer
 
 from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, state
-from apimart_cli.commands.options import JsonOpt
+from apimart_cli.commands.options import MAX_SECONDS, JsonOpt, a_number
 from apimart_cli.constants import DEFAULT_COMMAND_TIMEOUT
 
 
@@ -19,7 +19,14 @@ def upload(
         list[str], typer.Argument(help="PNG, JPEG, WebP or GIF files, at most 20 MiB each.")
     ],
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.0, help="Seconds for the whole command.")
+        float,
+        typer.Option(
+            "--timeout",
+            min=0.0,
+            max=MAX_SECONDS,
+            callback=a_number,
+            help="Seconds for the whole command.",
+        ),
     ] = DEFAULT_COMMAND_TIMEOUT,
     as_json: JsonOpt = False,
 ) -> None:

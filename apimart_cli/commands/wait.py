@@ -29,6 +29,10 @@ from apimart_cli.commands.options import (
 from apimart_cli.constants import DEFAULT_MAX_IN_FLIGHT
 from apimart_cli.errors import UsageError
 
+# The most --max-in-flight takes: each slot is a thread, started with the wait, so a
+# number in the millions would hang the command before its first poll.
+MAX_IN_FLIGHT = 256
+
 
 @handles_errors
 def wait(
@@ -38,7 +42,13 @@ def wait(
     timeout: TimeoutOpt = WAIT_TIMEOUT,
     interval: IntervalOpt = DEFAULT_INTERVAL,
     max_in_flight: Annotated[
-        int, typer.Option("--max-in-flight", min=1, help="Most status requests at once.")
+        int,
+        typer.Option(
+            "--max-in-flight",
+            min=1,
+            max=MAX_IN_FLIGHT,
+            help="Most status requests at once.",
+        ),
     ] = DEFAULT_MAX_IN_FLIGHT,
     no_download: Annotated[
         bool, typer.Option("--no-download", help="Only wait; print the completed task ids.")

@@ -455,3 +455,15 @@ def test_ctrl_c_at_the_key_prompt_exits_130_saving_nothing(
     assert result.exit_code == 130, result.output
     assert result.stderr == "Interrupted.\n"
     assert not config.exists()
+
+
+@pytest.mark.parametrize(
+    "value", ["sk-a\nb", "sk-\x1b[31m", "sk-caf\u00e9", "sk-\u202eab", "sk a"], ids=repr
+)
+def test_a_key_that_cannot_go_in_a_header_is_not_stored(config: Path, value: str) -> None:
+    # It was stored, to fail every command after with exit 2.
+    result = run("config", "set", "api_key", "--no-check", value)
+    assert result.exit_code == 2, result.output
+    assert "cannot be sent in a header" in result.stderr
+    assert value not in result.stderr
+    assert not config.exists()
