@@ -366,3 +366,12 @@ def test_a_folder_at_the_page_name_is_named_and_no_name_reaches_the_terminal_raw
     assert "index.html is a folder" in messages[0]
     for message in messages:
         assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in message), message
+
+
+def test_a_link_in_a_loop_or_leading_nowhere_is_no_image_and_no_crash(tmp_path: Path) -> None:
+    from apimart_cli.gallery.gather import images_in
+
+    (tmp_path / "loop.png").symlink_to("loop.png")  # ELOOP when followed
+    (tmp_path / "gone.png").symlink_to("nowhere.png")
+    (tmp_path / "task_01_0.png").write_bytes(b"png")
+    assert images_in(tmp_path) == ["task_01_0.png"]

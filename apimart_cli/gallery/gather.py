@@ -139,12 +139,21 @@ def from_provenance(name: str, stored: Mapping[str, Any]) -> Entry:
 
 
 def images_in(folder: Path) -> list[str]:
-    """Names of the image files directly in `folder`, sorted."""
+    """Names of the image files directly in `folder`, sorted (a link that leads nowhere,
+    or round in a loop, is none)."""
     try:
-        names = [entry.name for entry in os.scandir(folder) if entry.is_file()]
+        with os.scandir(folder) as entries:
+            names = [entry.name for entry in entries if _is_file(entry)]
     except FileNotFoundError:
         return []
     return sorted(name for name in names if name.lower().endswith(IMAGE_SUFFIXES))
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:  # a link in a loop (ELOOP), or gone meanwhile
+        return False
 
 
 def task_id_of(name: str) -> str | None:
