@@ -45,6 +45,13 @@ def a_number(value: float | None) -> float | None:
     return value
 
 
+def a_finite_number(value: float | None) -> float | None:
+    """A callback for a float option that is no time: refuse `nan` and `inf`."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number.")
+    return value
+
+
 TimeoutOpt = Annotated[
     float,
     typer.Option(

@@ -7,6 +7,7 @@ import typer
 
 from apimart_cli import console
 from apimart_cli.commands.common import handles_errors
+from apimart_cli.commands.options import a_finite_number
 from apimart_cli.errors import UsageError
 
 
@@ -27,6 +28,7 @@ def sandbox(
         float,
         typer.Option(
             "--estimate-factor",
+            callback=a_finite_number,
             min=0.01,
             help="estimated_time is the duration times this (2: twice too long, like the API).",
         ),
@@ -35,22 +37,47 @@ def sandbox(
         bool, typer.Option("--no-estimate", help="Leave estimated_time out of task replies.")
     ] = False,
     latency: Annotated[
-        float, typer.Option("--latency", min=0.0, help="Seconds added to every API reply.")
+        float,
+        typer.Option(
+            "--latency", callback=a_finite_number, min=0.0, help="Seconds added to every API reply."
+        ),
     ] = 0.0,
     download_rate: Annotated[
         Optional[float],  # noqa: UP045 - Typer reads this annotation at run time
-        typer.Option("--download-rate", min=1.0, help="Bytes per second per image download."),
+        typer.Option(
+            "--download-rate",
+            callback=a_finite_number,
+            min=1.0,
+            help="Bytes per second per image download.",
+        ),
     ] = None,
     submit_rate: Annotated[
         Optional[float],  # noqa: UP045
-        typer.Option("--submit-rate", min=0.1, help="Submissions per second before 429."),
+        typer.Option(
+            "--submit-rate",
+            callback=a_finite_number,
+            min=0.1,
+            help="Submissions per second before 429.",
+        ),
     ] = None,
     poll_rate: Annotated[
         Optional[float],  # noqa: UP045
-        typer.Option("--poll-rate", min=0.1, help="Status requests per second before 429."),
+        typer.Option(
+            "--poll-rate",
+            callback=a_finite_number,
+            min=0.1,
+            help="Status requests per second before 429.",
+        ),
     ] = None,
     failure_rate: Annotated[
-        float, typer.Option("--failure-rate", min=0.0, max=1.0, help="Share of tasks that fail.")
+        float,
+        typer.Option(
+            "--failure-rate",
+            callback=a_finite_number,
+            min=0.0,
+            max=1.0,
+            help="Share of tasks that fail.",
+        ),
     ] = 0.0,
     fail_word: Annotated[
         str, typer.Option("--fail-word", help="A prompt containing this fails.")

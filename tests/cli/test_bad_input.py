@@ -143,3 +143,25 @@ def test_a_missing_reference_is_named_on_one_line_as_typed(
     assert first.endswith(shown) or f"{shown}:" in first, first
     assert len(result.stderr.splitlines()) == 2
     assert api_requests(httpx_mock) == []
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "--estimate-factor",
+        "--latency",
+        "--download-rate",
+        "--submit-rate",
+        "--poll-rate",
+        "--failure-rate",
+    ],
+)
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_sandbox_switch_that_is_no_finite_number_exits_2_before_serving(
+    option: str, value: str
+) -> None:
+    result = run("sandbox", "--port", "0", option, value)
+
+    assert result.exit_code == 2, result.output
+    assert option in result.stderr and value in result.stderr
+    assert result.stdout == ""  # no base URL: nothing was served
