@@ -12,18 +12,29 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from apimart_cli import safefiles
-from apimart_cli.errors import ConfigError, printable
+from apimart_cli.errors import ConfigError, UsageError, printable, shown
 
 # The largest config file read: six settings take a few hundred bytes, and a file of
 # 100 MB (a log written to the wrong name) would be read whole by every command.
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
+def user_path(text: str, what: str) -> Path:
+    """`text` as a path, `~` and `~user` expanded: a UsageError naming `what` where no
+    file can have it (a NUL in it) or no such user exists."""
+    if "\0" in text:
+        raise UsageError(f"{what} has a NUL character, which no path can hold: {shown(text)}.")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # `~name` of no user here
+        raise UsageError(f"{what} names a home folder that is not here: {shown(text)}.") from None
+
+
 def config_path() -> Path:
     """`$APIMART_CONFIG`, else `config.toml` in the user's config folder."""
     override = os.environ.get("APIMART_CONFIG")
     if override:
-        return Path(override).expanduser()
+        return user_path(override, "APIMART_CONFIG")
     from platformdirs import user_config_dir  # only here: keeps start-up light
 
     return Path(user_config_dir("apimart")) / "config.toml"

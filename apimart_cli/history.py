@@ -217,7 +217,9 @@ def default_path() -> Path:
     """``$APIMART_DATA_DIR/history.sqlite3``, else in platformdirs' user data folder."""
     data_dir = os.environ.get("APIMART_DATA_DIR")
     if data_dir:
-        return Path(data_dir).expanduser() / FILE_NAME
+        from apimart_cli.config_file import user_path
+
+        return user_path(data_dir, "APIMART_DATA_DIR") / FILE_NAME
     import platformdirs  # here, not at the top: most commands never need it
 
     return Path(platformdirs.user_data_dir("apimart")) / FILE_NAME

@@ -88,6 +88,8 @@ class Setting(NamedTuple):
                 if origin:
                     raise UsageError(f"{error.message} (from {origin})", error.hint) from None
                 raise
+        if self.kind == "path":
+            config_file.user_path(text, f"{where}{self.key}")  # checked now, not at first use
         return text
 
     def display(self, value: Value, *, reveal: bool = False) -> str:
@@ -268,7 +270,7 @@ def resolve(
     return Settings(
         api_key=_text(values["api_key"].value),
         base_url=_text(values["base_url"].value) or DEFAULT_BASE_URL,
-        output_dir=Path(_text(values["output_dir"].value) or ".").expanduser(),
+        output_dir=config_file.user_path(_text(values["output_dir"].value) or ".", "output_dir"),
         references=_text(values["references"].value) or "auto",
         metadata=values["metadata"].value is not False,
         preview=values["preview"].value is True,

@@ -165,3 +165,40 @@ def test_a_sandbox_switch_that_is_no_finite_number_exits_2_before_serving(
     assert result.exit_code == 2, result.output
     assert option in result.stderr and value in result.stderr
     assert result.stdout == ""  # no base URL: nothing was served
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "named"),
+    [
+        ("flag", "~no-such-user-here/out", "output_dir names a home folder that is not here"),
+        ("APIMART_OUTPUT_DIR", "~no-such-user-here/out", "APIMART_OUTPUT_DIR"),
+        ("APIMART_DATA_DIR", "~no-such-user-here", "APIMART_DATA_DIR names a home folder"),
+        ("APIMART_CONFIG", "~no-such-user-here/c.toml", "APIMART_CONFIG names a home folder"),
+        ("config", "/tmp/out\x00put", "output_dir has a NUL character"),
+    ],
+)
+def test_a_path_no_file_can_have_exits_2_naming_it_with_nothing_sent(
+    api: str,
+    httpx_mock: HTTPXMock,
+    files: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    value: str,
+    named: str,
+) -> None:
+    args = ["generate", "a red fox", "--wait"]
+    if where == "flag":
+        args += ["-o", value]
+    elif where == "config":
+        config = files / "config.toml"
+        escaped = value.replace("\x00", "\\u0000")  # as TOML writes a NUL
+        config.write_text(f'output_dir = "{escaped}"\n')
+        monkeypatch.setenv("APIMART_CONFIG", str(config))
+    else:
+        monkeypatch.setenv(where, value)
+
+    result = run(*args)
+
+    assert result.exit_code == 2, result.output
+    assert named in result.stderr and "internal error" not in result.stderr
+    assert api_requests(httpx_mock) == []
