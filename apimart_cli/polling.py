@@ -36,7 +36,7 @@ from apimart_cli.errors import (
 )
 from apimart_cli.pacing import Aimd
 from apimart_cli.tasks import Task
-from apimart_cli.workers import WorkerPool
+from apimart_cli.workers import WorkerPool, take
 
 # A completion is noticed within this share of the task's duration.
 NOTICE_SHARE = 0.1
@@ -398,7 +398,7 @@ class RealClock:
 
     def wait(self, events: queue.Queue[Event], timeout: float | None) -> Event | None:
         try:
-            return events.get(timeout=timeout)
+            return take(events, timeout)
         except queue.Empty:
             return None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,6 +23,27 @@ if TYPE_CHECKING:
     from apimart_cli.deadline import Deadline
 
 Job = tuple[Callable[..., Any], tuple[Any, ...]]
+Q = TypeVar("Q")
+
+# The longest the main thread blocks in one wait. A Ctrl-C or SIGTERM that comes just as
+# it starts to wait (between Python's last look at its signals and the wait itself) is
+# seen only when that wait returns: a wait until the deadline could hold it for minutes.
+SIGNAL_CHECK_SECONDS = 0.25
+
+
+def take(source: queue.Queue[Q] | queue.SimpleQueue[Q], timeout: float | None) -> Q:
+    """`source.get(timeout=timeout)` (queue.Empty once `timeout` has passed, None: never),
+    in waits of at most SIGNAL_CHECK_SECONDS, so that a signal is never held up."""
+    end = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = SIGNAL_CHECK_SECONDS if end is None else end - time.monotonic()
+        try:
+            return source.get(timeout=max(0.0, min(left, SIGNAL_CHECK_SECONDS)))
+        except queue.Empty:
+            if end is not None and time.monotonic() >= end:
+                raise
+
+
 T = TypeVar("T")
 Outcome = tuple[bool, Any]  # (True, the result) or (False, the exception)
 Inbox = queue.SimpleQueue[tuple[Callable[[], Any], queue.SimpleQueue[Outcome]]]
@@ -106,7 +128,7 @@ def _outcome(done: queue.SimpleQueue[Outcome], deadline: Deadline) -> Any:
     """What a call on another thread returned (or raises what it raised); WaitTimeout if
     the deadline comes first."""
     try:
-        ok, value = done.get(timeout=deadline.remaining())
+        ok, value = take(done, deadline.remaining())
     except queue.Empty:
         raise WaitTimeout("Out of time waiting for the service.") from None
     if not ok:
@@ -177,7 +199,7 @@ def map_within(
         done: dict[int, Outcome] = {}
         for _ in items:
             try:
-                index, outcome = answers.get(timeout=deadline.remaining())
+                index, outcome = take(answers, deadline.remaining())
             except queue.Empty:
                 return done, True
             if outcome is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -15,6 +16,14 @@ from apimart_cli import console
 # rewrites the asserts of, every test module and the package again on every run, about
 # 4 s of CPU a worker.
 sys.dont_write_bytecode = False
+
+# The commands the tests start hear Ctrl-C as a user's do. A suite started where SIGINT is
+# ignored (in the background of a script, `nohup`) would hand that on to every command it
+# starts, and a command rightly keeps a SIGINT its parent ignores: the tests of Ctrl-C
+# would wait for an interruption that never comes. A handler of this process's own is
+# not inherited; each command starts with the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ENV_SETTINGS = (
     "APIMART_API_KEY",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 
 import pytest
 
+from apimart_cli import workers
 from apimart_cli.deadline import Deadline
 from apimart_cli.errors import WaitTimeout
 from apimart_cli.workers import Runner, map_within
@@ -118,3 +120,26 @@ def test_map_within_returns_at_the_deadline_without_the_late_items() -> None:
         release.set()
 
     assert timed_out and done == {}
+
+
+class _Slow:
+    """A queue that stays empty for its first `empty` waits, saying how long each was."""
+
+    def __init__(self, empty: int) -> None:
+        self.empty, self.waits = empty, list[float | None]()
+
+    def get(self, timeout: float | None = None) -> str:
+        self.waits.append(timeout)
+        if len(self.waits) <= self.empty:
+            raise queue.Empty
+        return "the item"
+
+
+def test_a_long_wait_is_made_of_short_ones_so_a_signal_is_never_held_up() -> None:
+    # A signal that lands just as a thread starts to block is seen only when the block
+    # ends: the main thread never blocks longer than SIGNAL_CHECK_SECONDS at once.
+    slow = _Slow(empty=5)
+    assert workers.take(slow, None) == "the item"  # type: ignore[arg-type]
+    assert slow.waits == [workers.SIGNAL_CHECK_SECONDS] * 6
+    with pytest.raises(queue.Empty):
+        workers.take(queue.SimpleQueue(), 0)

@@ -268,12 +268,14 @@ class _StdinReader:
     def chunks(self, deadline: Deadline | None) -> Iterator[bytes]:
         """The bytes as they arrive, until the end of input; a WaitTimeout if `deadline`
         comes first."""
+        from apimart_cli.workers import take
+
         while True:
             left = None if deadline is None else deadline.remaining()
             try:
                 if left == 0:  # input still coming, however fast, ends at the deadline too
                     raise queue.Empty
-                chunk = self._chunks.get(timeout=left)
+                chunk = take(self._chunks, left)
             except queue.Empty:
                 raise WaitTimeout(
                     "Out of time reading standard input: it was still open.",
