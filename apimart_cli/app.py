@@ -522,6 +522,18 @@ def history_records(
         )
 
 
+def pending_counts(
+    ui: Ui,
+    *,
+    since: float | None = None,
+    search: str | None = None,
+    states: Sequence[str] = (),
+) -> dict[str, int]:
+    """How many tasks `wait --pending` would pick up, by the base URL each went to."""
+    with open_history(ui) as history:
+        return history.pending_counts(since=since, search=search, states=states)
+
+
 def gallery(folder: Path, ui: Ui) -> tuple[Path, int]:
     """`index.html` written in `folder` from its batch manifest, the history (read with
     a bound) and the images' own provenance; its path and how many images it shows."""

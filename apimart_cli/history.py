@@ -755,6 +755,20 @@ class History:
             durations.setdefault(kind, []).append(actual)
         return Learned(tuple(ratios), {kind: tuple(d) for kind, d in durations.items()})
 
+    def pending_counts(
+        self,
+        *,
+        since: float | None = None,
+        search: str | None = None,
+        states: Sequence[str] = (),
+    ) -> dict[str, int]:
+        """How many tasks `wait --pending` would pick up, by the base URL each went to
+        (counted here: a history of 100,000 rows may hold 20,000 of them)."""
+        where, params = self._filters(pending_only=True, since=since, search=search, states=states)
+        sql = f"SELECT base_url, COUNT(*) FROM tasks{where} GROUP BY base_url"  # noqa: S608
+        rows = self._read(sql, params)
+        return {str(row[0]): int(row[1]) for row in rows}
+
     def pending_ids(self, base_url: str) -> builtins.list[str]:
         """Ids of the tasks submitted to ``base_url`` that ``wait --pending`` picks up,
         oldest first: unfinished, or completed with images never saved whose URLs

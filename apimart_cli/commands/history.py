@@ -154,10 +154,8 @@ def history(
         base_url=base_url,
     )
     if pending:
-        others = use_cases.history_records(
-            terminal_ui(), pending=True, since=after, search=search, states=states
-        )
-        _say_what_else_is_pending([r for r in others if r.base_url != base_url])
+        counts = use_cases.pending_counts(terminal_ui(), since=after, search=search, states=states)
+        _say_what_else_is_pending({url: n for url, n in counts.items() if url != base_url})
     if pending and any(record.task_id is None for record in records):
         console.warn(
             "A submission with no task id may still have created a task (it was cut short, "
@@ -199,17 +197,20 @@ def history(
     console.info(_total_line(len(records), len(costs), total, sandboxed, reported))
 
 
-def _say_what_else_is_pending(others: "list[TaskRecord]") -> None:
-    """The unfinished tasks `wait --pending` leaves out here, and why."""
-    sandboxed = sum(record.sandbox for record in others)
+def _say_what_else_is_pending(others: dict[str, int]) -> None:
+    """The unfinished tasks `wait --pending` leaves out here (how many, by the base URL
+    each went to), and why."""
+    from apimart_cli.settings import is_sandbox_url
+
+    sandboxed = sum(count for url, count in others.items() if is_sandbox_url(url))
     if sandboxed:
         console.info(
             f"Not listed: {sandboxed} unfinished task(s) sent to a sandbox, which ended "
             "with it; `apimart history --forget-sandbox` removes them."
         )
-    urls = sorted({record.base_url for record in others if not record.sandbox})
+    urls = sorted(url for url in others if not is_sandbox_url(url))
     if urls:
-        count = len(others) - sandboxed
+        count = sum(others.values()) - sandboxed
         console.info(
             f"Not listed: {count} unfinished task(s) sent to {', '.join(urls)}; "
             "wait for them with `apimart --base-url URL wait --pending`."
