@@ -8,8 +8,7 @@ import typer
 
 from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, state
-from apimart_cli.commands.options import MAX_SECONDS, JsonOpt, a_number
-from apimart_cli.constants import DEFAULT_COMMAND_TIMEOUT
+from apimart_cli.commands.options import COMMAND_TIMEOUT, JsonOpt, TimeoutOpt
 from apimart_cli.errors import UsageError, printable
 
 
@@ -20,16 +19,7 @@ def models(
         Optional[str],  # noqa: UP045 - Typer reads this annotation at run time
         typer.Argument(help="A model id: print its input schema.", show_default=False),
     ] = None,
-    timeout: Annotated[
-        float,
-        typer.Option(
-            "--timeout",
-            min=0.0,
-            max=MAX_SECONDS,
-            callback=a_number,
-            help="Seconds for the whole command.",
-        ),
-    ] = DEFAULT_COMMAND_TIMEOUT,
+    timeout: TimeoutOpt = COMMAND_TIMEOUT,
     kind: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(

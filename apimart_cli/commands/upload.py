@@ -8,8 +8,7 @@ import typer
 
 from apimart_cli import console
 from apimart_cli.commands.common import handles_errors, state
-from apimart_cli.commands.options import MAX_SECONDS, JsonOpt, a_number
-from apimart_cli.constants import DEFAULT_COMMAND_TIMEOUT
+from apimart_cli.commands.options import COMMAND_TIMEOUT, JsonOpt, TimeoutOpt
 
 
 @handles_errors
@@ -18,16 +17,7 @@ def upload(
     files: Annotated[
         list[str], typer.Argument(help="PNG, JPEG, WebP or GIF files, at most 20 MiB each.")
     ],
-    timeout: Annotated[
-        float,
-        typer.Option(
-            "--timeout",
-            min=0.0,
-            max=MAX_SECONDS,
-            callback=a_number,
-            help="Seconds for the whole command.",
-        ),
-    ] = DEFAULT_COMMAND_TIMEOUT,
+    timeout: TimeoutOpt = COMMAND_TIMEOUT,
     as_json: JsonOpt = False,
 ) -> None:
     """Upload images and print each one's URL (valid for 72 hours).
