@@ -70,25 +70,21 @@ def clipped(text: str, limit: int) -> str:
 
 
 _LINE_BREAKS = re.compile(r"[\t\n\v\f\r\u2028\u2029]+")
-# C0 and C1 control characters and DEL: an escape sequence (a colour, a cleared screen, a
-# window title, an OSC 8 link) starts with one of them.
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 and C1 control characters and DEL, but the tab and the line break: an escape sequence
+# (a colour, a cleared screen, a window title, an OSC 8 link) starts with one of them.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def printable(text: str) -> str:
     """`text` read from a file or the service, fit for a terminal: line breaks as spaces,
     every other control character as `?`, so nothing in it can drive the terminal."""
-    return _CONTROLS.sub("?", _LINE_BREAKS.sub(" ", text))
-
-
-# Every control character but the line break and the tab.
-_CONTROLS_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+    return terminal_safe(_LINE_BREAKS.sub(" ", text))
 
 
 def terminal_safe(message: str) -> str:
     """A message of the tool's, its lines kept, with every other control character as
     `?`: what it quotes (a path, a name the service sent) cannot drive the terminal."""
-    return _CONTROLS_BUT_LINES.sub("?", message)
+    return _CONTROLS.sub("?", message)
 
 
 class ApimartError(Exception):
