@@ -25,7 +25,7 @@ from apimart_cli.errors import (
     SubmissionUnknown,
     SubmittedButUnrecorded,
 )
-from apimart_cli.submission import BoundBodyChanged, already_answered, submit
+from apimart_cli.submission import BoundBodyChanged, submit
 
 if TYPE_CHECKING:
     from apimart_cli.batch.manifest import JobRun
@@ -166,8 +166,8 @@ class Submitter:
                 return False
         try:
             # A key answered before (by `apimart resend`, or in a run killed before its
-            # manifest heard) is never sent again: its task ids are in the history.
-            task_ids = already_answered(self._client, history, run.key) or self._send(history, run)
+            # manifest heard) is never sent again: `submit` gives its task ids.
+            task_ids = self._send(history, run)
         except SubmittedButUnrecorded as error:  # taken and paid for: wait for it all the same
             self._reporter.history_unwritable(error.message)
             task_ids = list(error.task_ids)
