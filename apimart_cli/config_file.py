@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from apimart_cli import safefiles
-from apimart_cli.errors import ConfigError, UsageError, printable, shown
+from apimart_cli.errors import ConfigError, UsageError, named, shown
 
 # The largest config file read: six settings take a few hundred bytes, and a file of
 # 100 MB (a log written to the wrong name) would be read whole by every command.
@@ -48,12 +48,12 @@ def load(path: Path) -> dict[str, object]:
         return {}
     except OSError as exc:
         raise ConfigError(
-            f"Cannot read the config file {_named(path)}: {exc.strerror or exc}",
+            f"Cannot read the config file {named(path)}: {exc.strerror or exc}",
             "Fix or remove the file.",
         ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"Cannot read the config file {_named(path)}: {exc}", "Fix or remove the file."
+            f"Cannot read the config file {named(path)}: {exc}", "Fix or remove the file."
         ) from None
     # Imported only once there is a file to parse: start-up time.
     if sys.version_info >= (3, 11):
@@ -67,21 +67,15 @@ def load(path: Path) -> dict[str, object]:
         last_line = max(1, len(text.rstrip().splitlines()))
         detail = str(exc).replace("(at end of document)", f"(at the end of line {last_line})")
         raise ConfigError(
-            f"The config file {_named(path)} is not valid TOML: {detail}",
+            f"The config file {named(path)} is not valid TOML: {detail}",
             "Fix that line, or remove the file and use `apimart config set`.",
         ) from None
     except RecursionError:  # `key = [[[[...`: the reader's own stack gives out
         raise ConfigError(
-            f"The config file {_named(path)} is not valid TOML: a value nested too deeply to read.",
+            f"The config file {named(path)} is not valid TOML: a value nested too deeply to read.",
             "Fix that value, or remove the file and use `apimart config set`.",
         ) from None
     return dict(data)
-
-
-def _named(path: Path) -> str:
-    """The file's path for a message: an escape sequence or a line break in it (the
-    path may come from APIMART_CONFIG) never reaches the terminal as it is."""
-    return printable(str(path))
 
 
 def _read_regular(path: Path) -> str:
@@ -93,14 +87,14 @@ def _read_regular(path: Path) -> str:
     if not stat.S_ISREG(os.fstat(descriptor).st_mode):
         os.close(descriptor)
         raise ConfigError(
-            f"The config file {_named(path)} is not a regular file.",
+            f"The config file {named(path)} is not a regular file.",
             "Remove it, or set APIMART_CONFIG to a file.",
         )
     with os.fdopen(descriptor, "rb") as handle:
         data = handle.read(MAX_CONFIG_BYTES + 1)
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(
-            f"The config file {_named(path)} is over {MAX_CONFIG_BYTES // (1024 * 1024)} MiB;"
+            f"The config file {named(path)} is over {MAX_CONFIG_BYTES // (1024 * 1024)} MiB;"
             " no config file of apimart is.",
             "Fix or remove the file, or set APIMART_CONFIG to another one.",
         )
@@ -148,7 +142,7 @@ def save(path: Path, settings: Mapping[str, object]) -> None:
         content = dumps(settings).encode("utf-8")
     except UnicodeEncodeError:  # e.g. undecodable bytes from the command line
         raise ConfigError(
-            f"Cannot write the config file {_named(path)}: a value is not valid UTF-8 text.",
+            f"Cannot write the config file {named(path)}: a value is not valid UTF-8 text.",
             "Give the value again as plain text.",
         ) from None
     try:
@@ -157,7 +151,7 @@ def save(path: Path, settings: Mapping[str, object]) -> None:
         safefiles.write_atomic(target, content, mode=0o600)
     except OSError as exc:
         raise ConfigError(
-            f"Cannot write the config file {_named(path)}: {exc.strerror or exc}",
+            f"Cannot write the config file {named(path)}: {exc.strerror or exc}",
             "Check the folder's permissions and free space, or set APIMART_CONFIG to another path.",
         ) from None
 

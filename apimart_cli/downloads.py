@@ -49,7 +49,7 @@ from apimart_cli.errors import (
     TaskError,
     UsageError,
     WaitTimeout,
-    printable,
+    named,
     shown,
 )
 from apimart_cli.images import (
@@ -205,12 +205,6 @@ def existing_file(folder: Path, stem: str) -> Path | None:
             )
         return candidate
     return None
-
-
-def named(path: Path | str) -> str:
-    """A path for a message: its line breaks and control characters (an escape sequence
-    in a folder's name) never reach the terminal as they are."""
-    return printable(os.fspath(path))
 
 
 def _not_a_folder(folder: Path) -> UsageError:

@@ -7,6 +7,7 @@ place that prints them.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from enum import IntEnum
@@ -79,6 +80,12 @@ def printable(text: str) -> str:
     """`text` read from a file or the service, fit for a terminal: line breaks as spaces,
     every other control character as `?`, so nothing in it can drive the terminal."""
     return terminal_safe(_LINE_BREAKS.sub(" ", text))
+
+
+def named(path: str | os.PathLike[str]) -> str:
+    """A path for a message, `printable`: an escape sequence or a line break in a file's
+    or a folder's name never reaches the terminal as it is."""
+    return printable(os.fspath(path))
 
 
 def terminal_safe(message: str) -> str:

@@ -327,9 +327,9 @@ def readable(stored: Mapping[str, Any]) -> list[tuple[str, str]]:
 def inspect(path: Path) -> dict[str, Any]:
     """The provenance stored in the image at `path`; an ApimartError if it has none. A
     message names the file as printable text: a file name may hold escapes too."""
-    from apimart_cli.errors import TaskError, UsageError, printable
+    from apimart_cli.errors import TaskError, UsageError, named, printable
 
-    name = printable(str(path))
+    name = named(path)
     try:
         stored = read_file(path)
     except FileNotFoundError:

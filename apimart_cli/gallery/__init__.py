@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apimart_cli.errors import printable
+from apimart_cli.errors import named
 from apimart_cli.gallery.gather import (
     HISTORY_ROWS,
     IMAGE_SUFFIXES,
@@ -80,7 +80,7 @@ def build(
     from apimart_cli.errors import UsageError
     from apimart_cli.provenance import NotPNG, read_file
 
-    name = printable(str(folder))  # a folder's name may hold an escape sequence
+    name = named(folder)
     if not folder.is_dir():
         raise UsageError(
             f"No folder {name}." if not folder.exists() else f"{name} is not a folder.",
@@ -107,13 +107,12 @@ def build(
         path = write(folder, entries, redact=redact)
     except ForeignPage as exc:
         raise UsageError(
-            f"{printable(str(exc.path))} is a page apimart did not make; it is kept.",
+            f"{named(exc.path)} is a page apimart did not make; it is kept.",
             "Move it away to make the gallery there, or keep the images in a folder of their own.",
         ) from None
     except IsADirectoryError:
         raise UsageError(
-            f"{printable(str(folder / PAGE_NAME))} is a folder, where the gallery is to be "
-            "written.",
+            f"{named(folder / PAGE_NAME)} is a folder, where the gallery is to be written.",
             "Move it away, or name another folder.",
         ) from None
     except OSError as exc:
@@ -220,12 +219,12 @@ class Keeper:
         except ForeignPage as exc:
             self._broken = True
             self._warn(
-                f"Warning: {printable(str(exc.path))} is a page apimart did not make; it is "
+                f"Warning: {named(exc.path)} is a page apimart did not make; it is "
                 "kept, and this batch writes no gallery."
             )
         except OSError as exc:
             self._broken = True
             self._warn(
-                f"Warning: cannot write {printable(str(self.folder / PAGE_NAME))}: "
+                f"Warning: cannot write {named(self.folder / PAGE_NAME)}: "
                 f"{exc.strerror or exc}. `apimart gallery` can make it later."
             )
