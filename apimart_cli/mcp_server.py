@@ -438,28 +438,19 @@ def default_output_dir() -> Path:
     return Path(user_pictures_dir()) / "apimart"
 
 
-# C0 and C1 control characters and DEL: never in a folder an agent means.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def _check_folder(output_dir: str) -> None:
     """An `output_dir` argument the server can take as the agent means it, else UsageError
     (nothing sent): absolute (a relative one would be the server's own working folder's,
     which the agent does not know, often `/`), with no control character (a NUL the
     system refuses, an escape sequence, a line break)."""
-    if _CONTROL.search(output_dir):
+    from apimart_cli.config_file import user_path
+
+    if printable(output_dir) != output_dir:
         raise UsageError(
             f"The output_dir {shown(output_dir)} has a control character.",
             "Give the folder's absolute path, without control characters.",
         )
-    try:
-        folder = Path(output_dir).expanduser()
-    except RuntimeError:  # ~name of no user here
-        raise UsageError(
-            f"The output_dir {shown(output_dir)} starts with the home folder of no user here.",
-            "Give the folder's absolute path.",
-        ) from None
-    if not folder.is_absolute():
+    if not user_path(output_dir, "The output_dir").is_absolute():
         raise UsageError(
             f"The output_dir {shown(output_dir)} is not an absolute path: it would be taken "
             "from the server's own working folder, which is not the agent's.",
