@@ -43,6 +43,7 @@ def run_jobs(
     text: str,
     history: type[History] = History,
     client: Client | None = None,
+    display: PlainBatchDisplay | None = None,
 ) -> ExitCode:
     options = BatchOptions(output=folder / "out", interval=0.05, timeout=30)
     return run_batch(
@@ -51,7 +52,7 @@ def run_jobs(
         AimdLimiter(4),
         options,
         lambda: history(folder / "history.sqlite3"),
-        display=PlainBatchDisplay(),
+        display=display or PlainBatchDisplay(),
     ).code
 
 
@@ -262,19 +263,11 @@ class CostDisplay(PlainBatchDisplay):
 def test_the_total_cost_counts_each_job_once_with_those_of_the_earlier_run(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    options = BatchOptions(output=tmp_path / "out", interval=0.05, timeout=30)
-
-    def run(text: str, display: CostDisplay) -> ExitCode:
-        client = Client(sandbox.base_url, "sk-test", deadline=Deadline.after(30))
-        history = lambda: History(tmp_path / "history.sqlite3")  # noqa: E731
-        ending = run_batch(parse(text), client, AimdLimiter(4), options, history, display=display)
-        return ending.code
-
     first, second = CostDisplay(), CostDisplay()
-    assert run("a fox\nan owl", first) == ExitCode.OK
+    assert run_jobs(sandbox, tmp_path, "a fox\nan owl", display=first) == ExitCode.OK
     assert first.totals[-1] == pytest.approx(2 * COST_PER_IMAGE["1k"])
     # The rerun polls only the new job; the two done before still count.
-    assert run("a fox\nan owl\na bear", second) == ExitCode.OK
+    assert run_jobs(sandbox, tmp_path, "a fox\nan owl\na bear", display=second) == ExitCode.OK
     assert second.totals == [pytest.approx(3 * COST_PER_IMAGE["1k"])]
 
 
@@ -317,13 +310,8 @@ def test_an_interrupted_batch_says_how_to_resume_under_its_last_frame(
 
     monkeypatch.setattr(BatchRun, "_go", terminated)
     display = OrderedDisplay()
-    options = BatchOptions(output=tmp_path / "out", interval=0.05, timeout=30)
-    client = Client(sandbox.base_url, "sk-test", deadline=Deadline.after(30))
-    history = lambda: History(tmp_path / "history.sqlite3")  # noqa: E731
 
-    ending = run_batch(parse("a fox"), client, AimdLimiter(4), options, history, display=display)
-
-    assert ending.code == ExitCode.TERMINATED
+    assert run_jobs(sandbox, tmp_path, "a fox", display=display) == ExitCode.TERMINATED
     assert display.said[-2:] == [
         "(closed)",
         "Interrupted. Run the same command again to resume where it stopped.",
