@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import certifi
 import httpx
 import pytest
 from pytest_httpx import HTTPXMock
@@ -784,6 +786,31 @@ def test_certificates_from_the_environment_for_any_base_url(base_url: str) -> No
     # SSL_CERT_FILE and SSL_CERT_DIR hold for a sandbox's image hosts as for any other.
     with Client(base_url, KEY) as api:
         assert api._http.trust_env
+
+
+def test_the_clients_of_a_process_read_the_certificates_once_a_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Reading a certificate bundle costs 20-40 ms; httpx reads one for each client and
+    # each proxy unless it is handed a context. SSL_CERT_FILE still decides which.
+    loaded: list[object] = []
+    real = ssl.create_default_context
+
+    def recording(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        loaded.append(kwargs.get("cafile"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", recording)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    bundles = [tmp_path / "first.pem", tmp_path / "second.pem"]
+    for bundle in bundles:
+        bundle.write_bytes(Path(certifi.where()).read_bytes())
+    for bundle in bundles:
+        monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+        for base_url in ("https://api.apimart.ai", "http://127.0.0.1:8787", "https://x.example"):
+            with Client(base_url, KEY):
+                pass
+    assert loaded == [str(bundle) for bundle in bundles]
 
 
 def test_proxies_from_the_environment_but_never_before_a_loopback_sandbox(
