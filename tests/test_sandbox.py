@@ -8,7 +8,6 @@ import io
 import json
 import re
 import socket
-import ssl
 import struct
 import sys
 import threading
@@ -29,6 +28,7 @@ from apimart_cli.sandbox import (
     gradient_png,
 )
 from tests.helpers.images import chunks
+from tests.helpers.records import plain_client
 from tests.helpers.waiting import returns, wait_until
 
 KEY = "sk-test-secret"
@@ -50,10 +50,6 @@ def read_png(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-# One TLS context for every client: making one per client costs tens of milliseconds.
-TLS = ssl.create_default_context()
-
-
 def log_lines(log: io.StringIO, count: int) -> list[str]:
     """The log's lines once it has `count` (a line is written just after its reply is sent)."""
     wait_until(lambda: len(log.getvalue().splitlines()) >= count, what=f"{count} log lines")
@@ -65,8 +61,8 @@ class Api:
 
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
-        self.client = httpx.Client(base_url=sandbox.base_url, headers=AUTH, timeout=5, verify=TLS)
-        self.public = httpx.Client(timeout=5, verify=TLS)
+        self.client = plain_client(base_url=sandbox.base_url, headers=AUTH, timeout=5)
+        self.public = plain_client(timeout=5)
 
     def close(self) -> None:
         self.client.close()
@@ -237,7 +233,7 @@ def test_body_must_be_a_json_object(api: Api) -> None:
 @pytest.mark.parametrize("authorization", [None, "", "Bearer", "Basic abc", "Token abc"])
 def test_api_needs_a_bearer_key(api: Api, authorization: str | None) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
-    with httpx.Client(base_url=api.sandbox.base_url, headers=headers, verify=TLS) as client:
+    with plain_client(base_url=api.sandbox.base_url, headers=headers) as client:
         for reply in (client.post(SUBMIT, json=body()), client.get("/v1/balance")):
             assert reply.status_code == 401
             assert reply.json()["error"]["type"] == "authentication_error"
@@ -633,7 +629,7 @@ def test_serve_forever_returns_once_stopped() -> None:
 
 def test_stop_closes_idle_keep_alive_connections_promptly() -> None:
     sandbox = Sandbox().start()
-    with httpx.Client(base_url=sandbox.base_url, headers=AUTH, verify=TLS) as client:
+    with plain_client(base_url=sandbox.base_url, headers=AUTH) as client:
         assert client.get("/v1/balance").status_code == 200  # leaves a connection open
         # The client holds its connection until the block ends: a stop that waited for
         # it would never return.

@@ -7,8 +7,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.helpers.records import plain_client
 
 _SCRIPT = Path(sys.executable).with_name("apimart")
 COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "apimart_cli"]
@@ -51,7 +52,7 @@ def started() -> Iterator[str]:
 
 
 def test_switches_reach_the_sandbox(started: str) -> None:
-    with httpx.Client(base_url=started, headers=AUTH) as client:
+    with plain_client(base_url=started, headers=AUTH) as client:
         refused = client.post("/v1/images/generations", json=BODY)
         assert refused.status_code == 400
         assert "upload" in refused.json()["error"]["message"]
@@ -67,7 +68,7 @@ def test_switches_reach_the_sandbox(started: str) -> None:
 
 def test_estimate_factor_flag() -> None:
     for url in run_sandbox("--estimate-factor", "0.5", "--duration", "8"):
-        with httpx.Client(base_url=url, headers=AUTH) as client:
+        with plain_client(base_url=url, headers=AUTH) as client:
             reply = client.post("/v1/images/generations", json={**BODY, "image_urls": []})
             task = client.get(f"/v1/tasks/{reply.json()['data'][0]['task_id']}").json()["data"]
             assert task["estimated_time"] == 4

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
+from tests.helpers.records import direct, plain_client
 
 SUBMIT = "/v1/images/generations"
 BODY = {"model": "gpt-image-2", "prompt": "a fox"}
@@ -23,7 +24,7 @@ def sandbox() -> Iterator[Sandbox]:
 
 @pytest.fixture
 def api(sandbox: Sandbox) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox.base_url, headers={"Authorization": "Bearer x"}) as c:
+    with plain_client(base_url=sandbox.base_url, headers={"Authorization": "Bearer x"}) as c:
         yield c
 
 
@@ -132,4 +133,4 @@ def test_synchronous_results(sandbox: Sandbox, api: httpx.Client) -> None:
     assert "id" not in data and "task_id" not in data
     assert reply["request_id"].startswith("req_")
     (image,) = data["result"]["images"]
-    assert httpx.get(image["url"][0]).status_code == 200
+    assert direct.get(image["url"][0]).status_code == 200

@@ -13,6 +13,7 @@ import pytest
 
 from apimart_cli.sandbox import Fault, ManualClock, Sandbox, SandboxConfig
 from tests.helpers.images import chunks
+from tests.helpers.records import plain_client
 
 KEY = "sk-test-secret-0123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -26,8 +27,8 @@ class Api:
 
     def __init__(self, sandbox: Sandbox, clock: ManualClock) -> None:
         self.sandbox, self.clock = sandbox, clock
-        self.client = httpx.Client(base_url=sandbox.base_url, headers=AUTH, timeout=5)
-        self.public = httpx.Client(timeout=5)
+        self.client = plain_client(base_url=sandbox.base_url, headers=AUTH, timeout=5)
+        self.public = plain_client(timeout=5)
 
     def submit(self, **headers: str) -> str:
         reply = self.client.post(SUBMIT, json=BODY, headers=headers)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
+from tests.helpers.records import plain_client
 from tests.helpers.waiting import wait_until
 
 AUTH = {"Authorization": "Bearer sk-test-secret"}
@@ -31,7 +32,7 @@ def sandbox() -> Iterator[Sandbox]:
 
 @pytest.fixture
 def client(sandbox: Sandbox) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox.base_url, headers=AUTH, timeout=10) as http:
+    with plain_client(base_url=sandbox.base_url, headers=AUTH, timeout=10) as http:
         yield http
 
 
@@ -84,7 +85,7 @@ def test_a_key_whose_request_made_nothing_is_free_again(
 def test_without_the_switch_a_key_is_replayed_whatever_the_body() -> None:
     with (
         Sandbox(SandboxConfig(duration=0.0)) as lenient,
-        httpx.Client(base_url=lenient.base_url, headers=AUTH, timeout=10) as client,
+        plain_client(base_url=lenient.base_url, headers=AUTH, timeout=10) as client,
     ):
         first, other = post(client, "k1"), post(client, "k1", "an owl")
         assert first.json() == other.json()

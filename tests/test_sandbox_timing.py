@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from apimart_cli.sandbox import ManualClock, Sandbox, SandboxConfig, SystemClock, parse_duration
+from tests.helpers.records import plain_client
 
 AUTH = {"Authorization": "Bearer sk-timing"}
 SUBMIT = "/v1/images/generations"
@@ -20,7 +21,7 @@ BODY = {"model": "gpt-image-2", "prompt": "a lighthouse", "size": "64x64"}
 class Api:
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
-        self.client = httpx.Client(base_url=sandbox.base_url, headers=AUTH, timeout=10)
+        self.client = plain_client(base_url=sandbox.base_url, headers=AUTH, timeout=10)
 
     def submit(self) -> str:
         task_id: str = self.client.post(SUBMIT, json=BODY).json()["data"][0]["task_id"]
@@ -219,7 +220,7 @@ def test_status_requests_are_served_concurrently() -> None:
         sandbox.configure(latency=0.5)
         limits = httpx.Limits(max_connections=32)
         ready = threading.Barrier(32)
-        with httpx.Client(base_url=sandbox.base_url, headers=AUTH, limits=limits) as client:
+        with plain_client(base_url=sandbox.base_url, headers=AUTH, limits=limits) as client:
 
             def poll(task_id: str) -> int:
                 ready.wait()

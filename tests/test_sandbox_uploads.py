@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from apimart_cli.sandbox import ManualClock, Sandbox, SandboxConfig, encode_png
+from tests.helpers.records import plain_client
 
 KEY = "sk-upload-secret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -23,8 +24,8 @@ MAX_BYTES = 20 * 1024 * 1024
 class Api:
     def __init__(self, sandbox: Sandbox, clock: ManualClock) -> None:
         self.sandbox, self.clock = sandbox, clock
-        self.client = httpx.Client(base_url=sandbox.base_url, headers=AUTH, timeout=30)
-        self.public = httpx.Client(timeout=30)
+        self.client = plain_client(base_url=sandbox.base_url, headers=AUTH, timeout=30)
+        self.public = plain_client(timeout=30)
 
     def upload(self, data: bytes, name: str = "ref.png", field: str = "file") -> httpx.Response:
         return self.client.post(UPLOAD, files={field: (name, data, "application/octet-stream")})

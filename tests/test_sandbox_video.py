@@ -11,6 +11,7 @@ import pytest
 from apimart_cli.integrity import flaw
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
 from apimart_cli.sandbox.rules import SPEECH_MODEL, VIDEO_MODEL
+from tests.helpers.records import direct
 
 AUTH = {"Authorization": "Bearer sk-test"}
 
@@ -22,16 +23,16 @@ def sandbox() -> Iterator[Sandbox]:
 
 
 def post(sandbox: Sandbox, path: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{sandbox.base_url}{path}", json=body, headers=AUTH)
+    return direct.post(f"{sandbox.base_url}{path}", json=body, headers=AUTH)
 
 
 def test_the_schema_and_the_list_say_what_each_model_makes(sandbox: Sandbox) -> None:
-    schema = httpx.get(
+    schema = direct.get(
         f"{sandbox.base_url}/v1/model-schema", params={"model": VIDEO_MODEL}, headers=AUTH
     ).json()
     assert schema["operation"] == "video_generation"
     assert schema["input_schema"]["properties"]["duration"]["enum"] == [4, 8]
-    listed = httpx.get(f"{sandbox.base_url}/v1/models", headers=AUTH).json()["data"]
+    listed = direct.get(f"{sandbox.base_url}/v1/models", headers=AUTH).json()["data"]
     operations = {entry["id"]: entry["operations"] for entry in listed}
     assert operations[VIDEO_MODEL] == ["video_generation"]
     assert operations[SPEECH_MODEL] == ["speech_generation"]
@@ -63,14 +64,14 @@ def test_a_submission_to_the_wrong_endpoint_or_with_inline_media_is_refused(
 def test_a_video_task_serves_a_whole_mp4_and_the_short_fault_cuts_it(sandbox: Sandbox) -> None:
     reply = post(sandbox, "/v1/videos/generations", {"model": VIDEO_MODEL, "prompt": "x"})
     task_id = reply.json()["data"][0]["task_id"]
-    data = httpx.get(f"{sandbox.base_url}/v1/tasks/{task_id}", headers=AUTH).json()["data"]
+    data = direct.get(f"{sandbox.base_url}/v1/tasks/{task_id}", headers=AUTH).json()["data"]
     (video,) = data["result"]["videos"]
     assert video["duration"] == 4.0 and data["cost"] == 0.4
-    whole = httpx.get(video["url"][0])
+    whole = direct.get(video["url"][0])
     assert whole.headers["content-type"] == "video/mp4"
     assert flaw(whole.content, to_the_end=True) is None
     sandbox.inject(Fault("short", path="/f/", cut=0.5))
-    short = httpx.get(video["url"][0])
+    short = direct.get(video["url"][0])
     assert short.headers["content-length"] == str(len(whole.content) // 2)
     assert short.content == whole.content[: len(whole.content) // 2]
     problem = flaw(short.content, to_the_end=True)

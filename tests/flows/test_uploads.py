@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 
 from apimart_cli.sandbox import Sandbox
@@ -14,7 +13,7 @@ from apimart_cli.tasks import parse_submission
 from tests.helpers.commands import API_KEY
 from tests.helpers.commands import run as apimart
 from tests.helpers.images import png_size
-from tests.helpers.records import posts
+from tests.helpers.records import direct, posts
 
 MIB = 1024 * 1024
 
@@ -44,7 +43,7 @@ def test_upload_prints_a_url_that_serves_the_same_bytes_and_is_remembered(
     first = apimart("upload", str(photo), env=env)
     assert first.returncode == 0, first.stderr
     (url,) = first.lines
-    served = httpx.get(url, trust_env=False)
+    served = direct.get(url)
     assert served.status_code == 200
     assert served.content == photo.read_bytes()
     again = apimart("upload", str(photo), "--json", env=env)
@@ -172,14 +171,13 @@ def test_the_object_shaped_submit_reply_is_understood(
 ) -> None:
     """What the sandbox sends the vendor's client (X-APIMart-Response-Version) is a reply
     this tool reads, and the task it made is waited for and saved like any other."""
-    reply = httpx.post(
+    reply = direct.post(
         f"{sandbox.base_url}/v1/images/generations",
         json={"model": "gpt-image-2", "prompt": "a fox", "size": "64x64"},
         headers={
             "Authorization": f"Bearer {API_KEY}",
             "X-APIMart-Response-Version": "2026-07-27",
         },
-        trust_env=False,
     )
     assert reply.status_code == 200
     assert isinstance(reply.json()["data"], dict)  # the object shape, not the list

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
-
 from apimart_cli.integrity import flaw
 from apimart_cli.sandbox import Fault, Sandbox, SandboxConfig
 from apimart_cli.sandbox.rules import SPEECH_MODEL, VIDEO_MODEL
 from apimart_cli.sandbox.videos import mp4_video
 from tests.helpers.commands import run as apimart
+from tests.helpers.records import direct
 
 VIDEOS = "/v1/videos/generations"
 
@@ -58,7 +57,7 @@ def test_a_video_served_cut_short_is_refused_then_resumed_whole(
         run = apimart(*argv, env=user, cwd=tmp_path)
         assert run.returncode == 0, run.stderr
         [line] = run.lines
-        served = httpx.get(sandbox.image_base_url + f"/f/image/{Path(line).name}").content
+        served = direct.get(sandbox.image_base_url + f"/f/image/{Path(line).name}").content
         ranged = [r for r in sandbox.requests if r.origin == "image" and "range" in r.headers]
     assert (tmp_path / line).read_bytes() == served
     assert "cut short" in run.stderr and "mdat" in run.stderr

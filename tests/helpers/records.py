@@ -12,16 +12,24 @@ from typing import Any
 
 import httpx
 
+from apimart_cli.client import certificate_context
 from apimart_cli.sandbox import Fault, RecordedRequest, Sandbox
 from tests.helpers.waiting import wait_until
 
 SUBMIT = "/v1/images/generations"
 TASKS = "/v1/tasks/"
 
-# One client for every request a test makes to the sandbox itself: a new one each time
-# (`httpx.get`) would load the certificate bundle again, about 30 ms of CPU a request.
-# No proxy from the environment comes between it and 127.0.0.1.
-direct = httpx.Client(trust_env=False, timeout=60)
+
+def plain_client(**options: Any) -> httpx.Client:
+    """An httpx client for a test to talk to a sandbox itself, as any HTTP client would.
+    It shares the process's TLS context (`certificate_context`): a client that made
+    its own would load the certificate bundle again, 20-40 ms of CPU each."""
+    return httpx.Client(verify=certificate_context(), **options)
+
+
+# One client for every request a test makes to the sandbox itself. No proxy from the
+# environment comes between it and 127.0.0.1.
+direct = plain_client(trust_env=False, timeout=60)
 
 
 def final_images(folder: Path) -> list[Path]:
