@@ -8,10 +8,11 @@ command alone (`app_for`): Typer then reads one signature, not fifteen.
 
 import functools
 import importlib
-from collections.abc import Iterable
-from typing import Annotated, Optional
+from collections.abc import Iterable, Sequence
+from typing import IO, Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from apimart_cli import __version__, console
 
@@ -79,11 +80,103 @@ def _listed() -> None:
     """A command as `listing_app` lists it; never run (a run names it: `app_for`)."""
 
 
+class _App(TyperGroup):
+    """The `apimart` group: the usage errors Click finds, in the global options and in
+    every command under it, told in two lines as every other error is (`_UsageError`).
+    (Contexts are `Any` here: Typer's own Click is not public.)"""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        given = list(args)  # Click's parser consumes `args`
+        try:
+            ctx = super().make_context(info_name, args, parent, **extra)
+        except typer.TyperException as error:
+            raise _UsageError.told(error, given) from None
+        ctx.meta[_ARGS] = given
+        return ctx
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except typer.TyperException as error:
+            raise _UsageError.told(error, ctx.meta.get(_ARGS, [])) from None
+
+
+_ARGS = "apimart.args"  # the command line, in the root context's `meta`
+
+
+class _UsageError(typer.BadParameter):
+    """A usage error Click found (an unknown option or command, a value of the wrong type,
+    a missing argument), printed as the tool prints every error: `Error: ` and what is
+    wrong, then what to do (where a global option goes, or how to get help); with
+    `--json`, the same as one JSON object. Click's own takes four lines, the usage first.
+    Exit 2, as Click's."""
+
+    def __init__(self, message: str, hint: str, args: Sequence[str]) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.given = list(args[: args.index("--")] if "--" in args else args)
+
+    @classmethod
+    def told(cls, error: typer.TyperException, args: Sequence[str]) -> typer.TyperException:
+        """`error` to be told in two lines, if it is one of Click's usage errors (exit 2),
+        not yet told so, and not the help a group prints when given no command."""
+        if (
+            isinstance(error, cls)
+            or getattr(error, "exit_code", None) != 2
+            or type(error).__name__ == "NoArgsIsHelpError"
+        ):
+            return error
+        ctx = getattr(error, "ctx", None)
+        if ctx is not None:
+            command = ctx.command_path
+        else:  # Click names no context for an option missing its value
+            position = command_position(list(args))
+            name = args[position] if position is not None else ""
+            command = f"apimart {name}" if name in COMMANDS else "apimart"
+        hint = f"Try '{command} -h' for help."
+        misplaced = misplaced_global_option(list(args))
+        if misplaced is not None and misplaced[0] == getattr(error, "option_name", None):
+            hint = _global_option_hint(*misplaced)  # Click's "No such option" for it
+        return cls(error.format_message(), hint, args)
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        from apimart_cli.errors import UsageError
+
+        for key in _keys_given(self.given):  # a key typed where a value was due
+            console.hide(key)
+        as_json = "--json" in self.given
+        console.report_error(UsageError(self.message, self.hint), as_json=as_json)
+
+
+def _keys_given(args: Sequence[str]) -> list[str]:
+    """The API keys a usage error could quote: APIMART_API_KEY's, the config file's, and
+    each `--api-key` value in `args`, before the settings are read (a usage error comes
+    first)."""
+    import contextlib
+    import os
+
+    from apimart_cli import config_file
+    from apimart_cli.errors import ApimartError
+
+    keys = [os.environ.get("APIMART_API_KEY", "")]
+    with contextlib.suppress(ApimartError):  # a file that cannot be read holds no key to quote
+        keys.append(str(config_file.load(config_file.config_path()).get("api_key", "")))
+    for position, arg in enumerate(args):
+        if arg.startswith("--api-key="):
+            keys.append(arg.removeprefix("--api-key="))
+        elif arg == "--api-key" and position + 1 < len(args):
+            keys.append(args[position + 1])
+    return [key for key in keys if key]
+
+
 def _bare_app(*, runs: bool = False) -> typer.Typer:
     """The `apimart` app with its global options and no command yet. Where it `runs` a
     command, its global options go through the error funnel; the listing app's never
     run (help, a usage error), so it does without (and without its import)."""
     app = typer.Typer(
+        cls=_App,
         name="apimart",
         help="Generate images with APIMart's gpt-image-2 from the shell.",
         no_args_is_help=True,
@@ -240,16 +333,13 @@ def misplaced_global_option(args: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def _hint_global_option(args: list[str]) -> None:
-    """After Click's "No such option", say where a global option goes."""
-    found = misplaced_global_option(args)
-    if found is not None:
-        option, command = found
-        value = " ..." if GLOBAL_OPTIONS[option] else ""
-        console.warn(
-            f"{option} is a global option: it goes before the command,"
-            f" as in `apimart {option}{value} {command} ...`."
-        )
+def _global_option_hint(option: str, command: str) -> str:
+    """Where a global option given after `command` goes."""
+    value = " ..." if GLOBAL_OPTIONS[option] else ""
+    return (
+        f"{option} is a global option: it goes before the command,"
+        f" as in `apimart {option}{value} {command} ...`."
+    )
 
 
 def main() -> None:
@@ -266,8 +356,6 @@ def main() -> None:
             raise SystemExit(EXIT_BROKEN_PIPE) from None
         if not exiting.code:  # done (`--help` too): nothing to translate, nothing to import
             raise
-        if exiting.code == 2:  # a usage error: perhaps an option in the wrong place
-            _hint_global_option(sys.argv[1:])
         from apimart_cli.errors import ExitCode, interrupted_code, interruption
 
         interrupt = interruption(exiting)  # one that escaped a command: Typer made it 130

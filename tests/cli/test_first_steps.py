@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 from pytest_httpx import HTTPXMock
@@ -92,6 +94,103 @@ def test_other_usage_errors_get_no_such_hint(
     with pytest.raises(SystemExit):
         cli.main()
     assert "global option" not in capsys.readouterr().err
+
+
+# -- Click's usage errors: two lines, as every other error ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "hint"),
+    [
+        (
+            ["generate", "a fox", "--no-such-option"],
+            "Error: No such option: --no-such-option",
+            "Try 'apimart generate -h' for help.",
+        ),
+        (
+            ["generate", "a fox", "-n", "abc"],
+            "Error: Invalid value for '--n' / '-n': 'abc' is not a valid int.",
+            "Try 'apimart generate -h' for help.",
+        ),
+        (
+            ["wait", "--timeout"],
+            "Error: Option '--timeout' requires an argument.",
+            "Try 'apimart wait -h' for help.",
+        ),
+        (
+            ["config", "set"],
+            "Error: Missing argument 'key'.",
+            "Try 'apimart config set -h' for help.",
+        ),
+        (
+            ["genrate", "a fox"],
+            "Error: No such command 'genrate'. Did you mean 'generate'?",
+            "Try 'apimart -h' for help.",
+        ),
+        (
+            ["--base-url"],
+            "Error: Option '--base-url' requires an argument.",
+            "Try 'apimart -h' for help.",
+        ),
+    ],
+    ids=[
+        "unknown option",
+        "bad value",
+        "missing value",
+        "missing argument",
+        "no such command",
+        "a global option's missing value",
+    ],
+)
+def test_a_usage_error_is_what_is_wrong_and_where_to_look(
+    args: list[str], error: str, hint: str
+) -> None:
+    # Click's own took four lines: the usage, the hint, a blank line, then the error.
+    result = run(*args)
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [error, hint]
+
+
+def test_with_json_a_usage_error_is_also_one_json_object() -> None:
+    result = run("status", "task_1", "--json", "--no-such-option")
+
+    assert result.exit_code == 2
+    *said, last = result.stderr.splitlines()
+    assert said == ["Error: No such option: --no-such-option", "Try 'apimart status -h' for help."]
+    assert json.loads(last) == {
+        "error": {
+            "message": "No such option: --no-such-option",
+            "hint": "Try 'apimart status -h' for help.",
+            "exit_code": 2,
+            "retryable": False,
+        }
+    }
+    after_arguments = run("status", "--no-such-option", "--", "--json")
+    assert len(after_arguments.stderr.splitlines()) == 2  # `--json` there is a task id
+
+
+@pytest.mark.parametrize("where", ["environment", "config file", "--api-key"])
+def test_a_key_typed_where_a_value_was_due_is_never_quoted(
+    where: str, monkeypatch: pytest.MonkeyPatch, isolated: Path
+) -> None:
+    # Click quotes the value it cannot use; a key pasted one word too far is such a value.
+    given: list[str] = []
+    if where == "environment":
+        monkeypatch.setenv("APIMART_API_KEY", KEY)
+    elif where == "config file":
+        isolated.mkdir(exist_ok=True)
+        (isolated / "config.toml").write_text(f'api_key = "{KEY}"\n')
+    else:
+        given = ["--api-key", KEY]
+
+    extra = run(*given, "generate", "a fox", KEY)  # `run` fails a test that shows the key
+    wrong_type = run(*given, "history", "--limit", KEY)
+
+    assert extra.exit_code == wrong_type.exit_code == 2
+    assert "unexpected extra argument" in extra.stderr
+    assert "--limit" in wrong_type.stderr
 
 
 # -- a base URL that ends in /v1 -----------------------------------------------------------
