@@ -128,6 +128,7 @@ class Outcome:
     failed: set[str] = field(default_factory=set)  # tasks failed, or whose images did not save
     not_completed: set[str] = field(default_factory=set)  # of those, still running (download)
     costs: dict[str, float] = field(default_factory=dict)  # as the service reported them
+    refused: ApimartError | None = None  # the first line of input that was no task id
 
     def fail(self, code: ExitCode) -> None:
         self.exit_code = max(self.exit_code, code)
@@ -304,6 +305,7 @@ class Engine:
                     self._reporter.failed(None, error)
                     with self._lock:
                         self.outcome.fail(error.exit_code)
+                        self.outcome.refused = self.outcome.refused or error
                     continue
                 self.add(task_id)
         finally:

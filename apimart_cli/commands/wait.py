@@ -112,10 +112,18 @@ def wait(
     )
     outcome = use_cases.wait(settings, app.ui(), waiting, task_ids=ids, stream=stream)
     if stream is not None and outcome.task_count == 0 and not outcome.interrupted:
-        raise UsageError(
-            "No task ids on standard input.",
-            "Pipe in task ids, one per line (as `apimart generate` prints them).",
-        )
+        refused = outcome.refused
+        if refused is None:
+            raise UsageError(
+                "No task ids on standard input.",
+                "Pipe in task ids, one per line (as `apimart generate` prints them).",
+            )
+        # Every line was refused, each told as it came: what a task id is, once.
+        if refused.hint:
+            console.warn(refused.hint)
+        if as_json:
+            console.error_json(refused)
+        raise typer.Exit(int(refused.exit_code))
     show_ending(
         outcome,
         timeout=timeout,

@@ -259,6 +259,24 @@ def test_a_bad_id_on_stdin_is_reported_and_the_others_waited_for(
     assert "Error: Invalid task id 'not an id'.\n" in result.stderr
 
 
+def test_only_bad_ids_on_stdin_are_told_once_each_and_nothing_is_sent(
+    api: str, httpx_mock: HTTPXMock
+) -> None:
+    # It also said "No task ids on standard input", a second error that was not so.
+    result = run("wait", "--json", input="not an id\nnor/this\n")
+
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    *said, last = result.stderr.splitlines()
+    assert said == [
+        "Error: Invalid task id 'not an id'.",
+        "Error: Invalid task id 'nor/this'.",
+        "A task id has only letters, digits, '_' and '-' (not first), such as task_01KPQ7J7DW...",
+    ]
+    assert json.loads(last)["error"]["message"] == "Invalid task id 'not an id'."
+    assert httpx_mock.get_requests() == []
+
+
 def test_pending_waits_for_unfinished_tasks_of_this_base_url_only(
     api: str, httpx_mock: HTTPXMock
 ) -> None:
