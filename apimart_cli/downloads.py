@@ -407,7 +407,7 @@ class Downloader:
                     part.restart()
                     raise _Retry("the image changed since the partial download; starting again")
                 if not start:
-                    part.begin(served)
+                    part.begin(served, stamping=stamp is not None)
                 else:
                     assert known is not None  # a range is asked only where one is known
                     part.resume(known)
@@ -673,12 +673,15 @@ class _Part:
         self.forget_validator()
         self.inserted, self._served = 0, None
 
-    def begin(self, served: _Validator) -> None:
-        """A download from the start: remember which file, if the host says."""
+    def begin(self, served: _Validator, *, stamping: bool) -> None:
+        """A download from the start: remember which file, if the host says. Where a
+        chunk may go in (`stamping`), that is remembered once it is known, in the same
+        write (`record_insertion`): a kill before then leaves no more than a PNG's head."""
         self.restart()
         if served.usable():
-            safefiles.write_atomic(self._validator_path, served.dumps().encode())
             self._served = served
+            if not stamping:
+                self._remember(served)
 
     def resume(self, known: _Validator) -> None:
         """A download going on from what the part file holds, as `known` describes it."""
@@ -706,7 +709,13 @@ class _Part:
         self.inserted = length
         if self._served is not None:
             self._served = dataclasses.replace(self._served, inserted=length)
-            safefiles.write_atomic(self._validator_path, self._served.dumps().encode())
+            self._remember(self._served)
+
+    def _remember(self, served: _Validator) -> None:
+        """`served` beside the part file. Only a hint for a resume, as the part file is
+        until it is sealed: replaced atomically, but not synced (a power cut that loses
+        it costs a download from the start)."""
+        safefiles.write_atomic(self._validator_path, served.dumps().encode(), durable=False)
 
     def validator(self) -> _Validator | None:
         try:
@@ -725,9 +734,7 @@ class _Part:
         if known is None or known.length is None:
             return
         if known.etag or known.last_modified:
-            safefiles.write_atomic(
-                self._validator_path, replace(known, length=None).dumps().encode()
-            )
+            self._remember(replace(known, length=None))
         else:
             self.restart()
 

@@ -13,6 +13,8 @@ same guarantees:
   where the platform allows. At every moment the name holds the old content or
   the new, whole; a link at the name is replaced, never written through; on any
   failure the temporary file is removed and the old file is left as it was.
+  A file that is only a hint (`durable=False`: a download's validator) is not
+  synced: a power cut may lose it, or leave it empty, never half-written.
 - `move_into_place`: a finished file renamed to its name, never replacing one
   already there unless told to.
 - `lock`: an open file locked against other processes for as long as it is open,
@@ -58,7 +60,7 @@ def create_new(path: Path, mode: int = PRIVATE) -> int:
 
 
 @contextlib.contextmanager
-def replacing(path: Path, mode: int = PRIVATE) -> Iterator[IO[bytes]]:
+def replacing(path: Path, mode: int = PRIVATE, *, durable: bool = True) -> Iterator[IO[bytes]]:
     """A file to write `path`'s new content into, which replaces `path` atomically.
 
     The content goes into a new file (`create_new`) beside `path` under a name of
@@ -67,23 +69,27 @@ def replacing(path: Path, mode: int = PRIVATE) -> Iterator[IO[bytes]]:
     folder is synced so that the rename survives a crash, where the platform lets a
     folder be synced. If anything fails, or the block raises, the temporary file is
     removed and `path` is as it was. The new file's permissions are exactly `mode`.
+    Not `durable`: neither synced (a power cut may lose the new content, or leave the
+    name empty), for a file nothing is lost without.
     """
     temporary, descriptor = _temporary_beside(path, mode)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         temporary.replace(path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    sync_folder(path.parent)
+    if durable:
+        sync_folder(path.parent)
 
 
-def write_atomic(path: Path, content: bytes, mode: int = PRIVATE) -> None:
+def write_atomic(path: Path, content: bytes, mode: int = PRIVATE, *, durable: bool = True) -> None:
     """`content` at `path`, replacing what was there atomically (see `replacing`)."""
-    with replacing(path, mode) as handle:
+    with replacing(path, mode, durable=durable) as handle:
         handle.write(content)
 
 

@@ -1538,9 +1538,11 @@ def test_a_stamped_download_killed_halfway_resumes_at_the_hosts_offset(
     assert files(out) == [saved.path.name]
 
 
-def test_a_kill_before_the_head_passed_resumes_and_still_stamps(
+def test_a_kill_before_the_head_passed_starts_again_and_still_stamps(
     downloader: Downloader, out: Path, httpx_mock: HTTPXMock
 ) -> None:
+    # Which file the part is of is written once, with the chunk it holds (one write, no
+    # sync, per download): before the head has passed, there is nothing to resume by.
     httpx_mock.add_response(
         url=URL,
         headers={"Content-Type": "image/png", "ETag": ETAG, "Content-Length": str(len(PNG))},
@@ -1548,9 +1550,38 @@ def test_a_kill_before_the_head_passed_resumes_and_still_stamps(
     )
     with pytest.raises(KeyboardInterrupt):
         downloader.download(TASK_ID, 0, image(), finish=stamp())
-    add_rest(httpx_mock, PNG, 20, if_range=ETAG)
+    assert not (out / f".{TASK_ID}_0.validator").exists()
+    httpx_mock.add_response(url=URL, headers={"Content-Type": "image/png"}, content=PNG)
     saved = downloader.download(TASK_ID, 0, image(), finish=stamp())
+    assert "Range" not in httpx_mock.get_requests()[-1].headers
     assert saved.path.read_bytes() == stamped(PNG)
+
+
+def test_a_download_writes_which_file_it_is_once_and_syncs_only_the_image(
+    downloader: Downloader, out: Path, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The validator is a hint for a resume: written atomically, never synced. The image
+    # is synced before it takes its name. It cost five syncs and two validators a file.
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    written: list[Path] = []
+    real_write_atomic = safefiles.write_atomic
+    monkeypatch.setattr(
+        safefiles,
+        "write_atomic",
+        lambda path, *args, **kwargs: (
+            written.append(path) or real_write_atomic(path, *args, **kwargs)
+        ),
+    )
+    headers = {"Content-Type": "image/png", "ETag": ETAG, "Content-Length": str(len(PNG))}
+    httpx_mock.add_response(url=URL, headers=headers, content=PNG)
+
+    saved = downloader.download(TASK_ID, 0, image(), finish=stamp())
+
+    assert saved.path.read_bytes() == stamped(PNG)
+    assert written == [out / f".{TASK_ID}_0.validator"]
+    assert len(synced) == 1
 
 
 def test_a_part_killed_inside_its_chunk_starts_again(
