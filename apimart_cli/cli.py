@@ -125,6 +125,7 @@ class _UsageError(typer.BadParameter):
         if (
             isinstance(error, cls)
             or getattr(error, "exit_code", None) != 2
+            or not hasattr(error, "format_message")
             or type(error).__name__ == "NoArgsIsHelpError"
         ):
             return error
