@@ -35,6 +35,26 @@ ENV_SETTINGS = (
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """On a fresh checkout (no compiled test module yet), compile every test module once,
+    asserts rewritten, before xdist starts its workers: imported here, in the controller,
+    and so cached in __pycache__. Each worker would otherwise compile all of them at the
+    same moment: on 2 CPUs, a cold run took 62.7 s of wall and 104 s of CPU, and 58.7 s
+    and 91 s with this. A warm cache is left to the workers (this would cost 0.6 s)."""
+    root = Path(__file__).parent
+    if (
+        os.environ.get("PYTEST_XDIST_WORKER")
+        or not getattr(config.option, "numprocesses", None)
+        or any((root / "__pycache__").glob("test_*.pyc"))
+    ):
+        return
+    import importlib
+
+    for path in sorted(root.rglob("test_*.py")):
+        relative = path.relative_to(root.parent).with_suffix("")
+        importlib.import_module(".".join(relative.parts))
+
+
 @pytest.hookimpl(optionalhook=True)  # with `-p no:xdist`, no such hook: not an error
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: four workers a CPU, at most 16. Many tests wait (on the sandbox, a
