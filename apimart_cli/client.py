@@ -47,8 +47,10 @@ from apimart_cli.errors import (
     SubmissionTimedOut,
     SubmissionUnknown,
     TaskError,
+    UsageError,
     WaitTimeout,
     clipped,
+    named,
     printable,
 )
 from apimart_cli.retry import (
@@ -232,8 +234,18 @@ def certificate_context() -> ssl.SSLContext:
 
 @functools.lru_cache(maxsize=4)
 def _certificate_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
-    """One context for each setting of the two variables (the arguments are the key)."""
-    return httpx.create_ssl_context(trust_env=True)
+    """One context for each setting of the two variables (the arguments are the key).
+    Certificates that cannot be read are a UsageError naming the variable: no request
+    could be made safely without them."""
+    try:
+        return httpx.create_ssl_context(trust_env=True)
+    except OSError as exc:  # ssl.SSLError too: a file of no certificates
+        variable, value = ("SSL_CERT_FILE", cafile) if cafile else ("SSL_CERT_DIR", capath)
+        raise UsageError(
+            f"Cannot read the certificates {variable} names ({named(value or '')}):"
+            f" {exc.strerror or exc}.",
+            f"Point {variable} at a file of PEM certificates, or unset it.",
+        ) from None
 
 
 class Client:

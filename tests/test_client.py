@@ -813,6 +813,22 @@ def test_the_clients_of_a_process_read_the_certificates_once_a_setting(
     assert loaded == [str(bundle) for bundle in bundles]
 
 
+@pytest.mark.parametrize("content", [None, b"not a certificate\n"], ids=["missing", "no PEM"])
+def test_certificates_that_cannot_be_read_are_a_usage_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: bytes | None
+) -> None:
+    # It was "internal error (FileNotFoundError)" or "(SSLError)".
+    bundle = tmp_path / "bundle.pem"
+    if content is not None:
+        bundle.write_bytes(content)
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    with pytest.raises(UsageError) as refused:
+        Client("http://127.0.0.1:8787", KEY)
+    assert refused.value.exit_code == ExitCode.USAGE
+    assert f"SSL_CERT_FILE names ({bundle})" in refused.value.message
+    assert refused.value.hint == "Point SSL_CERT_FILE at a file of PEM certificates, or unset it."
+
+
 def test_proxies_from_the_environment_but_never_before_a_loopback_sandbox(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
