@@ -224,6 +224,36 @@ def _phrase(status: int) -> str:
         return "no reason given"
 
 
+# The variables httpx reads its proxies from, in either case.
+_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+@contextmanager
+def _proxies_checked() -> Iterator[None]:
+    """Building a client: a proxy in the environment httpx cannot use is a UsageError
+    naming its variable, not an internal error. Its value is not quoted: a proxy URL may
+    carry a password."""
+    try:
+        yield
+    except (ImportError, ValueError, httpx.InvalidURL) as exc:
+        named_here = [
+            name
+            for name in os.environ
+            if name.upper() in _PROXY_VARIABLES and os.environ[name].strip()
+        ]
+        reason = (
+            "a SOCKS proxy needs the socksio package (pip install 'httpx[socks]')"
+            if isinstance(exc, ImportError)
+            else "it is not a proxy URL httpx can use (http, https or socks5, with a valid host"
+            " and port)"
+        )
+        raise UsageError(
+            f"Cannot use the proxy {', '.join(sorted(named_here)) or 'the environment'} names:"
+            f" {reason}.",
+            "Fix or unset that variable (NO_PROXY lists hosts to reach directly).",
+        ) from None
+
+
 def certificate_context() -> ssl.SSLContext:
     """The TLS settings every client of this process shares: the certificates of
     SSL_CERT_FILE, else SSL_CERT_DIR, else certifi's, as httpx reads them. Making one
@@ -287,17 +317,20 @@ class Client:
         )
         loopback = is_loopback(urlsplit(self.base_url).hostname or "")
         certificates = certificate_context()
-        self._http = httpx.Client(
-            verify=certificates,
-            timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
-            limits=limits,
-            headers={"User-Agent": f"{USER_AGENT_PRODUCT}/{__version__}"},
-            # HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE... are honoured, as curl and gh do,
-            # except the proxies for a loopback base URL (a sandbox): no proxy stands in
-            # front of it. A transport given here is one httpx puts no proxy before; it
-            # still takes its certificates from SSL_CERT_FILE or SSL_CERT_DIR.
-            transport=httpx.HTTPTransport(verify=certificates, limits=limits) if loopback else None,
-        )
+        with _proxies_checked():
+            self._http = httpx.Client(
+                verify=certificates,
+                timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+                limits=limits,
+                headers={"User-Agent": f"{USER_AGENT_PRODUCT}/{__version__}"},
+                # HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE... are honoured, as curl and gh do,
+                # except the proxies for a loopback base URL (a sandbox): no proxy stands in
+                # front of it. A transport given here is one httpx puts no proxy before; it
+                # still takes its certificates from SSL_CERT_FILE or SSL_CERT_DIR.
+                transport=httpx.HTTPTransport(verify=certificates, limits=limits)
+                if loopback
+                else None,
+            )
 
     def __enter__(self) -> Client:
         return self

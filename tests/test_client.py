@@ -829,6 +829,23 @@ def test_certificates_that_cannot_be_read_are_a_usage_error_naming_the_variable(
     assert refused.value.hint == "Point SSL_CERT_FILE at a file of PEM certificates, or unset it."
 
 
+@pytest.mark.parametrize(
+    "proxy",
+    ["socks5://me:pw-secret@127.0.0.1:9", "http://me:pw-secret@[::1", "ftp://me:pw-secret@host"],
+    ids=["SOCKS without socksio", "not a URL", "unknown scheme"],
+)
+def test_a_proxy_httpx_cannot_use_is_a_usage_error_that_does_not_quote_it(
+    monkeypatch: pytest.MonkeyPatch, proxy: str
+) -> None:
+    # Each was an internal error (ImportError, InvalidURL, ValueError).
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
+    with pytest.raises(UsageError) as refused:
+        Client("https://api.apimart.ai", KEY)
+    assert refused.value.exit_code == ExitCode.USAGE
+    assert refused.value.message.startswith("Cannot use the proxy HTTPS_PROXY names: ")
+    assert "pw-secret" not in f"{refused.value.message} {refused.value.hint}"
+
+
 def test_proxies_from_the_environment_but_never_before_a_loopback_sandbox(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
