@@ -16,7 +16,7 @@ same guarantees:
   A file that is only a hint (`durable=False`: a download's validator) is not
   synced: a power cut may lose it, or leave it empty, never half-written.
 - `move_into_place`: a finished file renamed to its name, never replacing one
-  already there unless told to.
+  already there unless told to, and the name synced with its folder.
 - `lock`: an open file locked against other processes for as long as it is open,
   waiting for another holder or saying at once that there is one.
 """
@@ -123,8 +123,17 @@ def move_into_place(source: Path, target: Path, *, force: bool) -> bool:
     """Rename `source` to `target`; False (`source` removed) if `target` exists, unless force.
 
     Both are renames or links of names: a link at `target` is replaced (with
-    force) or kept, never written through.
+    force) or kept, never written through. Moved, the name is synced with its folder
+    (`sync_folder`): a power cut after this returns keeps it, as the history that
+    records it next keeps its record.
     """
+    moved = _move(source, target, force=force)
+    if moved:
+        sync_folder(target.parent)
+    return moved
+
+
+def _move(source: Path, target: Path, *, force: bool) -> bool:
     if force:
         source.replace(target)
         return True

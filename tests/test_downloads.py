@@ -9,6 +9,7 @@ import io
 import json
 import os
 import random
+import stat
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -1561,10 +1562,16 @@ def test_a_download_writes_which_file_it_is_once_and_syncs_only_the_image(
     downloader: Downloader, out: Path, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The validator is a hint for a resume: written atomically, never synced. The image
-    # is synced before it takes its name. It cost five syncs and two validators a file.
-    synced: list[int] = []
+    # is synced before it takes its name, and its name with the folder once it has it.
+    # It cost five syncs and two validators a file, and the name was never synced.
+    synced: list[bool] = []  # each sync: of a folder?
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+
+    def recording(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
     written: list[Path] = []
     real_write_atomic = safefiles.write_atomic
     monkeypatch.setattr(
@@ -1581,7 +1588,7 @@ def test_a_download_writes_which_file_it_is_once_and_syncs_only_the_image(
 
     assert saved.path.read_bytes() == stamped(PNG)
     assert written == [out / f".{TASK_ID}_0.validator"]
-    assert len(synced) == 1
+    assert synced == [False, True]  # the image, then its folder
 
 
 def test_a_part_killed_inside_its_chunk_starts_again(
