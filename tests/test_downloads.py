@@ -1558,7 +1558,7 @@ def test_a_kill_before_the_head_passed_starts_again_and_still_stamps(
     assert saved.path.read_bytes() == stamped(PNG)
 
 
-def test_a_download_writes_which_file_it_is_once_and_syncs_only_the_image(
+def test_a_download_writes_which_file_it_is_once_and_syncs_the_image_then_its_name(
     downloader: Downloader, out: Path, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The validator is a hint for a resume: written atomically, never synced. The image
