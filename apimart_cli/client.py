@@ -241,6 +241,8 @@ def _proxies_checked() -> Iterator[None]:
             for name in os.environ
             if name.upper() in _PROXY_VARIABLES and os.environ[name].strip()
         ]
+        if not named_here:  # no proxy to blame: not this
+            raise
         reason = (
             "a SOCKS proxy needs the socksio package (pip install 'httpx[socks]')"
             if isinstance(exc, ImportError)
@@ -248,8 +250,7 @@ def _proxies_checked() -> Iterator[None]:
             " and port)"
         )
         raise UsageError(
-            f"Cannot use the proxy {', '.join(sorted(named_here)) or 'the environment'} names:"
-            f" {reason}.",
+            f"Cannot use the proxy {', '.join(sorted(named_here))} names: {reason}.",
             "Fix or unset that variable (NO_PROXY lists hosts to reach directly).",
         ) from None
 
