@@ -45,7 +45,7 @@ _apimart() {
     for word in "${parts[@]:1}"; do
         if [[ -n $skip ]]; then skip=""; continue; fi
         case "$word" in
-            --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--image|--interval|--latency|--limit|--max-in-flight|--model|--n|--name|--output|--param|--poll-rate|--port|--refs|--resolution|--search|--seed|--since|--size|--state|--submit-rate|--timeout|--type|-i|-n|-o|-r|-s) skip=1 ;;
+            --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--image|--interval|--latency|--limit|--max-in-flight|--model|--n|--name|--output|--param|--poll-rate|--port|--refs|--resolution|--search|--seed|--since|--size|--state|--submit-rate|--timeout|--type|--video-bytes|-i|-n|-o|-r|-s) skip=1 ;;
             -*) ;;
             *)
                 if [[ " $(_apimart_subcommands "$path") " == *" $word "* ]]; then
@@ -67,7 +67,7 @@ _apimart() {
         --image|-i) _apimart_files -f; return ;;
         --model) _apimart_values "$(_apimart_models | tr '
 ' ' ')"; return ;;
-        --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--interval|--latency|--limit|--max-in-flight|--n|--name|--param|--poll-rate|--port|--search|--seed|--since|--submit-rate|--timeout|-n) return ;;  # a value only the user knows: nothing, not file names
+        --api-key|--base-url|--concurrency|--download-rate|--duration|--estimate-factor|--fail-word|--failure-rate|--host|--interval|--latency|--limit|--max-in-flight|--n|--name|--param|--poll-rate|--port|--search|--seed|--since|--submit-rate|--timeout|--video-bytes|-n) return ;;  # a value only the user knows: nothing, not file names
     esac
     local words="" arguments=""
     case "$path" in
@@ -90,7 +90,7 @@ _apimart() {
         "models") words="--timeout --type --json --docs --help -h"
             [[ $cur != -* ]] && arguments=models ;;
         "sizes") words="--help -h" ;;
-        "sandbox") words="--host --port --duration --estimate-factor --no-estimate --latency --download-rate --submit-rate --poll-rate --failure-rate --fail-word --noise --refuse-base64 --state-synonyms --iso-times --sync-results --strict-idempotency --seed --help -h" ;;
+        "sandbox") words="--host --port --duration --estimate-factor --no-estimate --latency --download-rate --submit-rate --poll-rate --failure-rate --fail-word --noise --video-bytes --refuse-base64 --state-synonyms --iso-times --sync-results --strict-idempotency --seed --help -h" ;;
         "mcp") words="--help -h" ;;
         "config") words="set get unset list path --help -h" ;;
         "config set") words="--no-check --timeout --help -h"

@@ -160,6 +160,7 @@ complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l poll-rate -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l failure-rate -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l fail-word -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l noise
+complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l video-bytes -x
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l refuse-base64
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l state-synonyms
 complete -c apimart -n '__fish_seen_subcommand_from sandbox' -l iso-times

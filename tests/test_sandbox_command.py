@@ -48,6 +48,8 @@ def started() -> Iterator[str]:
         "3",
         "--poll-rate",
         "5",
+        "--video-bytes",
+        "2000000",
     )
 
 
@@ -64,6 +66,7 @@ def test_switches_reach_the_sandbox(started: str) -> None:
 
     assert config["duration"] == [20.0, 30.0]
     assert (config["refuse_base64"], config["seed"], config["poll_rate"]) == (True, 3, 5.0)
+    assert config["video_bytes"] == 2_000_000
 
 
 def test_estimate_factor_flag() -> None:

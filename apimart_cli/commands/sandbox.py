@@ -10,6 +10,9 @@ from apimart_cli.commands.common import handles_errors
 from apimart_cli.commands.options import a_finite_number
 from apimart_cli.errors import UsageError
 
+# The largest video `--video-bytes` makes: each is built whole in memory.
+VIDEO_BYTES_MOST = 1 << 30
+
 
 @handles_errors
 def sandbox(
@@ -85,6 +88,15 @@ def sandbox(
     noise: Annotated[
         bool, typer.Option("--noise", help="Incompressible images (for benchmarks).")
     ] = False,
+    video_bytes: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--video-bytes",
+            min=64,
+            max=VIDEO_BYTES_MOST,
+            help="Each video's size in bytes, its frames padded (made in memory, at most 1 GiB).",
+        ),
+    ] = None,
     refuse_base64: Annotated[
         bool,
         typer.Option("--refuse-base64", help="Refuse data: URI references (400) as newer APIs do."),
@@ -141,6 +153,7 @@ def sandbox(
         failure_rate=failure_rate,
         fail_word=fail_word,
         noise=noise,
+        video_bytes=video_bytes,
         refuse_base64=refuse_base64,
         state_synonyms=state_synonyms,
         iso_times=iso_times,
