@@ -129,15 +129,16 @@ class _UsageError(typer.BadParameter):
             or type(error).__name__ == "NoArgsIsHelpError"
         ):
             return error
+        args = list(args)
         ctx = getattr(error, "ctx", None)
         if ctx is not None:
             command = ctx.command_path
         else:  # Click names no context for an option missing its value
-            position = command_position(list(args))
+            position = command_position(args)
             name = args[position] if position is not None else ""
             command = f"apimart {name}" if name in COMMANDS else "apimart"
         hint = f"Try '{command} -h' for help."
-        misplaced = misplaced_global_option(list(args))
+        misplaced = misplaced_global_option(args)
         if misplaced is not None and misplaced[0] == getattr(error, "option_name", None):
             hint = _global_option_hint(*misplaced)  # Click's "No such option" for it
         return cls(error.format_message(), hint, args)
@@ -160,8 +161,9 @@ def _keys_given(args: Sequence[str]) -> list[str]:
 
     from apimart_cli import config_file
     from apimart_cli.errors import ApimartError
+    from apimart_cli.settings import ENV_API_KEY
 
-    keys = [os.environ.get("APIMART_API_KEY", "")]
+    keys = [os.environ.get(ENV_API_KEY, "")]
     with contextlib.suppress(ApimartError):  # a file that cannot be read holds no key to quote
         keys.append(str(config_file.load(config_file.config_path()).get("api_key", "")))
     for position, arg in enumerate(args):
