@@ -1,12 +1,13 @@
 """The APIMart HTTP client: submit, get a task, balance, stream an image.
 
 The only module that knows httpx: every transport failure becomes one of the
-project's errors here. One `httpx.Client` serves every thread. The API key goes
-only on API requests, never as a default header, so an image host can never
-receive it. Every API call goes through `retry.retrying` and stops at the
-command's `Deadline`; no API request lasts longer than REQUEST_TIME_LIMIT,
-whatever the server sends (an upload: its reply, once its body is sent), and a
-download or an upload's body fails when it stalls (STALL_WINDOW).
+project's errors here. Each request in flight has an `httpx.Client` of its own
+(`_Lanes`), all made alike. The API key goes only on API requests, never as a
+default header, so an image host can never receive it. Every API call goes
+through `retry.retrying` and stops at the command's `Deadline`; no API request
+lasts longer than REQUEST_TIME_LIMIT, whatever the server sends (an upload: its
+reply, once its body is sent), and a download or an upload's body fails when it
+stalls (STALL_WINDOW).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from http.cookiejar import CookieJar
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
@@ -25,7 +27,6 @@ from apimart_cli import __version__, lean_httpx, secrets
 from apimart_cli.constants import (
     CONNECT_TIMEOUT,
     GENERATION_PATHS,
-    MAX_CONNECTIONS,
     MAX_JSON_REPLY_BYTES,
     READ_TIMEOUT,
     REQUEST_TIME_LIMIT,
@@ -279,6 +280,49 @@ def _certificate_context(cafile: str | None, capath: str | None) -> ssl.SSLConte
         ) from None
 
 
+class _Lanes:
+    """The httpx clients a `Client` sends through, each lent to one request at a time.
+
+    One httpx client shared by every thread looks at each of its connections on
+    every request it sends and every reply it closes, and counts them all again
+    for each idle one: with 64 polls in flight that was most of a request's CPU
+    (docs/benchmarks.md). Lent one request at a time, a client holds a connection
+    or two, kept alive for the next request it is lent to: the one returned last
+    is lent first, with its connection still warm. They share one cookie jar, so
+    they answer the service as one client would.
+    """
+
+    def __init__(self, make: Callable[[CookieJar], httpx.Client]) -> None:
+        self._cookies = CookieJar()
+        self._make = make
+        self.first = make(self._cookies)  # made at once: a bad proxy setting fails here
+        self._idle = [self.first]
+        self._made = [self.first]
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def lend(self) -> Iterator[httpx.Client]:
+        """A client no other request is using, made if none is free."""
+        with self._lock:
+            http = self._idle.pop() if self._idle else None
+        if http is None:
+            http = self._make(self._cookies)
+            with self._lock:
+                self._made.append(http)
+        try:
+            yield http
+        finally:
+            with self._lock:
+                self._idle.append(http)
+
+    def close(self) -> None:
+        """Close every client made, a lent one too (its request fails, as it would have)."""
+        with self._lock:
+            made = list(self._made)
+        for http in made:
+            http.close()
+
+
 class Client:
     """A client for one base URL and key."""
 
@@ -291,7 +335,6 @@ class Client:
         log: Log | None = None,
         on_retry: Log | None = None,
         on_rate_limited: Callable[[float | None], None] | None = None,
-        max_connections: int = MAX_CONNECTIONS,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         base_url_source: str | None = None,
@@ -313,25 +356,24 @@ class Client:
         self._runner = Runner("request")  # each API exchange, bounded (see `_send`)
         self._results: dict[str, Task] = {}  # synchronous results, by the id made for them
         self._results_lock = threading.Lock()
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
         loopback = is_loopback(urlsplit(self.base_url).hostname or "")
         certificates = certificate_context()
-        with _proxies_checked():
-            self._http = httpx.Client(
+
+        def make(cookies: CookieJar) -> httpx.Client:
+            return httpx.Client(
                 verify=certificates,
                 timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
-                limits=limits,
                 headers={"User-Agent": f"{USER_AGENT_PRODUCT}/{__version__}"},
+                cookies=cookies,
                 # HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE... are honoured, as curl and gh do,
                 # except the proxies for a loopback base URL (a sandbox): no proxy stands in
                 # front of it. A transport given here is one httpx puts no proxy before; it
                 # still takes its certificates from SSL_CERT_FILE or SSL_CERT_DIR.
-                transport=httpx.HTTPTransport(verify=certificates, limits=limits)
-                if loopback
-                else None,
+                transport=httpx.HTTPTransport(verify=certificates) if loopback else None,
             )
+
+        with _proxies_checked():
+            self._lanes = _Lanes(make)
 
     def __enter__(self) -> Client:
         return self
@@ -341,7 +383,7 @@ class Client:
 
     def close(self) -> None:
         self._runner.close()
-        self._http.close()
+        self._lanes.close()
 
     def on_rate_limited(self, listener: Callable[[float | None], None]) -> None:
         """Tell `listener` of each 429 from now on, with its Retry-After (None if none)."""
@@ -495,9 +537,12 @@ class Client:
             self.deadline.cap(STALL_WINDOW), connect=self.deadline.cap(CONNECT_TIMEOUT)
         )
         try:
-            with self._http.stream(
-                "GET", url, headers=dict(headers or {}), follow_redirects=True, timeout=timeout
-            ) as reply:
+            with (
+                self._lanes.lend() as http,
+                http.stream(
+                    "GET", url, headers=dict(headers or {}), follow_redirects=True, timeout=timeout
+                ) as reply,
+            ):
                 self._trace("GET", url, reply.status_code, started)
                 yield Reply(reply.status_code, reply.headers, self._transfer(reply))
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError, ValueError) as exc:
@@ -726,7 +771,7 @@ class Client:
         and its reply, once the body is sent, gets REQUEST_TIME_LIMIT as any other."""
         limit = self.deadline.cap(STALL_WINDOW if transfer else REQUEST_TIME_LIMIT)
         timeout = httpx.Timeout(min(READ_TIMEOUT, limit), connect=min(CONNECT_TIMEOUT, limit))
-        request = self._http.build_request(
+        request = self._lanes.first.build_request(
             method, url, params=params, headers=dict(headers), content=content, timeout=timeout
         )
         if transfer:
@@ -749,21 +794,22 @@ class Client:
         still coming `limit` seconds after the request started (an upload: after its
         reply started, however long the upload took) is _TooSlow."""
         started = self._clock()
-        reply = self._http.send(request, stream=True)
-        ends = (self._clock() if transfer else started) + limit
-        try:
-            self._trace(request.method, str(reply.url), reply.status_code, started)
-            chunks, size = [], 0
-            for chunk in reply.iter_bytes():
-                size += len(chunk)
-                if size > MAX_JSON_REPLY_BYTES:
-                    raise _Malformed(f"the reply was larger than {MAX_JSON_REPLY_BYTES} bytes")
-                if self._clock() >= ends:
-                    raise _TooSlow(f"no complete reply within {limit:.0f} s")
-                chunks.append(chunk)
-            return reply.status_code, reply.headers, b"".join(chunks)
-        finally:
-            reply.close()
+        with self._lanes.lend() as http:
+            reply = http.send(request, stream=True)
+            ends = (self._clock() if transfer else started) + limit
+            try:
+                self._trace(request.method, str(reply.url), reply.status_code, started)
+                chunks, size = [], 0
+                for chunk in reply.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_JSON_REPLY_BYTES:
+                        raise _Malformed(f"the reply was larger than {MAX_JSON_REPLY_BYTES} bytes")
+                    if self._clock() >= ends:
+                        raise _TooSlow(f"no complete reply within {limit:.0f} s")
+                    chunks.append(chunk)
+                return reply.status_code, reply.headers, b"".join(chunks)
+            finally:
+                reply.close()
 
     @staticmethod
     def _json(content: bytes) -> Any:

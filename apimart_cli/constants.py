@@ -54,9 +54,6 @@ DOWNLOAD_NOTE_SECONDS = 5.0
 # Batches.
 DEFAULT_CONCURRENCY = 4  # submissions in flight; fewer while the service answers 429
 MAX_CONCURRENCY = 32
-# The client's connection pool: room for the most submissions, status requests
-# and downloads at once.
-MAX_CONNECTIONS = 128
 RATE_LIMIT_PAUSE = 1.0  # seconds new polls or submissions wait after a 429 with no Retry-After
 DEFAULT_BATCH_TIMEOUT = 1800.0
 DEFAULT_BATCH_NAME = "{task_id}_{index}"  # `--name`: the name `wait` and `download` give

@@ -7,6 +7,7 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
@@ -785,7 +786,41 @@ def test_base_url_trailing_slash(httpx_mock: HTTPXMock) -> None:
 def test_certificates_from_the_environment_for_any_base_url(base_url: str) -> None:
     # SSL_CERT_FILE and SSL_CERT_DIR hold for a sandbox's image hosts as for any other.
     with Client(base_url, KEY) as api:
-        assert api._http.trust_env
+        assert api._lanes.first.trust_env
+
+
+def test_requests_in_flight_at_once_each_have_an_httpx_client_of_their_own() -> None:
+    # One httpx client shared by 64 polls in flight went over all its connections,
+    # squared, for every request: most of the CPU of a wait for 100 tasks.
+    made: list[httpx.Client] = []
+
+    def make(cookies: CookieJar) -> httpx.Client:
+        made.append(httpx.Client(cookies=cookies))
+        return made[-1]
+
+    lanes = client_module._Lanes(make)
+    with lanes.lend() as first, lanes.lend() as second:
+        assert first is not second
+    with lanes.lend() as again:
+        assert again is first  # returned last: its connection is the warmest
+    assert len(made) == 2
+    lanes.close()
+    assert all(http.is_closed for http in made)
+
+
+def test_the_httpx_clients_of_a_client_share_their_cookies(httpx_mock: HTTPXMock) -> None:
+    # As one httpx client would: a cookie the service sets goes back with every request.
+    httpx_mock.add_response(url=f"{BASE}/v1/balance", json={}, headers={"Set-Cookie": "seen=1"})
+    httpx_mock.add_response(url=TASK_URL, json=PROCESSING)
+    with Client(BASE, KEY) as api:
+        with api._lanes.lend():
+            api.balance()  # through a second client
+        with api._lanes.lend(), api._lanes.lend():
+            api.get_task(TASK_ID)  # through a third
+        assert len(api._lanes._made) == 3
+    first, second = httpx_mock.get_requests()
+    assert "cookie" not in first.headers
+    assert second.headers["cookie"] == "seen=1"
 
 
 def test_the_clients_of_a_process_read_the_certificates_once_a_setting(
@@ -856,8 +891,10 @@ def test_proxies_from_the_environment_but_never_before_a_loopback_sandbox(
     with Sandbox(SandboxConfig(duration=0)) as sandbox, Client(sandbox.base_url, KEY) as api:
         assert api.balance()  # straight to the sandbox, not through the proxy
     with Client("https://api.apimart.ai", KEY) as api:
-        proxied = api._http._transport_for_url(httpx.URL("https://api.apimart.ai/v1/balance"))
-        assert proxied is not api._http._transport  # the proxy's transport
+        proxied = api._lanes.first._transport_for_url(
+            httpx.URL("https://api.apimart.ai/v1/balance")
+        )
+        assert proxied is not api._lanes.first._transport  # the proxy's transport
 
 
 # --- time limits: a dripping server cannot hold a request -------------------------------
