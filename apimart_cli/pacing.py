@@ -17,7 +17,9 @@ from apimart_cli.constants import RATE_LIMIT_PAUSE
 class Aimd:
     """The limit, the requests counted in flight (`count`), and the pause after a 429.
 
-    `run(limit)` is how many successes in a row add one to the limit.
+    `run(limit)` is how many successes in a row add one to the limit. With
+    `slow_start`, until the first 429 every success adds one, so a limit that is
+    all in use doubles every round trip (TCP's slow start).
     """
 
     def __init__(
@@ -26,6 +28,7 @@ class Aimd:
         *,
         start: int | None = None,
         run: Callable[[int], int] = lambda limit: limit,
+        slow_start: bool = False,
     ) -> None:
         self.ceiling = max(1, ceiling)
         self.limit = self.ceiling if start is None else min(max(1, start), self.ceiling)
@@ -33,6 +36,7 @@ class Aimd:
         self.paused_until = float("-inf")
         self._run = run
         self._streak = 0
+        self._slow_start = slow_start
 
     def delay(self, now: float) -> float | None:
         """0 if a request may start now, seconds until one may, or None: none is free."""
@@ -49,13 +53,14 @@ class Aimd:
         self.count -= 1
         if success and self.limit < self.ceiling:
             self._streak += 1
-            if self._streak >= max(1, self._run(self.limit)):
+            if self._slow_start or self._streak >= max(1, self._run(self.limit)):
                 self.limit, self._streak = self.limit + 1, 0
 
     def rate_limited(self, now: float, retry_after: float | None) -> float | None:
         """The service answered 429: the pause it asked for if this one halved the
         limit, None if it fell in a pause already under way."""
         halve = now >= self.paused_until
+        self._slow_start = False
         if halve:
             self.limit = max(1, self.limit // 2)
         pause = RATE_LIMIT_PAUSE if retry_after is None else retry_after

@@ -51,8 +51,8 @@ HALF_WAY = 50
 PRIOR_RATIOS = (0.25, 2.5)
 # What is learned during a run is kept for this many recent tasks (of each kind).
 LEARNED_SAMPLES = 64
-# The first polls, and polls again after a 429: this many at once, until
-# polls wait for a free slot (then one more per success, up to the ceiling).
+# The first polls: this many at once, until polls wait for a free slot (then one
+# more per success, up to the ceiling, until the first 429).
 START_IN_FLIGHT = 8
 
 
@@ -230,12 +230,14 @@ def next_delay(
 
 
 class InFlight(Aimd):
-    """How many polls may be in flight: more while polls wait for a free slot (about
-    doubling every few round trips), up to `ceiling`; halved by a 429, which also
-    holds new polls back. So the pace follows the latency and the service's limit."""
+    """How many polls may be in flight: more while polls wait for a free slot (doubling
+    every round trip until the first 429, then four more every round trip), up to
+    `ceiling`; halved by a 429, which also holds new polls back. So the pace follows
+    the latency and the service's limit, and when many tasks end together their
+    polls go when they are due."""
 
     def __init__(self, ceiling: int, start: int = START_IN_FLIGHT) -> None:
-        super().__init__(ceiling, start=start, run=lambda limit: limit // 4)
+        super().__init__(ceiling, start=start, run=lambda limit: limit // 4, slow_start=True)
 
     def done(self, *, waiting: bool) -> None:
         """A poll came back; `waiting`: others are due and want its slot."""

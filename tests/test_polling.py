@@ -265,6 +265,30 @@ def test_inflight_grows_while_polls_wait_and_halves_on_429() -> None:
     assert limit.limit == 12  # recovered, up to the ceiling
 
 
+def test_inflight_doubles_each_round_trip_until_the_first_429_then_grows_slowly() -> None:
+    # Growing by one for every quarter of the limit, it was about 40 when 100 tasks
+    # ended together, and their last polls left 0.2-0.3 s after they were due.
+    limit = InFlight(ceiling=64, start=8)
+
+    def round_trip() -> None:  # every slot in use, and more polls waiting
+        for _ in range(limit.limit):
+            limit.count += 1
+            limit.done(waiting=True)
+
+    round_trip()
+    assert limit.limit == 16
+    round_trip()
+    assert limit.limit == 32
+    limit.rate_limited(0.0, retry_after=1.0)
+    assert limit.limit == 16
+    round_trip()
+    assert limit.limit == 20  # one for every quarter of the limit now
+    limit.rate_limited(5.0, retry_after=1.0)
+    assert limit.limit == 10
+    round_trip()
+    assert limit.limit == 14  # not 20: the slow start is over for good
+
+
 def test_schedule_polls_each_id_once() -> None:
     schedule = Schedule()
     assert schedule.add("a", 0.0)
