@@ -281,23 +281,20 @@ def _certificate_context(cafile: str | None, capath: str | None) -> ssl.SSLConte
 
 
 class _Lanes:
-    """The httpx clients a `Client` sends through, each lent to one request at a time.
+    """httpx clients for one kind of request, each lent to one request at a time.
 
     One httpx client shared by every thread looks at each of its connections on
     every request it sends and every reply it closes, and counts them all again
-    for each idle one: with 64 polls in flight that was most of a request's CPU
-    (docs/benchmarks.md). Lent one request at a time, a client holds a connection
-    or two, kept alive for the next request it is lent to: the one returned last
-    is lent first, with its connection still warm. They share one cookie jar, so
-    they answer the service as one client would.
+    for each idle one: with 64 polls in flight that was more of a request's CPU
+    than the request itself (docs/benchmarks.md). Lent one request at a time, a
+    client holds one connection, kept alive for the next request it is lent to:
+    the one returned last is lent first, its connection the warmest.
     """
 
-    def __init__(self, make: Callable[[CookieJar], httpx.Client]) -> None:
-        self._cookies = CookieJar()
+    def __init__(self, make: Callable[[], httpx.Client], first: httpx.Client | None = None):
         self._make = make
-        self.first = make(self._cookies)  # made at once: a bad proxy setting fails here
-        self._idle = [self.first]
-        self._made = [self.first]
+        self._idle = [] if first is None else [first]
+        self._made = list(self._idle)
         self._lock = threading.Lock()
 
     @contextmanager
@@ -306,7 +303,7 @@ class _Lanes:
         with self._lock:
             http = self._idle.pop() if self._idle else None
         if http is None:
-            http = self._make(self._cookies)
+            http = self._make()
             with self._lock:
                 self._made.append(http)
         try:
@@ -359,7 +356,9 @@ class Client:
         loopback = is_loopback(urlsplit(self.base_url).hostname or "")
         certificates = certificate_context()
 
-        def make(cookies: CookieJar) -> httpx.Client:
+        cookies = CookieJar()  # one jar: they answer the service as one client would
+
+        def make() -> httpx.Client:
             return httpx.Client(
                 verify=certificates,
                 timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
@@ -373,7 +372,11 @@ class Client:
             )
 
         with _proxies_checked():
-            self._lanes = _Lanes(make)
+            self._template = make()  # builds each API request; a bad proxy setting fails here
+        # Each request in flight has a client of its own (`_Lanes`), the API's kept apart
+        # from the downloads', so that each holds one connection.
+        self._api = _Lanes(make, self._template)
+        self._media = _Lanes(make)
 
     def __enter__(self) -> Client:
         return self
@@ -383,7 +386,8 @@ class Client:
 
     def close(self) -> None:
         self._runner.close()
-        self._lanes.close()
+        self._api.close()
+        self._media.close()
 
     def on_rate_limited(self, listener: Callable[[float | None], None]) -> None:
         """Tell `listener` of each 429 from now on, with its Retry-After (None if none)."""
@@ -538,7 +542,7 @@ class Client:
         )
         try:
             with (
-                self._lanes.lend() as http,
+                self._media.lend() as http,
                 http.stream(
                     "GET", url, headers=dict(headers or {}), follow_redirects=True, timeout=timeout
                 ) as reply,
@@ -771,7 +775,7 @@ class Client:
         and its reply, once the body is sent, gets REQUEST_TIME_LIMIT as any other."""
         limit = self.deadline.cap(STALL_WINDOW if transfer else REQUEST_TIME_LIMIT)
         timeout = httpx.Timeout(min(READ_TIMEOUT, limit), connect=min(CONNECT_TIMEOUT, limit))
-        request = self._lanes.first.build_request(
+        request = self._template.build_request(
             method, url, params=params, headers=dict(headers), content=content, timeout=timeout
         )
         if transfer:
@@ -794,7 +798,7 @@ class Client:
         still coming `limit` seconds after the request started (an upload: after its
         reply started, however long the upload took) is _TooSlow."""
         started = self._clock()
-        with self._lanes.lend() as http:
+        with self._api.lend() as http:
             reply = http.send(request, stream=True)
             ends = (self._clock() if transfer else started) + limit
             try:

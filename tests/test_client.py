@@ -7,7 +7,6 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
@@ -786,7 +785,7 @@ def test_base_url_trailing_slash(httpx_mock: HTTPXMock) -> None:
 def test_certificates_from_the_environment_for_any_base_url(base_url: str) -> None:
     # SSL_CERT_FILE and SSL_CERT_DIR hold for a sandbox's image hosts as for any other.
     with Client(base_url, KEY) as api:
-        assert api._lanes.first.trust_env
+        assert api._template.trust_env
 
 
 def test_requests_in_flight_at_once_each_have_an_httpx_client_of_their_own() -> None:
@@ -794,8 +793,8 @@ def test_requests_in_flight_at_once_each_have_an_httpx_client_of_their_own() -> 
     # squared, for every request: most of the CPU of a wait for 100 tasks.
     made: list[httpx.Client] = []
 
-    def make(cookies: CookieJar) -> httpx.Client:
-        made.append(httpx.Client(cookies=cookies))
+    def make() -> httpx.Client:
+        made.append(httpx.Client())
         return made[-1]
 
     lanes = client_module._Lanes(make)
@@ -813,14 +812,26 @@ def test_the_httpx_clients_of_a_client_share_their_cookies(httpx_mock: HTTPXMock
     httpx_mock.add_response(url=f"{BASE}/v1/balance", json={}, headers={"Set-Cookie": "seen=1"})
     httpx_mock.add_response(url=TASK_URL, json=PROCESSING)
     with Client(BASE, KEY) as api:
-        with api._lanes.lend():
+        with api._api.lend():
             api.balance()  # through a second client
-        with api._lanes.lend(), api._lanes.lend():
+        with api._api.lend(), api._api.lend():
             api.get_task(TASK_ID)  # through a third
-        assert len(api._lanes._made) == 3
+        assert len(api._api._made) == 3
     first, second = httpx_mock.get_requests()
     assert "cookie" not in first.headers
     assert second.headers["cookie"] == "seen=1"
+
+
+def test_the_api_and_the_image_hosts_are_reached_through_clients_of_their_own() -> None:
+    # Lent to both, each client kept a connection to both: twice the sockets.
+    with Sandbox(SandboxConfig(duration=0)) as sandbox, Client(sandbox.base_url, KEY) as api:
+        [task_id] = api.submit(build_request("a fox"), IDEMPOTENCY_KEY)
+        url = api.get_task(task_id).images[0].url
+        with api.stream(url) as reply:
+            assert reply.status == 200
+        with api._api.lend() as for_the_api, api._media.lend() as for_images:
+            assert for_the_api is not for_images
+        assert not set(map(id, api._api._made)) & set(map(id, api._media._made))
 
 
 def test_the_clients_of_a_process_read_the_certificates_once_a_setting(
@@ -891,10 +902,8 @@ def test_proxies_from_the_environment_but_never_before_a_loopback_sandbox(
     with Sandbox(SandboxConfig(duration=0)) as sandbox, Client(sandbox.base_url, KEY) as api:
         assert api.balance()  # straight to the sandbox, not through the proxy
     with Client("https://api.apimart.ai", KEY) as api:
-        proxied = api._lanes.first._transport_for_url(
-            httpx.URL("https://api.apimart.ai/v1/balance")
-        )
-        assert proxied is not api._lanes.first._transport  # the proxy's transport
+        proxied = api._template._transport_for_url(httpx.URL("https://api.apimart.ai/v1/balance"))
+        assert proxied is not api._template._transport  # the proxy's transport
 
 
 # --- time limits: a dripping server cannot hold a request -------------------------------
