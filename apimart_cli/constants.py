@@ -45,6 +45,10 @@ MAX_POLL_INTERVAL = 10.0
 DEFAULT_MAX_IN_FLIGHT = 64  # the most status requests at once (fewer until needed, and on 429)
 HEARTBEAT_SECONDS = 30.0
 DOWNLOAD_WORKERS = 8  # images downloading at once, while the other tasks are polled
+# Files a wait keeps open besides its polls' connections: for each download its
+# connection, part file, validator and folder; the history's three; the standard
+# streams, and what an import opens meanwhile.
+FILES_BESIDES_POLLS = 4 * DOWNLOAD_WORKERS + 16
 MAX_PARALLEL_QUERIES = 8  # `status`: tasks asked about at once
 # A client's request thread idle this long ends (a long-lived `apimart mcp` keeps few).
 REQUEST_THREAD_IDLE_SECONDS = 60.0

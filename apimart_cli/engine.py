@@ -28,6 +28,7 @@ from apimart_cli.constants import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_POLL_INTERVAL,
     DOWNLOAD_WORKERS,
+    FILES_BESIDES_POLLS,
 )
 from apimart_cli.errors import (
     ApimartError,
@@ -200,7 +201,7 @@ class Engine:
         self._poller = Poller(
             self._fetch,
             interval=interval,
-            max_in_flight=max_in_flight,
+            max_in_flight=polls_within_open_files(max_in_flight),
             timeout=deadline.remaining(),
             on_update=self._on_update,
             on_finished=self._on_finished,
@@ -474,6 +475,20 @@ class Engine:
             except HistoryError as error:  # the history mirrors the server: keep waiting
                 self._reporter.history_failed(error)
                 self._history = None
+
+
+def polls_within_open_files(most: int) -> int:
+    """`most` polls in flight, fewer where the process may not have that many files open
+    besides what the downloads and the history keep (`ulimit -n`): past it, a poll's
+    connection or a download's file fails with "Too many open files"."""
+    try:
+        import resource
+    except ImportError:  # no such limit to read here (Windows)
+        return most
+    allowed, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if allowed == resource.RLIM_INFINITY:
+        return most
+    return max(1, min(most, allowed - FILES_BESIDES_POLLS))
 
 
 def _learned(history: History | None) -> Learned | None:

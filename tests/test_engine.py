@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -16,7 +17,15 @@ from pytest_httpx import HTTPXMock
 from apimart_cli.client import Client
 from apimart_cli.deadline import Deadline
 from apimart_cli.downloads import SavedFile
-from apimart_cli.engine import Engine, Outcome, SaveHooks, WaitPlan, query_tasks, wait_for_tasks
+from apimart_cli.engine import (
+    Engine,
+    Outcome,
+    SaveHooks,
+    WaitPlan,
+    polls_within_open_files,
+    query_tasks,
+    wait_for_tasks,
+)
 from apimart_cli.errors import ApimartError, ExitCode, HistoryError, WaitTimeout
 from apimart_cli.history import History, TaskRecord
 from apimart_cli.tasks import Task
@@ -368,3 +377,14 @@ def test_query_tasks_asks_nothing_and_records_nothing_after_the_deadline(
     late = [r for r in results if isinstance(r, WaitTimeout)]
     assert len(late) >= len(ids) - client.asked
     assert len(recorded) <= 50
+
+
+@pytest.mark.parametrize(
+    ("open_files", "polls"),
+    [(1024, 64), (100, 52), (40, 1), (resource.RLIM_INFINITY, 64)],
+)
+def test_polls_in_flight_leave_room_for_the_files_a_wait_keeps_open(
+    monkeypatch: pytest.MonkeyPatch, open_files: int, polls: int
+) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (open_files, open_files))
+    assert polls_within_open_files(64) == polls

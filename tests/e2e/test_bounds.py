@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from apimart_cli.sandbox import Sandbox
+from apimart_cli.sandbox import Sandbox, SandboxConfig
 from tests.e2e.conftest import API_KEY, COMMAND, shell
+from tests.helpers.commands import user_environment
 from tests.helpers.records import submit_direct
 
 # Far beyond any --timeout given below: a command still running then never ends.
@@ -175,3 +176,18 @@ def test_an_endless_fast_input_ends_at_the_deadline_or_its_limit(
     assert f"rc={code}" in run.stderr, run.stderr[-2000:]
     assert message in run.stderr
     assert sandbox.submissions() == []
+
+
+def test_a_wait_under_a_low_limit_on_open_files_saves_every_image(tmp_path: Path) -> None:
+    # Under `ulimit -n 70`, 100 tasks ending together had up to 64 polls in flight, a
+    # socket each, beside the downloads' files: 15 of them failed with "Too many open
+    # files" (77 under 50). The polls in flight now leave room for the rest.
+    with Sandbox(SandboxConfig(duration=1.0)) as sandbox:
+        ids = [submit_direct(sandbox, f"fox {i}", size="64x64") for i in range(100)]
+        sandbox.configure(latency=0.25)  # each status request takes a while: many at once
+        env = user_environment(sandbox.base_url, tmp_path / "home")
+        run = shell(
+            f"ulimit -n 70 && apimart -q wait -o {tmp_path / 'out'} {' '.join(ids)}", env=env
+        )
+    assert run.returncode == 0, run.stderr
+    assert len(list((tmp_path / "out").glob("*.png"))) == 100
