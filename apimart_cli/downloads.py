@@ -286,9 +286,11 @@ class Downloader:
             return self._download(task_id, index, image, finish, on_progress)
         except OSError as exc:  # the disk, not the service: a full disk, a folder in the way
             where = exc.filename or self.folder
+            hint = "Check the output folder's permissions and free space, then download again."
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                hint = "Raise the limit on open files (ulimit -n), then download again."
             raise ApimartError(
-                f"Cannot write {named(where)}: {exc.strerror or exc}",
-                "Check the output folder's permissions and free space, then download again.",
+                f"Cannot write {named(where)}: {exc.strerror or exc}", hint
             ) from None
 
     def _download(

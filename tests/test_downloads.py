@@ -1295,6 +1295,21 @@ def test_finish_is_not_run_on_a_kept_file(downloader: Downloader, out: Path) -> 
 # --- a full disk ---------------------------------------------------------------------------
 
 
+def test_too_many_open_files_says_to_raise_the_limit_not_to_free_space(
+    downloader: Downloader, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hint was to check the folder's permissions and free space.
+    def no_more(path: Path, *args: object, **kwargs: object) -> int:
+        raise OSError(errno.EMFILE, "Too many open files", str(path))
+
+    monkeypatch.setattr(safefiles, "open_no_follow", no_more)
+    with pytest.raises(ApimartError) as caught:
+        downloader.download(TASK_ID, 0, image())
+    assert "Too many open files" in caught.value.message
+    assert caught.value.hint == "Raise the limit on open files (ulimit -n), then download again."
+    assert files(out) == []
+
+
 def test_a_full_disk_mid_download_leaves_nothing_behind(
     downloader: Downloader, out: Path, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
