@@ -296,6 +296,7 @@ class _Lanes:
         self._idle = [] if first is None else [first]
         self._made = list(self._idle)
         self._lock = threading.Lock()
+        self._closed = False
 
     @contextmanager
     def lend(self) -> Iterator[httpx.Client]:
@@ -310,12 +311,18 @@ class _Lanes:
             yield http
         finally:
             with self._lock:
-                self._idle.append(http)
+                closed = self._closed
+                if not closed:
+                    self._idle.append(http)
+            if closed:  # made or lent as the lanes closed (a request abandoned at a deadline)
+                http.close()
 
     def close(self) -> None:
-        """Close every client made, a lent one too (its request fails, as it would have)."""
+        """Close every client made, a lent one too (its request fails, as it would have),
+        and any lent from now on once its request is over."""
         with self._lock:
-            made = list(self._made)
+            self._closed = True
+            made, self._made, self._idle = self._made, [], []
         for http in made:
             http.close()
 

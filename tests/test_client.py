@@ -803,8 +803,13 @@ def test_requests_in_flight_at_once_each_have_an_httpx_client_of_their_own() -> 
     with lanes.lend() as again:
         assert again is first  # returned last: its connection is the warmest
     assert len(made) == 2
-    lanes.close()
+    with lanes.lend() as late:  # lent as they close: a request abandoned at a deadline
+        lanes.close()
+        assert late.is_closed
     assert all(http.is_closed for http in made)
+    with lanes.lend() as after:
+        assert not after.is_closed  # its request goes ahead (and fails, or not, as before)
+    assert after.is_closed  # but nothing keeps it open
 
 
 def test_the_httpx_clients_of_a_client_share_their_cookies(httpx_mock: HTTPXMock) -> None:
