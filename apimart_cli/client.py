@@ -256,6 +256,42 @@ def _proxies_checked() -> Iterator[None]:
         ) from None
 
 
+def _environment_proxy(scheme: str, host: str) -> tuple[str, str, int] | None:
+    """The proxy httpx takes from the environment for `scheme://host`: the variable that
+    names it, the proxy's host and its port (never its password); None if none."""
+    from urllib.request import getproxies_environment
+
+    proxies = getproxies_environment()
+    host = host.lower()
+    for entry in proxies.get("no", "").lower().split(","):  # NO_PROXY, as httpx reads it
+        entry = entry.strip()
+        if entry == "*":
+            return None
+        name = entry.split("://")[-1].lstrip("*.")
+        if name and (host == name or host.endswith(f".{name}")):
+            return None
+    for kind in (scheme.lower(), "all"):
+        value = proxies.get(kind, "").strip()
+        if not value:
+            continue
+        named = (
+            name
+            for name, given in os.environ.items()
+            if name.lower() == f"{kind}_proxy" and given.strip() == value
+        )
+        proxy = urlsplit(value if "://" in value else f"http://{value}")
+        try:
+            port = proxy.port or (443 if proxy.scheme == "https" else 80)
+        except ValueError:  # httpx refused it when the client was made; so would this
+            return None
+        return next(named, f"{kind.upper()}_PROXY"), proxy.hostname or "", port
+    return None
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def certificate_context() -> ssl.SSLContext:
     """The TLS settings every client of this process shares: the certificates of
     SSL_CERT_FILE, else SSL_CERT_DIR, else certifi's, as httpx reads them. Making one
@@ -736,8 +772,17 @@ class Client:
         """
         parts = urlsplit(self.base_url)
         host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        proxy = None if is_loopback(host) else _environment_proxy(parts.scheme, host)
+        if proxy is not None:  # the connection that failed was the proxy's
+            variable, proxy_host, proxy_port = proxy
+            error = ServiceError(
+                f"Could not connect to the proxy {variable} names,"
+                f" {_address(proxy_host, proxy_port)}: {_describe(exc)}",
+                f"Check the proxy, or unset {variable} (NO_PROXY lists hosts to reach directly).",
+            )
+            # A refusal on this machine: nothing will start listening there within the retries.
+            return error, not (_refused(exc) and is_loopback(proxy_host))
+        address = _address(host, parts.port or (443 if parts.scheme == "https" else 80))
         source = self._base_url_source or "the settings"
         hint = f"The base URL {self.base_url} comes from {source}: check it, and the network."
         refused = _refused(exc)

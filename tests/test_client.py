@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import certifi
 import httpx
@@ -909,6 +910,74 @@ def test_proxies_from_the_environment_but_never_before_a_loopback_sandbox(
     with Client("https://api.apimart.ai", KEY) as api:
         proxied = api._template._transport_for_url(httpx.URL("https://api.apimart.ai/v1/balance"))
         assert proxied is not api._template._transport  # the proxy's transport
+
+
+def test_a_proxy_that_refuses_is_named_not_the_service_and_not_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # It said "Could not connect to api.apimart.ai:443: Connection refused" four times
+    # over six seconds: the service looked down when the proxy was.
+    monkeypatch.setenv("HTTPS_PROXY", "http://me:pw-secret@127.0.0.1:9")  # nothing there
+    slept: list[float] = []
+    with (
+        Client("https://api.apimart.ai", KEY, sleep=slept.append) as api,
+        pytest.raises(ServiceError) as failed,
+    ):
+        api.balance()
+    message = failed.value.message
+    assert message.startswith("Could not connect to the proxy HTTPS_PROXY names, 127.0.0.1:9: ")
+    assert failed.value.hint == (
+        "Check the proxy, or unset HTTPS_PROXY (NO_PROXY lists hosts to reach directly)."
+    )
+    assert "pw-secret" not in f"{message} {failed.value.hint}"
+    assert slept == []  # nothing on this machine will start listening within the retries
+
+
+@pytest.mark.parametrize(
+    ("environment", "url", "expected"),
+    [
+        (
+            {"HTTPS_PROXY": "http://u:p@proxy.example:3128"},
+            "https://api.apimart.ai",
+            ("HTTPS_PROXY", "proxy.example", 3128),
+        ),
+        (
+            {"https_proxy": "proxy.example"},
+            "https://api.apimart.ai",
+            ("https_proxy", "proxy.example", 80),
+        ),
+        ({"ALL_PROXY": "https://[::1]"}, "https://api.apimart.ai", ("ALL_PROXY", "::1", 443)),
+        ({"HTTP_PROXY": "http://proxy.example:1"}, "https://api.apimart.ai", None),
+        (
+            {"HTTPS_PROXY": "http://proxy.example:1", "NO_PROXY": "apimart.ai"},
+            "https://api.apimart.ai",
+            None,
+        ),
+        (
+            {"HTTPS_PROXY": "http://proxy.example:1", "NO_PROXY": "x.org, *"},
+            "https://api.apimart.ai",
+            None,
+        ),
+        (
+            {"HTTPS_PROXY": "http://proxy.example:1", "NO_PROXY": "other.ai"},
+            "https://api.apimart.ai",
+            ("HTTPS_PROXY", "proxy.example", 1),
+        ),
+    ],
+)
+def test_the_proxy_named_is_the_one_the_environment_gives_the_base_url(
+    monkeypatch: pytest.MonkeyPatch,
+    environment: dict[str, str],
+    url: str,
+    expected: tuple[str, str, int] | None,
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        for variant in (name, name.lower()):
+            monkeypatch.delenv(variant, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    parts = urlsplit(url)
+    assert client_module._environment_proxy(parts.scheme, parts.hostname or "") == expected
 
 
 # --- time limits: a dripping server cannot hold a request -------------------------------
