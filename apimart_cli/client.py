@@ -274,7 +274,7 @@ def _environment_proxy(scheme: str, host: str) -> tuple[str, str, int] | None:
         value = proxies.get(kind, "").strip()
         if not value:
             continue
-        named = (
+        variables = (
             name
             for name, given in os.environ.items()
             if name.lower() == f"{kind}_proxy" and given.strip() == value
@@ -284,7 +284,7 @@ def _environment_proxy(scheme: str, host: str) -> tuple[str, str, int] | None:
             port = proxy.port or (443 if proxy.scheme == "https" else 80)
         except ValueError:  # httpx refused it when the client was made; so would this
             return None
-        return next(named, f"{kind.upper()}_PROXY"), proxy.hostname or "", port
+        return next(variables, f"{kind.upper()}_PROXY"), proxy.hostname or "", port
     return None
 
 
